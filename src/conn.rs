@@ -1,0 +1,143 @@
+//! Pooled connections with bounded replies, and the blocking wait on a signal list.
+//!
+//! Sync `redis` connections have no read timeout unless one is set, so a stalled server
+//! would hang every caller. Every connection this crate checks out gets a read and write
+//! timeout; the value last set is remembered in the connection's r2d2 extensions so that a
+//! hot path does not pay a `setsockopt` per command.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use r2d2::PooledConnection;
+
+use crate::{Pool, Result};
+
+pub(crate) type Conn = PooledConnection<redis::Client>;
+
+/// The smallest timeout a socket accepts (zero means "none" to the OS and is refused).
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// How long past a `BLPOP`'s own timeout we wait for the server's reply before unblocking
+/// it ourselves. Redis checks blocked clients' timeouts once per event-loop pass, which on
+/// an idle server can be a whole `1/hz` (100 ms by default) late.
+const BLPOP_GRACE: Duration = Duration::from_millis(5);
+
+/// The timeout currently set on a connection's socket, as we last set it.
+struct SocketTimeout(Duration);
+
+/// The server-side id of a connection (`CLIENT ID`), for `CLIENT UNBLOCK`.
+struct ClientId(i64);
+
+/// Identifies the pool a connection came from: connections are never shared between
+/// pools, so locks acquired on connections with the same tag can be renewed together.
+#[derive(Clone, Copy)]
+struct PoolTag(u64);
+
+static NEXT_POOL_TAG: AtomicU64 = AtomicU64::new(1);
+
+/// Checks a connection out of `pool`, waiting at most `checkout_timeout`, with replies
+/// bounded by `response_timeout`.
+pub(crate) fn checkout(
+    pool: &Pool,
+    checkout_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Conn> {
+    let mut conn = pool.get_timeout(checkout_timeout)?;
+    set_timeout(&mut conn, response_timeout)?;
+    Ok(conn)
+}
+
+/// Bounds the next reads and writes on `conn` by `timeout` (at least 1 ms).
+pub(crate) fn set_timeout(conn: &mut Conn, timeout: Duration) -> Result<()> {
+    let timeout = timeout.max(MIN_TIMEOUT);
+    if let Some(SocketTimeout(current)) = PooledConnection::extensions(conn).get()
+        && *current == timeout
+    {
+        return Ok(());
+    }
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    PooledConnection::extensions_mut(conn).insert(SocketTimeout(timeout));
+    Ok(())
+}
+
+/// The tag of the pool `conn` belongs to (see [`PoolTag`]).
+pub(crate) fn pool_tag(conn: &mut Conn) -> u64 {
+    if let Some(PoolTag(tag)) = PooledConnection::extensions(conn).get() {
+        return *tag;
+    }
+    let tag = NEXT_POOL_TAG.fetch_add(1, Ordering::Relaxed);
+    PooledConnection::extensions_mut(conn).insert(PoolTag(tag));
+    tag
+}
+
+fn client_id(conn: &mut Conn) -> Result<i64> {
+    if let Some(ClientId(id)) = PooledConnection::extensions(conn).get() {
+        return Ok(*id);
+    }
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut **conn)?;
+    PooledConnection::extensions_mut(conn).insert(ClientId(id));
+    Ok(id)
+}
+
+/// What ended a wait on the signal list.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A release (or reset) pushed a signal and we took it.
+    Signalled,
+    /// The wait ran its course.
+    TimedOut,
+}
+
+/// Sleeps in `BLPOP signal_key` for `wait` (at least 1 ms), then returns.
+///
+/// The socket's read timeout always covers the wait. Because Redis may answer a timed-out
+/// `BLPOP` up to a `1/hz` late, the wait is also kept on our clock: when the server has not
+/// answered `BLPOP_GRACE` after `wait`, the connection is unblocked with `CLIENT UNBLOCK`
+/// from a second connection, which then replaces `conn` (the first goes back to the pool
+/// with its late reply marked to be skipped by redis-rs). A signal that reached us in that
+/// moment is not lost as long as the caller tries to acquire once more, which it always
+/// does after a wait.
+pub(crate) fn wait_for_signal(
+    conn: &mut Conn,
+    pool: &Pool,
+    signal_key: &str,
+    wait: Duration,
+    response_timeout: Duration,
+) -> Result<Wake> {
+    let wait = wait.max(MIN_TIMEOUT);
+    let id = client_id(conn)?;
+    let mut blpop = redis::cmd("BLPOP");
+    blpop
+        .arg(signal_key)
+        .arg(format!("{:.3}", wait.as_secs_f64()));
+    let started = Instant::now();
+    set_timeout(conn, wait + BLPOP_GRACE)?;
+    let outcome = blpop.query::<Option<(String, String)>>(&mut **conn);
+    // Later commands on this connection are ordinary ones again.
+    set_timeout(conn, response_timeout)?;
+    match outcome {
+        Ok(Some(_)) => Ok(Wake::Signalled),
+        Ok(None) => Ok(Wake::TimedOut),
+        Err(e) if e.is_timeout() => {
+            log::trace!(
+                "BLPOP {signal_key} not answered {:?} after its {wait:?} timeout; unblocking it",
+                started.elapsed().saturating_sub(wait)
+            );
+            let mut other = checkout(pool, response_timeout, response_timeout)?;
+            match redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query::<i64>(&mut *other)
+            {
+                Ok(_) => {}
+                // Without the right to unblock (ACL), the old connection finishes its BLPOP
+                // on the server's own clock; whoever uses it next waits for that at most.
+                Err(e) => log::debug!("CLIENT UNBLOCK {id} failed: {e}"),
+            }
+            *conn = other;
+            Ok(Wake::TimedOut)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,160 @@
+//! The local lease clock and lost-lock flag that every guard carries.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// A callback run once when a held lock is found lost.
+pub(crate) type OnLost = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The part of a lease we do not count on: clocks drift, and Redis rounds expiries to the
+/// millisecond. The Redlock page's rule, with its default factor: 1% of the lease plus 2 ms.
+pub(crate) fn clock_margin(ttl: Duration, drift_factor: f64) -> Duration {
+    ttl.mul_f64(drift_factor) + Duration::from_millis(2)
+}
+
+const DRIFT_FACTOR: f64 = 0.01;
+
+/// A duration as whole milliseconds for Redis, at least 1 (`PX 0` is refused, and would
+/// mean "now"). Callers validate durations first, so the saturation never shows.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// What a guard knows, without asking Redis, about how long its lock is still ours.
+pub(crate) struct Lease {
+    name: String,
+    /// `None` for a lock that never expires.
+    valid_until: Mutex<Option<Instant>>,
+    lost: AtomicBool,
+    on_lost: Option<OnLost>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("name", &self.name)
+            .field("valid_for", &self.valid_for())
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// A lease granted by a request sent at `sent_at` with expiry `ttl` (`None`: never
+    /// expires). `sent_at` must be taken before the request left, so that the server's
+    /// clock started no earlier than ours.
+    pub(crate) fn new(
+        name: &str,
+        sent_at: Instant,
+        ttl: Option<Duration>,
+        on_lost: Option<OnLost>,
+    ) -> Self {
+        Lease {
+            name: name.to_owned(),
+            valid_until: Mutex::new(ttl.map(|ttl| valid_until(sent_at, ttl))),
+            lost: AtomicBool::new(false),
+            on_lost,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long the lock is certainly still ours; `None` without expiry, zero once lost.
+    pub(crate) fn valid_for(&self) -> Option<Duration> {
+        let until = (*self.valid_until.lock())?;
+        if self.is_lost() {
+            return Some(Duration::ZERO);
+        }
+        Some(until.saturating_duration_since(Instant::now()))
+    }
+
+    /// Records that a request sent at `sent_at` set the remaining lease to `ttl`.
+    pub(crate) fn extended(&self, sent_at: Instant, ttl: Duration) {
+        *self.valid_until.lock() = Some(valid_until(sent_at, ttl));
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Marks the lease lost, once: logs why and runs the `on_lost` callback. Later calls
+    /// do nothing. A panicking callback is logged, not propagated: it runs on the renewal
+    /// thread, which serves other guards too.
+    pub(crate) fn mark_lost(&self, why: &str) {
+        if self.lost.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log::warn!("lock `{}` lost: {why}", self.name);
+        if let Some(callback) = &self.on_lost
+            && catch_unwind(AssertUnwindSafe(|| callback(&self.name))).is_err()
+        {
+            log::error!("the on_lost callback of lock `{}` panicked", self.name);
+        }
+    }
+}
+
+impl Lease {
+    /// Marks the lease lost without the `on_lost` callback: for losses found by the
+    /// holder's own calls, which report them through their result.
+    pub(crate) fn mark_lost_quietly(&self, why: &str) {
+        if !self.lost.swap(true, Ordering::AcqRel) {
+            log::debug!("lock `{}` lost: {why}", self.name);
+        }
+    }
+}
+
+fn valid_until(sent_at: Instant, ttl: Duration) -> Instant {
+    let certain = ttl.saturating_sub(clock_margin(ttl, DRIFT_FACTOR));
+    // An expiry too far off to represent is, for any caller, forever.
+    sent_at.checked_add(certain).unwrap_or(sent_at + Duration::from_secs(u32::MAX.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_never_claims_more_than_the_ttl_minus_the_margin() {
+        let sent_at = Instant::now();
+        let lease = Lease::new("a", sent_at, Some(Duration::from_secs(10)), None);
+        let left = lease.valid_for().unwrap();
+        assert!(left <= Duration::from_millis(10_000 - 100 - 2), "{left:?}");
+        assert!(left > Duration::from_secs(9), "{left:?}");
+    }
+
+    #[test]
+    fn tiny_and_huge_ttls_do_not_overflow() {
+        let now = Instant::now();
+        let tiny = Lease::new("a", now, Some(Duration::from_millis(1)), None);
+        assert_eq!(tiny.valid_for(), Some(Duration::ZERO));
+        let huge = Lease::new("a", now, Some(Duration::MAX), None);
+        assert!(huge.valid_for().unwrap() > Duration::from_secs(1 << 30));
+        assert_eq!(Lease::new("a", now, None, None).valid_for(), None);
+    }
+
+    #[test]
+    fn lost_is_sticky_and_reported_once() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        let lease = Lease::new(
+            "a",
+            Instant::now(),
+            Some(Duration::from_secs(5)),
+            Some(Arc::new(move |_: &str| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })),
+        );
+        lease.mark_lost("test");
+        lease.mark_lost("again");
+        lease.extended(Instant::now(), Duration::from_secs(5));
+        assert!(lease.is_lost());
+        assert_eq!(lease.valid_for(), Some(Duration::ZERO));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

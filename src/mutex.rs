@@ -1,0 +1,877 @@
+//! [`RedisMutex`], its builder, and [`RedisMutexGuard`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::conn::{self, Conn, Wake};
+use crate::lease::{Lease, millis};
+use crate::options::{LockOptions, LockOptionsBuilder};
+use crate::renewal::{self, Registration};
+use crate::scripts::{ACQUIRE, EXTEND, RELEASE, RESET};
+use crate::{Error, Pool, Result, TryLockError};
+
+/// The longest a waiter sleeps in `BLPOP` before trying again. Only a signal that was
+/// lost (a waiter that died holding it) ever makes a waiter wait this long on a free lock.
+const MAX_WAIT: Duration = Duration::from_millis(1000);
+
+/// A distributed mutex held in Redis, compatible with python-redis-lock.
+///
+/// `lock()` blocks until the lock is ours, `try_lock()` makes one attempt, and
+/// `try_lock_for()` waits up to a deadline; each gives a [`RedisMutexGuard`] that releases the
+/// lock when dropped. Threads of one process that share a `RedisMutex` (through an [`Arc`])
+/// queue locally first, so however many of them wait, at most one of them talks to Redis
+/// about this lock at a time.
+///
+/// Waiters do not poll: they sleep in `BLPOP` on the lock's signal list and a release wakes
+/// one of them. See the [crate docs](crate) for the protocol and its guarantees.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redis_mutex::{Pool, RedisMutex};
+///
+/// let client = redis::Client::open("redis://127.0.0.1/")?;
+/// let pool = Pool::builder().test_on_check_out(false).build(client)?;
+/// let mutex = RedisMutex::builder(pool, "nightly-report")
+///     .expire(Duration::from_secs(60))
+///     .auto_renewal(true)
+///     .build()?;
+/// let guard = mutex.lock()?;
+/// // ... only one process in the fleet runs this at a time ...
+/// guard.unlock()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RedisMutex {
+    pool: Pool,
+    name: String,
+    lock_key: String,
+    signal_key: String,
+    options: LockOptions,
+    /// Set when `new` was given a name `build` would refuse: every call reports it.
+    invalid_name: Option<&'static str>,
+    /// The local queue: held for as long as a guard of this mutex lives.
+    local: Mutex<()>,
+}
+
+impl fmt::Debug for RedisMutex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisMutex")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RedisMutex`] with options; made by [`RedisMutex::builder`].
+///
+/// Options are checked by [`build`](Self::build).
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct RedisMutexBuilder {
+    pool: Pool,
+    name: String,
+    options: LockOptionsBuilder,
+}
+
+impl fmt::Debug for RedisMutexBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisMutexBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisMutexBuilder {
+    /// Sets how long the lock lives in Redis unless released, renewed or extended first.
+    /// A holder that crashes frees the lock after this long.
+    ///
+    /// Must be between 1 ms and 10 years; with [`auto_renewal`](Self::auto_renewal), at
+    /// least 30 ms. Redis keeps it to the millisecond (python-redis-lock uses whole seconds).
+    ///
+    /// Defaults to no expiry: the lock is held until released or [reset](RedisMutex::reset).
+    pub fn expire(mut self, expire: Duration) -> Self {
+        self.options.expire = Some(expire);
+        self
+    }
+
+    /// Sets the value stored in the lock key while we hold it, which
+    /// [`RedisMutex::get_owner_id`] shows to anyone. Give each holder its own id
+    /// (`"host-42/pid-7"`): two mutexes with the same id on the same name cannot take the
+    /// lock from each other, but each can release the other's.
+    ///
+    /// Must not be empty.
+    ///
+    /// Defaults to 128 random bits from a CSPRNG, as 32 hex digits, made anew per mutex.
+    pub fn owner_id(mut self, owner_id: impl Into<String>) -> Self {
+        self.options.owner_id = Some(owner_id.into());
+        self
+    }
+
+    /// Sets how long a release signal stays in Redis for a waiter to take. Raise it for
+    /// waiters that can be slower than this between two attempts.
+    ///
+    /// Must be between 1 ms and 10 years.
+    ///
+    /// Defaults to 1 s (as in python-redis-lock).
+    pub fn signal_expire(mut self, signal_expire: Duration) -> Self {
+        self.options.signal_expire = Some(signal_expire);
+        self
+    }
+
+    /// Keeps the lease alive while a guard lives: the process's renewal thread extends it
+    /// each time a third of the [expiry](Self::expire) has passed, and marks the guard
+    /// [lost](RedisMutexGuard::is_lost) if it finds the lock gone or cannot reach Redis
+    /// before the lease runs out.
+    ///
+    /// Needs [`expire`](Self::expire).
+    ///
+    /// Defaults to `false`.
+    pub fn auto_renewal(mut self, auto_renewal: bool) -> Self {
+        self.options.auto_renewal = auto_renewal;
+        self
+    }
+
+    /// Sets a callback run once, on the renewal thread, when an auto-renewed guard of this
+    /// mutex is found [lost](RedisMutexGuard::is_lost). It gets the lock's name. Keep it
+    /// short: it delays the renewal of other locks while it runs. A panic in it is logged
+    /// and goes no further.
+    ///
+    /// Defaults to none (the loss is logged at WARN either way).
+    pub fn on_lost(mut self, callback: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.options.on_lost(callback);
+        self
+    }
+
+    /// Sets how long any one Redis reply may take before the call fails with a timeout,
+    /// so that a stalled server cannot hang a caller. Waiting for the lock is not bound by
+    /// this: a waiter's `BLPOP` gets a read timeout that covers its wait.
+    ///
+    /// Connections this crate checks out keep the read and write timeouts it sets.
+    ///
+    /// Defaults to 2 s.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.options.response_timeout = Some(timeout);
+        self
+    }
+
+    /// Checks the options and builds the mutex. Talks to no server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`], naming the option, for an empty name or owner id, a zero
+    /// or over-long duration, or auto-renewal without an expiry.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use redis_mutex::{Error, Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let err = RedisMutex::builder(pool, "jobs").auto_renewal(true).build().unwrap_err();
+    /// assert!(matches!(err, Error::InvalidOptions { field: "auto_renewal", .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<RedisMutex> {
+        if let Some(reason) = check_name(&self.name) {
+            return Err(Error::invalid("name", reason));
+        }
+        let options = self.options.build()?;
+        Ok(RedisMutex::with_options(self.pool, self.name, options))
+    }
+}
+
+fn check_name(name: &str) -> Option<&'static str> {
+    name.is_empty()
+        .then_some("the lock name is empty; give every lock a non-empty name")
+}
+
+impl RedisMutex {
+    /// A mutex named `name` on `pool`, without expiry and with a random owner id.
+    ///
+    /// Any string is a name (spaces, braces, newlines, non-ASCII); the keys are
+    /// `lock:<name>` and `lock-signal:<name>`. An empty name is refused by
+    /// [`builder`](Self::builder)'s `build()`; given here, every call returns that error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisMutex};
+    ///
+    /// let pool = Pool::builder()
+    ///     .test_on_check_out(false)
+    ///     .build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::new(pool, "migrations");
+    /// let _guard = mutex.lock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(pool: Pool, name: impl Into<String>) -> RedisMutex {
+        let options = LockOptionsBuilder::default()
+            .build()
+            .expect("the default options are valid");
+        RedisMutex::with_options(pool, name.into(), options)
+    }
+
+    /// A builder for a mutex named `name` on `pool`, to set its options.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisMutex};
+    ///
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::builder(pool, "cache-rebuild")
+    ///     .expire(Duration::from_secs(30))
+    ///     .owner_id(format!("worker-{}", std::process::id()))
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(pool: Pool, name: impl Into<String>) -> RedisMutexBuilder {
+        RedisMutexBuilder {
+            pool,
+            name: name.into(),
+            options: LockOptionsBuilder::default(),
+        }
+    }
+
+    fn with_options(pool: Pool, name: String, options: LockOptions) -> RedisMutex {
+        RedisMutex {
+            pool,
+            lock_key: format!("lock:{name}"),
+            signal_key: format!("lock-signal:{name}"),
+            invalid_name: check_name(&name),
+            name,
+            options,
+            local: Mutex::new(()),
+        }
+    }
+
+    /// The lock's name, as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The id this mutex stores in Redis while it holds the lock.
+    pub fn owner_id(&self) -> &str {
+        &self.options.owner_id
+    }
+
+    /// The expiry set with [`RedisMutexBuilder::expire`], if any.
+    pub fn expire(&self) -> Option<Duration> {
+        self.options.expire
+    }
+
+    /// Blocks until the lock is ours, then returns a guard that releases it when dropped.
+    ///
+    /// Threads of this process that share the mutex wait their turn locally, first come
+    /// first served; the thread at the head of that queue waits in Redis, woken by the
+    /// release of whoever holds it, or by the holder's expiry.
+    ///
+    /// Locking again from the thread that holds the guard waits forever, as with
+    /// [`std::sync::Mutex`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be reached or answers with an
+    /// error, [`Error::WrongType`] when the lock's key holds something other than a lock,
+    /// and [`Error::RenewalThread`] with auto-renewal. The lock is not held then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::thread;
+    /// use redis_mutex::{Pool, RedisMutex};
+    ///
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = Arc::new(RedisMutex::new(pool, "counter"));
+    /// let workers: Vec<_> = (0..4)
+    ///     .map(|_| {
+    ///         let mutex = mutex.clone();
+    ///         thread::spawn(move || -> redis_mutex::Result<()> {
+    ///             let _guard = mutex.lock()?;
+    ///             // one thread in the whole fleet at a time here
+    ///             Ok(())
+    ///         })
+    ///     })
+    ///     .collect();
+    /// for worker in workers {
+    ///     worker.join().unwrap()?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&self) -> Result<RedisMutexGuard<'_>> {
+        self.check_name()?;
+        let local = self.local.lock();
+        match self.acquire(local, None)? {
+            Some(guard) => Ok(guard),
+            None => unreachable!("without a deadline, acquire waits until it succeeds"),
+        }
+    }
+
+    /// Makes one attempt at the lock, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] when the lock is held, by another process or by
+    /// another thread of this one; [`TryLockError::Error`] for the failures listed under
+    /// [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisMutex, TryLockError};
+    ///
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::new(pool, "cron:cleanup");
+    /// match mutex.try_lock() {
+    ///     Ok(_guard) => { /* run the job */ }
+    ///     Err(TryLockError::WouldBlock) => println!("another node runs it"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock(&self) -> Result<RedisMutexGuard<'_>, TryLockError> {
+        self.check_name()?;
+        let local = self.local.try_lock().ok_or(TryLockError::WouldBlock)?;
+        self.acquire(local, Some(Instant::now()))?
+            .ok_or(TryLockError::WouldBlock)
+    }
+
+    /// Waits up to `timeout` for the lock.
+    ///
+    /// The deadline is kept to the millisecond on this process's monotonic clock, whatever
+    /// wakes the wait in between: a call with 300 ms returns after 300 ms plus at most a
+    /// few round trips. A lock that frees up in the last moment is still taken, so a
+    /// success can come those few round trips after the deadline. `Duration::MAX` waits
+    /// forever.
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] when the lock stayed held until the deadline;
+    /// [`TryLockError::Error`] for the failures listed under [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisMutex};
+    ///
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::new(pool, "report");
+    /// if let Ok(_guard) = mutex.try_lock_for(Duration::from_millis(300)) {
+    ///     // got it within 300 ms
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock_for(&self, timeout: Duration) -> Result<RedisMutexGuard<'_>, TryLockError> {
+        self.check_name()?;
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return Ok(self.lock()?);
+        };
+        let local = self
+            .local
+            .try_lock_until(deadline)
+            .ok_or(TryLockError::WouldBlock)?;
+        self.acquire(local, Some(deadline))?
+            .ok_or(TryLockError::WouldBlock)
+    }
+
+    /// Whether anyone (any process, any protocol client) holds the lock now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be asked.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::new(pool, "deploy");
+    /// let guard = mutex.lock()?;
+    /// assert!(mutex.is_locked()?);
+    /// drop(guard);
+    /// assert!(!mutex.is_locked()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_locked(&self) -> Result<bool> {
+        Ok(self.get_owner_id()?.is_some())
+    }
+
+    /// The owner id of whoever holds the lock now, or `None` when it is free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be asked, and
+    /// [`Error::Redis`] with `WRONGTYPE` when the key holds something other than a lock.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::builder(pool, "deploy").owner_id("ci-runner-3").build()?;
+    /// let _guard = mutex.lock()?;
+    /// assert_eq!(mutex.get_owner_id()?.as_deref(), Some("ci-runner-3"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_owner_id(&self) -> Result<Option<String>> {
+        self.check_name()?;
+        let mut conn = self.checkout()?;
+        let owner: Option<String> = redis::cmd("GET").arg(&self.lock_key).query(&mut *conn)?;
+        Ok(owner)
+    }
+
+    /// Deletes the lock whoever holds it, and wakes one waiter. An operator's tool: the
+    /// holder is not told until its next renewal, extend or release fails.
+    ///
+    /// Returns whether there was a lock to delete.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be reached;
+    /// [`Error::WrongType`] when the key holds something other than a lock (it is left as
+    /// it is).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// // A lock left behind by a job that was killed, with no expiry:
+    /// let stuck = RedisMutex::new(pool, "migrations");
+    /// if stuck.reset()? {
+    ///     println!("a stale lock was removed");
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset(&self) -> Result<bool> {
+        self.check_name()?;
+        let mut conn = self.checkout()?;
+        let deleted: Vec<i64> = RESET
+            .arg(millis(self.options.signal_expire))
+            .key(&self.lock_key)
+            .key(&self.signal_key)
+            .invoke(&mut *conn)?;
+        match deleted.first() {
+            Some(&-1) => Err(Error::WrongType {
+                name: self.name.clone(),
+            }),
+            Some(&n) => {
+                log::debug!("reset lock `{}`", self.name);
+                Ok(n > 0)
+            }
+            None => Err(unexpected_reply("reset")),
+        }
+    }
+
+    fn check_name(&self) -> Result<()> {
+        match self.invalid_name {
+            Some(reason) => Err(Error::invalid("name", reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn checkout(&self) -> Result<Conn> {
+        conn::checkout(
+            &self.pool,
+            self.pool.connection_timeout(),
+            self.options.response_timeout,
+        )
+    }
+
+    /// Takes the lock in Redis for the thread holding `local`, waiting until `deadline`
+    /// (`None`: forever). `Ok(None)` when the deadline passed with the lock held elsewhere.
+    fn acquire<'a>(
+        &'a self,
+        local: MutexGuard<'a, ()>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<RedisMutexGuard<'a>>> {
+        let checkout_timeout = match deadline {
+            Some(deadline) => self
+                .pool
+                .connection_timeout()
+                .min(deadline.saturating_duration_since(Instant::now())),
+            None => self.pool.connection_timeout(),
+        };
+        let mut conn = conn::checkout(&self.pool, checkout_timeout, self.options.response_timeout)?;
+        let expire_ms = self.options.expire.map_or(0, millis);
+        loop {
+            let sent_at = Instant::now();
+            let (granted, holder_pttl): (i64, i64) = ACQUIRE
+                .key(&self.lock_key)
+                .arg(&self.options.owner_id)
+                .arg(expire_ms)
+                .invoke(&mut *conn)?;
+            match granted {
+                1 => {
+                    log::debug!("acquired lock `{}`", self.name);
+                    return self.guard(local, &mut conn, sent_at).map(Some);
+                }
+                -1 => {
+                    return Err(Error::WrongType {
+                        name: self.name.clone(),
+                    });
+                }
+                _ => {}
+            }
+            let now = Instant::now();
+            let mut wait = MAX_WAIT;
+            if let Some(deadline) = deadline {
+                if now >= deadline {
+                    return Ok(None);
+                }
+                wait = wait.min(deadline - now);
+            }
+            if let Ok(left) = u64::try_from(holder_pttl) {
+                // Wake just after the holder's lease runs out, in case it crashed.
+                wait = wait.min(Duration::from_millis(left + 1));
+            }
+            log::trace!("lock `{}` is held; waiting up to {wait:?}", self.name);
+            conn::wait_for_signal(
+                &mut conn,
+                &self.pool,
+                &self.signal_key,
+                wait,
+                self.options.response_timeout,
+            )
+            .map(|_: Wake| ())?;
+        }
+    }
+
+    fn guard<'a>(
+        &'a self,
+        local: MutexGuard<'a, ()>,
+        conn: &mut Conn,
+        sent_at: Instant,
+    ) -> Result<RedisMutexGuard<'a>> {
+        let lease = Arc::new(Lease::new(
+            &self.name,
+            sent_at,
+            self.options.expire,
+            self.options.on_lost.clone(),
+        ));
+        let mut guard = RedisMutexGuard {
+            mutex: self,
+            local: Some(local),
+            lease,
+            renewal: None,
+        };
+        if let (true, Some(ttl)) = (self.options.auto_renewal, self.options.expire) {
+            // On failure the guard is dropped here, which releases the lock again.
+            guard.renewal = Some(renewal::register(
+                guard.lease.clone(),
+                renewal::Target {
+                    pool: self.pool.clone(),
+                    group: conn::pool_tag(conn),
+                    key: self.lock_key.clone(),
+                    owner: self.options.owner_id.clone(),
+                    ttl,
+                    response_timeout: self.options.response_timeout,
+                },
+                sent_at,
+            )?);
+        }
+        Ok(guard)
+    }
+}
+
+/// The error for a script reply of the wrong shape (a server that is not Redis, or a
+/// script of another version under our script's hash).
+pub(crate) fn unexpected_reply(script: &'static str) -> Error {
+    Error::Redis(redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply from a lock script",
+        script.to_owned(),
+    )))
+}
+
+/// Holds a [`RedisMutex`] until dropped or [unlocked](Self::unlock).
+///
+/// Dropping the guard releases the lock in Redis (a failure then is logged at WARN, since
+/// `drop` cannot return it) and hands the mutex to the next local waiter. To see whether the
+/// release worked, call [`unlock`](Self::unlock) instead.
+///
+/// The guard cannot be sent to another thread, like [`std::sync::MutexGuard`].
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct RedisMutexGuard<'a> {
+    mutex: &'a RedisMutex,
+    /// `None` once released.
+    local: Option<MutexGuard<'a, ()>>,
+    lease: Arc<Lease>,
+    renewal: Option<Registration>,
+}
+
+impl fmt::Debug for RedisMutexGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisMutexGuard")
+            .field("name", &self.mutex.name)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl RedisMutexGuard<'_> {
+    /// The mutex this guard holds.
+    pub fn mutex(&self) -> &RedisMutex {
+        self.mutex
+    }
+
+    /// Releases the lock and wakes one waiter, and says whether it was still ours.
+    ///
+    /// Auto-renewal stops first, so no renewal reaches Redis after this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when the guard was [lost](Self::is_lost) (its release was still
+    /// attempted: Redis may have held the lock a little longer than our clock allowed);
+    /// [`Error::NotAcquired`] when the lock was no longer ours (expired, reset, taken over),
+    /// in which case nothing was changed; [`Error::Redis`] or [`Error::Pool`] when Redis
+    /// could not be reached, in which case the lock stays until its expiry.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::new(pool, "jobs");
+    /// let guard = mutex.lock()?;
+    /// guard.unlock()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unlock(mut self) -> Result<()> {
+        let known_lost = self.lease.is_lost();
+        let released = self.release();
+        if known_lost {
+            return Err(Error::LockLost {
+                name: self.mutex.name.clone(),
+            });
+        }
+        match released? {
+            true => Ok(()),
+            false => Err(Error::NotAcquired {
+                name: self.mutex.name.clone(),
+            }),
+        }
+    }
+
+    /// Sets the lock's remaining lease to `lease` (it does not add to it), if the lock is
+    /// still ours. [`valid_for`](Self::valid_for) moves with it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotExpirable`] when the mutex has no expiry; [`Error::InvalidOptions`] for a
+    /// `lease` under 1 ms or over 10 years; [`Error::LockLost`] when the guard was lost;
+    /// [`Error::NotAcquired`] when the lock is no longer ours (the guard is then marked
+    /// lost); [`Error::Redis`] or [`Error::Pool`] when Redis cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::builder(pool, "import").expire(Duration::from_secs(10)).build()?;
+    /// let guard = mutex.lock()?;
+    /// // the import turns out to be large
+    /// guard.extend(Duration::from_secs(60))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn extend(&self, lease: Duration) -> Result<()> {
+        if self.mutex.options.expire.is_none() {
+            return Err(Error::NotExpirable {
+                name: self.mutex.name.clone(),
+            });
+        }
+        if lease < Duration::from_millis(1) || lease > crate::options::MAX_DURATION {
+            return Err(Error::invalid(
+                "lease",
+                format!("{lease:?} is not between 1 ms and 10 years"),
+            ));
+        }
+        self.ensure_not_lost()?;
+        let mut conn = self.mutex.checkout()?;
+        let sent_at = Instant::now();
+        let extended: Vec<i64> = EXTEND
+            .key(&self.mutex.lock_key)
+            .arg(&self.mutex.options.owner_id)
+            .arg(millis(lease))
+            .invoke(&mut *conn)?;
+        if extended.first() == Some(&1) {
+            self.lease.extended(sent_at, lease);
+            Ok(())
+        } else {
+            self.lease
+                .mark_lost_quietly("an extend found it no longer ours");
+            Err(Error::NotAcquired {
+                name: self.mutex.name.clone(),
+            })
+        }
+    }
+
+    /// Asks Redis whether the lock is still ours. When it is not, the guard is marked
+    /// [lost](Self::is_lost).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be asked.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::new(pool, "jobs");
+    /// let guard = mutex.lock()?;
+    /// assert!(guard.is_held()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_held(&self) -> Result<bool> {
+        let owner = self.mutex.get_owner_id()?;
+        let held = owner.as_deref() == Some(self.mutex.owner_id());
+        if !held {
+            self.lease.mark_lost_quietly("it is no longer ours");
+        }
+        Ok(held && !self.lease.is_lost())
+    }
+
+    /// Whether the lock is known to be lost: a renewal found it gone or taken over, Redis
+    /// could not be reached before the lease ran out, or a call on this guard found it no
+    /// longer ours. No round trip. Once lost, always lost.
+    ///
+    /// A guard without auto-renewal is only found lost by its own calls
+    /// ([`extend`](Self::extend), [`is_held`](Self::is_held),
+    /// [`ensure_held`](Self::ensure_held)).
+    pub fn is_lost(&self) -> bool {
+        self.lease.is_lost()
+    }
+
+    /// Returns `Ok` if the lock is still ours, cheaply: no round trip while the local lease
+    /// has more than a third of the expiry left, else one `GET`. Call it before each step of
+    /// long work that must not run twice.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] once the guard is lost (and the call that finds it so marks it);
+    /// [`Error::Redis`] or [`Error::Pool`] when Redis has to be asked and cannot be.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::builder(pool, "backfill")
+    ///     .expire(Duration::from_secs(30))
+    ///     .auto_renewal(true)
+    ///     .build()?;
+    /// let guard = mutex.lock()?;
+    /// for batch in 0..100 {
+    ///     guard.ensure_held()?; // stop if another worker may have taken over
+    ///     // process(batch)
+    /// #   let _ = batch;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ensure_held(&self) -> Result<()> {
+        self.ensure_not_lost()?;
+        if let (Some(left), Some(expire)) = (self.lease.valid_for(), self.mutex.options.expire)
+            && left > expire / 3
+        {
+            return Ok(());
+        }
+        if self.is_held()? {
+            Ok(())
+        } else {
+            Err(self.lost_error())
+        }
+    }
+
+    /// How long the lock is certainly still ours, by this process's monotonic clock: from
+    /// an instant taken before the acquiring request was sent, less a margin for clock drift
+    /// (1% plus 2 ms). Renewals and [`extend`](Self::extend) move it forward. `None` for a
+    /// lock without expiry; zero once lost or run out.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::builder(pool, "job").expire(Duration::from_secs(5)).build()?;
+    /// let guard = mutex.lock()?;
+    /// assert!(guard.valid_for().unwrap() <= Duration::from_secs(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn valid_for(&self) -> Option<Duration> {
+        self.lease.valid_for()
+    }
+
+    fn ensure_not_lost(&self) -> Result<()> {
+        if self.lease.is_lost() {
+            return Err(self.lost_error());
+        }
+        Ok(())
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::LockLost {
+            name: self.mutex.name.clone(),
+        }
+    }
+
+    /// Stops renewal, runs the release script, and hands the local mutex on. Returns
+    /// whether the lock was still ours. Does nothing the second time.
+    fn release(&mut self) -> Result<bool> {
+        let Some(local) = self.local.take() else {
+            return Ok(false);
+        };
+        if let Some(renewal) = self.renewal.take() {
+            renewal.cancel();
+        }
+        let mutex = self.mutex;
+        let released = mutex.checkout().and_then(|mut conn| {
+            let released: i64 = RELEASE
+                .key(&mutex.lock_key)
+                .key(&mutex.signal_key)
+                .arg(&mutex.options.owner_id)
+                .arg(millis(mutex.options.signal_expire))
+                .invoke(&mut *conn)?;
+            Ok(released == 1)
+        });
+        // Hand over in FIFO order: an unfair unlock would let this thread, locking again
+        // at once, keep the lock from local waiters.
+        MutexGuard::unlock_fair(local);
+        match &released {
+            Ok(true) => log::debug!("released lock `{}`", mutex.name),
+            Ok(false) => {
+                self.lease.mark_lost_quietly("its release found it no longer ours");
+            }
+            Err(_) => {}
+        }
+        released
+    }
+}
+
+impl Drop for RedisMutexGuard<'_> {
+    fn drop(&mut self) {
+        if self.local.is_none() {
+            return; // unlocked already
+        }
+        match self.release() {
+            Ok(_) if !self.lease.is_lost() => {}
+            Ok(_) => log::warn!(
+                "lock `{}` was no longer ours when its guard was dropped",
+                self.mutex.name
+            ),
+            Err(e) => log::warn!(
+                "releasing lock `{}` failed; it stays until it expires: {e}",
+                self.mutex.name
+            ),
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The one background thread that keeps every auto-renewed lease of the process alive.
+//!
+//! Guards register their lease here; the thread sleeps on a deadline queue until the
+//! earliest renewal is due, then renews everything due at about the same time together:
+//! per pool, one `EVALSHA` of the multi-key extend script for up to [`BATCH`] locks, so
+//! 10,000 leases cost a few dozen round trips per renewal interval, not 10,000. Renewal is
+//! compare-and-extend: it never re-creates a lock that is gone and never extends another
+//! owner's. A lease found gone, or not renewed before it ran out, is marked lost.
+//!
+//! Cancelling (a guard being dropped or unlocked) waits for a renewal of that lease that is
+//! already on the wire, so that no renewal reaches the server after the guard has let go.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, LazyLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::conn;
+use crate::lease::Lease;
+use crate::scripts::EXTEND;
+use crate::lease::millis;
+use crate::{Error, Pool, Result};
+
+/// The most locks renewed by one script call: bounds how long one call keeps Redis busy
+/// (well under a millisecond).
+const BATCH: usize = 500;
+
+/// What the renewal thread extends for one lease: a single lock key.
+pub(crate) struct Target {
+    pub(crate) pool: Pool,
+    /// Leases with the same group came through the same pool and are renewed together.
+    pub(crate) group: u64,
+    pub(crate) key: String,
+    pub(crate) owner: String,
+    pub(crate) ttl: Duration,
+    pub(crate) response_timeout: Duration,
+}
+
+struct Entry {
+    lease: Arc<Lease>,
+    target: Arc<Target>,
+    due: Instant,
+    in_flight: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    entries: HashMap<u64, Entry>,
+    next_id: u64,
+    thread_running: bool,
+}
+
+struct Renewer {
+    queue: Mutex<Queue>,
+    /// Wakes the thread (new or cancelled entries) and cancellers (a batch came back).
+    changed: Condvar,
+}
+
+static RENEWER: LazyLock<Renewer> = LazyLock::new(|| Renewer {
+    queue: Mutex::new(Queue::default()),
+    changed: Condvar::new(),
+});
+
+/// Renewal of one lease; dropping it (or [`Registration::cancel`]) stops the renewal.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    id: u64,
+}
+
+/// Schedules `lease` for renewal: first at a third of the lease from `acquired_at`, then a
+/// third of the lease after each renewal.
+pub(crate) fn register(
+    lease: Arc<Lease>,
+    target: Target,
+    acquired_at: Instant,
+) -> Result<Registration> {
+    let renewer = &*RENEWER;
+    let mut queue = renewer.queue.lock();
+    if !queue.thread_running {
+        thread::Builder::new()
+            .name("redis-mutex-renewal".into())
+            .spawn(|| RENEWER.run())
+            .map_err(Error::RenewalThread)?;
+        queue.thread_running = true;
+    }
+    let id = queue.next_id;
+    queue.next_id += 1;
+    let due = next_due(acquired_at, target.ttl);
+    queue.deadlines.push(Reverse((due, id)));
+    queue.entries.insert(
+        id,
+        Entry {
+            lease,
+            target: Arc::new(target),
+            due,
+            in_flight: false,
+        },
+    );
+    renewer.changed.notify_all();
+    Ok(Registration { id })
+}
+
+impl Registration {
+    /// Stops renewing; returns once no renewal of this lease is on the wire.
+    pub(crate) fn cancel(self) {
+        // Drop does the work.
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let renewer = &*RENEWER;
+        let mut queue = renewer.queue.lock();
+        while queue.entries.get(&self.id).is_some_and(|e| e.in_flight) {
+            renewer.changed.wait(&mut queue);
+        }
+        queue.entries.remove(&self.id);
+        renewer.changed.notify_all();
+    }
+}
+
+fn next_due(renewed_at: Instant, ttl: Duration) -> Instant {
+    renewed_at + ttl / 3
+}
+
+/// How early a renewal may be sent to join a batch: a sixth of the lease.
+fn coalesce_window(ttl: Duration) -> Duration {
+    ttl / 6
+}
+
+/// One lease taken into a batch.
+struct Job {
+    id: u64,
+    lease: Arc<Lease>,
+    target: Arc<Target>,
+}
+
+/// What became of one job.
+enum Outcome {
+    Renewed(Instant),
+    Gone,
+    /// The call failed; the message says why.
+    Failed(String),
+}
+
+impl Renewer {
+    fn run(&self) {
+        struct Running;
+        impl Drop for Running {
+            // Also on a panic: the next registration starts a new thread.
+            fn drop(&mut self) {
+                RENEWER.queue.lock().thread_running = false;
+            }
+        }
+        let _running = Running;
+        log::debug!("lease renewal thread started");
+        loop {
+            let jobs = self.next_batch();
+            let outcomes = renew(&jobs);
+            self.settle(jobs, outcomes);
+        }
+    }
+
+    /// Sleeps until renewals are due, then takes every one due within its coalescing window.
+    fn next_batch(&self) -> Vec<Job> {
+        let mut guard = self.queue.lock();
+        loop {
+            let queue = &mut *guard;
+            let now = Instant::now();
+            let mut jobs = Vec::new();
+            while let Some(&Reverse((due, id))) = queue.deadlines.peek() {
+                let Some(entry) = queue.entries.get_mut(&id) else {
+                    queue.deadlines.pop(); // cancelled
+                    continue;
+                };
+                if entry.due != due {
+                    queue.deadlines.pop(); // rescheduled since
+                    continue;
+                }
+                if due > now + coalesce_window(entry.target.ttl) {
+                    break;
+                }
+                queue.deadlines.pop();
+                entry.in_flight = true;
+                jobs.push(Job {
+                    id,
+                    lease: entry.lease.clone(),
+                    target: entry.target.clone(),
+                });
+            }
+            if !jobs.is_empty() {
+                return jobs;
+            }
+            match queue.deadlines.peek() {
+                Some(&Reverse((due, _))) => {
+                    self.changed.wait_until(&mut guard, due);
+                }
+                None => self.changed.wait(&mut guard),
+            }
+        }
+    }
+
+    /// Applies the outcomes, reschedules what goes on, and reports lost leases (outside the
+    /// queue's lock: an `on_lost` callback may drop guards).
+    fn settle(&self, jobs: Vec<Job>, outcomes: Vec<Outcome>) {
+        let mut lost = Vec::new();
+        {
+            let mut queue = self.queue.lock();
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let Some(entry) = queue.entries.get_mut(&job.id) else {
+                    continue;
+                };
+                entry.in_flight = false;
+                let next = match outcome {
+                    Outcome::Renewed(sent_at) => {
+                        job.lease.extended(sent_at, job.target.ttl);
+                        Some(next_due(sent_at, job.target.ttl))
+                    }
+                    Outcome::Gone => {
+                        lost.push((job.lease, "it is no longer ours: it expired, was reset or was taken over".to_owned()));
+                        None
+                    }
+                    Outcome::Failed(error) => match job.lease.valid_for() {
+                        Some(left) if !left.is_zero() => {
+                            log::debug!("renewing lock `{}` failed, retrying: {error}", job.lease.name());
+                            // Try again soon, while at least one more try fits in the lease.
+                            Some(Instant::now() + (job.target.ttl / 10).min(left / 2))
+                        }
+                        _ => {
+                            lost.push((
+                                job.lease,
+                                format!("redis could not be reached before the lease ran out: {error}"),
+                            ));
+                            None
+                        }
+                    },
+                };
+                match next {
+                    Some(due) => {
+                        entry.due = due;
+                        queue.deadlines.push(Reverse((due, job.id)));
+                    }
+                    None => {
+                        queue.entries.remove(&job.id);
+                    }
+                }
+            }
+            self.changed.notify_all();
+        }
+        for (lease, why) in lost {
+            lease.mark_lost(&why);
+        }
+    }
+}
+
+/// Renews the jobs, one script call per pool and [`BATCH`]; returns one outcome per job.
+fn renew(jobs: &[Job]) -> Vec<Outcome> {
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| jobs[i].target.group);
+    let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
+    for group in order.chunk_by(|&a, &b| jobs[a].target.group == jobs[b].target.group) {
+        for batch in group.chunks(BATCH) {
+            let results = renew_batch(jobs, batch);
+            for (&i, outcome) in batch.iter().zip(results) {
+                outcomes[i] = Some(outcome);
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every job is in one batch"))
+        .collect()
+}
+
+fn renew_batch(jobs: &[Job], batch: &[usize]) -> Vec<Outcome> {
+    let first = &jobs[batch[0]].target;
+    // A renewal that cannot come back before the earliest lease runs out is of no use.
+    let timeout = batch
+        .iter()
+        .filter_map(|&i| jobs[i].lease.valid_for())
+        .min()
+        .unwrap_or(first.response_timeout)
+        .min(first.response_timeout);
+    let mut invocation = EXTEND.prepare_invoke();
+    for &i in batch {
+        let target = &jobs[i].target;
+        invocation
+            .key(&target.key)
+            .arg(&target.owner)
+            .arg(millis(target.ttl));
+    }
+    let sent_at = Instant::now();
+    let result = conn::checkout(&first.pool, timeout, timeout).and_then(|mut conn| {
+        conn::set_timeout(&mut conn, timeout)?;
+        Ok(invocation.invoke::<Vec<i64>>(&mut *conn)?)
+    });
+    log::trace!(
+        "renewed {} lease(s) in one call: {:?}",
+        batch.len(),
+        result.as_ref().map(|_| ())
+    );
+    match result {
+        Ok(extended) if extended.len() == batch.len() => extended
+            .into_iter()
+            .map(|e| match e {
+                1 => Outcome::Renewed(sent_at),
+                _ => Outcome::Gone,
+            })
+            .collect(),
+        Ok(extended) => {
+            let why = format!("the extend script answered {} times for {} locks", extended.len(), batch.len());
+            batch.iter().map(|_| Outcome::Failed(why.clone())).collect()
+        }
+        Err(e) => {
+            let why = e.to_string();
+            batch.iter().map(|_| Outcome::Failed(why.clone())).collect()
+        }
+    }
+}
+

@@ -1,0 +1,14 @@
+-- Releases the lock if we own it and wakes one waiter (python-redis-lock's UNLOCK_SCRIPT).
+-- KEYS[1]: the lock key (lock:<name>)
+-- KEYS[2]: the signal list (lock-signal:<name>)
+-- ARGV[1]: our owner id
+-- ARGV[2]: how long the signal stays, in milliseconds
+-- Returns 1 when released, 0 when we are not the owner (nothing is changed then).
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+redis.call('DEL', KEYS[2])
+redis.call('LPUSH', KEYS[2], 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
