@@ -65,6 +65,20 @@ static RENEWER: LazyLock<Renewer> = LazyLock::new(|| Renewer {
     changed: Condvar::new(),
 });
 
+impl Queue {
+    /// Pops deadlines of cancelled or rescheduled entries off the top of the queue.
+    fn drop_stale_deadlines(&mut self) {
+        while let Some(&Reverse((due, id))) = self.deadlines.peek() {
+            match self.entries.get(&id) {
+                Some(entry) if entry.due == due => break,
+                _ => {
+                    self.deadlines.pop();
+                }
+            }
+        }
+    }
+}
+
 /// Renewal of one lease; dropping it (or [`Registration::cancel`]) stops the renewal.
 #[derive(Debug)]
 pub(crate) struct Registration {
@@ -165,22 +179,35 @@ impl Renewer {
         }
     }
 
-    /// Sleeps until renewals are due, then takes every one due within its coalescing window.
+    /// Sleeps until a renewal is due, then takes it and every other one due within its
+    /// coalescing window. Wake-ups before anything is due (a registration, a cancel) take
+    /// nothing: a window that slid forward on each of them would cut batches into slivers.
     fn next_batch(&self) -> Vec<Job> {
         let mut guard = self.queue.lock();
         loop {
             let queue = &mut *guard;
+            queue.drop_stale_deadlines();
             let now = Instant::now();
-            let mut jobs = Vec::new();
-            while let Some(&Reverse((due, id))) = queue.deadlines.peek() {
-                let Some(entry) = queue.entries.get_mut(&id) else {
-                    queue.deadlines.pop(); // cancelled
-                    continue;
-                };
-                if entry.due != due {
-                    queue.deadlines.pop(); // rescheduled since
+            match queue.deadlines.peek() {
+                None => {
+                    self.changed.wait(&mut guard);
                     continue;
                 }
+                Some(&Reverse((due, _))) if due > now => {
+                    self.changed.wait_until(&mut guard, due);
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let mut jobs = Vec::new();
+            loop {
+                queue.drop_stale_deadlines();
+                let Some(&Reverse((due, id))) = queue.deadlines.peek() else {
+                    break;
+                };
+                let Some(entry) = queue.entries.get_mut(&id) else {
+                    break;
+                };
                 if due > now + coalesce_window(entry.target.ttl) {
                     break;
                 }
@@ -192,15 +219,7 @@ impl Renewer {
                     target: entry.target.clone(),
                 });
             }
-            if !jobs.is_empty() {
-                return jobs;
-            }
-            match queue.deadlines.peek() {
-                Some(&Reverse((due, _))) => {
-                    self.changed.wait_until(&mut guard, due);
-                }
-                None => self.changed.wait(&mut guard),
-            }
+            return jobs;
         }
     }
 

@@ -4,7 +4,7 @@
 pub mod server;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -38,26 +38,29 @@ pub fn child_env(key: &str) -> String {
 
 /// Waits for `child` to exit, killing it after `timeout`; panics unless it succeeded.
 pub fn finish_child(mut child: Child, timeout: Duration) -> Output {
+    let status = finish_child_status(&mut child, timeout);
+    let output = child.wait_with_output().expect("collect child output");
+    assert!(
+        status.success(),
+        "child failed ({status}); stdout:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    output
+}
+
+/// Waits for `child` to exit and returns its status; kills it and panics after `timeout`.
+pub fn finish_child_status(child: &mut Child, timeout: Duration) -> ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(_status) = child.try_wait().expect("wait for child") {
-            let output = child.wait_with_output().expect("collect child output");
-            assert!(
-                output.status.success(),
-                "child failed ({}); stdout:\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout)
-            );
-            return output;
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            return status;
         }
         if Instant::now() >= deadline {
             child.kill().ok();
-            let output = child.wait_with_output().expect("collect child output");
-            panic!(
-                "child still running after {timeout:?}; stdout:\n{}",
-                String::from_utf8_lossy(&output.stdout)
-            );
+            child.wait().ok();
+            panic!("child still running after {timeout:?}");
         }
+        // std offers no wait with a timeout; a child's exit has no other signal to await.
         thread::sleep(Duration::from_millis(20));
     }
 }
