@@ -6,7 +6,7 @@
 //! hot path does not pay a `setsockopt` per command.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use r2d2::PooledConnection;
 
@@ -95,9 +95,10 @@ pub(crate) enum Wake {
 /// `BLPOP` up to a `1/hz` late, the wait is also kept on our clock: when the server has not
 /// answered `BLPOP_GRACE` after `wait`, the connection is unblocked with `CLIENT UNBLOCK`
 /// from a second connection, which then replaces `conn` (the first goes back to the pool
-/// with its late reply marked to be skipped by redis-rs). A signal that reached us in that
-/// moment is not lost as long as the caller tries to acquire once more, which it always
-/// does after a wait.
+/// with its late reply marked to be skipped by redis-rs). Without a spare connection, a
+/// `PING` on `conn` itself waits out the server's own timeout instead. Either way a signal
+/// that reached us in that moment is not lost, as long as the caller tries to acquire once
+/// more, which it always does after a wait.
 pub(crate) fn wait_for_signal(
     conn: &mut Conn,
     pool: &Pool,
@@ -111,7 +112,6 @@ pub(crate) fn wait_for_signal(
     blpop
         .arg(signal_key)
         .arg(format!("{:.3}", wait.as_secs_f64()));
-    let started = Instant::now();
     set_timeout(conn, wait + BLPOP_GRACE)?;
     let outcome = blpop.query::<Option<(String, String)>>(&mut **conn);
     // Later commands on this connection are ordinary ones again.
@@ -120,22 +120,28 @@ pub(crate) fn wait_for_signal(
         Ok(Some(_)) => Ok(Wake::Signalled),
         Ok(None) => Ok(Wake::TimedOut),
         Err(e) if e.is_timeout() => {
-            log::trace!(
-                "BLPOP {signal_key} not answered {:?} after its {wait:?} timeout; unblocking it",
-                started.elapsed().saturating_sub(wait)
-            );
-            let mut other = checkout(pool, response_timeout, response_timeout)?;
-            match redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .query::<i64>(&mut *other)
-            {
-                Ok(_) => {}
-                // Without the right to unblock (ACL), the old connection finishes its BLPOP
-                // on the server's own clock; whoever uses it next waits for that at most.
-                Err(e) => log::debug!("CLIENT UNBLOCK {id} failed: {e}"),
+            log::trace!("BLPOP {signal_key} not answered {BLPOP_GRACE:?} after its {wait:?} timeout");
+            match pool.try_get() {
+                Some(mut other) => {
+                    set_timeout(&mut other, response_timeout)?;
+                    if let Err(e) = redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query::<i64>(&mut *other)
+                    {
+                        // Without the right to unblock (ACL), the old connection finishes
+                        // its BLPOP on the server's clock; whoever uses it next waits for
+                        // that at most.
+                        log::debug!("CLIENT UNBLOCK {id} failed: {e}");
+                    }
+                    *conn = other;
+                }
+                None => {
+                    // Queued behind the BLPOP, the PING's reply comes once the server has
+                    // ended it; redis-rs skips the BLPOP's late reply.
+                    redis::cmd("PING").query::<String>(&mut **conn)?;
+                }
             }
-            *conn = other;
             Ok(Wake::TimedOut)
         }
         Err(e) => Err(e.into()),

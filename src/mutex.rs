@@ -491,11 +491,15 @@ impl RedisMutex {
         local: MutexGuard<'a, ()>,
         deadline: Option<Instant>,
     ) -> Result<Option<RedisMutexGuard<'a>>> {
+        // Waiting for a connection is bounded like waiting for a reply, not by the deadline:
+        // the deadline is how long to wait for the lock, and even `try_lock` needs one
+        // round trip.
         let checkout_timeout = match deadline {
-            Some(deadline) => self
-                .pool
-                .connection_timeout()
-                .min(deadline.saturating_duration_since(Instant::now())),
+            Some(deadline) => self.pool.connection_timeout().min(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(self.options.response_timeout),
+            ),
             None => self.pool.connection_timeout(),
         };
         let mut conn = conn::checkout(&self.pool, checkout_timeout, self.options.response_timeout)?;

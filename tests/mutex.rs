@@ -521,3 +521,24 @@ fn an_unreachable_redis_is_an_error_not_a_hang() {
     assert!(reset_all(&pool).is_err());
     assert!(started.elapsed() < HANG);
 }
+
+#[test]
+fn a_timed_wait_on_a_pool_of_one_connection_ends_cleanly() {
+    let server = RedisServer::start();
+    let holder = RedisMutex::new(server.pool(), "tiny-pool");
+    let single = server.pool_with(r2d2::Pool::builder().test_on_check_out(false).max_size(1));
+    let waiter = RedisMutex::new(single.clone(), "tiny-pool");
+    let guard = holder.lock().unwrap();
+    for _ in 0..5 {
+        // No spare connection to unblock with: the wait ends on the server's clock instead.
+        let started = Instant::now();
+        assert!(waiter.try_lock_for(Duration::from_millis(30)).unwrap_err().is_would_block());
+        assert!(started.elapsed() < HANG);
+    }
+    drop(guard);
+    // The single connection is in step: its late replies were skipped, not taken as answers.
+    let mine = waiter.try_lock().unwrap();
+    assert_eq!(waiter.get_owner_id().unwrap().as_deref(), Some(waiter.owner_id()));
+    mine.unlock().unwrap();
+    assert_eq!(single.state().connections, 1);
+}
