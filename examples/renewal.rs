@@ -42,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("an operator resets the lock...");
     RedisMutex::new(pool, "examples:renewal").reset()?;
     let name = lost_rx.recv_timeout(Duration::from_secs(5))?;
-    println!("on_lost: `{name}` is no longer ours; is_lost() = {}", guard.is_lost());
+    println!(
+        "on_lost: `{name}` is no longer ours; is_lost() = {}",
+        guard.is_lost()
+    );
     match guard.ensure_held() {
         Err(e) => println!("ensure_held: {e}"),
         Ok(()) => unreachable!("a lost guard stays lost"),

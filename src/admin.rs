@@ -72,4 +72,3 @@ pub fn reset_all(pool: &Pool) -> Result<usize> {
     log::debug!("reset_all deleted {deleted} lock(s)");
     Ok(deleted)
 }
-

@@ -80,15 +80,6 @@ fn client_id(conn: &mut Conn) -> Result<i64> {
     Ok(id)
 }
 
-/// What ended a wait on the signal list.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Wake {
-    /// A release (or reset) pushed a signal and we took it.
-    Signalled,
-    /// The wait ran its course.
-    TimedOut,
-}
-
 /// Sleeps in `BLPOP signal_key` for `wait` (at least 1 ms), then returns.
 ///
 /// The socket's read timeout always covers the wait. Because Redis may answer a timed-out
@@ -105,7 +96,7 @@ pub(crate) fn wait_for_signal(
     signal_key: &str,
     wait: Duration,
     response_timeout: Duration,
-) -> Result<Wake> {
+) -> Result<()> {
     let wait = wait.max(MIN_TIMEOUT);
     let id = client_id(conn)?;
     let mut blpop = redis::cmd("BLPOP");
@@ -117,10 +108,11 @@ pub(crate) fn wait_for_signal(
     // Later commands on this connection are ordinary ones again.
     set_timeout(conn, response_timeout)?;
     match outcome {
-        Ok(Some(_)) => Ok(Wake::Signalled),
-        Ok(None) => Ok(Wake::TimedOut),
+        Ok(_) => Ok(()),
         Err(e) if e.is_timeout() => {
-            log::trace!("BLPOP {signal_key} not answered {BLPOP_GRACE:?} after its {wait:?} timeout");
+            log::trace!(
+                "BLPOP {signal_key} not answered {BLPOP_GRACE:?} after its {wait:?} timeout"
+            );
             match pool.try_get() {
                 Some(mut other) => {
                     set_timeout(&mut other, response_timeout)?;
@@ -142,7 +134,7 @@ pub(crate) fn wait_for_signal(
                     redis::cmd("PING").query::<String>(&mut **conn)?;
                 }
             }
-            Ok(Wake::TimedOut)
+            Ok(())
         }
         Err(e) => Err(e.into()),
     }

@@ -112,7 +112,9 @@ impl Lease {
 fn valid_until(sent_at: Instant, ttl: Duration) -> Instant {
     let certain = ttl.saturating_sub(clock_margin(ttl, DRIFT_FACTOR));
     // An expiry too far off to represent is, for any caller, forever.
-    sent_at.checked_add(certain).unwrap_or(sent_at + Duration::from_secs(u32::MAX.into()))
+    sent_at
+        .checked_add(certain)
+        .unwrap_or(sent_at + Duration::from_secs(u32::MAX.into()))
 }
 
 #[cfg(test)]

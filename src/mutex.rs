@@ -6,12 +6,17 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::conn::{self, Conn, Wake};
+use crate::conn::{self, Conn};
 use crate::lease::{Lease, millis};
 use crate::options::{LockOptions, LockOptionsBuilder};
 use crate::renewal::{self, Registration};
 use crate::scripts::{ACQUIRE, EXTEND, RELEASE, RESET};
 use crate::{Error, Pool, Result, TryLockError};
+
+/// Outcomes of `acquire.lua`.
+const GRANTED: i64 = 1;
+const LEFT_TO_WOKEN_WAITER: i64 = 2;
+const WRONG_TYPE: i64 = -1;
 
 /// The longest a waiter sleeps in `BLPOP` before trying again. Only a signal that was
 /// lost (a waiter that died holding it) ever makes a waiter wait this long on a free lock.
@@ -54,7 +59,7 @@ pub struct RedisMutex {
     /// Set when `new` was given a name `build` would refuse: every call reports it.
     invalid_name: Option<&'static str>,
     /// The local queue: held for as long as a guard of this mutex lives.
-    local: Mutex<()>,
+    local: Mutex<LocalState>,
 }
 
 impl fmt::Debug for RedisMutex {
@@ -64,6 +69,13 @@ impl fmt::Debug for RedisMutex {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
+}
+
+/// What the threads of this process that share a mutex pass on to each other.
+#[derive(Debug, Default)]
+struct LocalState {
+    /// When this mutex last released the lock in Redis, if it did so successfully.
+    released_at: Option<Instant>,
 }
 
 /// Builds a [`RedisMutex`] with options; made by [`RedisMutex::builder`].
@@ -245,7 +257,7 @@ impl RedisMutex {
             invalid_name: check_name(&name),
             name,
             options,
-            local: Mutex::new(()),
+            local: Mutex::new(LocalState::default()),
         }
     }
 
@@ -488,7 +500,7 @@ impl RedisMutex {
     /// (`None`: forever). `Ok(None)` when the deadline passed with the lock held elsewhere.
     fn acquire<'a>(
         &'a self,
-        local: MutexGuard<'a, ()>,
+        mut local: MutexGuard<'a, LocalState>,
         deadline: Option<Instant>,
     ) -> Result<Option<RedisMutexGuard<'a>>> {
         // Waiting for a connection is bounded like waiting for a reply, not by the deadline:
@@ -504,36 +516,52 @@ impl RedisMutex {
         };
         let mut conn = conn::checkout(&self.pool, checkout_timeout, self.options.response_timeout)?;
         let expire_ms = self.options.expire.map_or(0, millis);
+        // Right after our own release, a waiter it woke may be on its way: let it go first
+        // rather than win a race that sends it to the back of the queue. Past half the
+        // signal's life an absent signal may have expired instead, so be plain again.
+        let mut polite = local
+            .released_at
+            .take()
+            .is_some_and(|at| at.elapsed() < self.options.signal_expire / 2);
         loop {
             let sent_at = Instant::now();
-            let (granted, holder_pttl): (i64, i64) = ACQUIRE
+            let (outcome, holder_pttl): (i64, i64) = ACQUIRE
                 .key(&self.lock_key)
+                .key(&self.signal_key)
                 .arg(&self.options.owner_id)
                 .arg(expire_ms)
+                .arg(if polite { "1" } else { "0" })
                 .invoke(&mut *conn)?;
-            match granted {
-                1 => {
+            let mut wait = MAX_WAIT;
+            match outcome {
+                GRANTED => {
                     log::debug!("acquired lock `{}`", self.name);
                     return self.guard(local, &mut conn, sent_at).map(Some);
                 }
-                -1 => {
+                WRONG_TYPE => {
                     return Err(Error::WrongType {
                         name: self.name.clone(),
                     });
                 }
-                _ => {}
+                LEFT_TO_WOKEN_WAITER => {
+                    // Its acquire is a round trip away; if it died on the way, this bounds
+                    // how long the lock stays free.
+                    wait = wait.min(self.options.signal_expire / 2);
+                }
+                _ => {
+                    if let Ok(left) = u64::try_from(holder_pttl) {
+                        // Wake just after the holder's lease runs out, in case it crashed.
+                        wait = wait.min(Duration::from_millis(left + 1));
+                    }
+                }
             }
-            let now = Instant::now();
-            let mut wait = MAX_WAIT;
+            polite = false;
             if let Some(deadline) = deadline {
+                let now = Instant::now();
                 if now >= deadline {
                     return Ok(None);
                 }
                 wait = wait.min(deadline - now);
-            }
-            if let Ok(left) = u64::try_from(holder_pttl) {
-                // Wake just after the holder's lease runs out, in case it crashed.
-                wait = wait.min(Duration::from_millis(left + 1));
             }
             log::trace!("lock `{}` is held; waiting up to {wait:?}", self.name);
             conn::wait_for_signal(
@@ -542,14 +570,13 @@ impl RedisMutex {
                 &self.signal_key,
                 wait,
                 self.options.response_timeout,
-            )
-            .map(|_: Wake| ())?;
+            )?;
         }
     }
 
     fn guard<'a>(
         &'a self,
-        local: MutexGuard<'a, ()>,
+        local: MutexGuard<'a, LocalState>,
         conn: &mut Conn,
         sent_at: Instant,
     ) -> Result<RedisMutexGuard<'a>> {
@@ -605,7 +632,7 @@ pub(crate) fn unexpected_reply(script: &'static str) -> Error {
 pub struct RedisMutexGuard<'a> {
     mutex: &'a RedisMutex,
     /// `None` once released.
-    local: Option<MutexGuard<'a, ()>>,
+    local: Option<MutexGuard<'a, LocalState>>,
     lease: Arc<Lease>,
     renewal: Option<Registration>,
 }
@@ -831,7 +858,7 @@ impl RedisMutexGuard<'_> {
     /// Stops renewal, runs the release script, and hands the local mutex on. Returns
     /// whether the lock was still ours. Does nothing the second time.
     fn release(&mut self) -> Result<bool> {
-        let Some(local) = self.local.take() else {
+        let Some(mut local) = self.local.take() else {
             return Ok(false);
         };
         if let Some(renewal) = self.renewal.take() {
@@ -847,13 +874,17 @@ impl RedisMutexGuard<'_> {
                 .invoke(&mut *conn)?;
             Ok(released == 1)
         });
+        if matches!(released, Ok(true)) {
+            local.released_at = Some(Instant::now());
+        }
         // Hand over in FIFO order: an unfair unlock would let this thread, locking again
         // at once, keep the lock from local waiters.
         MutexGuard::unlock_fair(local);
         match &released {
             Ok(true) => log::debug!("released lock `{}`", mutex.name),
             Ok(false) => {
-                self.lease.mark_lost_quietly("its release found it no longer ours");
+                self.lease
+                    .mark_lost_quietly("its release found it no longer ours");
             }
             Err(_) => {}
         }

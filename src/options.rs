@@ -230,7 +230,11 @@ mod tests {
     fn random_ids_are_128_bit_hex_and_distinct() {
         let ids: std::collections::HashSet<String> = (0..10_000).map(|_| random_id()).collect();
         assert_eq!(ids.len(), 10_000);
-        assert!(ids.iter().all(|id| id.len() == 32
-            && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+        assert!(ids.iter().all(|id| {
+            id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        }));
     }
 }

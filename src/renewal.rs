@@ -20,8 +20,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::conn;
 use crate::lease::Lease;
-use crate::scripts::EXTEND;
 use crate::lease::millis;
+use crate::scripts::EXTEND;
 use crate::{Error, Pool, Result};
 
 /// The most locks renewed by one script call: bounds how long one call keeps Redis busy
@@ -240,23 +240,32 @@ impl Renewer {
                         Some(next_due(sent_at, job.target.ttl))
                     }
                     Outcome::Gone => {
-                        lost.push((job.lease, "it is no longer ours: it expired, was reset or was taken over".to_owned()));
+                        lost.push((
+                            job.lease,
+                            "it is no longer ours: it expired, was reset or was taken over"
+                                .to_owned(),
+                        ));
                         None
                     }
-                    Outcome::Failed(error) => match job.lease.valid_for() {
-                        Some(left) if !left.is_zero() => {
-                            log::debug!("renewing lock `{}` failed, retrying: {error}", job.lease.name());
-                            // Try again soon, while at least one more try fits in the lease.
-                            Some(Instant::now() + (job.target.ttl / 10).min(left / 2))
-                        }
-                        _ => {
-                            lost.push((
+                    Outcome::Failed(error) => {
+                        match job.lease.valid_for() {
+                            Some(left) if !left.is_zero() => {
+                                log::debug!(
+                                    "renewing lock `{}` failed, retrying: {error}",
+                                    job.lease.name()
+                                );
+                                // Try again soon, while at least one more try fits in the lease.
+                                Some(Instant::now() + (job.target.ttl / 10).min(left / 2))
+                            }
+                            _ => {
+                                lost.push((
                                 job.lease,
                                 format!("redis could not be reached before the lease ran out: {error}"),
                             ));
-                            None
+                                None
+                            }
                         }
-                    },
+                    }
                 };
                 match next {
                     Some(due) => {
@@ -331,7 +340,11 @@ fn renew_batch(jobs: &[Job], batch: &[usize]) -> Vec<Outcome> {
             })
             .collect(),
         Ok(extended) => {
-            let why = format!("the extend script answered {} times for {} locks", extended.len(), batch.len());
+            let why = format!(
+                "the extend script answered {} times for {} locks",
+                extended.len(),
+                batch.len()
+            );
             batch.iter().map(|_| Outcome::Failed(why.clone())).collect()
         }
         Err(e) => {
@@ -340,4 +353,3 @@ fn renew_batch(jobs: &[Job], batch: &[usize]) -> Vec<Outcome> {
         }
     }
 }
-

@@ -70,7 +70,10 @@ fn python_holds_rust_waits_and_is_woken_by_the_python_release() {
 
     let mutex = Arc::new(RedisMutex::new(server.pool(), "shared job"));
     assert!(matches!(mutex.try_lock(), Err(TryLockError::WouldBlock)));
-    assert_eq!(mutex.get_owner_id().unwrap().as_deref(), Some("python-hold"));
+    assert_eq!(
+        mutex.get_owner_id().unwrap().as_deref(),
+        Some("python-hold")
+    );
 
     let (acquired_tx, acquired_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -80,13 +83,24 @@ fn python_holds_rust_waits_and_is_woken_by_the_python_release() {
         acquired_tx.send(()).unwrap();
         release_rx.recv_timeout(HANG).ok();
     });
-    assert!(eventually(HANG, || blocked_clients(&mut conn) == 1), "Rust never waited in BLPOP");
+    assert!(
+        eventually(HANG, || blocked_clients(&mut conn) == 1),
+        "Rust never waited in BLPOP"
+    );
     writeln!(py.stdin.as_mut().unwrap()).unwrap();
     lines.expect("@released", HANG);
-    acquired_rx.recv_timeout(HANG).expect("Rust got the lock after Python released it");
+    acquired_rx
+        .recv_timeout(HANG)
+        .expect("Rust got the lock after Python released it");
     let signal: bool = conn.exists("lock-signal:shared job").unwrap();
-    assert!(!signal, "Rust was woken by Python's signal, not by a timeout");
-    assert_eq!(mutex.get_owner_id().unwrap().as_deref(), Some(mutex.owner_id()));
+    assert!(
+        !signal,
+        "Rust was woken by Python's signal, not by a timeout"
+    );
+    assert_eq!(
+        mutex.get_owner_id().unwrap().as_deref(),
+        Some(mutex.owner_id())
+    );
     drop(release_tx);
     handle.join().unwrap();
     finish(py);
@@ -107,7 +121,10 @@ fn rust_holds_python_waits_and_is_woken_by_the_rust_release() {
     lines.expect("@waiting", HANG);
     // python-redis-lock waits in BLPOP without a timeout when the lock has no expiry:
     // only our release's signal can wake it.
-    assert!(eventually(HANG, || blocked_clients(&mut conn) == 1), "Python never waited in BLPOP");
+    assert!(
+        eventually(HANG, || blocked_clients(&mut conn) == 1),
+        "Python never waited in BLPOP"
+    );
     let owner: String = conn.get("lock:shared job").unwrap();
     assert_eq!(owner, "rust-holder");
     guard.unlock().unwrap();

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_mutex::{Error, Pool, RedisMutex, TryLockError, reset_all};
-use support::{Lines, RedisServer, blocked_clients, child_env, eventually, finish_child, spawn_child};
+use support::{
+    Lines, RedisServer, blocked_clients, child_env, eventually, finish_child, spawn_child,
+};
 
 /// Generous bound on anything that should take milliseconds: only a hang exceeds it.
 const HANG: Duration = Duration::from_secs(20);
@@ -49,7 +51,10 @@ fn lock_and_unlock_leave_the_protocol_keys() {
     let signal: Vec<String> = conn.lrange("lock-signal:jobs", 0, -1).unwrap();
     assert_eq!(signal, ["1"], "release leaves one signal");
     let signal_pttl: i64 = conn.pttl("lock-signal:jobs").unwrap();
-    assert!(signal_pttl > 0 && signal_pttl <= 700, "signal PTTL {signal_pttl}");
+    assert!(
+        signal_pttl > 0 && signal_pttl <= 700,
+        "signal PTTL {signal_pttl}"
+    );
     assert_eq!(mutex.get_owner_id().unwrap(), None);
 }
 
@@ -65,7 +70,10 @@ fn default_mutex_has_no_expiry_and_a_random_128_bit_owner() {
     let pttl: i64 = conn.pttl("lock:plain").unwrap();
     assert_eq!(pttl, -1, "no expiry by default");
     assert_eq!(guard.valid_for(), None);
-    assert!(matches!(guard.extend(Duration::from_secs(1)), Err(Error::NotExpirable { .. })));
+    assert!(matches!(
+        guard.extend(Duration::from_secs(1)),
+        Err(Error::NotExpirable { .. })
+    ));
 }
 
 #[test]
@@ -117,8 +125,14 @@ fn try_lock_for_keeps_its_deadline_to_the_millisecond_despite_wake_ups() {
         let started = Instant::now();
         let result = waiter.try_lock_for(timeout);
         let elapsed = started.elapsed();
-        assert!(matches!(result, Err(TryLockError::WouldBlock)), "{result:?}");
-        assert!(elapsed >= timeout, "returned after {elapsed:?}, before its {timeout:?}");
+        assert!(
+            matches!(result, Err(TryLockError::WouldBlock)),
+            "{result:?}"
+        );
+        assert!(
+            elapsed >= timeout,
+            "returned after {elapsed:?}, before its {timeout:?}"
+        );
         // A few round trips on loopback; far from Redis' 100 ms timer tick or a whole second.
         assert!(
             elapsed < timeout + Duration::from_millis(60),
@@ -138,9 +152,14 @@ fn a_release_wakes_a_waiter_who_gets_the_lock() {
     let waiter = Arc::new(RedisMutex::new(pool, "handoff"));
     let guard = holder.lock().unwrap();
     let (acquired, handle) = lock_in_thread(waiter.clone());
-    assert!(eventually(HANG, || blocked_clients(&mut conn) == 1), "the waiter never blocked");
+    assert!(
+        eventually(HANG, || blocked_clients(&mut conn) == 1),
+        "the waiter never blocked"
+    );
     guard.unlock().unwrap();
-    acquired.recv_timeout(HANG).expect("the waiter got the lock");
+    acquired
+        .recv_timeout(HANG)
+        .expect("the waiter got the lock");
     // The waiter took the signal: it was woken by the release, not by a timeout.
     let signal: bool = conn.exists("lock-signal:handoff").unwrap();
     assert!(!signal, "the release's signal was consumed by the waiter");
@@ -213,7 +232,10 @@ fn child_increments_under_the_lock() {
     let url = child_env("REDIS_URL");
     let cycles: usize = child_env("CYCLES").parse().unwrap();
     let client = redis::Client::open(url).unwrap();
-    let pool = Pool::builder().test_on_check_out(false).build(client.clone()).unwrap();
+    let pool = Pool::builder()
+        .test_on_check_out(false)
+        .build(client.clone())
+        .unwrap();
     let mutex = Arc::new(
         RedisMutex::builder(pool, "counter")
             .expire(Duration::from_secs(10))
@@ -318,7 +340,10 @@ fn release_by_a_non_owner_deletes_nothing() {
     // The first lease runs out; the second holder takes the lock.
     let taken = second.try_lock_for(HANG).unwrap();
     let err = stale.unlock().unwrap_err();
-    assert!(matches!(err, Error::LockLost { .. } | Error::NotAcquired { .. }), "{err}");
+    assert!(
+        matches!(err, Error::LockLost { .. } | Error::NotAcquired { .. }),
+        "{err}"
+    );
     let owner: String = conn.get("lock:lease").unwrap();
     assert_eq!(owner, "second", "the stale release deleted nothing");
     let signalled: bool = conn.exists("lock-signal:lease").unwrap();
@@ -341,11 +366,20 @@ fn extend_sets_the_remaining_lease_and_fails_once_the_lock_is_gone() {
     assert!(guard.valid_for().unwrap() > Duration::from_secs(29));
     guard.extend(Duration::from_millis(500)).unwrap();
     let pttl: i64 = conn.pttl("lock:ext").unwrap();
-    assert!(pttl <= 500, "extend resets the lease, it does not add: PTTL {pttl}");
-    assert!(matches!(guard.extend(Duration::ZERO), Err(Error::InvalidOptions { .. })));
+    assert!(
+        pttl <= 500,
+        "extend resets the lease, it does not add: PTTL {pttl}"
+    );
+    assert!(matches!(
+        guard.extend(Duration::ZERO),
+        Err(Error::InvalidOptions { .. })
+    ));
 
     let _: () = conn.del("lock:ext").unwrap();
-    assert!(matches!(guard.extend(Duration::from_secs(1)), Err(Error::NotAcquired { .. })));
+    assert!(matches!(
+        guard.extend(Duration::from_secs(1)),
+        Err(Error::NotAcquired { .. })
+    ));
     assert!(guard.is_lost());
     assert!(matches!(guard.ensure_held(), Err(Error::LockLost { .. })));
     let exists: bool = conn.exists("lock:ext").unwrap();
@@ -363,7 +397,9 @@ fn reset_wakes_a_waiter_and_reset_all_leaves_other_keys() {
     let (acquired, handle) = lock_in_thread(waiter.clone());
     assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
     assert!(RedisMutex::new(pool.clone(), "stuck").reset().unwrap());
-    acquired.recv_timeout(HANG).expect("the waiter got the lock");
+    acquired
+        .recv_timeout(HANG)
+        .expect("the waiter got the lock");
     let signal: bool = conn.exists("lock-signal:stuck").unwrap();
     assert!(!signal, "the waiter was woken by reset's signal");
     drop(handle);
@@ -396,7 +432,14 @@ fn odd_names_work() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    for name in ["with spaces", "{braces}", "new\nline", "ünïcødé 鎖", "*?[glob]", "lock:nested"] {
+    for name in [
+        "with spaces",
+        "{braces}",
+        "new\nline",
+        "ünïcødé 鎖",
+        "*?[glob]",
+        "lock:nested",
+    ] {
         let mutex = RedisMutex::new(pool.clone(), name);
         let other = RedisMutex::new(pool.clone(), name);
         let guard = mutex.lock().unwrap();
@@ -418,28 +461,53 @@ fn bad_options_and_names_are_refused_with_the_field() {
     };
     assert_eq!(field(RedisMutex::builder(pool.clone(), "").build()), "name");
     assert_eq!(
-        field(RedisMutex::builder(pool.clone(), "x").expire(Duration::ZERO).build()),
+        field(
+            RedisMutex::builder(pool.clone(), "x")
+                .expire(Duration::ZERO)
+                .build()
+        ),
         "expire"
     );
     assert_eq!(
-        field(RedisMutex::builder(pool.clone(), "x").expire(Duration::MAX).build()),
+        field(
+            RedisMutex::builder(pool.clone(), "x")
+                .expire(Duration::MAX)
+                .build()
+        ),
         "expire"
     );
     assert_eq!(
-        field(RedisMutex::builder(pool.clone(), "x").signal_expire(Duration::ZERO).build()),
+        field(
+            RedisMutex::builder(pool.clone(), "x")
+                .signal_expire(Duration::ZERO)
+                .build()
+        ),
         "signal_expire"
     );
-    assert_eq!(field(RedisMutex::builder(pool.clone(), "x").owner_id("").build()), "owner_id");
     assert_eq!(
-        field(RedisMutex::builder(pool.clone(), "x").auto_renewal(true).build()),
+        field(RedisMutex::builder(pool.clone(), "x").owner_id("").build()),
+        "owner_id"
+    );
+    assert_eq!(
+        field(
+            RedisMutex::builder(pool.clone(), "x")
+                .auto_renewal(true)
+                .build()
+        ),
         "auto_renewal"
     );
     // `new` cannot fail, so an empty name fails every call instead.
     let unnamed = RedisMutex::new(pool, "");
-    assert!(matches!(unnamed.lock(), Err(Error::InvalidOptions { field: "name", .. })));
+    assert!(matches!(
+        unnamed.lock(),
+        Err(Error::InvalidOptions { field: "name", .. })
+    ));
     assert!(matches!(
         unnamed.try_lock_for(Duration::MAX),
-        Err(TryLockError::Error(Error::InvalidOptions { field: "name", .. }))
+        Err(TryLockError::Error(Error::InvalidOptions {
+            field: "name",
+            ..
+        }))
     ));
     // Duration::MAX as a timeout means "forever", not an overflow.
     let free = RedisMutex::new(server.pool(), "free");
@@ -456,7 +524,10 @@ fn a_key_of_another_type_is_an_error_not_a_hang() {
     assert!(matches!(err, Error::WrongType { .. }), "{err}");
     assert!(err.to_string().contains("not a lock"), "{err}");
     assert!(matches!(mutex.reset(), Err(Error::WrongType { .. })));
-    let kind: String = redis::cmd("TYPE").arg("lock:taken-by-a-hash").query(&mut conn).unwrap();
+    let kind: String = redis::cmd("TYPE")
+        .arg("lock:taken-by-a-hash")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(kind, "hash", "the key was left alone");
 }
 
@@ -516,7 +587,10 @@ fn an_unreachable_redis_is_an_error_not_a_hang() {
     let mutex = RedisMutex::new(pool.clone(), "nowhere");
     let started = Instant::now();
     assert!(matches!(mutex.lock(), Err(Error::Pool(_))));
-    assert!(matches!(mutex.try_lock(), Err(TryLockError::Error(Error::Pool(_)))));
+    assert!(matches!(
+        mutex.try_lock(),
+        Err(TryLockError::Error(Error::Pool(_)))
+    ));
     assert!(mutex.is_locked().is_err());
     assert!(reset_all(&pool).is_err());
     assert!(started.elapsed() < HANG);
@@ -532,13 +606,81 @@ fn a_timed_wait_on_a_pool_of_one_connection_ends_cleanly() {
     for _ in 0..5 {
         // No spare connection to unblock with: the wait ends on the server's clock instead.
         let started = Instant::now();
-        assert!(waiter.try_lock_for(Duration::from_millis(30)).unwrap_err().is_would_block());
+        assert!(
+            waiter
+                .try_lock_for(Duration::from_millis(30))
+                .unwrap_err()
+                .is_would_block()
+        );
         assert!(started.elapsed() < HANG);
     }
     drop(guard);
     // The single connection is in step: its late replies were skipped, not taken as answers.
     let mine = waiter.try_lock().unwrap();
-    assert_eq!(waiter.get_owner_id().unwrap().as_deref(), Some(waiter.owner_id()));
+    assert_eq!(
+        waiter.get_owner_id().unwrap().as_deref(),
+        Some(waiter.owner_id())
+    );
     mine.unlock().unwrap();
     assert_eq!(single.state().connections, 1);
+}
+
+#[test]
+fn relocking_right_after_a_release_lets_the_woken_waiter_go_first() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let pool = server.pool();
+    let looper = RedisMutex::new(pool.clone(), "turn");
+    let waiter = Arc::new(RedisMutex::new(pool, "turn"));
+    for round in 0..20 {
+        let guard = looper.lock().unwrap();
+        let (acquired, release_waiter) = lock_in_thread(waiter.clone());
+        assert!(
+            eventually(HANG, || blocked_clients(&mut conn) == 1),
+            "round {round}"
+        );
+        // Release and lock again at once: the waiter woken by the release must win.
+        guard.unlock().unwrap();
+        let signal_left_at_relock = thread::scope(|s| {
+            let relock = s.spawn(|| {
+                let _guard = looper.lock().unwrap();
+                let mut conn = server.connection();
+                let owner: String = conn.get("lock:turn").unwrap();
+                assert_eq!(owner, looper.owner_id());
+                // The re-lock took the waiter's release signal with it.
+                conn.exists::<_, bool>("lock-signal:turn").unwrap()
+            });
+            acquired
+                .recv_timeout(HANG)
+                .expect("the woken waiter got the lock");
+            let owner: String = conn.get("lock:turn").unwrap();
+            assert_eq!(
+                owner,
+                waiter.owner_id(),
+                "round {round}: the waiter holds it"
+            );
+            drop(release_waiter);
+            relock.join().unwrap()
+        });
+        assert!(!signal_left_at_relock, "round {round}");
+    }
+}
+
+#[test]
+fn relocking_with_nobody_waiting_takes_the_lock_and_its_own_signal() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let mutex = RedisMutex::new(server.pool(), "alone");
+    for _ in 0..10 {
+        let started = Instant::now();
+        mutex.lock().unwrap().unlock().unwrap();
+        let relocked = mutex.lock().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "no wait on a free lock"
+        );
+        let signal: bool = conn.exists("lock-signal:alone").unwrap();
+        assert!(!signal, "the re-lock consumed its own release's signal");
+        relocked.unlock().unwrap();
+    }
 }

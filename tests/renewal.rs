@@ -15,7 +15,11 @@ use support::{RedisServer, child_env, command_calls, finish_child, spawn_child};
 const HANG: Duration = Duration::from_secs(20);
 
 /// A mutex with auto-renewal whose `on_lost` callback reports on the returned channel.
-fn renewed(pool: Pool, name: &str, expire: Duration) -> (RedisMutex, mpsc::Receiver<String>, Arc<AtomicUsize>) {
+fn renewed(
+    pool: Pool,
+    name: &str,
+    expire: Duration,
+) -> (RedisMutex, mpsc::Receiver<String>, Arc<AtomicUsize>) {
     let (lost_tx, lost_rx) = mpsc::channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -42,7 +46,10 @@ fn child_tries_for_the_renewed_lock() {
         .unwrap();
     let mutex = RedisMutex::new(pool, "renewed");
     let result = mutex.try_lock_for(Duration::from_millis(2500));
-    assert!(matches!(result, Err(TryLockError::WouldBlock)), "{result:?}");
+    assert!(
+        matches!(result, Err(TryLockError::WouldBlock)),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -51,7 +58,10 @@ fn a_renewed_lease_outlives_its_expiry_many_times() {
     let mut conn = server.connection();
     let (mutex, lost, _) = renewed(server.pool(), "renewed", Duration::from_millis(500));
     let guard = mutex.lock().unwrap();
-    let waiter = spawn_child("child_tries_for_the_renewed_lock", &[("REDIS_URL", server.url())]);
+    let waiter = spawn_child(
+        "child_tries_for_the_renewed_lock",
+        &[("REDIS_URL", server.url())],
+    );
     // Six expiries' worth of holding.
     thread::sleep(Duration::from_secs(3));
     finish_child(waiter, HANG);
@@ -61,7 +71,10 @@ fn a_renewed_lease_outlives_its_expiry_many_times() {
     let owner: String = conn.get("lock:renewed").unwrap();
     assert_eq!(owner, mutex.owner_id());
     let left = guard.valid_for().unwrap();
-    assert!(left > Duration::ZERO && left <= Duration::from_millis(500), "{left:?}");
+    assert!(
+        left > Duration::ZERO && left <= Duration::from_millis(500),
+        "{left:?}"
+    );
     guard.unlock().unwrap();
 }
 
@@ -86,7 +99,10 @@ fn a_reset_is_noticed_within_one_renewal_interval_and_touches_no_one_else() {
     let noticed_after = reset_at.elapsed();
     assert_eq!(name, "reset-me");
     // One renewal interval is a third of the expiry; allow scheduling slack.
-    assert!(noticed_after <= expire / 3 + Duration::from_millis(150), "{noticed_after:?}");
+    assert!(
+        noticed_after <= expire / 3 + Duration::from_millis(150),
+        "{noticed_after:?}"
+    );
     assert!(guard.is_lost());
     assert_eq!(guard.valid_for(), Some(Duration::ZERO));
     assert!(matches!(guard.ensure_held(), Err(Error::LockLost { .. })));
@@ -94,10 +110,16 @@ fn a_reset_is_noticed_within_one_renewal_interval_and_touches_no_one_else() {
     let owner: String = conn.get("lock:reset-me").unwrap();
     assert_eq!(owner, "the-next-holder");
     let pttl: i64 = conn.pttl("lock:reset-me").unwrap();
-    assert!(pttl > 55_000, "the other holder's lease was not shortened: {pttl}");
+    assert!(
+        pttl > 55_000,
+        "the other holder's lease was not shortened: {pttl}"
+    );
     assert!(matches!(guard.unlock(), Err(Error::LockLost { .. })));
     let owner: String = conn.get("lock:reset-me").unwrap();
-    assert_eq!(owner, "the-next-holder", "unlocking the lost guard touched nothing");
+    assert_eq!(
+        owner, "the-next-holder",
+        "unlocking the lost guard touched nothing"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1, "on_lost ran once");
     drop(taken);
 }
@@ -220,7 +242,12 @@ fn child_holds_ten_thousand_renewed_guards() {
         owners.extend(conn.mget::<_, Vec<Option<String>>>(keys).unwrap());
     }
     for (mutex, owner) in mutexes.iter().zip(&owners) {
-        assert_eq!(owner.as_deref(), Some(mutex.owner_id()), "{} is still ours", mutex.name());
+        assert_eq!(
+            owner.as_deref(),
+            Some(mutex.owner_id()),
+            "{} is still ours",
+            mutex.name()
+        );
     }
     assert!(guards.iter().all(|g| !g.is_lost()));
     println!(
@@ -232,7 +259,10 @@ fn child_holds_ten_thousand_renewed_guards() {
         "threads grew from {threads_before} to {threads_during}"
     );
     // Unbatched, 10,000 locks renewed every 667 ms would take 90,000+ calls here.
-    assert!(calls <= 400, "{calls} renewal calls for {LOCKS} locks over 6.5 s");
+    assert!(
+        calls <= 400,
+        "{calls} renewal calls for {LOCKS} locks over 6.5 s"
+    );
     drop(guards);
 }
 
@@ -250,5 +280,9 @@ fn ten_thousand_guards_share_one_thread_and_few_round_trips() {
     let left: usize = redis::cmd("DBSIZE").query(&mut conn).unwrap();
     // Only signal lists remain, and they expire in a second.
     let locks: Vec<String> = conn.keys("lock:*").unwrap();
-    assert!(locks.is_empty(), "{} locks left of {left} keys", locks.len());
+    assert!(
+        locks.is_empty(),
+        "{} locks left of {left} keys",
+        locks.len()
+    );
 }

@@ -1,11 +1,17 @@
 -- Takes the lock if it is free; otherwise reports how long the holder's lease has left.
 -- KEYS[1]: the lock key (lock:<name>)
+-- KEYS[2]: the signal list (lock-signal:<name>)
 -- ARGV[1]: our owner id
 -- ARGV[2]: the expiry in milliseconds, or "0" for a lock that never expires
+-- ARGV[3]: "1" when this client released the lock moments ago: then it takes a free lock
+--          only together with its own release's signal. If that signal is gone, a waiter
+--          was woken by it and is on its way; the lock is left to that waiter.
 -- Returns {1, 0} when granted; {0, pttl} when held, pttl being the holder's remaining
--- milliseconds or -1 for a holder without expiry.
--- Returns {-1, 0} when the key holds another type than string: no lock can be
--- taken there, and waiting would never end.
+-- milliseconds or -1 for a holder without expiry; {2, 0} when left to a woken waiter;
+-- {-1, 0} when the key holds another type than string: no lock can be taken there.
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 and not redis.call('LPOP', KEYS[2]) then
+    return {2, 0}
+end
 local granted
 if ARGV[2] == '0' then
     granted = redis.call('SET', KEYS[1], ARGV[1], 'NX')
