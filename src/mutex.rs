@@ -13,6 +13,10 @@ use crate::renewal::{self, Registration};
 use crate::scripts::{ACQUIRE, EXTEND, RELEASE, RESET};
 use crate::{Error, Pool, Result, TryLockError};
 
+/// The counter every grant increments for its fencing token. Not a `lock:*` key, so
+/// `reset_all` leaves it alone.
+pub(crate) const FENCING_COUNTER_KEY: &str = "lock-fencing-counter";
+
 /// Outcomes of `acquire.lua`.
 const GRANTED: i64 = 1;
 const LEFT_TO_WOKEN_WAITER: i64 = 2;
@@ -525,9 +529,10 @@ impl RedisMutex {
             .is_some_and(|at| at.elapsed() < self.options.signal_expire / 2);
         loop {
             let sent_at = Instant::now();
-            let (outcome, holder_pttl): (i64, i64) = ACQUIRE
+            let (outcome, detail): (i64, i64) = ACQUIRE
                 .key(&self.lock_key)
                 .key(&self.signal_key)
+                .key(FENCING_COUNTER_KEY)
                 .arg(&self.options.owner_id)
                 .arg(expire_ms)
                 .arg(if polite { "1" } else { "0" })
@@ -536,7 +541,8 @@ impl RedisMutex {
             match outcome {
                 GRANTED => {
                     log::debug!("acquired lock `{}`", self.name);
-                    return self.guard(local, &mut conn, sent_at).map(Some);
+                    let token = u64::try_from(detail).map_err(|_| unexpected_reply("acquire"))?;
+                    return self.guard(local, &mut conn, sent_at, token).map(Some);
                 }
                 WRONG_TYPE => {
                     return Err(Error::WrongType {
@@ -549,7 +555,7 @@ impl RedisMutex {
                     wait = wait.min(self.options.signal_expire / 2);
                 }
                 _ => {
-                    if let Ok(left) = u64::try_from(holder_pttl) {
+                    if let Ok(left) = u64::try_from(detail) {
                         // Wake just after the holder's lease runs out, in case it crashed.
                         wait = wait.min(Duration::from_millis(left + 1));
                     }
@@ -579,6 +585,7 @@ impl RedisMutex {
         local: MutexGuard<'a, LocalState>,
         conn: &mut Conn,
         sent_at: Instant,
+        fencing_token: u64,
     ) -> Result<RedisMutexGuard<'a>> {
         let lease = Arc::new(Lease::new(
             &self.name,
@@ -591,6 +598,7 @@ impl RedisMutex {
             local: Some(local),
             lease,
             renewal: None,
+            fencing_token,
         };
         if let (true, Some(ttl)) = (self.options.auto_renewal, self.options.expire) {
             // On failure the guard is dropped here, which releases the lock again.
@@ -635,12 +643,14 @@ pub struct RedisMutexGuard<'a> {
     local: Option<MutexGuard<'a, LocalState>>,
     lease: Arc<Lease>,
     renewal: Option<Registration>,
+    fencing_token: u64,
 }
 
 impl fmt::Debug for RedisMutexGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisMutexGuard")
             .field("name", &self.mutex.name)
+            .field("fencing_token", &self.fencing_token)
             .field("lease", &self.lease)
             .finish()
     }
@@ -650,6 +660,31 @@ impl RedisMutexGuard<'_> {
     /// The mutex this guard holds.
     pub fn mutex(&self) -> &RedisMutex {
         self.mutex
+    }
+
+    /// This grant's fencing token: strictly greater than the token of every earlier grant
+    /// of this lock (and of every other lock on the same Redis), so storage that remembers
+    /// the highest token it has seen can refuse a write from a holder whose lease ran out
+    /// while it was paused.
+    ///
+    /// Tokens come from one counter, `lock-fencing-counter`, incremented by the same script
+    /// that grants the lock; `reset`, `reset_all` and expiry never lower it. Grants made by
+    /// python-redis-lock clients take no token. The counter lives in Redis: a failover that
+    /// loses recent writes can hand out a token twice. See `docs/protocol.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let mutex = RedisMutex::new(pool, "ledger");
+    /// let first = mutex.lock()?.fencing_token();
+    /// let second = mutex.lock()?.fencing_token();
+    /// assert!(second > first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
     }
 
     /// Releases the lock and wakes one waiter, and says whether it was still ours.

@@ -1,12 +1,13 @@
 -- Takes the lock if it is free; otherwise reports how long the holder's lease has left.
 -- KEYS[1]: the lock key (lock:<name>)
 -- KEYS[2]: the signal list (lock-signal:<name>)
+-- KEYS[3]: the fencing counter (lock-fencing-counter), shared by every lock; never lowered
 -- ARGV[1]: our owner id
 -- ARGV[2]: the expiry in milliseconds, or "0" for a lock that never expires
 -- ARGV[3]: "1" when this client released the lock moments ago: then it takes a free lock
 --          only together with its own release's signal. If that signal is gone, a waiter
 --          was woken by it and is on its way; the lock is left to that waiter.
--- Returns {1, 0} when granted; {0, pttl} when held, pttl being the holder's remaining
+-- Returns {1, token} when granted, token being the counter's new value; {0, pttl} when held, pttl being the holder's remaining
 -- milliseconds or -1 for a holder without expiry; {2, 0} when left to a woken waiter;
 -- {-1, 0} when the key holds another type than string: no lock can be taken there.
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 and not redis.call('LPOP', KEYS[2]) then
@@ -19,7 +20,7 @@ else
     granted = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 end
 if granted then
-    return {1, 0}
+    return {1, redis.call('INCR', KEYS[3])}
 end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'string' then
