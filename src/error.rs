@@ -65,14 +65,19 @@ pub enum Error {
         reason: String,
     },
 
-    /// A Redlock attempt was not granted by a majority of instances within the lease.
+    /// A Redlock attempt was not granted by a majority of instances within the lease, or
+    /// too many instances failed for the answer to be known.
     ///
     /// Returned by [`Redlock::lock`](crate::Redlock::lock),
     /// [`Redlock::try_lock`](crate::Redlock::try_lock) and
-    /// [`RedlockGuard::extend`](crate::RedlockGuard::extend).
+    /// [`RedlockGuard::extend`](crate::RedlockGuard::extend); by
+    /// [`Redlock::is_locked`](crate::Redlock::is_locked) and
+    /// [`RedlockGuard::unlock`](crate::RedlockGuard::unlock) when the failing instances
+    /// decide the answer.
     #[error("{}", NoQuorumDisplay { granted: *granted, needed: *needed, failures })]
     NoQuorum {
-        /// How many instances granted the request in the last attempt.
+        /// How many instances granted the request in the last attempt (for `is_locked`,
+        /// how many hold the key; for `unlock`, how many released it).
         granted: usize,
         /// How many grants make a majority.
         needed: usize,

@@ -111,12 +111,14 @@ mod error;
 mod lease;
 mod mutex;
 mod options;
+mod redlock;
 mod renewal;
 mod scripts;
 
 pub use admin::reset_all;
 pub use error::{Error, Result, TryLockError};
 pub use mutex::{RedisMutex, RedisMutexBuilder, RedisMutexGuard};
+pub use redlock::{Redlock, RedlockBuilder, RedlockGuard};
 
 pub use r2d2;
 pub use redis;

@@ -22,3 +22,11 @@ pub(crate) static EXTEND: LazyLock<Script> =
 /// Delete whoever holds it, then wake one waiter.
 pub(crate) static RESET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/reset.lua")));
+
+/// Redlock: compare-and-delete of one instance's key.
+pub(crate) static REDLOCK_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/redlock_release.lua")));
+
+/// Redlock: compare-and-extend of one instance's key.
+pub(crate) static REDLOCK_EXTEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/redlock_extend.lua")));

@@ -1,0 +1,188 @@
+//! One request per instance, to all instances at once: a scoped thread per instance, each
+//! request bounded by a timeout that covers the pool checkout and the reply.
+
+use std::panic;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::conn::{self, Conn};
+use crate::{Pool, Result};
+
+/// The result of one request to one instance.
+pub(super) struct Reply<T> {
+    pub(super) result: Result<T>,
+    /// Whether a request was sent whose effect we do not know: its reply did not come in
+    /// time, or its connection broke. The server may have run it, or may still run it.
+    pub(super) in_doubt: bool,
+    /// The connection on which a request's reply is still unread (it timed out), if any.
+    /// The next request about the same key to this instance must go on it: Redis runs one
+    /// connection's commands in the order they were sent, so a release sent on it can never
+    /// overtake the `SET` it is meant to undo, however long the server was stalled.
+    pub(super) conn: Option<Conn>,
+}
+
+/// Sends one request to the instance behind `pool`: on `pending`, a connection with a reply
+/// still unread, if given (see [`Reply::conn`]), else on a connection checked out now. The
+/// checkouts and the reply together take about `timeout` at most.
+///
+/// `op` gets the connection and whether a reply on it is still unread; it must send
+/// exactly one command (never a pipeline, whose every reply would wait a full timeout on a
+/// stalled server).
+///
+/// A connection found broken (a pooled connection to a server that restarted since, or
+/// one the server closed) is replaced by another one while time is left, at most once per
+/// connection the pool can hold; the request is then [in doubt](Reply::in_doubt).
+pub(super) fn request<T>(
+    pool: &Pool,
+    pending: Option<Conn>,
+    timeout: Duration,
+    op: impl Fn(&mut Conn, bool) -> redis::RedisResult<T>,
+) -> Reply<T> {
+    let started = Instant::now();
+    let mut pending = pending;
+    let mut in_doubt = false;
+    let mut tries: u32 = 0;
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        let (mut conn, had_pending) = match pending.take() {
+            Some(conn) => (conn, true),
+            None if left.is_zero() => return failed(timed_out(), in_doubt, None),
+            None => match conn::checkout(pool, left, left) {
+                Ok(conn) => (conn, false),
+                Err(e) => return failed(e, in_doubt, None),
+            },
+        };
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return failed(timed_out(), in_doubt, had_pending.then_some(conn));
+        }
+        if let Err(e) = conn::set_timeout(&mut conn, left) {
+            return failed(e, in_doubt, had_pending.then_some(conn));
+        }
+        tries += 1;
+        let result = op(&mut conn, had_pending);
+        log::trace!(
+            "redlock request: {:?} after {:?}",
+            result.as_ref().map(|_| ()),
+            started.elapsed()
+        );
+        let e = match result {
+            Ok(value) => {
+                return Reply {
+                    result: Ok(value),
+                    in_doubt,
+                    conn: None,
+                };
+            }
+            Err(e) if is_reply(&e) => return failed(e.into(), in_doubt, None),
+            Err(e) => e,
+        };
+        let open = redis::ConnectionLike::is_open(&*conn);
+        if e.is_timeout() && open {
+            return failed(e.into(), true, Some(conn));
+        }
+        in_doubt = true;
+        let broken = !open || e.is_connection_dropped();
+        if !broken || tries > pool.max_size() {
+            return failed(e.into(), in_doubt, None);
+        }
+        log::trace!("redlock request: broken connection ({e}); trying another one");
+    }
+}
+
+fn failed<T>(error: crate::Error, in_doubt: bool, conn: Option<Conn>) -> Reply<T> {
+    Reply {
+        result: Err(error),
+        in_doubt,
+        conn,
+    }
+}
+
+/// Whether an error came as the server's reply (so the command's effect is known), rather
+/// than from a timeout or a broken connection.
+fn is_reply(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
+    )
+}
+
+fn timed_out() -> crate::Error {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the instance timeout ran out before the request could be sent",
+    ))
+    .into()
+}
+
+/// Runs `op` on every item at once, one scoped thread per item, and returns the results in
+/// the items' order. A single item runs on the calling thread. Should the OS refuse a
+/// thread, that item runs on the calling thread too: slower, never skipped.
+pub(super) fn fan_out<I: Send, T: Send>(items: Vec<I>, op: impl Fn(I) -> T + Sync) -> Vec<T> {
+    if items.len() <= 1 {
+        return items.into_iter().map(op).collect();
+    }
+    // Each item sits in a slot so that it is still there for the calling thread when its
+    // thread could not be started.
+    let slots: Vec<Mutex<Option<I>>> = items.into_iter().map(|i| Mutex::new(Some(i))).collect();
+    let take = |slot: &Mutex<Option<I>>| slot.lock().take().expect("each item is taken once");
+    let (op, take) = (&op, &take);
+    thread::scope(|scope| {
+        let handles: Vec<_> = slots
+            .iter()
+            .map(|slot| {
+                thread::Builder::new()
+                    .name("redis-mutex-redlock".into())
+                    .spawn_scoped(scope, move || op(take(slot)))
+                    .inspect_err(|e| {
+                        log::debug!("no thread for a redlock request ({e}); sending it inline")
+                    })
+                    .ok()
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&slots)
+            .map(|(handle, slot)| match handle {
+                Some(handle) => handle.join().unwrap_or_else(|p| panic::resume_unwind(p)),
+                None => op(take(slot)),
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fan_out_keeps_the_order_and_runs_at_once() {
+        let started = Instant::now();
+        let results = fan_out((0..8).collect(), |i: u64| {
+            thread::sleep(Duration::from_millis(50));
+            i * 10
+        });
+        assert_eq!(results, vec![0, 10, 20, 30, 40, 50, 60, 70]);
+        // Sequential would take 400 ms; in parallel 50 ms plus thread start-up.
+        assert!(
+            started.elapsed() < Duration::from_millis(350),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(fan_out(vec![7], |i: i32| i + 1), vec![8]);
+        assert!(fan_out(Vec::<i32>::new(), |i| i).is_empty());
+    }
+
+    #[test]
+    fn only_server_replies_count_as_answers() {
+        let timeout: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "t").into();
+        let reset: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "r").into();
+        assert!(!is_reply(&timeout));
+        assert!(!is_reply(&reset));
+        assert!(timed_out().is_timeout());
+    }
+}

@@ -1,0 +1,646 @@
+//! Redlock over five private redis-server processes: mutual exclusion across processes,
+//! killed, stalled and refusing instances, extend, is_locked, and redlock-py interop.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use redis_mutex::{Error, Pool, Redlock};
+use support::{Lines, RedisServer, command_calls, eventually};
+
+/// A bound that only guards against hangs.
+const HANG: Duration = Duration::from_secs(20);
+/// Long enough that no key in these tests disappears by expiring: a key found gone was
+/// deleted.
+const TTL: Duration = Duration::from_secs(30);
+
+/// Five servers and nothing else: every key on them was set by the test.
+struct Cluster {
+    servers: Vec<RedisServer>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let servers = thread::scope(|s| {
+            let starts: Vec<_> = (0..5).map(|_| s.spawn(RedisServer::start)).collect();
+            starts.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        Cluster { servers }
+    }
+
+    fn pools(&self) -> Vec<Pool> {
+        self.servers.iter().map(RedisServer::pool).collect()
+    }
+
+    fn redlock(&self) -> Redlock {
+        Redlock::new(self.pools())
+    }
+
+    fn ports(&self) -> String {
+        let ports: Vec<String> = self.servers.iter().map(|s| s.port().to_string()).collect();
+        ports.join(",")
+    }
+
+    /// The value of `key` on each server in `which`.
+    fn values(&self, key: &str, which: &[usize]) -> Vec<Option<String>> {
+        which
+            .iter()
+            .map(|&i| self.servers[i].connection().get(key).unwrap())
+            .collect()
+    }
+
+    fn dbsize(&self, i: usize) -> u64 {
+        redis::cmd("DBSIZE")
+            .query(&mut self.servers[i].connection())
+            .unwrap()
+    }
+
+    fn calls(&self, i: usize, command: &str) -> u64 {
+        command_calls(&mut self.servers[i].connection(), command)
+    }
+}
+
+/// The parts of a [`Error::NoQuorum`]; panics, saying what it got, on any other result.
+fn no_quorum<T: std::fmt::Debug>(result: Result<T, Error>) -> (usize, usize, Vec<(usize, Error)>) {
+    match result {
+        Err(Error::NoQuorum {
+            granted,
+            needed,
+            failures,
+        }) => (granted, needed, failures),
+        other => panic!("expected NoQuorum, got {other:?}"),
+    }
+}
+
+/// The least validity a lock of `ttl` taken by a call that started at `called` can show
+/// now: the ttl from before the first request, less the default drift margin.
+fn least_validity(ttl: Duration, called: Instant) -> Duration {
+    let margin = ttl.mul_f64(0.01) + Duration::from_millis(2);
+    ttl.saturating_sub(margin).saturating_sub(called.elapsed())
+}
+
+fn indexes(failures: &[(usize, Error)]) -> Vec<usize> {
+    failures.iter().map(|(i, _)| *i).collect()
+}
+
+#[test]
+fn lock_extend_and_unlock_on_five_healthy_instances() {
+    let cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    let all = [0, 1, 2, 3, 4];
+
+    let called = Instant::now();
+    let guard = redlock.lock("report", TTL).unwrap();
+    let least = least_validity(TTL, called);
+    assert!(
+        guard.validity() >= least,
+        "{guard:?}, expected at least {least:?}"
+    );
+    assert_eq!(guard.resource(), "report");
+    assert_eq!(
+        guard.token().len(),
+        32,
+        "a 128-bit token in hex: {}",
+        guard.token()
+    );
+    let token = Some(guard.token().to_owned());
+    assert_eq!(cluster.values("report", &all), vec![token.clone(); 5]);
+    assert!(guard.validity() < TTL, "{guard:?}");
+    assert!(redlock.is_locked("report").unwrap());
+
+    let called = Instant::now();
+    guard.extend(Duration::from_secs(60)).unwrap();
+    let least = least_validity(Duration::from_secs(60), called);
+    assert!(
+        guard.validity() >= least,
+        "{guard:?}, expected at least {least:?}"
+    );
+    for i in all {
+        let pttl: i64 = cluster.servers[i].connection().pttl("report").unwrap();
+        assert!(pttl > 58_000, "instance {i}: PTTL {pttl}");
+    }
+
+    guard.unlock().unwrap();
+    assert_eq!(cluster.values("report", &all), vec![None; 5]);
+    assert!(!redlock.is_locked("report").unwrap());
+
+    // Dropping releases as well, on every instance.
+    let guard = redlock.lock("report", TTL).unwrap();
+    drop(guard);
+    assert!(all.iter().all(|&i| cluster.dbsize(i) == 0));
+}
+
+#[test]
+fn a_held_resource_gives_no_quorum_and_its_holder_is_left_alone() {
+    let cluster = Cluster::start();
+    let holder = cluster.redlock();
+    let other = Redlock::builder(cluster.pools())
+        .retry_count(2)
+        .retry_delay(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let guard = holder.lock("shared", TTL).unwrap();
+    let token = Some(guard.token().to_owned());
+
+    let (granted, needed, failures) = no_quorum(other.try_lock("shared", TTL));
+    assert_eq!((granted, needed), (0, 3));
+    assert!(
+        failures.is_empty(),
+        "a held lock is not a failure: {failures:?}"
+    );
+    // Three attempts: the first and two retries, each one SET per instance.
+    let sets_before = cluster.calls(0, "set");
+    no_quorum(other.lock("shared", TTL));
+    assert_eq!(cluster.calls(0, "set") - sets_before, 3);
+    assert_eq!(cluster.values("shared", &[0, 1, 2, 3, 4]), vec![token; 5]);
+
+    guard.unlock().unwrap();
+    other.try_lock("shared", TTL).unwrap().unlock().unwrap();
+}
+
+#[test]
+fn lock_retries_until_the_holder_releases() {
+    let cluster = Cluster::start();
+    let holder = cluster.redlock();
+    let waiter = Redlock::builder(cluster.pools())
+        .retry_count(1_000)
+        .retry_delay(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let guard = holder.lock("queue", TTL).unwrap();
+    let sets_before = cluster.calls(0, "set");
+    thread::scope(|s| {
+        let waiting = s.spawn(|| waiter.lock("queue", TTL).map(|g| g.token().to_owned()));
+        // Release only once the waiter has been refused at least once.
+        assert!(
+            eventually(HANG, || cluster.calls(0, "set") > sets_before),
+            "the waiter never tried"
+        );
+        assert!(!waiting.is_finished(), "the waiter got a held lock");
+        guard.unlock().unwrap();
+        waiting
+            .join()
+            .unwrap()
+            .expect("the waiter gets the lock after the release");
+    });
+    // The waiter's guard was dropped inside the thread, releasing it.
+    assert!(!holder.is_locked("queue").unwrap());
+}
+
+#[test]
+fn two_of_five_killed_still_lock() {
+    let mut cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    cluster.servers[1].kill();
+    cluster.servers[3].kill();
+    let alive = [0, 2, 4];
+
+    let started = Instant::now();
+    let guard = redlock.lock("two-down", TTL).unwrap();
+    assert!(started.elapsed() < HANG);
+    let token = Some(guard.token().to_owned());
+    assert_eq!(cluster.values("two-down", &alive), vec![token; 3]);
+    assert!(guard.validity() > TTL - Duration::from_secs(1), "{guard:?}");
+    assert!(redlock.is_locked("two-down").unwrap());
+
+    guard.unlock().unwrap();
+    assert_eq!(cluster.values("two-down", &alive), vec![None; 3]);
+}
+
+#[test]
+fn three_of_five_killed_give_no_quorum_within_the_retry_budget_and_leave_no_key() {
+    let mut cluster = Cluster::start();
+    let instance_timeout = Duration::from_millis(50);
+    let retry_delay = Duration::from_millis(50);
+    let redlock = Redlock::builder(cluster.pools())
+        .retry_count(2)
+        .retry_delay(retry_delay)
+        .instance_timeout(instance_timeout)
+        .build()
+        .unwrap();
+    for i in [0, 2, 3] {
+        cluster.servers[i].kill();
+    }
+    let alive = [1, 4];
+    let sets_before: Vec<u64> = alive.iter().map(|&i| cluster.calls(i, "set")).collect();
+
+    let started = Instant::now();
+    let (granted, needed, failures) = no_quorum(redlock.lock("three-down", TTL));
+    let elapsed = started.elapsed();
+    assert_eq!((granted, needed), (2, 3));
+    assert_eq!(indexes(&failures), vec![0, 2, 3], "{failures:?}");
+    // Three attempts, each at most an instance timeout to acquire and one to undo, and two
+    // waits of at most the retry delay; plus a generous margin for a loaded machine.
+    let budget = 3 * 2 * instance_timeout + 2 * retry_delay;
+    assert!(
+        elapsed < budget + Duration::from_secs(2),
+        "took {elapsed:?}, budget {budget:?}"
+    );
+    // Exactly the first attempt and two retries reached the live instances...
+    for (&i, before) in alive.iter().zip(sets_before) {
+        assert_eq!(cluster.calls(i, "set") - before, 3, "SETs on instance {i}");
+    }
+    // ...and each was undone there before the call returned.
+    for i in alive {
+        assert_eq!(
+            cluster.dbsize(i),
+            0,
+            "instance {i} kept a key of a failed attempt"
+        );
+    }
+
+    for i in [0, 2, 3] {
+        cluster.servers[i].restart();
+    }
+    for i in 0..5 {
+        assert_eq!(
+            cluster.dbsize(i),
+            0,
+            "instance {i} has a key after the restart"
+        );
+    }
+    // The pools get over their connections to the killed servers.
+    redlock.lock("three-down", TTL).unwrap().unlock().unwrap();
+}
+
+#[test]
+fn a_stalled_instance_delays_acquisition_by_the_instance_timeout_at_most() {
+    let mut cluster = Cluster::start();
+    let instance_timeout = Duration::from_millis(100);
+    let redlock = Redlock::builder(cluster.pools())
+        .instance_timeout(instance_timeout)
+        .build()
+        .unwrap();
+    let sets_before = cluster.calls(2, "set");
+    cluster.servers[2].pause();
+
+    let started = Instant::now();
+    let guard = redlock.lock("stall", TTL).unwrap();
+    let elapsed = started.elapsed();
+    // The round's time counts once, not twice, against the validity.
+    let least = least_validity(TTL, started);
+    assert!(
+        guard.validity() >= least,
+        "{guard:?}, expected at least {least:?}"
+    );
+    // The stalled instance costs one instance timeout; the rest is a few round trips,
+    // given a generous margin.
+    assert!(
+        elapsed < instance_timeout + Duration::from_millis(400),
+        "acquiring with one instance stalled took {elapsed:?}"
+    );
+    let token = Some(guard.token().to_owned());
+    assert_eq!(cluster.values("stall", &[0, 1, 3, 4]), vec![token; 4]);
+
+    // Released while the instance is still stalled: four releases are a majority.
+    guard.unlock().unwrap();
+    cluster.servers[2].resume();
+    // The SET queued on the stalled instance runs once it resumes, and the release queued
+    // behind it on the same connection deletes the key again.
+    assert!(
+        eventually(HANG, || cluster.dbsize(2) == 0),
+        "the stalled instance kept the key"
+    );
+    assert_eq!(cluster.calls(2, "set") - sets_before, 1, "the late SET ran");
+    assert_eq!(cluster.dbsize(2), 0);
+}
+
+#[test]
+fn a_stalled_majority_gives_no_quorum_and_its_late_keys_are_removed() {
+    let mut cluster = Cluster::start();
+    let instance_timeout = Duration::from_millis(50);
+    let redlock = Redlock::builder(cluster.pools())
+        .retry_count(1)
+        .retry_delay(Duration::from_millis(20))
+        .instance_timeout(instance_timeout)
+        .build()
+        .unwrap();
+    let stalled = [0, 1, 3];
+    let sets_before: Vec<u64> = stalled.iter().map(|&i| cluster.calls(i, "set")).collect();
+    for i in stalled {
+        cluster.servers[i].pause();
+    }
+
+    let started = Instant::now();
+    let (granted, needed, failures) = no_quorum(redlock.lock("stalled-majority", TTL));
+    let elapsed = started.elapsed();
+    assert_eq!((granted, needed), (2, 3));
+    assert_eq!(indexes(&failures), stalled, "{failures:?}");
+    assert!(
+        failures.iter().all(|(_, e)| e.is_timeout()),
+        "stalled instances time out: {failures:?}"
+    );
+    let budget = 2 * 2 * instance_timeout + Duration::from_millis(20);
+    assert!(
+        elapsed < budget + Duration::from_secs(2),
+        "took {elapsed:?}"
+    );
+    for i in [2, 4] {
+        assert_eq!(
+            cluster.dbsize(i),
+            0,
+            "instance {i} kept a key of a failed attempt"
+        );
+    }
+
+    for i in stalled {
+        cluster.servers[i].resume();
+    }
+    // Both attempts' SETs run on the resumed instances, each followed by its release on
+    // the same connection: nothing is left, long before the 30 s ttl.
+    for (&i, before) in stalled.iter().zip(sets_before) {
+        assert!(
+            eventually(HANG, || cluster.dbsize(i) == 0),
+            "instance {i} kept a key of a failed attempt"
+        );
+        assert_eq!(
+            cluster.calls(i, "set") - before,
+            2,
+            "late SETs on instance {i}"
+        );
+    }
+}
+
+#[test]
+fn a_refusing_minority_is_reported_and_a_refusing_majority_is_no_quorum() {
+    let cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    let refuse = |i: usize| {
+        // No memory left for writes: every SET is answered with an OOM error.
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(1)
+            .query(&mut cluster.servers[i].connection())
+            .unwrap();
+    };
+    refuse(4);
+    let guard = redlock.try_lock("oom", TTL).unwrap();
+    guard.unlock().unwrap();
+
+    refuse(0);
+    refuse(2);
+    let (granted, needed, failures) = no_quorum(redlock.try_lock("oom", TTL));
+    assert_eq!((granted, needed), (2, 3));
+    assert_eq!(indexes(&failures), vec![0, 2, 4]);
+    for (i, e) in &failures {
+        assert!(e.to_string().contains("OOM"), "instance {i}: {e}");
+    }
+    assert_eq!(cluster.values("oom", &[1, 3]), vec![None; 2]);
+}
+
+#[test]
+fn extend_counts_only_on_a_majority() {
+    let mut cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    let guard = redlock.lock("extend", Duration::from_secs(10)).unwrap();
+    cluster.servers[0].kill();
+    cluster.servers[4].kill();
+
+    guard.extend(Duration::from_secs(60)).unwrap();
+    assert!(guard.validity() > Duration::from_secs(58), "{guard:?}");
+    for i in [1, 2, 3] {
+        let pttl: i64 = cluster.servers[i].connection().pttl("extend").unwrap();
+        assert!(pttl > 58_000, "instance {i}: PTTL {pttl}");
+    }
+
+    // Taken from us on one more instance: two of five is no majority.
+    let _: () = cluster.servers[2]
+        .connection()
+        .set("extend", "someone else")
+        .unwrap();
+    let before = guard.validity();
+    let (granted, needed, failures) = no_quorum(guard.extend(Duration::from_secs(120)));
+    assert_eq!((granted, needed), (2, 3));
+    assert_eq!(indexes(&failures), vec![0, 4], "{failures:?}");
+    // A failed extend never adds validity.
+    assert!(guard.validity() <= before, "{guard:?}");
+    let value: String = cluster.servers[2].connection().get("extend").unwrap();
+    assert_eq!(value, "someone else");
+
+    // A majority of our keys is gone: unlocking says so, and leaves the other owner's key.
+    for i in [1, 3] {
+        let _: () = cluster.servers[i].connection().del("extend").unwrap();
+    }
+    assert!(guard.unlock().unwrap_err().is_not_acquired());
+    assert_eq!(
+        cluster.values("extend", &[2]),
+        vec![Some("someone else".into())]
+    );
+}
+
+#[test]
+fn extend_after_the_validity_ran_out_fails() {
+    let cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    let ttl = Duration::from_millis(200);
+    let guard = redlock.lock("short", ttl).unwrap();
+    assert!(guard.validity() < ttl);
+    // Waiting for time itself to pass: nothing else could be awaited.
+    thread::sleep(guard.validity() + Duration::from_millis(5));
+    assert_eq!(guard.validity(), Duration::ZERO);
+
+    let err = guard.extend(Duration::from_secs(30)).unwrap_err();
+    assert!(err.is_not_acquired(), "{err}");
+    assert_eq!(guard.validity(), Duration::ZERO);
+    // Nothing was extended: every key still expires within the original ttl.
+    for i in 0..5 {
+        let pttl: i64 = cluster.servers[i].connection().pttl("short").unwrap();
+        assert!(pttl < 200, "instance {i}: PTTL {pttl}");
+    }
+}
+
+#[test]
+fn is_locked_means_held_on_a_majority() {
+    let mut cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    assert!(!redlock.is_locked("flag").unwrap());
+
+    // Keys set by anyone count, on a majority only.
+    for i in [0, 1] {
+        let _: () = cluster.servers[i].connection().set("flag", "x").unwrap();
+    }
+    assert!(!redlock.is_locked("flag").unwrap());
+    let _: () = cluster.servers[4].connection().set("flag", "x").unwrap();
+    assert!(redlock.is_locked("flag").unwrap());
+
+    // Two down and the key on two of the three others: the down ones decide it.
+    let _: () = cluster.servers[4].connection().del("flag").unwrap();
+    let _: () = cluster.servers[2].connection().set("flag", "x").unwrap();
+    cluster.servers[3].kill();
+    cluster.servers[4].kill();
+    assert!(redlock.is_locked("flag").unwrap(), "three of five hold it");
+    let _: () = cluster.servers[2].connection().del("flag").unwrap();
+    let (held, needed, failures) = no_quorum(redlock.is_locked("flag"));
+    assert_eq!((held, needed), (2, 3));
+    assert_eq!(indexes(&failures), vec![3, 4]);
+}
+
+// ---- mutual exclusion across processes ----
+
+const COUNTER_RESOURCE: &str = "redlock-counter";
+const ROUNDS: usize = 15;
+const CHILDREN: usize = 3;
+const THREADS: usize = 2;
+
+#[test]
+fn mutual_exclusion_across_processes() {
+    let cluster = Cluster::start();
+    let children: Vec<Child> = (0..CHILDREN)
+        .map(|_| {
+            support::spawn_child(
+                "child_increments_a_counter_under_redlock",
+                &[
+                    ("REDLOCK_PORTS", cluster.ports()),
+                    ("REDLOCK_ROUNDS", ROUNDS.to_string()),
+                ],
+            )
+        })
+        .collect();
+    for child in children {
+        support::finish_child(child, Duration::from_secs(60));
+    }
+    let counter: u64 = cluster.servers[0].connection().get("counter").unwrap();
+    assert_eq!(counter, (CHILDREN * THREADS * ROUNDS) as u64);
+    assert_eq!(
+        cluster.values(COUNTER_RESOURCE, &[0, 1, 2, 3, 4]),
+        vec![None; 5],
+        "every lock was released"
+    );
+}
+
+#[test]
+#[ignore = "a child process of mutual_exclusion_across_processes"]
+fn child_increments_a_counter_under_redlock() {
+    let ports = support::child_env("REDLOCK_PORTS");
+    let rounds: usize = support::child_env("REDLOCK_ROUNDS").parse().unwrap();
+    let clients: Vec<redis::Client> = ports
+        .split(',')
+        .map(|p| redis::Client::open(format!("redis://127.0.0.1:{p}/")).unwrap())
+        .collect();
+    let pools = clients
+        .iter()
+        .map(|c| {
+            Pool::builder()
+                .test_on_check_out(false)
+                .max_size(THREADS as u32 + 1)
+                .build(c.clone())
+                .unwrap()
+        })
+        .collect();
+    let redlock = Redlock::builder(pools)
+        .retry_count(100_000)
+        .retry_delay(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                let mut counter = clients[0].get_connection().unwrap();
+                for _ in 0..rounds {
+                    let guard = redlock.lock(COUNTER_RESOURCE, TTL).unwrap();
+                    // A read-modify-write that two holders at once would break.
+                    let value: Option<u64> = counter.get("counter").unwrap();
+                    thread::sleep(Duration::from_millis(1));
+                    let _: () = counter.set("counter", value.unwrap_or(0) + 1).unwrap();
+                    assert!(guard.validity() > Duration::ZERO);
+                    guard.unlock().unwrap();
+                }
+            });
+        }
+    });
+    println!("@done");
+}
+
+// ---- interop with redlock-py ----
+
+/// One redlock-py client on the given ports: `hold` takes the lock, says "@locked <token>"
+/// and releases it when told on stdin; `try` makes one attempt and says "@granted" (then
+/// releases) or "@refused".
+const PYTHON: &str = r#"
+import sys
+from redlock import Redlock
+ports, mode, resource = sys.argv[1], sys.argv[2], sys.argv[3]
+servers = [{"host": "127.0.0.1", "port": int(p), "socket_timeout": 5} for p in ports.split(",")]
+dlm = Redlock(servers, retry_count=1, retry_delay=0.01)
+lock = dlm.lock(resource, 30000)
+if mode == "hold":
+    assert lock, "redlock-py could not take a free lock"
+    print("@locked " + lock.key.decode(), flush=True)
+    sys.stdin.readline()
+    dlm.unlock(lock)
+    print("@released", flush=True)
+else:
+    print("@granted" if lock else "@refused", flush=True)
+    if lock:
+        dlm.unlock(lock)
+"#;
+
+fn redlock_py(cluster: &Cluster, mode: &str, resource: &str) -> Child {
+    let check = Command::new("python3")
+        .args(["-c", "import redis, redlock; redlock.Redlock"])
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        matches!(check, Ok(s) if s.success()),
+        "the redlock-py interop test needs python3 with redlock-py: \
+         `pip install redlock-py redis`"
+    );
+    Command::new("python3")
+        .args(["-c", PYTHON, &cluster.ports(), mode, resource])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python3")
+}
+
+fn finish_python(mut child: Child) {
+    let status = support::finish_child_status(&mut child, HANG);
+    assert!(status.success(), "the Python side failed: {status}");
+}
+
+#[test]
+fn redlock_py_and_this_crate_exclude_each_other() {
+    let cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    let all = [0, 1, 2, 3, 4];
+
+    // Python holds: Rust is refused everywhere, and sees Python's token as the value.
+    let mut py = redlock_py(&cluster, "hold", "shared-resource");
+    let lines = Lines::new(py.stdout.take().unwrap());
+    let py_token = lines.expect("@locked ", HANG);
+    assert_eq!(
+        cluster.values("shared-resource", &all),
+        vec![Some(py_token.clone()); 5]
+    );
+    assert!(redlock.is_locked("shared-resource").unwrap());
+    let (granted, _, failures) = no_quorum(redlock.try_lock("shared-resource", TTL));
+    assert_eq!(granted, 0);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        cluster.values("shared-resource", &all),
+        vec![Some(py_token); 5]
+    );
+    writeln!(py.stdin.as_mut().unwrap()).unwrap();
+    lines.expect("@released", HANG);
+    finish_python(py);
+
+    // Rust holds: Python is refused, and its clean-up leaves our keys alone.
+    let guard = redlock.try_lock("shared-resource", TTL).unwrap();
+    let token = Some(guard.token().to_owned());
+    let mut py = redlock_py(&cluster, "try", "shared-resource");
+    Lines::new(py.stdout.take().unwrap()).expect("@refused", HANG);
+    finish_python(py);
+    assert_eq!(cluster.values("shared-resource", &all), vec![token; 5]);
+
+    // Released by Rust: Python gets it.
+    guard.unlock().unwrap();
+    let mut py = redlock_py(&cluster, "try", "shared-resource");
+    Lines::new(py.stdout.take().unwrap()).expect("@granted", HANG);
+    finish_python(py);
+    assert!(all.iter().all(|&i| cluster.dbsize(i) == 0));
+}
