@@ -80,7 +80,8 @@ fn client_id(conn: &mut Conn) -> Result<i64> {
     Ok(id)
 }
 
-/// Sleeps in `BLPOP signal_key` for `wait` (at least 1 ms), then returns.
+/// Sleeps in `BLPOP` on `signal_keys` (woken by a signal pushed to any of them) for `wait`
+/// (at least 1 ms), then returns.
 ///
 /// The socket's read timeout always covers the wait. Because Redis may answer a timed-out
 /// `BLPOP` up to a `1/hz` late, the wait is also kept on our clock: when the server has not
@@ -93,7 +94,7 @@ fn client_id(conn: &mut Conn) -> Result<i64> {
 pub(crate) fn wait_for_signal(
     conn: &mut Conn,
     pool: &Pool,
-    signal_key: &str,
+    signal_keys: &[&str],
     wait: Duration,
     response_timeout: Duration,
 ) -> Result<()> {
@@ -101,7 +102,7 @@ pub(crate) fn wait_for_signal(
     let id = client_id(conn)?;
     let mut blpop = redis::cmd("BLPOP");
     blpop
-        .arg(signal_key)
+        .arg(signal_keys)
         .arg(format!("{:.3}", wait.as_secs_f64()));
     set_timeout(conn, wait + BLPOP_GRACE)?;
     let outcome = blpop.query::<Option<(String, String)>>(&mut **conn);
@@ -111,7 +112,7 @@ pub(crate) fn wait_for_signal(
         Ok(_) => Ok(()),
         Err(e) if e.is_timeout() => {
             log::trace!(
-                "BLPOP {signal_key} not answered {BLPOP_GRACE:?} after its {wait:?} timeout"
+                "BLPOP {signal_keys:?} not answered {BLPOP_GRACE:?} after its {wait:?} timeout"
             );
             match pool.try_get() {
                 Some(mut other) => {

@@ -55,7 +55,7 @@ impl Lease {
     ) -> Self {
         Lease {
             name: name.to_owned(),
-            valid_until: Mutex::new(ttl.map(|ttl| valid_until(sent_at, ttl))),
+            valid_until: Mutex::new(ttl.map(|ttl| lease_end(sent_at, ttl))),
             lost: AtomicBool::new(false),
             on_lost,
         }
@@ -76,7 +76,12 @@ impl Lease {
 
     /// Records that a request sent at `sent_at` set the remaining lease to `ttl`.
     pub(crate) fn extended(&self, sent_at: Instant, ttl: Duration) {
-        *self.valid_until.lock() = Some(valid_until(sent_at, ttl));
+        self.extend_to(lease_end(sent_at, ttl));
+    }
+
+    /// Records that the lock is certainly ours until `valid_until`.
+    pub(crate) fn extend_to(&self, valid_until: Instant) {
+        *self.valid_until.lock() = Some(valid_until);
     }
 
     pub(crate) fn is_lost(&self) -> bool {
@@ -109,7 +114,8 @@ impl Lease {
     }
 }
 
-fn valid_until(sent_at: Instant, ttl: Duration) -> Instant {
+/// Until when a lease of `ttl`, granted by a request sent at `sent_at`, is certainly ours.
+pub(crate) fn lease_end(sent_at: Instant, ttl: Duration) -> Instant {
     let certain = ttl.saturating_sub(clock_margin(ttl, DRIFT_FACTOR));
     // An expiry too far off to represent is, for any caller, forever.
     sent_at

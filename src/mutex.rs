@@ -573,7 +573,7 @@ impl RedisMutex {
             conn::wait_for_signal(
                 &mut conn,
                 &self.pool,
-                &self.signal_key,
+                &[&self.signal_key],
                 wait,
                 self.options.response_timeout,
             )?;
@@ -604,14 +604,14 @@ impl RedisMutex {
             // On failure the guard is dropped here, which releases the lock again.
             guard.renewal = Some(renewal::register(
                 guard.lease.clone(),
-                renewal::Target {
+                renewal::Target::Key(renewal::KeyTarget {
                     pool: self.pool.clone(),
                     group: conn::pool_tag(conn),
                     key: self.lock_key.clone(),
                     owner: self.options.owner_id.clone(),
                     ttl,
                     response_timeout: self.options.response_timeout,
-                },
+                }),
                 sent_at,
             )?);
         }

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::conn;
-use crate::lease::Lease;
-use crate::lease::millis;
+use crate::lease::{Lease, lease_end, millis};
 use crate::scripts::EXTEND;
 use crate::{Error, Pool, Result};
 
@@ -28,8 +27,51 @@ use crate::{Error, Pool, Result};
 /// (well under a millisecond).
 const BATCH: usize = 500;
 
-/// What the renewal thread extends for one lease: a single lock key.
-pub(crate) struct Target {
+/// What the renewal thread extends for one lease.
+pub(crate) enum Target {
+    /// One lock key of this crate's protocol: renewed by compare-and-extend, together with
+    /// the other keys of its pool.
+    Key(KeyTarget),
+    /// A lease that knows how to renew itself (a Redlock, a read-write lock): renewed on
+    /// its own.
+    Own(Arc<dyn Renew>),
+}
+
+impl Target {
+    fn ttl(&self) -> Duration {
+        match self {
+            Target::Key(key) => key.ttl,
+            Target::Own(own) => own.ttl(),
+        }
+    }
+}
+
+/// A lease that renews itself, for [`Target::Own`].
+pub(crate) trait Renew: Send + Sync {
+    /// The lease each renewal restores; renewals come a third of it apart.
+    fn ttl(&self) -> Duration;
+
+    /// Renews the lease once, returning within about `timeout` (the time the local lease
+    /// has left: a later answer is of no use).
+    fn renew(&self, timeout: Duration) -> Renewal;
+}
+
+/// What became of one renewal.
+pub(crate) enum Renewal {
+    /// Renewed by a request sent at `sent_at`; the lease is certainly ours until
+    /// `valid_until`.
+    Renewed {
+        sent_at: Instant,
+        valid_until: Instant,
+    },
+    /// The lock is no longer ours.
+    Gone,
+    /// The renewal failed; the message says why. It is tried again while the lease lasts.
+    Failed(String),
+}
+
+/// A lock key for [`Target::Key`].
+pub(crate) struct KeyTarget {
     pub(crate) pool: Pool,
     /// Leases with the same group came through the same pool and are renewed together.
     pub(crate) group: u64,
@@ -103,7 +145,7 @@ pub(crate) fn register(
     }
     let id = queue.next_id;
     queue.next_id += 1;
-    let due = next_due(acquired_at, target.ttl);
+    let due = next_due(acquired_at, target.ttl());
     queue.deadlines.push(Reverse((due, id)));
     queue.entries.insert(
         id,
@@ -153,14 +195,6 @@ struct Job {
     target: Arc<Target>,
 }
 
-/// What became of one job.
-enum Outcome {
-    Renewed(Instant),
-    Gone,
-    /// The call failed; the message says why.
-    Failed(String),
-}
-
 impl Renewer {
     fn run(&self) {
         struct Running;
@@ -208,7 +242,7 @@ impl Renewer {
                 let Some(entry) = queue.entries.get_mut(&id) else {
                     break;
                 };
-                if due > now + coalesce_window(entry.target.ttl) {
+                if due > now + coalesce_window(entry.target.ttl()) {
                     break;
                 }
                 queue.deadlines.pop();
@@ -225,7 +259,7 @@ impl Renewer {
 
     /// Applies the outcomes, reschedules what goes on, and reports lost leases (outside the
     /// queue's lock: an `on_lost` callback may drop guards).
-    fn settle(&self, jobs: Vec<Job>, outcomes: Vec<Outcome>) {
+    fn settle(&self, jobs: Vec<Job>, outcomes: Vec<Renewal>) {
         let mut lost = Vec::new();
         {
             let mut queue = self.queue.lock();
@@ -234,12 +268,16 @@ impl Renewer {
                     continue;
                 };
                 entry.in_flight = false;
+                let ttl = job.target.ttl();
                 let next = match outcome {
-                    Outcome::Renewed(sent_at) => {
-                        job.lease.extended(sent_at, job.target.ttl);
-                        Some(next_due(sent_at, job.target.ttl))
+                    Renewal::Renewed {
+                        sent_at,
+                        valid_until,
+                    } => {
+                        job.lease.extend_to(valid_until);
+                        Some(next_due(sent_at, ttl))
                     }
-                    Outcome::Gone => {
+                    Renewal::Gone => {
                         lost.push((
                             job.lease,
                             "it is no longer ours: it expired, was reset or was taken over"
@@ -247,7 +285,7 @@ impl Renewer {
                         ));
                         None
                     }
-                    Outcome::Failed(error) => {
+                    Renewal::Failed(error) => {
                         match job.lease.valid_for() {
                             Some(left) if !left.is_zero() => {
                                 log::debug!(
@@ -255,7 +293,7 @@ impl Renewer {
                                     job.lease.name()
                                 );
                                 // Try again soon, while at least one more try fits in the lease.
-                                Some(Instant::now() + (job.target.ttl / 10).min(left / 2))
+                                Some(Instant::now() + (ttl / 10).min(left / 2))
                             }
                             _ => {
                                 lost.push((
@@ -285,37 +323,47 @@ impl Renewer {
     }
 }
 
-/// Renews the jobs, one script call per pool and [`BATCH`]; returns one outcome per job.
-fn renew(jobs: &[Job]) -> Vec<Outcome> {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| jobs[i].target.group);
-    let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
-    for group in order.chunk_by(|&a, &b| jobs[a].target.group == jobs[b].target.group) {
+/// Renews the jobs, one script call per pool and [`BATCH`] for lock keys, one call each
+/// for the others; returns one outcome per job.
+fn renew(jobs: &[Job]) -> Vec<Renewal> {
+    let mut outcomes: Vec<Option<Renewal>> = jobs.iter().map(|_| None).collect();
+    let mut keyed: Vec<(u64, usize, &KeyTarget)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match &*job.target {
+            Target::Key(key) => keyed.push((key.group, i, key)),
+            Target::Own(own) => {
+                let timeout = job.lease.valid_for().unwrap_or(own.ttl());
+                outcomes[i] = Some(own.renew(timeout));
+            }
+        }
+    }
+    keyed.sort_by_key(|&(group, _, _)| group);
+    for group in keyed.chunk_by(|a, b| a.0 == b.0) {
         for batch in group.chunks(BATCH) {
             let results = renew_batch(jobs, batch);
-            for (&i, outcome) in batch.iter().zip(results) {
+            for (&(_, i, _), outcome) in batch.iter().zip(results) {
                 outcomes[i] = Some(outcome);
             }
         }
     }
     outcomes
         .into_iter()
-        .map(|o| o.expect("every job is in one batch"))
+        .map(|o| o.unwrap_or_else(|| Renewal::Failed("not renewed".to_owned())))
         .collect()
 }
 
-fn renew_batch(jobs: &[Job], batch: &[usize]) -> Vec<Outcome> {
-    let first = &jobs[batch[0]].target;
+/// Renews lock keys of one pool with one script call.
+fn renew_batch(jobs: &[Job], batch: &[(u64, usize, &KeyTarget)]) -> Vec<Renewal> {
+    let first = batch[0].2;
     // A renewal that cannot come back before the earliest lease runs out is of no use.
     let timeout = batch
         .iter()
-        .filter_map(|&i| jobs[i].lease.valid_for())
+        .filter_map(|&(_, i, _)| jobs[i].lease.valid_for())
         .min()
         .unwrap_or(first.response_timeout)
         .min(first.response_timeout);
     let mut invocation = EXTEND.prepare_invoke();
-    for &i in batch {
-        let target = &jobs[i].target;
+    for (_, _, target) in batch {
         invocation
             .key(&target.key)
             .arg(&target.owner)
@@ -334,9 +382,13 @@ fn renew_batch(jobs: &[Job], batch: &[usize]) -> Vec<Outcome> {
     match result {
         Ok(extended) if extended.len() == batch.len() => extended
             .into_iter()
-            .map(|e| match e {
-                1 => Outcome::Renewed(sent_at),
-                _ => Outcome::Gone,
+            .zip(batch)
+            .map(|(e, (_, _, target))| match e {
+                1 => Renewal::Renewed {
+                    sent_at,
+                    valid_until: lease_end(sent_at, target.ttl),
+                },
+                _ => Renewal::Gone,
             })
             .collect(),
         Ok(extended) => {
@@ -345,11 +397,11 @@ fn renew_batch(jobs: &[Job], batch: &[usize]) -> Vec<Outcome> {
                 extended.len(),
                 batch.len()
             );
-            batch.iter().map(|_| Outcome::Failed(why.clone())).collect()
+            batch.iter().map(|_| Renewal::Failed(why.clone())).collect()
         }
         Err(e) => {
             let why = e.to_string();
-            batch.iter().map(|_| Outcome::Failed(why.clone())).collect()
+            batch.iter().map(|_| Renewal::Failed(why.clone())).collect()
         }
     }
 }
