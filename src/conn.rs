@@ -22,8 +22,11 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// an idle server can be a whole `1/hz` (100 ms by default) late.
 const BLPOP_GRACE: Duration = Duration::from_millis(5);
 
-/// The timeout currently set on a connection's socket, as we last set it.
-struct SocketTimeout(Duration);
+/// The read timeout currently set on a connection's socket, as we last set it.
+struct ReadTimeout(Duration);
+
+/// The write timeout currently set on a connection's socket, as we last set it.
+struct WriteTimeout(Duration);
 
 /// The server-side id of a connection (`CLIENT ID`), for `CLIENT UNBLOCK`.
 struct ClientId(i64);
@@ -49,15 +52,22 @@ pub(crate) fn checkout(
 
 /// Bounds the next reads and writes on `conn` by `timeout` (at least 1 ms).
 pub(crate) fn set_timeout(conn: &mut Conn, timeout: Duration) -> Result<()> {
+    set_read_timeout(conn, timeout)?;
     let timeout = timeout.max(MIN_TIMEOUT);
-    if let Some(SocketTimeout(current)) = PooledConnection::extensions(conn).get()
-        && *current == timeout
-    {
-        return Ok(());
+    if !matches!(PooledConnection::extensions(conn).get(), Some(WriteTimeout(t)) if *t == timeout) {
+        conn.set_write_timeout(Some(timeout))?;
+        PooledConnection::extensions_mut(conn).insert(WriteTimeout(timeout));
     }
-    conn.set_read_timeout(Some(timeout))?;
-    conn.set_write_timeout(Some(timeout))?;
-    PooledConnection::extensions_mut(conn).insert(SocketTimeout(timeout));
+    Ok(())
+}
+
+/// Bounds the next reads on `conn` by `timeout` (at least 1 ms).
+fn set_read_timeout(conn: &mut Conn, timeout: Duration) -> Result<()> {
+    let timeout = timeout.max(MIN_TIMEOUT);
+    if !matches!(PooledConnection::extensions(conn).get(), Some(ReadTimeout(t)) if *t == timeout) {
+        conn.set_read_timeout(Some(timeout))?;
+        PooledConnection::extensions_mut(conn).insert(ReadTimeout(timeout));
+    }
     Ok(())
 }
 
@@ -104,10 +114,11 @@ pub(crate) fn wait_for_signal(
     blpop
         .arg(signal_keys)
         .arg(format!("{:.3}", wait.as_secs_f64()));
-    set_timeout(conn, wait + BLPOP_GRACE)?;
+    // Only the reply waits; the command itself is written at once.
+    set_read_timeout(conn, wait + BLPOP_GRACE)?;
     let outcome = blpop.query::<Option<(String, String)>>(&mut **conn);
     // Later commands on this connection are ordinary ones again.
-    set_timeout(conn, response_timeout)?;
+    set_read_timeout(conn, response_timeout)?;
     match outcome {
         Ok(_) => Ok(()),
         Err(e) if e.is_timeout() => {
