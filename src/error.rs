@@ -17,7 +17,8 @@ pub enum Error {
     /// Returned by [`RedisMutexGuard::unlock`](crate::RedisMutexGuard::unlock),
     /// [`RedisMutexGuard::extend`](crate::RedisMutexGuard::extend) and, for a Redlock,
     /// [`RedlockGuard::extend`](crate::RedlockGuard::extend) and
-    /// [`RedlockGuard::unlock`](crate::RedlockGuard::unlock).
+    /// [`RedlockGuard::unlock`](crate::RedlockGuard::unlock); and by `unlock` and `extend` of
+    /// the [`RedisRwLock`](crate::RedisRwLock) guards.
     #[error(
         "lock `{name}` is not held by this owner (it expired, was reset or was taken over); \
          use a longer expiry or auto-renewal if the work outlives the lease"
@@ -30,7 +31,8 @@ pub enum Error {
     /// The lock has no expiry, so it cannot be extended.
     ///
     /// Returned by [`RedisMutexGuard::extend`](crate::RedisMutexGuard::extend) on a mutex
-    /// built without [`expire`](crate::RedisMutexBuilder::expire).
+    /// built without [`expire`](crate::RedisMutexBuilder::expire), and by `extend` of the
+    /// [`RedisRwLock`](crate::RedisRwLock) guards likewise.
     #[error("lock `{name}` has no expiry and cannot be extended; build it with `.expire(..)`")]
     NotExpirable {
         /// The lock's name.
@@ -43,7 +45,8 @@ pub enum Error {
     ///
     /// Returned by [`RedisMutexGuard::ensure_held`](crate::RedisMutexGuard::ensure_held)
     /// and [`RedisMutexGuard::unlock`](crate::RedisMutexGuard::unlock) once
-    /// [`RedisMutexGuard::is_lost`](crate::RedisMutexGuard::is_lost) is true.
+    /// [`RedisMutexGuard::is_lost`](crate::RedisMutexGuard::is_lost) is true; likewise by
+    /// the [`RedisRwLock`](crate::RedisRwLock) guards.
     #[error(
         "lock `{name}` was lost while held: its lease ran out or it was taken over; \
          stop the work it protected and lock again"
@@ -55,8 +58,9 @@ pub enum Error {
 
     /// A builder was given options that cannot work together.
     ///
-    /// Returned by the `build()` methods of [`RedisMutexBuilder`](crate::RedisMutexBuilder)
-    /// and [`RedlockBuilder`](crate::RedlockBuilder).
+    /// Returned by the `build()` methods of [`RedisMutexBuilder`](crate::RedisMutexBuilder),
+    /// [`RedlockBuilder`](crate::RedlockBuilder) and
+    /// [`RedisRwLockBuilder`](crate::RedisRwLockBuilder).
     #[error("invalid option `{field}`: {reason}")]
     InvalidOptions {
         /// The builder method (option) at fault.

@@ -52,6 +52,15 @@
 //!
 //! The full protocol is in `docs/protocol.md`, renewal in `docs/renewal.md`.
 //!
+//! # Read-write locks
+//!
+//! [`RedisRwLock`] locks a path in a tree (`tenants/42/invoices`) for reading or writing,
+//! like [`std::sync::RwLock`]: readers share, a writer excludes readers and writers, and a
+//! lock on a path also excludes conflicting locks on its ancestors and descendants. A
+//! waiting writer keeps new readers out, so it is not starved; write guards carry fencing
+//! tokens. Every acquire and release is one script, waiters sleep in `BLPOP`, and the keys
+//! (`rwlock:*`) are this crate's own. See `docs/rwlock.md`.
+//!
 //! # Differences from `std::sync::Mutex`
 //!
 //! - Acquiring can fail: Redis may be unreachable, so [`lock`](RedisMutex::lock) returns a
@@ -115,12 +124,14 @@ mod mutex;
 mod options;
 mod redlock;
 mod renewal;
+mod rwlock;
 mod scripts;
 
 pub use admin::reset_all;
 pub use error::{Error, Result, TryLockError};
 pub use mutex::{RedisMutex, RedisMutexBuilder, RedisMutexGuard};
 pub use redlock::{Redlock, RedlockBuilder, RedlockGuard};
+pub use rwlock::{RedisRwLock, RedisRwLockBuilder, RedisRwLockReadGuard, RedisRwLockWriteGuard};
 
 pub use r2d2;
 pub use redis;

@@ -30,3 +30,15 @@ pub(crate) static REDLOCK_RELEASE: LazyLock<Script> =
 /// Redlock: compare-and-extend of one instance's key.
 pub(crate) static REDLOCK_EXTEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/redlock_extend.lua")));
+
+/// Read-write lock: take a read or write lock on a path, or register as a waiter.
+pub(crate) static RWLOCK_ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/rwlock_acquire.lua")));
+
+/// Read-write lock: remove a held lock or a waiter's registration, then wake its waiters.
+pub(crate) static RWLOCK_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/rwlock_release.lua")));
+
+/// Read-write lock: compare-and-extend of one held lock, or a check that it is still ours.
+pub(crate) static RWLOCK_EXTEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/rwlock_extend.lua")));

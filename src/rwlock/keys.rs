@@ -1,0 +1,189 @@
+//! Paths, their ancestors, and the Redis keys of each level: pure functions, no I/O.
+
+/// What a lease is: it decides which sets hold it and which wake lists its waiters block on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Read,
+    Write,
+}
+
+impl Mode {
+    /// The scripts' name for a held lock of this mode.
+    pub(crate) fn held(self) -> &'static str {
+        match self {
+            Mode::Read => "r",
+            Mode::Write => "w",
+        }
+    }
+
+    /// The scripts' name for a registration as a waiter of this mode.
+    pub(crate) fn waiting(self) -> &'static str {
+        match self {
+            Mode::Read => "qr",
+            Mode::Write => "qw",
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Read => "read",
+            Mode::Write => "write",
+        }
+    }
+}
+
+/// The kinds of key of one level, in the order the scripts expect them (see
+/// `src/scripts/rwlock_acquire.lua`).
+const KINDS: [&str; 12] = [
+    "w", "r", "wb", "rb", "qw", "qr", "qwb", "qrb", "wake-w", "wake-r", "wake-wb", "wake-rb",
+];
+
+/// The prefix of every key of a read-write lock. Not `lock:`, so `reset_all` and
+/// python-redis-lock never see them.
+pub(crate) const PREFIX: &str = "rwlock";
+
+fn key(kind: &str, level: &str) -> String {
+    format!("{PREFIX}:{kind}:{level}")
+}
+
+/// Checks a path; returns why it is refused.
+pub(crate) fn check_path(path: &str, separator: char) -> Option<String> {
+    if path.is_empty() {
+        return Some("the path is empty; give every lock a non-empty path".to_owned());
+    }
+    if path.split(separator).any(str::is_empty) {
+        return Some(format!(
+            "the path {path:?} has an empty segment (a leading, trailing or doubled \
+             {separator:?}); write it as segments joined by single separators, like \"a{separator}b\""
+        ));
+    }
+    None
+}
+
+/// The levels of a path, root first: `a/b/c` gives `a`, `a/b`, `a/b/c`. The path must
+/// have passed [`check_path`].
+pub(crate) fn levels(path: &str, separator: char) -> Vec<&str> {
+    let mut levels: Vec<&str> = path
+        .match_indices(separator)
+        .map(|(at, _)| &path[..at])
+        .collect();
+    levels.push(path);
+    levels
+}
+
+/// Every key a path's scripts touch, computed once per lock.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Keys {
+    /// 12 per level, root first ([`KINDS`] order): what acquire and release take.
+    all: Vec<String>,
+    levels: usize,
+}
+
+impl Keys {
+    pub(crate) fn new(path: &str, separator: char) -> Keys {
+        let levels = levels(path, separator);
+        let all = levels
+            .iter()
+            .flat_map(|level| KINDS.iter().map(move |kind| key(kind, level)))
+            .collect();
+        Keys {
+            all,
+            levels: levels.len(),
+        }
+    }
+
+    /// The key of `kind` (index into [`KINDS`]) at `level` (0: the root).
+    fn at(&self, level: usize, kind: usize) -> &str {
+        &self.all[level * KINDS.len() + kind]
+    }
+
+    /// The keys of the acquire and release scripts, without the fencing counter.
+    pub(crate) fn all(&self) -> &[String] {
+        &self.all
+    }
+
+    /// The sets a lease of `mode` sits in: its own on the path, then its "below" set on
+    /// each ancestor (what the extend script takes).
+    pub(crate) fn lease_sets(&self, mode: Mode) -> Vec<String> {
+        let (at, below) = match mode {
+            Mode::Write => (0, 2),
+            Mode::Read => (1, 3),
+        };
+        let path = self.levels - 1;
+        std::iter::once(self.at(path, at))
+            .chain((0..path).map(|level| self.at(level, below)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The lists a waiter of `mode` blocks on: its path's wake list, then the "below" wake
+    /// list of each ancestor, nearest first.
+    pub(crate) fn wake_lists(&self, mode: Mode) -> Vec<String> {
+        let (at, below) = match mode {
+            Mode::Write => (8, 10),
+            Mode::Read => (9, 11),
+        };
+        let path = self.levels - 1;
+        std::iter::once(self.at(path, at))
+            .chain((0..path).rev().map(|level| self.at(level, below)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_the_ancestors_then_the_path() {
+        assert_eq!(levels("a", '/'), ["a"]);
+        assert_eq!(levels("a/b/c", '/'), ["a", "a/b", "a/b/c"]);
+        assert_eq!(levels("a.b/c", '.'), ["a", "a.b/c"]);
+        assert_eq!(levels("ü/鎖", '/'), ["ü", "ü/鎖"]);
+    }
+
+    #[test]
+    fn bad_paths_are_refused() {
+        for (path, separator) in [
+            ("", '/'),
+            ("/", '/'),
+            ("/a", '/'),
+            ("a/", '/'),
+            ("a//b", '/'),
+            ("a..b", '.'),
+        ] {
+            assert!(check_path(path, separator).is_some(), "{path:?}");
+        }
+        for (path, separator) in [("a", '/'), ("a/b", '/'), ("/", '.'), ("a b/c", '/')] {
+            assert_eq!(check_path(path, separator), None, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_scripts_layout() {
+        let keys = Keys::new("a/b", '/');
+        assert_eq!(keys.all().len(), 24);
+        assert_eq!(keys.all()[0], "rwlock:w:a");
+        assert_eq!(keys.all()[11], "rwlock:wake-rb:a");
+        assert_eq!(keys.all()[12], "rwlock:w:a/b");
+        assert_eq!(keys.all()[13], "rwlock:r:a/b");
+        assert_eq!(keys.lease_sets(Mode::Read), ["rwlock:r:a/b", "rwlock:rb:a"]);
+        assert_eq!(
+            keys.lease_sets(Mode::Write),
+            ["rwlock:w:a/b", "rwlock:wb:a"]
+        );
+        assert_eq!(
+            Keys::new("a/b/c", '/').wake_lists(Mode::Write),
+            [
+                "rwlock:wake-w:a/b/c",
+                "rwlock:wake-wb:a/b",
+                "rwlock:wake-wb:a"
+            ]
+        );
+        assert_eq!(
+            Keys::new("a", '/').wake_lists(Mode::Read),
+            ["rwlock:wake-r:a"]
+        );
+    }
+}

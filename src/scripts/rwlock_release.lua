@@ -1,0 +1,85 @@
+-- Removes our entry from a RedisRwLock path (a held lock, or a registration as a waiter)
+-- and wakes every waiter it may have held back. See docs/rwlock.md.
+-- KEYS: 12 per level of the path, root first and the path itself last, as for
+--   rwlock_acquire.lua (without the fencing counter). The wake lists of level <p>:
+--    9 rwlock:wake-w:<p>    writers waiting for <p> block on it
+--   10 rwlock:wake-r:<p>    readers waiting for <p> block on it
+--   11 rwlock:wake-wb:<p>   writers waiting for a path below <p> block on it
+--   12 rwlock:wake-rb:<p>   readers waiting for a path below <p> block on it
+--   Waking a list replaces it by one element per live waiter of its set (5, 6, 7, 8).
+-- ARGV[1]: the entry: 'r' or 'w' for a held read or write lock, 'qr' or 'qw' for a
+--          registration as a waiting reader or writer
+-- ARGV[2]: our lease id
+-- ARGV[3]: how long a wake-up waits for its waiter, in milliseconds
+-- Returns 1 when the entry was ours and live: it is removed and its waiters are woken; 0
+-- when it was gone or had expired (an expired entry is removed; nobody is woken).
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local path = #KEYS / 12
+local function key(level, kind)
+    return KEYS[(level - 1) * 12 + kind]
+end
+local function ms(n)
+    return string.format('%.0f', n)
+end
+local function touch(k)
+    local last = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
+    if last[1] == nil then
+        return
+    end
+    if last[2] == 'inf' then
+        redis.call('PERSIST', k)
+    else
+        redis.call('PEXPIREAT', k, last[2])
+    end
+end
+
+local kinds = {w = {1, 3}, r = {2, 4}, qw = {5, 7}, qr = {6, 8}}
+local at, below = kinds[ARGV[1]][1], kinds[ARGV[1]][2]
+local lease = ARGV[2]
+local score = redis.call('ZSCORE', key(path, at), lease)
+redis.call('ZREM', key(path, at), lease)
+touch(key(path, at))
+for level = 1, path - 1 do
+    redis.call('ZREM', key(level, below), lease)
+    touch(key(level, below))
+end
+if not score or (score ~= 'inf' and tonumber(score) <= now) then
+    return 0
+end
+
+local function wake(list, waiting)
+    local n = redis.call('ZCOUNT', waiting, '(' .. ms(now), '+inf')
+    redis.call('DEL', list)
+    if n == 0 then
+        return
+    end
+    local ones = {}
+    for i = 1, math.min(n, 100) do
+        ones[i] = '1'
+    end
+    while n > 0 do
+        local batch = math.min(n, 100)
+        redis.call('RPUSH', list, unpack(ones, 1, batch))
+        n = n - batch
+    end
+    redis.call('PEXPIRE', list, ARGV[3])
+end
+
+-- Writers wait for holders only; readers wait for writers, holding or waiting.
+local role = ARGV[1]
+if role == 'w' or role == 'r' then
+    wake(key(path, 9), key(path, 5))
+    wake(key(path, 11), key(path, 7))
+    for level = 1, path - 1 do
+        wake(key(level, 9), key(level, 5))
+    end
+end
+if role == 'w' or role == 'qw' then
+    wake(key(path, 10), key(path, 6))
+    wake(key(path, 12), key(path, 8))
+    for level = 1, path - 1 do
+        wake(key(level, 10), key(level, 6))
+    end
+end
+return 1
