@@ -90,37 +90,60 @@ fn client_id(conn: &mut Conn) -> Result<i64> {
     Ok(id)
 }
 
+/// How long a waiter sleeps without a connection when the pool has none to spare, before
+/// it tries again.
+const EXHAUSTED_POOL_WAIT: Duration = Duration::from_millis(20);
+
+/// Whether `pool` has no idle connection left and may not open another.
+fn exhausted(pool: &Pool) -> bool {
+    let state = pool.state();
+    state.idle_connections == 0 && state.connections >= pool.max_size()
+}
+
 /// Sleeps in `BLPOP` on `signal_keys` (woken by a signal pushed to any of them) for `wait`
-/// (at least 1 ms), then returns.
+/// (at least 1 ms), then returns the connection to go on with.
 ///
 /// The socket's read timeout always covers the wait. Because Redis may answer a timed-out
 /// `BLPOP` up to a `1/hz` late, the wait is also kept on our clock: when the server has not
 /// answered `BLPOP_GRACE` after `wait`, the connection is unblocked with `CLIENT UNBLOCK`
-/// from a second connection, which then replaces `conn` (the first goes back to the pool
-/// with its late reply marked to be skipped by redis-rs). Without a spare connection, a
-/// `PING` on `conn` itself waits out the server's own timeout instead. Either way a signal
-/// that reached us in that moment is not lost, as long as the caller tries to acquire once
-/// more, which it always does after a wait.
+/// from a second connection, which is then returned instead (the first goes back to the
+/// pool with its late reply marked to be skipped by redis-rs). Without a spare connection,
+/// a `PING` on the first one waits out the server's own timeout instead. Either way a
+/// signal that reached us in that moment is not lost, as long as the caller tries to
+/// acquire once more, which it always does after a wait.
+///
+/// A `BLPOP` never takes the pool's last connection: whoever holds the lock may need one to
+/// release it. When the pool has none to spare, the connection goes back to the pool for
+/// up to [`EXHAUSTED_POOL_WAIT`] of the wait instead, and a new one is checked out after.
 pub(crate) fn wait_for_signal(
-    conn: &mut Conn,
+    conn: Conn,
     pool: &Pool,
     signal_keys: &[&str],
     wait: Duration,
     response_timeout: Duration,
-) -> Result<()> {
+) -> Result<Conn> {
     let wait = wait.max(MIN_TIMEOUT);
-    let id = client_id(conn)?;
+    if exhausted(pool) {
+        drop(conn);
+        log::trace!("no connection to spare for a BLPOP; waiting {EXHAUSTED_POOL_WAIT:?} without one");
+        // Nothing to wait on without a connection: this is the one place where a waiter
+        // sleeps on its own clock, and only while the pool is exhausted.
+        std::thread::sleep(wait.min(EXHAUSTED_POOL_WAIT));
+        return checkout(pool, pool.connection_timeout(), response_timeout);
+    }
+    let mut conn = conn;
+    let id = client_id(&mut conn)?;
     let mut blpop = redis::cmd("BLPOP");
     blpop
         .arg(signal_keys)
         .arg(format!("{:.3}", wait.as_secs_f64()));
     // Only the reply waits; the command itself is written at once.
-    set_read_timeout(conn, wait + BLPOP_GRACE)?;
-    let outcome = blpop.query::<Option<(String, String)>>(&mut **conn);
+    set_read_timeout(&mut conn, wait + BLPOP_GRACE)?;
+    let outcome = blpop.query::<Option<(String, String)>>(&mut *conn);
     // Later commands on this connection are ordinary ones again.
-    set_read_timeout(conn, response_timeout)?;
+    set_read_timeout(&mut conn, response_timeout)?;
     match outcome {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(conn),
         Err(e) if e.is_timeout() => {
             log::trace!(
                 "BLPOP {signal_keys:?} not answered {BLPOP_GRACE:?} after its {wait:?} timeout"
@@ -138,15 +161,15 @@ pub(crate) fn wait_for_signal(
                         // that at most.
                         log::debug!("CLIENT UNBLOCK {id} failed: {e}");
                     }
-                    *conn = other;
+                    Ok(other)
                 }
                 None => {
                     // Queued behind the BLPOP, the PING's reply comes once the server has
                     // ended it; redis-rs skips the BLPOP's late reply.
-                    redis::cmd("PING").query::<String>(&mut **conn)?;
+                    redis::cmd("PING").query::<String>(&mut *conn)?;
+                    Ok(conn)
                 }
             }
-            Ok(())
         }
         Err(e) => Err(e.into()),
     }

@@ -10,7 +10,7 @@ use crate::conn::{self, Conn};
 use crate::lease::{Lease, millis};
 use crate::options::{LockOptions, LockOptionsBuilder};
 use crate::renewal::{self, Registration};
-use crate::scripts::{ACQUIRE, EXTEND, RELEASE, RESET};
+use crate::scripts::{self, ACQUIRE, EXTEND, RELEASE, RESET};
 use crate::{Error, Pool, Result, TryLockError};
 
 /// The counter every grant increments for its fencing token. Not a `lock:*` key, so
@@ -536,7 +536,8 @@ impl RedisMutex {
                 .arg(&self.options.owner_id)
                 .arg(expire_ms)
                 .arg(if polite { "1" } else { "0" })
-                .invoke(&mut *conn)?;
+                .invoke(&mut *conn)
+                .inspect_err(|e| self.undo_lost_acquire(&mut conn, e))?;
             let mut wait = MAX_WAIT;
             match outcome {
                 GRANTED => {
@@ -570,13 +571,48 @@ impl RedisMutex {
                 wait = wait.min(deadline - now);
             }
             log::trace!("lock `{}` is held; waiting up to {wait:?}", self.name);
-            conn::wait_for_signal(
-                &mut conn,
+            conn = conn::wait_for_signal(
+                conn,
                 &self.pool,
                 &[&self.signal_key],
                 wait,
                 self.options.response_timeout,
             )?;
+        }
+    }
+
+    /// After an acquire whose reply never came (a timeout, a broken connection), Redis may
+    /// have granted it anyway, or may still: a lock held by nobody, forever without expiry.
+    /// Releases it in that case. On a connection still open, the release goes behind the
+    /// acquire, so Redis runs it after; on a broken one, the acquire ran or never will.
+    fn undo_lost_acquire(&self, conn: &mut Conn, error: &redis::RedisError) {
+        if matches!(
+            error.kind(),
+            redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
+        ) {
+            return; // Redis answered: nothing was granted unseen.
+        }
+        let mut release = scripts::eval(
+            scripts::RELEASE_SOURCE,
+            &[&self.lock_key, &self.signal_key],
+        );
+        release
+            .arg(&self.options.owner_id)
+            .arg(millis(self.options.signal_expire));
+        let released = if redis::ConnectionLike::is_open(&**conn) {
+            release.query::<i64>(&mut **conn).map_err(Error::from)
+        } else {
+            self.checkout()
+                .and_then(|mut fresh| Ok(release.query::<i64>(&mut *fresh)?))
+        };
+        match released {
+            Ok(1) => log::debug!("lock `{}`: undid an acquire whose reply was lost", self.name),
+            Ok(_) => {}
+            Err(e) => log::warn!(
+                "lock `{}`: an acquire's reply was lost ({error}) and undoing it failed ({e}); \
+                 if Redis granted it, the lock is held by nobody until it expires",
+                self.name
+            ),
         }
     }
 

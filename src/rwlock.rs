@@ -16,7 +16,7 @@ use crate::conn::{self, Conn};
 use crate::lease::millis;
 use crate::mutex::{FENCING_COUNTER_KEY, unexpected_reply};
 use crate::options::{LockOptions, LockOptionsBuilder};
-use crate::scripts::{RWLOCK_ACQUIRE, RWLOCK_RELEASE};
+use crate::scripts::{self, RWLOCK_ACQUIRE, RWLOCK_RELEASE};
 use crate::{Error, Pool, Result, TryLockError};
 
 pub use builder::RedisRwLockBuilder;
@@ -505,7 +505,8 @@ impl RedisRwLock {
                 .arg(&lease_id)
                 .arg(expire_ms)
                 .arg(if will_wait { millis(WAITING_TTL) } else { 0 })
-                .invoke(&mut *conn)?;
+                .invoke(&mut *conn)
+                .inspect_err(|e| self.undo_lost_acquire(&mut conn, mode, &lease_id, e))?;
             let mut wait = MAX_WAIT;
             match outcome {
                 GRANTED => {
@@ -544,8 +545,8 @@ impl RedisRwLock {
                 mode.name(),
                 self.path
             );
-            conn::wait_for_signal(
-                &mut conn,
+            conn = conn::wait_for_signal(
+                conn,
                 &self.pool,
                 &wake_lists,
                 wait,
@@ -563,6 +564,47 @@ impl RedisRwLock {
                 mode.name(),
                 self.path
             );
+        }
+    }
+
+    /// After an acquire whose reply never came (a timeout, a broken connection), Redis may
+    /// have granted it or registered us anyway, or may still: an entry held by nobody,
+    /// forever without expiry. Removes both. On a connection still open, the release goes
+    /// behind the acquire, as a plain `EVAL`, so Redis runs it after; on a broken one, the
+    /// acquire ran or never will.
+    fn undo_lost_acquire(&self, conn: &mut Conn, mode: Mode, lease_id: &str, error: &redis::RedisError) {
+        if matches!(
+            error.kind(),
+            redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
+        ) {
+            return; // Redis answered: nothing was granted unseen.
+        }
+        let keys: Vec<&str> = self.keys.all().iter().map(String::as_str).collect();
+        let mut fresh = None;
+        for entry in [mode.held(), mode.waiting()] {
+            let mut release = scripts::eval(scripts::RWLOCK_RELEASE_SOURCE, &keys);
+            release
+                .arg(entry)
+                .arg(lease_id)
+                .arg(millis(self.options.signal_expire));
+            let result = if redis::ConnectionLike::is_open(&**conn) {
+                release.query::<i64>(&mut **conn).map_err(Error::from)
+            } else {
+                match fresh.as_mut() {
+                    Some(fresh) => Ok(fresh),
+                    None => self.checkout().map(|c| fresh.insert(c)),
+                }
+                .and_then(|c: &mut Conn| Ok(release.query::<i64>(&mut **c)?))
+            };
+            if let Err(e) = result {
+                log::warn!(
+                    "{} lock `{}`: an acquire's reply was lost ({error}) and undoing it failed \
+                     ({e}); if Redis granted it, it is held by nobody until it expires",
+                    mode.name(),
+                    self.path
+                );
+                return;
+            }
         }
     }
 

@@ -12,8 +12,10 @@ pub(crate) static ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/acquire.lua")));
 
 /// Compare-and-delete, then wake one waiter.
-pub(crate) static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_SOURCE));
+
+/// The source of [`RELEASE`], for [`eval`].
+pub(crate) const RELEASE_SOURCE: &str = include_str!("scripts/release.lua");
 
 /// Compare-and-extend for any number of locks in one call.
 pub(crate) static EXTEND: LazyLock<Script> =
@@ -37,8 +39,20 @@ pub(crate) static RWLOCK_ACQUIRE: LazyLock<Script> =
 
 /// Read-write lock: remove a held lock or a waiter's registration, then wake its waiters.
 pub(crate) static RWLOCK_RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/rwlock_release.lua")));
+    LazyLock::new(|| Script::new(RWLOCK_RELEASE_SOURCE));
+
+/// The source of [`RWLOCK_RELEASE`], for [`eval`].
+pub(crate) const RWLOCK_RELEASE_SOURCE: &str = include_str!("scripts/rwlock_release.lua");
 
 /// Read-write lock: compare-and-extend of one held lock, or a check that it is still ours.
 pub(crate) static RWLOCK_EXTEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/rwlock_extend.lua")));
+
+/// A plain `EVAL` of `source`, for a connection that has a reply still unread: there a
+/// `NOSCRIPT` answer could come after we stopped waiting, and `EVALSHA` would never be
+/// retried with the script.
+pub(crate) fn eval(source: &str, keys: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(source).arg(keys.len()).arg(keys);
+    cmd
+}

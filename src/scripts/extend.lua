@@ -4,9 +4,11 @@
 -- ARGV[2i-1]: our owner id for KEYS[i]
 -- ARGV[2i]: the new remaining lease of KEYS[i] in milliseconds
 -- Returns a list with, for each key, 1 when extended and 0 when we are not its owner.
+-- A key that holds another type than string is not ours: its GET error must not abort the
+-- call, which renews other locks too.
 local extended = {}
 for i, key in ipairs(KEYS) do
-    if redis.call('GET', key) == ARGV[2 * i - 1] then
+    if redis.pcall('GET', key) == ARGV[2 * i - 1] then
         redis.call('PEXPIRE', key, ARGV[2 * i])
         extended[i] = 1
     else

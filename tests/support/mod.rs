@@ -1,6 +1,7 @@
 //! Shared by the integration tests: private Redis servers, child processes, bounded waits.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod proxy;
 pub mod server;
 
 use std::io::{BufRead, BufReader};
@@ -19,10 +20,16 @@ pub const CHILD_ENV: &str = "REDIS_MUTEX_CHILD";
 pub fn spawn_child(name: &str, env: &[(&str, String)]) -> Child {
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut cmd = Command::new(exe);
-    cmd.args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, "1")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -134,4 +141,76 @@ pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
         .unwrap_or(0)
+}
+
+impl Lines {
+    /// Waits up to `timeout` for a line containing `marker` and returns what follows it;
+    /// `None` when the child closed its stdout or the time ran out first.
+    pub fn find(&self, marker: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.0.recv_timeout(left).ok()?;
+            if let Some(at) = line.find(marker) {
+                return Some(line[at + marker.len()..].to_string());
+            }
+        }
+    }
+}
+
+// Fault-injection helpers (tests/faults*.rs).
+
+use redis_mutex::Pool;
+
+/// How long [`drain`] waits for a connection and for its reply.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Returns once Redis has run everything sent on every connection of `pool`: a `PING` on
+/// each, read after the replies still owed on it (Redis runs one connection's commands in
+/// order).
+pub fn drain(pool: &Pool) {
+    let count = pool.state().connections;
+    let mut conns: Vec<_> = (0..count)
+        .map(|_| {
+            pool.get_timeout(DRAIN_TIMEOUT)
+                .expect("a pooled connection")
+        })
+        .collect();
+    for conn in &mut conns {
+        conn.set_read_timeout(Some(DRAIN_TIMEOUT)).unwrap();
+        let pong: String = redis::cmd("PING").query(&mut **conn).unwrap();
+        assert_eq!(pong, "PONG");
+    }
+}
+
+/// A pool of at most `max_size` connections to `url`, failing a checkout after
+/// `connection_timeout`, built without connecting.
+pub fn pool_to(url: &str, max_size: u32, connection_timeout: Duration) -> Pool {
+    Pool::builder()
+        .test_on_check_out(false)
+        .max_size(max_size)
+        .min_idle(Some(0))
+        .connection_timeout(connection_timeout)
+        .build_unchecked(redis::Client::open(url).unwrap())
+}
+
+/// What a call on another thread came to, and how long it took.
+pub type Outcome = (String, Result<(), String>, Duration);
+
+/// A call to make on another thread.
+pub type Call = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+/// Runs `call` on a new thread and reports its outcome on `tx`.
+pub fn run_call(
+    tx: &mpsc::Sender<Outcome>,
+    label: &str,
+    call: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> thread::JoinHandle<()> {
+    let tx = tx.clone();
+    let label = label.to_owned();
+    thread::spawn(move || {
+        let started = Instant::now();
+        let result = call();
+        tx.send((label, result, started.elapsed())).ok();
+    })
 }

@@ -42,10 +42,8 @@ impl RedisServer {
         // A port found free can be taken by someone else before the server binds it.
         for _ in 0..5 {
             let port = free_port();
-            let dir = std::env::temp_dir().join(format!(
-                "redis-mutex-test-{}-{port}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("redis-mutex-test-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("create the server's directory");
             let mut server = RedisServer {
                 child: None,
@@ -146,7 +144,8 @@ impl RedisServer {
         let conn = client
             .get_connection_with_timeout(Duration::from_secs(5))
             .expect("connect to the test server");
-        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         conn
     }
 

@@ -1,0 +1,160 @@
+//! An exhausted pool: one connection shared by threads that hold, wait and lock. Every call
+//! gives a clear error or waits no longer than the pool's timeout, and nothing deadlocks.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redis_mutex::RedisMutex;
+use support::{RedisServer, pool_to, run_call};
+
+/// Generous bound on anything that should take milliseconds: only a hang exceeds it.
+const HANG: Duration = Duration::from_secs(20);
+
+/// Scheduling slack on a loaded 2-core CI machine.
+const ROUND_TRIPS: Duration = Duration::from_millis(250);
+
+/// Scenario 4: one connection in the pool, a guard held, and a waiter for it.
+#[test]
+fn a_waiter_on_a_one_connection_pool_does_not_keep_the_holder_from_releasing() {
+    let server = RedisServer::start();
+    let connection_timeout = Duration::from_secs(1);
+    let pool = pool_to(&server.url(), 1, connection_timeout);
+    let mut conn = server.connection();
+    // No expiry (the default): only the holder's release frees the lock.
+    let holder = RedisMutex::new(pool.clone(), "one-connection");
+    let guard = holder.lock().unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let waiter = RedisMutex::new(pool.clone(), "one-connection");
+    let attempts = support::command_calls(&mut conn, "evalsha");
+    let waiting = run_call(&tx, "waiter", move || {
+        match waiter.try_lock_for(Duration::from_secs(8)) {
+            Ok(guard) => guard.unlock().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    // Two attempts: the waiter is in its wait loop. With the pool's only connection, it
+    // must not sleep in BLPOP on it, or the holder could never release.
+    assert!(
+        support::eventually(HANG, || support::command_calls(&mut conn, "evalsha") >= attempts + 2),
+        "the waiter never tried"
+    );
+    assert_eq!(support::blocked_clients(&mut conn), 0, "no BLPOP pins the only connection");
+
+    let started = Instant::now();
+    let unlocked = guard.unlock();
+    let took = started.elapsed();
+    assert!(
+        took <= connection_timeout + ROUND_TRIPS,
+        "the release took {took:?}, more than the pool's {connection_timeout:?} timeout"
+    );
+    assert!(
+        unlocked.is_ok(),
+        "the holder could not release while the waiter kept the only connection: {unlocked:?}"
+    );
+    let (_, result, _) = rx.recv_timeout(HANG).expect("the waiter hung");
+    waiting.join().unwrap();
+    result.expect("the waiter gets the lock once the holder released it");
+}
+
+/// Scenario 4: a pool of one connection shared by threads that lock, wait and hold.
+#[test]
+fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
+    const THREADS: usize = 4;
+    const CYCLES: usize = 3;
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let connection_timeout = Duration::from_millis(500);
+    let response_timeout = Duration::from_millis(500);
+    let pool = pool_to(&server.url(), 1, connection_timeout);
+    let build = |name: &str| {
+        RedisMutex::builder(pool.clone(), name)
+            .expire(Duration::from_secs(2))
+            .response_timeout(response_timeout)
+            .build()
+            .unwrap()
+    };
+    // One thread holds a guard throughout; the others lock locks of their own.
+    let held = build("held");
+    let guard = held.lock().unwrap();
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let finished = AtomicUsize::new(0);
+    let waiter = build("held");
+    let attempts = support::command_calls(&mut conn, "evalsha");
+    let waited = thread::scope(|s| {
+        // And one waits for the held lock, on the pool's only connection, for a while.
+        let waiting = s.spawn(|| {
+            let started = Instant::now();
+            let outcome = waiter.try_lock_for(Duration::from_millis(1500)).map(drop);
+            (outcome.map_err(|e| e.to_string()), started.elapsed())
+        });
+        assert!(
+            support::eventually(HANG, || {
+                support::command_calls(&mut conn, "evalsha") >= attempts + 2
+            }),
+            "the waiter never tried"
+        );
+        for i in 0..THREADS {
+            let mutex = build(&format!("own-{i}"));
+            let outcomes = outcomes.clone();
+            let finished = &finished;
+            s.spawn(move || {
+                for _ in 0..CYCLES {
+                    let started = Instant::now();
+                    let outcome = match mutex.try_lock_for(Duration::from_millis(200)) {
+                        Ok(guard) => guard.unlock().map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    outcomes.lock().unwrap().push((outcome, started.elapsed()));
+                }
+                finished.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        waiting.join().unwrap()
+    });
+    let (waited, took) = waited;
+    assert!(
+        took <= Duration::from_millis(1500) + response_timeout + ROUND_TRIPS,
+        "the waiter took {took:?}: {waited:?}"
+    );
+    match waited {
+        Err(e) => assert!(
+            e.contains("held elsewhere") || e.starts_with("no redis connection"),
+            "the waiter: {e}"
+        ),
+        Ok(()) => panic!("the waiter got a lock that was held throughout"),
+    }
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        THREADS,
+        "a thread is stuck"
+    );
+    let outcomes = outcomes.lock().unwrap();
+    // A cycle checks out twice (lock and release), each wait bounded by the pool's timeout
+    // (or the reply's), plus its own 200 ms deadline.
+    let bound = Duration::from_millis(200) + 2 * (connection_timeout + response_timeout);
+    let mut ok = 0;
+    for (outcome, took) in outcomes.iter() {
+        assert!(
+            took <= &(bound + ROUND_TRIPS),
+            "a cycle took {took:?}: {outcome:?}"
+        );
+        match outcome {
+            Ok(()) => ok += 1,
+            Err(e) => assert!(
+                e.starts_with("no redis connection could be checked out of the pool"),
+                "an error that does not say the pool ran dry: {e}"
+            ),
+        }
+    }
+    assert!(
+        ok > 0,
+        "no cycle got through a one-connection pool: {outcomes:?}"
+    );
+    println!("{ok} of {} cycles got through", outcomes.len());
+    guard.unlock().unwrap();
+}

@@ -1,0 +1,316 @@
+//! A fault-injecting TCP proxy between the clients and a `redis-server`, on loopback only.
+//!
+//! Tests point their pools at [`FaultProxy::url`] and, on command, add latency, stall (take
+//! bytes in and forward nothing: a network partition as the sender sees it), cut every open
+//! connection, refuse new ones, and heal. Plain std threads: one accepting, two per
+//! connection (one per direction). Everything stops when the proxy is dropped.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use redis_mutex::Pool;
+
+/// How long the proxy waits for the upstream server to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long [`FaultProxy::stall`] waits for chunks already being written to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TCP proxy on `127.0.0.1` in front of one upstream port, with faults on command.
+pub struct FaultProxy {
+    port: u16,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled on every change of the fault settings, on a cut, and when a chunk has been
+    /// written.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    latency: Duration,
+    stalled: bool,
+    refusing: bool,
+    shutdown: bool,
+    /// Open connections by id.
+    links: HashMap<u64, Link>,
+    next_id: u64,
+    accepted: u64,
+    /// Chunks being written right now (outside the lock).
+    in_flight: usize,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+struct Link {
+    client: TcpStream,
+    server: TcpStream,
+    cut: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn close(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.client.shutdown(Shutdown::Both).ok();
+        self.server.shutdown(Shutdown::Both).ok();
+    }
+}
+
+impl FaultProxy {
+    /// Starts a healthy proxy on a free loopback port, forwarding to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> FaultProxy {
+        let listener = loop_bind();
+        let port = listener.local_addr().unwrap().port();
+        let upstream: SocketAddr = ([127, 0, 0, 1], upstream).into();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("fault-proxy-{port}"))
+                .spawn(move || accept_loop(listener, upstream, shared))
+                .expect("start the proxy's accept thread")
+        };
+        FaultProxy {
+            port,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A pool through the proxy with no `PING` on checkout, built without connecting (so it
+    /// can be made while the proxy stalls or refuses).
+    pub fn pool(&self) -> Pool {
+        self.pool_with(
+            r2d2::Pool::builder()
+                .test_on_check_out(false)
+                .connection_timeout(Duration::from_secs(5)),
+        )
+    }
+
+    /// A pool through the proxy built by `builder`, without connecting first.
+    pub fn pool_with(&self, builder: r2d2::Builder<redis::Client>) -> Pool {
+        let client = redis::Client::open(self.url()).expect("valid URL");
+        builder.build_unchecked(client)
+    }
+
+    /// Delays every chunk, in both directions, by `latency` from when the proxy read it.
+    pub fn set_latency(&self, latency: Duration) {
+        self.update(|s| s.latency = latency);
+    }
+
+    /// Stops forwarding in both directions, on open and new connections alike: bytes are
+    /// taken in (the kernel buffers them) and held. Returns once no chunk is being written,
+    /// so nothing reaches either side after it returns. [`heal`](Self::heal) delivers what
+    /// was held, in order, as a network that comes back would.
+    pub fn stall(&self) {
+        self.update(|s| s.stalled = true);
+        let mut state = self.shared.state.lock().unwrap();
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while state.in_flight > 0 && Instant::now() < deadline {
+            state = self.wait_until(state, deadline);
+        }
+    }
+
+    /// Closes every open connection on both sides (the client and the server each see the
+    /// other hang up); bytes held by a stall are dropped. New connections are still taken.
+    pub fn cut(&self) {
+        let mut state = self.shared.state.lock().unwrap();
+        for (_, link) in state.links.drain() {
+            link.close();
+        }
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    /// Takes new connections and hangs up on them at once while `refuse` is true.
+    pub fn refuse(&self, refuse: bool) {
+        self.update(|s| s.refusing = refuse);
+    }
+
+    /// Back to a healthy proxy: no latency, no stall, new connections taken.
+    pub fn heal(&self) {
+        self.update(|s| {
+            s.latency = Duration::ZERO;
+            s.stalled = false;
+            s.refusing = false;
+        });
+    }
+
+    /// How many connections the proxy has accepted and forwarded (refused ones excluded).
+    pub fn accepted(&self) -> u64 {
+        self.shared.state.lock().unwrap().accepted
+    }
+
+    /// How many connections are open through the proxy now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.state.lock().unwrap().links.len()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.shared.state.lock().unwrap());
+        self.shared.changed.notify_all();
+    }
+
+    fn wait_until<'a>(
+        &'a self,
+        state: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> MutexGuard<'a, State> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.shared.changed.wait_timeout(state, left).unwrap().0
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.update(|s| s.shutdown = true);
+        self.cut();
+        // Wake the accept thread with a connection of our own; it sees the flag and ends.
+        TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), CONNECT_TIMEOUT).ok();
+        if let Some(acceptor) = self.acceptor.take() {
+            acceptor.join().ok();
+        }
+        let pumps = std::mem::take(&mut self.shared.state.lock().unwrap().pumps);
+        for pump in pumps {
+            pump.join().ok();
+        }
+    }
+}
+
+/// A listener on a free loopback port other than 6379.
+fn loop_bind() -> TcpListener {
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        if listener.local_addr().unwrap().port() != 6379 {
+            return listener;
+        }
+    }
+    panic!("the OS kept offering port 6379");
+}
+
+fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>) {
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        let mut state = shared.state.lock().unwrap();
+        if state.shutdown {
+            return;
+        }
+        if state.refusing {
+            drop(state);
+            client.shutdown(Shutdown::Both).ok();
+            continue;
+        }
+        drop(state);
+        // A server that is down: hang up on the client, as the server would have.
+        let Ok(server) = TcpStream::connect_timeout(&upstream, CONNECT_TIMEOUT) else {
+            client.shutdown(Shutdown::Both).ok();
+            continue;
+        };
+        client.set_nodelay(true).ok();
+        server.set_nodelay(true).ok();
+        state = shared.state.lock().unwrap();
+        if state.shutdown {
+            return;
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.accepted += 1;
+        let cut = Arc::new(AtomicBool::new(false));
+        let link = Link {
+            client: client.try_clone().expect("clone a socket"),
+            server: server.try_clone().expect("clone a socket"),
+            cut: cut.clone(),
+        };
+        let up = spawn_pump(
+            &shared,
+            id,
+            "up",
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            cut.clone(),
+        );
+        let down = spawn_pump(&shared, id, "down", server, client, cut);
+        state.links.insert(id, link);
+        state.pumps.extend(up);
+        state.pumps.extend(down);
+    }
+}
+
+fn spawn_pump(
+    shared: &Arc<Shared>,
+    id: u64,
+    direction: &str,
+    from: TcpStream,
+    to: TcpStream,
+    cut: Arc<AtomicBool>,
+) -> Option<JoinHandle<()>> {
+    let shared = shared.clone();
+    thread::Builder::new()
+        .name(format!("fault-proxy-{id}-{direction}"))
+        .spawn(move || {
+            pump(&shared, &from, &to, &cut);
+            // Whichever direction ends first ends the connection for both.
+            from.shutdown(Shutdown::Both).ok();
+            to.shutdown(Shutdown::Both).ok();
+            shared.state.lock().unwrap().links.remove(&id);
+        })
+        .ok()
+}
+
+/// Forwards chunks from `from` to `to` until either side closes, the link is cut or the
+/// proxy shuts down, honouring latency and stalls.
+fn pump(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream, cut: &AtomicBool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let received = Instant::now();
+        let mut state = shared.state.lock().unwrap();
+        loop {
+            if state.shutdown || cut.load(Ordering::SeqCst) {
+                return;
+            }
+            let due = received + state.latency;
+            let now = Instant::now();
+            if !state.stalled && now >= due {
+                break;
+            }
+            // Until healed, cut or shut down; with latency, until the chunk is due.
+            state = if state.stalled {
+                shared.changed.wait(state).unwrap()
+            } else {
+                shared.changed.wait_timeout(state, due - now).unwrap().0
+            };
+        }
+        state.in_flight += 1;
+        drop(state);
+        let written = to.write_all(&buf[..n]);
+        shared.state.lock().unwrap().in_flight -= 1;
+        shared.changed.notify_all();
+        if written.is_err() {
+            return;
+        }
+    }
+}
