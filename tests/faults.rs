@@ -483,5 +483,8 @@ fn a_write_lock_whose_reply_timed_out_leaves_nothing_behind() {
     let left: Vec<String> = conn.keys("rwlock:*").unwrap();
     let other = redis_mutex::RedisRwLock::new(server.pool(), "tree");
     let taken = other.try_read_for(Duration::from_secs(2));
-    assert!(taken.is_ok(), "a write lock nobody holds blocks the tree ({left:?}): {taken:?}");
+    assert!(
+        taken.is_ok(),
+        "a write lock nobody holds blocks the tree ({left:?}): {taken:?}"
+    );
 }

@@ -286,3 +286,41 @@ fn ten_thousand_guards_share_one_thread_and_few_round_trips() {
         locks.len()
     );
 }
+
+/// Child side of [`a_process_that_exits_holding_renewed_guards_does_not_hang`]: returns
+/// from its test with an auto-renewed guard still held, so the process exits while the
+/// renewal thread serves it.
+#[test]
+#[ignore = "run as a child process by a_process_that_exits_holding_renewed_guards_does_not_hang"]
+fn child_exits_holding_a_renewed_guard() {
+    let pool = Pool::builder()
+        .test_on_check_out(false)
+        .build(redis::Client::open(child_env("REDIS_URL")).unwrap())
+        .unwrap();
+    let mutex = Box::leak(Box::new(
+        RedisMutex::builder(pool, "held-at-exit")
+            .expire(Duration::from_millis(300))
+            .auto_renewal(true)
+            .build()
+            .unwrap(),
+    ));
+    std::mem::forget(mutex.lock().unwrap());
+    println!("@holding");
+}
+
+#[test]
+fn a_process_that_exits_holding_renewed_guards_does_not_hang() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let child = spawn_child(
+        "child_exits_holding_a_renewed_guard",
+        &[("REDIS_URL", server.url())],
+    );
+    let output = finish_child(child, HANG);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("@holding"));
+    // Its renewals died with it: the lease runs out.
+    let expired = support::eventually(Duration::from_secs(5), || {
+        !conn.exists::<_, bool>("lock:held-at-exit").unwrap()
+    });
+    assert!(expired, "the lock outlived its process's renewals");
+}
