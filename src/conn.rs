@@ -6,7 +6,7 @@
 //! hot path does not pay a `setsockopt` per command.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use r2d2::PooledConnection;
 
@@ -48,6 +48,60 @@ pub(crate) fn checkout(
     let mut conn = pool.get_timeout(checkout_timeout)?;
     set_timeout(&mut conn, response_timeout)?;
     Ok(conn)
+}
+
+/// Checks a connection out of `pool` for a lock call that waits until `deadline` (`None`:
+/// forever). Waiting for a connection is bounded like waiting for a reply, not by the
+/// deadline: the deadline is how long to wait for the lock, and even a `try_` call needs
+/// one round trip.
+pub(crate) fn checkout_for_lock(
+    pool: &Pool,
+    deadline: Option<Instant>,
+    response_timeout: Duration,
+) -> Result<Conn> {
+    let checkout_timeout = match deadline {
+        Some(deadline) => pool.connection_timeout().min(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(response_timeout),
+        ),
+        None => pool.connection_timeout(),
+    };
+    checkout(pool, checkout_timeout, response_timeout)
+}
+
+/// Whether a failed call's effect is unknown: no reply came (a timeout, a broken
+/// connection), so Redis may have run it, or may still.
+pub(crate) fn reply_lost(error: &redis::RedisError) -> bool {
+    !matches!(
+        error.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
+    )
+}
+
+/// Runs `commands` to undo a call whose reply was lost on `conn`: on `conn` itself while it
+/// is open, so that Redis runs them after the lost call, however late that comes; else on
+/// one fresh connection, since the lost call then ran already or never will. Stops at the
+/// first failure.
+pub(crate) fn undo_after_lost_reply(
+    conn: &mut Conn,
+    pool: &Pool,
+    response_timeout: Duration,
+    commands: &[redis::Cmd],
+) -> Result<()> {
+    let mut fresh = None;
+    for command in commands {
+        let target: &mut Conn = if redis::ConnectionLike::is_open(&**conn) {
+            conn
+        } else {
+            match &mut fresh {
+                Some(fresh) => fresh,
+                None => fresh.insert(checkout(pool, pool.connection_timeout(), response_timeout)?),
+            }
+        };
+        command.query::<redis::Value>(&mut **target)?;
+    }
+    Ok(())
 }
 
 /// Bounds the next reads and writes on `conn` by `timeout` (at least 1 ms).
@@ -125,7 +179,9 @@ pub(crate) fn wait_for_signal(
     let wait = wait.max(MIN_TIMEOUT);
     if exhausted(pool) {
         drop(conn);
-        log::trace!("no connection to spare for a BLPOP; waiting {EXHAUSTED_POOL_WAIT:?} without one");
+        log::trace!(
+            "no connection to spare for a BLPOP; waiting {EXHAUSTED_POOL_WAIT:?} without one"
+        );
         // Nothing to wait on without a connection: this is the one place where a waiter
         // sleeps on its own clock, and only while the pool is exhausted.
         std::thread::sleep(wait.min(EXHAUSTED_POOL_WAIT));

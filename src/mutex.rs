@@ -507,18 +507,8 @@ impl RedisMutex {
         mut local: MutexGuard<'a, LocalState>,
         deadline: Option<Instant>,
     ) -> Result<Option<RedisMutexGuard<'a>>> {
-        // Waiting for a connection is bounded like waiting for a reply, not by the deadline:
-        // the deadline is how long to wait for the lock, and even `try_lock` needs one
-        // round trip.
-        let checkout_timeout = match deadline {
-            Some(deadline) => self.pool.connection_timeout().min(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(self.options.response_timeout),
-            ),
-            None => self.pool.connection_timeout(),
-        };
-        let mut conn = conn::checkout(&self.pool, checkout_timeout, self.options.response_timeout)?;
+        let mut conn =
+            conn::checkout_for_lock(&self.pool, deadline, self.options.response_timeout)?;
         let expire_ms = self.options.expire.map_or(0, millis);
         // Right after our own release, a waiter it woke may be on its way: let it go first
         // rather than win a race that sends it to the back of the queue. Past half the
@@ -583,36 +573,25 @@ impl RedisMutex {
 
     /// After an acquire whose reply never came (a timeout, a broken connection), Redis may
     /// have granted it anyway, or may still: a lock held by nobody, forever without expiry.
-    /// Releases it in that case. On a connection still open, the release goes behind the
-    /// acquire, so Redis runs it after; on a broken one, the acquire ran or never will.
+    /// Releases it in that case, right behind the acquire (see
+    /// [`conn::undo_after_lost_reply`]), as a plain `EVAL`.
     fn undo_lost_acquire(&self, conn: &mut Conn, error: &redis::RedisError) {
-        if matches!(
-            error.kind(),
-            redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
-        ) {
-            return; // Redis answered: nothing was granted unseen.
+        if !conn::reply_lost(error) {
+            return;
         }
-        let mut release = scripts::eval(
-            scripts::RELEASE_SOURCE,
-            &[&self.lock_key, &self.signal_key],
-        );
+        let mut release =
+            scripts::eval(scripts::RELEASE_SOURCE, &[&self.lock_key, &self.signal_key]);
         release
             .arg(&self.options.owner_id)
             .arg(millis(self.options.signal_expire));
-        let released = if redis::ConnectionLike::is_open(&**conn) {
-            release.query::<i64>(&mut **conn).map_err(Error::from)
-        } else {
-            self.checkout()
-                .and_then(|mut fresh| Ok(release.query::<i64>(&mut *fresh)?))
-        };
-        match released {
-            Ok(1) => log::debug!("lock `{}`: undid an acquire whose reply was lost", self.name),
-            Ok(_) => {}
-            Err(e) => log::warn!(
+        if let Err(e) =
+            conn::undo_after_lost_reply(conn, &self.pool, self.options.response_timeout, &[release])
+        {
+            log::warn!(
                 "lock `{}`: an acquire's reply was lost ({error}) and undoing it failed ({e}); \
                  if Redis granted it, the lock is held by nobody until it expires",
                 self.name
-            ),
+            );
         }
     }
 
@@ -784,17 +763,7 @@ impl RedisMutexGuard<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn extend(&self, lease: Duration) -> Result<()> {
-        if self.mutex.options.expire.is_none() {
-            return Err(Error::NotExpirable {
-                name: self.mutex.name.clone(),
-            });
-        }
-        if lease < Duration::from_millis(1) || lease > crate::options::MAX_DURATION {
-            return Err(Error::invalid(
-                "lease",
-                format!("{lease:?} is not between 1 ms and 10 years"),
-            ));
-        }
+        crate::options::check_extend(&self.mutex.name, self.mutex.options.expire, lease)?;
         self.ensure_not_lost()?;
         let mut conn = self.mutex.checkout()?;
         let sent_at = Instant::now();

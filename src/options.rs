@@ -138,6 +138,22 @@ impl LockOptionsBuilder {
     }
 }
 
+/// Checks an `extend(lease)` on the lock `name` whose expiry option is `expire`.
+pub(crate) fn check_extend(name: &str, expire: Option<Duration>, lease: Duration) -> Result<()> {
+    if expire.is_none() {
+        return Err(Error::NotExpirable {
+            name: name.to_owned(),
+        });
+    }
+    if lease < Duration::from_millis(1) || lease > MAX_DURATION {
+        return Err(Error::invalid(
+            "lease",
+            format!("{lease:?} is not between 1 ms and 10 years"),
+        ));
+    }
+    Ok(())
+}
+
 /// 128 bits from the thread's CSPRNG, as 32 lowercase hex digits.
 pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];

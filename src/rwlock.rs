@@ -477,17 +477,8 @@ impl RedisRwLock {
     /// Takes a lock of `mode` in Redis, waiting until `deadline` (`None`: forever).
     /// `Ok(None)` when the deadline passed with the path blocked.
     fn acquire(&self, mode: Mode, deadline: Option<Instant>) -> Result<Option<Grant>> {
-        // Waiting for a connection is bounded like waiting for a reply, not by the deadline:
-        // even `try_read` needs one round trip.
-        let checkout_timeout = match deadline {
-            Some(deadline) => self.pool.connection_timeout().min(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(self.options.response_timeout),
-            ),
-            None => self.pool.connection_timeout(),
-        };
-        let mut conn = conn::checkout(&self.pool, checkout_timeout, self.options.response_timeout)?;
+        let mut conn =
+            conn::checkout_for_lock(&self.pool, deadline, self.options.response_timeout)?;
         let lease_id = format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>());
         let expire_ms = self.options.expire.map_or(0, millis);
         let wake_lists = self.keys.wake_lists(mode);
@@ -569,42 +560,36 @@ impl RedisRwLock {
 
     /// After an acquire whose reply never came (a timeout, a broken connection), Redis may
     /// have granted it or registered us anyway, or may still: an entry held by nobody,
-    /// forever without expiry. Removes both. On a connection still open, the release goes
-    /// behind the acquire, as a plain `EVAL`, so Redis runs it after; on a broken one, the
-    /// acquire ran or never will.
-    fn undo_lost_acquire(&self, conn: &mut Conn, mode: Mode, lease_id: &str, error: &redis::RedisError) {
-        if matches!(
-            error.kind(),
-            redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
-        ) {
-            return; // Redis answered: nothing was granted unseen.
+    /// forever without expiry. Removes both, right behind the acquire (see
+    /// [`conn::undo_after_lost_reply`]), as plain `EVAL`s.
+    fn undo_lost_acquire(
+        &self,
+        conn: &mut Conn,
+        mode: Mode,
+        lease_id: &str,
+        error: &redis::RedisError,
+    ) {
+        if !conn::reply_lost(error) {
+            return;
         }
         let keys: Vec<&str> = self.keys.all().iter().map(String::as_str).collect();
-        let mut fresh = None;
-        for entry in [mode.held(), mode.waiting()] {
+        let releases = [mode.held(), mode.waiting()].map(|entry| {
             let mut release = scripts::eval(scripts::RWLOCK_RELEASE_SOURCE, &keys);
             release
                 .arg(entry)
                 .arg(lease_id)
                 .arg(millis(self.options.signal_expire));
-            let result = if redis::ConnectionLike::is_open(&**conn) {
-                release.query::<i64>(&mut **conn).map_err(Error::from)
-            } else {
-                match fresh.as_mut() {
-                    Some(fresh) => Ok(fresh),
-                    None => self.checkout().map(|c| fresh.insert(c)),
-                }
-                .and_then(|c: &mut Conn| Ok(release.query::<i64>(&mut **c)?))
-            };
-            if let Err(e) = result {
-                log::warn!(
-                    "{} lock `{}`: an acquire's reply was lost ({error}) and undoing it failed \
-                     ({e}); if Redis granted it, it is held by nobody until it expires",
-                    mode.name(),
-                    self.path
-                );
-                return;
-            }
+            release
+        });
+        if let Err(e) =
+            conn::undo_after_lost_reply(conn, &self.pool, self.options.response_timeout, &releases)
+        {
+            log::warn!(
+                "{} lock `{}`: an acquire's reply was lost ({error}) and undoing it failed ({e}); \
+                 if Redis granted it, it is held by nobody until it expires",
+                mode.name(),
+                self.path
+            );
         }
     }
 

@@ -130,17 +130,7 @@ impl<'a> Held<'a> {
     }
 
     pub(super) fn extend(&self, lease: Duration) -> Result<()> {
-        if self.lock.options.expire.is_none() {
-            return Err(Error::NotExpirable {
-                name: self.lock.path.clone(),
-            });
-        }
-        if lease < Duration::from_millis(1) || lease > crate::options::MAX_DURATION {
-            return Err(Error::invalid(
-                "lease",
-                format!("{lease:?} is not between 1 ms and 10 years"),
-            ));
-        }
+        crate::options::check_extend(&self.lock.path, self.lock.options.expire, lease)?;
         self.ensure_not_lost()?;
         let mut conn = self.lock.checkout()?;
         let sent_at = Instant::now();
