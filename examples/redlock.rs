@@ -1,4 +1,5 @@
-//! A Redlock over five Redis servers: lock, contention, extend, and two servers down.
+//! A Redlock over five Redis servers: lock, contention, extend, auto-extension, and two
+//! servers down.
 //!
 //! ```text
 //! cargo run --example redlock                     # starts five throwaway redis-servers
@@ -8,6 +9,7 @@
 #[path = "../tests/support/server.rs"]
 mod server;
 
+use std::thread;
 use std::time::Duration;
 
 use redis_mutex::{Pool, Redlock};
@@ -40,7 +42,7 @@ fn main() -> BoxResult<()> {
         .retry_count(3)
         .retry_delay(Duration::from_millis(100))
         .build()?;
-    let rival = Redlock::new(pools);
+    let rival = Redlock::new(pools.clone());
     let ttl = Duration::from_secs(10);
 
     let guard = redlock.lock("example:report", ttl)?;
@@ -67,6 +69,22 @@ fn main() -> BoxResult<()> {
         "unlocked; the rival now gets it: {}",
         rival.try_lock("example:report", ttl).is_ok()
     );
+
+    // Auto-extension: a lock with a 1 s ttl outlives three seconds of work.
+    let extending = Redlock::builder(pools)
+        .auto_extend(true)
+        .on_lost(|resource| eprintln!("lost `{resource}`: stop the work it protects"))
+        .build()?;
+    let guard = extending.lock("example:long-job", Duration::from_secs(1))?;
+    for step in 1..=3 {
+        thread::sleep(Duration::from_secs(1)); // one step of the work
+        guard.ensure_held()?;
+        println!(
+            "step {step}: still held after {step} s, valid for {:?}",
+            guard.validity()
+        );
+    }
+    guard.unlock()?;
 
     // Only with throwaway servers: stop some and see what still works.
     if servers.len() == 5 {

@@ -61,6 +61,17 @@ impl Lease {
         }
     }
 
+    /// A lease that is certainly ours until `valid_until`, for locks that work out their
+    /// validity themselves (a Redlock: the ttl less the time its round took and a margin).
+    pub(crate) fn until(name: &str, valid_until: Instant, on_lost: Option<OnLost>) -> Self {
+        Lease {
+            name: name.to_owned(),
+            valid_until: Mutex::new(Some(valid_until)),
+            lost: AtomicBool::new(false),
+            on_lost,
+        }
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -82,6 +93,13 @@ impl Lease {
     /// Records that the lock is certainly ours until `valid_until`.
     pub(crate) fn extend_to(&self, valid_until: Instant) {
         *self.valid_until.lock() = Some(valid_until);
+    }
+
+    /// Records that the lock may be ours no longer than `until`: the lease ends then at
+    /// the latest (a lease without expiry gets one).
+    pub(crate) fn shorten_to(&self, until: Instant) {
+        let mut valid_until = self.valid_until.lock();
+        *valid_until = Some(valid_until.map_or(until, |current| current.min(until)));
     }
 
     pub(crate) fn is_lost(&self) -> bool {
@@ -144,6 +162,20 @@ mod tests {
         let huge = Lease::new("a", now, Some(Duration::MAX), None);
         assert!(huge.valid_for().unwrap() > Duration::from_secs(1 << 30));
         assert_eq!(Lease::new("a", now, None, None).valid_for(), None);
+    }
+
+    #[test]
+    fn an_explicit_end_is_kept_and_only_shortened() {
+        let now = Instant::now();
+        let lease = Lease::until("a", now + Duration::from_secs(10), None);
+        assert!(lease.valid_for().unwrap() > Duration::from_secs(9));
+        lease.shorten_to(now + Duration::from_secs(20));
+        assert!(lease.valid_for().unwrap() <= Duration::from_secs(10));
+        lease.shorten_to(now + Duration::from_secs(1));
+        assert!(lease.valid_for().unwrap() <= Duration::from_secs(1));
+        let forever = Lease::new("b", now, None, None);
+        forever.shorten_to(now);
+        assert_eq!(forever.valid_for(), Some(Duration::ZERO));
     }
 
     #[test]

@@ -2,15 +2,17 @@
 //! Redis servers, after the algorithm of the redis.io page "Distributed Locks with Redis".
 //!
 //! `quorum` holds the quorum and validity arithmetic, `fanout` the parallel per-instance
-//! requests, `builder` the options and `guard` a held lock; `docs/redlock.md` explains the
-//! algorithm and its limits.
+//! requests, `builder` the options, `guard` a held lock and `extension` its extend round and
+//! auto-extension; `docs/redlock.md` explains the algorithm and its limits.
 
 mod builder;
+mod extension;
 mod fanout;
 mod guard;
 mod quorum;
 
 use std::fmt;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,14 +20,16 @@ use parking_lot::Mutex;
 use redis::Script;
 
 use crate::conn::Conn;
-use crate::lease::millis;
+use crate::lease::{Lease, OnLost, millis};
 use crate::options::random_id;
+use crate::renewal::{self, Target};
 use crate::scripts::REDLOCK_RELEASE;
 use crate::{Error, Pool, Result};
 use builder::{
     DEFAULT_DRIFT_FACTOR, DEFAULT_INSTANCE_TIMEOUT, DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY,
-    check_pools, check_resource, check_ttl,
+    check_extendable_ttl, check_pools, check_resource, check_ttl,
 };
+use extension::{AutoExtend, Claim};
 use fanout::{Reply, fan_out, request};
 use quorum::{Majority, granted_for, majority, quorum, retry_wait};
 
@@ -60,6 +64,8 @@ const EXTEND_SOURCE: &str = include_str!("scripts/redlock_extend.lua");
 ///   anew for each attempt, as in redlock-py, so that both exclude each other.
 /// - Every lock expires: there is a ttl per call, and the guard's
 ///   [`validity`](RedlockGuard::validity) says how much of it is certainly left.
+///   [Auto-extension](RedlockBuilder::auto_extend) keeps it alive on the process's renewal
+///   thread, as [auto-renewal](crate::RedisMutexBuilder::auto_renewal) does for a mutex.
 /// - Waiting is retrying after random delays (nobody is woken by a release), and threads of
 ///   one process contend through Redis like separate processes.
 ///
@@ -89,11 +95,14 @@ const EXTEND_SOURCE: &str = include_str!("scripts/redlock_extend.lua");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Redlock {
-    pools: Vec<Pool>,
+    /// Shared with the auto-extension of its guards.
+    pools: Arc<[Pool]>,
     retry_count: u32,
     retry_delay: Duration,
     drift_factor: f64,
     instance_timeout: Duration,
+    auto_extend: bool,
+    on_lost: Option<OnLost>,
 }
 
 impl fmt::Debug for Redlock {
@@ -104,6 +113,8 @@ impl fmt::Debug for Redlock {
             .field("retry_delay", &self.retry_delay)
             .field("drift_factor", &self.drift_factor)
             .field("instance_timeout", &self.instance_timeout)
+            .field("auto_extend", &self.auto_extend)
+            .field("on_lost", &self.on_lost.as_ref().map(|_| "Fn(&str)"))
             .finish()
     }
 }
@@ -129,11 +140,13 @@ impl Redlock {
     /// ```
     pub fn new(pools: Vec<Pool>) -> Redlock {
         Redlock {
-            pools,
+            pools: pools.into(),
             retry_count: DEFAULT_RETRY_COUNT,
             retry_delay: DEFAULT_RETRY_DELAY,
             drift_factor: DEFAULT_DRIFT_FACTOR,
             instance_timeout: DEFAULT_INSTANCE_TIMEOUT,
+            auto_extend: false,
+            on_lost: None,
         }
     }
 
@@ -180,7 +193,10 @@ impl Redlock {
     /// held elsewhere, or too many instances failed (their errors are in `failures`), or
     /// the round took longer than the ttl allows (then `granted` may reach `needed`).
     /// [`Error::InvalidOptions`] for an empty resource name, a ttl under 1 ms or over 10
-    /// years, or a Redlock made by [`new`](Self::new) with no pools.
+    /// years (with [auto-extension](RedlockBuilder::auto_extend), under 30 ms or six
+    /// instance timeouts), or a Redlock made by [`new`](Self::new) with no pools.
+    /// [`Error::RenewalThread`] with auto-extension, when the renewal thread could not be
+    /// started (the lock is released again).
     ///
     /// # Examples
     ///
@@ -198,9 +214,7 @@ impl Redlock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn lock(&self, resource: &str, ttl: Duration) -> Result<RedlockGuard<'_>> {
-        check_resource(resource)?;
-        check_ttl(ttl)?;
-        check_pools(&self.pools)?;
+        self.check_request(resource, ttl)?;
         let mut retries_left = self.retry_count;
         loop {
             match self.attempt(resource, ttl) {
@@ -237,10 +251,17 @@ impl Redlock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_lock(&self, resource: &str, ttl: Duration) -> Result<RedlockGuard<'_>> {
+        self.check_request(resource, ttl)?;
+        self.attempt(resource, ttl)
+    }
+
+    fn check_request(&self, resource: &str, ttl: Duration) -> Result<()> {
         check_resource(resource)?;
         check_ttl(ttl)?;
-        check_pools(&self.pools)?;
-        self.attempt(resource, ttl)
+        if self.auto_extend {
+            check_extendable_ttl(ttl, self.instance_timeout)?;
+        }
+        check_pools(&self.pools)
     }
 
     /// Whether the key `resource` exists on a majority of instances: whether anyone (this
@@ -324,15 +345,8 @@ impl Redlock {
             );
             // Connections with the SET still pending stay with the guard, so that its
             // extend and release reach those instances after the SET, never before it.
-            let held = replies.into_iter().map(|r| r.conn).collect();
-            return Ok(RedlockGuard {
-                redlock: self,
-                resource: resource.to_owned(),
-                token,
-                valid_until: Mutex::new(finished + valid),
-                held: Mutex::new(held),
-                released: false,
-            });
+            let pending = replies.into_iter().map(|r| r.conn).collect();
+            return self.guard(resource, token, pending, ttl, started, finished + valid);
         }
 
         // Undo the attempt wherever the key may be ours: where it was granted, and where
@@ -366,6 +380,50 @@ impl Redlock {
             needed: quorum(n),
             failures,
         })
+    }
+
+    /// A guard for a lock granted by a round that started at `started`, valid until
+    /// `valid_until`; registered for auto-extension if that is on.
+    fn guard(
+        &self,
+        resource: &str,
+        token: String,
+        pending: Vec<Option<Conn>>,
+        ttl: Duration,
+        started: Instant,
+        valid_until: Instant,
+    ) -> Result<RedlockGuard<'_>> {
+        let claim = Arc::new(Claim {
+            resource: resource.to_owned(),
+            token,
+            pending: Mutex::new(pending),
+        });
+        let lease = Arc::new(Lease::until(resource, valid_until, self.on_lost.clone()));
+        let mut guard = RedlockGuard {
+            redlock: self,
+            claim,
+            lease,
+            ttl,
+            renewal: None,
+            released: false,
+        };
+        if self.auto_extend {
+            let target = AutoExtend {
+                claim: guard.claim.clone(),
+                lease: guard.lease.clone(),
+                pools: self.pools.clone(),
+                ttl,
+                instance_timeout: self.instance_timeout,
+                drift_factor: self.drift_factor,
+            };
+            // On failure the guard is dropped here, which releases the lock again.
+            guard.renewal = Some(renewal::register(
+                guard.lease.clone(),
+                Target::Own(Arc::new(target)),
+                started,
+            )?);
+        }
+        Ok(guard)
     }
 
     /// Runs the compare-and-delete script on the given instances at once, each on the
@@ -462,5 +520,12 @@ pub(crate) mod tests {
         let empty = Redlock::new(Vec::new());
         assert_eq!(field(empty.lock("r", ttl).unwrap_err()), "pools");
         assert_eq!(field(empty.is_locked("r").unwrap_err()), "pools");
+        let extended = Redlock::builder(vec![pool()])
+            .auto_extend(true)
+            .build()
+            .unwrap();
+        let short = Duration::from_millis(200);
+        assert_eq!(field(extended.lock("r", short).unwrap_err()), "ttl");
+        assert_eq!(field(extended.try_lock("r", short).unwrap_err()), "ttl");
     }
 }

@@ -1,10 +1,12 @@
 //! Redlock over five private redis-server processes: mutual exclusion across processes,
-//! killed, stalled and refusing instances, extend, is_locked, and redlock-py interop.
+//! killed, stalled and refusing instances, extend, auto-extension, is_locked, and redlock-py
+//! interop.
 
 mod support;
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,27 @@ impl Cluster {
 
     fn calls(&self, i: usize, command: &str) -> u64 {
         command_calls(&mut self.servers[i].connection(), command)
+    }
+
+    /// How many extend or release scripts instance `i` ran (`EVALSHA`, or `EVAL` on a
+    /// connection with a reply pending).
+    fn scripts(&self, i: usize) -> u64 {
+        self.calls(i, "evalsha") + self.calls(i, "eval")
+    }
+
+    /// An auto-extended Redlock over all five servers whose `on_lost` callback sends the
+    /// resource name on the returned channel.
+    fn auto_extended(&self, instance_timeout: Duration) -> (Redlock, mpsc::Receiver<String>) {
+        let (lost_tx, lost_rx) = mpsc::channel();
+        let redlock = Redlock::builder(self.pools())
+            .auto_extend(true)
+            .instance_timeout(instance_timeout)
+            .on_lost(move |resource| {
+                lost_tx.send(resource.to_owned()).ok();
+            })
+            .build()
+            .unwrap();
+        (redlock, lost_rx)
     }
 }
 
@@ -643,4 +666,279 @@ fn redlock_py_and_this_crate_exclude_each_other() {
     Lines::new(py.stdout.take().unwrap()).expect("@granted", HANG);
     finish_python(py);
     assert!(all.iter().all(|&i| cluster.dbsize(i) == 0));
+}
+
+// ---- auto-extension ----
+
+/// The ttl of the auto-extended locks below: an extension every 100 ms.
+const SHORT_TTL: Duration = Duration::from_millis(300);
+/// How long the auto-extended locks below are held: five ttls.
+const HOLD: Duration = Duration::from_millis(1500);
+
+/// The auto-extension tests share the process's one renewal thread, which extends one
+/// Redlock after the other, and they time it: a test whose rounds wait out instance
+/// timeouts would delay the others' extensions. They take turns.
+static RENEWAL_THREAD: Mutex<()> = Mutex::new(());
+
+fn renewal_thread_turn() -> MutexGuard<'static, ()> {
+    RENEWAL_THREAD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Holds `guard` for `hold`, checking at each step that it is neither lost nor run out;
+/// returns how many steps it checked.
+fn hold_checking(guard: &redis_mutex::RedlockGuard<'_>, hold: Duration) -> usize {
+    let until = Instant::now() + hold;
+    let mut steps = 0;
+    // At most 100 steps of 20 ms, and no longer than `hold`.
+    for _ in 0..100 {
+        if Instant::now() >= until {
+            break;
+        }
+        assert!(!guard.is_lost(), "lost after {steps} steps: {guard:?}");
+        assert!(guard.validity() > Duration::ZERO, "ran out: {guard:?}");
+        guard.ensure_held().unwrap();
+        steps += 1;
+        // Pacing the checks: time passing is what this test is about.
+        thread::sleep(Duration::from_millis(20));
+    }
+    steps
+}
+
+#[test]
+fn an_auto_extended_guard_outlives_its_ttl_on_every_instance() {
+    let _turn = renewal_thread_turn();
+    let cluster = Cluster::start();
+    let (redlock, lost) = cluster.auto_extended(Duration::from_millis(50));
+    let all = [0, 1, 2, 3, 4];
+    let scripts_before: Vec<u64> = all.iter().map(|&i| cluster.scripts(i)).collect();
+    let gets_before = cluster.calls(0, "get");
+
+    let guard = redlock.lock("kept", SHORT_TTL).unwrap();
+    let token = Some(guard.token().to_owned());
+    let steps = hold_checking(&guard, HOLD);
+    assert!(steps > 10, "only {steps} checks in {HOLD:?}");
+    // A healthy auto-extended guard always has more than a third of its ttl left, so
+    // ensure_held never had to ask: every GET was the extend script's own. (Counted
+    // first, so that an extension in between only adds to the scripts.)
+    let gets = cluster.calls(0, "get") - gets_before;
+    let scripts = cluster.scripts(0) - scripts_before[0];
+    assert!(gets <= scripts, "{gets} GETs for {scripts} extensions");
+
+    // Five ttls later every key is still ours, and expires within one ttl.
+    assert_eq!(cluster.values("kept", &all), vec![token; 5]);
+    for i in all {
+        let pttl: i64 = cluster.servers[i].connection().pttl("kept").unwrap();
+        assert!(
+            (1..=300).contains(&pttl),
+            "instance {i}: PTTL {pttl}, expected 1..=300"
+        );
+        // An extension every 100 ms: about 15 in 1.5 s; fewer on a loaded machine.
+        let extensions = cluster.scripts(i) - scripts_before[i];
+        assert!(
+            extensions >= 5,
+            "instance {i}: {extensions} extensions in {HOLD:?}"
+        );
+    }
+    assert!(lost.try_recv().is_err(), "on_lost was called");
+
+    guard.unlock().unwrap();
+    assert_eq!(cluster.values("kept", &all), vec![None; 5]);
+}
+
+#[test]
+fn auto_extension_goes_on_with_a_minority_down() {
+    let _turn = renewal_thread_turn();
+    let mut cluster = Cluster::start();
+    let (redlock, lost) = cluster.auto_extended(Duration::from_millis(50));
+    let guard = redlock.lock("minority", SHORT_TTL).unwrap();
+    let token = Some(guard.token().to_owned());
+    cluster.servers[1].kill();
+    cluster.servers[3].kill();
+    let alive = [0, 2, 4];
+    let scripts_before: Vec<u64> = alive.iter().map(|&i| cluster.scripts(i)).collect();
+
+    hold_checking(&guard, HOLD);
+    assert_eq!(cluster.values("minority", &alive), vec![token; 3]);
+    for (&i, before) in alive.iter().zip(scripts_before) {
+        let extensions = cluster.scripts(i) - before;
+        assert!(
+            extensions >= 5,
+            "instance {i}: {extensions} extensions in {HOLD:?}"
+        );
+    }
+    assert!(lost.try_recv().is_err(), "on_lost was called");
+    guard.unlock().unwrap();
+    assert_eq!(cluster.values("minority", &alive), vec![None; 3]);
+}
+
+/// Waits for the `on_lost` callback, and checks that it came for `resource`, once, no
+/// later than `latest` after `since`, and that the guard says so.
+fn expect_lost(
+    lost: &mpsc::Receiver<String>,
+    guard: redis_mutex::RedlockGuard<'_>,
+    since: Instant,
+    latest: Duration,
+) {
+    let resource = guard.resource().to_owned();
+    let name = lost
+        .recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("on_lost not called within {HANG:?}: {guard:?}"));
+    let after = since.elapsed();
+    assert_eq!(name, resource);
+    assert!(
+        after <= latest,
+        "lost {after:?} after the failure, expected within {latest:?}"
+    );
+    assert!(guard.is_lost());
+    assert_eq!(guard.validity(), Duration::ZERO);
+    assert!(guard.ensure_held().unwrap_err().is_lock_lost());
+    assert!(guard.extend(SHORT_TTL).unwrap_err().is_lock_lost());
+    assert!(guard.unlock().unwrap_err().is_lock_lost());
+    // The guard is gone, so its extension is: nothing can call back again.
+    assert!(lost.try_recv().is_err(), "on_lost was called twice");
+}
+
+/// Slack for the renewal thread's retries and a loaded test machine: the loss is reported
+/// at the first failed try after the validity ran out.
+const REPORT_SLACK: Duration = Duration::from_millis(400);
+
+#[test]
+fn auto_extension_loses_a_lock_whose_majority_was_killed() {
+    let _turn = renewal_thread_turn();
+    let mut cluster = Cluster::start();
+    let (redlock, lost) = cluster.auto_extended(Duration::from_millis(20));
+    let guard = redlock.lock("killed", SHORT_TTL).unwrap();
+    let validity = guard.validity();
+    let killed = Instant::now();
+    for i in [0, 2, 4] {
+        cluster.servers[i].kill();
+    }
+    expect_lost(&lost, guard, killed, validity + REPORT_SLACK);
+}
+
+#[test]
+fn auto_extension_loses_a_lock_whose_majority_stalled() {
+    let _turn = renewal_thread_turn();
+    let mut cluster = Cluster::start();
+    let (redlock, lost) = cluster.auto_extended(Duration::from_millis(20));
+    let guard = redlock.lock("stalled", SHORT_TTL).unwrap();
+    let validity = guard.validity();
+    let stalled = Instant::now();
+    for i in [1, 2, 3] {
+        cluster.servers[i].pause();
+    }
+    expect_lost(&lost, guard, stalled, validity + REPORT_SLACK);
+    for i in [1, 2, 3] {
+        cluster.servers[i].resume();
+    }
+    // The extensions and the release queued on the stalled instances run once they
+    // resume; the key has expired by then anyway.
+    for i in 0..5 {
+        assert!(
+            eventually(HANG, || cluster.dbsize(i) == 0),
+            "instance {i} kept the key"
+        );
+    }
+}
+
+#[test]
+fn auto_extension_finds_a_lock_taken_over_at_the_next_extension() {
+    let _turn = renewal_thread_turn();
+    let cluster = Cluster::start();
+    let (redlock, lost) = cluster.auto_extended(Duration::from_millis(50));
+    let guard = redlock.lock("taken", SHORT_TTL).unwrap();
+    let validity = guard.validity();
+    let taken = Instant::now();
+    for i in [0, 1, 4] {
+        let _: () = cluster.servers[i]
+            .connection()
+            .set("taken", "someone else")
+            .unwrap();
+    }
+    // A majority answers "not ours" at the next extension, a third of the ttl later at
+    // most: that is long before the validity runs out.
+    expect_lost(
+        &lost,
+        guard,
+        taken,
+        validity.min(SHORT_TTL / 3 + REPORT_SLACK),
+    );
+    assert_eq!(
+        cluster.values("taken", &[0, 1, 4]),
+        vec![Some("someone else".into()); 3],
+        "another owner's keys are left alone"
+    );
+}
+
+#[test]
+fn dropping_an_auto_extended_guard_stops_its_extension() {
+    let _turn = renewal_thread_turn();
+    let cluster = Cluster::start();
+    let (redlock, _lost) = cluster.auto_extended(Duration::from_millis(50));
+    let all = [0, 1, 2, 3, 4];
+    let before: Vec<u64> = all.iter().map(|&i| cluster.scripts(i)).collect();
+    let guard = redlock.lock("dropped", SHORT_TTL).unwrap();
+    // Two extensions reach every instance.
+    for i in all {
+        assert!(
+            eventually(HANG, || cluster.scripts(i) >= before[i] + 2),
+            "instance {i} saw no extensions"
+        );
+    }
+    drop(guard);
+    let after: Vec<u64> = all.iter().map(|&i| cluster.scripts(i)).collect();
+    assert!(all.iter().all(|&i| cluster.dbsize(i) == 0), "not released");
+    // Nothing announces that something did not happen: wait for three extensions' worth.
+    thread::sleep(SHORT_TTL);
+    let later: Vec<u64> = all.iter().map(|&i| cluster.scripts(i)).collect();
+    assert_eq!(later, after, "scripts ran after the guard was dropped");
+}
+
+#[test]
+fn ensure_held_asks_only_when_the_validity_runs_low() {
+    let cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    // Long enough that the keys outlive a late wake-up from the sleep below by a second.
+    let ttl = Duration::from_millis(3000);
+    let guard = redlock.lock("checked", ttl).unwrap();
+    let gets = || cluster.calls(0, "get");
+    let before = gets();
+    guard.ensure_held().unwrap();
+    assert_eq!(gets(), before, "a fresh lease needs no round trip");
+
+    // Waiting for time itself to pass: a third of the ttl or less is left afterwards.
+    thread::sleep(guard.validity().saturating_sub(ttl / 3) + Duration::from_millis(5));
+    guard.ensure_held().unwrap();
+    assert_eq!(
+        gets(),
+        before + 1,
+        "one GET per instance once the lease runs low"
+    );
+
+    // Deleted on a majority: the next check finds the lock lost, for good.
+    for i in [0, 2, 3] {
+        let _: () = cluster.servers[i].connection().del("checked").unwrap();
+    }
+    assert!(guard.ensure_held().unwrap_err().is_lock_lost());
+    assert!(guard.is_lost());
+    assert!(guard.unlock().unwrap_err().is_lock_lost());
+}
+
+#[test]
+fn auto_extension_refuses_a_ttl_it_cannot_keep_up_with() {
+    let cluster = Cluster::start();
+    let (redlock, _lost) = cluster.auto_extended(Duration::from_millis(50));
+    for ttl in [Duration::from_millis(20), Duration::from_millis(299)] {
+        match redlock.try_lock("too-short", ttl) {
+            Err(Error::InvalidOptions { field: "ttl", .. }) => {}
+            other => panic!("a ttl of {ttl:?}: expected InvalidOptions for `ttl`, got {other:?}"),
+        }
+    }
+    assert!(all_empty(&cluster), "a refused call set a key");
+}
+
+fn all_empty(cluster: &Cluster) -> bool {
+    (0..5).all(|i| cluster.dbsize(i) == 0)
 }

@@ -1,10 +1,11 @@
 //! [`RedlockBuilder`]: the options of a [`Redlock`], their defaults and their validation.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Redlock;
-use crate::options::MAX_DURATION;
+use crate::options::{MAX_DURATION, MIN_RENEWED_EXPIRE};
 use crate::{Error, Pool, Result};
 
 pub(super) const DEFAULT_RETRY_COUNT: u32 = 3;
@@ -78,6 +79,35 @@ impl RedlockBuilder {
     /// and some fifty LAN round trips, so a busy but healthy server still answers in time.
     pub fn instance_timeout(mut self, instance_timeout: Duration) -> Self {
         self.redlock.instance_timeout = instance_timeout;
+        self
+    }
+
+    /// Keeps the lock alive while a guard lives: the process's renewal thread extends it on
+    /// every instance each time a third of the ttl has passed, with the ttl given to
+    /// [`lock`](Redlock::lock), and marks the guard [lost](crate::RedlockGuard::is_lost) if a
+    /// majority says the lock is no longer ours, or no extension gets a majority before the
+    /// [validity](crate::RedlockGuard::validity) runs out.
+    ///
+    /// Each extension counts as an acquisition does: only with a majority, within the
+    /// current validity, which it then sets to `ttl − elapsed − drift margin`. The ttl must
+    /// leave time for that: `lock` and `try_lock` refuse one under 30 ms or under six
+    /// [instance timeouts](Self::instance_timeout) (300 ms with the default 50 ms).
+    ///
+    /// Defaults to `false`.
+    pub fn auto_extend(mut self, auto_extend: bool) -> Self {
+        self.redlock.auto_extend = auto_extend;
+        self
+    }
+
+    /// Sets a callback run once, on the renewal thread, when an
+    /// [auto-extended](Self::auto_extend) guard of this Redlock is found
+    /// [lost](crate::RedlockGuard::is_lost). It gets the resource name. Keep it short: it
+    /// delays the renewal of other locks while it runs. A panic in it is logged and goes no
+    /// further. Losses found by the guard's own calls are reported by their result instead.
+    ///
+    /// Defaults to none (the loss is logged at WARN either way).
+    pub fn on_lost(mut self, callback: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.redlock.on_lost = Some(Arc::new(callback));
         self
     }
 
@@ -169,6 +199,23 @@ pub(super) fn check_ttl(ttl: Duration) -> Result<()> {
     check_duration("ttl", ttl, Duration::from_millis(1))
 }
 
+/// With auto-extension, an extension is due a third of the ttl after the last one and may
+/// take an instance timeout; the rule leaves room for a second try before the validity runs
+/// out: a third of the ttl is at least two instance timeouts.
+pub(super) fn check_extendable_ttl(ttl: Duration, instance_timeout: Duration) -> Result<()> {
+    let least = MIN_RENEWED_EXPIRE.max(instance_timeout.saturating_mul(6));
+    if ttl < least {
+        return Err(Error::invalid(
+            "ttl",
+            format!(
+                "{ttl:?} is too short to extend in time; auto-extension needs at least \
+                 {least:?} (30 ms, and six instance timeouts), or a shorter instance timeout"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +236,25 @@ mod tests {
         assert_eq!(r.retry_delay, Duration::from_millis(200));
         assert_eq!(r.drift_factor, 0.01);
         assert_eq!(r.instance_timeout, Duration::from_millis(50));
+        assert!(!r.auto_extend);
+        assert!(r.on_lost.is_none());
+    }
+
+    #[test]
+    fn auto_extension_needs_a_ttl_it_can_renew_in_time() {
+        let ms = Duration::from_millis;
+        check_extendable_ttl(ms(300), ms(50)).unwrap();
+        check_extendable_ttl(ms(30), ms(5)).unwrap();
+        for (ttl, instance_timeout) in [(ms(299), ms(50)), (ms(29), ms(1)), (ms(1), ms(50))] {
+            match check_extendable_ttl(ttl, instance_timeout) {
+                Err(Error::InvalidOptions { field: "ttl", .. }) => {}
+                other => {
+                    panic!("{ttl:?} with {instance_timeout:?}: expected a ttl error, got {other:?}")
+                }
+            }
+        }
+        // Overflowing products saturate instead of panicking.
+        assert!(check_extendable_ttl(MAX_DURATION, Duration::MAX).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! One request per instance, to all instances at once: a scoped thread per instance, each
-//! request bounded by a timeout that covers the pool checkout and the reply.
+//! One request per instance, to all instances at once: a scoped thread per instance (the
+//! calling thread serving the first), each request bounded by a timeout that covers the pool
+//! checkout and the reply.
 
 use std::panic;
 use std::thread;
@@ -49,16 +50,17 @@ pub(super) fn request<T>(
         let (mut conn, had_pending) = match pending.take() {
             Some(conn) => (conn, true),
             None if left.is_zero() => return failed(timed_out(), in_doubt, None),
-            None => match conn::checkout(pool, left, left) {
+            // The socket timeout is set once, below.
+            None => match pool.get_timeout(left) {
                 Ok(conn) => (conn, false),
-                Err(e) => return failed(e, in_doubt, None),
+                Err(e) => return failed(e.into(), in_doubt, None),
             },
         };
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
             return failed(timed_out(), in_doubt, had_pending.then_some(conn));
         }
-        if let Err(e) = conn::set_timeout(&mut conn, left) {
+        if let Err(e) = conn::set_timeout(&mut conn, socket_timeout(left)) {
             return failed(e, in_doubt, had_pending.then_some(conn));
         }
         tries += 1;
@@ -92,6 +94,16 @@ pub(super) fn request<T>(
     }
 }
 
+/// `left` rounded down to whole milliseconds (at least 1 ms, the least a socket takes), so
+/// that the request after this one on the same connection usually finds the timeout it
+/// needs already set and skips the two `setsockopt` calls. Never more than `left`, but
+/// for under 1 ms.
+fn socket_timeout(left: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)).max(MIN_TIMEOUT)
+}
+
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
 fn failed<T>(error: crate::Error, in_doubt: bool, conn: Option<Conn>) -> Reply<T> {
     Reply {
         result: Err(error),
@@ -117,40 +129,54 @@ fn timed_out() -> crate::Error {
     .into()
 }
 
-/// Runs `op` on every item at once, one scoped thread per item, and returns the results in
-/// the items' order. A single item runs on the calling thread. Should the OS refuse a
-/// thread, that item runs on the calling thread too: slower, never skipped.
+/// Runs `op` on every item at once, one thread per item, and returns the results in the
+/// items' order: the calling thread runs the first item, scoped threads the others, so one
+/// item costs no thread at all and `n` items cost `n − 1`. Should the OS refuse a thread,
+/// that item runs on the calling thread too, after the first: slower, never skipped.
 pub(super) fn fan_out<I: Send, T: Send>(items: Vec<I>, op: impl Fn(I) -> T + Sync) -> Vec<T> {
-    if items.len() <= 1 {
-        return items.into_iter().map(op).collect();
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else {
+        return Vec::new();
+    };
+    if items.as_slice().is_empty() {
+        return vec![op(first)];
     }
-    // Each item sits in a slot so that it is still there for the calling thread when its
-    // thread could not be started.
-    let slots: Vec<Mutex<Option<I>>> = items.into_iter().map(|i| Mutex::new(Some(i))).collect();
-    let take = |slot: &Mutex<Option<I>>| slot.lock().take().expect("each item is taken once");
-    let (op, take) = (&op, &take);
+    // Each other item sits in a slot so that it is still there for the calling thread when
+    // its thread could not be started.
+    let slots: Vec<Mutex<Option<I>>> = items.map(|i| Mutex::new(Some(i))).collect();
+    let (op, slots) = (&op, &slots);
     thread::scope(|scope| {
         let handles: Vec<_> = slots
             .iter()
             .map(|slot| {
                 thread::Builder::new()
                     .name("redis-mutex-redlock".into())
-                    .spawn_scoped(scope, move || op(take(slot)))
+                    .spawn_scoped(scope, move || take(slot).map(op))
                     .inspect_err(|e| {
                         log::debug!("no thread for a redlock request ({e}); sending it inline")
                     })
                     .ok()
             })
             .collect();
-        handles
-            .into_iter()
-            .zip(&slots)
-            .map(|(handle, slot)| match handle {
+        // The first request goes out while the threads start.
+        let mut results = Vec::with_capacity(slots.len() + 1);
+        results.push(op(first));
+        for (handle, slot) in handles.into_iter().zip(slots) {
+            let result = match handle {
                 Some(handle) => handle.join().unwrap_or_else(|p| panic::resume_unwind(p)),
-                None => op(take(slot)),
-            })
-            .collect()
+                None => take(slot).map(op),
+            };
+            // Each slot is taken exactly once: by its thread, or here when it had none.
+            if let Some(result) = result {
+                results.push(result);
+            }
+        }
+        results
     })
+}
+
+fn take<I>(slot: &Mutex<Option<I>>) -> Option<I> {
+    slot.lock().take()
 }
 
 #[cfg(test)]
@@ -173,6 +199,34 @@ mod tests {
         );
         assert_eq!(fan_out(vec![7], |i: i32| i + 1), vec![8]);
         assert!(fan_out(Vec::<i32>::new(), |i| i).is_empty());
+    }
+
+    #[test]
+    fn the_calling_thread_serves_the_first_item_and_threads_the_others() {
+        let caller = thread::current().id();
+        let ran_on = fan_out((0..5).collect(), |i: usize| (i, thread::current().id()));
+        assert_eq!(ran_on[0], (0, caller));
+        for (i, &(item, id)) in ran_on.iter().enumerate().skip(1) {
+            assert_eq!(item, i);
+            assert_ne!(id, caller, "item {i} ran on the calling thread");
+        }
+        let distinct: std::collections::HashSet<_> = ran_on.iter().map(|(_, id)| id).collect();
+        assert_eq!(distinct.len(), 5, "one thread per item");
+        assert_eq!(
+            fan_out(vec![7], |_: i32| thread::current().id()),
+            vec![caller]
+        );
+    }
+
+    #[test]
+    fn socket_timeouts_are_whole_milliseconds_never_above_what_is_left() {
+        let ms = Duration::from_millis;
+        assert_eq!(socket_timeout(ms(50) - Duration::from_micros(3)), ms(49));
+        assert_eq!(socket_timeout(ms(49) + Duration::from_micros(999)), ms(49));
+        assert_eq!(socket_timeout(ms(50)), ms(50));
+        // The least a socket accepts.
+        assert_eq!(socket_timeout(Duration::from_micros(300)), ms(1));
+        assert_eq!(socket_timeout(Duration::MAX), ms(u64::MAX));
     }
 
     #[test]
