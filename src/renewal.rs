@@ -165,6 +165,43 @@ impl Registration {
     pub(crate) fn cancel(self) {
         // Drop does the work.
     }
+
+    /// Keeps the renewal thread off this lease until the returned hold is dropped, after
+    /// waiting for a renewal of it already on the wire to be settled. A manual extend runs
+    /// under a hold: two requests on different connections could reach Redis in either
+    /// order, and the lease clock must not take the longer one for the last.
+    pub(crate) fn hold(&self) -> Hold<'_> {
+        let renewer = &*RENEWER;
+        let mut queue = renewer.queue.lock();
+        while queue.entries.get(&self.id).is_some_and(|e| e.in_flight) {
+            renewer.changed.wait(&mut queue);
+        }
+        if let Some(entry) = queue.entries.get_mut(&self.id) {
+            entry.in_flight = true;
+        }
+        Hold { registration: self }
+    }
+}
+
+/// See [`Registration::hold`]. Dropping it lets renewal go on, a third of the lease later.
+#[derive(Debug)]
+pub(crate) struct Hold<'a> {
+    registration: &'a Registration,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let renewer = &*RENEWER;
+        let mut queue = renewer.queue.lock();
+        let id = self.registration.id;
+        if let Some(entry) = queue.entries.get_mut(&id) {
+            entry.in_flight = false;
+            entry.due = next_due(Instant::now(), entry.target.ttl());
+            let due = entry.due;
+            queue.deadlines.push(Reverse((due, id)));
+        }
+        renewer.changed.notify_all();
+    }
 }
 
 impl Drop for Registration {
@@ -246,6 +283,9 @@ impl Renewer {
                     break;
                 }
                 queue.deadlines.pop();
+                if entry.in_flight {
+                    continue; // held by a manual extend, which reschedules it
+                }
                 entry.in_flight = true;
                 jobs.push(Job {
                     id,

@@ -181,8 +181,10 @@ fn valid_for_never_overstates_the_servers_pttl() {
     let mut samples = 0;
     // Across several renewals.
     while started.elapsed() < Duration::from_millis(1500) && samples < 2_000 {
-        let ours = guard.valid_for().unwrap();
         let pttl: i64 = conn.pttl("lock:clock").unwrap();
+        // Read after the server's answer: ours can only have shrunk since, so a larger
+        // value than the server's means it overstated at that moment.
+        let ours = guard.valid_for().unwrap();
         assert!(pttl > 0, "the lock is alive");
         assert!(
             ours <= Duration::from_millis(pttl as u64),
@@ -323,4 +325,28 @@ fn a_process_that_exits_holding_renewed_guards_does_not_hang() {
         !conn.exists::<_, bool>("lock:held-at-exit").unwrap()
     });
     assert!(expired, "the lock outlived its process's renewals");
+}
+
+#[test]
+fn a_manual_extend_racing_renewals_never_lets_valid_for_overstate() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let (mutex, _lost, _) = renewed(server.pool(), "racing", Duration::from_millis(300));
+    let guard = mutex.lock().unwrap();
+    let started = Instant::now();
+    let mut extends = 0;
+    // Renewals (every 100 ms, back to a 300 ms lease) keep landing among these extends.
+    while started.elapsed() < Duration::from_millis(1500) && extends < 20_000 {
+        guard.extend(Duration::from_millis(120)).unwrap();
+        let pttl: i64 = conn.pttl("lock:racing").unwrap();
+        // Read after the server's answer: ours can only have shrunk since.
+        let ours = guard.valid_for().unwrap();
+        assert!(
+            ours <= Duration::from_millis(pttl.max(0) as u64),
+            "after {extends} extends: valid_for {ours:?} > PTTL {pttl} ms"
+        );
+        extends += 1;
+    }
+    assert!(extends > 100, "{extends}");
+    assert!(!guard.is_lost());
 }

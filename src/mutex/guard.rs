@@ -133,6 +133,8 @@ impl RedisMutexGuard<'_> {
     pub fn extend(&self, lease: Duration) -> Result<()> {
         crate::options::check_extend(&self.mutex.name, self.mutex.options.expire, lease)?;
         self.ensure_not_lost()?;
+        // Ordered with the renewals: see `Registration::hold`.
+        let _hold = self.renewal.as_ref().map(Registration::hold);
         let mut conn = self.mutex.checkout()?;
         let sent_at = Instant::now();
         let extended: Vec<i64> = EXTEND

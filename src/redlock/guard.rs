@@ -191,6 +191,8 @@ impl RedlockGuard<'_> {
         let n = redlock.pools.len();
         let ttl_ms = millis(ttl);
         let ttl = Duration::from_millis(ttl_ms);
+        // Ordered with the renewals: see `Registration::hold`.
+        let _hold = self.renewal.as_ref().map(Registration::hold);
         // Held for the round: the guard's rounds and auto-extension's do not overlap.
         let mut pending = self.claim.pending.lock();
         let left = self.validity();

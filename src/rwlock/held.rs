@@ -132,6 +132,8 @@ impl<'a> Held<'a> {
     pub(super) fn extend(&self, lease: Duration) -> Result<()> {
         crate::options::check_extend(&self.lock.path, self.lock.options.expire, lease)?;
         self.ensure_not_lost()?;
+        // Ordered with the renewals: see `Registration::hold`.
+        let _hold = self.renewal.as_ref().map(Registration::hold);
         let mut conn = self.lock.checkout()?;
         let sent_at = Instant::now();
         let sets = self.lock.keys.lease_sets(self.mode);
