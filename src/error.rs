@@ -46,7 +46,10 @@ pub enum Error {
     /// Returned by [`RedisMutexGuard::ensure_held`](crate::RedisMutexGuard::ensure_held)
     /// and [`RedisMutexGuard::unlock`](crate::RedisMutexGuard::unlock) once
     /// [`RedisMutexGuard::is_lost`](crate::RedisMutexGuard::is_lost) is true; likewise by
-    /// the [`RedisRwLock`](crate::RedisRwLock) guards.
+    /// the [`RedisRwLock`](crate::RedisRwLock) guards and by
+    /// [`RedlockGuard::ensure_held`](crate::RedlockGuard::ensure_held),
+    /// [`RedlockGuard::extend`](crate::RedlockGuard::extend) and
+    /// [`RedlockGuard::unlock`](crate::RedlockGuard::unlock).
     #[error(
         "lock `{name}` was lost while held: its lease ran out or it was taken over; \
          stop the work it protected and lock again"
@@ -120,9 +123,10 @@ pub enum Error {
 
     /// The process could not start the background thread that renews leases.
     ///
-    /// Returned by the locking methods of a mutex built with
-    /// [`auto_renewal(true)`](crate::RedisMutexBuilder::auto_renewal); a later call tries
-    /// again.
+    /// Returned by the locking methods of a mutex or read-write lock built with
+    /// [`auto_renewal(true)`](crate::RedisMutexBuilder::auto_renewal), and of a Redlock
+    /// built with [`auto_extend(true)`](crate::RedlockBuilder::auto_extend); a later call
+    /// tries again.
     #[error("could not start the lease renewal thread: {0}")]
     RenewalThread(#[source] std::io::Error),
 }

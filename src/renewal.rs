@@ -363,28 +363,71 @@ impl Renewer {
     }
 }
 
-/// Renews the jobs, one script call per pool and [`BATCH`] for lock keys, one call each
-/// for the others; returns one outcome per job.
+/// The most threads that renew self-renewing leases at once, besides the renewal thread.
+const OWN_RENEWERS: usize = 4;
+
+/// Renews the jobs: lock keys with one script call per pool and [`BATCH`], on this thread;
+/// self-renewing leases one call each, meanwhile, spread over up to [`OWN_RENEWERS`] scoped
+/// threads, so that one slow lease (a Redlock waiting out a stalled instance) does not
+/// hold up the others. Returns one outcome per job.
 fn renew(jobs: &[Job]) -> Vec<Renewal> {
     let mut outcomes: Vec<Option<Renewal>> = jobs.iter().map(|_| None).collect();
     let mut keyed: Vec<(u64, usize, &KeyTarget)> = Vec::new();
+    let mut own: Vec<(usize, &Arc<dyn Renew>)> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         match &*job.target {
             Target::Key(key) => keyed.push((key.group, i, key)),
-            Target::Own(own) => {
-                let timeout = job.lease.valid_for().unwrap_or(own.ttl());
-                outcomes[i] = Some(own.renew(timeout));
-            }
+            Target::Own(target) => own.push((i, target)),
         }
     }
     keyed.sort_by_key(|&(group, _, _)| group);
-    for group in keyed.chunk_by(|a, b| a.0 == b.0) {
-        for batch in group.chunks(BATCH) {
-            let results = renew_batch(jobs, batch);
-            for (&(_, i, _), outcome) in batch.iter().zip(results) {
-                outcomes[i] = Some(outcome);
+    let renew_own = |share: &[(usize, &Arc<dyn Renew>)]| -> Vec<(usize, Renewal)> {
+        share
+            .iter()
+            .map(|&(i, target)| {
+                let timeout = jobs[i].lease.valid_for().unwrap_or(target.ttl());
+                (i, target.renew(timeout))
+            })
+            .collect()
+    };
+    let share = own.len().div_ceil(OWN_RENEWERS).max(1);
+    let own_done = thread::scope(|scope| {
+        let renewers: Vec<_> = own
+            .chunks(share)
+            .map(|chunk| {
+                let renew_own = &renew_own;
+                (
+                    chunk,
+                    thread::Builder::new()
+                        .name("redis-mutex-renewal-own".into())
+                        .spawn_scoped(scope, move || renew_own(chunk)),
+                )
+            })
+            .collect();
+        for group in keyed.chunk_by(|a, b| a.0 == b.0) {
+            for batch in group.chunks(BATCH) {
+                let results = renew_batch(jobs, batch);
+                for (&(_, i, _), outcome) in batch.iter().zip(results) {
+                    outcomes[i] = Some(outcome);
+                }
             }
         }
+        renewers
+            .into_iter()
+            .flat_map(|(chunk, renewer)| match renewer {
+                // No thread to be had: renew them here, later but not never.
+                Err(_) => renew_own(chunk),
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    chunk
+                        .iter()
+                        .map(|&(i, _)| (i, Renewal::Failed("the renewal panicked".to_owned())))
+                        .collect()
+                }),
+            })
+            .collect::<Vec<_>>()
+    });
+    for (i, outcome) in own_done {
+        outcomes[i] = Some(outcome);
     }
     outcomes
         .into_iter()
