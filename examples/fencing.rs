@@ -24,7 +24,9 @@ return 1";
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (url, _server) = server::example_server();
     let client = redis::Client::open(url)?;
-    let pool = Pool::builder().test_on_check_out(false).build(client.clone())?;
+    let pool = Pool::builder()
+        .test_on_check_out(false)
+        .build(client.clone())?;
     let mut storage = client.get_connection()?;
     let write = Script::new(FENCED_WRITE);
 
@@ -34,26 +36,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fast = RedisMutex::new(pool, "examples:fencing");
 
     let paused = slow.lock()?;
-    println!("holder A has the lock with token {}", paused.fencing_token());
+    println!(
+        "holder A has the lock with token {}",
+        paused.fencing_token()
+    );
     println!("holder A pauses for 500 ms (a GC pause, a swapped-out page...)");
     thread::sleep(Duration::from_millis(500));
 
     let next = fast.lock()?;
-    println!("A's lease ran out; holder B has the lock with token {}", next.fencing_token());
+    println!(
+        "A's lease ran out; holder B has the lock with token {}",
+        next.fencing_token()
+    );
     let accepted: i64 = write
         .key("examples:fencing:storage")
         .arg(next.fencing_token())
         .arg("B's data")
         .invoke(&mut storage)?;
-    println!("B writes with token {}: accepted = {}", next.fencing_token(), accepted == 1);
+    println!(
+        "B writes with token {}: accepted = {}",
+        next.fencing_token(),
+        accepted == 1
+    );
 
-    println!("A wakes up, still believing it holds the lock (is_lost() = {})", paused.is_lost());
+    println!(
+        "A wakes up, still believing it holds the lock (is_lost() = {})",
+        paused.is_lost()
+    );
     let accepted: i64 = write
         .key("examples:fencing:storage")
         .arg(paused.fencing_token())
         .arg("A's stale data")
         .invoke(&mut storage)?;
-    println!("A writes with token {}: accepted = {}", paused.fencing_token(), accepted == 1);
+    println!(
+        "A writes with token {}: accepted = {}",
+        paused.fencing_token(),
+        accepted == 1
+    );
     assert_eq!(accepted, 0, "the storage refused the stale write");
     Ok(())
 }

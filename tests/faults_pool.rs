@@ -40,10 +40,15 @@ fn a_waiter_on_a_one_connection_pool_does_not_keep_the_holder_from_releasing() {
     // Two attempts: the waiter is in its wait loop. With the pool's only connection, it
     // must not sleep in BLPOP on it, or the holder could never release.
     assert!(
-        support::eventually(HANG, || support::command_calls(&mut conn, "evalsha") >= attempts + 2),
+        support::eventually(HANG, || support::command_calls(&mut conn, "evalsha")
+            >= attempts + 2),
         "the waiter never tried"
     );
-    assert_eq!(support::blocked_clients(&mut conn), 0, "no BLPOP pins the only connection");
+    assert_eq!(
+        support::blocked_clients(&mut conn),
+        0,
+        "no BLPOP pins the only connection"
+    );
 
     let started = Instant::now();
     let unlocked = guard.unlock();

@@ -14,7 +14,10 @@ use support::{RedisServer, child_env, finish_child, spawn_child};
 #[ignore = "run as a child process by tokens_increase_in_grant_order_across_processes"]
 fn child_reports_tokens() {
     let client = redis::Client::open(child_env("REDIS_URL")).unwrap();
-    let pool = Pool::builder().test_on_check_out(false).build(client.clone()).unwrap();
+    let pool = Pool::builder()
+        .test_on_check_out(false)
+        .build(client.clone())
+        .unwrap();
     let mut conn = client.get_connection().unwrap();
     let mutex = RedisMutex::builder(pool, "fenced")
         .expire(Duration::from_secs(10))
@@ -50,8 +53,15 @@ fn tokens_increase_in_grant_order_across_processes() {
     assert_eq!(grants.len(), 300);
     grants.sort();
     for pair in grants.windows(2) {
-        assert_eq!(pair[1].0, pair[0].0 + 1, "grant positions are exact: {pair:?}");
-        assert!(pair[1].1 > pair[0].1, "tokens rise with every grant: {pair:?}");
+        assert_eq!(
+            pair[1].0,
+            pair[0].0 + 1,
+            "grant positions are exact: {pair:?}"
+        );
+        assert!(
+            pair[1].1 > pair[0].1,
+            "tokens rise with every grant: {pair:?}"
+        );
     }
 }
 
@@ -88,7 +98,10 @@ fn expiry_reset_and_reset_all_never_lower_the_token() {
     assert!(after_reset_all.fencing_token() > third);
 
     // Other names draw from the same counter: still strictly above every earlier grant.
-    let elsewhere = RedisMutex::new(pool, "another-name").lock().unwrap().fencing_token();
+    let elsewhere = RedisMutex::new(pool, "another-name")
+        .lock()
+        .unwrap()
+        .fencing_token();
     assert!(elsewhere > after_reset_all.fencing_token());
 }
 
@@ -101,7 +114,12 @@ fn fenced_write(conn: &mut redis::Connection, token: u64, value: &str) -> bool {
           redis.call('HSET', KEYS[1], 'token', ARGV[1], 'value', ARGV[2])
           return 1",
     );
-    let accepted: i64 = script.key("storage").arg(token).arg(value).invoke(conn).unwrap();
+    let accepted: i64 = script
+        .key("storage")
+        .arg(token)
+        .arg(value)
+        .invoke(conn)
+        .unwrap();
     accepted == 1
 }
 
@@ -119,9 +137,17 @@ fn storage_refuses_a_paused_holders_late_write() {
     let paused = slow.lock().unwrap();
     // The holder "pauses" past its lease; the next holder writes.
     let next = fast.try_lock_for(Duration::from_secs(10)).unwrap();
-    assert!(fenced_write(&mut conn, next.fencing_token(), "from the next holder"));
+    assert!(fenced_write(
+        &mut conn,
+        next.fencing_token(),
+        "from the next holder"
+    ));
     // The paused holder wakes up and writes with its older token: refused.
-    assert!(!fenced_write(&mut conn, paused.fencing_token(), "from the paused holder"));
+    assert!(!fenced_write(
+        &mut conn,
+        paused.fencing_token(),
+        "from the paused holder"
+    ));
     let value: String = conn.hget("storage", "value").unwrap();
     assert_eq!(value, "from the next holder");
 }
