@@ -85,6 +85,13 @@ impl Lease {
         Some(until.saturating_duration_since(Instant::now()))
     }
 
+    /// Whether more than a third of a `lease` is certainly left: then `ensure_held` needs no
+    /// round trip (a renewed lease never has less, and the lock cannot run out before the
+    /// caller's next step). False for a lock without expiry.
+    pub(crate) fn comfortably_valid(&self, lease: Option<Duration>) -> bool {
+        matches!((self.valid_for(), lease), (Some(left), Some(lease)) if left > lease / 3)
+    }
+
     /// Records that a request sent at `sent_at` set the remaining lease to `ttl`.
     pub(crate) fn extended(&self, sent_at: Instant, ttl: Duration) {
         self.extend_to(lease_end(sent_at, ttl));

@@ -220,9 +220,7 @@ impl RedisMutexGuard<'_> {
     /// ```
     pub fn ensure_held(&self) -> Result<()> {
         self.ensure_not_lost()?;
-        if let (Some(left), Some(expire)) = (self.lease.valid_for(), self.mutex.options.expire)
-            && left > expire / 3
-        {
+        if self.lease.comfortably_valid(self.mutex.options.expire) {
             return Ok(());
         }
         if self.is_held()? {

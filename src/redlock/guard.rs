@@ -142,7 +142,7 @@ impl RedlockGuard<'_> {
     /// ```
     pub fn ensure_held(&self) -> Result<()> {
         self.ensure_not_lost()?;
-        if self.validity() > self.ttl / 3 {
+        if self.lease.comfortably_valid(Some(self.ttl)) {
             return Ok(());
         }
         if self.held_on_majority()? {

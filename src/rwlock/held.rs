@@ -161,9 +161,7 @@ impl<'a> Held<'a> {
 
     pub(super) fn ensure_held(&self) -> Result<()> {
         self.ensure_not_lost()?;
-        if let (Some(left), Some(expire)) = (self.lease.valid_for(), self.lock.options.expire)
-            && left > expire / 3
-        {
+        if self.lease.comfortably_valid(self.lock.options.expire) {
             return Ok(());
         }
         if self.is_held()? {
