@@ -114,9 +114,7 @@ impl RedisMutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(pool: Pool, name: impl Into<String>) -> RedisMutex {
-        let options = LockOptionsBuilder::default()
-            .build()
-            .expect("the default options are valid");
+        let options = LockOptions::default();
         RedisMutex::with_options(pool, name.into(), options)
     }
 
@@ -212,10 +210,9 @@ impl RedisMutex {
     pub fn lock(&self) -> Result<RedisMutexGuard<'_>> {
         self.check_name()?;
         let local = self.local.lock();
-        match self.acquire(local, None)? {
-            Some(guard) => Ok(guard),
-            None => unreachable!("without a deadline, acquire waits until it succeeds"),
-        }
+        // Without a deadline, acquire waits until it succeeds: `None` cannot come back.
+        self.acquire(local, None)?
+            .ok_or_else(|| unexpected_reply("acquire"))
     }
 
     /// Makes one attempt at the lock, without waiting.

@@ -73,6 +73,21 @@ fn check_duration(field: &'static str, d: Duration) -> Result<Duration> {
     Ok(d)
 }
 
+impl Default for LockOptions {
+    /// The options of `RedisMutex::new` and `RedisRwLock::new`: no expiry, a random owner
+    /// id, and the default signal expiry and reply timeout.
+    fn default() -> Self {
+        LockOptions {
+            expire: None,
+            owner_id: random_id(),
+            signal_expire: DEFAULT_SIGNAL_EXPIRE,
+            auto_renewal: false,
+            on_lost: None,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
+}
+
 impl LockOptionsBuilder {
     pub(crate) fn on_lost(&mut self, callback: impl Fn(&str) + Send + Sync + 'static) {
         self.on_lost = Some(Arc::new(callback));
@@ -175,7 +190,25 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let o = LockOptionsBuilder::default().build().unwrap();
+        // What `new` uses without validation is what the builder gives by default.
+        let built = LockOptionsBuilder::default().build().unwrap();
+        let o = LockOptions::default();
+        assert_eq!(
+            (
+                built.expire,
+                built.signal_expire,
+                built.response_timeout,
+                built.auto_renewal
+            ),
+            (
+                o.expire,
+                o.signal_expire,
+                o.response_timeout,
+                o.auto_renewal
+            )
+        );
+        assert!(built.on_lost.is_none() && o.on_lost.is_none());
+        assert_ne!(built.owner_id, o.owner_id, "each gets its own random id");
         assert_eq!(o.expire, None);
         assert_eq!(o.signal_expire, Duration::from_millis(1000));
         assert_eq!(o.response_timeout, Duration::from_secs(2));

@@ -144,9 +144,7 @@ impl RedisRwLock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(pool: Pool, path: impl Into<String>) -> RedisRwLock {
-        let options = LockOptionsBuilder::default()
-            .build()
-            .expect("the default options are valid");
+        let options = LockOptions::default();
         RedisRwLock::with_options(pool, path.into(), DEFAULT_SEPARATOR, options)
     }
 
@@ -259,7 +257,8 @@ impl RedisRwLock {
         let turn = self.read_turn.lock();
         let grant = self.acquire(Mode::Read, None)?;
         drop(turn);
-        let grant = grant.expect("without a deadline, acquire waits until it succeeds");
+        // Without a deadline, acquire waits until it succeeds: `None` cannot come back.
+        let grant = grant.ok_or_else(|| unexpected_reply("acquire"))?;
         RedisRwLockReadGuard::new(self, local, grant)
     }
 
@@ -288,9 +287,10 @@ impl RedisRwLock {
     pub fn write(&self) -> Result<RedisRwLockWriteGuard<'_>> {
         self.check_path()?;
         let local = self.local.write();
+        // Without a deadline, acquire waits until it succeeds: `None` cannot come back.
         let grant = self
             .acquire(Mode::Write, None)?
-            .expect("without a deadline, acquire waits until it succeeds");
+            .ok_or_else(|| unexpected_reply("acquire"))?;
         RedisRwLockWriteGuard::new(self, local, grant)
     }
 
