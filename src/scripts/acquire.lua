@@ -7,23 +7,29 @@
 -- ARGV[3]: "1" when this client released the lock moments ago: then it takes a free lock
 --          only together with its own release's signal. If that signal is gone, a waiter
 --          was woken by it and is on its way; the lock is left to that waiter.
--- Returns {1, token} when granted, token being the counter's new value; {0, pttl} when held, pttl being the holder's remaining
--- milliseconds or -1 for a holder without expiry; {2, 0} when left to a woken waiter;
--- {-1, 0} when the key holds another type than string: no lock can be taken there.
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 and not redis.call('LPOP', KEYS[2]) then
+-- Returns {1, token} when granted, token being the counter's new value; {0, pttl} when
+-- held, pttl being the holder's remaining milliseconds or -1 for a holder without expiry;
+-- {2, 0} when left to a woken waiter; {-1, 0} when the key holds another type than
+-- string: no lock can be taken there.
+-- A script is not rolled back when a command fails, so everything that can fail (the
+-- counter's INCR: not an integer, or overflowing) comes before the lock is written.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
+        return {-1, 0}
+    end
+    return {0, redis.call('PTTL', KEYS[1])}
+end
+if ARGV[3] == '1' and not redis.call('LPOP', KEYS[2]) then
     return {2, 0}
 end
-local granted
+local token = redis.call('INCR', KEYS[3])
+if token < 1 then
+    return redis.error_reply('ERR ' .. KEYS[3] .. ' went to ' .. token ..
+        '; it must stay positive: set it above every token handed out so far')
+end
 if ARGV[2] == '0' then
-    granted = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+    redis.call('SET', KEYS[1], ARGV[1])
 else
-    granted = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
-if granted then
-    return {1, redis.call('INCR', KEYS[3])}
-end
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'string' then
-    return {-1, 0}
-end
-return {0, redis.call('PTTL', KEYS[1])}
+return {1, token}

@@ -118,6 +118,17 @@ if blocked then
     return {0, earliest - now}
 end
 
+-- The fencing token first: a script is not rolled back when a command fails, so anything
+-- that can fail (a counter that is not a positive integer, or would overflow) must come
+-- before the grant is written.
+local token = 0
+if write then
+    token = redis.call('INCR', KEYS[#KEYS])
+    if token < 1 then
+        return redis.error_reply('ERR ' .. KEYS[#KEYS] .. ' went to ' .. token ..
+            '; it must stay positive: set it above every token handed out so far')
+    end
+end
 redis.call('ZREM', key(path, waiting_at), lease)
 for level = 1, path - 1 do
     redis.call('ZREM', key(level, waiting_below), lease)
@@ -130,7 +141,4 @@ add(key(path, held_at), score)
 for level = 1, path - 1 do
     add(key(level, held_below), score)
 end
-if write then
-    return {1, redis.call('INCR', KEYS[#KEYS])}
-end
-return {1, 0}
+return {1, token}
