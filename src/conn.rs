@@ -79,6 +79,12 @@ pub(crate) fn reply_lost(error: &redis::RedisError) -> bool {
     )
 }
 
+/// [`reply_lost`] for this crate's errors: whether a call that failed with `error` may have
+/// run on the server all the same (or may still).
+pub(crate) fn may_have_run(error: &crate::Error) -> bool {
+    matches!(error, crate::Error::Redis(e) if reply_lost(e))
+}
+
 /// Runs `commands` to undo a call whose reply was lost on `conn`: on `conn` itself while it
 /// is open, so that Redis runs them after the lost call, however late that comes; else on
 /// one fresh connection, since the lost call then ran already or never will. Stops at the
@@ -168,12 +174,14 @@ fn exhausted(pool: &Pool) -> bool {
 ///
 /// A `BLPOP` never takes the pool's last connection: whoever holds the lock may need one to
 /// release it. When the pool has none to spare, the connection goes back to the pool for
-/// up to [`EXHAUSTED_POOL_WAIT`] of the wait instead, and a new one is checked out after.
+/// up to [`EXHAUSTED_POOL_WAIT`] of the wait instead, and a new one is checked out after,
+/// as for a lock call with `deadline` (see [`checkout_for_lock`]).
 pub(crate) fn wait_for_signal(
     conn: Conn,
     pool: &Pool,
     signal_keys: &[&str],
     wait: Duration,
+    deadline: Option<Instant>,
     response_timeout: Duration,
 ) -> Result<Conn> {
     let wait = wait.max(MIN_TIMEOUT);
@@ -185,7 +193,7 @@ pub(crate) fn wait_for_signal(
         // Nothing to wait on without a connection: this is the one place where a waiter
         // sleeps on its own clock, and only while the pool is exhausted.
         std::thread::sleep(wait.min(EXHAUSTED_POOL_WAIT));
-        return checkout(pool, pool.connection_timeout(), response_timeout);
+        return checkout_for_lock(pool, deadline, response_timeout);
     }
     let mut conn = conn;
     let id = client_id(&mut conn)?;

@@ -109,6 +109,22 @@ impl Lease {
         *valid_until = Some(valid_until.map_or(until, |current| current.min(until)));
     }
 
+    /// For a call that set the lease to `lease` and failed with `error`: when its reply was
+    /// lost, Redis may have run it (or may still), so the lease may end as early as the
+    /// call's `sent_at` + `lease`, even if that is sooner than we counted on. Returns
+    /// `error`, for `map_err`.
+    pub(crate) fn after_lost_reply(
+        &self,
+        error: crate::Error,
+        sent_at: Instant,
+        lease: Duration,
+    ) -> crate::Error {
+        if crate::conn::may_have_run(&error) {
+            self.shorten_to(lease_end(sent_at, lease));
+        }
+        error
+    }
+
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
     }

@@ -453,6 +453,7 @@ impl RedisMutex {
                 &self.pool,
                 &[&self.signal_key],
                 wait,
+                deadline,
                 self.options.response_timeout,
             )?;
         }

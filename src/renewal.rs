@@ -68,6 +68,11 @@ pub(crate) enum Renewal {
     Gone,
     /// The renewal failed; the message says why. It is tried again while the lease lasts.
     Failed(String),
+    /// The renewal's reply was lost: it failed as far as we know, but Redis may have run
+    /// it (or may still), setting the lease to `ttl` from then on. That can be shorter than
+    /// the lease we counted on (after a longer manual extend), so the lease clock is cut
+    /// to what the request sent at `sent_at` would leave. Tried again like `Failed`.
+    MayHaveRun { sent_at: Instant, why: String },
 }
 
 /// A lock key for [`Target::Key`].
@@ -183,7 +188,8 @@ impl Registration {
     }
 }
 
-/// See [`Registration::hold`]. Dropping it lets renewal go on, a third of the lease later.
+/// See [`Registration::hold`]. Dropping it lets renewal go on, a third of the lease later
+/// (of what the lease has left, if that is less).
 #[derive(Debug)]
 pub(crate) struct Hold<'a> {
     registration: &'a Registration,
@@ -196,7 +202,11 @@ impl Drop for Hold<'_> {
         let id = self.registration.id;
         if let Some(entry) = queue.entries.get_mut(&id) {
             entry.in_flight = false;
-            entry.due = next_due(Instant::now(), entry.target.ttl());
+            // A manual extend may have left less than the usual lease: renew within a third
+            // of whichever is shorter.
+            let ttl = entry.target.ttl();
+            let left = entry.lease.valid_for().unwrap_or(ttl).min(ttl);
+            entry.due = next_due(Instant::now(), left);
             let due = entry.due;
             queue.deadlines.push(Reverse((due, id)));
         }
@@ -286,6 +296,12 @@ impl Renewer {
                 if entry.in_flight {
                     continue; // held by a manual extend, which reschedules it
                 }
+                if entry.lease.is_lost() {
+                    // Found lost by the holder's own call: nothing to renew, and its zero
+                    // lease would cut the reply timeout of a whole batch to nothing.
+                    queue.entries.remove(&id);
+                    continue;
+                }
                 entry.in_flight = true;
                 jobs.push(Job {
                     id,
@@ -325,25 +341,11 @@ impl Renewer {
                         ));
                         None
                     }
-                    Renewal::Failed(error) => {
-                        match job.lease.valid_for() {
-                            Some(left) if !left.is_zero() => {
-                                log::debug!(
-                                    "renewing lock `{}` failed, retrying: {error}",
-                                    job.lease.name()
-                                );
-                                // Try again soon, while at least one more try fits in the lease.
-                                Some(Instant::now() + (ttl / 10).min(left / 2))
-                            }
-                            _ => {
-                                lost.push((
-                                job.lease,
-                                format!("redis could not be reached before the lease ran out: {error}"),
-                            ));
-                                None
-                            }
-                        }
+                    Renewal::MayHaveRun { sent_at, why } => {
+                        job.lease.shorten_to(lease_end(sent_at, ttl));
+                        retry_or_lose(job.lease, ttl, why, &mut lost)
                     }
+                    Renewal::Failed(why) => retry_or_lose(job.lease, ttl, why, &mut lost),
                 };
                 match next {
                     Some(due) => {
@@ -365,6 +367,29 @@ impl Renewer {
 
 /// The most threads that renew self-renewing leases at once, besides the renewal thread.
 const OWN_RENEWERS: usize = 4;
+
+/// After a failed renewal: when to try again, while one more try fits in the lease; or,
+/// once the lease ran out, the lease goes on `lost` with the reason.
+fn retry_or_lose(
+    lease: Arc<Lease>,
+    ttl: Duration,
+    why: String,
+    lost: &mut Vec<(Arc<Lease>, String)>,
+) -> Option<Instant> {
+    match lease.valid_for() {
+        Some(left) if !left.is_zero() => {
+            log::debug!("renewing lock `{}` failed, retrying: {why}", lease.name());
+            Some(Instant::now() + (ttl / 10).min(left / 2))
+        }
+        _ => {
+            lost.push((
+                lease,
+                format!("redis could not be reached before the lease ran out: {why}"),
+            ));
+            None
+        }
+    }
+}
 
 /// Renews the jobs: lock keys with one script call per pool and [`BATCH`], on this thread;
 /// self-renewing leases one call each, meanwhile, spread over up to [`OWN_RENEWERS`] scoped
@@ -484,7 +509,17 @@ fn renew_batch(jobs: &[Job], batch: &[(u64, usize, &KeyTarget)]) -> Vec<Renewal>
         }
         Err(e) => {
             let why = e.to_string();
-            batch.iter().map(|_| Renewal::Failed(why.clone())).collect()
+            let may_have_run = conn::may_have_run(&e);
+            batch
+                .iter()
+                .map(|_| match may_have_run {
+                    true => Renewal::MayHaveRun {
+                        sent_at,
+                        why: why.clone(),
+                    },
+                    false => Renewal::Failed(why.clone()),
+                })
+                .collect()
         }
     }
 }

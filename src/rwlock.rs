@@ -541,6 +541,7 @@ impl RedisRwLock {
                 &self.pool,
                 &wake_lists,
                 wait,
+                deadline,
                 self.options.response_timeout,
             )?;
         }

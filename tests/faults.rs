@@ -488,3 +488,36 @@ fn a_write_lock_whose_reply_timed_out_leaves_nothing_behind() {
         "a write lock nobody holds blocks the tree ({left:?}): {taken:?}"
     );
 }
+
+/// An extend whose reply is lost may still set the lease: the guard must not count on more
+/// than that request could leave, or it would believe it holds a lock someone else took.
+#[test]
+fn an_extend_whose_reply_is_lost_never_leaves_the_guard_believing_too_long() {
+    let mut server = RedisServer::start();
+    let pool = server.pool();
+    let mutex = RedisMutex::builder(pool.clone(), "lost-extend")
+        .expire(Duration::from_secs(60))
+        .response_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let guard = mutex.lock().unwrap();
+    guard.extend(Duration::from_secs(60)).unwrap();
+    server.pause();
+    let shortened = guard.extend(Duration::from_millis(500));
+    assert!(shortened.unwrap_err().is_timeout());
+    server.resume();
+    // Redis runs the queued extend: the lock now ends 500 ms after it, not in 60 s.
+    let left = guard.valid_for().unwrap();
+    assert!(
+        left <= Duration::from_millis(500),
+        "the guard still counts on {left:?}"
+    );
+    let other = RedisMutex::new(pool, "lost-extend");
+    let taken = other.try_lock_for(Duration::from_secs(5)).unwrap();
+    assert!(
+        guard.ensure_held().is_err(),
+        "two holders: the guard believes it holds a lock {} took",
+        other.owner_id()
+    );
+    drop(taken);
+}

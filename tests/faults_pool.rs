@@ -163,3 +163,38 @@ fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
     println!("{ok} of {} cycles got through", outcomes.len());
     guard.unlock().unwrap();
 }
+
+/// A waiter that gives its connection back while the pool is exhausted checks one out again
+/// within its own deadline, not the pool's (long) connection timeout.
+#[test]
+fn a_timed_wait_on_an_exhausted_pool_keeps_its_deadline() {
+    let server = RedisServer::start();
+    let holder = RedisMutex::new(server.pool(), "busy-pool");
+    let _held = holder.lock().unwrap();
+    let pool = pool_to(&server.url(), 1, Duration::from_secs(10));
+    let waiter = RedisMutex::builder(pool.clone(), "busy-pool")
+        .response_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut conn = server.connection();
+    let attempts = support::command_calls(&mut conn, "evalsha");
+    thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            let started = Instant::now();
+            let outcome = waiter.try_lock_for(Duration::from_millis(300)).map(drop);
+            (outcome, started.elapsed())
+        });
+        // Once the waiter is in its wait loop, someone else takes the pool's only
+        // connection while the waiter naps without it, and keeps it until the waiter is done.
+        assert!(support::eventually(HANG, || {
+            support::command_calls(&mut conn, "evalsha") > attempts
+        }));
+        let grabbed = pool
+            .get()
+            .expect("the connection, once the waiter gives it back");
+        let (outcome, took) = waiting.join().unwrap();
+        drop(grabbed);
+        assert!(outcome.is_err(), "the lock is held throughout");
+        assert!(took < Duration::from_secs(1), "a 300 ms wait took {took:?}");
+    });
+}

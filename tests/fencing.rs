@@ -159,12 +159,19 @@ fn a_broken_counter_is_an_error_and_leaves_no_lock_behind() {
     let pool = server.pool();
     let mutex = RedisMutex::new(pool.clone(), "counted");
     let rwlock = redis_mutex::RedisRwLock::new(pool, "counted/tree");
-    for broken in [i64::MAX.to_string(), "-5".to_owned(), "not a number".to_owned()] {
+    for broken in [
+        i64::MAX.to_string(),
+        "-5".to_owned(),
+        "not a number".to_owned(),
+    ] {
         let _: () = conn.set("lock-fencing-counter", &broken).unwrap();
         let err = mutex.try_lock().unwrap_err();
         assert!(!err.is_would_block(), "{broken}: {err}");
         let exists: bool = conn.exists("lock:counted").unwrap();
-        assert!(!exists, "{broken}: a failed grant left the lock held by nobody");
+        assert!(
+            !exists,
+            "{broken}: a failed grant left the lock held by nobody"
+        );
         assert!(rwlock.try_write().is_err(), "{broken}");
         let left: Vec<String> = conn.keys("rwlock:*").unwrap();
         assert!(left.is_empty(), "{broken}: a failed grant left {left:?}");

@@ -350,3 +350,20 @@ fn a_manual_extend_racing_renewals_never_lets_valid_for_overstate() {
     assert!(extends > 100, "{extends}");
     assert!(!guard.is_lost());
 }
+
+#[test]
+fn a_short_manual_extend_is_renewed_before_it_runs_out() {
+    let server = RedisServer::start();
+    let (mutex, lost, _) = renewed(server.pool(), "short-extend", Duration::from_secs(3));
+    let guard = mutex.lock().unwrap();
+    guard.extend(Duration::from_millis(150)).unwrap();
+    // Well past the 150 ms: the next renewal came within a third of it, not of 3 s.
+    thread::sleep(Duration::from_millis(500));
+    let other = RedisMutex::new(server.pool(), "short-extend");
+    assert!(
+        other.try_lock().unwrap_err().is_would_block(),
+        "the lock ran out under a live auto-renewed guard"
+    );
+    assert!(!guard.is_lost());
+    assert!(lost.try_recv().is_err());
+}

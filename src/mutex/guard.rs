@@ -141,7 +141,8 @@ impl RedisMutexGuard<'_> {
             .key(&self.mutex.lock_key)
             .arg(&self.mutex.options.owner_id)
             .arg(millis(lease))
-            .invoke(&mut *conn)?;
+            .invoke(&mut *conn)
+            .map_err(|e| self.lease.after_lost_reply(e.into(), sent_at, lease))?;
         if extended.first() == Some(&1) {
             self.lease.extended(sent_at, lease);
             Ok(())

@@ -137,7 +137,9 @@ impl<'a> Held<'a> {
         let mut conn = self.lock.checkout()?;
         let sent_at = Instant::now();
         let sets = self.lock.keys.lease_sets(self.mode);
-        if extend(&mut conn, &sets, &self.lease_id, millis(lease))? {
+        let extended = extend(&mut conn, &sets, &self.lease_id, millis(lease))
+            .map_err(|e| self.lease.after_lost_reply(e, sent_at, lease))?;
+        if extended {
             self.lease.extended(sent_at, lease);
             Ok(())
         } else {
@@ -198,18 +200,22 @@ impl Renew for LeaseRenewal {
 
     fn renew(&self, timeout: Duration) -> Renewal {
         let timeout = timeout.min(self.response_timeout);
-        let result = conn::checkout(&self.pool, timeout, timeout).and_then(|mut conn| {
-            let sent_at = Instant::now();
-            extend(&mut conn, &self.sets, &self.lease_id, millis(self.ttl))
-                .map(|held| (sent_at, held))
-        });
+        let sent_at = Instant::now();
+        let result = conn::checkout(&self.pool, timeout, timeout)
+            .and_then(|mut conn| extend(&mut conn, &self.sets, &self.lease_id, millis(self.ttl)))
+            .map(|held| (sent_at, held))
+            .map_err(|e| (sent_at, e));
         match result {
             Ok((sent_at, true)) => Renewal::Renewed {
                 sent_at,
                 valid_until: lease_end(sent_at, self.ttl),
             },
             Ok((_, false)) => Renewal::Gone,
-            Err(e) => Renewal::Failed(e.to_string()),
+            Err((sent_at, e)) if conn::may_have_run(&e) => Renewal::MayHaveRun {
+                sent_at,
+                why: e.to_string(),
+            },
+            Err((_, e)) => Renewal::Failed(e.to_string()),
         }
     }
 }
