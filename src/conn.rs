@@ -122,7 +122,7 @@ pub(crate) fn set_timeout(conn: &mut Conn, timeout: Duration) -> Result<()> {
 }
 
 /// Bounds the next reads on `conn` by `timeout` (at least 1 ms).
-fn set_read_timeout(conn: &mut Conn, timeout: Duration) -> Result<()> {
+pub(crate) fn set_read_timeout(conn: &mut Conn, timeout: Duration) -> Result<()> {
     let timeout = timeout.max(MIN_TIMEOUT);
     if !matches!(PooledConnection::extensions(conn).get(), Some(ReadTimeout(t)) if *t == timeout) {
         conn.set_read_timeout(Some(timeout))?;

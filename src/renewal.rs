@@ -248,7 +248,20 @@ impl Renewer {
         impl Drop for Running {
             // Also on a panic: the next registration starts a new thread.
             fn drop(&mut self) {
-                RENEWER.queue.lock().thread_running = false;
+                let mut queue = RENEWER.queue.lock();
+                queue.thread_running = false;
+                // A batch that was on the wire will never be settled: let cancels and
+                // extends waiting for it go on, and the next thread renew its leases.
+                let now = Instant::now();
+                let Queue {
+                    entries, deadlines, ..
+                } = &mut *queue;
+                for (&id, entry) in entries.iter_mut().filter(|(_, e)| e.in_flight) {
+                    entry.in_flight = false;
+                    entry.due = now;
+                    deadlines.push(Reverse((now, id)));
+                }
+                RENEWER.changed.notify_all();
             }
         }
         let _running = Running;
@@ -478,10 +491,13 @@ fn renew_batch(jobs: &[Job], batch: &[(u64, usize, &KeyTarget)]) -> Vec<Renewal>
             .arg(millis(target.ttl));
     }
     let sent_at = Instant::now();
-    let result = conn::checkout(&first.pool, timeout, timeout).and_then(|mut conn| {
-        conn::set_timeout(&mut conn, timeout)?;
-        Ok(invocation.invoke::<Vec<i64>>(&mut *conn)?)
-    });
+    // Only the reply is bounded by the lease: a write cut short by a tiny timeout would
+    // leave half a command on a pooled connection.
+    let result =
+        conn::checkout(&first.pool, timeout, first.response_timeout).and_then(|mut conn| {
+            conn::set_read_timeout(&mut conn, timeout)?;
+            Ok(invocation.invoke::<Vec<i64>>(&mut *conn)?)
+        });
     log::trace!(
         "renewed {} lease(s) in one call: {:?}",
         batch.len(),
