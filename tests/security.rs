@@ -185,17 +185,20 @@ fn a_former_owner_can_neither_release_nor_extend() {
         matches!(unlocked, Err(Error::NotAcquired { .. })),
         "redlock unlock by a former owner: {unlocked:?}"
     );
+    // The owner holds a majority (one instance may have refused it while the stale key had
+    // not yet expired there); wherever it holds the key, the stale unlock left it alone.
+    let mut held = 0;
     for server in &servers {
         let mut conn = server.connection();
-        let token: String = conn.get("resource").unwrap();
-        assert_eq!(
-            token,
-            guard.token(),
-            "the owner keeps its key on every instance"
-        );
-        let pttl: i64 = conn.pttl("resource").unwrap();
-        assert!(pttl > 50_000, "the owner's lease was changed to {pttl} ms");
+        let token: Option<String> = conn.get("resource").unwrap();
+        if let Some(token) = token {
+            assert_eq!(token, guard.token(), "only the owner's token is left");
+            let pttl: i64 = conn.pttl("resource").unwrap();
+            assert!(pttl > 50_000, "the owner's lease was changed to {pttl} ms");
+            held += 1;
+        }
     }
+    assert!(held >= 2, "the owner keeps its majority: {held} of 3");
     guard.unlock().unwrap();
 }
 
