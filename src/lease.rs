@@ -92,6 +92,23 @@ impl Lease {
         matches!((self.valid_for(), lease), (Some(left), Some(lease)) if left > lease / 3)
     }
 
+    /// Whether the lock is still ours, for `ensure_held`: false once lost; true without a
+    /// round trip while the lease is [comfortably valid](Self::comfortably_valid) for a
+    /// lease of `lease`; else what `ask` (a question to Redis) answers.
+    pub(crate) fn still_held(
+        &self,
+        lease: Option<Duration>,
+        ask: impl FnOnce() -> crate::Result<bool>,
+    ) -> crate::Result<bool> {
+        if self.is_lost() {
+            return Ok(false);
+        }
+        if self.comfortably_valid(lease) {
+            return Ok(true);
+        }
+        ask()
+    }
+
     /// Records that a request sent at `sent_at` set the remaining lease to `ttl`.
     pub(crate) fn extended(&self, sent_at: Instant, ttl: Duration) {
         self.extend_to(lease_end(sent_at, ttl));

@@ -220,11 +220,10 @@ impl RedisMutexGuard<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn ensure_held(&self) -> Result<()> {
-        self.ensure_not_lost()?;
-        if self.lease.comfortably_valid(self.mutex.options.expire) {
-            return Ok(());
-        }
-        if self.is_held()? {
+        if self
+            .lease
+            .still_held(self.mutex.options.expire, || self.is_held())?
+        {
             Ok(())
         } else {
             Err(self.lost_error())

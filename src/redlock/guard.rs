@@ -141,11 +141,10 @@ impl RedlockGuard<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn ensure_held(&self) -> Result<()> {
-        self.ensure_not_lost()?;
-        if self.lease.comfortably_valid(Some(self.ttl)) {
-            return Ok(());
-        }
-        if self.held_on_majority()? {
+        if self
+            .lease
+            .still_held(Some(self.ttl), || self.held_on_majority())?
+        {
             return Ok(());
         }
         self.lease

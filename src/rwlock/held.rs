@@ -162,11 +162,10 @@ impl<'a> Held<'a> {
     }
 
     pub(super) fn ensure_held(&self) -> Result<()> {
-        self.ensure_not_lost()?;
-        if self.lease.comfortably_valid(self.lock.options.expire) {
-            return Ok(());
-        }
-        if self.is_held()? {
+        if self
+            .lease
+            .still_held(self.lock.options.expire, || self.is_held())?
+        {
             Ok(())
         } else {
             Err(self.lost_error())
