@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use redis_mutex::{Pool, RedisMutex, TryLockError};
+use redis_mutex::{RedisMutex, TryLockError};
 use support::{Lines, RedisServer, child_env, eventually, finish_child, spawn_child};
 
 const HANG: Duration = Duration::from_secs(20);
@@ -23,19 +23,12 @@ const ROUND_TRIPS: Duration = Duration::from_millis(250);
 const PROCESSES: usize = 4;
 const WAITERS_PER_PROCESS: usize = 2;
 
-fn pool(url: &str) -> Pool {
-    Pool::builder()
-        .test_on_check_out(false)
-        .build(redis::Client::open(url).unwrap())
-        .unwrap()
-}
-
 /// Child side of [`exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires`]:
 /// takes the lock and works under it until killed.
 #[test]
 #[ignore = "run as a child process by exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires"]
 fn child_holds_the_lock_until_killed() {
-    let mutex = RedisMutex::builder(pool(&child_env("REDIS_URL")), "crash")
+    let mutex = RedisMutex::builder(support::server::pool_at(&child_env("REDIS_URL")), "crash")
         .owner_id("the-holder")
         .expire(EXPIRE)
         .build()
@@ -55,7 +48,7 @@ fn child_holds_the_lock_until_killed() {
 #[test]
 #[ignore = "run as a child process by exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires"]
 fn child_waits_for_the_lock() {
-    let pool = pool(&child_env("REDIS_URL"));
+    let pool = support::server::pool_at(&child_env("REDIS_URL"));
     let process = child_env("PROCESS");
     let wait: u64 = child_env("WAIT_MS").parse().unwrap();
     let guards: Vec<_> = (0..WAITERS_PER_PROCESS)

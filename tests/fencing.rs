@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use redis::Commands;
-use redis_mutex::{Pool, RedisMutex, reset_all};
+use redis_mutex::{RedisMutex, reset_all};
 use support::{RedisServer, child_env, finish_child, spawn_child};
 
 /// Child side of [`tokens_increase_in_grant_order_across_processes`]: prints, per grant,
@@ -14,10 +14,7 @@ use support::{RedisServer, child_env, finish_child, spawn_child};
 #[ignore = "run as a child process by tokens_increase_in_grant_order_across_processes"]
 fn child_reports_tokens() {
     let client = redis::Client::open(child_env("REDIS_URL")).unwrap();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(client.clone())
-        .unwrap();
+    let pool = support::server::pool_at(&child_env("REDIS_URL"));
     let mut conn = client.get_connection().unwrap();
     let mutex = RedisMutex::builder(pool, "fenced")
         .expire(Duration::from_secs(10))

@@ -257,11 +257,8 @@ fn threads_sharing_a_mutex_exclude_each_other_and_wait_on_one_connection() {
 fn child_increments_under_the_lock() {
     let url = child_env("REDIS_URL");
     let cycles: usize = child_env("CYCLES").parse().unwrap();
-    let client = redis::Client::open(url).unwrap();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(client.clone())
-        .unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let pool = support::server::pool_at(&url);
     let mutex = Arc::new(
         RedisMutex::builder(pool, "counter")
             .expire(Duration::from_secs(10))
@@ -313,10 +310,7 @@ fn processes_exclude_each_other_and_the_count_is_exact() {
 #[test]
 #[ignore = "run as a child process by a_killed_holders_lock_is_taken_soon_after_it_expires"]
 fn child_holds_the_lock_until_killed() {
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(redis::Client::open(child_env("REDIS_URL")).unwrap())
-        .unwrap();
+    let pool = support::server::pool_at(&child_env("REDIS_URL"));
     let mutex = RedisMutex::builder(pool, "crash")
         .expire(Duration::from_secs(1))
         .build()

@@ -40,10 +40,7 @@ fn renewed(
 #[test]
 #[ignore = "run as a child process by a_renewed_lease_outlives_its_expiry_many_times"]
 fn child_tries_for_the_renewed_lock() {
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(redis::Client::open(child_env("REDIS_URL")).unwrap())
-        .unwrap();
+    let pool = support::server::pool_at(&child_env("REDIS_URL"));
     let mutex = RedisMutex::new(pool, "renewed");
     let result = mutex.try_lock_for(Duration::from_millis(2500));
     assert!(
@@ -310,10 +307,7 @@ fn ten_thousand_guards_share_one_thread_and_few_round_trips() {
 #[test]
 #[ignore = "run as a child process by a_process_that_exits_holding_renewed_guards_does_not_hang"]
 fn child_exits_holding_a_renewed_guard() {
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(redis::Client::open(child_env("REDIS_URL")).unwrap())
-        .unwrap();
+    let pool = support::server::pool_at(&child_env("REDIS_URL"));
     let mutex = Box::leak(Box::new(
         RedisMutex::builder(pool, "held-at-exit")
             .expire(Duration::from_millis(300))
@@ -348,10 +342,7 @@ fn a_process_that_exits_holding_renewed_guards_does_not_hang() {
 #[ignore = "run as a child process by a_manual_extend_racing_renewals_never_lets_valid_for_overstate"]
 fn child_extends_while_renewals_run() {
     let client = redis::Client::open(child_env("REDIS_URL")).unwrap();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(client.clone())
-        .unwrap();
+    let pool = support::server::pool_at(&child_env("REDIS_URL"));
     let mut conn = client.get_connection().unwrap();
     let (mutex, _lost, _) = renewed(pool, "racing", Duration::from_millis(300));
     let guard = mutex.lock().unwrap();

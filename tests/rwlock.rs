@@ -23,10 +23,7 @@ const WOKEN: Duration = Duration::from_millis(500);
 
 fn pool_from_env() -> (Pool, redis::Client) {
     let client = redis::Client::open(child_env("REDIS_URL")).unwrap();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(client.clone())
-        .unwrap();
+    let pool = support::server::pool_at(&child_env("REDIS_URL"));
     (pool, client)
 }
 

@@ -217,6 +217,15 @@ fn free_port() -> u16 {
     panic!("the OS kept offering port 6379");
 }
 
+/// A pool to the server at `url`, built as the README recommends (no `PING` on checkout):
+/// for child processes, which get only the URL.
+pub fn pool_at(url: &str) -> Pool {
+    r2d2::Pool::builder()
+        .test_on_check_out(false)
+        .build(redis::Client::open(url).expect("valid URL"))
+        .expect("pool to a running server")
+}
+
 /// The server examples use: `REDIS_URL` when set, else a throwaway server (`None` when
 /// `REDIS_URL` is set, so the caller keeps the returned handle alive otherwise).
 pub fn example_server() -> (String, Option<RedisServer>) {
