@@ -225,6 +225,44 @@ fn only_the_operator_tools_remove_someone_elses_lock() {
     assert!(matches!(guard.unlock(), Err(Error::NotAcquired { .. })));
 }
 
+/// Takes an auto-renewed lock on `pool`, holds it through a renewal or two against a waiter
+/// with a short deadline (a timed-out BLPOP), then hands it to a blocked waiter; `admin` is
+/// a direct connection to look on with. `how` says what working renewal shows.
+fn lock_renew_and_hand_over(pool: &Pool, admin: &mut redis::Connection, name: &str, how: &str) {
+    let owner_id = format!("{name}-holder");
+    let holder = RedisMutex::builder(pool.clone(), name)
+        .owner_id(owner_id.as_str())
+        .expire(Duration::from_millis(600))
+        .auto_renewal(true)
+        .build()
+        .unwrap();
+    let waiter = RedisMutex::new(pool.clone(), name);
+    let guard = holder.lock().unwrap();
+    let owner: String = admin.get(format!("lock:{name}")).unwrap();
+    assert_eq!(owner, owner_id);
+    assert!(
+        waiter
+            .try_lock_for(Duration::from_millis(700))
+            .unwrap_err()
+            .is_would_block()
+    );
+    assert!(!guard.is_lost(), "{how}");
+    thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            waiter
+                .try_lock_for(HANG)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        assert!(
+            support::eventually(HANG, || support::blocked_clients(admin) == 1),
+            "the waiter never blocked"
+        );
+        guard.unlock().unwrap();
+        waiting.join().unwrap().expect("the waiter gets the lock");
+    });
+}
+
 #[test]
 fn an_acl_user_with_a_password_locks_and_a_wrong_one_is_told() {
     // The default user is off; `locker` may touch only the protocol's keys (`lock*`) and
@@ -272,38 +310,7 @@ fn an_acl_user_with_a_password_locks_and_a_wrong_one_is_told() {
         .unwrap();
 
     let pool = pool_for(url("locker", "locker-password"));
-    let holder = RedisMutex::builder(pool.clone(), "acl")
-        .owner_id("locker-holder")
-        .expire(Duration::from_millis(600))
-        .auto_renewal(true)
-        .build()
-        .unwrap();
-    let waiter = RedisMutex::new(pool.clone(), "acl");
-    let guard = holder.lock().unwrap();
-    let owner: String = admin.get("lock:acl").unwrap();
-    assert_eq!(owner, "locker-holder");
-    // A waiter with a short deadline, through a renewal or two.
-    assert!(
-        waiter
-            .try_lock_for(Duration::from_millis(700))
-            .unwrap_err()
-            .is_would_block()
-    );
-    assert!(!guard.is_lost(), "renewal works for the ACL user");
-    thread::scope(|s| {
-        let waiting = s.spawn(|| {
-            waiter
-                .try_lock_for(HANG)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        assert!(
-            support::eventually(HANG, || support::blocked_clients(&mut admin) == 1),
-            "the waiter never blocked"
-        );
-        guard.unlock().unwrap();
-        waiting.join().unwrap().expect("the waiter gets the lock");
-    });
+    lock_renew_and_hand_over(&pool, &mut admin, "acl", "renewal works for the ACL user");
     assert_eq!(reset_all(&pool).unwrap(), 0);
 
     let says = |what: &str, result: redis_mutex::Result<RedisMutex>, expected: &[&str]| {
@@ -451,38 +458,7 @@ mod tls {
             .unwrap();
         let mut conn = server.connection();
 
-        let holder = RedisMutex::builder(pool.clone(), "tls")
-            .owner_id("over-tls")
-            .expire(Duration::from_millis(600))
-            .auto_renewal(true)
-            .build()
-            .unwrap();
-        let waiter = RedisMutex::new(pool.clone(), "tls");
-        let guard = holder.lock().unwrap();
-        let owner: String = conn.get("lock:tls").unwrap();
-        assert_eq!(owner, "over-tls");
-        // Through a renewal or two, and a waiter's timed-out BLPOP.
-        assert!(
-            waiter
-                .try_lock_for(Duration::from_millis(700))
-                .unwrap_err()
-                .is_would_block()
-        );
-        assert!(!guard.is_lost(), "renewal works over TLS");
-        thread::scope(|s| {
-            let waiting = s.spawn(|| {
-                waiter
-                    .try_lock_for(HANG)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            });
-            assert!(
-                support::eventually(HANG, || support::blocked_clients(&mut conn) == 1),
-                "the waiter never blocked"
-            );
-            guard.unlock().unwrap();
-            waiting.join().unwrap().expect("the waiter gets the lock");
-        });
+        lock_renew_and_hand_over(&pool, &mut conn, "tls", "renewal works over TLS");
         // The pool's connections are the server's TLS ones.
         let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
         let on_tls = clients
