@@ -1,17 +1,20 @@
-//! Measures the lock against the physical limit (round trips), in one run: a table, and with
-//! `--json` one JSON object as the last line.
+//! Measures the lock against the physical limit (round trips), on loopback and at real
+//! network latency, in one run: a table, and with `--json` one JSON object as the last line.
 //!
 //! ```text
-//! cargo run --release --example bench              # starts its own redis-server processes
+//! cargo run --release --example bench                          # its own servers; profiles: 1 ms
 //! cargo run --release --example bench -- --json
-//! REDIS_URL=redis://127.0.0.1:6380/ cargo run --release --example bench
+//! cargo run --release --example bench -- --latency-ms 1,2      # more latency profiles
+//! cargo run --release --example bench -- --latency-ms none     # loopback only
 //! ```
 //!
 //! Every figure is a ratio or a median from this one run; `docs/performance.md` explains
-//! each and shows a result.
+//! each and shows results. A latency profile puts a userspace proxy that delays every chunk
+//! by the given time, each way, between the clients and the servers (the kernel here has no
+//! `netem`); its own overhead at 0 ms is measured and reported.
 
-#[path = "../tests/support/server.rs"]
-mod server;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,166 +22,357 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rand::Rng;
 use redis::Commands;
 use redis_mutex::{Pool, RedisMutex, Redlock};
-use server::RedisServer;
+use support::server::RedisServer;
+use support::{proxy, python, server};
 
 /// How long each contended process runs its cycles.
 const CONTENDED_RUN: Duration = Duration::from_secs(3);
 const CONTENDED_PROCESSES: usize = 4;
 const THREADS_PER_PROCESS: usize = 2;
-/// Uncontended cycles are measured in this many alternating blocks of this many cycles.
+/// Uncontended cycles are measured in alternating blocks (on loopback: this many blocks of
+/// this many cycles; fewer at latency).
 const UNCONTENDED_BLOCKS: usize = 20;
 const UNCONTENDED_BLOCK_CYCLES: usize = 200;
 const REDLOCK_CYCLES: usize = 1_000;
 const RENEWED_LOCKS: usize = 10_000;
 const RENEWAL_EXPIRE: Duration = Duration::from_secs(3);
 const RENEWAL_WINDOW: Duration = Duration::from_secs(6);
+const MANY_NAMES: usize = 1_000;
+const MANY_NAMES_THREADS: usize = 8;
+const MANY_NAMES_RUN: Duration = Duration::from_secs(3);
+const LATE_WAITS: usize = 20;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The figures of one run: key → JSON value, in order; profiles nest.
+#[derive(Default)]
+struct Figures {
+    json: Vec<(String, String)>,
+    table: Vec<(String, String)>,
+}
+
+impl Figures {
+    fn num(&mut self, key: &str, value: f64, decimals: usize) {
+        self.json
+            .push((key.to_owned(), format!("{value:.decimals$}")));
+    }
+
+    fn raw(&mut self, key: &str, value: impl ToString) {
+        self.json.push((key.to_owned(), value.to_string()));
+    }
+
+    fn row(&mut self, what: impl Into<String>, value: impl Into<String>) {
+        self.table.push((what.into(), value.into()));
+    }
+
+    fn object(&self) -> String {
+        let body: Vec<String> = self
+            .json
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": {v}"))
+            .collect();
+        format!("{{{}}}", body.join(", "))
+    }
+}
 
 fn main() -> BoxResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--contended-worker") {
-        return contended_worker(&args[1], &args[2]);
+        return contended_worker(&args[1], &args[2], &args[3], &args[4] == "fair");
     }
     let json = args.iter().any(|a| a == "--json");
+    let profiles: Vec<u64> = match args.iter().position(|a| a == "--latency-ms") {
+        Some(i) => match args.get(i + 1).map(String::as_str) {
+            Some("none") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|ms| {
+                    ms.parse()
+                        .map_err(|_| format!("--latency-ms {list}: not a list of milliseconds"))
+                })
+                .collect::<Result<_, _>>()?,
+            None => return Err("--latency-ms needs a value: 1, 1,2 or none".into()),
+        },
+        None => vec![1],
+    };
 
     let (url, _server) = server::example_server();
-    let pool = recommended_pool(&url)?;
-    let mut results: Vec<(&str, String)> = Vec::new();
-    let mut table: Vec<(String, String)> = Vec::new();
+    let mut figures = Figures::default();
+    loopback(&url, &mut figures)?;
+    for ms in profiles {
+        let mut profile = Figures::default();
+        at_latency(&url, Duration::from_millis(ms), &mut profile)?;
+        figures.raw(&format!("at_{ms}ms"), profile.object());
+        for (what, value) in profile.table {
+            figures.row(format!("[{ms} ms] {what}"), value);
+        }
+    }
 
-    let default_pool = r2d2::Pool::builder().build(redis::Client::open(url.as_str())?)?;
-    let uncontended = uncontended(&pool, default_pool)?;
+    let width = figures
+        .table
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (k, v) in &figures.table {
+        println!("{k:<width$}  {v}");
+    }
+    if json {
+        println!("{}", figures.object());
+    }
+    Ok(())
+}
+
+/// The loopback figures: against this machine's own round trip.
+fn loopback(url: &str, f: &mut Figures) -> BoxResult<()> {
+    let pool = Pool::new(url)?;
+    let uncontended = uncontended(
+        url,
+        &pool,
+        UNCONTENDED_BLOCKS,
+        UNCONTENDED_BLOCK_CYCLES,
+        true,
+    )?;
     let rtt = uncontended.rtt;
-    results.push(("rtt_us", format!("{:.1}", micros(rtt))));
-    table.push((
-        "PING round trip (median)".into(),
-        format!("{:.1} µs", micros(rtt)),
-    ));
     let limit = 1.0 / (2.0 * rtt.as_secs_f64());
-
-    let [uncontended, uncontended_default, floor] = uncontended.cycles_per_s;
-    results.push(("uncontended_cycles_per_s", format!("{uncontended:.0}")));
-    results.push((
-        "uncontended_vs_limit",
-        format!("{:.3}", uncontended / limit),
-    ));
-    results.push((
-        "uncontended_vs_limit_default_pool",
-        format!("{:.3}", uncontended_default / limit),
-    ));
-    table.push((
-        "uncontended lock+unlock".into(),
+    let [library, foreign, floor] = uncontended.cycles_per_s;
+    f.num("rtt_us", micros(rtt), 1);
+    f.row("PING round trip (median)", format!("{:.1} µs", micros(rtt)));
+    f.num("uncontended_cycles_per_s", library, 0);
+    f.num("uncontended_vs_limit", library / limit, 3);
+    f.num("uncontended_vs_limit_default_pool", foreign / limit, 3);
+    f.row(
+        "uncontended lock+unlock",
         format!(
-            "{uncontended:.0}/s = {:.2} of the 2-RTT limit ({limit:.0}/s)",
-            uncontended / limit
+            "{library:.0}/s = {:.2} of the 2-RTT limit ({limit:.0}/s)",
+            library / limit
         ),
-    ));
-    results.push(("script_floor_cycles_per_s", format!("{floor:.0}")));
-    results.push((
-        "uncontended_vs_script_floor",
-        format!("{:.3}", uncontended / floor),
-    ));
-    table.push((
-        "  the protocol's floor: its 2 scripts".into(),
+    );
+    f.num("script_floor_cycles_per_s", floor, 0);
+    f.num("uncontended_vs_script_floor", library / floor, 3);
+    f.row(
+        "  the protocol's floor: its 2 scripts",
         format!(
             "{floor:.0}/s = {:.2} of the limit; the library reaches {:.2} of it",
             floor / limit,
-            uncontended / floor
+            library / floor
         ),
-    ));
-    table.push((
-        "  with a default r2d2 pool".into(),
-        format!(
-            "{uncontended_default:.0}/s = {:.2} of the limit",
-            uncontended_default / limit
-        ),
-    ));
+    );
+    f.row(
+        "  through a foreign r2d2 pool (Pool::try_from)",
+        format!("{foreign:.0}/s = {:.2} of the limit", foreign / limit),
+    );
 
-    let contended = contended(&url, rtt)?;
-    results.push((
-        "contended_cycles_per_s",
-        format!("{:.0}", contended.cycles_per_s),
-    ));
-    results.push(("counter_exact", contended.counter_exact.to_string()));
-    results.push((
-        "handoff_p50_rtt",
-        format!("{:.2}", contended.handoff_p50_rtt),
-    ));
-    results.push((
-        "handoff_p99_rtt",
-        format!("{:.2}", contended.handoff_p99_rtt),
-    ));
-    results.push(("fairness_min_max", format!("{:.3}", contended.fairness)));
-    table.push((
-        format!("contended, {CONTENDED_PROCESSES} processes x {THREADS_PER_PROCESS} threads"),
-        format!(
-            "{:.0} cycles/s, counter exact: {}",
-            contended.cycles_per_s, contended.counter_exact
-        ),
-    ));
-    table.push((
-        "  handoff release -> next holder".into(),
-        format!(
-            "p50 {:.2} RTT, p99 {:.2} RTT",
-            contended.handoff_p50_rtt, contended.handoff_p99_rtt
-        ),
-    ));
-    table.push((
-        "  fairness (fewest / most grants)".into(),
-        format!("{:.3} ({:?})", contended.fairness, contended.grants),
-    ));
+    for fair in [false, true] {
+        let c = contended(url, rtt, fair)?;
+        let prefix = if fair { "fair_" } else { "" };
+        f.num(
+            &format!("{prefix}contended_cycles_per_s"),
+            c.cycles_per_s,
+            0,
+        );
+        f.raw(&format!("{prefix}counter_exact"), c.counter_exact);
+        f.num(&format!("{prefix}handoff_p50_rtt"), c.handoff_p50_rtt, 2);
+        f.num(&format!("{prefix}handoff_p99_rtt"), c.handoff_p99_rtt, 2);
+        f.num(&format!("{prefix}fairness_min_max"), c.fairness, 3);
+        let mode = if fair { "fair" } else { "default" };
+        f.row(
+            format!("contended ({mode}), {CONTENDED_PROCESSES} processes x {THREADS_PER_PROCESS} threads"),
+            format!("{:.0} cycles/s, counter exact: {}", c.cycles_per_s, c.counter_exact),
+        );
+        f.row(
+            "  handoff release -> next holder",
+            format!(
+                "p50 {:.2} RTT, p99 {:.2} RTT",
+                c.handoff_p50_rtt, c.handoff_p99_rtt
+            ),
+        );
+        f.row(
+            "  fairness (fewest / most grants)",
+            format!("{:.3} ({:?})", c.fairness, c.grants),
+        );
+    }
 
-    let ratio = redlock5_vs_1()?;
-    results.push(("redlock5_vs_1", format!("{:.3}", ratio.ratio)));
-    table.push((
-        "Redlock acquire+release, 5 vs 1".into(),
+    let servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let ratio = redlock5_vs_1(&urls, REDLOCK_CYCLES)?;
+    f.num("redlock5_vs_1", ratio.ratio, 3);
+    f.row(
+        "Redlock acquire+release, 5 vs 1",
         format!(
             "{:.1} µs vs {:.1} µs = {:.2}",
             micros(ratio.five),
             micros(ratio.one),
             ratio.ratio
         ),
-    ));
+    );
 
-    let renewal = renewal_cmds_per_s(&url)?;
-    results.push(("renewal_10k_cmds_per_s", format!("{renewal:.1}")));
-    table.push((
+    let renewal = renewal_cmds_per_s(url)?;
+    f.num("renewal_10k_cmds_per_s", renewal, 1);
+    f.row(
         format!("renewal of {RENEWED_LOCKS} leases"),
         format!(
             "{renewal:.1} round trips/s ({:.0} unbatched)",
             RENEWED_LOCKS as f64 / (RENEWAL_EXPIRE.as_secs_f64() / 3.0)
         ),
-    ));
+    );
 
-    let width = table
+    let (many, ceiling) = many_names(url)?;
+    f.num("many_names_cycles_per_s", many, 0);
+    f.num("many_names_server_ceiling_per_s", ceiling, 0);
+    f.num("many_names_vs_server_ceiling", many / ceiling, 3);
+    f.row(
+        format!("{MANY_NAMES_THREADS} threads over {MANY_NAMES} names"),
+        format!(
+            "{many:.0}/s = {:.2} of the server's ceiling for the 2 scripts ({ceiling:.0}/s)",
+            many / ceiling
+        ),
+    );
+
+    let (p50, worst) = try_lock_for_lateness(url)?;
+    f.num("try_lock_for_late_p50_ms", p50, 2);
+    f.num("try_lock_for_late_max_ms", worst, 2);
+    f.row(
+        format!("try_lock_for lateness over {LATE_WAITS} waits"),
+        format!("median {p50:.2} ms, worst {worst:.2} ms"),
+    );
+
+    let (plain, replicated) = wait_replicas_cost()?;
+    f.num("lock_unlock_us", micros(plain), 1);
+    f.num("wait_replicas_lock_unlock_us", micros(replicated), 1);
+    f.num(
+        "wait_replicas_vs_plain",
+        replicated.as_secs_f64() / plain.as_secs_f64(),
+        3,
+    );
+    f.row(
+        "lock+unlock with wait_replicas(1, 100 ms)",
+        format!(
+            "{:.1} µs vs {:.1} µs without = {:.2}",
+            micros(replicated),
+            micros(plain),
+            replicated.as_secs_f64() / plain.as_secs_f64()
+        ),
+    );
+    let (standalone, cluster) = cluster_cost()?;
+    f.num("cluster_lock_unlock_us", micros(cluster), 1);
+    f.num(
+        "cluster_vs_standalone",
+        cluster.as_secs_f64() / standalone.as_secs_f64(),
+        3,
+    );
+    f.row(
+        "lock+unlock on a 3-primary cluster",
+        format!(
+            "{:.1} µs vs {:.1} µs standalone = {:.2}",
+            micros(cluster),
+            micros(standalone),
+            cluster.as_secs_f64() / standalone.as_secs_f64()
+        ),
+    );
+
+    let overhead = proxy_overhead(url)?;
+    f.num("proxy_overhead_us", micros(overhead), 1);
+    f.row(
+        "the latency proxy's own overhead at 0 ms",
+        format!("{:.1} µs per round trip", micros(overhead)),
+    );
+
+    match python_peers(url, library, rtt)? {
+        Some(peers) => {
+            f.num("python_uncontended_cycles_per_s", peers.uncontended, 0);
+            f.num("python_contended_cycles_per_s", peers.contended, 0);
+            f.num("vs_python_uncontended", peers.vs_uncontended, 2);
+            f.num("vs_python_contended", peers.vs_contended, 2);
+            f.row(
+                "python-redis-lock, uncontended",
+                format!(
+                    "{:.0}/s; this crate {:.2}x",
+                    peers.uncontended, peers.vs_uncontended
+                ),
+            );
+            f.row(
+                format!("python-redis-lock, {CONTENDED_PROCESSES} processes contended"),
+                format!(
+                    "{:.0}/s; this crate {:.2}x",
+                    peers.contended, peers.vs_contended
+                ),
+            );
+        }
+        None => f.row(
+            "python-redis-lock",
+            "skipped: no Python with the packages (see tests/requirements.txt)",
+        ),
+    }
+    Ok(())
+}
+
+/// The figures of one latency profile: everything behind proxies that delay each chunk by
+/// `latency`, each way.
+fn at_latency(url: &str, latency: Duration, f: &mut Figures) -> BoxResult<()> {
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or("the server URL has no port")?;
+    let proxy = proxy::FaultProxy::start(port);
+    proxy.set_latency(latency);
+    let proxied = proxy.url();
+    let pool = Pool::new(&proxied)?;
+    let uncontended = uncontended(&proxied, &pool, 10, 30, false)?;
+    let rtt = uncontended.rtt;
+    let limit = 1.0 / (2.0 * rtt.as_secs_f64());
+    let library = uncontended.cycles_per_s[0];
+    f.num("rtt_us", micros(rtt), 1);
+    f.num("uncontended_vs_limit", library / limit, 3);
+    f.row("PING round trip (median)", format!("{:.1} µs", micros(rtt)));
+    f.row(
+        "uncontended lock+unlock",
+        format!("{library:.0}/s = {:.2} of the 2-RTT limit", library / limit),
+    );
+    for fair in [false, true] {
+        let c = contended(&proxied, rtt, fair)?;
+        let prefix = if fair { "fair_" } else { "" };
+        f.num(&format!("{prefix}handoff_p50_rtt"), c.handoff_p50_rtt, 2);
+        f.num(&format!("{prefix}handoff_p99_rtt"), c.handoff_p99_rtt, 2);
+        f.row(
+            format!("handoff ({})", if fair { "fair" } else { "default" }),
+            format!(
+                "p50 {:.2} RTT, p99 {:.2} RTT, counter exact: {}",
+                c.handoff_p50_rtt, c.handoff_p99_rtt, c.counter_exact
+            ),
+        );
+    }
+    let servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
+    let proxies: Vec<proxy::FaultProxy> = servers
         .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    for (k, v) in &table {
-        println!("{k:<width$}  {v}");
-    }
-    if json {
-        let body: Vec<String> = results
-            .iter()
-            .map(|(k, v)| format!("\"{k}\": {v}"))
-            .collect();
-        println!("{{{}}}", body.join(", "));
-    }
+        .map(|s| {
+            let p = proxy::FaultProxy::start(s.port());
+            p.set_latency(latency);
+            p
+        })
+        .collect();
+    let urls: Vec<String> = proxies.iter().map(proxy::FaultProxy::url).collect();
+    let ratio = redlock5_vs_1(&urls, 100)?;
+    f.num("redlock5_vs_1", ratio.ratio, 3);
+    f.row(
+        "Redlock acquire+release, 5 vs 1",
+        format!(
+            "{:.1} µs vs {:.1} µs = {:.2}",
+            micros(ratio.five),
+            micros(ratio.one),
+            ratio.ratio
+        ),
+    );
     Ok(())
 }
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn recommended_pool(url: &str) -> BoxResult<Pool> {
-    Ok(r2d2::Pool::builder()
-        .test_on_check_out(false)
-        .build(redis::Client::open(url)?)?)
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -187,66 +381,81 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 struct Uncontended {
-    /// The median `PING` round trip through the pool.
+    /// The median `PING` round trip.
     rtt: Duration,
-    /// Lock+unlock cycles per second with the recommended pool, with a default r2d2 pool,
-    /// and of the protocol's floor.
+    /// Lock+unlock cycles per second with the given pool, through a foreign r2d2 pool, and
+    /// of the protocol's floor.
     cycles_per_s: [f64; 3],
 }
 
 /// Measures, in alternating blocks so that all of them see the same machine (on a VM, speed
-/// drifts from second to second): `PING` round trips through the pool; lock+unlock with the
-/// recommended pool and with a default r2d2 pool; and the protocol's floor, the same two
-/// script calls sent raw on one connection, without this library's code, checkouts or
-/// local queue.
-fn uncontended(pool: &Pool, default_pool: Pool) -> BoxResult<Uncontended> {
-    let recommended = RedisMutex::builder(pool.clone(), "bench:uncontended")
+/// drifts from second to second): `PING` round trips; lock+unlock with `pool` and (when
+/// `all`) through a foreign r2d2 pool; and the protocol's floor, the same two script calls
+/// sent raw on one connection, without this library's code, checkouts or local queue.
+fn uncontended(
+    url: &str,
+    pool: &Pool,
+    blocks: usize,
+    per_block: usize,
+    all: bool,
+) -> BoxResult<Uncontended> {
+    let library = RedisMutex::builder(pool.clone(), "bench:uncontended")
         .expire(Duration::from_secs(10))
         .build()?;
-    let default = RedisMutex::builder(default_pool, "bench:uncontended-default")
+    let foreign_pool = Pool::try_from(
+        r2d2::Pool::builder()
+            .test_on_check_out(false)
+            .build(redis::Client::open(url)?)?,
+    )?;
+    let foreign = RedisMutex::builder(foreign_pool, "bench:uncontended-foreign")
         .expire(Duration::from_secs(10))
         .build()?;
     let acquire = redis::Script::new(include_str!("../src/scripts/acquire.lua"));
     let release = redis::Script::new(include_str!("../src/scripts/release.lua"));
-    let mut conn = pool.get()?;
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_connection()?;
+    let mut ping_conn = client.get_connection()?;
     let mut raw = || -> BoxResult<()> {
         let _: (i64, i64) = acquire
             .key("lock:bench:floor")
             .key("lock-signal:bench:floor")
             .key("lock-fencing-counter")
+            .key("lock-grant:bench:floor")
             .arg("bench")
             .arg(10_000)
-            .arg("1")
-            .invoke(&mut *conn)?;
+            .arg("0")
+            .arg("attempt")
+            .arg(10_000)
+            .invoke(&mut conn)?;
         let _: i64 = release
             .key("lock:bench:floor")
             .key("lock-signal:bench:floor")
             .arg("bench")
             .arg(1000)
-            .invoke(&mut *conn)?;
+            .invoke(&mut conn)?;
         Ok(())
     };
-    let mut cycles: [Box<dyn FnMut() -> BoxResult<()> + '_>; 3] = [
-        Box::new(|| Ok(recommended.lock()?.unlock()?)),
-        Box::new(|| Ok(default.lock()?.unlock()?)),
+    let mut cycles: Vec<Box<dyn FnMut() -> BoxResult<()> + '_>> = vec![
+        Box::new(|| Ok(library.lock()?.unlock()?)),
+        Box::new(|| Ok(foreign.lock()?.unlock()?)),
         Box::new(&mut raw),
     ];
-    let mut spent = [Duration::ZERO; 3];
-    let mut pings = Vec::with_capacity(UNCONTENDED_BLOCKS * UNCONTENDED_BLOCK_CYCLES);
-    for block in 0..=UNCONTENDED_BLOCKS {
-        {
-            let mut conn = pool.get()?;
-            for _ in 0..UNCONTENDED_BLOCK_CYCLES {
-                let started = Instant::now();
-                let _: String = redis::cmd("PING").query(&mut *conn)?;
-                if block > 0 {
-                    pings.push(started.elapsed());
-                }
+    if !all {
+        cycles.truncate(1);
+    }
+    let mut spent = vec![Duration::ZERO; cycles.len()];
+    let mut pings = Vec::with_capacity(blocks * per_block);
+    for block in 0..=blocks {
+        for _ in 0..per_block {
+            let started = Instant::now();
+            let _: String = redis::cmd("PING").query(&mut ping_conn)?;
+            if block > 0 {
+                pings.push(started.elapsed());
             }
         }
         for (cycle, spent) in cycles.iter_mut().zip(&mut spent) {
             let started = Instant::now();
-            for _ in 0..UNCONTENDED_BLOCK_CYCLES {
+            for _ in 0..per_block {
                 cycle()?;
             }
             // Block 0 warms up: scripts loaded, connections made.
@@ -255,10 +464,11 @@ fn uncontended(pool: &Pool, default_pool: Pool) -> BoxResult<Uncontended> {
             }
         }
     }
-    let done = (UNCONTENDED_BLOCKS * UNCONTENDED_BLOCK_CYCLES) as f64;
+    let done = (blocks * per_block) as f64;
+    let rate = |i: usize| spent.get(i).map_or(f64::NAN, |s| done / s.as_secs_f64());
     Ok(Uncontended {
         rtt: median(pings),
-        cycles_per_s: spent.map(|spent| done / spent.as_secs_f64()),
+        cycles_per_s: [rate(0), rate(1), rate(2)],
     })
 }
 
@@ -285,15 +495,22 @@ fn wall_nanos() -> u128 {
         .as_nanos()
 }
 
-fn contended(url: &str, rtt: Duration) -> BoxResult<Contended> {
+fn contended(url: &str, rtt: Duration, fair: bool) -> BoxResult<Contended> {
+    let name = if fair {
+        "bench:contended-fair"
+    } else {
+        "bench:contended"
+    };
+    let counter_key = format!("{name}:counter");
     let mut conn = redis::Client::open(url)?.get_connection()?;
-    let _: () = conn.del(&["bench:counter", "bench:go"])?;
+    let _: () = conn.del(&[&counter_key, "bench:go"])?;
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for p in 0..CONTENDED_PROCESSES {
         children.push(
             Command::new(&exe)
-                .args(["--contended-worker", url, &p.to_string()])
+                .args(["--contended-worker", url, &p.to_string(), name])
+                .arg(if fair { "fair" } else { "default" })
                 .stdout(Stdio::piped())
                 .spawn()?,
         );
@@ -306,7 +523,9 @@ fn contended(url: &str, rtt: Duration) -> BoxResult<Contended> {
         let ready = lines
             .next()
             .ok_or("a worker exited before it was ready")??;
-        assert_eq!(ready, "ready");
+        if ready != "ready" {
+            return Err(format!("a worker said {ready:?}").into());
+        }
     }
     // Start every thread at once.
     let tokens: Vec<i64> = vec![1; CONTENDED_PROCESSES * THREADS_PER_PROCESS];
@@ -339,7 +558,7 @@ fn contended(url: &str, rtt: Duration) -> BoxResult<Contended> {
             return Err("a contended worker failed".into());
         }
     }
-    let counter: usize = conn.get("bench:counter")?;
+    let counter: usize = conn.get(&counter_key)?;
     let total: usize = grants_per_worker.iter().sum();
     grants.sort_by_key(|g| g.acquired);
     let first = grants.first().ok_or("no grants")?.acquired;
@@ -369,12 +588,14 @@ fn contended(url: &str, rtt: Duration) -> BoxResult<Contended> {
 /// A contended worker process: its threads each wait for the start signal, then lock, do a
 /// non-atomic read-increment-write on a counter, and unlock, for `CONTENDED_RUN`. Prints one
 /// `grant` line per grant and one `worker` line per thread.
-fn contended_worker(url: &str, process: &str) -> BoxResult<()> {
+fn contended_worker(url: &str, process: &str, name: &str, fair: bool) -> BoxResult<()> {
     let client = redis::Client::open(url)?;
-    let pool = recommended_pool(url)?;
+    let pool = Pool::new(url)?;
+    let counter_key = format!("{name}:counter");
     let mutex = Arc::new(
-        RedisMutex::builder(pool, "bench:contended")
+        RedisMutex::builder(pool, name)
             .expire(Duration::from_secs(10))
+            .fair(fair)
             .owner_id(format!("bench-{process}-{}", std::process::id()))
             .build()?,
     );
@@ -387,6 +608,7 @@ fn contended_worker(url: &str, process: &str) -> BoxResult<()> {
         .into_iter()
         .map(|mut conn| {
             let mutex = mutex.clone();
+            let counter_key = counter_key.clone();
             thread::spawn(move || -> redis::RedisResult<Vec<(u128, u128)>> {
                 let _: (String, i64) = conn.blpop("bench:go", 30.0)?;
                 let started = Instant::now();
@@ -394,8 +616,8 @@ fn contended_worker(url: &str, process: &str) -> BoxResult<()> {
                 while started.elapsed() < CONTENDED_RUN {
                     let guard = mutex.lock().expect("lock");
                     let acquired = wall_nanos();
-                    let n: usize = conn.get::<_, Option<usize>>("bench:counter")?.unwrap_or(0);
-                    let _: () = conn.set("bench:counter", n + 1)?;
+                    let n: usize = conn.get::<_, Option<usize>>(&counter_key)?.unwrap_or(0);
+                    let _: () = conn.set(&counter_key, n + 1)?;
                     let releasing = wall_nanos();
                     guard.unlock().expect("unlock");
                     grants.push((acquired, releasing));
@@ -422,15 +644,15 @@ struct RedlockRatio {
     ratio: f64,
 }
 
-fn redlock_latency(pools: Vec<Pool>) -> BoxResult<Duration> {
-    let redlock = Redlock::new(pools);
-    for _ in 0..100 {
+fn redlock_latency(pools: Vec<Pool>, cycles: usize) -> BoxResult<Duration> {
+    let redlock = Redlock::new(pools)?;
+    for _ in 0..cycles / 10 + 1 {
         redlock
             .lock("bench:redlock", Duration::from_secs(10))?
             .unlock()?;
     }
-    let mut samples = Vec::with_capacity(REDLOCK_CYCLES);
-    for _ in 0..REDLOCK_CYCLES {
+    let mut samples = Vec::with_capacity(cycles);
+    for _ in 0..cycles {
         let started = Instant::now();
         redlock
             .lock("bench:redlock", Duration::from_secs(10))?
@@ -440,14 +662,13 @@ fn redlock_latency(pools: Vec<Pool>) -> BoxResult<Duration> {
     Ok(median(samples))
 }
 
-fn redlock5_vs_1() -> BoxResult<RedlockRatio> {
-    let servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
-    let pools = servers
+fn redlock5_vs_1(urls: &[String], cycles: usize) -> BoxResult<RedlockRatio> {
+    let pools = urls
         .iter()
-        .map(|s| recommended_pool(&s.url()))
-        .collect::<BoxResult<Vec<_>>>()?;
-    let one = redlock_latency(pools[..1].to_vec())?;
-    let five = redlock_latency(pools)?;
+        .map(|u| Pool::new(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let one = redlock_latency(pools[..1].to_vec(), cycles)?;
+    let five = redlock_latency(pools, cycles)?;
     Ok(RedlockRatio {
         five,
         one,
@@ -455,10 +676,19 @@ fn redlock5_vs_1() -> BoxResult<RedlockRatio> {
     })
 }
 
+fn evalsha_calls(conn: &mut redis::Connection) -> BoxResult<u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn)?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .ok_or("no evalsha in INFO commandstats")?
+        .parse()?)
+}
+
 fn renewal_cmds_per_s(url: &str) -> BoxResult<f64> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_connection()?;
-    let pool = recommended_pool(url)?;
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    let pool = Pool::new(url)?;
     let mutexes = (0..RENEWED_LOCKS)
         .map(|i| {
             RedisMutex::builder(pool.clone(), format!("bench:renewed-{i}"))
@@ -471,23 +701,305 @@ fn renewal_cmds_per_s(url: &str) -> BoxResult<f64> {
         .iter()
         .map(RedisMutex::lock)
         .collect::<Result<Vec<_>, _>>()?;
-    let calls = |conn: &mut redis::Connection| -> BoxResult<u64> {
-        let info: String = redis::cmd("INFO").arg("commandstats").query(conn)?;
-        Ok(info
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-            .and_then(|rest| rest.split(',').next())
-            .ok_or("no evalsha in INFO commandstats")?
-            .parse()?)
-    };
-    let before = calls(&mut conn)?;
+    let before = evalsha_calls(&mut conn)?;
     let started = Instant::now();
     thread::sleep(RENEWAL_WINDOW);
-    let renewals = calls(&mut conn)? - before;
+    let renewals = evalsha_calls(&mut conn)? - before;
     let elapsed = started.elapsed();
     if let Some(lost) = guards.iter().find(|g| g.is_lost()) {
         return Err(format!("{lost:?} was lost during the renewal benchmark").into());
     }
     drop(guards);
     Ok(renewals as f64 / elapsed.as_secs_f64())
+}
+
+/// `MANY_NAMES_THREADS` threads lock and unlock random names out of `MANY_NAMES`, through
+/// one pool; and the server's ceiling for the same two scripts sent raw on as many
+/// connections. Both in cycles per second.
+fn many_names(url: &str) -> BoxResult<(f64, f64)> {
+    let pool = Pool::builder()
+        .max_size(MANY_NAMES_THREADS as u32 * 2)
+        .build(url)?;
+    let mutexes: Arc<Vec<RedisMutex>> = Arc::new(
+        (0..MANY_NAMES)
+            .map(|i| RedisMutex::new(pool.clone(), format!("bench:many-{i}")))
+            .collect::<Result<_, _>>()?,
+    );
+    let library = run_threads(|| {
+        let mutexes = mutexes.clone();
+        move || -> BoxResult<()> {
+            let i = rand::rng().random_range(0..MANY_NAMES);
+            mutexes[i].lock()?.unlock()?;
+            Ok(())
+        }
+    })?;
+    let acquire = Arc::new(redis::Script::new(include_str!(
+        "../src/scripts/acquire.lua"
+    )));
+    let release = Arc::new(redis::Script::new(include_str!(
+        "../src/scripts/release.lua"
+    )));
+    let client = redis::Client::open(url)?;
+    let ceiling = run_threads(|| {
+        let mut conn = client.get_connection().expect("a connection");
+        let (acquire, release) = (acquire.clone(), release.clone());
+        move || -> BoxResult<()> {
+            let i = rand::rng().random_range(0..MANY_NAMES);
+            let (lock, signal) = (
+                format!("lock:bench:raw-{i}"),
+                format!("lock-signal:bench:raw-{i}"),
+            );
+            let _: (i64, i64) = acquire
+                .key(&lock)
+                .key(&signal)
+                .key("lock-fencing-counter")
+                .key(format!("lock-grant:bench:raw-{i}"))
+                .arg("raw")
+                .arg(0)
+                .arg("0")
+                .arg("attempt")
+                .arg(10_000)
+                .invoke(&mut conn)?;
+            let _: i64 = release
+                .key(&lock)
+                .key(&signal)
+                .arg("raw")
+                .arg(1000)
+                .invoke(&mut conn)?;
+            Ok(())
+        }
+    })?;
+    Ok((library, ceiling))
+}
+
+/// Runs the cycle each `make()` gives on `MANY_NAMES_THREADS` threads for
+/// `MANY_NAMES_RUN`; returns the cycles per second of all of them together.
+fn run_threads<F>(mut make: impl FnMut() -> F) -> BoxResult<f64>
+where
+    F: FnMut() -> BoxResult<()> + Send + 'static,
+{
+    let started = Instant::now();
+    let threads: Vec<_> = (0..MANY_NAMES_THREADS)
+        .map(|_| {
+            let mut cycle = make();
+            thread::spawn(move || -> Result<u64, String> {
+                let mut done = 0;
+                while started.elapsed() < MANY_NAMES_RUN {
+                    cycle().map_err(|e| e.to_string())?;
+                    done += 1;
+                }
+                Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        total += t.join().map_err(|_| "a thread panicked")??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// How late `try_lock_for` returns on a lock held throughout: `LATE_WAITS` waits of 50 ms on
+/// an otherwise idle server; the median and the worst lateness, in milliseconds.
+fn try_lock_for_lateness(url: &str) -> BoxResult<(f64, f64)> {
+    let pool = Pool::new(url)?;
+    let holder = RedisMutex::new(pool.clone(), "bench:late")?;
+    let waiter = RedisMutex::new(pool, "bench:late")?;
+    let _held = holder.lock()?;
+    let wait = Duration::from_millis(50);
+    let mut late = Vec::with_capacity(LATE_WAITS);
+    for _ in 0..LATE_WAITS {
+        let called = Instant::now();
+        if waiter.try_lock_for(wait).is_ok() {
+            return Err("the waiter got a held lock".into());
+        }
+        late.push(called.elapsed().saturating_sub(wait));
+    }
+    let worst = *late.iter().max().ok_or("no waits")?;
+    Ok((median(late).as_secs_f64() * 1e3, worst.as_secs_f64() * 1e3))
+}
+
+/// The median latency of a lock+unlock cycle of `mutex`, over `cycles` after a warm-up.
+fn cycle_latency(mutex: &RedisMutex, cycles: usize) -> BoxResult<Duration> {
+    for _ in 0..cycles / 10 + 1 {
+        mutex.lock()?.unlock()?;
+    }
+    let mut samples = Vec::with_capacity(cycles);
+    for _ in 0..cycles {
+        let started = Instant::now();
+        mutex.lock()?.unlock()?;
+        samples.push(started.elapsed());
+    }
+    Ok(median(samples))
+}
+
+/// A lock+unlock on a primary with a replica, without and with `wait_replicas(1, 100 ms)`,
+/// interleaved in blocks: median latencies.
+fn wait_replicas_cost() -> BoxResult<(Duration, Duration)> {
+    let primary = RedisServer::start();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
+    let mut on_replica = replica.connection();
+    let linked = support::eventually(Duration::from_secs(20), || {
+        support::info_field(&mut on_replica, "replication", "master_link_status").as_deref()
+            == Some("up")
+    });
+    if !linked {
+        return Err("the replica never linked".into());
+    }
+    let pool = primary.pool();
+    let plain = RedisMutex::new(pool.clone(), "bench:plain")?;
+    let replicated = RedisMutex::builder(pool, "bench:replicated")
+        .wait_replicas(1, Duration::from_millis(100))
+        .build()?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        a.push(cycle_latency(&plain, 200)?);
+        b.push(cycle_latency(&replicated, 200)?);
+    }
+    Ok((median(a), median(b)))
+}
+
+/// A lock+unlock on a standalone server and on a 3-primary cluster (with replicas), both on
+/// this machine, interleaved in blocks: median latencies.
+fn cluster_cost() -> BoxResult<(Duration, Duration)> {
+    let standalone = RedisServer::start();
+    let cluster = support::cluster::Cluster::start(3);
+    let alone = RedisMutex::new(standalone.pool(), "bench:standalone")?;
+    let clustered = RedisMutex::new(cluster.pool(), "bench:cluster")?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        a.push(cycle_latency(&alone, 200)?);
+        b.push(cycle_latency(&clustered, 200)?);
+    }
+    Ok((median(a), median(b)))
+}
+
+/// The latency proxy's own cost: the median `PING` through it at 0 ms, less the median
+/// direct.
+fn proxy_overhead(url: &str) -> BoxResult<Duration> {
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or("the server URL has no port")?;
+    let proxy = proxy::FaultProxy::start(port);
+    let mut direct = redis::Client::open(url)?.get_connection()?;
+    let mut proxied = redis::Client::open(proxy.url())?.get_connection()?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..2000 {
+        for (conn, samples) in [(&mut direct, &mut a), (&mut proxied, &mut b)] {
+            let started = Instant::now();
+            let _: String = redis::cmd("PING").query(conn)?;
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(median(b).saturating_sub(median(a)))
+}
+
+struct Peers {
+    uncontended: f64,
+    contended: f64,
+    vs_uncontended: f64,
+    vs_contended: f64,
+}
+
+/// python-redis-lock 4.x: uncontended acquire+release cycles per second on one process,
+/// with python's own client; and `CONTENDED_PROCESSES` processes x `THREADS_PER_PROCESS`
+/// threads contending on one name with the same counter work under the lock. Compared with
+/// this crate's uncontended figure and with its own contended run of the same shape.
+const PYTHON_PEER: &str = r#"
+import sys, time, threading, redis, redis_lock
+port, mode, seconds, threads = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+conn = redis.StrictRedis(host="127.0.0.1", port=port)
+done = [0] * threads
+def run(t):
+    c = redis.StrictRedis(host="127.0.0.1", port=port)
+    lock = redis_lock.Lock(c, "bench:python-" + mode, expire=10)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        lock.acquire(blocking=True)
+        if mode == "contended":
+            n = int(c.get("bench:python-counter") or 0)
+            c.set("bench:python-counter", n + 1)
+        lock.release()
+        done[t] += 1
+ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(sum(done))
+"#;
+
+fn python_peers(url: &str, uncontended_ours: f64, rtt: Duration) -> BoxResult<Option<Peers>> {
+    let Ok(python) = python::try_python() else {
+        return Ok(None);
+    };
+    let port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .ok_or("the server URL has no port")?
+        .to_owned();
+    let run = |mode: &str, seconds: f64, threads: usize| -> BoxResult<u64> {
+        let out = Command::new(python)
+            .args([
+                "-c",
+                PYTHON_PEER,
+                &port,
+                mode,
+                &seconds.to_string(),
+                &threads.to_string(),
+            ])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "python-redis-lock run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+    };
+    let seconds = 3.0;
+    let uncontended = run("uncontended", seconds, 1)? as f64 / seconds;
+    // The contended runs, python's and ours, side by side at the same moment's speed.
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    let _: () = conn.del("bench:python-counter")?;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..CONTENDED_PROCESSES)
+        .map(|_| {
+            let port = port.clone();
+            let python = python.to_path_buf();
+            thread::spawn(move || -> Result<u64, String> {
+                let out = Command::new(python)
+                    .args([
+                        "-c",
+                        PYTHON_PEER,
+                        &port,
+                        "contended",
+                        "3",
+                        &THREADS_PER_PROCESS.to_string(),
+                    ])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .map_err(|e| format!("{e}"))
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.join().map_err(|_| "a python run panicked")??;
+    }
+    let python_contended = total as f64 / started.elapsed().as_secs_f64();
+    let ours = contended(url, rtt, false)?.cycles_per_s;
+    Ok(Some(Peers {
+        uncontended,
+        contended: python_contended,
+        vs_uncontended: uncontended_ours / uncontended,
+        vs_contended: ours / python_contended,
+    }))
 }

@@ -23,17 +23,14 @@ return 1";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (url, _server) = server::example_server();
-    let client = redis::Client::open(url)?;
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(client.clone())?;
-    let mut storage = client.get_connection()?;
+    let pool = Pool::new(&url)?;
+    let mut storage = redis::Client::open(url)?.get_connection()?;
     let write = Script::new(FENCED_WRITE);
 
     let slow = RedisMutex::builder(pool.clone(), "examples:fencing")
         .expire(Duration::from_millis(200))
         .build()?;
-    let fast = RedisMutex::new(pool, "examples:fencing");
+    let fast = RedisMutex::new(pool, "examples:fencing")?;
 
     let paused = slow.lock()?;
     println!(

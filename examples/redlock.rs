@@ -1,5 +1,4 @@
-//! A Redlock over five Redis servers: lock, contention, extend, auto-extension, and two
-//! servers down.
+//! A Redlock over five Redis servers: lock, contention, extend, auto-extension, servers down.
 //!
 //! ```text
 //! cargo run --example redlock                     # starts five throwaway redis-servers
@@ -30,27 +29,22 @@ fn main() -> BoxResult<()> {
     };
     let pools = urls
         .iter()
-        .map(|url| {
-            let pool = Pool::builder()
-                .test_on_check_out(false)
-                .build(redis::Client::open(url.as_str())?)?;
-            Ok(pool)
-        })
-        .collect::<BoxResult<Vec<Pool>>>()?;
+        .map(|url| Pool::new(url))
+        .collect::<redis_mutex::Result<Vec<Pool>>>()?;
 
     let redlock = Redlock::builder(pools.clone())
         .retry_count(3)
         .retry_delay(Duration::from_millis(100))
         .build()?;
-    let rival = Redlock::new(pools.clone());
+    let rival = Redlock::new(pools.clone())?;
     let ttl = Duration::from_secs(10);
 
     let guard = redlock.lock("example:report", ttl)?;
     println!(
         "locked `{}` with token {}, valid for {:?}",
         guard.resource(),
-        guard.token(),
-        guard.validity()
+        guard.owner_id(),
+        guard.valid_for().unwrap()
     );
     println!(
         "held on a majority: {}",
@@ -63,7 +57,7 @@ fn main() -> BoxResult<()> {
     }
 
     guard.extend(Duration::from_secs(30))?;
-    println!("extended: valid for {:?}", guard.validity());
+    println!("extended: valid for {:?}", guard.valid_for().unwrap());
     guard.unlock()?;
     println!(
         "unlocked; the rival now gets it: {}",
@@ -73,7 +67,12 @@ fn main() -> BoxResult<()> {
     // Auto-extension: a lock with a 1 s ttl outlives three seconds of work.
     let extending = Redlock::builder(pools)
         .auto_extend(true)
-        .on_lost(|resource| eprintln!("lost `{resource}`: stop the work it protects"))
+        .on_lost(|lost| {
+            eprintln!(
+                "lost `{}` ({}): stop the work it protects",
+                lost.name, lost.reason
+            )
+        })
         .build()?;
     let guard = extending.lock("example:long-job", Duration::from_secs(1))?;
     for step in 1..=3 {
@@ -81,7 +80,7 @@ fn main() -> BoxResult<()> {
         guard.ensure_held()?;
         println!(
             "step {step}: still held after {step} s, valid for {:?}",
-            guard.validity()
+            guard.valid_for().unwrap()
         );
     }
     guard.unlock()?;
@@ -93,7 +92,7 @@ fn main() -> BoxResult<()> {
         let guard = redlock.lock("example:report", ttl)?;
         println!(
             "two of five servers down: still locked, valid for {:?}",
-            guard.validity()
+            guard.valid_for().unwrap()
         );
         drop(guard);
         servers[2].kill();

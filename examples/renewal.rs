@@ -1,5 +1,4 @@
-//! An auto-renewed lock outlives its 1 s expiry through 3 s of work, then is reset behind
-//! its back, and the guard finds out.
+//! An auto-renewed lock outlives its 1 s expiry through 3 s of work, and learns of a reset.
 //!
 //! ```text
 //! cargo run --example renewal
@@ -16,16 +15,13 @@ use redis_mutex::{Pool, RedisMutex};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (url, _server) = server::example_server();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(redis::Client::open(url)?)?;
+    let pool = Pool::new(&url)?;
     let (lost_tx, lost_rx) = mpsc::channel();
-    let lost_tx = std::sync::Mutex::new(lost_tx);
     let mutex = RedisMutex::builder(pool.clone(), "examples:renewal")
         .expire(Duration::from_secs(1))
         .auto_renewal(true)
-        .on_lost(move |name| {
-            lost_tx.lock().unwrap().send(name.to_string()).ok();
+        .on_lost(move |lost| {
+            lost_tx.send(lost.clone()).ok();
         })
         .build()?;
 
@@ -40,10 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("an operator resets the lock...");
-    RedisMutex::new(pool, "examples:renewal").reset()?;
-    let name = lost_rx.recv_timeout(Duration::from_secs(5))?;
+    RedisMutex::new(pool, "examples:renewal")?.reset()?;
+    let lost = lost_rx.recv_timeout(Duration::from_secs(5))?;
     println!(
-        "on_lost: `{name}` is no longer ours; is_lost() = {}",
+        "on_lost: `{}` is no longer ours ({}); is_lost() = {}",
+        lost.name,
+        lost.reason,
         guard.is_lost()
     );
     match guard.ensure_held() {

@@ -15,9 +15,7 @@ use redis_mutex::{Pool, RedisRwLock};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (url, _server) = server::example_server();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(redis::Client::open(url)?)?;
+    let pool = Pool::new(&url)?;
     let started = Instant::now();
     let log = |who: &str, what: &str| {
         println!("{:>5} ms  {who:<18} {what}", started.elapsed().as_millis())

@@ -45,9 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn worker(process: &str, url: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .build(redis::Client::open(url)?)?;
+    let pool = Pool::new(url)?;
     let mutex = Arc::new(
         RedisMutex::builder(pool, "examples:turns")
             .expire(Duration::from_secs(10))

@@ -1,74 +1,81 @@
-//! Operator tools that act on every lock of the protocol at once.
+//! Operator tools that act on every lock of a pool: [`reset_all`], [`reset_owned_by`]
+//! (`reset.rs`), [`list_locks`] and [`lock_info`] (`list.rs`). They walk the keyspace with
+//! `SCAN` (never `KEYS`), on every primary of a cluster, and handle what each step found
+//! with one script call per slot, so Redis is never busy for more than a millisecond or two
+//! at a time.
 
-use crate::conn;
-use crate::lease::millis;
-use crate::mutex::unexpected_reply;
-use crate::options::{DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SIGNAL_EXPIRE};
-use crate::scripts::RESET;
+mod list;
+mod reset;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::cluster_routing::Slot;
+
+pub use list::{ListLocks, LockInfo, LockKind, list_locks, lock_info};
+pub use reset::{reset_all, reset_owned_by};
+
+use crate::conn::{self, Conn};
+use crate::pool::Node;
 use crate::{Pool, Result};
 
-/// How many keys one `SCAN` step asks for, and so how many locks one reset call deletes:
-/// small enough that neither keeps Redis busy for more than a millisecond or two.
+/// How many keys one `SCAN` step asks for, and so about how many locks one script call
+/// handles.
 const SCAN_COUNT: usize = 500;
 
-const LOCK_PREFIX: &[u8] = b"lock:";
-const SIGNAL_PREFIX: &[u8] = b"lock-signal:";
+/// A connection to one primary, for walking its keys.
+fn node_conn(pool: &Pool, node: &Arc<Node>) -> Result<Conn> {
+    let config = pool.config();
+    conn::checkout_node(
+        node,
+        config.connection_timeout.min(config.response_timeout),
+        config.response_timeout,
+        config.connect_timeout,
+    )
+}
 
-/// Deletes every lock of the protocol (every string key `lock:*`) in the pool's database,
-/// wakes one waiter of each, and returns how many locks it deleted. Meant for start-up,
-/// when no process of the fleet can hold a lock yet: a holder is not told.
-///
-/// Walks the keyspace with `SCAN` (never `KEYS`), deleting each step's locks with one
-/// script call, so Redis is never busy for more than a millisecond or two at a time. Keys
-/// outside the protocol stay, including `lock:*` keys that are not strings. Locks taken
-/// while it runs may or may not be deleted.
-///
-/// # Errors
-///
-/// [`Error::Redis`](crate::Error::Redis) or [`Error::Pool`](crate::Error::Pool) when Redis
-/// cannot be reached; locks deleted before the failure stay deleted.
-///
-/// # Examples
-///
-/// ```no_run
-/// use redis_mutex::{reset_all, Pool};
-///
-/// let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-/// let removed = reset_all(&pool)?;
-/// println!("removed {removed} stale locks");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn reset_all(pool: &Pool) -> Result<usize> {
-    let mut conn = conn::checkout(pool, pool.connection_timeout(), DEFAULT_RESPONSE_TIMEOUT)?;
-    let signal_ms = millis(DEFAULT_SIGNAL_EXPIRE);
+/// One `SCAN` step on `conn` from `cursor`: the next cursor (0: done) and the keys found.
+fn scan_step(conn: &mut Conn, pattern: &str, cursor: u64) -> Result<(u64, Vec<Vec<u8>>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_COUNT)
+        .query(&mut **conn)
+        .map_err(|e| conn.fail(e, pattern, "SCAN"))
+}
+
+/// Walks the keys matching `pattern` with `SCAN`, handing each step's keys to `step`;
+/// returns the sum of what `step` returned.
+fn scan(
+    conn: &mut Conn,
+    pattern: &str,
+    mut step: impl FnMut(&mut Conn, Vec<Vec<u8>>) -> Result<usize>,
+) -> Result<usize> {
     let mut cursor: u64 = 0;
-    let mut deleted = 0;
+    let mut total = 0;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("lock:*")
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query(&mut *conn)?;
+        let (next, keys) = scan_step(conn, pattern, cursor)?;
         if !keys.is_empty() {
-            let mut reset = RESET.arg(signal_ms);
-            for key in &keys {
-                let mut signal = SIGNAL_PREFIX.to_vec();
-                signal.extend_from_slice(&key[LOCK_PREFIX.len()..]);
-                reset.key(key).key(signal);
-            }
-            let results: Vec<i64> = reset.invoke(&mut *conn)?;
-            if results.len() != keys.len() {
-                return Err(unexpected_reply("reset"));
-            }
-            deleted += results.iter().filter(|&&r| r == 1).count();
+            total += step(conn, keys)?;
         }
         if next == 0 {
-            break;
+            return Ok(total);
         }
         cursor = next;
     }
-    log::debug!("reset_all deleted {deleted} lock(s)");
-    Ok(deleted)
+}
+
+/// Splits items by the slot of their key (on a cluster; one group otherwise), since a
+/// script may only touch keys of one slot there.
+fn by_slot<T>(items: Vec<(Vec<u8>, T)>, cluster: bool) -> Vec<Vec<T>> {
+    if !cluster {
+        return vec![items.into_iter().map(|(_, item)| item).collect()];
+    }
+    let mut groups: HashMap<Slot, Vec<T>> = HashMap::new();
+    for (key, item) in items {
+        groups.entry(Slot::for_key(&key)).or_default().push(item);
+    }
+    groups.into_values().collect()
 }

@@ -1,73 +1,469 @@
-//! Pooled connections with bounded replies, and the blocking wait on a signal list.
+//! A connection in use: checked out for a key (on a cluster, from the primary serving the
+//! key's slot), with replies bounded by a timeout, the routing of a command through
+//! redirections, and the errors a call ends in, each naming its server.
 //!
-//! Sync `redis` connections have no read timeout unless one is set, so a stalled server
-//! would hang every caller. Every connection this crate checks out gets a read and write
-//! timeout; the value last set is remembered in the connection's r2d2 extensions so that a
-//! hot path does not pay a `setsockopt` per command.
+//! Nothing here sends a command twice unless the server said it did not run it (`MOVED`,
+//! `ASK`, `TRYAGAIN`, `READONLY`, ...): a command whose reply was lost is the caller's to
+//! undo, on the same connection (see [`undo_after_lost_reply`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use r2d2::PooledConnection;
 
-use crate::{Pool, Result};
+use crate::pool::{Link, LinkState, MIN_TIMEOUT, Manager, Node, NodePool, Redirect, redirect_of};
+use crate::{Error, Pool, Result};
 
-pub(crate) type Conn = PooledConnection<redis::Client>;
+/// Where a command goes: the primary serving a key's slot (on a pool that is not a cluster,
+/// its one server).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Route<'a> {
+    Key(&'a str),
+}
 
-/// The smallest timeout a socket accepts (zero means "none" to the OS and is refused).
-const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// How many redirections or refusals one command follows before giving up.
+const MAX_REDIRECTS: u32 = 16;
 
-/// How long past a `BLPOP`'s own timeout we wait for the server's reply before unblocking
-/// it ourselves. Redis checks blocked clients' timeouts once per event-loop pass, which on
-/// an idle server can be a whole `1/hz` (100 ms by default) late.
-const BLPOP_GRACE: Duration = Duration::from_millis(5);
+/// The first pause after a refusal that may pass (`TRYAGAIN`, `LOADING`, ...); doubled on
+/// each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 
-/// The read timeout currently set on a connection's socket, as we last set it.
-struct ReadTimeout(Duration);
+/// A connection checked out of a pool, returned to it when dropped.
+pub(crate) struct Conn {
+    link: Pooled,
+    node: Arc<Node>,
+    /// It was used before it went back to the pool (not made for this checkout): the server
+    /// or the network may have closed it meanwhile.
+    reused: bool,
+}
 
-/// The write timeout currently set on a connection's socket, as we last set it.
-struct WriteTimeout(Duration);
+enum Pooled {
+    Own(PooledConnection<Manager>),
+    /// A connection made on the caller's thread while the pool's last attempt had failed,
+    /// closed when dropped.
+    Detached(Link),
+    /// A connection of a pool given to [`Pool::try_from`]; what we know of its socket lives
+    /// in its r2d2 extensions between checkouts.
+    Foreign {
+        conn: PooledConnection<redis::Client>,
+        state: LinkState,
+    },
+}
 
-/// The server-side id of a connection (`CLIENT ID`), for `CLIENT UNBLOCK`.
-struct ClientId(i64);
+impl Conn {
+    fn parts(&mut self) -> (&mut redis::Connection, &mut LinkState) {
+        match &mut self.link {
+            Pooled::Own(pooled) => {
+                let Link { conn, state, .. } = &mut **pooled;
+                (conn, state)
+            }
+            Pooled::Detached(Link { conn, state, .. }) => (conn, state),
+            Pooled::Foreign { conn, state } => (&mut **conn, state),
+        }
+    }
 
-/// Identifies the pool a connection came from: connections are never shared between
-/// pools, so locks acquired on connections with the same tag can be renewed together.
-#[derive(Clone, Copy)]
-struct PoolTag(u64);
+    fn connection(&self) -> &redis::Connection {
+        match &self.link {
+            Pooled::Own(pooled) => &pooled.conn,
+            Pooled::Detached(link) => &link.conn,
+            Pooled::Foreign { conn, .. } => conn,
+        }
+    }
 
-static NEXT_POOL_TAG: AtomicU64 = AtomicU64::new(1);
+    /// The server this connection is to, as errors name it.
+    pub(crate) fn server(&self) -> &str {
+        match &self.link {
+            Pooled::Own(pooled) => &pooled.server,
+            Pooled::Detached(link) => &link.server,
+            Pooled::Foreign { .. } => self.node.server(),
+        }
+    }
 
-/// Checks a connection out of `pool`, waiting at most `checkout_timeout`, with replies
-/// bounded by `response_timeout`.
-pub(crate) fn checkout(
-    pool: &Pool,
-    checkout_timeout: Duration,
+    /// The node (server) the connection belongs to.
+    pub(crate) fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The read timeout now in force.
+    pub(crate) fn read_timeout(&mut self) -> Duration {
+        self.parts().1.read_timeout.unwrap_or(Duration::ZERO)
+    }
+
+    /// Bounds the next reads and writes by `timeout` (at least 1 ms).
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.set_read_timeout(timeout)?;
+        let timeout = Some(timeout.max(MIN_TIMEOUT));
+        let (conn, state) = self.parts();
+        if state.write_timeout != timeout {
+            let result = conn.set_write_timeout(timeout);
+            state.write_timeout = result.is_ok().then_some(timeout).flatten();
+            result.map_err(|e| self.fail(e, "", "setting a socket timeout"))?;
+        }
+        Ok(())
+    }
+
+    /// Bounds the next reads by `timeout` (at least 1 ms); writes keep theirs.
+    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let timeout = Some(timeout.max(MIN_TIMEOUT));
+        let (conn, state) = self.parts();
+        if state.read_timeout != timeout {
+            let result = conn.set_read_timeout(timeout);
+            state.read_timeout = result.is_ok().then_some(timeout).flatten();
+            result.map_err(|e| self.fail(e, "", "setting a socket timeout"))?;
+        }
+        Ok(())
+    }
+
+    /// The server-side id of this connection, for `CLIENT UNBLOCK`; asked once.
+    pub(crate) fn client_id(&mut self) -> Result<i64> {
+        if let Some(id) = self.parts().1.client_id {
+            return Ok(id);
+        }
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query(self)
+            .map_err(|e| self.fail(e, "", "CLIENT ID"))?;
+        self.parts().1.client_id = Some(id);
+        Ok(id)
+    }
+
+    /// Keeps the pool from handing the connection out again: its server is no longer what
+    /// it was (demoted, say).
+    pub(crate) fn mark_broken(&mut self) {
+        self.parts().1.broken = true;
+    }
+
+    /// Whether the connection is still open, as far as the client knows.
+    pub(crate) fn is_open(&self) -> bool {
+        redis::ConnectionLike::is_open(self.connection())
+    }
+
+    /// Another idle connection to the same server, if one is free now.
+    pub(crate) fn spare(&self, response_timeout: Duration) -> Option<Conn> {
+        let mut conn = wrap(try_get(&self.node)?, self.node.clone());
+        conn.set_timeout(response_timeout).ok()?;
+        Some(conn)
+    }
+
+    /// This crate's error for `e`, a failure of `what` on this connection, about the lock
+    /// `lock` (for a key of the wrong type).
+    pub(crate) fn fail(&mut self, e: redis::RedisError, lock: &str, what: &'static str) -> Error {
+        let after = self.read_timeout();
+        classify(e, self.server(), after, lock, what)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.parts().1.idle_since = Some(Instant::now());
+        if let Pooled::Foreign { conn, state } = &mut self.link {
+            PooledConnection::extensions_mut(conn).insert(std::mem::take(state));
+        }
+    }
+}
+
+/// How long a pooled connection may sit idle before it is checked (`PING`) on checkout: a
+/// connection the server or the network closed meanwhile fails its first use, and a lock
+/// request sent on it would end in doubt for nothing. Connections in steady use skip it.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// A pooled connection, either kind.
+enum Checkout {
+    Own(PooledConnection<Manager>),
+    Foreign(PooledConnection<redis::Client>),
+}
+
+fn try_get(node: &Node) -> Option<Checkout> {
+    match &node.pool {
+        NodePool::Own(pool) => pool.try_get().map(Checkout::Own),
+        NodePool::Foreign(pool) => pool.try_get().map(Checkout::Foreign),
+    }
+}
+
+fn get_timeout(node: &Node, wait: Duration) -> Option<Checkout> {
+    match &node.pool {
+        NodePool::Own(pool) => pool.get_timeout(wait).ok().map(Checkout::Own),
+        NodePool::Foreign(pool) => pool.get_timeout(wait).ok().map(Checkout::Foreign),
+    }
+}
+
+fn wrap(checkout: Checkout, node: Arc<Node>) -> Conn {
+    let link = match checkout {
+        Checkout::Own(pooled) => Pooled::Own(pooled),
+        Checkout::Foreign(mut conn) => {
+            let state = PooledConnection::extensions_mut(&mut conn)
+                .remove::<LinkState>()
+                .unwrap_or_default();
+            Pooled::Foreign { conn, state }
+        }
+    };
+    Conn {
+        link,
+        node,
+        reused: false,
+    }
+}
+
+/// Checks a connection out of `node`, waiting at most `wait` for a free one, with replies
+/// bounded by `response_timeout`. A connection that sat idle for more than [`IDLE_CHECK`]
+/// is checked first; one found closed is dropped for another.
+///
+/// A server whose last connection attempt failed is reported at once (when no connection
+/// is idle), and one that fails while we wait is reported within about the connect
+/// timeout, rather than after the whole `wait`: r2d2 keeps trying in the background, and
+/// the next call gets a connection as soon as one is made.
+pub(crate) fn checkout_node(
+    node: &Arc<Node>,
+    wait: Duration,
     response_timeout: Duration,
+    connect_timeout: Duration,
 ) -> Result<Conn> {
-    let mut conn = pool.get_timeout(checkout_timeout)?;
-    set_timeout(&mut conn, response_timeout)?;
+    let started = Instant::now();
+    loop {
+        let left = wait.saturating_sub(started.elapsed()).max(MIN_TIMEOUT);
+        let mut conn = checkout_any(node, left, response_timeout, connect_timeout)?;
+        let idle = conn.parts().1.idle_since.take();
+        conn.reused = idle.is_some();
+        if idle.is_none_or(|since| since.elapsed() < IDLE_CHECK) {
+            return Ok(conn);
+        }
+        match redis::cmd("PING").query::<String>(&mut *conn) {
+            Ok(_) => return Ok(conn),
+            // A stalled server is not a closed connection: no other will do better.
+            Err(e) if reply_pending(&e) || !reply_lost(&e) => {
+                return Err(conn.fail(e, "", "PING"));
+            }
+            Err(e) => {
+                log::debug!(
+                    "a pooled connection to {} was closed ({e}); taking another",
+                    conn.server()
+                );
+                conn.mark_broken();
+            }
+        }
+    }
+}
+
+/// [`checkout_node`] without the idle check.
+fn checkout_any(
+    node: &Arc<Node>,
+    wait: Duration,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<Conn> {
+    let started = Instant::now();
+    let checkout = match node.health.failure() {
+        Some(failure) => match try_get(node) {
+            Some(checkout) => checkout,
+            None => {
+                // The pool's last attempt failed, and its next one may be a backoff away:
+                // try now, on this thread, rather than report a failure that may be stale.
+                let Some(manager) = &node.manager else {
+                    return Err(failure);
+                };
+                let link = r2d2::ManageConnection::connect(manager)?;
+                let mut conn = Conn {
+                    link: Pooled::Detached(link),
+                    node: node.clone(),
+                    reused: false,
+                };
+                conn.set_timeout(response_timeout)?;
+                return Ok(conn);
+            }
+        },
+        None => {
+            // A first share of the wait long enough for one connection attempt to end.
+            let first = wait.min(connect_timeout + Duration::from_millis(100));
+            match get_timeout(node, first) {
+                Some(checkout) => checkout,
+                None => {
+                    if let Some(failure) = node.health.failure() {
+                        return Err(failure);
+                    }
+                    let left = wait.saturating_sub(started.elapsed());
+                    get_timeout(node, left).ok_or_else(|| {
+                        node.health.failure().unwrap_or_else(|| Error::PoolTimeout {
+                            server: node.server().to_owned(),
+                            after: wait,
+                        })
+                    })?
+                }
+            }
+        }
+    };
+    let mut conn = wrap(checkout, node.clone());
+    conn.set_timeout(response_timeout)?;
     Ok(conn)
 }
 
-/// Checks a connection out of `pool` for a lock call that waits until `deadline` (`None`:
-/// forever). Waiting for a connection is bounded like waiting for a reply, not by the
-/// deadline: the deadline is how long to wait for the lock, and even a `try_` call needs
-/// one round trip.
-pub(crate) fn checkout_for_lock(
+/// Checks a connection out of `pool` for `route`, waiting at most `wait` for a free one,
+/// with replies bounded by `response_timeout`. On a cluster, a primary that cannot be
+/// reached makes the slot map be asked for again (a failover may have promoted another).
+pub(crate) fn checkout(
     pool: &Pool,
-    deadline: Option<Instant>,
+    route: Route<'_>,
+    wait: Duration,
     response_timeout: Duration,
 ) -> Result<Conn> {
-    let checkout_timeout = match deadline {
-        Some(deadline) => pool.connection_timeout().min(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(response_timeout),
-        ),
-        None => pool.connection_timeout(),
+    let connect_timeout = pool.config().connect_timeout;
+    let Some(cluster) = pool.as_cluster() else {
+        let node = pool
+            .single()
+            .expect("a pool is a cluster or a single server");
+        return checkout_node(node, wait, response_timeout, connect_timeout);
     };
-    checkout(pool, checkout_timeout, response_timeout)
+    let Route::Key(key) = route;
+    let node = cluster.node_for(key)?;
+    match checkout_node(&node, wait, response_timeout, connect_timeout) {
+        Err(e) if e.is_unreachable() => {
+            cluster.refresh().ok();
+            let other = cluster.node_for(key)?;
+            if Arc::ptr_eq(&other, &node) {
+                return Err(e);
+            }
+            checkout_node(&other, wait, response_timeout, connect_timeout)
+        }
+        result => result,
+    }
+}
+
+/// The outcome of [`run`]: the connection the command went on last (to undo it there, if
+/// its reply was lost), and the command's own result.
+pub(crate) struct Ran<T> {
+    pub(crate) conn: Conn,
+    pub(crate) result: redis::RedisResult<T>,
+}
+
+/// Runs `op` (one command or one script call, on `conn` if given, else on a connection
+/// checked out for `route`), following the cluster's redirections and retrying the
+/// refusals that say the command did not run, within about `response_timeout`.
+///
+/// Only a failure to get a connection is an `Err`; the command's own failure is in
+/// [`Ran::result`], with the connection, so that the caller can tell a lost reply (see
+/// [`reply_lost`]) from an answer, and undo the first on the same connection.
+pub(crate) fn run<T>(
+    pool: &Pool,
+    route: Route<'_>,
+    conn: Option<Conn>,
+    response_timeout: Duration,
+    mut op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+) -> Result<Ran<T>> {
+    let started = Instant::now();
+    let wait = pool.config().connection_timeout.min(response_timeout);
+    let mut conn = match conn {
+        Some(conn) => conn,
+        None => checkout(pool, route, wait, response_timeout)?,
+    };
+    let mut backoff = FIRST_BACKOFF;
+    let mut asking = false;
+    for _ in 0..MAX_REDIRECTS {
+        let result = if asking {
+            redis::cmd("ASKING")
+                .query::<()>(&mut conn)
+                .and_then(|()| op(&mut conn))
+        } else {
+            op(&mut conn)
+        };
+        asking = false;
+        let redirect = match &result {
+            Err(e) => redirect_of(e),
+            Ok(_) => None,
+        };
+        let left = response_timeout.saturating_sub(started.elapsed());
+        let Some(redirect) = redirect.filter(|_| !left.is_zero()) else {
+            return Ok(Ran { conn, result });
+        };
+        log::trace!("{} refused a command: {redirect:?}", conn.server());
+        let cluster = pool.as_cluster();
+        conn = match (redirect, cluster) {
+            (Redirect::Moved { slot, addr }, Some(cluster)) => {
+                cluster.moved(slot, &addr);
+                checkout(pool, route, wait.min(left), response_timeout)?
+            }
+            (Redirect::Ask { addr }, Some(cluster)) => {
+                asking = true;
+                let node = cluster.node(&addr);
+                checkout_node(
+                    &node,
+                    wait.min(left),
+                    response_timeout,
+                    pool.config().connect_timeout,
+                )?
+            }
+            (Redirect::Moved { .. } | Redirect::Ask { .. }, None) => {
+                return Err(Error::invalid(
+                    "pool",
+                    format!(
+                        "redis at {} is a cluster node; build the pool with `Pool::cluster`",
+                        conn.server()
+                    ),
+                ));
+            }
+            (Redirect::Later, _) => {
+                drop(conn);
+                thread::sleep(backoff.min(left));
+                backoff = backoff.saturating_mul(2);
+                checkout(pool, route, wait.min(left), response_timeout)?
+            }
+            (Redirect::Demoted, cluster) => {
+                conn.mark_broken();
+                drop(conn);
+                if let Some(cluster) = cluster {
+                    cluster.refresh().ok();
+                }
+                checkout(pool, route, wait.min(left), response_timeout)?
+            }
+        };
+    }
+    let result = op(&mut conn);
+    Ok(Ran { conn, result })
+}
+
+/// [`run`] on a connection checked out for `route`, for a command that may be sent twice
+/// (a compare-and-set, a read): when the pooled connection turns out to have been closed
+/// before any reply came (the server or the network dropped it while it sat idle), the
+/// command goes once more on another connection, instead of failing a call that never
+/// reached the server.
+pub(crate) fn run_repeatable<T>(
+    pool: &Pool,
+    route: Route<'_>,
+    response_timeout: Duration,
+    mut op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+) -> Result<Ran<T>> {
+    // Every idle connection may have been closed by the same event: try each at most once.
+    for _ in 0..pool.config().max_size {
+        let mut ran = run(pool, route, None, response_timeout, &mut op)?;
+        let closed = match &ran.result {
+            Err(e) => ran.conn.reused && reply_lost(e) && !reply_pending(e),
+            Ok(_) => false,
+        };
+        if !closed {
+            return Ok(ran);
+        }
+        log::debug!(
+            "a pooled connection to {} was closed; sending again",
+            ran.conn.server()
+        );
+        ran.conn.mark_broken();
+    }
+    run(pool, route, None, response_timeout, op)
+}
+
+/// Whether a read ended before its reply came but the connection may still deliver it: a
+/// timeout, or a signal that interrupted the read (a process stopped and continued).
+/// redis-rs skips the late reply on the connection's next read.
+pub(crate) fn reply_pending(e: &redis::RedisError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let io = std::error::Error::source(e).and_then(|source| {
+        source.downcast_ref::<std::io::Error>().or_else(|| {
+            source
+                .downcast_ref::<Shared>()
+                .and_then(|shared| shared.downcast_ref::<std::io::Error>())
+        })
+    });
+    e.is_timeout() || io.is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
 }
 
 /// Whether a failed call's effect is unknown: no reply came (a timeout, a broken
@@ -75,166 +471,158 @@ pub(crate) fn checkout_for_lock(
 pub(crate) fn reply_lost(error: &redis::RedisError) -> bool {
     !matches!(
         error.kind(),
-        redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
+        redis::ErrorKind::Server(_)
+            | redis::ErrorKind::Extension
+            | redis::ErrorKind::UnexpectedReturnType
+            | redis::ErrorKind::Parse
     )
 }
 
-/// [`reply_lost`] for this crate's errors: whether a call that failed with `error` may have
-/// run on the server all the same (or may still).
-pub(crate) fn may_have_run(error: &crate::Error) -> bool {
-    matches!(error, crate::Error::Redis(e) if reply_lost(e))
+/// This crate's error for `e`, a failure of `what` on a connection to `server` whose reads
+/// were bounded by `after`, about the lock `lock`.
+pub(crate) fn classify(
+    e: redis::RedisError,
+    server: &str,
+    after: Duration,
+    lock: &str,
+    what: &'static str,
+) -> Error {
+    let server = server.to_owned();
+    if e.code() == Some("WRONGTYPE") {
+        return Error::WrongType {
+            name: lock.to_owned(),
+        };
+    }
+    if reply_pending(&e) {
+        return Error::Timeout { server, after };
+    }
+    match e.kind() {
+        redis::ErrorKind::AuthenticationFailed => Error::AuthFailed { server, source: e },
+        redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse => {
+            Error::Protocol { what }
+        }
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension => {
+            Error::Redis { server, source: e }
+        }
+        _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+            Error::Unreachable { server, source: e }
+        }
+        _ => Error::Redis { server, source: e },
+    }
 }
 
-/// Runs `commands` to undo a call whose reply was lost on `conn`: on `conn` itself while it
-/// is open, so that Redis runs them after the lost call, however late that comes; else on
-/// one fresh connection, since the lost call then ran already or never will. Stops at the
-/// first failure.
+/// How long an undo waits for its own reply: not at all, in effect. It was sent right
+/// behind the call it undoes, so the server runs it after that call, whenever that is; a
+/// reply that does not come in this time is skipped by the connection later, and the caller
+/// keeps its bound.
+const UNDO_REPLY_WAIT: Duration = Duration::from_millis(1);
+
+/// Sends `commands` to undo a call whose reply was lost on `conn`: on `conn` itself while
+/// it is open, so that Redis runs them after the lost call, however late that comes; else
+/// on one fresh connection, since the lost call then ran already or never will. Their
+/// replies are not waited for (see [`UNDO_REPLY_WAIT`]); an error reply that comes at once,
+/// or a failure to send, is returned.
 pub(crate) fn undo_after_lost_reply(
     conn: &mut Conn,
     pool: &Pool,
+    route: Route<'_>,
     response_timeout: Duration,
     commands: &[redis::Cmd],
 ) -> Result<()> {
-    let mut fresh = None;
+    let mut fresh: Option<Conn> = None;
     for command in commands {
-        let target: &mut Conn = if redis::ConnectionLike::is_open(&**conn) {
-            conn
+        let target = if conn.is_open() {
+            &mut *conn
         } else {
             match &mut fresh {
                 Some(fresh) => fresh,
-                None => fresh.insert(checkout(pool, pool.connection_timeout(), response_timeout)?),
+                None => fresh.insert(checkout(
+                    pool,
+                    route,
+                    pool.config().connection_timeout.min(response_timeout),
+                    response_timeout,
+                )?),
             }
         };
-        command.query::<redis::Value>(&mut **target)?;
-    }
-    Ok(())
-}
-
-/// Bounds the next reads and writes on `conn` by `timeout` (at least 1 ms).
-pub(crate) fn set_timeout(conn: &mut Conn, timeout: Duration) -> Result<()> {
-    set_read_timeout(conn, timeout)?;
-    let timeout = timeout.max(MIN_TIMEOUT);
-    if !matches!(PooledConnection::extensions(conn).get(), Some(WriteTimeout(t)) if *t == timeout) {
-        conn.set_write_timeout(Some(timeout))?;
-        PooledConnection::extensions_mut(conn).insert(WriteTimeout(timeout));
-    }
-    Ok(())
-}
-
-/// Bounds the next reads on `conn` by `timeout` (at least 1 ms).
-pub(crate) fn set_read_timeout(conn: &mut Conn, timeout: Duration) -> Result<()> {
-    let timeout = timeout.max(MIN_TIMEOUT);
-    if !matches!(PooledConnection::extensions(conn).get(), Some(ReadTimeout(t)) if *t == timeout) {
-        conn.set_read_timeout(Some(timeout))?;
-        PooledConnection::extensions_mut(conn).insert(ReadTimeout(timeout));
-    }
-    Ok(())
-}
-
-/// The tag of the pool `conn` belongs to (see [`PoolTag`]).
-pub(crate) fn pool_tag(conn: &mut Conn) -> u64 {
-    if let Some(PoolTag(tag)) = PooledConnection::extensions(conn).get() {
-        return *tag;
-    }
-    let tag = NEXT_POOL_TAG.fetch_add(1, Ordering::Relaxed);
-    PooledConnection::extensions_mut(conn).insert(PoolTag(tag));
-    tag
-}
-
-fn client_id(conn: &mut Conn) -> Result<i64> {
-    if let Some(ClientId(id)) = PooledConnection::extensions(conn).get() {
-        return Ok(*id);
-    }
-    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut **conn)?;
-    PooledConnection::extensions_mut(conn).insert(ClientId(id));
-    Ok(id)
-}
-
-/// How long a waiter sleeps without a connection when the pool has none to spare, before
-/// it tries again.
-const EXHAUSTED_POOL_WAIT: Duration = Duration::from_millis(20);
-
-/// Whether `pool` has no idle connection left and may not open another.
-fn exhausted(pool: &Pool) -> bool {
-    let state = pool.state();
-    state.idle_connections == 0 && state.connections >= pool.max_size()
-}
-
-/// Sleeps in `BLPOP` on `signal_keys` (woken by a signal pushed to any of them) for `wait`
-/// (at least 1 ms), then returns the connection to go on with.
-///
-/// The socket's read timeout always covers the wait. Because Redis may answer a timed-out
-/// `BLPOP` up to a `1/hz` late, the wait is also kept on our clock: when the server has not
-/// answered `BLPOP_GRACE` after `wait`, the connection is unblocked with `CLIENT UNBLOCK`
-/// from a second connection, which is then returned instead (the first goes back to the
-/// pool with its late reply marked to be skipped by redis-rs). Without a spare connection,
-/// a `PING` on the first one waits out the server's own timeout instead. Either way a
-/// signal that reached us in that moment is not lost, as long as the caller tries to
-/// acquire once more, which it always does after a wait.
-///
-/// A `BLPOP` never takes the pool's last connection: whoever holds the lock may need one to
-/// release it. When the pool has none to spare, the connection goes back to the pool for
-/// up to [`EXHAUSTED_POOL_WAIT`] of the wait instead, and a new one is checked out after,
-/// as for a lock call with `deadline` (see [`checkout_for_lock`]).
-pub(crate) fn wait_for_signal(
-    conn: Conn,
-    pool: &Pool,
-    signal_keys: &[&str],
-    wait: Duration,
-    deadline: Option<Instant>,
-    response_timeout: Duration,
-) -> Result<Conn> {
-    let wait = wait.max(MIN_TIMEOUT);
-    if exhausted(pool) {
-        drop(conn);
-        log::trace!(
-            "no connection to spare for a BLPOP; waiting {EXHAUSTED_POOL_WAIT:?} without one"
-        );
-        // Nothing to wait on without a connection: this is the one place where a waiter
-        // sleeps on its own clock, and only while the pool is exhausted.
-        std::thread::sleep(wait.min(EXHAUSTED_POOL_WAIT));
-        return checkout_for_lock(pool, deadline, response_timeout);
-    }
-    let mut conn = conn;
-    let id = client_id(&mut conn)?;
-    let mut blpop = redis::cmd("BLPOP");
-    blpop
-        .arg(signal_keys)
-        .arg(format!("{:.3}", wait.as_secs_f64()));
-    // Only the reply waits; the command itself is written at once.
-    set_read_timeout(&mut conn, wait + BLPOP_GRACE)?;
-    let outcome = blpop.query::<Option<(String, String)>>(&mut *conn);
-    // Later commands on this connection are ordinary ones again.
-    set_read_timeout(&mut conn, response_timeout)?;
-    match outcome {
-        Ok(_) => Ok(conn),
-        Err(e) if e.is_timeout() => {
-            log::trace!(
-                "BLPOP {signal_keys:?} not answered {BLPOP_GRACE:?} after its {wait:?} timeout"
-            );
-            match pool.try_get() {
-                Some(mut other) => {
-                    set_timeout(&mut other, response_timeout)?;
-                    if let Err(e) = redis::cmd("CLIENT")
-                        .arg("UNBLOCK")
-                        .arg(id)
-                        .query::<i64>(&mut *other)
-                    {
-                        // Without the right to unblock (ACL), the old connection finishes
-                        // its BLPOP on the server's clock; whoever uses it next waits for
-                        // that at most.
-                        log::debug!("CLIENT UNBLOCK {id} failed: {e}");
-                    }
-                    Ok(other)
-                }
-                None => {
-                    // Queued behind the BLPOP, the PING's reply comes once the server has
-                    // ended it; redis-rs skips the BLPOP's late reply.
-                    redis::cmd("PING").query::<String>(&mut *conn)?;
-                    Ok(conn)
-                }
-            }
+        target.set_read_timeout(UNDO_REPLY_WAIT)?;
+        let sent = command.query::<redis::Value>(&mut *target);
+        target.set_read_timeout(response_timeout)?;
+        match sent {
+            Ok(_) => {}
+            Err(e) if reply_pending(&e) => {}
+            Err(e) => return Err(target.fail(e, "", "an undo")),
         }
-        Err(e) => Err(e.into()),
+    }
+    Ok(())
+}
+
+impl Deref for Conn {
+    type Target = redis::Connection;
+
+    fn deref(&self) -> &redis::Connection {
+        self.connection()
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut redis::Connection {
+        self.parts().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(text: &str) -> redis::RedisError {
+        redis::parse_redis_value(format!("-{text}\r\n").as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    fn io(kind: std::io::ErrorKind) -> redis::RedisError {
+        std::io::Error::new(kind, "x").into()
+    }
+
+    #[test]
+    fn an_interrupted_read_may_still_get_its_reply() {
+        assert!(reply_pending(&io(std::io::ErrorKind::Interrupted)));
+        assert!(reply_pending(&io(std::io::ErrorKind::TimedOut)));
+        assert!(!reply_pending(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(!reply_pending(&server_error("ERR no")));
+    }
+
+    #[test]
+    fn only_answers_count_as_replies() {
+        assert!(reply_lost(&io(std::io::ErrorKind::TimedOut)));
+        assert!(reply_lost(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(!reply_lost(&server_error("ERR no")));
+        assert!(!reply_lost(&server_error("WRONGTYPE no")));
+        assert!(!reply_lost(&server_error("SOMETHINGNEW no")));
+    }
+
+    #[test]
+    fn errors_name_their_server_and_kind() {
+        let c = |e| classify(e, "h:1", Duration::from_secs(2), "jobs", "acquire");
+        assert!(matches!(
+            c(server_error("WRONGTYPE Operation against a key")),
+            Error::WrongType { name } if name == "jobs"
+        ));
+        assert!(matches!(
+            c(io(std::io::ErrorKind::TimedOut)),
+            Error::Timeout { server, .. } if server == "h:1"
+        ));
+        assert!(c(io(std::io::ErrorKind::ConnectionRefused)).is_unreachable());
+        assert!(matches!(
+            c(server_error("NOPERM no")),
+            Error::Redis { server, .. } if server == "h:1"
+        ));
+        let wrong_shape =
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "shape"));
+        assert!(matches!(
+            c(wrong_shape),
+            Error::Protocol { what: "acquire" }
+        ));
     }
 }

@@ -1,24 +1,24 @@
-//! The crate's errors.
+//! The crate's errors: one enum for every call, and [`TryLockError`] for the calls that may
+//! also find the lock held.
 
 use std::fmt;
+use std::time::Duration;
 
 /// A `Result` whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong when taking, keeping or releasing a lock.
 ///
-/// Messages are lowercase, carry no trailing period, and say what to do.
+/// Messages are short, lowercase, carry no trailing period, and say what to do. Errors about
+/// a server name it (`host:port` or a socket path; never a password).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// We are not (or no longer) the owner of the lock: it expired, was reset, or was taken
     /// by someone else after it expired.
     ///
-    /// Returned by [`RedisMutexGuard::unlock`](crate::RedisMutexGuard::unlock),
-    /// [`RedisMutexGuard::extend`](crate::RedisMutexGuard::extend) and, for a Redlock,
-    /// [`RedlockGuard::extend`](crate::RedlockGuard::extend) and
-    /// [`RedlockGuard::unlock`](crate::RedlockGuard::unlock); and by `unlock` and `extend` of
-    /// the [`RedisRwLock`](crate::RedisRwLock) guards.
+    /// Returned by `unlock` and `extend` of every guard, and by
+    /// [`RedlockGuard::extend`](crate::RedlockGuard::extend) when the validity had run out.
     #[error(
         "lock `{name}` is not held by this owner (it expired, was reset or was taken over); \
          use a longer expiry or auto-renewal if the work outlives the lease"
@@ -30,9 +30,9 @@ pub enum Error {
 
     /// The lock has no expiry, so it cannot be extended.
     ///
-    /// Returned by [`RedisMutexGuard::extend`](crate::RedisMutexGuard::extend) on a mutex
-    /// built without [`expire`](crate::RedisMutexBuilder::expire), and by `extend` of the
-    /// [`RedisRwLock`](crate::RedisRwLock) guards likewise.
+    /// Returned by [`RedisMutexGuard::extend`](crate::RedisMutexGuard::extend) and
+    /// [`RedisMutexGuard::renew`](crate::RedisMutexGuard::renew) on a mutex built without
+    /// [`expire`](crate::RedisMutexBuilder::expire).
     #[error("lock `{name}` has no expiry and cannot be extended; build it with `.expire(..)`")]
     NotExpirable {
         /// The lock's name.
@@ -43,13 +43,9 @@ pub enum Error {
     /// or Redis could not be reached before the lease ran out. Whatever the guard protected
     /// may have been entered by someone else since.
     ///
-    /// Returned by [`RedisMutexGuard::ensure_held`](crate::RedisMutexGuard::ensure_held)
-    /// and [`RedisMutexGuard::unlock`](crate::RedisMutexGuard::unlock) once
-    /// [`RedisMutexGuard::is_lost`](crate::RedisMutexGuard::is_lost) is true; likewise by
-    /// the [`RedisRwLock`](crate::RedisRwLock) guards and by
-    /// [`RedlockGuard::ensure_held`](crate::RedlockGuard::ensure_held),
-    /// [`RedlockGuard::extend`](crate::RedlockGuard::extend) and
-    /// [`RedlockGuard::unlock`](crate::RedlockGuard::unlock).
+    /// Returned by `ensure_held`, `extend` and `unlock` of every guard once its `is_lost()`
+    /// is true, and by [`RedisMutex::with_lock`](crate::RedisMutex::with_lock) when the
+    /// lock was lost while the closure ran.
     #[error(
         "lock `{name}` was lost while held: its lease ran out or it was taken over; \
          stop the work it protected and lock again"
@@ -59,11 +55,10 @@ pub enum Error {
         name: String,
     },
 
-    /// A builder was given options that cannot work together.
+    /// A builder or a call was given options that cannot work together.
     ///
-    /// Returned by the `build()` methods of [`RedisMutexBuilder`](crate::RedisMutexBuilder),
-    /// [`RedlockBuilder`](crate::RedlockBuilder) and
-    /// [`RedisRwLockBuilder`](crate::RedisRwLockBuilder).
+    /// Returned by every `build()`, by the `new` constructors, and by calls given a bad
+    /// duration or name (`extend`, [`Redlock::lock`](crate::Redlock::lock)).
     #[error("invalid option `{field}`: {reason}")]
     InvalidOptions {
         /// The builder method (option) at fault.
@@ -76,9 +71,11 @@ pub enum Error {
     /// too many instances failed for the answer to be known.
     ///
     /// Returned by [`Redlock::lock`](crate::Redlock::lock),
-    /// [`Redlock::try_lock`](crate::Redlock::try_lock) and
+    /// [`Redlock::try_lock`](crate::Redlock::try_lock) (inside
+    /// [`TryLockError::Error`], when failures decide it) and
     /// [`RedlockGuard::extend`](crate::RedlockGuard::extend); by
-    /// [`Redlock::is_locked`](crate::Redlock::is_locked) and
+    /// [`Redlock::is_locked`](crate::Redlock::is_locked),
+    /// [`RedlockGuard::ensure_held`](crate::RedlockGuard::ensure_held) and
     /// [`RedlockGuard::unlock`](crate::RedlockGuard::unlock) when the failing instances
     /// decide the answer.
     #[error("{}", NoQuorumDisplay { granted: *granted, needed: *needed, failures })]
@@ -93,41 +90,124 @@ pub enum Error {
         failures: Vec<(usize, Error)>,
     },
 
-    /// The lock's key holds a hash, list or other type, not a lock string: some other
-    /// program uses the name. Nothing was changed.
+    /// A key of the lock holds a hash, list or other type, not what the lock stores there:
+    /// some other program uses the name. Nothing was changed.
     ///
-    /// Returned by [`RedisMutex::lock`](crate::RedisMutex::lock) and its `try_` forms, and by
-    /// [`RedisMutex::reset`](crate::RedisMutex::reset).
+    /// Returned by every call that reads or writes the lock's keys.
     #[error(
-        "the key of lock `{name}` holds another type than a string, so it is not a lock; \
+        "a key of lock `{name}` holds another type than a lock; \
          delete the key or use another lock name"
     )]
     WrongType {
-        /// The lock's name.
+        /// The lock's name (a read-write lock's path).
         name: String,
     },
 
-    /// A Redis command failed: the server could not be reached, timed out, or answered
-    /// with an error. The message is the Redis client's.
-    ///
-    /// Returned by every method that talks to Redis.
-    #[error("redis error: {0}")]
-    Redis(#[from] redis::RedisError),
-
-    /// No connection could be checked out of the pool in time.
-    ///
-    /// Returned by every method that talks to Redis. Raise the pool's `max_size` or
-    /// `connection_timeout`, or check that Redis is reachable.
-    #[error("no redis connection could be checked out of the pool: {0}")]
-    Pool(#[from] r2d2::Error),
-
-    /// The process could not start the background thread that renews leases.
+    /// Fewer replicas than asked acknowledged a grant in time, so a failover could lose it.
+    /// The grant was released again: the lock is not held.
     ///
     /// Returned by the locking methods of a mutex or read-write lock built with
-    /// [`auto_renewal(true)`](crate::RedisMutexBuilder::auto_renewal), and of a Redlock
-    /// built with [`auto_extend(true)`](crate::RedlockBuilder::auto_extend); a later call
-    /// tries again.
-    #[error("could not start the lease renewal thread: {0}")]
+    /// `wait_replicas`.
+    #[error(
+        "the grant reached {acked} of the {wanted} replicas asked for in time, so it was \
+         released; check the replicas, or lower `wait_replicas`"
+    )]
+    NotReplicated {
+        /// How many replicas acknowledged the grant.
+        acked: usize,
+        /// How many were asked for.
+        wanted: usize,
+    },
+
+    /// No connection to the server could be made: it refused, did not answer within the
+    /// connect timeout, its name did not resolve, or TLS failed.
+    ///
+    /// Returned by [`Pool::new`](crate::Pool::new) and the other pool constructors, and by
+    /// every method that talks to Redis.
+    #[error(
+        "cannot connect to redis at {server}: {}; check that it runs and that the address is right",
+        describe_connect(source)
+    )]
+    Unreachable {
+        /// The server: `host:port`, or a socket path.
+        server: String,
+        /// What the connection attempt failed with.
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// The server refused our credentials (a wrong password or user name, or a user not
+    /// allowed to log in).
+    ///
+    /// Returned by the pool constructors and by every method that talks to Redis.
+    #[error(
+        "redis at {server} refused our credentials ({source}); check the user name and password in the url"
+    )]
+    AuthFailed {
+        /// The server: `host:port`, or a socket path.
+        server: String,
+        /// The server's answer.
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// The server did not answer within the response timeout: it is stalled, overloaded or
+    /// cut off. The call's effect is unknown; the crate has undone what it could.
+    ///
+    /// Returned by every method that talks to Redis.
+    #[error(
+        "redis at {server} did not answer within {after:?}; it may be stalled, overloaded or cut off"
+    )]
+    Timeout {
+        /// The server: `host:port`, or a socket path.
+        server: String,
+        /// How long we waited.
+        after: Duration,
+    },
+
+    /// No pooled connection became free in time: every connection of the pool was in use.
+    ///
+    /// Returned by every method that talks to Redis.
+    #[error(
+        "no connection to {server} became free within {after:?}; raise the pool's `max_size`, or hold fewer locks at once"
+    )]
+    PoolTimeout {
+        /// The server: `host:port`, or a socket path.
+        server: String,
+        /// How long we waited.
+        after: Duration,
+    },
+
+    /// The server answered a command with an error (not a timeout, not a refused
+    /// connection): an ACL that forbids a command, a read-only replica, a server out of
+    /// memory.
+    ///
+    /// Returned by every method that talks to Redis.
+    #[error("redis at {server} answered with an error: {source}")]
+    Redis {
+        /// The server: `host:port`, or a socket path.
+        server: String,
+        /// The server's error.
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// A reply had a shape this crate does not expect: the server is not a Redis 6.2+ (or
+    /// Valkey), or a script of another version answered under our script's hash.
+    ///
+    /// Returned by every method that talks to Redis.
+    #[error("unexpected reply from redis to {what}; use redis 6.2 or newer, or valkey")]
+    Protocol {
+        /// The request that got the reply.
+        what: &'static str,
+    },
+
+    /// The process could not start a background thread that renews leases.
+    ///
+    /// Returned by the locking methods of a mutex or read-write lock with auto-renewal, and
+    /// of a Redlock built with [`auto_extend(true)`](crate::RedlockBuilder::auto_extend);
+    /// the lock is released again, and a later call tries again.
+    #[error("could not start the lease renewal thread: {0}; the process may be out of threads")]
     RenewalThread(#[source] std::io::Error),
 }
 
@@ -147,12 +227,25 @@ impl Error {
         matches!(self, Error::NoQuorum { .. })
     }
 
-    /// True when the error is a timeout talking to Redis (a stalled or unreachable server).
+    /// True for [`Error::WrongType`].
+    pub fn is_wrong_type(&self) -> bool {
+        matches!(self, Error::WrongType { .. })
+    }
+
+    /// True for every timeout: a reply that did not come ([`Error::Timeout`]), a pool with
+    /// no free connection ([`Error::PoolTimeout`]), and a connection attempt that timed
+    /// out ([`Error::Unreachable`]).
     pub fn is_timeout(&self) -> bool {
         match self {
-            Error::Redis(e) => e.is_timeout(),
+            Error::Timeout { .. } | Error::PoolTimeout { .. } => true,
+            Error::Unreachable { source, .. } => source.is_timeout(),
             _ => false,
         }
+    }
+
+    /// True when no connection could be made: [`Error::Unreachable`].
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. })
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
@@ -161,6 +254,17 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// A connection failure in a few words: what a person would look at first.
+fn describe_connect(e: &redis::RedisError) -> String {
+    if e.is_connection_refusal() && !e.is_timeout() {
+        return "connection refused".to_owned();
+    }
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    e.to_string()
 }
 
 struct NoQuorumDisplay<'a> {
@@ -205,21 +309,13 @@ impl TryLockError {
     }
 }
 
-impl From<redis::RedisError> for TryLockError {
-    fn from(e: redis::RedisError) -> Self {
-        TryLockError::Error(e.into())
-    }
-}
-
-impl From<r2d2::Error> for TryLockError {
-    fn from(e: r2d2::Error) -> Self {
-        TryLockError::Error(e.into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> redis::RedisError {
+        std::io::Error::new(kind, "x").into()
+    }
 
     #[test]
     fn messages_are_lowercase_and_say_what_to_do() {
@@ -233,6 +329,24 @@ mod tests {
                 needed: 3,
                 failures: vec![(2, Error::invalid("x", "y"))],
             },
+            Error::WrongType { name: "a".into() },
+            Error::NotReplicated {
+                acked: 0,
+                wanted: 1,
+            },
+            Error::Unreachable {
+                server: "127.0.0.1:1".into(),
+                source: io(std::io::ErrorKind::ConnectionRefused),
+            },
+            Error::Timeout {
+                server: "127.0.0.1:1".into(),
+                after: Duration::from_secs(2),
+            },
+            Error::PoolTimeout {
+                server: "127.0.0.1:1".into(),
+                after: Duration::from_secs(2),
+            },
+            Error::Protocol { what: "acquire" },
         ];
         for e in &errors {
             let text = e.to_string();
@@ -245,7 +359,25 @@ mod tests {
              instance 2: invalid option `x`: y; \
              the resource is held elsewhere or too many instances are down"
         );
+        assert_eq!(
+            errors[7].to_string(),
+            "cannot connect to redis at 127.0.0.1:1: connection refused; \
+             check that it runs and that the address is right"
+        );
         assert!(TryLockError::WouldBlock.is_would_block());
         assert!(errors[2].is_lock_lost());
+        assert!(errors[7].is_unreachable() && !errors[7].is_timeout());
+        assert!(errors[8].is_timeout() && errors[9].is_timeout());
+        assert!(errors[5].is_wrong_type());
+    }
+
+    #[test]
+    fn a_connect_timeout_is_a_timeout_and_unreachable() {
+        let e = Error::Unreachable {
+            server: "10.0.0.1:6379".into(),
+            source: io(std::io::ErrorKind::TimedOut),
+        };
+        assert!(e.is_timeout() && e.is_unreachable());
+        assert!(e.to_string().contains("timed out"), "{e}");
     }
 }

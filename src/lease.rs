@@ -1,5 +1,13 @@
-//! The local lease clock and lost-lock flag that every guard carries.
+//! The lease clock every guard carries: how long the lock is certainly still ours
+//! ([`Lease::valid_for`]), whether it was lost, and the callback that hears of it.
+//!
+//! The clock counts from before the request that set the lease left (the server's clock
+//! started no earlier than ours), less a margin for clock drift. It never says "held"
+//! longer than Redis will: a request whose reply was lost may still run, so the lease is
+//! cut to what that request would leave, now and for every later request (see
+//! [`Lease::lost_reply`]).
 
+use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,8 +15,67 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::metrics::{self, Labels};
+
 /// A callback run once when a held lock is found lost.
-pub(crate) type OnLost = Arc<dyn Fn(&str) + Send + Sync>;
+pub(crate) type OnLost = Arc<dyn Fn(&LostLock) + Send + Sync>;
+
+/// A lock that was found lost while its guard was held: what an
+/// [`on_lost`](crate::RedisMutexBuilder::on_lost) callback gets.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redis_mutex::{LostReason, Pool, RedisMutex};
+///
+/// let pool = Pool::new("redis://127.0.0.1/")?;
+/// let mutex = RedisMutex::builder(pool, "nightly-report")
+///     .expire(Duration::from_secs(30))
+///     .auto_renewal(true)
+///     .on_lost(|lost| eprintln!("lost `{}` ({})", lost.name, lost.reason))
+///     .build()?;
+/// # Ok::<(), redis_mutex::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LostLock {
+    /// The lock's name (a read-write lock's path, a Redlock's resource).
+    pub name: String,
+    /// The owner id the lock was held under (a read-write lease's id, a Redlock's token).
+    pub owner_id: String,
+    /// The grant's fencing token, for locks that have one.
+    pub fencing_token: Option<u64>,
+    /// Why it was lost.
+    pub reason: LostReason,
+}
+
+/// Why a lock was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// Someone else holds it now: it ran out and was taken, or was taken by a client that
+    /// shares our owner id.
+    TakenOver,
+    /// It was deleted while our lease still ran: a `reset`, `reset_all`, or a server that
+    /// restarted without it.
+    Reset,
+    /// Its lease ran out before a renewal reached Redis (a pause longer than the lease).
+    Expired,
+    /// Redis could not be reached until the lease ran out.
+    Unreachable,
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LostReason::TakenOver => "taken over",
+            LostReason::Reset => "reset",
+            LostReason::Expired => "expired",
+            LostReason::Unreachable => "unreachable until the lease ran out",
+        })
+    }
+}
 
 /// The part of a lease we do not count on: clocks drift, and Redis rounds expiries to the
 /// millisecond. The Redlock page's rule, with its default factor: 1% of the lease plus 2 ms.
@@ -18,62 +85,94 @@ pub(crate) fn clock_margin(ttl: Duration, drift_factor: f64) -> Duration {
 
 const DRIFT_FACTOR: f64 = 0.01;
 
-/// A duration as whole milliseconds for Redis, at least 1 (`PX 0` is refused, and would
-/// mean "now"). Callers validate durations first, so the saturation never shows.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+/// Until when a lease of `ttl`, granted by a request sent at `sent_at`, is certainly ours.
+pub(crate) fn lease_end(sent_at: Instant, ttl: Duration) -> Instant {
+    let certain = ttl.saturating_sub(clock_margin(ttl, DRIFT_FACTOR));
+    // An expiry too far off to represent is, for any caller, forever.
+    sent_at
+        .checked_add(certain)
+        .unwrap_or(sent_at + Duration::from_secs(u32::MAX.into()))
 }
 
 /// What a guard knows, without asking Redis, about how long its lock is still ours.
 pub(crate) struct Lease {
-    name: String,
+    /// Who held what: the report for `on_lost` (its reason is filled in then).
+    holder: LostLock,
+    labels: Labels,
     /// `None` for a lock that never expires.
     valid_until: Mutex<Option<Instant>>,
+    /// The shortest lease a request whose reply was lost asked for: it may still run, after
+    /// any later request, so no later request counts for more.
+    doubt: Mutex<Option<Duration>>,
     lost: AtomicBool,
     on_lost: Option<OnLost>,
 }
 
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
-            .field("name", &self.name)
+            .field("name", &self.holder.name)
             .field("valid_for", &self.valid_for())
             .field("lost", &self.is_lost())
             .finish()
     }
 }
 
+/// Who holds a lease: the lock's name, the owner id and the fencing token, if any; and the
+/// labels of the lock's metrics.
+#[derive(Debug, Clone)]
+pub(crate) struct Holder {
+    pub(crate) name: String,
+    pub(crate) owner_id: String,
+    pub(crate) fencing_token: Option<u64>,
+    pub(crate) labels: Labels,
+}
+
 impl Lease {
     /// A lease granted by a request sent at `sent_at` with expiry `ttl` (`None`: never
-    /// expires). `sent_at` must be taken before the request left, so that the server's
-    /// clock started no earlier than ours.
+    /// expires). `sent_at` must be taken before the request left.
     pub(crate) fn new(
-        name: &str,
+        holder: Holder,
         sent_at: Instant,
         ttl: Option<Duration>,
         on_lost: Option<OnLost>,
     ) -> Self {
-        Lease {
-            name: name.to_owned(),
-            valid_until: Mutex::new(ttl.map(|ttl| lease_end(sent_at, ttl))),
-            lost: AtomicBool::new(false),
-            on_lost,
-        }
+        Lease::with_end(holder, ttl.map(|ttl| lease_end(sent_at, ttl)), on_lost)
     }
 
     /// A lease that is certainly ours until `valid_until`, for locks that work out their
     /// validity themselves (a Redlock: the ttl less the time its round took and a margin).
-    pub(crate) fn until(name: &str, valid_until: Instant, on_lost: Option<OnLost>) -> Self {
+    pub(crate) fn until(holder: Holder, valid_until: Instant, on_lost: Option<OnLost>) -> Self {
+        Lease::with_end(holder, Some(valid_until), on_lost)
+    }
+
+    fn with_end(holder: Holder, valid_until: Option<Instant>, on_lost: Option<OnLost>) -> Self {
         Lease {
-            name: name.to_owned(),
-            valid_until: Mutex::new(Some(valid_until)),
+            holder: LostLock {
+                name: holder.name,
+                owner_id: holder.owner_id,
+                fencing_token: holder.fencing_token,
+                reason: LostReason::Expired,
+            },
+            labels: holder.labels,
+            valid_until: Mutex::new(valid_until),
+            doubt: Mutex::new(None),
             lost: AtomicBool::new(false),
             on_lost,
         }
     }
 
     pub(crate) fn name(&self) -> &str {
-        &self.name
+        &self.holder.name
+    }
+
+    pub(crate) fn fencing_token(&self) -> Option<u64> {
+        self.holder.fencing_token
+    }
+
+    /// The labels of the lock's metrics.
+    pub(crate) fn labels(&self) -> &Labels {
+        &self.labels
     }
 
     /// How long the lock is certainly still ours; `None` without expiry, zero once lost.
@@ -109,8 +208,11 @@ impl Lease {
         ask()
     }
 
-    /// Records that a request sent at `sent_at` set the remaining lease to `ttl`.
+    /// Records that a request sent at `sent_at` set the remaining lease to `ttl`: the lease
+    /// then ends `ttl` later, or sooner if a request whose reply was lost asked for less
+    /// (it may yet run after this one).
     pub(crate) fn extended(&self, sent_at: Instant, ttl: Duration) {
+        let ttl = self.doubt.lock().map_or(ttl, |doubt| doubt.min(ttl));
         self.extend_to(lease_end(sent_at, ttl));
     }
 
@@ -126,69 +228,96 @@ impl Lease {
         *valid_until = Some(valid_until.map_or(until, |current| current.min(until)));
     }
 
-    /// For a call that set the lease to `lease` and failed with `error`: when its reply was
-    /// lost, Redis may have run it (or may still), so the lease may end as early as the
-    /// call's `sent_at` + `lease`, even if that is sooner than we counted on. Returns
-    /// `error`, for `map_err`.
-    pub(crate) fn after_lost_reply(
-        &self,
-        error: crate::Error,
-        sent_at: Instant,
-        lease: Duration,
-    ) -> crate::Error {
-        if crate::conn::may_have_run(&error) {
-            self.shorten_to(lease_end(sent_at, lease));
+    /// Records that a request sent at `sent_at` to set the lease to `ttl` got no reply:
+    /// Redis may have run it, or may run it later still, after requests sent since. The
+    /// lease may then end as early as `sent_at + ttl`, and no later request makes it last
+    /// longer than `ttl` from when that request was sent.
+    pub(crate) fn lost_reply(&self, sent_at: Instant, ttl: Duration) {
+        {
+            let mut doubt = self.doubt.lock();
+            *doubt = Some(doubt.map_or(ttl, |d| d.min(ttl)));
         }
-        error
+        self.shorten_to(lease_end(sent_at, ttl));
+    }
+
+    /// The shortest lease a later request can count on (see [`lost_reply`](Self::lost_reply)).
+    pub(crate) fn doubt(&self) -> Option<Duration> {
+        *self.doubt.lock()
     }
 
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
     }
 
-    /// Marks the lease lost, once: logs why and runs the `on_lost` callback. Later calls
-    /// do nothing. A panicking callback is logged, not propagated: it runs on the renewal
-    /// thread, which serves other guards too.
-    pub(crate) fn mark_lost(&self, why: &str) {
+    /// Marks the lease lost, once: logs why at WARN and runs the `on_lost` callback. Later
+    /// calls do nothing. A panicking callback is logged, not propagated: it runs on the
+    /// renewal thread, which serves other guards too.
+    pub(crate) fn mark_lost(&self, reason: LostReason, why: &str) {
         if self.lost.swap(true, Ordering::AcqRel) {
             return;
         }
-        log::warn!("lock `{}` lost: {why}", self.name);
-        if let Some(callback) = &self.on_lost
-            && catch_unwind(AssertUnwindSafe(|| callback(&self.name))).is_err()
-        {
-            log::error!("the on_lost callback of lock `{}` panicked", self.name);
+        log::warn!("lock `{}` lost ({reason}): {why}", self.holder.name);
+        metrics::lost(
+            &self.labels,
+            match reason {
+                LostReason::TakenOver => "taken_over",
+                LostReason::Reset => "reset",
+                LostReason::Expired => "expired",
+                LostReason::Unreachable => "unreachable",
+            },
+        );
+        if let Some(callback) = &self.on_lost {
+            let report = LostLock {
+                reason,
+                ..self.holder.clone()
+            };
+            if catch_unwind(AssertUnwindSafe(|| callback(&report))).is_err() {
+                log::error!(
+                    "the on_lost callback of lock `{}` panicked",
+                    self.holder.name
+                );
+            }
         }
     }
-}
 
-impl Lease {
     /// Marks the lease lost without the `on_lost` callback: for losses found by the
     /// holder's own calls, which report them through their result.
     pub(crate) fn mark_lost_quietly(&self, why: &str) {
         if !self.lost.swap(true, Ordering::AcqRel) {
-            log::debug!("lock `{}` lost: {why}", self.name);
+            log::debug!("lock `{}` lost: {why}", self.holder.name);
+            metrics::lost(&self.labels, "found_by_holder");
         }
     }
-}
 
-/// Until when a lease of `ttl`, granted by a request sent at `sent_at`, is certainly ours.
-pub(crate) fn lease_end(sent_at: Instant, ttl: Duration) -> Instant {
-    let certain = ttl.saturating_sub(clock_margin(ttl, DRIFT_FACTOR));
-    // An expiry too far off to represent is, for any caller, forever.
-    sent_at
-        .checked_add(certain)
-        .unwrap_or(sent_at + Duration::from_secs(u32::MAX.into()))
+    /// Why a lock found gone by a renewal was lost: while our lease still ran, it was
+    /// deleted (or taken by someone sharing our id); after, it ran out.
+    pub(crate) fn why_gone(&self, taken: bool) -> LostReason {
+        match (taken, self.valid_for()) {
+            (true, _) => LostReason::TakenOver,
+            (false, Some(left)) if !left.is_zero() => LostReason::Reset,
+            _ => LostReason::Expired,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn holder() -> Holder {
+        Holder {
+            name: "a".into(),
+            owner_id: "me".into(),
+            fencing_token: Some(7),
+            labels: Labels::new("mutex", None),
+        }
+    }
 
     #[test]
     fn lease_never_claims_more_than_the_ttl_minus_the_margin() {
         let sent_at = Instant::now();
-        let lease = Lease::new("a", sent_at, Some(Duration::from_secs(10)), None);
+        let lease = Lease::new(holder(), sent_at, Some(Duration::from_secs(10)), None);
         let left = lease.valid_for().unwrap();
         assert!(left <= Duration::from_millis(10_000 - 100 - 2), "{left:?}");
         assert!(left > Duration::from_secs(9), "{left:?}");
@@ -197,44 +326,96 @@ mod tests {
     #[test]
     fn tiny_and_huge_ttls_do_not_overflow() {
         let now = Instant::now();
-        let tiny = Lease::new("a", now, Some(Duration::from_millis(1)), None);
+        let tiny = Lease::new(holder(), now, Some(Duration::from_millis(1)), None);
         assert_eq!(tiny.valid_for(), Some(Duration::ZERO));
-        let huge = Lease::new("a", now, Some(Duration::MAX), None);
+        let huge = Lease::new(holder(), now, Some(Duration::MAX), None);
         assert!(huge.valid_for().unwrap() > Duration::from_secs(1 << 30));
-        assert_eq!(Lease::new("a", now, None, None).valid_for(), None);
+        assert_eq!(Lease::new(holder(), now, None, None).valid_for(), None);
     }
 
     #[test]
     fn an_explicit_end_is_kept_and_only_shortened() {
         let now = Instant::now();
-        let lease = Lease::until("a", now + Duration::from_secs(10), None);
+        let lease = Lease::until(holder(), now + Duration::from_secs(10), None);
         assert!(lease.valid_for().unwrap() > Duration::from_secs(9));
         lease.shorten_to(now + Duration::from_secs(20));
         assert!(lease.valid_for().unwrap() <= Duration::from_secs(10));
         lease.shorten_to(now + Duration::from_secs(1));
         assert!(lease.valid_for().unwrap() <= Duration::from_secs(1));
-        let forever = Lease::new("b", now, None, None);
+        let forever = Lease::new(holder(), now, None, None);
         forever.shorten_to(now);
         assert_eq!(forever.valid_for(), Some(Duration::ZERO));
     }
 
     #[test]
-    fn lost_is_sticky_and_reported_once() {
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = calls.clone();
+    fn a_lost_reply_caps_every_later_lease() {
+        let s = Duration::from_secs;
+        let lease = Lease::new(holder(), Instant::now(), Some(s(10)), None);
+        // A renewal to 10 s whose reply was lost, then an extend to 60 s that came back:
+        // the stale renewal may still land after the extend and cut the key to 10 s.
+        lease.lost_reply(Instant::now(), s(10));
+        lease.extended(Instant::now(), s(60));
+        assert!(
+            lease.valid_for().unwrap() <= s(10),
+            "{:?}",
+            lease.valid_for()
+        );
+        assert_eq!(lease.doubt(), Some(s(10)));
+        // A shorter lost reply lowers the cap; a longer one does not raise it.
+        lease.lost_reply(Instant::now(), s(3));
+        lease.lost_reply(Instant::now(), s(30));
+        lease.extended(Instant::now(), s(60));
+        assert!(lease.valid_for().unwrap() <= s(3));
+        // It also cuts the current lease at once.
+        let other = Lease::new(holder(), Instant::now(), Some(s(60)), None);
+        other.lost_reply(Instant::now(), s(2));
+        assert!(other.valid_for().unwrap() <= s(2));
+    }
+
+    #[test]
+    fn lost_is_sticky_and_reported_once_with_the_holder() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(None));
+        let (counter, record) = (calls.clone(), seen.clone());
         let lease = Lease::new(
-            "a",
+            holder(),
             Instant::now(),
             Some(Duration::from_secs(5)),
-            Some(Arc::new(move |_: &str| {
+            Some(Arc::new(move |lost: &LostLock| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                *record.lock() = Some(lost.clone());
             })),
         );
-        lease.mark_lost("test");
-        lease.mark_lost("again");
+        assert_eq!(lease.why_gone(false), LostReason::Reset);
+        assert_eq!(lease.why_gone(true), LostReason::TakenOver);
+        lease.mark_lost(LostReason::Reset, "test");
+        lease.mark_lost(LostReason::Expired, "again");
         lease.extended(Instant::now(), Duration::from_secs(5));
         assert!(lease.is_lost());
         assert_eq!(lease.valid_for(), Some(Duration::ZERO));
+        assert_eq!(lease.why_gone(false), LostReason::Expired);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let seen = seen.lock().clone().unwrap();
+        assert_eq!(
+            (
+                seen.name.as_str(),
+                seen.owner_id.as_str(),
+                seen.fencing_token,
+                seen.reason
+            ),
+            ("a", "me", Some(7), LostReason::Reset)
+        );
+    }
+
+    #[test]
+    fn a_panicking_callback_goes_no_further() {
+        let lease = Lease::new(
+            holder(),
+            Instant::now(),
+            Some(Duration::from_secs(5)),
+            Some(Arc::new(|_: &LostLock| panic!("boom"))),
+        );
+        lease.mark_lost(LostReason::Unreachable, "test");
+        assert!(lease.is_lost());
     }
 }

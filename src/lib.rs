@@ -1,7 +1,8 @@
 //! A distributed lock held in Redis that feels like [`std::sync::Mutex`]: [`lock`] blocks,
 //! [`try_lock`] doesn't, and the guard releases on drop. Threads in many processes on many
 //! machines exclude each other; Rust and Python services can share locks, since the keys,
-//! values and scripts are those of [python-redis-lock] 4.x.
+//! values and scripts are those of [python-redis-lock] 4.x. It runs on a single Redis (or
+//! Valkey), a primary behind Sentinel, or a Redis Cluster, through the same [`Pool`].
 //!
 //! [`lock`]: RedisMutex::lock
 //! [`try_lock`]: RedisMutex::try_lock
@@ -9,62 +10,76 @@
 //!
 //! # Quick start
 //!
+//! ```toml
+//! [dependencies]
+//! redis-mutex = "0.2"
+//! ```
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use redis_mutex::{Pool, RedisMutex};
 //!
-//! let client = redis::Client::open("redis://127.0.0.1/")?;
-//! // One connection checkout per lock and per release; skipping r2d2's PING on checkout
-//! // keeps a lock+unlock at two round trips instead of four.
-//! let pool = Pool::builder().test_on_check_out(false).build(client)?;
+//! fn main() -> Result<(), redis_mutex::Error> {
+//!     let pool = Pool::new("redis://127.0.0.1:6379/")?;
+//!     let mutex = RedisMutex::builder(pool, "nightly-report")
+//!         .expire(Duration::from_secs(30)) // a crashed holder frees it after 30 s...
+//!         .auto_renewal(true) // ...a live one keeps it as long as it needs
+//!         .build()?;
 //!
-//! let mutex = RedisMutex::builder(pool, "nightly-report")
-//!     .expire(Duration::from_secs(30)) // a crashed holder frees it after 30 s
-//!     .auto_renewal(true)              // ...but a live one keeps it as long as it needs
-//!     .build()?;
-//!
-//! let guard = mutex.lock()?;
-//! // only one thread of the whole fleet runs here at a time
-//! guard.ensure_held()?; // before anything that must not run twice
-//! guard.unlock()?;      // or just drop the guard
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//!     let guard = mutex.lock()?;
+//!     // ... only one thread of the whole fleet runs this at a time ...
+//!     guard.ensure_held()?; // before each step that must not run twice
+//!     guard.unlock()?; // or just drop the guard
+//!     Ok(())
+//! }
 //! ```
+//!
+//! A Redis Cluster is `Pool::cluster(&["redis://10.0.0.1:7000/"])?`, a primary behind
+//! Sentinel `Pool::sentinel(&["redis://10.0.0.1:26379/"], "mymaster")?`; everything else
+//! stays the same. [`with_lock`](RedisMutex::with_lock) runs a closure under the lock.
+//!
+//! # Which lock?
+//!
+//! - [`RedisMutex`]: one holder at a time, for a name. The usual choice.
+//! - [`RedisRwLock`]: readers share, a writer excludes, on the paths of a tree
+//!   (`tenants/42/invoices`); a lock on a path also covers its subtree.
+//! - [`Redlock`]: one lock on a majority of independent servers, to survive the loss of a
+//!   minority of them (at a price: see `docs/redlock.md`).
+//! - Auto-renewal (with an expiry) for work of unknown length: a crashed holder frees the
+//!   lock one expiry after it died, a live one keeps it. Without it, pick an expiry longer
+//!   than the work ever takes.
+//! - A job that must run once, not once at a time, needs a "done" marker as well as a
+//!   lock: a waiting worker otherwise runs it again after the first finishes.
 //!
 //! # How it works
 //!
-//! A lock named `jobs` is the string key `lock:jobs`, holding the owner id of whoever holds
-//! it, with an expiry if one was set.
+//! A mutex named `jobs` is the string key `lock:jobs`, holding the owner id of whoever holds
+//! it, with an expiry if one was set (on a cluster, `lock:{jobs}`: see `docs/deployments.md`).
 //!
-//! - **Acquire** is one script call, `SET lock:jobs <id> NX PX <expiry>`, which also returns
-//!   the holder's remaining lease when the lock is taken.
+//! - **Acquire** is one script call: `SET NX` with the expiry, plus a fencing token; or the
+//!   holder's remaining lease when the lock is taken.
 //! - **Waiting**: a waiter sleeps in `BLPOP lock-signal:jobs`, with a timeout bounded by its
 //!   own deadline, by the holder's remaining lease and by one second; then it tries again.
 //!   Nobody polls: a release wakes a waiter in about one round trip, a crashed holder's
 //!   expiry is noticed right after it happens, and a wake-up that was lost costs at most a
 //!   second.
-//! - **Release** is one script call: if `lock:jobs` still holds our id, replace the signal
-//!   list by a single element (which wakes exactly one waiter), let it expire after
-//!   `signal_expire`, and delete the lock. Otherwise change nothing and report it.
-//! - Threads of one process that share a [`RedisMutex`] queue on a local
-//!   [`parking_lot`] mutex first, so N local waiters use one connection, not N.
-//! - With [auto-renewal](RedisMutexBuilder::auto_renewal), one background thread per
-//!   process renews every auto-renewed lease, in batches, compare-and-extend only.
+//! - **Release** is one script call: if `lock:jobs` still holds our id, push one element to
+//!   the signal list (which wakes exactly one waiter) and delete the lock; otherwise change
+//!   nothing and report it.
+//! - Threads of one process that share a [`RedisMutex`] queue on a local mutex first, so N
+//!   local waiters use one connection, not N.
+//! - With [auto-renewal](RedisMutexBuilder::auto_renewal), a background thread per server
+//!   renews every auto-renewed lease on it, in batches, compare-and-extend only.
+//! - Every connection has its read and write timeouts before its first byte, so every call
+//!   is bounded by the [response timeout](PoolBuilder::response_timeout) (2 s by default)
+//!   per request, however the server fails.
 //!
-//! The full protocol is in `docs/protocol.md`, renewal in `docs/renewal.md`.
-//!
-//! # Read-write locks
-//!
-//! [`RedisRwLock`] locks a path in a tree (`tenants/42/invoices`) for reading or writing,
-//! like [`std::sync::RwLock`]: readers share, a writer excludes readers and writers, and a
-//! lock on a path also excludes conflicting locks on its ancestors and descendants. A
-//! waiting writer keeps new readers out, so it is not starved; write guards carry fencing
-//! tokens. Every acquire and release is one script, waiters sleep in `BLPOP`, and the keys
-//! (`rwlock:*`) are this crate's own. See `docs/rwlock.md`.
+//! The full protocol is in `docs/protocol.md`, the code's map in `docs/architecture.md`.
 //!
 //! # Differences from `std::sync::Mutex`
 //!
 //! - Acquiring can fail: Redis may be unreachable, so [`lock`](RedisMutex::lock) returns a
-//!   `Result`.
+//!   `Result`, and fails within its bounds rather than hang.
 //! - A held lock can be lost: its lease can run out (a process paused longer than the
 //!   expiry) or an operator can [`reset`](RedisMutex::reset) it. Check
 //!   [`RedisMutexGuard::ensure_held`] before steps that must not run twice, and use
@@ -74,34 +89,40 @@
 //!   table), so there is nothing to deref to.
 //! - Locking again from the thread that holds the guard waits forever (it does not
 //!   re-enter), as with std.
-//! - A guard cannot be sent to another thread.
+//! - Guards may be sent to other threads, and [`lock_arc`](RedisMutex::lock_arc) gives one
+//!   that owns its mutex.
 //!
 //! # Guarantees and limits
 //!
 //! While Redis works and no lease runs out, at most one guard of a name exists at a time
-//! across every process that uses the same Redis. What no Redis lock can promise:
+//! across every process that uses the same Redis. Every call returns within its bound
+//! (its own deadline, plus about two response timeouts), whatever the server does. What no
+//! Redis lock can promise:
 //!
 //! - **Pauses.** A holder stopped longer than its lease (GC, swapping, SIGSTOP, a VM
 //!   migration) resumes believing it holds a lock that someone else now holds.
 //!   Auto-renewal makes this rare and [`RedisMutexGuard::is_lost`] reports it afterwards,
 //!   but nothing can prevent it. Storage that must never see two writers should check a
-//!   fencing token as well.
+//!   [fencing token](RedisMutexGuard::fencing_token) as well.
 //! - **Failover.** Redis replication is asynchronous: a lock written to a primary that dies
 //!   before replicating it is gone on the new primary, and a second holder can get it.
-//!   [`Redlock`] spreads a lock over independent servers to survive the loss of a
-//!   minority of them; see `docs/redlock.md` for what that does and does not buy.
+//!   [`wait_replicas`](RedisMutexBuilder::wait_replicas) narrows that window;
+//!   [`Redlock`] spreads a lock over independent servers to survive the loss of a minority
+//!   of them. See `docs/deployments.md` and `docs/redlock.md`.
+//! - **Restarts without persistence** free every lock the server held.
 //! - **Clocks.** [`RedisMutexGuard::valid_for`] counts on this process's monotonic clock,
 //!   less 1% and 2 ms for drift, from before the acquiring request was sent.
 //!
 //! # Log levels
 //!
-//! This crate logs through the [`log`] facade:
+//! This crate logs through the [`log`](https://docs.rs/log) facade:
 //!
 //! | level | what |
 //! |---|---|
-//! | WARN | a lock lost while held; a release on drop that failed or found the lock gone |
+//! | WARN | a lock lost while held; a release on drop that failed or found the lock gone; a server that cannot be reached (once, until it can again) |
+//! | INFO | a server that can be reached again |
 //! | DEBUG | acquire, release, reset; a renewal that failed and will be retried |
-//! | TRACE | each wait and each renewal batch |
+//! | TRACE | each wait, each renewal batch, each redirection |
 //!
 //! # Minimum supported Rust version
 //!
@@ -118,27 +139,28 @@
 
 mod admin;
 mod conn;
+mod duration;
 mod error;
+mod held;
+mod keys;
 mod lease;
+mod metrics;
 mod mutex;
 mod options;
+mod pool;
 mod redlock;
 mod renewal;
 mod rwlock;
 mod scripts;
+mod wait;
 
-pub use admin::reset_all;
+pub use admin::{ListLocks, LockInfo, LockKind, list_locks, lock_info, reset_all, reset_owned_by};
 pub use error::{Error, Result, TryLockError};
-pub use mutex::{RedisMutex, RedisMutexBuilder, RedisMutexGuard};
+pub use lease::{LostLock, LostReason};
+pub use mutex::{ArcRedisMutexGuard, RedisMutex, RedisMutexBuilder, RedisMutexGuard};
+pub use pool::{Pool, PoolBuilder};
 pub use redlock::{Redlock, RedlockBuilder, RedlockGuard};
 pub use rwlock::{RedisRwLock, RedisRwLockBuilder, RedisRwLockReadGuard, RedisRwLockWriteGuard};
 
 pub use r2d2;
 pub use redis;
-
-/// The connection pool every lock of this crate runs on: blocking `redis` connections
-/// pooled by `r2d2`.
-///
-/// Build it with `test_on_check_out(false)`: r2d2 otherwise sends a `PING` on every
-/// checkout, and a lock+unlock checks out twice.
-pub type Pool = r2d2::Pool<redis::Client>;

@@ -1,47 +1,61 @@
-//! [`RedisMutex`], its builder, and [`RedisMutexGuard`].
+//! [`RedisMutex`]: a distributed mutex on python-redis-lock's protocol. Its builder is in
+//! `builder.rs`, its guards in `guard.rs`, one grant (what a guard releases, extends and
+//! renews) in `grant.rs`.
+
+mod builder;
+mod fair;
+mod grant;
+mod guard;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
-use crate::conn::{self, Conn};
-use crate::lease::{Lease, millis};
-use crate::options::{LockOptions, LockOptionsBuilder};
-use crate::renewal;
-use crate::scripts::{self, ACQUIRE, RESET};
+use crate::conn::{self, Conn, Route};
+use crate::duration::millis;
+use crate::held::Held;
+use crate::keys::{MutexKeys, Scheme};
+use crate::lease::{Holder, Lease};
+use crate::metrics::Labels;
+use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
+use crate::scripts::{ACQUIRE, RESET, UNDO};
+use crate::wait::{self, Acquired, Attempt, Wait};
 use crate::{Error, Pool, Result, TryLockError};
 
-mod builder;
-mod guard;
-
 pub use builder::RedisMutexBuilder;
-pub use guard::RedisMutexGuard;
-
-/// The counter every grant increments for its fencing token. Not a `lock:*` key, so
-/// `reset_all` leaves it alone.
-pub(crate) const FENCING_COUNTER_KEY: &str = "lock-fencing-counter";
+use grant::MutexGrant;
+pub use guard::{ArcRedisMutexGuard, RedisMutexGuard};
+use guard::{Core, LocalGuard};
 
 /// Outcomes of `acquire.lua`.
 const GRANTED: i64 = 1;
 const LEFT_TO_WOKEN_WAITER: i64 = 2;
 const WRONG_TYPE: i64 = -1;
 
-/// The longest a waiter sleeps in `BLPOP` before trying again. Only a signal that was
-/// lost (a waiter that died holding it) ever makes a waiter wait this long on a free lock.
-const MAX_WAIT: Duration = Duration::from_millis(1000);
+/// The least a grant marker lives: an undo is sent at most a response timeout after its
+/// acquire, right behind it on the same connection.
+const MIN_GRANT_MARKER: Duration = Duration::from_secs(10);
+
+/// A mutex's defaults: python-redis-lock's (no expiry, no renewal).
+const DEFAULTS: Defaults = Defaults {
+    expire: None,
+    auto_renewal: false,
+};
 
 /// A distributed mutex held in Redis, compatible with python-redis-lock.
 ///
 /// `lock()` blocks until the lock is ours, `try_lock()` makes one attempt, and
 /// `try_lock_for()` waits up to a deadline; each gives a [`RedisMutexGuard`] that releases the
-/// lock when dropped. Threads of one process that share a `RedisMutex` (through an [`Arc`])
-/// queue locally first, so however many of them wait, at most one of them talks to Redis
-/// about this lock at a time.
+/// lock when dropped. [`with_lock`](Self::with_lock) runs a closure under the lock, and
+/// [`lock_arc`](Self::lock_arc) gives an owned guard for an `Arc<RedisMutex>`.
 ///
-/// Waiters do not poll: they sleep in `BLPOP` on the lock's signal list and a release wakes
-/// one of them. See the [crate docs](crate) for the protocol and its guarantees.
+/// Threads of one process that share a `RedisMutex` (through an [`Arc`]) queue locally
+/// first, so however many of them wait, at most one of them talks to Redis about this lock
+/// at a time. Waiters do not poll: they sleep in `BLPOP` on the lock's signal list and a
+/// release wakes one of them. See the [crate docs](crate) for the protocol and its
+/// guarantees.
 ///
 /// # Examples
 ///
@@ -49,8 +63,7 @@ const MAX_WAIT: Duration = Duration::from_millis(1000);
 /// use std::time::Duration;
 /// use redis_mutex::{Pool, RedisMutex};
 ///
-/// let client = redis::Client::open("redis://127.0.0.1/")?;
-/// let pool = Pool::builder().test_on_check_out(false).build(client)?;
+/// let pool = Pool::new("redis://127.0.0.1/")?;
 /// let mutex = RedisMutex::builder(pool, "nightly-report")
 ///     .expire(Duration::from_secs(60))
 ///     .auto_renewal(true)
@@ -58,18 +71,19 @@ const MAX_WAIT: Duration = Duration::from_millis(1000);
 /// let guard = mutex.lock()?;
 /// // ... only one process in the fleet runs this at a time ...
 /// guard.unlock()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), redis_mutex::Error>(())
 /// ```
 pub struct RedisMutex {
     pool: Pool,
-    name: String,
-    lock_key: String,
-    signal_key: String,
+    name: Arc<str>,
+    keys: Arc<MutexKeys>,
+    owner: Arc<str>,
     options: LockOptions,
-    /// Set when `new` was given a name `build` would refuse: every call reports it.
-    invalid_name: Option<&'static str>,
+    /// Fair mode: a queue across processes, and direct handoff.
+    fair: bool,
+    labels: Labels,
     /// The local queue: held for as long as a guard of this mutex lives.
-    local: Mutex<LocalState>,
+    local: Arc<Mutex<LocalState>>,
 }
 
 impl fmt::Debug for RedisMutex {
@@ -77,45 +91,57 @@ impl fmt::Debug for RedisMutex {
         f.debug_struct("RedisMutex")
             .field("name", &self.name)
             .field("options", &self.options)
+            .field("fair", &self.fair)
             .finish_non_exhaustive()
     }
 }
 
 /// What the threads of this process that share a mutex pass on to each other.
 #[derive(Debug, Default)]
-struct LocalState {
+pub(crate) struct LocalState {
     /// When this mutex last released the lock in Redis, if it did so successfully.
     released_at: Option<Instant>,
 }
 
-/// Why `name` cannot name a lock, if it cannot.
-fn check_name(name: &str) -> Option<&'static str> {
-    name.is_empty()
-        .then_some("the lock name is empty; give every lock a non-empty name")
+/// Refuses a name no lock can have.
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(
+            "name",
+            "the lock name is empty; give every lock a non-empty name",
+        ));
+    }
+    Ok(())
+}
+
+/// A grant the acquire script made: when it was asked for, its token, its attempt.
+struct Granted {
+    sent_at: Instant,
+    token: u64,
+    server: Option<Arc<str>>,
 }
 
 impl RedisMutex {
     /// A mutex named `name` on `pool`, without expiry and with a random owner id.
     ///
-    /// Any string is a name (spaces, braces, newlines, non-ASCII); the keys are
-    /// `lock:<name>` and `lock-signal:<name>`. An empty name is refused by
-    /// [`builder`](Self::builder)'s `build()`; given here, every call returns that error.
+    /// Any non-empty string is a name (spaces, braces, newlines, non-ASCII); the keys are
+    /// `lock:<name>` and `lock-signal:<name>` (on a cluster, `lock:{<name>}` and so on).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] for an empty name.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use redis_mutex::{Pool, RedisMutex};
     ///
-    /// let pool = Pool::builder()
-    ///     .test_on_check_out(false)
-    ///     .build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let mutex = RedisMutex::new(pool, "migrations");
+    /// let mutex = RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "migrations")?;
     /// let _guard = mutex.lock()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
-    pub fn new(pool: Pool, name: impl Into<String>) -> RedisMutex {
-        let options = LockOptions::default();
-        RedisMutex::with_options(pool, name.into(), options)
+    pub fn new(pool: Pool, name: impl Into<String>) -> Result<RedisMutex> {
+        RedisMutex::builder(pool, name).build()
     }
 
     /// A builder for a mutex named `name` on `pool`, to set its options.
@@ -126,31 +152,39 @@ impl RedisMutex {
     /// use std::time::Duration;
     /// use redis_mutex::{Pool, RedisMutex};
     ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let pool = Pool::new("redis://127.0.0.1/")?;
     /// let mutex = RedisMutex::builder(pool, "cache-rebuild")
     ///     .expire(Duration::from_secs(30))
     ///     .owner_id(format!("worker-{}", std::process::id()))
     ///     .build()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn builder(pool: Pool, name: impl Into<String>) -> RedisMutexBuilder {
         RedisMutexBuilder {
             pool,
             name: name.into(),
             options: LockOptionsBuilder::default(),
+            fair: false,
         }
     }
 
-    fn with_options(pool: Pool, name: String, options: LockOptions) -> RedisMutex {
+    fn with_options(pool: Pool, name: String, options: LockOptions, fair: bool) -> RedisMutex {
+        let keys = MutexKeys::new(&name, Scheme::of(&pool));
         RedisMutex {
             pool,
-            lock_key: format!("lock:{name}"),
-            signal_key: format!("lock-signal:{name}"),
-            invalid_name: check_name(&name),
-            name,
+            name: name.into(),
+            keys: Arc::new(keys),
+            owner: options.owner_id.as_str().into(),
+            labels: Labels::new("mutex", options.metrics_label.clone()),
             options,
-            local: Mutex::new(LocalState::default()),
+            fair,
+            local: Arc::new(Mutex::new(LocalState::default())),
         }
+    }
+
+    /// Whether the mutex is in [fair mode](RedisMutexBuilder::fair).
+    pub fn is_fair(&self) -> bool {
+        self.fair
     }
 
     /// The lock's name, as given.
@@ -160,7 +194,7 @@ impl RedisMutex {
 
     /// The id this mutex stores in Redis while it holds the lock.
     pub fn owner_id(&self) -> &str {
-        &self.options.owner_id
+        &self.owner
     }
 
     /// The expiry set with [`RedisMutexBuilder::expire`], if any.
@@ -172,16 +206,20 @@ impl RedisMutex {
     ///
     /// Threads of this process that share the mutex wait their turn locally, first come
     /// first served; the thread at the head of that queue waits in Redis, woken by the
-    /// release of whoever holds it, or by the holder's expiry.
+    /// release of whoever holds it, or by the holder's expiry. Each request to Redis is
+    /// bounded by the response timeout: a server that stops answering makes `lock` fail,
+    /// not hang.
     ///
     /// Locking again from the thread that holds the guard waits forever, as with
     /// [`std::sync::Mutex`].
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be reached or answers with an
-    /// error, [`Error::WrongType`] when the lock's key holds something other than a lock,
-    /// and [`Error::RenewalThread`] with auto-renewal. The lock is not held then.
+    /// [`Error::Unreachable`], [`Error::Timeout`], [`Error::PoolTimeout`] or
+    /// [`Error::Redis`] when Redis cannot be reached or answers with an error;
+    /// [`Error::WrongType`] when the lock's key holds something other than a lock;
+    /// [`Error::NotReplicated`] with `wait_replicas`; [`Error::RenewalThread`] with
+    /// auto-renewal. The lock is not held then.
     ///
     /// # Examples
     ///
@@ -190,8 +228,7 @@ impl RedisMutex {
     /// use std::thread;
     /// use redis_mutex::{Pool, RedisMutex};
     ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let mutex = Arc::new(RedisMutex::new(pool, "counter"));
+    /// let mutex = Arc::new(RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "counter")?);
     /// let workers: Vec<_> = (0..4)
     ///     .map(|_| {
     ///         let mutex = mutex.clone();
@@ -205,14 +242,14 @@ impl RedisMutex {
     /// for worker in workers {
     ///     worker.join().unwrap()?;
     /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn lock(&self) -> Result<RedisMutexGuard<'_>> {
-        self.check_name()?;
         let local = self.local.lock();
-        // Without a deadline, acquire waits until it succeeds: `None` cannot come back.
-        self.acquire(local, None)?
-            .ok_or_else(|| unexpected_reply("acquire"))
+        let core = self.acquire(local, None)?.ok_or(Error::Protocol {
+            what: "a wait without deadline that ended",
+        })?;
+        Ok(RedisMutexGuard::new(self, core))
     }
 
     /// Makes one attempt at the lock, without waiting.
@@ -228,8 +265,7 @@ impl RedisMutex {
     /// ```no_run
     /// use redis_mutex::{Pool, RedisMutex, TryLockError};
     ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let mutex = RedisMutex::new(pool, "cron:cleanup");
+    /// let mutex = RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "cron:cleanup")?;
     /// match mutex.try_lock() {
     ///     Ok(_guard) => { /* run the job */ }
     ///     Err(TryLockError::WouldBlock) => println!("another node runs it"),
@@ -238,19 +274,20 @@ impl RedisMutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_lock(&self) -> Result<RedisMutexGuard<'_>, TryLockError> {
-        self.check_name()?;
         let local = self.local.try_lock().ok_or(TryLockError::WouldBlock)?;
-        self.acquire(local, Some(Instant::now()))?
-            .ok_or(TryLockError::WouldBlock)
+        let core = self
+            .acquire(local, Some(Instant::now()))?
+            .ok_or(TryLockError::WouldBlock)?;
+        Ok(RedisMutexGuard::new(self, core))
     }
 
     /// Waits up to `timeout` for the lock.
     ///
-    /// The deadline is kept to the millisecond on this process's monotonic clock, whatever
-    /// wakes the wait in between: a call with 300 ms returns after 300 ms plus at most a
-    /// few round trips. A lock that frees up in the last moment is still taken, so a
-    /// success can come those few round trips after the deadline. `Duration::MAX` waits
-    /// forever.
+    /// The deadline is kept on this process's monotonic clock, whatever wakes the wait in
+    /// between: a call with 300 ms returns after 300 ms plus a round trip or two (the
+    /// lateness measured is in `docs/performance.md`). A lock that frees up in the last
+    /// moment is still taken, so a success can come that long after the deadline.
+    /// `Duration::MAX` waits forever.
     ///
     /// # Errors
     ///
@@ -263,15 +300,13 @@ impl RedisMutex {
     /// use std::time::Duration;
     /// use redis_mutex::{Pool, RedisMutex};
     ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let mutex = RedisMutex::new(pool, "report");
+    /// let mutex = RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "report")?;
     /// if let Ok(_guard) = mutex.try_lock_for(Duration::from_millis(300)) {
     ///     // got it within 300 ms
     /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn try_lock_for(&self, timeout: Duration) -> Result<RedisMutexGuard<'_>, TryLockError> {
-        self.check_name()?;
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return Ok(self.lock()?);
         };
@@ -279,27 +314,190 @@ impl RedisMutex {
             .local
             .try_lock_until(deadline)
             .ok_or(TryLockError::WouldBlock)?;
-        self.acquire(local, Some(deadline))?
-            .ok_or(TryLockError::WouldBlock)
+        let core = self
+            .acquire(local, Some(deadline))?
+            .ok_or(TryLockError::WouldBlock)?;
+        Ok(RedisMutexGuard::new(self, core))
+    }
+
+    /// Like [`lock`](Self::lock), for an `Arc<RedisMutex>`: the guard owns a reference to
+    /// the mutex, so it is `'static`, and can be returned from a function or sent to
+    /// another thread with the lock it holds (as parking_lot's `lock_arc`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::thread;
+    /// use redis_mutex::{Pool, RedisMutex};
+    ///
+    /// let mutex = Arc::new(RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "import")?);
+    /// let guard = mutex.lock_arc()?;
+    /// let worker = thread::spawn(move || {
+    ///     // ... the import runs here, under the lock ...
+    ///     guard.unlock()
+    /// });
+    /// worker.join().unwrap()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn lock_arc(self: &Arc<Self>) -> Result<ArcRedisMutexGuard> {
+        let local = self.local.lock_arc();
+        let core = self.acquire(local, None)?.ok_or(Error::Protocol {
+            what: "a wait without deadline that ended",
+        })?;
+        Ok(ArcRedisMutexGuard::new(self.clone(), core))
+    }
+
+    /// Like [`try_lock`](Self::try_lock), for an `Arc<RedisMutex>`; see
+    /// [`lock_arc`](Self::lock_arc).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_lock`](Self::try_lock).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use redis_mutex::{Pool, RedisMutex};
+    ///
+    /// let mutex = Arc::new(RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "cron")?);
+    /// if let Ok(guard) = mutex.try_lock_arc() {
+    ///     std::thread::spawn(move || drop(guard)).join().unwrap();
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn try_lock_arc(self: &Arc<Self>) -> Result<ArcRedisMutexGuard, TryLockError> {
+        let local = self.local.try_lock_arc().ok_or(TryLockError::WouldBlock)?;
+        let core = self
+            .acquire(local, Some(Instant::now()))?
+            .ok_or(TryLockError::WouldBlock)?;
+        Ok(ArcRedisMutexGuard::new(self.clone(), core))
+    }
+
+    /// Like [`try_lock_for`](Self::try_lock_for), for an `Arc<RedisMutex>`; see
+    /// [`lock_arc`](Self::lock_arc).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_lock_for`](Self::try_lock_for).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisMutex};
+    ///
+    /// let mutex = Arc::new(RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "cron")?);
+    /// let guard = mutex.try_lock_arc_for(Duration::from_secs(1))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock_arc_for(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> Result<ArcRedisMutexGuard, TryLockError> {
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return Ok(self.lock_arc()?);
+        };
+        let local = self
+            .local
+            .try_lock_arc_until(deadline)
+            .ok_or(TryLockError::WouldBlock)?;
+        let core = self
+            .acquire(local, Some(deadline))?
+            .ok_or(TryLockError::WouldBlock)?;
+        Ok(ArcRedisMutexGuard::new(self.clone(), core))
+    }
+
+    /// Locks, runs `f`, unlocks, and returns what `f` returned.
+    ///
+    /// `f` runs to its end even if the lock is lost meanwhile (nothing can stop it from
+    /// outside); the loss is then reported instead of `f`'s result, so that the caller
+    /// knows the work ran unprotected at some point. For work that must stop when the lock
+    /// is lost, hold a guard and call [`RedisMutexGuard::ensure_held`] between its steps.
+    ///
+    /// # Errors
+    ///
+    /// As for [`lock`](Self::lock), before `f` runs. After it: [`Error::LockLost`] when
+    /// the lock was found lost while `f` ran, [`Error::NotAcquired`] when it was no longer
+    /// ours at the release (it ran out: use auto-renewal or a longer expiry), or the
+    /// release's own error (the lock then stays until it expires); `f`'s result is dropped
+    /// in each case.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisMutex};
+    ///
+    /// let mutex = RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "migrations")?;
+    /// let applied = mutex.with_lock(|| {
+    ///     // run the migrations; one process of the fleet at a time
+    ///     3
+    /// })?;
+    /// println!("{applied} migrations applied");
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn with_lock<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        let guard = self.lock()?;
+        let result = f();
+        guard.unlock()?;
+        Ok(result)
+    }
+
+    /// Like [`with_lock`](Self::with_lock), waiting at most `timeout` for the lock; `f`
+    /// does not run when the lock stayed held.
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] when the lock stayed held until the deadline (`f` did
+    /// not run); otherwise as for [`with_lock`](Self::with_lock).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisMutex, TryLockError};
+    ///
+    /// let mutex = RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "cache-rebuild")?;
+    /// match mutex.try_with_lock_for(Duration::from_secs(5), || { /* rebuild */ }) {
+    ///     Ok(()) => println!("rebuilt"),
+    ///     Err(TryLockError::WouldBlock) => println!("someone else is rebuilding"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_with_lock_for<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce() -> R,
+    ) -> Result<R, TryLockError> {
+        let guard = self.try_lock_for(timeout)?;
+        let result = f();
+        guard.unlock()?;
+        Ok(result)
     }
 
     /// Whether anyone (any process, any protocol client) holds the lock now.
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be asked.
+    /// As for [`get_owner_id`](Self::get_owner_id).
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # use redis_mutex::{Pool, RedisMutex};
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let mutex = RedisMutex::new(pool, "deploy");
+    /// let mutex = RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "deploy")?;
     /// let guard = mutex.lock()?;
     /// assert!(mutex.is_locked()?);
     /// drop(guard);
     /// assert!(!mutex.is_locked()?);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn is_locked(&self) -> Result<bool> {
         Ok(self.get_owner_id()?.is_some())
@@ -309,24 +507,28 @@ impl RedisMutex {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be asked, and
-    /// [`Error::Redis`] with `WRONGTYPE` when the key holds something other than a lock.
+    /// [`Error::Unreachable`], [`Error::Timeout`], [`Error::PoolTimeout`] or
+    /// [`Error::Redis`] when Redis cannot be asked; [`Error::WrongType`] when the key holds
+    /// something other than a lock.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # use redis_mutex::{Pool, RedisMutex};
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let pool = Pool::new("redis://127.0.0.1/")?;
     /// let mutex = RedisMutex::builder(pool, "deploy").owner_id("ci-runner-3").build()?;
     /// let _guard = mutex.lock()?;
     /// assert_eq!(mutex.get_owner_id()?.as_deref(), Some("ci-runner-3"));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn get_owner_id(&self) -> Result<Option<String>> {
-        self.check_name()?;
-        let mut conn = self.checkout()?;
-        let owner: Option<String> = redis::cmd("GET").arg(&self.lock_key).query(&mut *conn)?;
-        Ok(owner)
+        let mut ran = conn::run_repeatable(
+            &self.pool,
+            Route::Key(&self.keys.lock),
+            self.options.response_timeout,
+            |c| redis::cmd("GET").arg(&self.keys.lock).query(c),
+        )?;
+        ran.result.map_err(|e| ran.conn.fail(e, &self.name, "GET"))
     }
 
     /// Deletes the lock whoever holds it, and wakes one waiter. An operator's tool: the
@@ -336,67 +538,80 @@ impl RedisMutex {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be reached;
-    /// [`Error::WrongType`] when the key holds something other than a lock (it is left as
-    /// it is).
+    /// As for [`get_owner_id`](Self::get_owner_id); with [`Error::WrongType`] the key is
+    /// left as it is.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # use redis_mutex::{Pool, RedisMutex};
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
     /// // A lock left behind by a job that was killed, with no expiry:
-    /// let stuck = RedisMutex::new(pool, "migrations");
+    /// let stuck = RedisMutex::new(Pool::new("redis://127.0.0.1/")?, "migrations")?;
     /// if stuck.reset()? {
     ///     println!("a stale lock was removed");
     /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn reset(&self) -> Result<bool> {
-        self.check_name()?;
-        let mut conn = self.checkout()?;
-        let deleted: Vec<i64> = RESET
-            .arg(millis(self.options.signal_expire))
-            .key(&self.lock_key)
-            .key(&self.signal_key)
-            .invoke(&mut *conn)?;
+        let mut call = RESET.call();
+        call.arg(millis(self.options.signal_expire))
+            .key(&self.keys.lock)
+            .key(&self.keys.signal)
+            .key(&self.keys.grant);
+        let mut ran = conn::run_repeatable(
+            &self.pool,
+            Route::Key(&self.keys.lock),
+            self.options.response_timeout,
+            |c| call.invoke::<Vec<i64>>(c),
+        )?;
+        let deleted = ran
+            .result
+            .map_err(|e| ran.conn.fail(e, &self.name, "reset"))?;
         match deleted.first() {
-            Some(&-1) => Err(Error::WrongType {
-                name: self.name.clone(),
+            Some(&WRONG_TYPE) => Err(Error::WrongType {
+                name: self.name.to_string(),
             }),
             Some(&n) => {
                 log::debug!("reset lock `{}`", self.name);
                 Ok(n > 0)
             }
-            None => Err(unexpected_reply("reset")),
+            None => Err(Error::Protocol { what: "reset" }),
         }
-    }
-
-    fn check_name(&self) -> Result<()> {
-        match self.invalid_name {
-            Some(reason) => Err(Error::invalid("name", reason)),
-            None => Ok(()),
-        }
-    }
-
-    fn checkout(&self) -> Result<Conn> {
-        conn::checkout(
-            &self.pool,
-            self.pool.connection_timeout(),
-            self.options.response_timeout,
-        )
     }
 
     /// Takes the lock in Redis for the thread holding `local`, waiting until `deadline`
     /// (`None`: forever). `Ok(None)` when the deadline passed with the lock held elsewhere.
-    fn acquire<'a>(
-        &'a self,
-        mut local: MutexGuard<'a, LocalState>,
+    fn acquire<L: LocalGuard>(
+        &self,
+        mut local: L,
         deadline: Option<Instant>,
-    ) -> Result<Option<RedisMutexGuard<'a>>> {
-        let mut conn =
-            conn::checkout_for_lock(&self.pool, deadline, self.options.response_timeout)?;
+    ) -> Result<Option<Core<L>>> {
+        let granted = if self.fair {
+            self.acquire_fair(deadline)?
+        } else {
+            self.acquire_plain(&mut local, deadline)?
+        };
+        granted.map(|granted| self.core(local, granted)).transpose()
+    }
+
+    /// How long a grant marker lives: long enough for an undo to follow its acquire.
+    fn marker_ms(&self) -> u64 {
+        millis(
+            self.options
+                .response_timeout
+                .saturating_mul(2)
+                .max(MIN_GRANT_MARKER),
+        )
+    }
+
+    /// Takes the lock with python-redis-lock's protocol (and a grant marker).
+    fn acquire_plain(
+        &self,
+        local: &mut LocalState,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Granted>> {
         let expire_ms = self.options.expire.map_or(0, millis);
+        let marker_ms = self.marker_ms();
         // Right after our own release, a waiter it woke may be on its way: let it go first
         // rather than win a race that sends it to the back of the queue. Past half the
         // signal's life an absent signal may have expired instead, so be plain again.
@@ -404,130 +619,187 @@ impl RedisMutex {
             .released_at
             .take()
             .is_some_and(|at| at.elapsed() < self.options.signal_expire / 2);
-        loop {
-            let sent_at = Instant::now();
-            let (outcome, detail): (i64, i64) = ACQUIRE
-                .key(&self.lock_key)
-                .key(&self.signal_key)
-                .key(FENCING_COUNTER_KEY)
-                .arg(&self.options.owner_id)
+        let wait = Wait {
+            pool: &self.pool,
+            route: &self.keys.lock,
+            signals: &[&self.keys.signal],
+            deadline,
+            response_timeout: self.options.response_timeout,
+            name: &self.name,
+            labels: &self.labels,
+        };
+        let acquired = wait::acquire(&wait, |conn, _woken| {
+            let attempt = format!("{:016x}", rand::random::<u64>());
+            let mut call = ACQUIRE.call();
+            call.key(&self.keys.lock)
+                .key(&self.keys.signal)
+                .key(&self.keys.fencing)
+                .key(&self.keys.grant)
+                .arg(&*self.owner)
                 .arg(expire_ms)
-                .arg(if polite { "1" } else { "0" })
-                .invoke(&mut *conn)
-                .inspect_err(|e| self.undo_lost_acquire(&mut conn, e))?;
-            let mut wait = MAX_WAIT;
+                .arg(if std::mem::take(&mut polite) {
+                    "1"
+                } else {
+                    "0"
+                })
+                .arg(&attempt)
+                .arg(marker_ms);
+            let sent_at = Instant::now();
+            let mut ran = conn::run(
+                &self.pool,
+                Route::Key(&self.keys.lock),
+                Some(conn),
+                self.options.response_timeout,
+                |c| call.invoke::<(i64, i64)>(c),
+            )?;
+            let (outcome, detail) = match ran.result {
+                Ok(reply) => reply,
+                Err(e) => {
+                    if conn::reply_lost(&e) {
+                        self.undo(&mut ran.conn, &attempt, &e.to_string());
+                    }
+                    return Err(ran.conn.fail(e, &self.name, "acquire"));
+                }
+            };
+            let mut conn = ran.conn;
             match outcome {
                 GRANTED => {
+                    let token =
+                        u64::try_from(detail).map_err(|_| Error::Protocol { what: "acquire" })?;
+                    self.replicate(&mut conn, &attempt)?;
                     log::debug!("acquired lock `{}`", self.name);
-                    let token = u64::try_from(detail).map_err(|_| unexpected_reply("acquire"))?;
-                    return self.guard(local, &mut conn, sent_at, token).map(Some);
+                    let server = self.pool.is_cluster().then(|| conn.server().into());
+                    Ok((
+                        conn,
+                        Attempt::Granted(Granted {
+                            sent_at,
+                            token,
+                            server,
+                        }),
+                    ))
                 }
-                WRONG_TYPE => {
-                    return Err(Error::WrongType {
-                        name: self.name.clone(),
-                    });
-                }
+                WRONG_TYPE => Err(Error::WrongType {
+                    name: self.name.to_string(),
+                }),
+                // Its acquire is a round trip away; if it died on the way, this bounds how
+                // long the lock stays free.
                 LEFT_TO_WOKEN_WAITER => {
-                    // Its acquire is a round trip away; if it died on the way, this bounds
-                    // how long the lock stays free.
-                    wait = wait.min(self.options.signal_expire / 2);
+                    Ok((conn, Attempt::Blocked(self.options.signal_expire / 2)))
                 }
-                _ => {
-                    if let Ok(left) = u64::try_from(detail) {
-                        // Wake just after the holder's lease runs out, in case it crashed.
-                        wait = wait.min(Duration::from_millis(left + 1));
-                    }
-                }
+                // Wake just after the holder's lease runs out, in case it crashed.
+                _ => Ok((
+                    conn,
+                    Attempt::Blocked(match u64::try_from(detail) {
+                        Ok(left) => Duration::from_millis(left.saturating_add(1)),
+                        Err(_) => wait::MAX_WAIT,
+                    }),
+                )),
             }
-            polite = false;
-            if let Some(deadline) = deadline {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(None);
-                }
-                wait = wait.min(deadline - now);
+        })?;
+        Ok(match acquired {
+            Acquired::Granted(granted) => Some(granted),
+            Acquired::TimedOut(_) => None,
+        })
+    }
+
+    /// With [`wait_replicas`](RedisMutexBuilder::wait_replicas): waits for the replicas to
+    /// acknowledge the grant just made on `conn`, and undoes it when too few do.
+    fn replicate(&self, conn: &mut Conn, attempt: &str) -> Result<()> {
+        let Some((wanted, timeout)) = self.options.wait_replicas else {
+            return Ok(());
+        };
+        let rt = self.options.response_timeout;
+        match wait::await_replicas(conn, wanted, timeout, rt, &self.name) {
+            Ok(acked) if acked >= wanted => Ok(()),
+            Ok(acked) => {
+                self.undo(conn, attempt, "too few replicas acknowledged it");
+                Err(Error::NotReplicated { acked, wanted })
             }
-            log::trace!("lock `{}` is held; waiting up to {wait:?}", self.name);
-            conn = conn::wait_for_signal(
-                conn,
-                &self.pool,
-                &[&self.signal_key],
-                wait,
-                deadline,
-                self.options.response_timeout,
-            )?;
+            Err(e) => {
+                self.undo(conn, attempt, &e.to_string());
+                Err(e)
+            }
         }
     }
 
-    /// After an acquire whose reply never came (a timeout, a broken connection), Redis may
-    /// have granted it anyway, or may still: a lock held by nobody, forever without expiry.
-    /// Releases it in that case, right behind the acquire (see
-    /// [`conn::undo_after_lost_reply`]), as a plain `EVAL`.
-    fn undo_lost_acquire(&self, conn: &mut Conn, error: &redis::RedisError) {
-        if !conn::reply_lost(error) {
-            return;
-        }
-        let mut release =
-            scripts::eval(scripts::RELEASE_SOURCE, &[&self.lock_key, &self.signal_key]);
-        release
-            .arg(&self.options.owner_id)
-            .arg(millis(self.options.signal_expire));
-        if let Err(e) =
-            conn::undo_after_lost_reply(conn, &self.pool, self.options.response_timeout, &[release])
-        {
+    /// Undoes the grant of `attempt`, whose reply was lost (or that must not stand): Redis
+    /// may have granted it, or may still, leaving a lock held by nobody. Releases it, right
+    /// behind the acquire on the same connection (see [`conn::undo_after_lost_reply`]), and
+    /// only if the grant marker still names this attempt: never a grant made since.
+    fn undo(&self, conn: &mut Conn, attempt: &str, why: &str) {
+        let undo = if self.fair {
+            self.fair_call(attempt).call("leave")
+        } else {
+            let mut undo = UNDO.call();
+            undo.key(&self.keys.lock)
+                .key(&self.keys.signal)
+                .key(&self.keys.grant)
+                .arg(&*self.owner)
+                .arg(millis(self.options.signal_expire))
+                .arg(attempt);
+            undo
+        };
+        if let Err(e) = conn::undo_after_lost_reply(
+            conn,
+            &self.pool,
+            Route::Key(&self.keys.lock),
+            self.options.response_timeout,
+            &[undo.eval()],
+        ) {
             log::warn!(
-                "lock `{}`: an acquire's reply was lost ({error}) and undoing it failed ({e}); \
-                 if Redis granted it, the lock is held by nobody until it expires",
+                "lock `{}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
+                 Redis granted it, the lock is held by nobody until it expires",
                 self.name
             );
         }
     }
 
-    fn guard<'a>(
-        &'a self,
-        local: MutexGuard<'a, LocalState>,
-        conn: &mut Conn,
-        sent_at: Instant,
-        fencing_token: u64,
-    ) -> Result<RedisMutexGuard<'a>> {
-        let lease = Arc::new(Lease::new(
-            &self.name,
-            sent_at,
+    /// A call of the fair-mode script for the waiter `waiter`, not to be queued.
+    fn fair_call<'a>(&'a self, waiter: &'a str) -> fair::FairCall<'a> {
+        fair::FairCall {
+            keys: &self.keys,
+            owner: &self.owner,
+            waiter,
+            expire_ms: self.options.expire.map_or(0, millis),
+            entry_ms: 0,
+            marker_ms: self.marker_ms(),
+            signal_ms: millis(self.options.signal_expire),
+        }
+    }
+
+    /// The guard's core for a grant.
+    fn core<L: LocalGuard>(&self, local: L, granted: Granted) -> Result<Core<L>> {
+        let grant = MutexGrant {
+            pool: self.pool.clone(),
+            keys: self.keys.clone(),
+            name: self.name.clone(),
+            owner: self.owner.clone(),
+            ttl: self.options.expire,
+            signal_expire: self.options.signal_expire,
+            response_timeout: self.options.response_timeout,
+            server: granted.server,
+            fair: self.fair,
+            marker_ms: self.marker_ms(),
+        };
+        let lease = Lease::new(
+            Holder {
+                name: self.name.to_string(),
+                owner_id: self.owner.to_string(),
+                fencing_token: Some(granted.token),
+                labels: self.labels.clone(),
+            },
+            granted.sent_at,
             self.options.expire,
             self.options.on_lost.clone(),
-        ));
-        let mut guard = RedisMutexGuard {
-            mutex: self,
-            local: Some(local),
+        );
+        // On failure the grant is released again.
+        let held = Held::new(
+            grant,
             lease,
-            renewal: None,
-            fencing_token,
-        };
-        if let (true, Some(ttl)) = (self.options.auto_renewal, self.options.expire) {
-            // On failure the guard is dropped here, which releases the lock again.
-            guard.renewal = Some(renewal::register(
-                guard.lease.clone(),
-                renewal::Target::Key(renewal::KeyTarget {
-                    pool: self.pool.clone(),
-                    group: conn::pool_tag(conn),
-                    key: self.lock_key.clone(),
-                    owner: self.options.owner_id.clone(),
-                    ttl,
-                    response_timeout: self.options.response_timeout,
-                }),
-                sent_at,
-            )?);
-        }
-        Ok(guard)
+            self.options.expire,
+            self.options.auto_renewal,
+            granted.sent_at,
+        )?;
+        Ok(Core::new(held, local, granted.token))
     }
-}
-
-/// The error for a script reply of the wrong shape (a server that is not Redis, or a
-/// script of another version under our script's hash).
-pub(crate) fn unexpected_reply(script: &'static str) -> Error {
-    Error::Redis(redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected reply from a lock script",
-        script.to_owned(),
-    )))
 }

@@ -1,36 +1,41 @@
-//! Lock options, their defaults and their validation.
+//! The options every lock kind that waits in Redis shares, their defaults, their validation,
+//! and the builder setters that set them (one macro, so that each builder documents each
+//! setter with its default without a copy to keep in step).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
 
-use crate::lease::OnLost;
-use crate::{Error, Result};
+use crate::duration::{MAX_DURATION, check_duration};
+use crate::lease::{LostLock, OnLost};
+use crate::{Error, Pool, Result};
 
 /// How long a release signal waits for a waiter before Redis drops it (python-redis-lock's
 /// default).
 pub(crate) const DEFAULT_SIGNAL_EXPIRE: Duration = Duration::from_millis(1000);
 
-/// How long any one Redis reply may take before the call fails.
-pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Expiries past this are refused: Redis stores expiry times as milliseconds since 1970
-/// in a signed 64-bit number, and a lease of decades is a lock that never expires.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
-
 /// A renewal needs a round trip or two inside a third of the lease.
 pub(crate) const MIN_RENEWED_EXPIRE: Duration = Duration::from_millis(30);
 
-/// Options as the builder collected them.
+/// Options as a builder collected them.
 #[derive(Clone, Default)]
 pub(crate) struct LockOptionsBuilder {
     pub(crate) expire: Option<Duration>,
     pub(crate) owner_id: Option<String>,
     pub(crate) signal_expire: Option<Duration>,
-    pub(crate) auto_renewal: bool,
+    pub(crate) auto_renewal: Option<bool>,
     pub(crate) on_lost: Option<OnLost>,
     pub(crate) response_timeout: Option<Duration>,
+    pub(crate) wait_replicas: Option<(usize, Duration)>,
+    pub(crate) metrics_label: Option<String>,
+}
+
+/// What a lock kind uses when a builder leaves an option unset.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Defaults {
+    pub(crate) expire: Option<Duration>,
+    pub(crate) auto_renewal: bool,
 }
 
 /// Options after validation, with defaults filled in.
@@ -42,6 +47,10 @@ pub(crate) struct LockOptions {
     pub(crate) auto_renewal: bool,
     pub(crate) on_lost: Option<OnLost>,
     pub(crate) response_timeout: Duration,
+    /// After a grant: `WAIT` for this many replicas, this long.
+    pub(crate) wait_replicas: Option<(usize, Duration)>,
+    /// The `lock` label of the lock's metrics, if the user gave one.
+    pub(crate) metrics_label: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for LockOptions {
@@ -51,58 +60,33 @@ impl std::fmt::Debug for LockOptions {
             .field("owner_id", &self.owner_id)
             .field("signal_expire", &self.signal_expire)
             .field("auto_renewal", &self.auto_renewal)
-            .field("on_lost", &self.on_lost.as_ref().map(|_| "Fn(&str)"))
+            .field("on_lost", &self.on_lost.as_ref().map(|_| "Fn(&LostLock)"))
             .field("response_timeout", &self.response_timeout)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("metrics_label", &self.metrics_label)
             .finish()
     }
 }
 
-fn check_duration(field: &'static str, d: Duration) -> Result<Duration> {
-    if d < Duration::from_millis(1) {
-        return Err(Error::invalid(
-            field,
-            format!("{d:?} is shorter than Redis' resolution; give at least 1 ms"),
-        ));
-    }
-    if d > MAX_DURATION {
-        return Err(Error::invalid(
-            field,
-            format!("{d:?} is longer than the 10 years this crate accepts"),
-        ));
-    }
-    Ok(d)
-}
-
-impl Default for LockOptions {
-    /// The options of `RedisMutex::new` and `RedisRwLock::new`: no expiry, a random owner
-    /// id, and the default signal expiry and reply timeout.
-    fn default() -> Self {
-        LockOptions {
-            expire: None,
-            owner_id: random_id(),
-            signal_expire: DEFAULT_SIGNAL_EXPIRE,
-            auto_renewal: false,
-            on_lost: None,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-        }
-    }
-}
-
 impl LockOptionsBuilder {
-    pub(crate) fn on_lost(&mut self, callback: impl Fn(&str) + Send + Sync + 'static) {
+    pub(crate) fn on_lost(&mut self, callback: impl Fn(&LostLock) + Send + Sync + 'static) {
         self.on_lost = Some(Arc::new(callback));
     }
 
-    pub(crate) fn build(self) -> Result<LockOptions> {
-        let expire = match self.expire {
+    /// Validates the options and fills in `defaults` and the pool's response timeout.
+    pub(crate) fn build(self, defaults: Defaults, pool: &Pool) -> Result<LockOptions> {
+        let expire = match self.expire.or(defaults.expire) {
             None => None,
-            Some(d) => Some(check_duration("expire", d).map_err(|e| match e {
-                Error::InvalidOptions { field, reason } if d > MAX_DURATION => Error::invalid(
-                    field,
-                    format!("{reason}; leave it unset for a lock that never expires"),
-                ),
-                e => e,
-            })?),
+            Some(d) if d > MAX_DURATION => {
+                return Err(Error::invalid(
+                    "expire",
+                    format!(
+                        "{d:?} is longer than the 10 years this crate accepts; leave it unset \
+                         for a lock that never expires"
+                    ),
+                ));
+            }
+            Some(d) => Some(check_duration("expire", d)?),
         };
         let owner_id = match self.owner_id {
             Some(id) if id.is_empty() => {
@@ -120,9 +104,11 @@ impl LockOptionsBuilder {
         )?;
         let response_timeout = check_duration(
             "response_timeout",
-            self.response_timeout.unwrap_or(DEFAULT_RESPONSE_TIMEOUT),
+            self.response_timeout
+                .unwrap_or_else(|| pool.response_timeout()),
         )?;
-        if self.auto_renewal {
+        let auto_renewal = self.auto_renewal.unwrap_or(defaults.auto_renewal);
+        if auto_renewal {
             match expire {
                 None => {
                     return Err(Error::invalid(
@@ -142,31 +128,27 @@ impl LockOptionsBuilder {
                 Some(_) => {}
             }
         }
+        let wait_replicas = match self.wait_replicas {
+            Some((0, _)) => {
+                return Err(Error::invalid(
+                    "wait_replicas",
+                    "0 replicas is nothing to wait for; give 1 or more, or leave it unset",
+                ));
+            }
+            Some((n, timeout)) => Some((n, check_duration("wait_replicas", timeout)?)),
+            None => None,
+        };
         Ok(LockOptions {
             expire,
             owner_id,
             signal_expire,
-            auto_renewal: self.auto_renewal,
+            auto_renewal,
             on_lost: self.on_lost,
             response_timeout,
+            wait_replicas,
+            metrics_label: self.metrics_label.map(Into::into),
         })
     }
-}
-
-/// Checks an `extend(lease)` on the lock `name` whose expiry option is `expire`.
-pub(crate) fn check_extend(name: &str, expire: Option<Duration>, lease: Duration) -> Result<()> {
-    if expire.is_none() {
-        return Err(Error::NotExpirable {
-            name: name.to_owned(),
-        });
-    }
-    if lease < Duration::from_millis(1) || lease > MAX_DURATION {
-        return Err(Error::invalid(
-            "lease",
-            format!("{lease:?} is not between 1 ms and 10 years"),
-        ));
-    }
-    Ok(())
 }
 
 /// 128 bits from the thread's CSPRNG, as 32 lowercase hex digits.
@@ -176,9 +158,132 @@ pub(crate) fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The setters a builder of a lock that waits in Redis shares with the others, each
+/// documented with its default. `$lock` names the lock in the docs ("mutex"), `$guard` its
+/// guard type, `$expire_default` and `$renewal_default` the defaults' wording.
+macro_rules! lock_option_setters {
+    ($lock:literal, $guard:ty, $expire_default:literal, $renewal_default:literal) => {
+        #[doc = concat!("Sets how long the ", $lock, " lives in Redis unless released, renewed or")]
+        /// extended first: a holder that crashes frees it after this long.
+        ///
+        /// Must be between 1 ms and 10 years; with auto-renewal, at least 30 ms. Redis keeps
+        /// it to the millisecond.
+        ///
+        #[doc = concat!("Defaults to ", $expire_default, ".")]
+        pub fn expire(mut self, expire: std::time::Duration) -> Self {
+            self.options.expire = Some(expire);
+            self
+        }
+
+        /// Sets the id stored in Redis while we hold the lock, which operators see (in
+        /// `get_owner_id`, `list_locks`, `redis-mutex list`) and which
+        /// [`reset_owned_by`](crate::reset_owned_by) frees. Give each holder its own, stable
+        /// id (`"host-42/report-worker"`): two lock objects with the same id on the same
+        /// name can release each other's lock.
+        ///
+        /// Must not be empty.
+        ///
+        /// Defaults to 128 random bits from a CSPRNG, as 32 hex digits, made anew per lock.
+        pub fn owner_id(mut self, owner_id: impl Into<String>) -> Self {
+            self.options.owner_id = Some(owner_id.into());
+            self
+        }
+
+        /// Sets how long a wake-up pushed by a release stays in Redis for its waiter to
+        /// take. Raise it for waiters that can be slower than this between two attempts.
+        ///
+        /// Must be between 1 ms and 10 years.
+        ///
+        /// Defaults to 1 s (as in python-redis-lock).
+        pub fn signal_expire(mut self, signal_expire: std::time::Duration) -> Self {
+            self.options.signal_expire = Some(signal_expire);
+            self
+        }
+
+        /// Keeps the lease alive while a guard lives: a renewal thread of the process
+        /// extends it each time a third of the [expiry](Self::expire) has passed, and marks
+        #[doc = concat!("the guard lost ([`", stringify!($guard), "::is_lost`]) if it finds the lock gone or cannot")]
+        /// reach Redis before the lease runs out.
+        ///
+        /// Needs an [expiry](Self::expire).
+        ///
+        #[doc = concat!("Defaults to ", $renewal_default, ".")]
+        pub fn auto_renewal(mut self, auto_renewal: bool) -> Self {
+            self.options.auto_renewal = Some(auto_renewal);
+            self
+        }
+
+        /// Sets a callback run once, on a renewal thread, when an auto-renewed guard of this
+        /// lock is found lost. It gets a [`LostLock`](crate::LostLock): the name, the owner
+        /// id, the fencing token and why. Keep it short: it delays the renewal of other
+        /// locks while it runs. A panic in it is logged and goes no further.
+        ///
+        /// Defaults to none (the loss is logged at WARN either way).
+        pub fn on_lost(
+            mut self,
+            callback: impl Fn(&crate::LostLock) + Send + Sync + 'static,
+        ) -> Self {
+            self.options.on_lost(callback);
+            self
+        }
+
+        /// Sets how long any one Redis reply may take before the call fails with
+        /// [`Error::Timeout`](crate::Error::Timeout), for this lock's calls. Waiting for the
+        /// lock is not bound by it: a waiter's `BLPOP` waits as long as its wait.
+        ///
+        /// Must be between 1 ms and 10 years.
+        ///
+        /// Defaults to the pool's [response timeout](crate::PoolBuilder::response_timeout).
+        pub fn response_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.options.response_timeout = Some(timeout);
+            self
+        }
+
+        /// After each grant, waits up to `timeout` for `replicas` replicas to acknowledge it
+        /// (`WAIT`), so that a failover to one of them keeps the lock. When fewer do, the
+        /// grant is released and the call fails with
+        /// [`Error::NotReplicated`](crate::Error::NotReplicated). It costs a replica round
+        /// trip per grant; see `docs/deployments.md` for what it buys.
+        ///
+        /// `replicas` must be at least 1; `timeout` between 1 ms and 10 years.
+        ///
+        /// Defaults to not waiting.
+        pub fn wait_replicas(mut self, replicas: usize, timeout: std::time::Duration) -> Self {
+            self.options.wait_replicas = Some((replicas, timeout));
+            self
+        }
+
+        /// Sets the `lock` label of this lock's metrics (with the `metrics` feature; see
+        /// `docs/operations.md`). Each distinct label is a time series of its own: give one
+        /// to the locks you want to watch one by one, not to locks named per request.
+        ///
+        /// Defaults to none: the metrics carry only the lock's kind.
+        pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+            self.options.metrics_label = Some(label.into());
+            self
+        }
+    };
+}
+
+pub(crate) use lock_option_setters;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MUTEX: Defaults = Defaults {
+        expire: None,
+        auto_renewal: false,
+    };
+
+    fn pool() -> Pool {
+        let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+        let r2d2 = r2d2::Pool::builder()
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .build_unchecked(client);
+        Pool::try_from(r2d2).unwrap()
+    }
 
     fn field_of(result: Result<LockOptions>) -> &'static str {
         match result {
@@ -190,34 +295,36 @@ mod tests {
 
     #[test]
     fn defaults() {
-        // What `new` uses without validation is what the builder gives by default.
-        let built = LockOptionsBuilder::default().build().unwrap();
-        let o = LockOptions::default();
-        assert_eq!(
-            (
-                built.expire,
-                built.signal_expire,
-                built.response_timeout,
-                built.auto_renewal
-            ),
-            (
-                o.expire,
-                o.signal_expire,
-                o.response_timeout,
-                o.auto_renewal
-            )
-        );
-        assert!(built.on_lost.is_none() && o.on_lost.is_none());
-        assert_ne!(built.owner_id, o.owner_id, "each gets its own random id");
+        let o = LockOptionsBuilder::default().build(MUTEX, &pool()).unwrap();
         assert_eq!(o.expire, None);
         assert_eq!(o.signal_expire, Duration::from_millis(1000));
         assert_eq!(o.response_timeout, Duration::from_secs(2));
         assert!(!o.auto_renewal);
+        assert!(o.wait_replicas.is_none());
         assert_eq!(o.owner_id.len(), 32);
+        let other = LockOptionsBuilder::default().build(MUTEX, &pool()).unwrap();
+        assert_ne!(o.owner_id, other.owner_id, "each gets its own random id");
+        let renewed = Defaults {
+            expire: Some(Duration::from_secs(30)),
+            auto_renewal: true,
+        };
+        let o = LockOptionsBuilder::default()
+            .build(renewed, &pool())
+            .unwrap();
+        assert_eq!(
+            (o.expire, o.auto_renewal),
+            (Some(Duration::from_secs(30)), true)
+        );
+        let off = LockOptionsBuilder {
+            auto_renewal: Some(false),
+            ..Default::default()
+        };
+        assert!(!off.build(renewed, &pool()).unwrap().auto_renewal);
     }
 
     #[test]
     fn bad_options_name_their_field() {
+        let ms = Duration::from_millis;
         let cases: Vec<(LockOptionsBuilder, &str)> = vec![
             (
                 LockOptionsBuilder {
@@ -249,15 +356,15 @@ mod tests {
             ),
             (
                 LockOptionsBuilder {
-                    auto_renewal: true,
+                    auto_renewal: Some(true),
                     ..Default::default()
                 },
                 "auto_renewal",
             ),
             (
                 LockOptionsBuilder {
-                    auto_renewal: true,
-                    expire: Some(Duration::from_millis(5)),
+                    auto_renewal: Some(true),
+                    expire: Some(ms(5)),
                     ..Default::default()
                 },
                 "expire",
@@ -269,9 +376,23 @@ mod tests {
                 },
                 "response_timeout",
             ),
+            (
+                LockOptionsBuilder {
+                    wait_replicas: Some((0, ms(100))),
+                    ..Default::default()
+                },
+                "wait_replicas",
+            ),
+            (
+                LockOptionsBuilder {
+                    wait_replicas: Some((1, Duration::ZERO)),
+                    ..Default::default()
+                },
+                "wait_replicas",
+            ),
         ];
         for (builder, field) in cases {
-            assert_eq!(field_of(builder.build()), field);
+            assert_eq!(field_of(builder.build(MUTEX, &pool())), field);
         }
     }
 

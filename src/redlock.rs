@@ -8,38 +8,40 @@
 mod builder;
 mod extension;
 mod fanout;
+mod grant;
 mod guard;
 mod quorum;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::Script;
 
 use crate::conn::Conn;
-use crate::lease::{Lease, OnLost, millis};
+use crate::duration::millis;
+use crate::held::Held;
+use crate::lease::{Holder, Lease, OnLost};
+use crate::metrics::{self, Labels};
 use crate::options::random_id;
-use crate::renewal::{self, Target};
 use crate::scripts::REDLOCK_RELEASE;
-use crate::{Error, Pool, Result};
+use crate::{Error, Pool, Result, TryLockError};
 use builder::{
     DEFAULT_DRIFT_FACTOR, DEFAULT_INSTANCE_TIMEOUT, DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY,
-    check_extendable_ttl, check_pools, check_resource, check_ttl,
+    check_extendable_ttl, check_resource, check_ttl,
 };
-use extension::{AutoExtend, Claim};
+use extension::Claim;
 use fanout::{Reply, fan_out, request};
+use grant::RedlockGrant;
 use quorum::{Majority, granted_for, majority, quorum, retry_wait};
 
 pub use builder::RedlockBuilder;
 pub use guard::RedlockGuard;
 
-/// The scripts' sources, for `EVAL` on a connection with a request still pending (see
-/// [`eval`]).
-const RELEASE_SOURCE: &str = include_str!("scripts/redlock_release.lua");
-const EXTEND_SOURCE: &str = include_str!("scripts/redlock_extend.lua");
+/// Tells Redlocks apart, for the renewal lanes of their auto-extended guards.
+static NEXT_REDLOCK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A lock held on a majority of independent Redis servers, so that it survives the loss of
 /// a minority of them: the Redlock algorithm of the redis.io page "Distributed Locks with
@@ -47,7 +49,7 @@ const EXTEND_SOURCE: &str = include_str!("scripts/redlock_extend.lua");
 ///
 /// Give it one [`Pool`] per Redis server, five being the usual choice (it then works with
 /// two of them down). The servers must be independent primaries, not replicas of each
-/// other.
+/// other; each pool may be a single server, a Sentinel-managed primary or a cluster.
 ///
 /// [`lock`](Self::lock) sets the resource's key to a fresh random token, with `SET NX PX`,
 /// on every server at once (one thread per server, each bounded by the
@@ -63,17 +65,11 @@ const EXTEND_SOURCE: &str = include_str!("scripts/redlock_extend.lua");
 /// - The key is the resource name itself (no `lock:` prefix) and the value a token made
 ///   anew for each attempt, as in redlock-py, so that both exclude each other.
 /// - Every lock expires: there is a ttl per call, and the guard's
-///   [`validity`](RedlockGuard::validity) says how much of it is certainly left.
-///   [Auto-extension](RedlockBuilder::auto_extend) keeps it alive on the process's renewal
-///   thread, as [auto-renewal](crate::RedisMutexBuilder::auto_renewal) does for a mutex.
+///   [`valid_for`](RedlockGuard::valid_for) says how much of it is certainly left.
+///   [Auto-extension](RedlockBuilder::auto_extend) keeps it alive on a renewal thread, as
+///   [auto-renewal](crate::RedisMutexBuilder::auto_renewal) does for a mutex.
 /// - Waiting is retrying after random delays (nobody is woken by a release), and threads of
 ///   one process contend through Redis like separate processes.
-///
-/// # Pools
-///
-/// Build each pool with `test_on_check_out(false)`: r2d2 otherwise sends a `PING` on
-/// checkout, which on a fresh connection to a stalled server has no timeout and would hang
-/// the call.
 ///
 /// [redlock-py]: https://pypi.org/project/redlock-py/
 ///
@@ -85,24 +81,26 @@ const EXTEND_SOURCE: &str = include_str!("scripts/redlock_extend.lua");
 ///
 /// let mut pools = Vec::new();
 /// for url in ["redis://10.0.0.1/", "redis://10.0.0.2/", "redis://10.0.0.3/"] {
-///     let client = redis::Client::open(url)?;
-///     pools.push(Pool::builder().test_on_check_out(false).build(client)?);
+///     pools.push(Pool::new(url)?);
 /// }
-/// let redlock = Redlock::new(pools);
+/// let redlock = Redlock::new(pools)?;
 /// let guard = redlock.lock("invoice:42", Duration::from_secs(10))?;
-/// // ... work that must be done before guard.validity() runs out ...
+/// // ... work that must be done before guard.valid_for() runs out ...
 /// guard.unlock()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), redis_mutex::Error>(())
 /// ```
 pub struct Redlock {
-    /// Shared with the auto-extension of its guards.
+    /// Shared with the grants of its guards.
     pools: Arc<[Pool]>,
+    /// Tells this Redlock's auto-extensions apart from others'.
+    id: u64,
     retry_count: u32,
     retry_delay: Duration,
     drift_factor: f64,
     instance_timeout: Duration,
     auto_extend: bool,
     on_lost: Option<OnLost>,
+    labels: Labels,
 }
 
 impl fmt::Debug for Redlock {
@@ -114,7 +112,7 @@ impl fmt::Debug for Redlock {
             .field("drift_factor", &self.drift_factor)
             .field("instance_timeout", &self.instance_timeout)
             .field("auto_extend", &self.auto_extend)
-            .field("on_lost", &self.on_lost.as_ref().map(|_| "Fn(&str)"))
+            .field("on_lost", &self.on_lost.as_ref().map(|_| "Fn(&LostLock)"))
             .finish()
     }
 }
@@ -122,32 +120,22 @@ impl fmt::Debug for Redlock {
 impl Redlock {
     /// A Redlock over `pools`, one per independent Redis server, with the default options.
     ///
-    /// An empty list is refused by [`builder`](Self::builder)'s `build()`; given here, every
-    /// call returns that error.
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] for an empty list.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use redis_mutex::{Pool, Redlock};
     ///
-    /// let mut pools = Vec::new();
-    /// for port in [7001, 7002, 7003, 7004, 7005] {
-    ///     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
-    ///     pools.push(Pool::builder().test_on_check_out(false).build(client)?);
-    /// }
-    /// let redlock = Redlock::new(pools);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// let pools = [7001, 7002, 7003, 7004, 7005]
+    ///     .map(|port| Pool::new(&format!("redis://127.0.0.1:{port}/")));
+    /// let redlock = Redlock::new(pools.into_iter().collect::<Result<Vec<_>, _>>()?)?;
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
-    pub fn new(pools: Vec<Pool>) -> Redlock {
-        Redlock {
-            pools: pools.into(),
-            retry_count: DEFAULT_RETRY_COUNT,
-            retry_delay: DEFAULT_RETRY_DELAY,
-            drift_factor: DEFAULT_DRIFT_FACTOR,
-            instance_timeout: DEFAULT_INSTANCE_TIMEOUT,
-            auto_extend: false,
-            on_lost: None,
-        }
+    pub fn new(pools: Vec<Pool>) -> Result<Redlock> {
+        Redlock::builder(pools).build()
     }
 
     /// A builder for a Redlock over `pools`, to set its options.
@@ -164,11 +152,21 @@ impl Redlock {
     ///     .retry_delay(Duration::from_millis(100))
     ///     .instance_timeout(Duration::from_millis(20))
     ///     .build()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn builder(pools: Vec<Pool>) -> RedlockBuilder {
         RedlockBuilder {
-            redlock: Redlock::new(pools),
+            redlock: Redlock {
+                pools: pools.into(),
+                id: NEXT_REDLOCK_ID.fetch_add(1, Ordering::Relaxed),
+                retry_count: DEFAULT_RETRY_COUNT,
+                retry_delay: DEFAULT_RETRY_DELAY,
+                drift_factor: DEFAULT_DRIFT_FACTOR,
+                instance_timeout: DEFAULT_INSTANCE_TIMEOUT,
+                auto_extend: false,
+                on_lost: None,
+                labels: Labels::new("redlock", None),
+            },
         }
     }
 
@@ -194,9 +192,8 @@ impl Redlock {
     /// the round took longer than the ttl allows (then `granted` may reach `needed`).
     /// [`Error::InvalidOptions`] for an empty resource name, a ttl under 1 ms or over 10
     /// years (with [auto-extension](RedlockBuilder::auto_extend), under 30 ms or six
-    /// instance timeouts), or a Redlock made by [`new`](Self::new) with no pools.
-    /// [`Error::RenewalThread`] with auto-extension, when the renewal thread could not be
-    /// started (the lock is released again).
+    /// instance timeouts). [`Error::RenewalThread`] with auto-extension, when the renewal
+    /// thread could not be started (the lock is released again).
     ///
     /// # Examples
     ///
@@ -205,19 +202,25 @@ impl Redlock {
     /// use redis_mutex::{Pool, Redlock};
     ///
     /// # let pools: Vec<Pool> = Vec::new();
-    /// let redlock = Redlock::new(pools);
+    /// let redlock = Redlock::new(pools)?;
     /// match redlock.lock("report", Duration::from_secs(30)) {
-    ///     Ok(guard) => println!("held for {:?} at least", guard.validity()),
+    ///     Ok(guard) => println!("held for {:?} at least", guard.valid_for()),
     ///     Err(e) if e.is_no_quorum() => println!("busy or too many servers down: {e}"),
-    ///     Err(e) => return Err(e.into()),
+    ///     Err(e) => return Err(e),
     /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn lock(&self, resource: &str, ttl: Duration) -> Result<RedlockGuard<'_>> {
         self.check_request(resource, ttl)?;
+        let called = Instant::now();
         let mut retries_left = self.retry_count;
         loop {
             match self.attempt(resource, ttl) {
+                Ok(guard) => {
+                    let contended = retries_left < self.retry_count;
+                    metrics::acquired(&self.labels, called.elapsed(), contended);
+                    return Ok(guard);
+                }
                 Err(e) if e.is_no_quorum() && retries_left > 0 => {
                     retries_left -= 1;
                     let wait = retry_wait(self.retry_delay);
@@ -234,25 +237,40 @@ impl Redlock {
     ///
     /// # Errors
     ///
-    /// As for [`lock`](Self::lock).
+    /// [`TryLockError::WouldBlock`] when no instance failed and too few granted: the
+    /// resource is held elsewhere. [`TryLockError::Error`] with [`Error::NoQuorum`] when
+    /// failing instances (or a round slower than the ttl allows) decided it, and with the
+    /// other errors listed under [`lock`](Self::lock).
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use std::time::Duration;
-    /// use redis_mutex::{Pool, Redlock};
+    /// use redis_mutex::{Pool, Redlock, TryLockError};
     ///
     /// # let pools: Vec<Pool> = Vec::new();
-    /// let redlock = Redlock::new(pools);
-    /// if let Ok(guard) = redlock.try_lock("cron:cleanup", Duration::from_secs(60)) {
-    ///     // this node runs the job this time
-    /// #   drop(guard);
+    /// let redlock = Redlock::new(pools)?;
+    /// match redlock.try_lock("cron:cleanup", Duration::from_secs(60)) {
+    ///     Ok(guard) => { /* this node runs the job this time */ }
+    ///     Err(TryLockError::WouldBlock) => println!("another node runs it"),
+    ///     Err(e) => return Err(e.into()),
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_lock(&self, resource: &str, ttl: Duration) -> Result<RedlockGuard<'_>> {
+    pub fn try_lock(
+        &self,
+        resource: &str,
+        ttl: Duration,
+    ) -> Result<RedlockGuard<'_>, TryLockError> {
         self.check_request(resource, ttl)?;
-        self.attempt(resource, ttl)
+        match self.attempt(resource, ttl) {
+            Err(Error::NoQuorum {
+                granted,
+                needed,
+                failures,
+            }) if failures.is_empty() && granted < needed => Err(TryLockError::WouldBlock),
+            outcome => Ok(outcome?),
+        }
     }
 
     fn check_request(&self, resource: &str, ttl: Duration) -> Result<()> {
@@ -261,7 +279,7 @@ impl Redlock {
         if self.auto_extend {
             check_extendable_ttl(ttl, self.instance_timeout)?;
         }
-        check_pools(&self.pools)
+        Ok(())
     }
 
     /// Whether the key `resource` exists on a majority of instances: whether anyone (this
@@ -271,7 +289,7 @@ impl Redlock {
     ///
     /// [`Error::NoQuorum`] when too many instances failed to tell: `granted` is then the
     /// number of instances that hold the key. [`Error::InvalidOptions`] for an empty
-    /// resource name or a Redlock with no pools.
+    /// resource name.
     ///
     /// # Examples
     ///
@@ -280,20 +298,19 @@ impl Redlock {
     /// use redis_mutex::{Pool, Redlock};
     ///
     /// # let pools: Vec<Pool> = Vec::new();
-    /// let redlock = Redlock::new(pools);
+    /// let redlock = Redlock::new(pools)?;
     /// let guard = redlock.lock("deploy", Duration::from_secs(10))?;
     /// assert!(redlock.is_locked("deploy")?);
     /// guard.unlock()?;
     /// assert!(!redlock.is_locked("deploy")?);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn is_locked(&self, resource: &str) -> Result<bool> {
         check_resource(resource)?;
-        check_pools(&self.pools)?;
         let timeout = self.instance_timeout;
         let replies = fan_out(self.pools.iter().collect(), |pool| {
-            request(pool, None, timeout, |conn, _| {
-                redis::cmd("EXISTS").arg(resource).query::<i64>(&mut **conn)
+            request(pool, resource, None, timeout, |conn, _| {
+                redis::cmd("EXISTS").arg(resource).query::<i64>(conn)
             })
         });
         let results: Vec<_> = replies.into_iter().map(|r| r.result).collect();
@@ -320,14 +337,14 @@ impl Redlock {
         let n = self.pools.len();
         let started = Instant::now();
         let replies = fan_out(self.pools.iter().collect(), |pool| {
-            request(pool, None, timeout, |conn, _| {
+            request(pool, resource, None, timeout, |conn, _| {
                 let set: Option<String> = redis::cmd("SET")
                     .arg(resource)
                     .arg(&token)
                     .arg("NX")
                     .arg("PX")
                     .arg(ttl_ms)
-                    .query(&mut **conn)?;
+                    .query(conn)?;
                 Ok(set.is_some())
             })
         });
@@ -366,8 +383,7 @@ impl Redlock {
              instances",
             undo.len()
         );
-        let undone = self.release_on(resource, &token, undo);
-        for (i, reply) in undone {
+        for (i, reply) in release_on(&self.pools, self.instance_timeout, resource, &token, undo) {
             if let Err(e) = reply.result {
                 log::debug!(
                     "undoing a failed redlock attempt on `{resource}` failed on instance {i}; \
@@ -393,94 +409,51 @@ impl Redlock {
         started: Instant,
         valid_until: Instant,
     ) -> Result<RedlockGuard<'_>> {
-        let claim = Arc::new(Claim {
-            resource: resource.to_owned(),
-            token,
-            pending: Mutex::new(pending),
-        });
-        let lease = Arc::new(Lease::until(resource, valid_until, self.on_lost.clone()));
-        let mut guard = RedlockGuard {
-            redlock: self,
-            claim,
-            lease,
+        let grant = RedlockGrant {
+            pools: self.pools.clone(),
+            claim: Arc::new(Claim {
+                resource: resource.to_owned(),
+                token: token.clone(),
+                pending: Mutex::new(pending),
+            }),
             ttl,
-            renewal: None,
-            released: false,
+            instance_timeout: self.instance_timeout,
+            drift_factor: self.drift_factor,
+            redlock_id: self.id,
         };
-        if self.auto_extend {
-            let target = AutoExtend {
-                claim: guard.claim.clone(),
-                lease: guard.lease.clone(),
-                pools: self.pools.clone(),
-                ttl,
-                instance_timeout: self.instance_timeout,
-                drift_factor: self.drift_factor,
-            };
-            // On failure the guard is dropped here, which releases the lock again.
-            guard.renewal = Some(renewal::register(
-                guard.lease.clone(),
-                Target::Own(Arc::new(target)),
-                started,
-            )?);
-        }
-        Ok(guard)
-    }
-
-    /// Runs the compare-and-delete script on the given instances at once, each on the
-    /// connection with a reply still pending, if one is given.
-    fn release_on(
-        &self,
-        resource: &str,
-        token: &str,
-        targets: Vec<(usize, Option<Conn>)>,
-    ) -> Vec<(usize, Reply<i64>)> {
-        let timeout = self.instance_timeout;
-        fan_out(targets, |(i, conn)| {
-            let reply = request(&self.pools[i], conn, timeout, |conn, pending| {
-                eval(
-                    conn,
-                    pending,
-                    &REDLOCK_RELEASE,
-                    RELEASE_SOURCE,
-                    resource,
-                    token,
-                    None,
-                )
-            });
-            (i, reply)
-        })
+        let lease = Lease::until(
+            Holder {
+                name: resource.to_owned(),
+                owner_id: token,
+                fencing_token: None,
+                labels: self.labels.clone(),
+            },
+            valid_until,
+            self.on_lost.clone(),
+        );
+        // On failure the lock is released again.
+        let held = Held::new(grant, lease, Some(ttl), self.auto_extend, started)?;
+        Ok(RedlockGuard::new(self, held))
     }
 }
 
-/// Runs `script` on one key with our token (and `ms`, if given). On a connection whose
-/// replies have all been read this is `EVALSHA` (loading the script on `NOSCRIPT`); on one
-/// with a request pending it is a single `EVAL` with the script's source, because nobody
-/// will be there to load the script if the server only runs the command after the caller
-/// gave up waiting.
-fn eval(
-    conn: &mut Conn,
-    pending: bool,
-    script: &Script,
-    source: &str,
-    key: &str,
+/// Runs the compare-and-delete script on the given instances at once, each on the
+/// connection with a reply still pending, if one is given.
+fn release_on(
+    pools: &[Pool],
+    timeout: Duration,
+    resource: &str,
     token: &str,
-    ms: Option<u64>,
-) -> redis::RedisResult<i64> {
-    if pending {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(source).arg(1).arg(key).arg(token);
-        if let Some(ms) = ms {
-            cmd.arg(ms);
-        }
-        cmd.query(&mut **conn)
-    } else {
-        let mut invocation = script.key(key);
-        invocation.arg(token);
-        if let Some(ms) = ms {
-            invocation.arg(ms);
-        }
-        invocation.invoke(&mut **conn)
-    }
+    targets: Vec<(usize, Option<Conn>)>,
+) -> Vec<(usize, Reply<i64>)> {
+    let mut call = REDLOCK_RELEASE.call();
+    call.key(resource).arg(token);
+    fan_out(targets, |(i, conn)| {
+        let reply = request(&pools[i], resource, conn, timeout, |conn, pending| {
+            call.run(conn, pending)
+        });
+        (i, reply)
+    })
 }
 
 /// The errors of a round, with the index of their instance.
@@ -499,33 +472,39 @@ pub(crate) mod tests {
     pub(crate) fn pool() -> Pool {
         // Never connected: these tests stop at validation.
         let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
-        Pool::builder().min_idle(Some(0)).build_unchecked(client)
+        let r2d2 = r2d2::Pool::builder()
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .build_unchecked(client);
+        Pool::try_from(r2d2).unwrap()
     }
 
     #[test]
     fn bad_requests_are_refused_before_any_round_trip() {
-        let redlock = Redlock::new(vec![pool(), pool(), pool()]);
+        let redlock = Redlock::new(vec![pool(), pool(), pool()]).unwrap();
         let field = |e: Error| match e {
             Error::InvalidOptions { field, .. } => field,
+            e => panic!("expected InvalidOptions, got {e}"),
+        };
+        let try_field = |e: TryLockError| match e {
+            TryLockError::Error(e) => field(e),
             e => panic!("expected InvalidOptions, got {e}"),
         };
         let ttl = Duration::from_secs(1);
         assert_eq!(field(redlock.lock("", ttl).unwrap_err()), "resource");
         assert_eq!(
-            field(redlock.try_lock("r", Duration::ZERO).unwrap_err()),
+            try_field(redlock.try_lock("r", Duration::ZERO).unwrap_err()),
             "ttl"
         );
         assert_eq!(field(redlock.lock("r", Duration::MAX).unwrap_err()), "ttl");
         assert_eq!(field(redlock.is_locked("").unwrap_err()), "resource");
-        let empty = Redlock::new(Vec::new());
-        assert_eq!(field(empty.lock("r", ttl).unwrap_err()), "pools");
-        assert_eq!(field(empty.is_locked("r").unwrap_err()), "pools");
+        assert_eq!(field(Redlock::new(Vec::new()).unwrap_err()), "pools");
         let extended = Redlock::builder(vec![pool()])
             .auto_extend(true)
             .build()
             .unwrap();
         let short = Duration::from_millis(200);
         assert_eq!(field(extended.lock("r", short).unwrap_err()), "ttl");
-        assert_eq!(field(extended.try_lock("r", short).unwrap_err()), "ttl");
+        assert_eq!(try_field(extended.try_lock("r", short).unwrap_err()), "ttl");
     }
 }

@@ -1,43 +1,51 @@
-//! [`RedisRwLock`] and its waiting loop. The builder is in `builder.rs`, the guards in
-//! `guard.rs`, the lease behind each guard in `held.rs`, paths and keys in `keys.rs`; the
-//! protocol in `docs/rwlock.md`.
+//! [`RedisRwLock`]: read-write locks on the paths of a tree. The builder is in
+//! `builder.rs`, the guards in `guard.rs`, one lease (what a guard releases, extends and
+//! renews) in `grant.rs`; paths and keys in `keys`; the protocol in `docs/rwlock.md`.
 
 mod builder;
+mod grant;
 mod guard;
-mod held;
-mod keys;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::conn::{self, Conn};
-use crate::lease::millis;
-use crate::mutex::{FENCING_COUNTER_KEY, unexpected_reply};
-use crate::options::{LockOptions, LockOptionsBuilder};
-use crate::scripts::{self, RWLOCK_ACQUIRE, RWLOCK_RELEASE};
+use crate::conn::{self, Conn, Route};
+use crate::duration::millis;
+use crate::held::Held;
+use crate::keys::{Mode, RwKeys, Scheme};
+use crate::lease::{Holder, Lease};
+use crate::metrics::Labels;
+use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
+use crate::scripts::{RWLOCK_ACQUIRE, RWLOCK_RELEASE};
+use crate::wait::{self, Acquired, Attempt, Wait};
 use crate::{Error, Pool, Result, TryLockError};
 
 pub use builder::RedisRwLockBuilder;
+use grant::RwGrant;
 pub use guard::{RedisRwLockReadGuard, RedisRwLockWriteGuard};
-use keys::{Keys, Mode};
 
 /// Outcomes of `rwlock_acquire.lua`.
 const GRANTED: i64 = 1;
 const BLOCKED: i64 = 0;
 const WRONG_TYPE: i64 = -1;
 
-/// The longest a waiter sleeps in `BLPOP` before trying again: what a lost wake-up costs.
-const MAX_WAIT: Duration = Duration::from_millis(1000);
-
 /// How long a waiter's registration lasts unless the waiter renews it, which it does with
-/// every attempt (at most [`MAX_WAIT`] apart). A waiting writer that crashed holds new
+/// every attempt (at most [`wait::MAX_WAIT`] apart). A waiting writer that crashed holds new
 /// readers back for at most this long.
 const WAITING_TTL: Duration = Duration::from_millis(2000);
 
 /// The default separator of path segments.
 const DEFAULT_SEPARATOR: char = '/';
+
+/// A read-write lock's defaults: leases that expire, renewed while a guard lives (as
+/// Redisson's watchdog does), so that a crashed holder cannot block its subtree forever.
+const DEFAULTS: Defaults = Defaults {
+    expire: Some(Duration::from_secs(30)),
+    auto_renewal: true,
+};
 
 /// A distributed read-write lock on a path in a hierarchy, held in Redis, that feels like
 /// [`std::sync::RwLock`]: many readers at once, or one writer.
@@ -58,60 +66,58 @@ const DEFAULT_SEPARATOR: char = '/';
 /// [`read`](Self::read) and [`write`](Self::write) block, the `try_` forms don't or wait up
 /// to a timeout; each gives a guard that releases the lock when dropped. Waiters sleep in
 /// `BLPOP` and are woken by the releases that concern them; every acquire and release is
-/// one Lua script. Holders' entries expire with the [expiry](RedisRwLockBuilder::expire),
-/// so a crashed holder stops blocking others once its lease runs out. The keys, scripts
-/// and waking are described in `docs/rwlock.md`.
+/// one Lua script. Every lease expires (30 s unless [set](RedisRwLockBuilder::expire)) and
+/// is renewed while its guard lives, so a crashed holder stops blocking others once its
+/// lease runs out; [`reset`](Self::reset) frees a path at once. The keys, scripts and
+/// waking are described in `docs/rwlock.md`.
+///
+/// On a Redis Cluster every key of one tree carries the root segment as its hash tag, so
+/// one tree lives on one node (see `docs/deployments.md`).
 ///
 /// # Threads of one process
 ///
-/// Threads sharing a `RedisRwLock` (through an [`Arc`](std::sync::Arc)) also exclude each
-/// other locally, through a [`parking_lot::RwLock`]: local readers share, a local writer
-/// waits for them, and a waiting local writer keeps new local readers out. Each read guard
-/// is its own lease in Redis. Readers that have to wait in Redis do so one at a time, so
-/// however many local threads wait, one connection blocks in `BLPOP`.
+/// Threads sharing a `RedisRwLock` (through an [`Arc`]) also exclude each other locally,
+/// through a [`parking_lot::RwLock`]: local readers share, a local writer waits for them,
+/// and a waiting local writer keeps new local readers out. Each read guard is its own lease
+/// in Redis. Readers that have to wait in Redis do so one at a time, so however many local
+/// threads wait, one connection blocks in `BLPOP`.
 ///
 /// # Differences from `std::sync::RwLock`
 ///
 /// The same as for [`RedisMutex`](crate::RedisMutex): acquiring can fail, a held lock can
 /// be lost (check [`ensure_held`](RedisRwLockWriteGuard::ensure_held)), there is no
-/// poisoning and no data inside, and guards cannot be sent to other threads. Taking a read
-/// lock again on a thread that holds one can deadlock once a writer waits, as std warns;
-/// with paths, so can waiting for a read lock on `a/c` while holding one on `a/b`, once a
-/// writer waits for `a`.
+/// poisoning and no data inside. Taking a read lock again on a thread that holds one can
+/// deadlock once a writer waits, as std warns; with paths, so can waiting for a read lock
+/// on `a/c` while holding one on `a/b`, once a writer waits for `a`.
 ///
 /// # Examples
 ///
 /// ```no_run
-/// use std::time::Duration;
 /// use redis_mutex::{Pool, RedisRwLock};
 ///
-/// let client = redis::Client::open("redis://127.0.0.1/")?;
-/// let pool = Pool::builder().test_on_check_out(false).build(client)?;
-/// let tenant = RedisRwLock::builder(pool.clone(), "tenants/42")
-///     .expire(Duration::from_secs(30))
-///     .auto_renewal(true)
-///     .build()?;
-/// let whole_tree = RedisRwLock::new(pool, "tenants");
+/// let pool = Pool::new("redis://127.0.0.1/")?;
+/// let tenant = RedisRwLock::new(pool.clone(), "tenants/42")?;
+/// let whole_tree = RedisRwLock::new(pool, "tenants")?;
 ///
 /// let reading = tenant.read()?; // other readers of tenants/42 may join
 /// assert!(whole_tree.try_write().is_err()); // a write lock on an ancestor must wait
 /// drop(reading);
 /// let writing = whole_tree.write()?; // excludes every lock under tenants/
 /// println!("fencing token {}", writing.fencing_token());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), redis_mutex::Error>(())
 /// ```
 pub struct RedisRwLock {
     pool: Pool,
-    path: String,
+    path: Arc<str>,
     separator: char,
-    keys: Keys,
+    keys: Arc<RwKeys>,
     options: LockOptions,
-    /// Set when `new` was given a path `build` would refuse: every call reports it.
-    invalid_path: Option<String>,
     /// The local lock: held, shared or exclusive, for as long as a guard lives.
     local: RwLock<()>,
     /// Local readers wait in Redis one at a time.
     read_turn: Mutex<()>,
+    /// The labels of its metrics (the kind is the lease's).
+    labels: Labels,
 }
 
 impl fmt::Debug for RedisRwLock {
@@ -124,28 +130,43 @@ impl fmt::Debug for RedisRwLock {
     }
 }
 
+/// A lease the acquire script granted.
+struct Granted {
+    lease_id: String,
+    /// Taken before the granting request was sent.
+    sent_at: Instant,
+    /// The fencing token for a writer, 0 for a reader.
+    token: u64,
+    server: Option<Arc<str>>,
+}
+
+/// The docs' example setup: a pool.
+macro_rules! doc_pool {
+    () => {
+        "# use redis_mutex::{Pool, RedisRwLock, TryLockError};\nlet pool = Pool::new(\"redis://127.0.0.1/\")?;"
+    };
+}
+
 impl RedisRwLock {
-    /// A read-write lock on `path` (segments separated by `/`) on `pool`, without expiry
-    /// and with a random owner id.
+    /// A read-write lock on `path` (segments separated by `/`) on `pool`, with a 30 s lease
+    /// renewed while a guard lives, and a random owner id.
     ///
-    /// A path [`builder`](Self::builder)'s `build()` would refuse (empty, or with an empty
-    /// segment) is reported by every call instead.
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] for a path that is empty or has an empty segment (`/a`,
+    /// `a/`, `a//b`).
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use redis_mutex::{Pool, RedisRwLock};
     ///
-    /// let pool = Pool::builder()
-    ///     .test_on_check_out(false)
-    ///     .build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let config = RedisRwLock::new(pool, "config/billing");
+    /// let config = RedisRwLock::new(Pool::new("redis://127.0.0.1/")?, "config/billing")?;
     /// let _reading = config.read()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
-    pub fn new(pool: Pool, path: impl Into<String>) -> RedisRwLock {
-        let options = LockOptions::default();
-        RedisRwLock::with_options(pool, path.into(), DEFAULT_SEPARATOR, options)
+    pub fn new(pool: Pool, path: impl Into<String>) -> Result<RedisRwLock> {
+        RedisRwLock::builder(pool, path).build()
     }
 
     /// A builder for a read-write lock on `path` on `pool`, to set its options.
@@ -156,12 +177,11 @@ impl RedisRwLock {
     /// use std::time::Duration;
     /// use redis_mutex::{Pool, RedisRwLock};
     ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let lock = RedisRwLock::builder(pool, "eu.shop.orders")
+    /// let lock = RedisRwLock::builder(Pool::new("redis://127.0.0.1/")?, "eu.shop.orders")
     ///     .separator('.')
-    ///     .expire(Duration::from_secs(30))
+    ///     .expire(Duration::from_secs(10))
     ///     .build()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn builder(pool: Pool, path: impl Into<String>) -> RedisRwLockBuilder {
         RedisRwLockBuilder {
@@ -178,18 +198,14 @@ impl RedisRwLock {
         separator: char,
         options: LockOptions,
     ) -> RedisRwLock {
-        let invalid_path = keys::check_path(&path, separator);
-        let keys = match invalid_path {
-            None => Keys::new(&path, separator),
-            Some(_) => Keys::default(),
-        };
+        let keys = RwKeys::new(&path, separator, Scheme::of(&pool));
         RedisRwLock {
             pool,
-            path,
+            path: path.into(),
             separator,
-            keys,
+            keys: Arc::new(keys),
+            labels: Labels::new("read", options.metrics_label.clone()),
             options,
-            invalid_path,
             local: RwLock::new(()),
             read_turn: Mutex::new(()),
         }
@@ -210,7 +226,7 @@ impl RedisRwLock {
         &self.options.owner_id
     }
 
-    /// The expiry set with [`RedisRwLockBuilder::expire`], if any.
+    /// The lease each read or write lock is taken with.
     pub fn expire(&self) -> Option<Duration> {
         self.options.expire
     }
@@ -223,10 +239,11 @@ impl RedisRwLock {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`] for a path `new` was given and `build` would refuse;
-    /// [`Error::Redis`] or [`Error::Pool`] when Redis cannot be reached or answers with an
-    /// error (also when a key of the lock holds another type); [`Error::RenewalThread`]
-    /// with auto-renewal. The lock is not held then.
+    /// [`Error::Unreachable`], [`Error::Timeout`], [`Error::PoolTimeout`] or
+    /// [`Error::Redis`] when Redis cannot be reached or answers with an error;
+    /// [`Error::WrongType`] when a key of the lock holds another type;
+    /// [`Error::NotReplicated`] with `wait_replicas`; [`Error::RenewalThread`] with
+    /// auto-renewal. The lock is not held then.
     ///
     /// # Examples
     ///
@@ -235,8 +252,7 @@ impl RedisRwLock {
     /// use std::thread;
     /// use redis_mutex::{Pool, RedisRwLock};
     ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let catalog = Arc::new(RedisRwLock::new(pool, "catalog"));
+    /// let catalog = Arc::new(RedisRwLock::new(Pool::new("redis://127.0.0.1/")?, "catalog")?);
     /// let readers: Vec<_> = (0..4)
     ///     .map(|_| {
     ///         let catalog = catalog.clone();
@@ -249,17 +265,17 @@ impl RedisRwLock {
     /// for reader in readers {
     ///     reader.join().unwrap()?;
     /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn read(&self) -> Result<RedisRwLockReadGuard<'_>> {
-        self.check_path()?;
         let local = self.local.read();
         let turn = self.read_turn.lock();
-        let grant = self.acquire(Mode::Read, None)?;
+        let held = self.acquire(Mode::Read, None);
         drop(turn);
-        // Without a deadline, acquire waits until it succeeds: `None` cannot come back.
-        let grant = grant.ok_or_else(|| unexpected_reply("acquire"))?;
-        RedisRwLockReadGuard::new(self, local, grant)
+        let held = held?.ok_or(Error::Protocol {
+            what: "a wait without deadline that ended",
+        })?;
+        Ok(RedisRwLockReadGuard::new(self, local, held))
     }
 
     /// Blocks until the write lock on the path is ours, then returns a guard that releases
@@ -275,23 +291,19 @@ impl RedisRwLock {
     /// # Examples
     ///
     /// ```no_run
-    /// use redis_mutex::{Pool, RedisRwLock};
-    ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let lock = RedisRwLock::new(pool, "catalog/books");
+    #[doc = doc_pool!()]
+    /// let lock = RedisRwLock::new(pool, "catalog/books")?;
     /// let guard = lock.write()?;
     /// // nobody reads or writes catalog, catalog/books or anything below it now
     /// guard.unlock()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn write(&self) -> Result<RedisRwLockWriteGuard<'_>> {
-        self.check_path()?;
         let local = self.local.write();
-        // Without a deadline, acquire waits until it succeeds: `None` cannot come back.
-        let grant = self
-            .acquire(Mode::Write, None)?
-            .ok_or_else(|| unexpected_reply("acquire"))?;
-        RedisRwLockWriteGuard::new(self, local, grant)
+        let held = self.acquire(Mode::Write, None)?.ok_or(Error::Protocol {
+            what: "a wait without deadline that ended",
+        })?;
+        Ok(RedisRwLockWriteGuard::new(self, local, held))
     }
 
     /// Makes one attempt at a read lock, without waiting.
@@ -305,10 +317,8 @@ impl RedisRwLock {
     /// # Examples
     ///
     /// ```no_run
-    /// use redis_mutex::{Pool, RedisRwLock, TryLockError};
-    ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let lock = RedisRwLock::new(pool, "reports/2024");
+    #[doc = doc_pool!()]
+    /// let lock = RedisRwLock::new(pool, "reports/2024")?;
     /// match lock.try_read() {
     ///     Ok(_guard) => { /* read the reports */ }
     ///     Err(TryLockError::WouldBlock) => println!("being rewritten; try later"),
@@ -317,13 +327,12 @@ impl RedisRwLock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_read(&self) -> Result<RedisRwLockReadGuard<'_>, TryLockError> {
-        self.check_path()?;
         let local = self.local.try_read().ok_or(TryLockError::WouldBlock)?;
         // One attempt needs no turn: it does not wait in Redis.
-        let grant = self
+        let held = self
             .acquire(Mode::Read, Some(Instant::now()))?
             .ok_or(TryLockError::WouldBlock)?;
-        Ok(RedisRwLockReadGuard::new(self, local, grant)?)
+        Ok(RedisRwLockReadGuard::new(self, local, held))
     }
 
     /// Makes one attempt at the write lock, without waiting (and without holding readers
@@ -338,22 +347,19 @@ impl RedisRwLock {
     /// # Examples
     ///
     /// ```no_run
-    /// use redis_mutex::{Pool, RedisRwLock};
-    ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let lock = RedisRwLock::new(pool, "cache");
+    #[doc = doc_pool!()]
+    /// let lock = RedisRwLock::new(pool, "cache")?;
     /// if let Ok(_guard) = lock.try_write() {
     ///     // rebuild the cache; nobody reads it meanwhile
     /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn try_write(&self) -> Result<RedisRwLockWriteGuard<'_>, TryLockError> {
-        self.check_path()?;
         let local = self.local.try_write().ok_or(TryLockError::WouldBlock)?;
-        let grant = self
+        let held = self
             .acquire(Mode::Write, Some(Instant::now()))?
             .ok_or(TryLockError::WouldBlock)?;
-        Ok(RedisRwLockWriteGuard::new(self, local, grant)?)
+        Ok(RedisRwLockWriteGuard::new(self, local, held))
     }
 
     /// Waits up to `timeout` for a read lock.
@@ -370,21 +376,17 @@ impl RedisRwLock {
     /// # Examples
     ///
     /// ```no_run
-    /// use std::time::Duration;
-    /// use redis_mutex::{Pool, RedisRwLock};
-    ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let lock = RedisRwLock::new(pool, "prices");
-    /// if let Ok(_guard) = lock.try_read_for(Duration::from_millis(300)) {
+    #[doc = doc_pool!()]
+    /// let lock = RedisRwLock::new(pool, "prices")?;
+    /// if let Ok(_guard) = lock.try_read_for(std::time::Duration::from_millis(300)) {
     ///     // read within 300 ms
     /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn try_read_for(
         &self,
         timeout: Duration,
     ) -> Result<RedisRwLockReadGuard<'_>, TryLockError> {
-        self.check_path()?;
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return Ok(self.read()?);
         };
@@ -396,10 +398,10 @@ impl RedisRwLock {
             .read_turn
             .try_lock_until(deadline)
             .ok_or(TryLockError::WouldBlock)?;
-        let grant = self.acquire(Mode::Read, Some(deadline))?;
+        let held = self.acquire(Mode::Read, Some(deadline));
         drop(turn);
-        let grant = grant.ok_or(TryLockError::WouldBlock)?;
-        Ok(RedisRwLockReadGuard::new(self, local, grant)?)
+        let held = held?.ok_or(TryLockError::WouldBlock)?;
+        Ok(RedisRwLockReadGuard::new(self, local, held))
     }
 
     /// Waits up to `timeout` for the write lock. While it waits, new readers of
@@ -417,12 +419,9 @@ impl RedisRwLock {
     /// # Examples
     ///
     /// ```no_run
-    /// use std::time::Duration;
-    /// use redis_mutex::{Pool, RedisRwLock};
-    ///
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
-    /// let lock = RedisRwLock::new(pool, "prices");
-    /// match lock.try_write_for(Duration::from_secs(2)) {
+    #[doc = doc_pool!()]
+    /// let lock = RedisRwLock::new(pool, "prices")?;
+    /// match lock.try_write_for(std::time::Duration::from_secs(2)) {
     ///     Ok(guard) => println!("writing with token {}", guard.fencing_token()),
     ///     Err(e) if e.is_would_block() => println!("still read after 2 s"),
     ///     Err(e) => return Err(e.into()),
@@ -433,7 +432,6 @@ impl RedisRwLock {
         &self,
         timeout: Duration,
     ) -> Result<RedisRwLockWriteGuard<'_>, TryLockError> {
-        self.check_path()?;
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return Ok(self.write()?);
         };
@@ -441,116 +439,215 @@ impl RedisRwLock {
             .local
             .try_write_until(deadline)
             .ok_or(TryLockError::WouldBlock)?;
-        let grant = self
+        let held = self
             .acquire(Mode::Write, Some(deadline))?
             .ok_or(TryLockError::WouldBlock)?;
-        Ok(RedisRwLockWriteGuard::new(self, local, grant)?)
+        Ok(RedisRwLockWriteGuard::new(self, local, held))
     }
 
-    fn check_path(&self) -> Result<()> {
-        match &self.invalid_path {
-            Some(reason) => Err(Error::invalid("path", reason.clone())),
-            None => Ok(()),
+    /// Frees the path: removes every read and write lease held on it, whoever holds them,
+    /// and wakes the waiters they held back. An operator's tool, for a holder that is gone
+    /// or stuck: the holders are not told until their next renewal, extend or release
+    /// fails. Locks on other paths (ancestors, descendants) stay.
+    ///
+    /// Returns whether there was a lease to remove.
+    ///
+    /// # Errors
+    ///
+    /// The errors of a request when Redis cannot be reached; [`Error::WrongType`] when a
+    /// key of the lock holds another type.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_pool!()]
+    /// let stuck = RedisRwLock::new(pool, "tenants/42")?;
+    /// if stuck.reset()? {
+    ///     println!("freed tenants/42");
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn reset(&self) -> Result<bool> {
+        let mut removed = false;
+        for mode in [Mode::Write, Mode::Read] {
+            let mut call = RWLOCK_RELEASE.call();
+            call.key(self.keys.all())
+                .arg(mode.held())
+                .arg("*")
+                .arg(millis(self.options.signal_expire));
+            let mut ran = conn::run_repeatable(
+                &self.pool,
+                self.route(),
+                self.options.response_timeout,
+                |c| call.invoke::<i64>(c),
+            )?;
+            removed |= ran
+                .result
+                .map_err(|e| ran.conn.fail(e, &self.path, "reset"))?
+                > 0;
         }
+        log::debug!("reset read-write lock `{}`", self.path);
+        Ok(removed)
     }
 
-    fn checkout(&self) -> Result<Conn> {
-        conn::checkout(
-            &self.pool,
-            self.pool.connection_timeout(),
-            self.options.response_timeout,
-        )
+    fn route(&self) -> Route<'_> {
+        Route::Key(&self.keys.all()[0])
     }
 
-    fn wrong_type(&self, index: i64) -> Error {
-        let key = usize::try_from(index - 1)
-            .ok()
-            .and_then(|i| self.keys.all().get(i))
-            .map_or("?", String::as_str);
-        Error::Redis(redis::RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "a key of a read-write lock holds another type than a sorted set; delete it or use another path",
-            format!("path `{}`, key `{key}`", self.path),
-        )))
+    /// The labels of a lease of `mode`'s metrics.
+    fn labels_of(&self, mode: Mode) -> Labels {
+        self.labels.of_kind(mode.name())
     }
 
     /// Takes a lock of `mode` in Redis, waiting until `deadline` (`None`: forever).
     /// `Ok(None)` when the deadline passed with the path blocked.
-    fn acquire(&self, mode: Mode, deadline: Option<Instant>) -> Result<Option<Grant>> {
-        let mut conn =
-            conn::checkout_for_lock(&self.pool, deadline, self.options.response_timeout)?;
+    fn acquire(&self, mode: Mode, deadline: Option<Instant>) -> Result<Option<Held<RwGrant>>> {
         let lease_id = format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>());
         let expire_ms = self.options.expire.map_or(0, millis);
         let wake_lists = self.keys.wake_lists(mode);
         let wake_lists: Vec<&str> = wake_lists.iter().map(String::as_str).collect();
+        let labels = self.labels_of(mode);
+        let wait = Wait {
+            pool: &self.pool,
+            route: &self.keys.all()[0],
+            signals: &wake_lists,
+            deadline,
+            response_timeout: self.options.response_timeout,
+            name: &self.path,
+            labels: &labels,
+        };
         let mut registered = false;
-        loop {
+        let acquired = wait::acquire(&wait, |conn, _woken| {
             let sent_at = Instant::now();
             // Only a caller that will wait holds writers' places (or counts for wake-ups).
             let will_wait = deadline.is_none_or(|deadline| sent_at < deadline);
-            let (outcome, detail): (i64, i64) = RWLOCK_ACQUIRE
-                .prepare_invoke()
-                .key(self.keys.all())
-                .key(FENCING_COUNTER_KEY)
+            let mut call = RWLOCK_ACQUIRE.call();
+            call.key(self.keys.all())
+                .key(&self.keys.fencing)
                 .arg(mode.held())
                 .arg(&lease_id)
                 .arg(expire_ms)
-                .arg(if will_wait { millis(WAITING_TTL) } else { 0 })
-                .invoke(&mut *conn)
-                .inspect_err(|e| self.undo_lost_acquire(&mut conn, mode, &lease_id, e))?;
-            let mut wait = MAX_WAIT;
+                .arg(if will_wait { millis(WAITING_TTL) } else { 0 });
+            let mut ran = conn::run(
+                &self.pool,
+                self.route(),
+                Some(conn),
+                self.options.response_timeout,
+                |c| call.invoke::<(i64, i64)>(c),
+            )?;
+            let (outcome, detail) = match ran.result {
+                Ok(reply) => reply,
+                Err(e) => {
+                    if conn::reply_lost(&e) {
+                        self.undo(&mut ran.conn, mode, &lease_id, &e.to_string());
+                    }
+                    return Err(ran.conn.fail(e, &self.path, "acquire"));
+                }
+            };
+            let mut conn = ran.conn;
             match outcome {
                 GRANTED => {
+                    let token =
+                        u64::try_from(detail).map_err(|_| Error::Protocol { what: "acquire" })?;
+                    self.replicate(&mut conn, mode, &lease_id)?;
                     log::debug!("acquired {} lock `{}`", mode.name(), self.path);
-                    let token = u64::try_from(detail).map_err(|_| unexpected_reply("acquire"))?;
-                    return Ok(Some(Grant {
-                        mode,
-                        lease_id,
-                        sent_at,
-                        token,
-                    }));
+                    let server = self.pool.is_cluster().then(|| conn.server().into());
+                    Ok((
+                        conn,
+                        Attempt::Granted(Granted {
+                            lease_id: lease_id.clone(),
+                            sent_at,
+                            token,
+                            server,
+                        }),
+                    ))
                 }
                 BLOCKED => {
                     registered |= will_wait;
-                    if let Ok(left) = u64::try_from(detail) {
-                        // Wake just after the earliest blocker's lease runs out, in case it
-                        // crashed.
-                        wait = wait.min(Duration::from_millis(left.saturating_add(1)));
-                    }
+                    // Wake just after the earliest blocker's lease runs out, in case it
+                    // crashed.
+                    let hint = match u64::try_from(detail) {
+                        Ok(left) => Duration::from_millis(left.saturating_add(1)),
+                        Err(_) => wait::MAX_WAIT,
+                    };
+                    Ok((conn, Attempt::Blocked(hint)))
                 }
-                WRONG_TYPE => return Err(self.wrong_type(detail)),
-                _ => return Err(unexpected_reply("acquire")),
+                WRONG_TYPE => Err(Error::WrongType {
+                    name: self.path.to_string(),
+                }),
+                _ => Err(Error::Protocol { what: "acquire" }),
             }
-            if let Some(deadline) = deadline {
-                let now = Instant::now();
-                if now >= deadline {
-                    if registered {
-                        self.cancel_wait(&mut conn, mode, &lease_id);
-                    }
-                    return Ok(None);
+        })?;
+        let granted = match acquired {
+            Acquired::Granted(granted) => granted,
+            Acquired::TimedOut(mut conn) => {
+                if registered {
+                    self.cancel_wait(&mut conn, mode, &lease_id);
                 }
-                wait = wait.min(deadline - now);
+                return Ok(None);
             }
-            log::trace!(
-                "{} lock `{}` is blocked; waiting up to {wait:?}",
-                mode.name(),
-                self.path
-            );
-            conn = conn::wait_for_signal(
-                conn,
-                &self.pool,
-                &wake_lists,
-                wait,
-                deadline,
-                self.options.response_timeout,
-            )?;
+        };
+        self.held(mode, granted).map(Some)
+    }
+
+    /// The lease core of a grant.
+    fn held(&self, mode: Mode, granted: Granted) -> Result<Held<RwGrant>> {
+        let grant = RwGrant {
+            pool: self.pool.clone(),
+            keys: self.keys.clone(),
+            path: self.path.clone(),
+            mode,
+            lease_id: granted.lease_id.clone(),
+            ttl: self.options.expire,
+            signal_expire: self.options.signal_expire,
+            response_timeout: self.options.response_timeout,
+            server: granted.server,
+        };
+        let lease = Lease::new(
+            Holder {
+                name: self.path.to_string(),
+                owner_id: granted.lease_id,
+                fencing_token: (mode == Mode::Write).then_some(granted.token),
+                labels: self.labels_of(mode),
+            },
+            granted.sent_at,
+            self.options.expire,
+            self.options.on_lost.clone(),
+        );
+        Held::new(
+            grant,
+            lease,
+            self.options.expire,
+            self.options.auto_renewal,
+            granted.sent_at,
+        )
+    }
+
+    /// With `wait_replicas`: waits for the replicas to acknowledge the grant just made on
+    /// `conn`, and undoes it when too few do.
+    fn replicate(&self, conn: &mut Conn, mode: Mode, lease_id: &str) -> Result<()> {
+        let Some((wanted, timeout)) = self.options.wait_replicas else {
+            return Ok(());
+        };
+        let rt = self.options.response_timeout;
+        match wait::await_replicas(conn, wanted, timeout, rt, &self.path) {
+            Ok(acked) if acked >= wanted => Ok(()),
+            Ok(acked) => {
+                self.undo(conn, mode, lease_id, "too few replicas acknowledged it");
+                Err(Error::NotReplicated { acked, wanted })
+            }
+            Err(e) => {
+                self.undo(conn, mode, lease_id, &e.to_string());
+                Err(e)
+            }
         }
     }
 
     /// Withdraws a waiter's registration, so that a writer that gave up stops holding
     /// readers back at once. Best effort: a registration left behind expires by itself.
     fn cancel_wait(&self, conn: &mut Conn, mode: Mode, lease_id: &str) {
-        if let Err(e) = self.release_entry(conn, mode.waiting(), lease_id) {
+        let call = self.release_call(mode.waiting(), lease_id);
+        if let Err(e) = call.invoke::<i64>(&mut **conn) {
             log::debug!(
                 "withdrawing a {} waiter of `{}` failed; it expires within {WAITING_TTL:?}: {e}",
                 mode.name(),
@@ -559,61 +656,36 @@ impl RedisRwLock {
         }
     }
 
-    /// After an acquire whose reply never came (a timeout, a broken connection), Redis may
-    /// have granted it or registered us anyway, or may still: an entry held by nobody,
-    /// forever without expiry. Removes both, right behind the acquire (see
-    /// [`conn::undo_after_lost_reply`]), as plain `EVAL`s.
-    fn undo_lost_acquire(
-        &self,
-        conn: &mut Conn,
-        mode: Mode,
-        lease_id: &str,
-        error: &redis::RedisError,
-    ) {
-        if !conn::reply_lost(error) {
-            return;
-        }
-        let keys: Vec<&str> = self.keys.all().iter().map(String::as_str).collect();
-        let releases = [mode.held(), mode.waiting()].map(|entry| {
-            let mut release = scripts::eval(scripts::RWLOCK_RELEASE_SOURCE, &keys);
-            release
-                .arg(entry)
-                .arg(lease_id)
-                .arg(millis(self.options.signal_expire));
-            release
-        });
-        if let Err(e) =
-            conn::undo_after_lost_reply(conn, &self.pool, self.options.response_timeout, &releases)
-        {
+    fn release_call(&self, entry: &str, lease_id: &str) -> crate::scripts::Call {
+        let mut call = RWLOCK_RELEASE.call();
+        call.key(self.keys.all())
+            .arg(entry)
+            .arg(lease_id)
+            .arg(millis(self.options.signal_expire));
+        call
+    }
+
+    /// Undoes an acquire whose reply was lost (or whose grant must not stand): Redis may
+    /// have granted it or registered us anyway, or may still, leaving an entry held by
+    /// nobody. Removes both, right behind the acquire (see
+    /// [`conn::undo_after_lost_reply`]), as plain `EVAL`s; the lease id is this attempt's
+    /// own, so nothing else is touched.
+    fn undo(&self, conn: &mut Conn, mode: Mode, lease_id: &str, why: &str) {
+        let releases =
+            [mode.held(), mode.waiting()].map(|entry| self.release_call(entry, lease_id).eval());
+        if let Err(e) = conn::undo_after_lost_reply(
+            conn,
+            &self.pool,
+            self.route(),
+            self.options.response_timeout,
+            &releases,
+        ) {
             log::warn!(
-                "{} lock `{}`: an acquire's reply was lost ({error}) and undoing it failed ({e}); \
+                "{} lock `{}`: a grant had to be undone ({why}) and undoing it failed ({e}); \
                  if Redis granted it, it is held by nobody until it expires",
                 mode.name(),
                 self.path
             );
         }
     }
-
-    /// Runs the release script on one entry (`r`, `w`, `qr`, `qw`); whether it was ours.
-    fn release_entry(&self, conn: &mut Conn, entry: &str, lease_id: &str) -> Result<bool> {
-        let released: i64 = RWLOCK_RELEASE
-            .prepare_invoke()
-            .key(self.keys.all())
-            .arg(entry)
-            .arg(lease_id)
-            .arg(millis(self.options.signal_expire))
-            .invoke(&mut **conn)?;
-        Ok(released == 1)
-    }
-}
-
-/// A lease the acquire script granted.
-#[derive(Debug)]
-struct Grant {
-    mode: Mode,
-    lease_id: String,
-    /// Taken before the granting request was sent.
-    sent_at: Instant,
-    /// The fencing token for a writer, 0 for a reader.
-    token: u64,
 }

@@ -1,58 +1,180 @@
-//! The Lua scripts, one file each under `src/scripts/`, run with `EVALSHA`.
+//! The Lua scripts, one file each under `src/scripts/`, each opening with a comment that
+//! states its `KEYS`, `ARGV` and replies.
 //!
-//! `redis::Script` sends `EVALSHA` and, on `NOSCRIPT` (a restarted server, or
-//! `SCRIPT FLUSH`), loads the script and retries, so a call stays one round trip.
+//! A [`Call`] is sent as `EVALSHA`: `redis::Script` loads the script on `NOSCRIPT` (a
+//! restarted server, `SCRIPT FLUSH`, a cluster node seen for the first time) and tries
+//! again, so a call stays one round trip. On a connection with a reply still unread it is
+//! sent as one plain `EVAL` with the source instead ([`Call::eval`]): there a `NOSCRIPT`
+//! could come after we stopped waiting, and nobody would load the script.
+//!
+//! Redis scripts cannot include one another, so the few lines some scripts share (the
+//! read-write lock's `touch`, for one) are written out in each.
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{FromRedisValue, RedisResult, Script, ToRedisArgs};
 
-/// `SET NX` with an optional `PX`, or the holder's remaining lease.
-pub(crate) static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/acquire.lua")));
+/// A script and its source.
+pub(crate) struct Lua {
+    script: Script,
+    source: &'static str,
+}
 
-/// Compare-and-delete, then wake one waiter.
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_SOURCE));
+impl Lua {
+    fn new(source: &'static str) -> Lua {
+        Lua {
+            script: Script::new(source),
+            source,
+        }
+    }
 
-/// The source of [`RELEASE`], for [`eval`].
-pub(crate) const RELEASE_SOURCE: &str = include_str!("scripts/release.lua");
+    /// A call of this script, to be given keys and arguments.
+    pub(crate) fn call(&'static self) -> Call {
+        Call {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
 
-/// Compare-and-extend for any number of locks in one call.
-pub(crate) static EXTEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/extend.lua")));
+/// A script call with its keys and arguments.
+pub(crate) struct Call {
+    lua: &'static Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
 
-/// Delete whoever holds it, then wake one waiter.
-pub(crate) static RESET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/reset.lua")));
+impl Call {
+    pub(crate) fn key(&mut self, key: impl ToRedisArgs) -> &mut Call {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
 
-/// Redlock: compare-and-delete of one instance's key.
-pub(crate) static REDLOCK_RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/redlock_release.lua")));
+    pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Call {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
 
-/// Redlock: compare-and-extend of one instance's key.
-pub(crate) static REDLOCK_EXTEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/redlock_extend.lua")));
+    /// Runs the call as `EVALSHA`, loading the script first if the server lacks it.
+    pub(crate) fn invoke<T: FromRedisValue>(
+        &self,
+        conn: &mut dyn redis::ConnectionLike,
+    ) -> RedisResult<T> {
+        let mut invocation = self.lua.script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg);
+        }
+        invocation.invoke(conn)
+    }
 
-/// Read-write lock: take a read or write lock on a path, or register as a waiter.
-pub(crate) static RWLOCK_ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/rwlock_acquire.lua")));
+    /// The call as one plain `EVAL` with the script's source, for a connection that has a
+    /// reply still unread.
+    pub(crate) fn eval(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.lua.source)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
 
-/// Read-write lock: remove a held lock or a waiter's registration, then wake its waiters.
-pub(crate) static RWLOCK_RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(RWLOCK_RELEASE_SOURCE));
+    /// Runs the call as [`eval`](Self::eval) when `pending`, else as
+    /// [`invoke`](Self::invoke).
+    pub(crate) fn run<T: FromRedisValue>(
+        &self,
+        conn: &mut dyn redis::ConnectionLike,
+        pending: bool,
+    ) -> RedisResult<T> {
+        if pending {
+            self.eval().query(conn)
+        } else {
+            self.invoke(conn)
+        }
+    }
+}
 
-/// The source of [`RWLOCK_RELEASE`], for [`eval`].
-pub(crate) const RWLOCK_RELEASE_SOURCE: &str = include_str!("scripts/rwlock_release.lua");
+macro_rules! scripts {
+    ($($(#[$doc:meta])* $name:ident = $file:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub(crate) static $name: LazyLock<Lua> =
+                LazyLock::new(|| Lua::new(include_str!(concat!("scripts/", $file))));
+        )*
+    };
+}
 
-/// Read-write lock: compare-and-extend of one held lock, or a check that it is still ours.
-pub(crate) static RWLOCK_EXTEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/rwlock_extend.lua")));
+scripts! {
+    /// Mutex: `SET NX` with an optional `PX`, a fencing token and a grant marker; or the
+    /// holder's remaining lease.
+    ACQUIRE = "acquire.lua";
+    /// Mutex: compare-and-delete, then wake one waiter (python-redis-lock's).
+    RELEASE = "release.lua";
+    /// Mutex: release the grant of one attempt whose reply was lost, and no other.
+    UNDO = "undo.lua";
+    /// Mutex, fair mode: acquire (or queue), release with direct handoff, or leave the
+    /// queue.
+    FAIR = "fair.lua";
+    /// Mutex: compare-and-extend for any number of locks in one call.
+    EXTEND = "extend.lua";
+    /// Mutex: delete whoever (or a given owner) holds them, then wake one waiter of each
+    /// (python-redis-lock's, for many locks).
+    RESET = "reset.lua";
+    /// Redlock: compare-and-delete of one instance's key.
+    REDLOCK_RELEASE = "redlock_release.lua";
+    /// Redlock: compare-and-extend of one instance's key.
+    REDLOCK_EXTEND = "redlock_extend.lua";
+    /// Read-write lock: take a read or write lock on a path, or register as a waiter.
+    RWLOCK_ACQUIRE = "rwlock_acquire.lua";
+    /// Read-write lock: remove a held lock or a waiter's registration, then wake its waiters.
+    RWLOCK_RELEASE = "rwlock_release.lua";
+    /// Read-write lock: compare-and-extend of one held lock, or a check that it is still ours.
+    RWLOCK_EXTEND = "rwlock_extend.lua";
+    /// Read-write lock: remove every lease (or one owner's) from whole levels, for the
+    /// operator tools.
+    RWLOCK_CLEAR = "rwlock_clear.lua";
+    /// The operator tools: what some mutexes or read-write leases hold, changing nothing.
+    LIST = "list.lua";
+}
 
-/// A plain `EVAL` of `source`, for a connection that has a reply still unread: there a
-/// `NOSCRIPT` answer could come after we stopped waiting, and `EVALSHA` would never be
-/// retried with the script.
-pub(crate) fn eval(source: &str, keys: &[&str]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(source).arg(keys.len()).arg(keys);
-    cmd
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_states_its_interface() {
+        for lua in [
+            &ACQUIRE,
+            &RELEASE,
+            &UNDO,
+            &FAIR,
+            &EXTEND,
+            &RESET,
+            &REDLOCK_RELEASE,
+            &REDLOCK_EXTEND,
+            &RWLOCK_ACQUIRE,
+            &RWLOCK_RELEASE,
+            &RWLOCK_EXTEND,
+            &RWLOCK_CLEAR,
+            &LIST,
+        ] {
+            assert!(lua.source.starts_with("-- "), "{}", lua.source);
+            assert!(lua.source.contains("KEYS"), "{}", lua.source);
+            assert!(lua.source.contains("Returns"), "{}", lua.source);
+        }
+    }
+
+    #[test]
+    fn a_plain_eval_carries_the_source_keys_and_arguments() {
+        let mut call = RELEASE.call();
+        call.key("lock:a").key("lock-signal:a").arg("me").arg(1000);
+        let packed = call.eval().get_packed_command();
+        let text = String::from_utf8_lossy(&packed);
+        assert!(text.contains("EVAL"));
+        assert!(text.contains(RELEASE.source));
+        assert!(text.contains("lock-signal:a") && text.contains("me"));
+    }
 }

@@ -4,20 +4,35 @@
 mod support;
 
 use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use redis_mutex::{Error, RedisMutex};
+use redis_mutex::{Error, LostReason, Pool, RedisMutex, TryLockError};
 use support::proxy::FaultProxy;
-use support::{Call, RedisServer, drain, pool_to, run_call};
-
-/// Generous bound on anything that should take milliseconds: only a hang exceeds it.
-const HANG: Duration = Duration::from_secs(20);
+use support::{HANG, RedisServer, Task, blocked_clients, command_calls, eventually, spawn};
 
 /// How late after a lock's expiry a waiter may get it on a loaded 2-core CI machine: a
 /// round trip or two, plus scheduling.
 const ROUND_TRIPS: Duration = Duration::from_millis(250);
+
+/// What a call on another thread came to, and when it ended.
+type Outcome = (Result<(), TryLockError>, Instant);
+
+/// Runs `call` on a thread of its own (named `what`), noting when it ended.
+fn run_call(
+    what: &str,
+    call: impl FnOnce() -> Result<(), TryLockError> + Send + 'static,
+) -> Task<Outcome> {
+    spawn(what, move || (call(), Instant::now()))
+}
+
+/// The error of a call that was to fail with one; panics, saying what it got, otherwise.
+fn failure(what: &str, result: Result<(), TryLockError>) -> Error {
+    match result {
+        Err(TryLockError::Error(e)) => e,
+        other => panic!("{what}: expected an error, got {other:?}"),
+    }
+}
 
 /// Scenario 1: the holder, with auto-renewal, is partitioned from Redis for longer than its
 /// lease.
@@ -29,13 +44,12 @@ fn a_partitioned_holder_loses_its_lease_and_touches_nothing_after_healing() {
     let expire = Duration::from_millis(800);
     let (lost_tx, lost_rx) = mpsc::channel();
     let lost_tx = std::sync::Mutex::new(lost_tx);
-    let holder_pool = proxy.pool();
-    let holder = RedisMutex::builder(holder_pool.clone(), "partitioned")
+    let holder = RedisMutex::builder(proxy.pool(), "partitioned")
         .owner_id("holder")
         .expire(expire)
         .auto_renewal(true)
-        .on_lost(move |name| {
-            lost_tx.lock().unwrap().send(name.to_owned()).ok();
+        .on_lost(move |lost| {
+            lost_tx.lock().unwrap().send(lost.clone()).ok();
         })
         .build()
         .unwrap();
@@ -47,7 +61,7 @@ fn a_partitioned_holder_loses_its_lease_and_touches_nothing_after_healing() {
 
     let guard = holder.lock().unwrap();
     // Let a renewal or two go through first: the partition hits a lease kept alive.
-    let renewed = support::eventually(HANG, || support::command_calls(&mut conn, "evalsha") >= 3);
+    let renewed = eventually(HANG, || command_calls(&mut conn, "evalsha") >= 3);
     assert!(renewed, "the lease was renewed before the partition");
     assert!(!guard.is_lost());
 
@@ -76,23 +90,27 @@ fn a_partitioned_holder_loses_its_lease_and_touches_nothing_after_healing() {
         Some(Duration::ZERO),
         "the holder still counted on its lease when the waiter got the lock"
     );
-    let name = lost_rx.recv_timeout(HANG).expect("on_lost is called");
-    assert_eq!(name, "partitioned");
+    let report = lost_rx.recv_timeout(HANG).expect("on_lost is called");
+    assert_eq!(report.name, "partitioned");
+    assert_eq!(report.owner_id, "holder");
+    assert_eq!(report.reason, LostReason::Unreachable, "{report:?}");
     assert!(guard.is_lost());
     assert!(matches!(guard.ensure_held(), Err(Error::LockLost { .. })));
 
     // Heal: the renewals held during the partition now reach Redis, late.
-    let evalsha_before = support::command_calls(&mut conn, "evalsha");
+    let evalsha_before = command_calls(&mut conn, "evalsha");
     proxy.heal();
     let unlocked = guard.unlock();
     assert!(
         matches!(unlocked, Err(Error::LockLost { .. })),
         "the old holder's unlock: {unlocked:?}"
     );
-    drain(&holder_pool);
-    let delivered = support::command_calls(&mut conn, "evalsha") - evalsha_before;
+    let delivered_all = eventually(HANG, || {
+        command_calls(&mut conn, "evalsha") - evalsha_before >= 2
+    });
+    let delivered = command_calls(&mut conn, "evalsha") - evalsha_before;
     assert!(
-        delivered >= 2,
+        delivered_all,
         "a held renewal and the release reached Redis after healing ({delivered} calls)"
     );
     println!(
@@ -122,7 +140,11 @@ fn a_killed_and_restarted_server_fails_calls_in_time_and_the_pool_recovers() {
     // the call waits for.
     let connection_timeout = Duration::from_millis(1000);
     let response_timeout = Duration::from_millis(500);
-    let pool = pool_to(&server.url(), 8, connection_timeout);
+    let pool = server.pool_with(
+        Pool::builder()
+            .max_size(8)
+            .connection_timeout(connection_timeout),
+    );
     let mutex = |owner: &str| {
         RedisMutex::builder(pool.clone(), "restarted")
             .owner_id(owner)
@@ -137,97 +159,106 @@ fn a_killed_and_restarted_server_fails_calls_in_time_and_the_pool_recovers() {
         .owner_id("holder")
         .expire(Duration::from_secs(3))
         .auto_renewal(true)
-        .on_lost(move |_| {
-            lost_tx.lock().unwrap().send(()).ok();
+        .on_lost(move |lost| {
+            lost_tx.lock().unwrap().send(lost.reason).ok();
         })
         .build()
         .unwrap();
     let guard = holder.lock().unwrap();
 
     // Four waiters blocked in Redis: two without a deadline, two with one.
-    let (tx, rx) = mpsc::channel();
     let deadline = Duration::from_secs(5);
-    let mut threads = Vec::new();
-    for i in 0..4 {
-        let waiter = mutex(&format!("waiter-{i}"));
-        let call = move || {
-            if i % 2 == 0 {
-                waiter.lock().map(drop).map_err(|e| e.to_string())
-            } else {
-                waiter
-                    .try_lock_for(deadline)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
-        };
-        threads.push(run_call(&tx, &format!("waiter-{i}"), call));
-    }
+    let waiters: Vec<_> = (0..4)
+        .map(|i| {
+            let waiter = mutex(&format!("waiter-{i}"));
+            let label = format!("waiter-{i}");
+            let task = run_call(&label, move || {
+                if i % 2 == 0 {
+                    waiter.lock().map(drop).map_err(TryLockError::Error)
+                } else {
+                    waiter.try_lock_for(deadline).map(drop)
+                }
+            });
+            (label, task)
+        })
+        .collect();
     assert!(
-        support::eventually(HANG, || support::blocked_clients(&mut conn) == 4),
+        eventually(HANG, || blocked_clients(&mut conn) == 4),
         "the waiters never blocked"
     );
 
     server.kill();
     let killed_at = Instant::now();
-    for _ in 0..4 {
-        let (label, result, _) = rx.recv_timeout(HANG).expect("a waiter hung after the kill");
-        let after = killed_at.elapsed();
-        let err = result.expect_err(&format!("{label} got a lock from a dead server"));
-        assert!(err.starts_with("redis error"), "{label}: {err}");
+    for (label, task) in waiters {
+        let (result, ended) = task.join(HANG);
+        let err = failure(&label, result);
+        // A connection the server dropped: Redis could not be reached.
+        assert!(err.is_unreachable(), "{label}: {err:?}");
+        assert!(
+            err.to_string().contains(&server.port().to_string()),
+            "{label}: {err}"
+        );
         // The dead socket is noticed at once: no waiting out the BLPOP or the deadline.
+        let after = ended - killed_at;
         assert!(
             after < Duration::from_secs(2),
             "{label} returned {after:?} after the kill"
         );
     }
 
-    // While the server is down, every call fails within its bound.
+    // While the server is down, every call fails within its bound, saying the server
+    // cannot be reached.
     let short = Duration::from_millis(300);
     let checkout = connection_timeout.max(response_timeout);
+    type Call = Box<dyn FnOnce() -> Result<(), TryLockError> + Send>;
     let down: [(&str, Duration, Call); 5] = [
         ("lock", checkout, {
             let m = mutex("down-1");
-            Box::new(move || m.lock().map(drop).map_err(|e| e.to_string()))
+            Box::new(move || m.lock().map(drop).map_err(TryLockError::Error))
         }),
         ("try_lock", response_timeout, {
             let m = mutex("down-2");
-            Box::new(move || m.try_lock().map(drop).map_err(|e| e.to_string()))
+            Box::new(move || m.try_lock().map(drop))
         }),
         ("try_lock_for", short + response_timeout, {
             let m = mutex("down-3");
-            Box::new(move || m.try_lock_for(short).map(drop).map_err(|e| e.to_string()))
+            Box::new(move || m.try_lock_for(short).map(drop))
         }),
         ("is_locked", checkout, {
             let m = mutex("down-4");
-            Box::new(move || m.is_locked().map(drop).map_err(|e| e.to_string()))
+            Box::new(move || m.is_locked().map(drop).map_err(TryLockError::Error))
         }),
         ("reset_all", checkout, {
             let pool = pool.clone();
             Box::new(move || {
                 redis_mutex::reset_all(&pool)
                     .map(drop)
-                    .map_err(|e| e.to_string())
+                    .map_err(TryLockError::Error)
             })
         }),
     ];
     for (label, bound, call) in down {
-        let handle = run_call(&tx, label, call);
-        let (_, result, took) = rx
-            .recv_timeout(HANG)
-            .expect("a call hung while Redis was down");
-        handle.join().unwrap();
-        assert!(result.is_err(), "{label} succeeded against a dead server");
+        let started = Instant::now();
+        let (result, ended) = run_call(label, call).join(HANG);
+        let took = ended - started;
+        let err = failure(label, result);
+        assert!(err.is_unreachable(), "{label}: {err:?}");
         assert!(
             took <= bound + ROUND_TRIPS,
-            "{label} took {took:?} to fail, its bound is {bound:?}: {result:?}"
+            "{label} took {took:?} to fail, its bound is {bound:?}: {err}"
         );
     }
 
     server.restart();
-    // The restarted server is empty: the holder's renewal finds the lock gone.
-    lost_rx
+    // The restarted server is empty: the holder's renewal finds the lock gone (or, had the
+    // outage outlasted the lease, could not renew it in time).
+    let reason = lost_rx
         .recv_timeout(HANG)
         .expect("the holder learns that its lock went with the server");
+    assert!(
+        matches!(reason, LostReason::Reset | LostReason::Unreachable),
+        "{reason:?}"
+    );
     assert!(guard.is_lost());
     assert!(matches!(guard.unlock(), Err(Error::LockLost { .. })));
 
@@ -249,9 +280,6 @@ fn a_killed_and_restarted_server_fails_calls_in_time_and_the_pool_recovers() {
         guard.unlock().unwrap();
     }
     println!("calls that failed after the restart: {}", failures.len());
-    for t in threads {
-        t.join().unwrap();
-    }
 }
 
 /// Scenario 3: waiters blocked in `BLPOP` have their connections cut.
@@ -261,47 +289,54 @@ fn waiters_whose_connections_are_cut_return_in_time_and_leave_no_broken_connecti
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port());
     let mut conn = server.connection();
-    let holder = RedisMutex::new(server.pool(), "cut");
+    let holder = RedisMutex::new(server.pool(), "cut").unwrap();
     // Room for one more connection than the waiters use, so that none of them waits
     // without one (a BLPOP never takes a pool's last connection); opened on demand only,
     // so every connection the pool has is cut below.
-    let pool = pool_to(&proxy.url(), WAITERS as u32 + 1, Duration::from_secs(2));
+    let pool = proxy.pool_with(
+        Pool::builder()
+            .max_size(WAITERS as u32 + 1)
+            .min_idle(0)
+            .connection_timeout(Duration::from_secs(2)),
+    );
     let guard = holder.lock().unwrap();
 
     let deadline = Duration::from_secs(5);
-    let (tx, rx) = mpsc::channel();
-    let threads: Vec<_> = (0..WAITERS)
+    let waiters: Vec<_> = (0..WAITERS)
         .map(|i| {
-            let waiter = RedisMutex::new(pool.clone(), "cut");
-            run_call(&tx, &format!("waiter-{i}"), move || {
-                match waiter.try_lock_for(deadline) {
-                    Ok(_) => Err("got a lock that is held".to_owned()),
-                    Err(e) if e.is_would_block() => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                }
-            })
+            let waiter = RedisMutex::new(pool.clone(), "cut").unwrap();
+            let label = format!("waiter-{i}");
+            let started = Instant::now();
+            let task = run_call(&label, move || match waiter.try_lock_for(deadline) {
+                Ok(_) => panic!("got a lock that is held"),
+                Err(e) => Err(e),
+            });
+            (label, started, task)
         })
         .collect();
     assert!(
-        support::eventually(HANG, || support::blocked_clients(&mut conn)
-            == WAITERS as u64),
+        eventually(HANG, || blocked_clients(&mut conn) == WAITERS as u64),
         "the waiters never blocked"
     );
     assert_eq!(proxy.open_connections(), WAITERS);
 
     proxy.cut();
     let cut_at = Instant::now();
-    for _ in 0..WAITERS {
-        let (label, result, took) = rx.recv_timeout(HANG).expect("a waiter hung after the cut");
+    for (label, started, task) in waiters {
+        let (result, ended) = task.join(HANG);
         match result {
             // Retried until its deadline, which the lock outlived.
-            Ok(()) => assert!(
-                took <= deadline + ROUND_TRIPS,
-                "{label} returned after {took:?}, its deadline is {deadline:?}"
-            ),
-            Err(e) => {
-                assert!(e.starts_with("redis error"), "{label}: {e}");
-                let after = cut_at.elapsed();
+            Err(TryLockError::WouldBlock) => {
+                let took = ended - started;
+                assert!(
+                    took <= deadline + ROUND_TRIPS,
+                    "{label} returned after {took:?}, its deadline is {deadline:?}"
+                );
+            }
+            result => {
+                let err = failure(&label, result);
+                assert!(err.is_unreachable(), "{label}: {err:?}");
+                let after = ended - cut_at;
                 assert!(
                     after < Duration::from_secs(1),
                     "{label} failed {after:?} after the cut"
@@ -309,37 +344,26 @@ fn waiters_whose_connections_are_cut_return_in_time_and_leave_no_broken_connecti
             }
         }
     }
-    for t in threads {
-        t.join().unwrap();
-    }
-    let state = pool.state();
-    assert_eq!(
-        state.connections, 0,
-        "the pool kept {} cut connection(s) for its next users",
-        state.connections
-    );
 
-    // The next users, all at once, each on a connection of its own: nobody gets a cut one.
+    // The next users, all at once, each on a connection of its own: nobody gets a cut one
+    // (the pool kept none of them for its next users).
     guard.unlock().unwrap();
-    thread::scope(|s| {
-        let users: Vec<_> = (0..WAITERS)
-            .map(|i| {
-                let pool = pool.clone();
-                s.spawn(move || {
-                    let mutex = RedisMutex::new(pool, format!("after-cut-{i}"));
-                    for _ in 0..5 {
-                        mutex.lock()?.unlock()?;
-                    }
-                    Ok::<_, Error>(())
-                })
+    let users: Vec<_> = (0..WAITERS)
+        .map(|i| {
+            let pool = pool.clone();
+            spawn(&format!("user-{i}"), move || {
+                let mutex = RedisMutex::new(pool, format!("after-cut-{i}"))?;
+                for _ in 0..5 {
+                    mutex.lock()?.unlock()?;
+                }
+                Ok::<_, Error>(())
             })
-            .collect();
-        for user in users {
-            user.join()
-                .unwrap()
-                .expect("a user after the cut got a broken connection");
-        }
-    });
+        })
+        .collect();
+    for user in users {
+        user.join(HANG)
+            .expect("a user after the cut got a broken connection");
+    }
 }
 
 /// A stalled server, then one that refuses connections: every call returns within its
@@ -351,7 +375,11 @@ fn a_stalled_or_refusing_server_fails_calls_in_time_and_the_pool_works_after_hea
     let mut conn = server.connection();
     let connection_timeout = Duration::from_millis(800);
     let response_timeout = Duration::from_millis(300);
-    let pool = pool_to(&proxy.url(), 4, connection_timeout);
+    let pool = proxy.pool_with(
+        Pool::builder()
+            .max_size(4)
+            .connection_timeout(connection_timeout),
+    );
     let build = |name: &str| {
         RedisMutex::builder(pool.clone(), name)
             .expire(Duration::from_secs(30))
@@ -362,13 +390,12 @@ fn a_stalled_or_refusing_server_fails_calls_in_time_and_the_pool_works_after_hea
     let holder = build("stalled");
     let waiter = build("stalled");
     let guard = holder.lock().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let waiting = run_call(&tx, "waiter", {
+    let waiting = run_call("waiter", {
         let waiter = build("stalled");
-        move || waiter.lock().map(drop).map_err(|e| e.to_string())
+        move || waiter.lock().map(drop).map_err(TryLockError::Error)
     });
     assert!(
-        support::eventually(HANG, || support::blocked_clients(&mut conn) == 1),
+        eventually(HANG, || blocked_clients(&mut conn) == 1),
         "the waiter never blocked"
     );
 
@@ -403,8 +430,7 @@ fn a_stalled_or_refusing_server_fails_calls_in_time_and_the_pool_works_after_hea
     }
     // The waiter without a deadline comes back too: its wait is bounded by a second, then
     // its next round trip by the reply timeout.
-    let (_, result, _) = rx.recv_timeout(HANG).expect("the waiter hung");
-    waiting.join().unwrap();
+    let (result, _) = waiting.join(HANG);
     assert!(result.is_err(), "the waiter got a held lock: {result:?}");
 
     proxy.heal();
@@ -425,9 +451,9 @@ fn an_acquire_whose_reply_timed_out_leaves_no_lock_held_by_nobody() {
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port());
     let mut conn = server.connection();
-    let pool = pool_to(&proxy.url(), 2, Duration::from_secs(2));
+    let pool = proxy.pool_with(Pool::builder().max_size(2));
     // No expiry (the default): a lock nobody knows it holds would stay forever.
-    let slow = RedisMutex::builder(pool.clone(), "late-reply")
+    let slow = RedisMutex::builder(pool, "late-reply")
         .owner_id("slow")
         .response_timeout(Duration::from_millis(150))
         .build()
@@ -436,18 +462,22 @@ fn an_acquire_whose_reply_timed_out_leaves_no_lock_held_by_nobody() {
     drop(slow.lock().unwrap());
 
     proxy.set_latency(Duration::from_millis(250));
+    let undos_before = command_calls(&mut conn, "eval");
     let attempt = slow.try_lock();
     match &attempt {
-        Err(redis_mutex::TryLockError::Error(e)) => assert!(e.is_timeout(), "{e}"),
+        Err(TryLockError::Error(e)) => assert!(e.is_timeout(), "{e}"),
         other => panic!("expected a timeout, got {other:?}"),
     }
     drop(attempt);
     proxy.heal();
-    // Until Redis has run everything sent so far (the late request included).
-    drain(&pool);
+    // Until Redis has run the late request and the undo sent behind it on its connection.
+    assert!(
+        eventually(HANG, || command_calls(&mut conn, "eval") > undos_before),
+        "no undo reached Redis"
+    );
 
     let owner: Option<String> = conn.get("lock:late-reply").unwrap();
-    let other = RedisMutex::new(server.pool(), "late-reply");
+    let other = RedisMutex::new(server.pool(), "late-reply").unwrap();
     let taken = other.try_lock_for(Duration::from_secs(2));
     assert!(
         taken.is_ok(),
@@ -463,25 +493,33 @@ fn a_write_lock_whose_reply_timed_out_leaves_nothing_behind() {
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port());
     let mut conn = server.connection();
-    let pool = pool_to(&proxy.url(), 2, Duration::from_secs(2));
-    let slow = redis_mutex::RedisRwLock::builder(pool.clone(), "tree/late")
+    let pool = proxy.pool_with(Pool::builder().max_size(2));
+    // Without renewal, as a lease nobody knows it holds would not be renewed either: the
+    // lease (30 s) outlives the test.
+    let slow = redis_mutex::RedisRwLock::builder(pool, "tree/late")
+        .auto_renewal(false)
         .response_timeout(Duration::from_millis(150))
         .build()
         .unwrap();
     drop(slow.write().unwrap());
 
     proxy.set_latency(Duration::from_millis(250));
+    let undos_before = command_calls(&mut conn, "eval");
     let attempt = slow.try_write();
     match &attempt {
-        Err(redis_mutex::TryLockError::Error(e)) => assert!(e.is_timeout(), "{e}"),
+        Err(TryLockError::Error(e)) => assert!(e.is_timeout(), "{e}"),
         other => panic!("expected a timeout, got {other:?}"),
     }
     drop(attempt);
     proxy.heal();
-    drain(&pool);
+    // Until Redis has run the late request and the undo sent behind it on its connection.
+    assert!(
+        eventually(HANG, || command_calls(&mut conn, "eval") > undos_before),
+        "no undo reached Redis"
+    );
 
     let left: Vec<String> = conn.keys("rwlock:*").unwrap();
-    let other = redis_mutex::RedisRwLock::new(server.pool(), "tree");
+    let other = redis_mutex::RedisRwLock::new(server.pool(), "tree").unwrap();
     let taken = other.try_read_for(Duration::from_secs(2));
     assert!(
         taken.is_ok(),
@@ -512,7 +550,7 @@ fn an_extend_whose_reply_is_lost_never_leaves_the_guard_believing_too_long() {
         left <= Duration::from_millis(500),
         "the guard still counts on {left:?}"
     );
-    let other = RedisMutex::new(pool, "lost-extend");
+    let other = RedisMutex::new(pool, "lost-extend").unwrap();
     let taken = other.try_lock_for(Duration::from_secs(5)).unwrap();
     assert!(
         guard.ensure_held().is_err(),

@@ -8,20 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_mutex::{Error, Pool, RedisMutex, TryLockError, reset_all};
-use support::RedisServer;
-
-const HANG: Duration = Duration::from_secs(20);
-
-/// A pool to `url` that gives up on a checkout after half a second, built without
-/// connecting (so that a server refusing us does not fail the test here).
-fn pool_to(url: &str) -> Pool {
-    Pool::builder()
-        .test_on_check_out(false)
-        .max_size(4)
-        .min_idle(Some(0))
-        .connection_timeout(Duration::from_millis(500))
-        .build_unchecked(redis::Client::open(url).unwrap())
-}
+use support::{HANG, RedisServer};
 
 /// Every call a client makes on `mutex` to take it (and, with `pool`, the operator tools),
 /// each expected to fail with a message containing one of `expected` (case-insensitive).
@@ -94,7 +81,7 @@ fn a_server_out_of_memory_refuses_locks_with_an_oom_error_and_keeps_held_ones() 
     );
 
     // Taking a lock is a write that needs memory, and is refused.
-    let mutex = RedisMutex::new(pool.clone(), "during-oom");
+    let mutex = RedisMutex::new(pool.clone(), "during-oom").unwrap();
     assert_every_call_fails(&mutex, None, &["OOM", "maxmemory"]);
     // Keeping and releasing one needs no new memory, and must keep working: a full Redis
     // must not pin every lock until it expires.
@@ -125,17 +112,31 @@ fn a_server_out_of_memory_refuses_locks_with_an_oom_error_and_keeps_held_ones() 
 #[test]
 fn a_wrong_or_missing_password_is_an_error_that_says_so() {
     let server = RedisServer::start_with(&["--requirepass", "right-password"]);
-    let port = server.port();
-    let right = pool_to(&format!("redis://:right-password@127.0.0.1:{port}/"));
-    let other = RedisMutex::new(right.clone(), "other");
+    let right = server.pool_with(Pool::builder().password("right-password"));
+    let other = RedisMutex::new(right, "other").unwrap();
     let other_guard = other.lock().unwrap();
 
-    let wrong = pool_to(&format!("redis://:wrong-password@127.0.0.1:{port}/"));
-    let mutex = RedisMutex::new(wrong.clone(), "other");
+    // A pool that connects when built is refused there, and says so.
+    let refused = Pool::builder()
+        .password("wrong-password")
+        .build(&server.url())
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::AuthFailed { .. }),
+        "a wrong password at build: {refused:?}"
+    );
+
+    // Built without connecting, every call is refused.
+    let wrong = server.pool_with(
+        Pool::builder()
+            .password("wrong-password")
+            .connect_lazy(true),
+    );
+    let mutex = RedisMutex::new(wrong.clone(), "other").unwrap();
     assert_every_call_fails(&mutex, Some(&wrong), &["WRONGPASS", "password"]);
 
-    let missing = pool_to(&format!("redis://127.0.0.1:{port}/"));
-    let mutex = RedisMutex::new(missing.clone(), "other");
+    let missing = server.pool_with(Pool::builder().connect_lazy(true));
+    let mutex = RedisMutex::new(missing.clone(), "other").unwrap();
     assert_every_call_fails(&mutex, Some(&missing), &["NOAUTH", "authentication"]);
 
     assert_eq!(
@@ -175,10 +176,10 @@ fn scripts_renamed_away_or_forbidden_give_errors_that_name_the_command() {
     ];
     for (args, expected) in cases {
         let server = RedisServer::start_with(args);
-        let pool = pool_to(&server.url());
+        let pool = server.pool();
         let mut conn = server.connection();
         let _: () = conn.set("lock:someone-elses", "a-python-client").unwrap();
-        let mutex = RedisMutex::new(pool.clone(), "scriptless");
+        let mutex = RedisMutex::new(pool.clone(), "scriptless").unwrap();
         assert_every_call_fails(&mutex, Some(&pool), expected);
         // Plain reads still work, and nothing was changed.
         assert!(!mutex.is_locked().unwrap(), "{args:?}");
@@ -199,10 +200,13 @@ fn a_lock_key_of_another_type_is_an_error_and_other_locks_are_untouched() {
         .unwrap();
     let neighbour_guard = neighbour.lock().unwrap();
 
-    let mutex = RedisMutex::new(pool.clone(), "hashed");
+    let mutex = RedisMutex::new(pool.clone(), "hashed").unwrap();
     let wrong_type = |what: &str, e: Error| {
         assert!(matches!(e, Error::WrongType { .. }), "{what}: {e}");
-        assert!(e.to_string().contains("not a lock"), "{what}: {e}");
+        assert!(
+            e.to_string().contains("another type than a lock"),
+            "{what}: {e}"
+        );
     };
     wrong_type("lock", mutex.lock().unwrap_err());
     match mutex.try_lock() {
@@ -219,8 +223,8 @@ fn a_lock_key_of_another_type_is_an_error_and_other_locks_are_untouched() {
         "try_lock_for waited for a hash"
     );
     wrong_type("reset", mutex.reset().unwrap_err());
-    let owner = message(mutex.get_owner_id());
-    assert!(owner.contains("WRONGTYPE"), "get_owner_id: {owner}");
+    wrong_type("get_owner_id", mutex.get_owner_id().unwrap_err());
+    wrong_type("is_locked", mutex.is_locked().unwrap_err());
     // reset_all skips it, and deletes the real lock.
     assert_eq!(reset_all(&pool).unwrap(), 1);
     let kind: String = redis::cmd("TYPE")
@@ -241,7 +245,7 @@ fn a_lock_key_of_another_type_is_an_error_and_other_locks_are_untouched() {
     let says_so = |text: &str| {
         [
             "WRONGTYPE",
-            "not a lock",
+            "another type than a lock",
             "not held by this owner",
             "was lost",
         ]
@@ -264,11 +268,7 @@ fn a_key_of_another_type_does_not_stop_the_renewal_of_other_locks() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     // One connection: every lease below is renewed in the same batch.
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .max_size(1)
-        .build(redis::Client::open(server.url()).unwrap())
-        .unwrap();
+    let pool = server.pool_with(Pool::builder().max_size(1));
     let expire = Duration::from_millis(600);
     let renewed = |name: &str| {
         RedisMutex::builder(pool.clone(), name)

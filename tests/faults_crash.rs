@@ -5,13 +5,13 @@ mod support;
 
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::Commands;
 use redis_mutex::{RedisMutex, TryLockError};
-use support::{Lines, RedisServer, child_env, eventually, finish_child, spawn_child};
-
-const HANG: Duration = Duration::from_secs(20);
+use support::{
+    HANG, RedisServer, blocked_clients, child_env, connect, eventually, pool_at, spawn, spawn_child,
+};
 
 /// The holder's lease.
 const EXPIRE: Duration = Duration::from_millis(1500);
@@ -23,12 +23,18 @@ const ROUND_TRIPS: Duration = Duration::from_millis(250);
 const PROCESSES: usize = 4;
 const WAITERS_PER_PROCESS: usize = 2;
 
+/// The server's clock, in microseconds: one clock for the parent and every child.
+fn server_micros(conn: &mut redis::Connection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
+    secs * 1_000_000 + micros
+}
+
 /// Child side of [`exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires`]:
 /// takes the lock and works under it until killed.
 #[test]
 #[ignore = "run as a child process by exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires"]
 fn child_holds_the_lock_until_killed() {
-    let mutex = RedisMutex::builder(support::server::pool_at(&child_env("REDIS_URL")), "crash")
+    let mutex = RedisMutex::builder(pool_at(&child_env("REDIS_URL")), "crash")
         .owner_id("the-holder")
         .expire(EXPIRE)
         .build()
@@ -44,14 +50,15 @@ fn child_holds_the_lock_until_killed() {
 
 /// Child side of [`exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires`]:
 /// two waiters, each with a mutex of its own (so each waits in Redis). The one that gets
-/// the lock keeps it until the process ends.
+/// the lock says when, on the server's clock, and keeps it until the process ends.
 #[test]
 #[ignore = "run as a child process by exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires"]
 fn child_waits_for_the_lock() {
-    let pool = support::server::pool_at(&child_env("REDIS_URL"));
+    let url = child_env("REDIS_URL");
+    let pool = pool_at(&url);
     let process = child_env("PROCESS");
-    let wait: u64 = child_env("WAIT_MS").parse().unwrap();
-    let guards: Vec<_> = (0..WAITERS_PER_PROCESS)
+    let wait = Duration::from_millis(child_env("WAIT_MS").parse().unwrap());
+    let waiters: Vec<_> = (0..WAITERS_PER_PROCESS)
         .map(|i| {
             let mutex = Arc::new(
                 RedisMutex::builder(pool.clone(), "crash")
@@ -60,25 +67,25 @@ fn child_waits_for_the_lock() {
                     .build()
                     .unwrap(),
             );
-            thread::spawn(
-                move || match mutex.try_lock_for(Duration::from_millis(wait)) {
+            let mut clock = connect(&url);
+            spawn(&format!("waiter-{i}"), move || {
+                match mutex.try_lock_for(wait) {
                     Ok(guard) => {
-                        println!("@acquired {}", mutex.owner_id());
+                        let at = server_micros(&mut clock);
+                        println!("@acquired {} {at}", mutex.owner_id());
                         // Hold it: nobody else may get it while this test runs.
                         std::mem::forget(guard);
-                        true
                     }
                     Err(TryLockError::WouldBlock) => {
                         println!("@timed-out {}", mutex.owner_id());
-                        false
                     }
                     Err(e) => panic!("waiter {}: {e}", mutex.owner_id()),
-                },
-            )
+                }
+            })
         })
         .collect();
-    for guard in guards {
-        guard.join().unwrap();
+    for waiter in waiters {
+        waiter.join(wait + HANG);
     }
 }
 
@@ -90,11 +97,11 @@ fn exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires() {
         "child_holds_the_lock_until_killed",
         &[("REDIS_URL", server.url())],
     );
-    Lines::new(holder.stdout.take().unwrap()).expect("@locked", HANG);
+    holder.lines().expect("@locked", HANG);
 
     // Every waiter waits well past the lease, so that all of them see the lock free up.
     let wait = EXPIRE + Duration::from_secs(3);
-    let mut waiters: Vec<_> = (0..PROCESSES)
+    let waiters: Vec<_> = (0..PROCESSES)
         .map(|p| {
             spawn_child(
                 "child_waits_for_the_lock",
@@ -106,60 +113,55 @@ fn exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires() {
             )
         })
         .collect();
-    let lines: Vec<Lines> = waiters
-        .iter_mut()
-        .map(|w| Lines::new(w.stdout.take().unwrap()))
-        .collect();
     let all = (PROCESSES * WAITERS_PER_PROCESS) as u64;
     assert!(
-        eventually(HANG, || support::blocked_clients(&mut conn) == all),
+        eventually(HANG, || blocked_clients(&mut conn) == all),
         "the waiters never all blocked"
     );
 
     // Kill the holder mid-section; the server's clock now decides when the lock is free.
-    let pttl: i64 = conn.pttl("lock:crash").unwrap();
-    let expires_at = Instant::now() + Duration::from_millis(pttl.try_into().unwrap());
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    let (now, pttl): ((u64, u64), i64) = redis::pipe()
+        .atomic()
+        .cmd("TIME")
+        .pttl("lock:crash")
+        .query(&mut conn)
+        .unwrap();
+    assert!(pttl > 0, "the holder's lock has a lease: PTTL {pttl}");
+    let expires_at = now.0 * 1_000_000 + now.1 + pttl as u64 * 1000;
+    holder.kill();
 
-    // The first line from any waiter process is the winner's.
-    let (tx, rx) = std::sync::mpsc::channel();
-    for (p, lines) in lines.into_iter().enumerate() {
-        let tx = tx.clone();
-        thread::spawn(move || {
-            while let Some(owner) = lines.find("@acquired ", HANG) {
-                tx.send((p, owner, Instant::now())).ok();
-            }
-        });
+    // Each waiter says whether it got the lock (and when, on the server's clock) or timed
+    // out: every one of them but one times out.
+    let mut acquired = Vec::new();
+    for waiter in waiters {
+        let stdout = waiter.finish(wait + HANG);
+        let reports = stdout.matches("@acquired ").count() + stdout.matches("@timed-out ").count();
+        assert_eq!(reports, WAITERS_PER_PROCESS, "a child's report: {stdout}");
+        acquired.extend(stdout.split("@acquired ").skip(1).map(|rest| {
+            let line = rest.lines().next().unwrap();
+            let (owner, at) = line.split_once(' ').unwrap();
+            (owner.to_owned(), at.trim().parse::<u64>().unwrap())
+        }));
     }
-    drop(tx);
-    let (_, winner, at) = rx.recv_timeout(HANG).expect("a waiter gets the lock");
+    assert_eq!(
+        acquired.len(),
+        1,
+        "exactly one waiter gets the lock, nobody after or beside it: {acquired:?}"
+    );
+    let (winner, at) = acquired.pop().unwrap();
+    // Read on the server's clock right after the grant: no earlier than the lease's end
+    // (Redis keeps it to the millisecond), and no later than a round trip or two after it.
     assert!(
-        at + Duration::from_millis(2) >= expires_at,
-        "{winner} got the lock {:?} before the killed holder's lease ran out",
+        at + 1_000 >= expires_at,
+        "{winner} got the lock {} µs before the killed holder's lease ran out",
         expires_at - at
     );
+    let late = Duration::from_micros(at.saturating_sub(expires_at));
     assert!(
-        at <= expires_at + ROUND_TRIPS,
-        "{winner} got the lock {:?} after the lease ran out",
-        at - expires_at
+        late <= ROUND_TRIPS,
+        "{winner} got the lock {late:?} after the lease ran out"
     );
-    println!(
-        "{winner} got the lock {:?} after the killed holder's lease ran out",
-        at.saturating_duration_since(expires_at)
-    );
+    println!("{winner} got the lock {late:?} after the killed holder's lease ran out");
     let owner: String = conn.get("lock:crash").unwrap();
     assert_eq!(owner, winner, "Redis agrees on the winner");
-
-    // Everybody else times out: nobody got in after, or beside, the winner.
-    for waiter in waiters {
-        finish_child(waiter, HANG);
-    }
-    let others: Vec<_> = rx.try_iter().map(|(_, owner, _)| owner).collect();
-    assert!(
-        others.is_empty(),
-        "more waiters got the lock: {winner} and {others:?}"
-    );
-    let owner: String = conn.get("lock:crash").unwrap();
-    assert_eq!(owner, winner);
 }

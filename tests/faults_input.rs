@@ -3,15 +3,12 @@
 
 mod support;
 
-use std::sync::mpsc;
-use std::thread;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_mutex::{Error, RedisMutex, Redlock, TryLockError, reset_all};
-use support::RedisServer;
-
-const HANG: Duration = Duration::from_secs(20);
+use support::{HANG, RedisServer};
 
 /// The longest duration this crate accepts: 10 years.
 const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
@@ -24,6 +21,14 @@ fn invalid_field<T: std::fmt::Debug>(what: &str, result: Result<T, Error>) -> &'
             field
         }
         other => panic!("{what}: expected InvalidOptions, got {other:?}"),
+    }
+}
+
+/// The error of a `try_` call that must fail with one, not find the lock held.
+fn try_error<T: std::fmt::Debug>(what: &str, result: Result<T, TryLockError>) -> Result<T, Error> {
+    match result {
+        Err(TryLockError::Error(e)) => Err(e),
+        other => panic!("{what}: expected an error, got {other:?}"),
     }
 }
 
@@ -105,7 +110,7 @@ fn zero_and_huge_durations_are_refused_or_work_and_never_overflow() {
 
     // Timeouts: zero is one attempt; Duration::MAX and anything past the clock's range wait
     // for as long as it takes, without overflowing.
-    let other = RedisMutex::new(pool.clone(), "durations");
+    let other = Arc::new(RedisMutex::new(pool.clone(), "durations").unwrap());
     for timeout in [Duration::ZERO, Duration::from_nanos(1)] {
         let started = Instant::now();
         let result = other.try_lock_for(timeout);
@@ -127,26 +132,26 @@ fn zero_and_huge_durations_are_refused_or_work_and_never_overflow() {
                 .unwrap_or_else(|e| panic!("{timeout:?}: {e}")),
         );
     }
-    let holder = RedisMutex::new(pool.clone(), "durations");
-    let (tx, rx) = mpsc::channel();
-    thread::scope(|s| {
-        let guard = holder.lock().unwrap();
-        s.spawn(|| {
-            let taken = other.try_lock_for(Duration::MAX).map(drop);
-            tx.send(taken.map_err(|e| e.to_string())).unwrap();
-        });
-        assert!(
-            support::eventually(HANG, || support::blocked_clients(&mut conn) == 1),
-            "the Duration::MAX waiter never blocked"
-        );
-        guard.unlock().unwrap();
-        rx.recv_timeout(HANG)
-            .expect("the Duration::MAX waiter got the lock once it was free")
-            .unwrap();
+    let holder = RedisMutex::new(pool.clone(), "durations").unwrap();
+    let guard = holder.lock().unwrap();
+    let waiter = other.clone();
+    let waiting = support::spawn("the Duration::MAX waiter", move || {
+        waiter
+            .try_lock_for(Duration::MAX)
+            .map(drop)
+            .map_err(|e| e.to_string())
     });
+    assert!(
+        support::eventually(HANG, || support::blocked_clients(&mut conn) == 1),
+        "the Duration::MAX waiter never blocked"
+    );
+    guard.unlock().unwrap();
+    waiting
+        .join(HANG)
+        .expect("the Duration::MAX waiter got the lock once it was free");
 
     // Redlock: the same bounds on its ttl and options.
-    let redlock = Redlock::new(vec![pool.clone()]);
+    let redlock = Redlock::new(vec![pool.clone()]).unwrap();
     for bad in [
         Duration::ZERO,
         Duration::from_micros(999),
@@ -158,11 +163,8 @@ fn zero_and_huge_durations_are_refused_or_work_and_never_overflow() {
             "ttl",
             "{bad:?}"
         );
-        assert_eq!(
-            invalid_field("redlock ttl", redlock.try_lock("rl", bad)),
-            "ttl",
-            "{bad:?}"
-        );
+        let tried = try_error("redlock try_lock", redlock.try_lock("rl", bad));
+        assert_eq!(invalid_field("redlock ttl", tried), "ttl", "{bad:?}");
     }
     for bad in [Duration::ZERO, over, Duration::MAX] {
         let built = Redlock::builder(vec![pool.clone()])
@@ -179,7 +181,7 @@ fn zero_and_huge_durations_are_refused_or_work_and_never_overflow() {
     let guard = redlock.lock("rl", TEN_YEARS).unwrap();
     let pttl: i64 = conn.pttl("rl").unwrap();
     assert!(pttl > 315_000_000_000, "PTTL {pttl}");
-    assert!(guard.validity() > Duration::from_secs(9 * 365 * 24 * 3600));
+    assert!(guard.valid_for().unwrap() > Duration::from_secs(9 * 365 * 24 * 3600));
     for bad in [Duration::ZERO, over, Duration::MAX] {
         assert_eq!(
             invalid_field("redlock extend", guard.extend(bad)),
@@ -240,7 +242,7 @@ fn odd_and_huge_names_are_taken_literally() {
     // Each name: its own keys, exclusion, release and its signal.
     let mutexes: Vec<RedisMutex> = names
         .iter()
-        .map(|n| RedisMutex::new(pool.clone(), n.as_str()))
+        .map(|n| RedisMutex::new(pool.clone(), n.as_str()).unwrap())
         .collect();
     let guards: Vec<_> = mutexes.iter().map(|m| m.lock().unwrap()).collect();
     for (name, mutex) in names.iter().zip(&mutexes) {
@@ -252,7 +254,7 @@ fn odd_and_huge_names_are_taken_literally() {
             Some(mutex.owner_id().as_bytes()),
             "{what:?}"
         );
-        let rival = RedisMutex::new(pool.clone(), name.as_str());
+        let rival = RedisMutex::new(pool.clone(), name.as_str()).unwrap();
         assert!(rival.try_lock().unwrap_err().is_would_block(), "{what:?}");
         assert_eq!(
             rival.get_owner_id().unwrap().as_deref(),
@@ -277,8 +279,10 @@ fn odd_and_huge_names_are_taken_literally() {
     // reset of a glob-like name deletes that one lock only; reset_all deletes every lock,
     // whatever its name.
     let guards: Vec<_> = mutexes.iter().map(|m| m.lock().unwrap()).collect();
-    assert!(RedisMutex::new(pool.clone(), "*").reset().unwrap());
-    assert!(RedisMutex::new(pool.clone(), "[a-z]*").reset().unwrap());
+    for glob in ["*", "[a-z]*"] {
+        let mutex = RedisMutex::new(pool.clone(), glob).unwrap();
+        assert!(mutex.reset().unwrap(), "{glob}");
+    }
     let left: Vec<Vec<u8>> = conn.keys("lock:*").unwrap();
     assert_eq!(
         left.len(),
@@ -291,39 +295,51 @@ fn odd_and_huge_names_are_taken_literally() {
     drop(guards);
 
     // Redlock takes the name as its key, as it is.
-    let redlock = Redlock::new(vec![pool.clone()]);
+    let redlock = Redlock::new(vec![pool.clone()]).unwrap();
     for name in &names {
         let guard = redlock.lock(name, Duration::from_secs(10)).unwrap();
         let token: Option<String> = conn.get(name.as_bytes()).unwrap();
-        assert_eq!(token.as_deref(), Some(guard.token()), "{:?}", short(name));
+        assert_eq!(
+            token.as_deref(),
+            Some(guard.owner_id()),
+            "{:?}",
+            short(name)
+        );
+        // Held, and no instance failed: the attempt would block.
         assert!(
             redlock
                 .try_lock(name, Duration::from_secs(10))
                 .unwrap_err()
-                .is_no_quorum()
+                .is_would_block(),
+            "{:?}",
+            short(name)
         );
         guard.unlock().unwrap();
         let exists: bool = conn.exists(name.as_bytes()).unwrap();
         assert!(!exists, "{:?}", short(name));
     }
 
-    // The empty name is refused by every entry point, before any round trip.
+    // The empty name is refused by every entry point, before any round trip: a mutex
+    // cannot be made with it, and a Redlock refuses it per call.
     assert_eq!(
         invalid_field("builder", RedisMutex::builder(pool.clone(), "").build()),
         "name"
     );
-    let unnamed = RedisMutex::new(pool.clone(), "");
-    assert_eq!(invalid_field("lock", unnamed.lock()), "name");
-    assert_eq!(invalid_field("is_locked", unnamed.is_locked()), "name");
-    assert_eq!(invalid_field("reset", unnamed.reset()), "name");
-    match unnamed.try_lock() {
-        Err(TryLockError::Error(e)) => {
-            assert_eq!(invalid_field("try_lock", Err::<(), _>(e)), "name")
-        }
-        other => panic!("try_lock of an empty name: {other:?}"),
-    }
+    assert_eq!(
+        invalid_field("new", RedisMutex::new(pool.clone(), "")),
+        "name"
+    );
     assert_eq!(
         invalid_field("redlock", redlock.lock("", Duration::from_secs(1))),
+        "resource"
+    );
+    let tried = try_error(
+        "redlock try_lock",
+        redlock.try_lock("", Duration::from_secs(1)),
+    );
+    assert_eq!(invalid_field("redlock try_lock", tried), "resource");
+    assert_eq!(
+        invalid_field("redlock is_locked", redlock.is_locked("")),
         "resource"
     );
 }

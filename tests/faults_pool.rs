@@ -3,49 +3,49 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use redis_mutex::RedisMutex;
-use support::{RedisServer, pool_to, run_call};
-
-/// Generous bound on anything that should take milliseconds: only a hang exceeds it.
-const HANG: Duration = Duration::from_secs(20);
+use redis_mutex::{Error, Pool, RedisMutex, TryLockError};
+use support::{HANG, RedisServer, blocked_clients, command_calls, eventually, spawn};
 
 /// Scheduling slack on a loaded 2-core CI machine.
 const ROUND_TRIPS: Duration = Duration::from_millis(250);
+
+/// A pool of one connection, opened on demand, whose checkouts wait `connection_timeout`.
+fn one_connection(connection_timeout: Duration) -> redis_mutex::PoolBuilder {
+    Pool::builder()
+        .max_size(1)
+        .min_idle(0)
+        .connection_timeout(connection_timeout)
+}
 
 /// Scenario 4: one connection in the pool, a guard held, and a waiter for it.
 #[test]
 fn a_waiter_on_a_one_connection_pool_does_not_keep_the_holder_from_releasing() {
     let server = RedisServer::start();
     let connection_timeout = Duration::from_secs(1);
-    let pool = pool_to(&server.url(), 1, connection_timeout);
+    let pool = server.pool_with(one_connection(connection_timeout));
     let mut conn = server.connection();
     // No expiry (the default): only the holder's release frees the lock.
-    let holder = RedisMutex::new(pool.clone(), "one-connection");
+    let holder = RedisMutex::new(pool.clone(), "one-connection").unwrap();
     let guard = holder.lock().unwrap();
 
-    let (tx, rx) = mpsc::channel();
-    let waiter = RedisMutex::new(pool.clone(), "one-connection");
-    let attempts = support::command_calls(&mut conn, "evalsha");
-    let waiting = run_call(&tx, "waiter", move || {
-        match waiter.try_lock_for(Duration::from_secs(8)) {
-            Ok(guard) => guard.unlock().map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+    let waiter = RedisMutex::new(pool.clone(), "one-connection").unwrap();
+    let attempts = command_calls(&mut conn, "evalsha");
+    let waiting = spawn("waiter", move || {
+        let guard = waiter.try_lock_for(Duration::from_secs(8))?;
+        guard.unlock().map_err(TryLockError::Error)
     });
     // Two attempts: the waiter is in its wait loop. With the pool's only connection, it
     // must not sleep in BLPOP on it, or the holder could never release.
     assert!(
-        support::eventually(HANG, || support::command_calls(&mut conn, "evalsha")
-            >= attempts + 2),
+        eventually(HANG, || command_calls(&mut conn, "evalsha") >= attempts + 2),
         "the waiter never tried"
     );
     assert_eq!(
-        support::blocked_clients(&mut conn),
+        blocked_clients(&mut conn),
         0,
         "no BLPOP pins the only connection"
     );
@@ -61,9 +61,9 @@ fn a_waiter_on_a_one_connection_pool_does_not_keep_the_holder_from_releasing() {
         unlocked.is_ok(),
         "the holder could not release while the waiter kept the only connection: {unlocked:?}"
     );
-    let (_, result, _) = rx.recv_timeout(HANG).expect("the waiter hung");
-    waiting.join().unwrap();
-    result.expect("the waiter gets the lock once the holder released it");
+    waiting
+        .join(HANG)
+        .expect("the waiter gets the lock once the holder released it");
 }
 
 /// Scenario 4: a pool of one connection shared by threads that lock, wait and hold.
@@ -75,7 +75,7 @@ fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
     let mut conn = server.connection();
     let connection_timeout = Duration::from_millis(500);
     let response_timeout = Duration::from_millis(500);
-    let pool = pool_to(&server.url(), 1, connection_timeout);
+    let pool = server.pool_with(one_connection(connection_timeout));
     let build = |name: &str| {
         RedisMutex::builder(pool.clone(), name)
             .expire(Duration::from_secs(2))
@@ -87,50 +87,48 @@ fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
     let held = build("held");
     let guard = held.lock().unwrap();
     let outcomes = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let finished = AtomicUsize::new(0);
+    let finished = Arc::new(AtomicUsize::new(0));
     let waiter = build("held");
-    let attempts = support::command_calls(&mut conn, "evalsha");
-    let waited = thread::scope(|s| {
-        // And one waits for the held lock, on the pool's only connection, for a while.
-        let waiting = s.spawn(|| {
-            let started = Instant::now();
-            let outcome = waiter.try_lock_for(Duration::from_millis(1500)).map(drop);
-            (outcome.map_err(|e| e.to_string()), started.elapsed())
-        });
-        assert!(
-            support::eventually(HANG, || {
-                support::command_calls(&mut conn, "evalsha") >= attempts + 2
-            }),
-            "the waiter never tried"
-        );
-        for i in 0..THREADS {
+    let attempts = command_calls(&mut conn, "evalsha");
+    // And one waits for the held lock, on the pool's only connection, for a while.
+    let waiting = spawn("waiter", move || {
+        let started = Instant::now();
+        let outcome = waiter.try_lock_for(Duration::from_millis(1500)).map(drop);
+        (outcome, started.elapsed())
+    });
+    assert!(
+        eventually(HANG, || command_calls(&mut conn, "evalsha") >= attempts + 2),
+        "the waiter never tried"
+    );
+    let lockers: Vec<_> = (0..THREADS)
+        .map(|i| {
             let mutex = build(&format!("own-{i}"));
-            let outcomes = outcomes.clone();
-            let finished = &finished;
-            s.spawn(move || {
+            let (outcomes, finished) = (outcomes.clone(), finished.clone());
+            spawn(&format!("locker-{i}"), move || {
                 for _ in 0..CYCLES {
                     let started = Instant::now();
                     let outcome = match mutex.try_lock_for(Duration::from_millis(200)) {
-                        Ok(guard) => guard.unlock().map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
+                        Ok(guard) => guard.unlock().map_err(TryLockError::Error),
+                        Err(e) => Err(e),
                     };
                     outcomes.lock().unwrap().push((outcome, started.elapsed()));
                 }
                 finished.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-        waiting.join().unwrap()
-    });
-    let (waited, took) = waited;
+            })
+        })
+        .collect();
+    let (waited, took) = waiting.join(HANG);
+    for locker in lockers {
+        locker.join(HANG);
+    }
     assert!(
         took <= Duration::from_millis(1500) + response_timeout + ROUND_TRIPS,
         "the waiter took {took:?}: {waited:?}"
     );
     match waited {
-        Err(e) => assert!(
-            e.contains("held elsewhere") || e.starts_with("no redis connection"),
-            "the waiter: {e}"
-        ),
+        // The lock stayed held, or the pool ran dry: said as such.
+        Err(TryLockError::WouldBlock | TryLockError::Error(Error::PoolTimeout { .. })) => {}
+        Err(e) => panic!("the waiter: {e:?}"),
         Ok(()) => panic!("the waiter got a lock that was held throughout"),
     }
     assert_eq!(
@@ -150,10 +148,14 @@ fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
         );
         match outcome {
             Ok(()) => ok += 1,
-            Err(e) => assert!(
-                e.starts_with("no redis connection could be checked out of the pool"),
-                "an error that does not say the pool ran dry: {e}"
-            ),
+            Err(TryLockError::Error(e @ Error::PoolTimeout { .. })) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains(&server.port().to_string()) && message.contains("max_size"),
+                    "an error that does not say the pool ran dry, and what to do: {message}"
+                );
+            }
+            Err(e) => panic!("an error that does not say the pool ran dry: {e:?}"),
         }
     }
     assert!(
@@ -169,32 +171,47 @@ fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
 #[test]
 fn a_timed_wait_on_an_exhausted_pool_keeps_its_deadline() {
     let server = RedisServer::start();
-    let holder = RedisMutex::new(server.pool(), "busy-pool");
+    let holder = RedisMutex::new(server.pool(), "busy-pool").unwrap();
     let _held = holder.lock().unwrap();
-    let pool = pool_to(&server.url(), 1, Duration::from_secs(10));
+    let pool = server.pool_with(one_connection(Duration::from_secs(10)));
     let waiter = RedisMutex::builder(pool.clone(), "busy-pool")
         .response_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
+    // Takes the pool's only connection as soon as it is free and keeps it for 2 s: after its
+    // grant it waits for a replica that this server does not have.
+    let grabber = RedisMutex::builder(pool, "grabber")
+        .wait_replicas(1, Duration::from_secs(2))
+        .build()
+        .unwrap();
     let mut conn = server.connection();
-    let attempts = support::command_calls(&mut conn, "evalsha");
-    thread::scope(|s| {
-        let waiting = s.spawn(|| {
-            let started = Instant::now();
-            let outcome = waiter.try_lock_for(Duration::from_millis(300)).map(drop);
-            (outcome, started.elapsed())
-        });
-        // Once the waiter is in its wait loop, someone else takes the pool's only
-        // connection while the waiter naps without it, and keeps it until the waiter is done.
-        assert!(support::eventually(HANG, || {
-            support::command_calls(&mut conn, "evalsha") > attempts
-        }));
-        let grabbed = pool
-            .get()
-            .expect("the connection, once the waiter gives it back");
-        let (outcome, took) = waiting.join().unwrap();
-        drop(grabbed);
-        assert!(outcome.is_err(), "the lock is held throughout");
-        assert!(took < Duration::from_secs(1), "a 300 ms wait took {took:?}");
+    let attempts = command_calls(&mut conn, "evalsha");
+    let waiting = spawn("waiter", move || {
+        let started = Instant::now();
+        let outcome = waiter.try_lock_for(Duration::from_millis(300)).map(drop);
+        (outcome, started.elapsed())
     });
+    // Once the waiter is in its wait loop, someone else takes the pool's only connection
+    // while the waiter naps without it, and keeps it until the waiter is done.
+    assert!(eventually(HANG, || {
+        command_calls(&mut conn, "evalsha") > attempts
+    }));
+    let grabbing = spawn("grabber", move || grabber.lock().map(drop));
+    let (outcome, took) = waiting.join(HANG);
+    let grabbed = grabbing.join(HANG);
+    assert!(
+        matches!(
+            grabbed,
+            Err(Error::NotReplicated {
+                acked: 0,
+                wanted: 1
+            })
+        ),
+        "the grabber held the connection through a WAIT: {grabbed:?}"
+    );
+    assert!(outcome.is_err(), "the lock is held throughout");
+    assert!(
+        took < Duration::from_secs(1),
+        "a 300 ms wait took {took:?}: {outcome:?}"
+    );
 }

@@ -2,14 +2,18 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_mutex::Redlock;
 use support::proxy::FaultProxy;
-use support::{RedisServer, drain};
+use support::{HANG, RedisServer, command_calls, eventually, spawn};
+
+/// How long a server's command counts must stay unchanged to count as quiet: far longer
+/// than a healed proxy takes to hand over what it held, and the server to run it.
+const QUIET: Duration = Duration::from_millis(300);
 
 /// Scenario 7: a Redlock over five instances, one stalled behind a proxy, one cut off and
 /// refusing, three healthy.
@@ -19,21 +23,23 @@ fn redlock_with_a_stalled_and_a_cut_instance_stays_exclusive_and_leaves_no_key()
     const CYCLES: usize = 8;
     // No key in this test disappears by expiring: a key found gone was deleted.
     let ttl = Duration::from_secs(30);
-    let servers: Vec<RedisServer> = thread::scope(|s| {
-        let starts: Vec<_> = (0..5).map(|_| s.spawn(RedisServer::start)).collect();
-        starts.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let starts: Vec<_> = (0..5)
+        .map(|i| spawn(&format!("start server {i}"), RedisServer::start))
+        .collect();
+    let servers: Arc<Vec<RedisServer>> =
+        Arc::new(starts.into_iter().map(|s| s.join(HANG)).collect());
     let storage = RedisServer::start();
     let stalled = FaultProxy::start(servers[0].port());
     let cut = FaultProxy::start(servers[1].port());
-    let stalled_pool = stalled.pool();
-    let mut pools = vec![stalled_pool.clone(), cut.pool()];
+    let mut pools = vec![stalled.pool(), cut.pool()];
     pools.extend(servers[2..].iter().map(RedisServer::pool));
-    let redlock = Redlock::builder(pools)
-        .retry_count(100)
-        .retry_delay(Duration::from_millis(50))
-        .build()
-        .unwrap();
+    let redlock = Arc::new(
+        Redlock::builder(pools)
+            .retry_count(100)
+            .retry_delay(Duration::from_millis(50))
+            .build()
+            .unwrap(),
+    );
     // A round trip to every instance first, so that the stall meets open connections.
     drop(redlock.lock("resource", ttl).unwrap());
 
@@ -41,15 +47,15 @@ fn redlock_with_a_stalled_and_a_cut_instance_stays_exclusive_and_leaves_no_key()
     cut.refuse(true);
     cut.cut();
 
-    let inside = AtomicUsize::new(0);
-    let acquired = AtomicUsize::new(0);
-    thread::scope(|s| {
-        for _ in 0..THREADS {
-            let (redlock, inside, acquired) = (&redlock, &inside, &acquired);
+    let inside = Arc::new(AtomicUsize::new(0));
+    let acquired = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (redlock, inside, acquired) = (redlock.clone(), inside.clone(), acquired.clone());
             let mut counter = storage.connection();
             let mut healthy: Vec<redis::Connection> =
                 servers[2..].iter().map(RedisServer::connection).collect();
-            s.spawn(move || {
+            spawn(&format!("locker-{t}"), move || {
                 for _ in 0..CYCLES {
                     let guard = redlock
                         .lock("resource", ttl)
@@ -59,10 +65,14 @@ fn redlock_with_a_stalled_and_a_cut_instance_stays_exclusive_and_leaves_no_key()
                         0,
                         "two holders at once"
                     );
-                    assert!(guard.validity() > Duration::ZERO);
+                    assert!(guard.valid_for().unwrap() > Duration::ZERO);
                     for conn in &mut healthy {
                         let value: Option<String> = conn.get("resource").unwrap();
-                        assert_eq!(value.as_deref(), Some(guard.token()), "a healthy instance");
+                        assert_eq!(
+                            value.as_deref(),
+                            Some(guard.owner_id()),
+                            "a healthy instance"
+                        );
                     }
                     let value: i64 = counter
                         .get::<_, Option<i64>>("counter")
@@ -73,13 +83,16 @@ fn redlock_with_a_stalled_and_a_cut_instance_stays_exclusive_and_leaves_no_key()
                     inside.fetch_sub(1, Ordering::SeqCst);
                     guard.unlock().expect("a healthy majority releases");
                 }
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join(Duration::from_secs(60));
+    }
     let total: i64 = storage.connection().get("counter").unwrap();
     assert_eq!(acquired.load(Ordering::SeqCst), THREADS * CYCLES);
     assert_eq!(total, (THREADS * CYCLES) as i64, "an update was lost");
-    let calls_while_cut = support::command_calls(&mut servers[1].connection(), "set");
+    let calls_while_cut = command_calls(&mut servers[1].connection(), "set");
     assert_eq!(
         calls_while_cut, 1,
         "the cut instance saw only the first lock"
@@ -88,14 +101,35 @@ fn redlock_with_a_stalled_and_a_cut_instance_stays_exclusive_and_leaves_no_key()
     // Heal: the stalled instance now runs every SET it was sent, and the releases queued
     // behind them on the same connections.
     let mut conns: Vec<redis::Connection> = servers.iter().map(RedisServer::connection).collect();
-    let set_calls = support::command_calls(&mut conns[0], "set");
+    let set_calls = command_calls(&mut conns[0], "set");
     stalled.heal();
     cut.heal();
-    drain(&stalled_pool);
-    let held_sets = support::command_calls(&mut conns[0], "set") - set_calls;
+    // Nothing announces the end of what the proxy held: wait until the stalled instance
+    // has run some of it and then stays quiet, with no key left.
+    let mut seen = (0, 0, 0);
+    let mut changed = Instant::now();
+    let settled = eventually(HANG, || {
+        let conn = &mut conns[0];
+        let now = (
+            command_calls(conn, "set"),
+            command_calls(conn, "evalsha"),
+            command_calls(conn, "eval"),
+        );
+        if now != seen {
+            seen = now;
+            changed = Instant::now();
+        }
+        let keys: u64 = redis::cmd("DBSIZE").query(conn).unwrap();
+        now.0 > set_calls && keys == 0 && changed.elapsed() >= QUIET
+    });
+    let held_sets = command_calls(&mut conns[0], "set") - set_calls;
     assert!(
         held_sets > 0,
         "the stalled instance was sent SETs during the stall"
+    );
+    assert!(
+        settled,
+        "the stalled instance never settled with no key left after healing"
     );
     let left: Vec<u64> = conns
         .iter_mut()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_mutex::{Pool, RedisMutex, reset_all};
-use support::RedisServer;
+use support::{RedisServer, command_calls, command_stats, spawn};
 
 /// Held by the tests that load the machine or time the server, so that they do not run at
 /// the same time.
@@ -18,25 +18,6 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// How many times the server ran `command`, and how long a call took on average in µs
-/// (from `INFO commandstats`).
-fn command_stats(conn: &mut redis::Connection, command: &str) -> (u64, f64) {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
-    let prefix = format!("cmdstat_{command}:");
-    let Some(line) = info.lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
-        return (0, 0.0);
-    };
-    let field = |name: &str| -> &str {
-        line.split(',')
-            .find_map(|f| f.strip_prefix(name).and_then(|f| f.strip_prefix('=')))
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    (
-        field("calls").parse().unwrap(),
-        field("usec_per_call").parse().unwrap(),
-    )
 }
 
 /// Keys as `SCAN` sees them now (expired keys are not returned, and are reclaimed).
@@ -130,11 +111,7 @@ fn reset_all_over_100_000_locks_works_in_short_steps_and_leaves_other_keys() {
          the longest {longest} µs",
         slow.len()
     );
-    assert_eq!(
-        support::command_calls(&mut conn, "keys"),
-        0,
-        "reset_all used KEYS"
-    );
+    assert_eq!(command_calls(&mut conn, "keys"), 0, "reset_all used KEYS");
     // SCAN steps of about 500 keys, each reset by one script call.
     assert!(
         scripts >= (LOCKS / 1000) as u64,
@@ -156,6 +133,10 @@ fn reset_all_over_100_000_locks_works_in_short_steps_and_leaves_other_keys() {
     assert!(locks_left.is_empty(), "{} locks left", locks_left.len());
 }
 
+/// How long a grant marker (`lock-grant:<name>`) outlives a release: it lives
+/// max(2 x the response timeout, 10 s) from the grant, for an undo after a lost reply.
+const GRANT_MARKER_LIFE: Duration = Duration::from_secs(10);
+
 #[test]
 fn a_hundred_thousand_locks_leave_no_key_behind() {
     const THREADS: usize = 8;
@@ -163,17 +144,13 @@ fn a_hundred_thousand_locks_leave_no_key_behind() {
     let _heavy = heavy();
     let server = RedisServer::start();
     let mut conn = server.connection();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .max_size(THREADS as u32)
-        .build(redis::Client::open(server.url()).unwrap())
-        .unwrap();
+    let pool = server.pool_with(Pool::builder().max_size(THREADS as u32));
     let signal_expire = Duration::from_millis(200);
     let started = Instant::now();
-    thread::scope(|s| {
-        for t in 0..THREADS {
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
             let pool = pool.clone();
-            s.spawn(move || {
+            spawn(&format!("locker-{t}"), move || {
                 for i in 0..PER_THREAD {
                     let name = format!("hygiene-{t}-{i}");
                     let mut builder =
@@ -190,9 +167,13 @@ fn a_hundred_thousand_locks_leave_no_key_behind() {
                         drop(guard);
                     }
                 }
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    for thread in threads {
+        // A few minutes of work on a loaded 2-core machine, at most.
+        thread.join(Duration::from_secs(600));
+    }
     let released = Instant::now();
     println!(
         "{} locks taken and released in {:?}",
@@ -202,16 +183,43 @@ fn a_hundred_thousand_locks_leave_no_key_behind() {
     // Until every release's signal has expired.
     thread::sleep(signal_expire + Duration::from_millis(50));
     let left = live_keys(&mut conn);
-    let ours: Vec<&String> = left.iter().filter(|k| k.contains("hygiene-")).collect();
+    // No lock and no signal is left; only the grant markers, which expire by themselves.
+    let ours: Vec<&String> = left
+        .iter()
+        .filter(|k| k.contains("hygiene-") && !k.starts_with("lock-grant:"))
+        .collect();
     assert!(
         ours.is_empty(),
         "{} keys of the locks are left, such as {:?}",
         ours.len(),
         ours.iter().take(5).collect::<Vec<_>>()
     );
+    let markers: Vec<&String> = left
+        .iter()
+        .filter(|k| k.starts_with("lock-grant:"))
+        .collect();
+    let mut longest = 0;
+    for key in markers.iter().step_by(97) {
+        let pttl: i64 = conn.pttl(key.as_str()).unwrap();
+        assert!(
+            pttl <= GRANT_MARKER_LIFE.as_millis() as i64 && pttl != -1,
+            "the grant marker {key} lives on: PTTL {pttl}"
+        );
+        longest = longest.max(pttl);
+    }
+    // Waiting for their expiry: nothing announces it. Then nothing per lock is left at all.
+    thread::sleep(Duration::from_millis(longest.max(0) as u64 + 50));
+    let left = live_keys(&mut conn);
+    let ours: Vec<&String> = left.iter().filter(|k| k.contains("hygiene-")).collect();
+    assert!(
+        ours.is_empty(),
+        "{} keys of the locks are left after the markers' life, such as {:?}",
+        ours.len(),
+        ours.iter().take(5).collect::<Vec<_>>()
+    );
     // Nothing per lock either: at most a key or two the protocol shares between all locks.
     assert!(left.len() <= 2, "keys left: {left:?}");
-    println!("keys left after {signal_expire:?}: {left:?}");
+    println!("keys left after the markers' life: {left:?}");
     let dbsize: usize = redis::cmd("DBSIZE").query(&mut conn).unwrap();
     assert_eq!(dbsize, left.len(), "expired keys were reclaimed");
 }

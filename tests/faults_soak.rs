@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_mutex::{Pool, RedisMutex, TryLockError};
-use support::{RedisServer, child_env, finish_child, spawn_child};
+use support::{HANG, RedisServer, child_env, connect, spawn, spawn_child};
 
 const SOAK: Duration = Duration::from_secs(60);
 const PROCESSES: usize = 4;
@@ -114,24 +114,30 @@ fn work(lock_pool: Pool, storage: &mut redis::Connection, owner: String, until: 
 #[test]
 #[ignore = "run as a child process by a_minute_of_contention_with_two_server_kills_loses_no_update"]
 fn child_soaks() {
+    // Built without connecting: the server may be down at this moment.
     let lock_pool = Pool::builder()
-        .test_on_check_out(false)
         .max_size(4)
         .connection_timeout(Duration::from_secs(1))
-        .build_unchecked(redis::Client::open(child_env("REDIS_URL")).unwrap());
-    let storage = redis::Client::open(child_env("STORAGE_URL")).unwrap();
+        .connect_lazy(true)
+        .build(&child_env("REDIS_URL"))
+        .unwrap();
+    let storage = child_env("STORAGE_URL");
     let process = child_env("PROCESS");
-    let until = Instant::now() + Duration::from_millis(child_env("SOAK_MS").parse().unwrap());
+    let soak = Duration::from_millis(child_env("SOAK_MS").parse().unwrap());
+    let until = Instant::now() + soak;
     let workers: Vec<_> = (0..WORKERS_PER_PROCESS)
         .map(|w| {
             let lock_pool = lock_pool.clone();
-            let mut storage = storage.get_connection().unwrap();
+            let mut storage = connect(&storage);
             let owner = format!("worker-{process}-{w}");
-            thread::spawn(move || work(lock_pool, &mut storage, owner, until))
+            spawn(&owner.clone(), move || {
+                work(lock_pool, &mut storage, owner, until)
+            })
         })
         .collect();
     for worker in workers {
-        println!("@done {}", worker.join().unwrap().line());
+        // Past the soak's end by more than a lease and a few timeouts: stuck.
+        println!("@done {}", worker.join(soak + HANG).line());
     }
 }
 
@@ -166,8 +172,7 @@ fn a_minute_of_contention_with_two_server_kills_loses_no_update() {
     for child in children {
         // A worker stuck past the soak's end by more than a lease and a few timeouts fails
         // the test here.
-        let output = finish_child(child, SOAK + Duration::from_secs(30));
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stdout = child.finish(SOAK + Duration::from_secs(30));
         let tallies: Vec<Tally> = stdout
             .lines()
             .filter_map(|l| l.split_once("@done ").map(|(_, t)| Tally::parse(t)))
@@ -204,6 +209,6 @@ fn a_minute_of_contention_with_two_server_kills_loses_no_update() {
     assert!(total.errors > 0, "the kills were never noticed: {total:?}");
 
     // Nobody is left holding the lock beyond its lease.
-    let after = RedisMutex::new(server.pool(), "soak");
+    let after = RedisMutex::new(server.pool(), "soak").unwrap();
     drop(after.try_lock_for(EXPIRE + Duration::from_secs(1)).unwrap());
 }

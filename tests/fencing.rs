@@ -6,17 +6,19 @@ use std::time::Duration;
 
 use redis::Commands;
 use redis_mutex::{RedisMutex, reset_all};
-use support::{RedisServer, child_env, finish_child, spawn_child};
+use support::{RedisServer, child_env, spawn_child};
+
+/// How long a child that takes 100 grants may take.
+const RUN: Duration = Duration::from_secs(60);
 
 /// Child side of [`tokens_increase_in_grant_order_across_processes`]: prints, per grant,
 /// the grant's position (a counter incremented under the lock) and its token.
 #[test]
 #[ignore = "run as a child process by tokens_increase_in_grant_order_across_processes"]
 fn child_reports_tokens() {
-    let client = redis::Client::open(child_env("REDIS_URL")).unwrap();
-    let pool = support::server::pool_at(&child_env("REDIS_URL"));
-    let mut conn = client.get_connection().unwrap();
-    let mutex = RedisMutex::builder(pool, "fenced")
+    let url = child_env("REDIS_URL");
+    let mut conn = support::connect(&url);
+    let mutex = RedisMutex::builder(support::pool_at(&url), "fenced")
         .expire(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -37,8 +39,8 @@ fn tokens_increase_in_grant_order_across_processes() {
         .collect();
     let mut grants: Vec<(u64, u64)> = Vec::new();
     for child in children {
-        let output = finish_child(child, Duration::from_secs(60));
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let output = child.finish(RUN);
+        for line in output.lines() {
             if let Some(at) = line.find("@grant ") {
                 let mut fields = line[at + 7..].split_whitespace();
                 let position = fields.next().unwrap().parse().unwrap();
@@ -71,7 +73,7 @@ fn expiry_reset_and_reset_all_never_lower_the_token() {
         .expire(Duration::from_millis(50))
         .build()
         .unwrap();
-    let other = RedisMutex::new(pool.clone(), "fenced");
+    let other = RedisMutex::new(pool.clone(), "fenced").unwrap();
 
     let expired = mutex.lock().unwrap();
     let first = expired.fencing_token();
@@ -96,6 +98,7 @@ fn expiry_reset_and_reset_all_never_lower_the_token() {
 
     // Other names draw from the same counter: still strictly above every earlier grant.
     let elsewhere = RedisMutex::new(pool, "another-name")
+        .unwrap()
         .lock()
         .unwrap()
         .fencing_token();
@@ -129,7 +132,7 @@ fn storage_refuses_a_paused_holders_late_write() {
         .expire(Duration::from_millis(100))
         .build()
         .unwrap();
-    let fast = RedisMutex::new(pool, "fenced-storage");
+    let fast = RedisMutex::new(pool, "fenced-storage").unwrap();
 
     let paused = slow.lock().unwrap();
     // The holder "pauses" past its lease; the next holder writes.
@@ -154,8 +157,8 @@ fn a_broken_counter_is_an_error_and_leaves_no_lock_behind() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let mutex = RedisMutex::new(pool.clone(), "counted");
-    let rwlock = redis_mutex::RedisRwLock::new(pool, "counted/tree");
+    let mutex = RedisMutex::new(pool.clone(), "counted").unwrap();
+    let rwlock = redis_mutex::RedisRwLock::new(pool, "counted/tree").unwrap();
     for broken in [
         i64::MAX.to_string(),
         "-5".to_owned(),

@@ -7,14 +7,10 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
 
 use redis::Commands;
 use redis_mutex::{RedisMutex, TryLockError};
-use support::{Lines, RedisServer, blocked_clients, eventually};
-
-const HANG: Duration = Duration::from_secs(20);
+use support::{HANG, Lines, RedisServer, blocked_clients, eventually};
 
 /// One python-redis-lock client: `hold` takes the lock, says "locked", and releases it when
 /// told on stdin; `wait` checks the lock is held, says "waiting", then blocks until it gets
@@ -38,25 +34,20 @@ else:
     lock.release()
 "#;
 
+/// Runs [`PYTHON`] in `mode` on the lock `name`, with the Python of `support::python`
+/// (the packages pinned in tests/requirements.txt).
 fn python(server: &RedisServer, mode: &str, name: &str) -> Child {
-    let check = Command::new("python3")
-        .args(["-c", "import redis, redis_lock"])
-        .status();
-    assert!(
-        matches!(check, Ok(s) if s.success()),
-        "the interop tests need python3 with python-redis-lock 4.x: \
-         `pip install 'python-redis-lock==4.*' redis`"
-    );
-    Command::new("python3")
+    let python = support::python::python();
+    Command::new(python)
         .args(["-c", PYTHON, &server.port().to_string(), mode, name])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("run python3")
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()))
 }
 
 fn finish(mut child: Child) {
-    let status = support::finish_child_status(&mut child, HANG);
+    let status = support::wait_or_kill(&mut child, HANG);
     assert!(status.success(), "the Python side failed: {status}");
 }
 
@@ -68,7 +59,7 @@ fn python_holds_rust_waits_and_is_woken_by_the_python_release() {
     let lines = Lines::new(py.stdout.take().unwrap());
     lines.expect("@locked", HANG);
 
-    let mutex = Arc::new(RedisMutex::new(server.pool(), "shared job"));
+    let mutex = Arc::new(RedisMutex::new(server.pool(), "shared job").unwrap());
     assert!(matches!(mutex.try_lock(), Err(TryLockError::WouldBlock)));
     assert_eq!(
         mutex.get_owner_id().unwrap().as_deref(),
@@ -78,7 +69,7 @@ fn python_holds_rust_waits_and_is_woken_by_the_python_release() {
     let (acquired_tx, acquired_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let waiter = mutex.clone();
-    let handle = thread::spawn(move || {
+    let holding = support::spawn("the Rust waiter", move || {
         let _guard = waiter.lock().unwrap();
         acquired_tx.send(()).unwrap();
         release_rx.recv_timeout(HANG).ok();
@@ -102,7 +93,7 @@ fn python_holds_rust_waits_and_is_woken_by_the_python_release() {
         Some(mutex.owner_id())
     );
     drop(release_tx);
-    handle.join().unwrap();
+    holding.join(HANG);
     finish(py);
 }
 

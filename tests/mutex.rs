@@ -4,22 +4,59 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_mutex::{Error, Pool, RedisMutex, TryLockError, reset_all};
 use support::{
-    Lines, RedisServer, blocked_clients, child_env, eventually, finish_child, spawn_child,
+    HANG, RedisServer, Task, blocked_clients, child_env, command_calls, eventually, info_field,
+    spawn_child,
 };
 
-/// Generous bound on anything that should take milliseconds: only a hang exceeds it.
-const HANG: Duration = Duration::from_secs(20);
+/// How late a timed-out `try_lock_for` may return, at most, on a busy machine: far below
+/// the whole second a wait rounded to the server's seconds, or restarted by a wake-up,
+/// would take. How close to the deadline it returns is checked by a median instead.
+const DEADLINE_SLACK: Duration = Duration::from_millis(250);
+
+/// How long a multi-process run (thousands of lock cycles) may take.
+const RUN: Duration = Duration::from_secs(120);
+
+/// The lease of the holder that is killed: far from the 1 s a waiter naps at most, so that
+/// a waiter that ignored the holder's remaining lease would come half a second late.
+const CRASHED_LEASE: Duration = Duration::from_millis(2500);
 
 /// One cycle of a non-atomic read-increment-write: lost updates show if two overlap.
 fn increment(conn: &mut redis::Connection, key: &str) {
     let value: i64 = conn.get::<_, Option<i64>>(key).unwrap().unwrap_or(0);
     let _: () = conn.set(key, value + 1).unwrap();
+}
+
+/// A direct connection with a name, which [`pool_connections`] does not count.
+fn named_connection(server: &RedisServer) -> redis::Connection {
+    let mut conn = server.connection();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("test")
+        .query(&mut conn)
+        .unwrap();
+    conn
+}
+
+/// How many connections the server has that have no name: the pools' connections, when
+/// every connection the test opened itself is a [`named_connection`].
+fn pool_connections(conn: &mut redis::Connection) -> usize {
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(conn).unwrap();
+    clients.lines().filter(|l| l.contains(" name= ")).count()
+}
+
+/// How many connections the server has accepted since it started.
+fn connections_received(conn: &mut redis::Connection) -> u64 {
+    info_field(conn, "stats", "total_connections_received")
+        .expect("INFO stats has total_connections_received")
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -62,8 +99,8 @@ fn lock_and_unlock_leave_the_protocol_keys() {
 fn default_mutex_has_no_expiry_and_a_random_128_bit_owner() {
     let server = RedisServer::start();
     let mut conn = server.connection();
-    let a = RedisMutex::new(server.pool(), "plain");
-    let b = RedisMutex::new(server.pool(), "plain");
+    let a = RedisMutex::new(server.pool(), "plain").unwrap();
+    let b = RedisMutex::new(server.pool(), "plain").unwrap();
     assert_ne!(a.owner_id(), b.owner_id());
     assert_eq!(a.owner_id().len(), 32);
     let guard = a.lock().unwrap();
@@ -80,8 +117,8 @@ fn default_mutex_has_no_expiry_and_a_random_128_bit_owner() {
 fn try_lock_would_block_while_held_elsewhere_or_by_another_local_thread() {
     let server = RedisServer::start();
     let pool = server.pool();
-    let holder = RedisMutex::new(pool.clone(), "busy");
-    let other = Arc::new(RedisMutex::new(pool, "busy"));
+    let holder = RedisMutex::new(pool.clone(), "busy").unwrap();
+    let other = Arc::new(RedisMutex::new(pool, "busy").unwrap());
 
     let guard = holder.lock().unwrap();
     assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
@@ -90,10 +127,11 @@ fn try_lock_would_block_while_held_elsewhere_or_by_another_local_thread() {
 
     // Another thread sharing the same mutex is turned away locally.
     let shared = other.clone();
-    let result = thread::spawn(move || shared.try_lock().map(|_| ()).unwrap_err().is_would_block())
-        .join()
-        .unwrap();
-    assert!(result);
+    let turned_away = support::spawn("a second local thread", move || {
+        shared.try_lock().map(drop).unwrap_err().is_would_block()
+    })
+    .join(HANG);
+    assert!(turned_away);
     drop(mine);
 }
 
@@ -112,7 +150,7 @@ fn lateness_of_a_timed_out_wait(waiter: &RedisMutex, timeout: Duration) -> Durat
     );
     // Never rounded to a whole second or restarted by a wake-up, even on a busy machine.
     assert!(
-        elapsed < timeout + Duration::from_millis(250),
+        elapsed < timeout + DEADLINE_SLACK,
         "a {timeout:?} timeout returned after {elapsed:?}"
     );
     elapsed - timeout
@@ -122,8 +160,8 @@ fn lateness_of_a_timed_out_wait(waiter: &RedisMutex, timeout: Duration) -> Durat
 fn try_lock_for_keeps_its_deadline_to_the_millisecond() {
     let server = RedisServer::start();
     let pool = server.pool();
-    let holder = RedisMutex::new(pool.clone(), "slow");
-    let waiter = RedisMutex::new(pool, "slow");
+    let holder = RedisMutex::new(pool.clone(), "slow").unwrap();
+    let waiter = RedisMutex::new(pool, "slow").unwrap();
     let _guard = holder.lock().unwrap();
     // On an idle server, Redis answers a timed-out BLPOP on its timer tick (every 100 ms by
     // default), 50 ms late on average; the deadline is kept on our clock instead.
@@ -144,15 +182,15 @@ fn try_lock_for_keeps_its_deadline_to_the_millisecond() {
 fn try_lock_for_is_not_restarted_by_spurious_wake_ups() {
     let server = RedisServer::start();
     let pool = server.pool();
-    let holder = RedisMutex::new(pool.clone(), "woken");
-    let waiter = RedisMutex::new(pool, "woken");
+    let holder = RedisMutex::new(pool.clone(), "woken").unwrap();
+    let waiter = RedisMutex::new(pool, "woken").unwrap();
     let _guard = holder.lock().unwrap();
     // Someone keeps pushing signals without releasing.
     let stop = Arc::new(AtomicBool::new(false));
     let pusher = {
         let stop = stop.clone();
         let mut conn = server.connection();
-        thread::spawn(move || {
+        support::spawn("signal pusher", move || {
             for _ in 0..200 {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -166,7 +204,50 @@ fn try_lock_for_is_not_restarted_by_spurious_wake_ups() {
         lateness_of_a_timed_out_wait(&waiter, Duration::from_millis(ms));
     }
     stop.store(true, Ordering::Relaxed);
-    pusher.join().unwrap();
+    pusher.join(HANG);
+}
+
+/// A thread that locks a mutex, says so, and holds the guard until told to release it.
+struct Holding {
+    acquired: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
+    task: Task<()>,
+}
+
+/// Locks `mutex` on a new thread; see [`Holding`].
+fn lock_in_thread(mutex: Arc<RedisMutex>) -> Holding {
+    let (acquired_tx, acquired) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let task = support::spawn("a thread that locks and holds", move || {
+        let _guard = mutex.lock().unwrap();
+        acquired_tx.send(()).unwrap();
+        // Until the test releases it (bounded all the same).
+        release_rx.recv_timeout(HANG).ok();
+    });
+    Holding {
+        acquired,
+        release,
+        task,
+    }
+}
+
+impl Holding {
+    /// Waits until the thread has the lock; fails with the thread's own panic if it failed.
+    fn until_acquired(self, what: &str) -> Holding {
+        if self.acquired.recv_timeout(HANG).is_ok() {
+            return self;
+        }
+        let Holding { release, task, .. } = self;
+        drop(release);
+        task.join(HANG);
+        panic!("{what}: the thread never got the lock");
+    }
+
+    /// Tells the thread to drop its guard, and waits until it has.
+    fn release(self) {
+        drop(self.release);
+        self.task.join(HANG);
+    }
 }
 
 #[test]
@@ -174,59 +255,43 @@ fn a_release_wakes_a_waiter_who_gets_the_lock() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let holder = RedisMutex::new(pool.clone(), "handoff");
-    let waiter = Arc::new(RedisMutex::new(pool, "handoff"));
+    let holder = RedisMutex::new(pool.clone(), "handoff").unwrap();
+    let waiter = Arc::new(RedisMutex::new(pool, "handoff").unwrap());
     let guard = holder.lock().unwrap();
-    let (acquired, handle) = lock_in_thread(waiter.clone());
+    let waiting = lock_in_thread(waiter.clone());
     assert!(
         eventually(HANG, || blocked_clients(&mut conn) == 1),
         "the waiter never blocked"
     );
     guard.unlock().unwrap();
-    acquired
-        .recv_timeout(HANG)
-        .expect("the waiter got the lock");
+    let holding = waiting.until_acquired("the woken waiter");
     // The waiter took the signal: it was woken by the release, not by a timeout.
     let signal: bool = conn.exists("lock-signal:handoff").unwrap();
     assert!(!signal, "the release's signal was consumed by the waiter");
     let owner: String = conn.get("lock:handoff").unwrap();
     assert_eq!(owner, waiter.owner_id());
-    drop(handle);
-}
-
-/// Locks `mutex` on a new thread, says so on the returned channel, and holds the guard
-/// until the returned sender is dropped.
-fn lock_in_thread(
-    mutex: Arc<RedisMutex>,
-) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
-    let (acquired_tx, acquired_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    thread::spawn(move || {
-        let _guard = mutex.lock().unwrap();
-        acquired_tx.send(()).unwrap();
-        // Until the test drops its sender (bounded all the same).
-        release_rx.recv_timeout(HANG).ok();
-    });
-    (acquired_rx, release_tx)
+    holding.release();
 }
 
 #[test]
 fn threads_sharing_a_mutex_exclude_each_other_and_wait_on_one_connection() {
     let server = RedisServer::start();
-    let mut conn = server.connection();
-    let pool = server.pool();
-    let outsider = RedisMutex::new(pool.clone(), "shared");
-    let mutex = Arc::new(RedisMutex::new(pool.clone(), "shared"));
+    let mut conn = named_connection(&server);
+    // No idle connections kept in advance: the pool opens one only when a thread needs one,
+    // so the server's count of the pool's connections is how many were ever needed at once.
+    let pool = server.pool_with(Pool::builder().min_idle(0));
+    let outsider = RedisMutex::new(pool.clone(), "shared").unwrap();
+    let mutex = Arc::new(RedisMutex::new(pool.clone(), "shared").unwrap());
 
     // Eight local waiters behind a lock held elsewhere use one connection, not eight.
     let guard = outsider.lock().unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|t| {
             let mutex = mutex.clone();
             let done = done.clone();
-            let mut counter = server.connection();
-            thread::spawn(move || {
+            let mut counter = named_connection(&server);
+            support::spawn(&format!("local thread {t}"), move || {
                 for _ in 0..50 {
                     let _g = mutex.lock().unwrap();
                     increment(&mut counter, "shared-counter");
@@ -236,17 +301,18 @@ fn threads_sharing_a_mutex_exclude_each_other_and_wait_on_one_connection() {
         })
         .collect();
     assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
-    let state = pool.state();
     assert_eq!(
-        state.connections - state.idle_connections,
+        pool_connections(&mut conn),
         1,
         "waiting threads hold one pooled connection"
     );
     assert_eq!(blocked_clients(&mut conn), 1);
+    assert_eq!(done.load(Ordering::SeqCst), 0);
     drop(guard);
     for t in threads {
-        t.join().unwrap();
+        t.join(HANG);
     }
+    assert_eq!(done.load(Ordering::SeqCst), 8);
     let total: i64 = conn.get("shared-counter").unwrap();
     assert_eq!(total, 8 * 50);
 }
@@ -257,19 +323,17 @@ fn threads_sharing_a_mutex_exclude_each_other_and_wait_on_one_connection() {
 fn child_increments_under_the_lock() {
     let url = child_env("REDIS_URL");
     let cycles: usize = child_env("CYCLES").parse().unwrap();
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let pool = support::server::pool_at(&url);
     let mutex = Arc::new(
-        RedisMutex::builder(pool, "counter")
+        RedisMutex::builder(support::pool_at(&url), "counter")
             .expire(Duration::from_secs(10))
             .build()
             .unwrap(),
     );
     let threads: Vec<_> = (0..2)
-        .map(|_| {
+        .map(|t| {
             let mutex = mutex.clone();
-            let mut conn = client.get_connection().unwrap();
-            thread::spawn(move || {
+            let mut conn = support::connect(&url);
+            support::spawn(&format!("incrementing thread {t}"), move || {
                 for _ in 0..cycles {
                     let guard = mutex.lock().unwrap();
                     increment(&mut conn, "counter");
@@ -279,7 +343,7 @@ fn child_increments_under_the_lock() {
         })
         .collect();
     for t in threads {
-        t.join().unwrap();
+        t.join(RUN);
     }
 }
 
@@ -300,7 +364,7 @@ fn processes_exclude_each_other_and_the_count_is_exact() {
         })
         .collect();
     for child in children {
-        finish_child(child, Duration::from_secs(120));
+        child.finish(RUN);
     }
     let total: i64 = server.connection().get("counter").unwrap();
     assert_eq!(total, (PROCESSES * 2 * CYCLES_PER_THREAD) as i64);
@@ -310,9 +374,9 @@ fn processes_exclude_each_other_and_the_count_is_exact() {
 #[test]
 #[ignore = "run as a child process by a_killed_holders_lock_is_taken_soon_after_it_expires"]
 fn child_holds_the_lock_until_killed() {
-    let pool = support::server::pool_at(&child_env("REDIS_URL"));
+    let pool = support::pool_at(&child_env("REDIS_URL"));
     let mutex = RedisMutex::builder(pool, "crash")
-        .expire(Duration::from_secs(1))
+        .expire(CRASHED_LEASE)
         .build()
         .unwrap();
     let _guard = mutex.lock().unwrap();
@@ -324,22 +388,32 @@ fn child_holds_the_lock_until_killed() {
 #[test]
 fn a_killed_holders_lock_is_taken_soon_after_it_expires() {
     let server = RedisServer::start();
+    let mut conn = server.connection();
+    let waiter = RedisMutex::new(server.pool(), "crash").unwrap();
     let mut child = spawn_child(
         "child_holds_the_lock_until_killed",
         &[("REDIS_URL", server.url())],
     );
-    let lines = Lines::new(child.stdout.take().unwrap());
+    let lines = child.lines();
     lines.expect("locked", HANG);
-    // The child's SET happened before it printed, so its lease ends by now + 1 s.
-    let locked_by = Instant::now();
-    child.kill().unwrap(); // SIGKILL: no release
-    child.wait().unwrap();
-    let waiter = RedisMutex::new(server.pool(), "crash");
-    let _guard = waiter.lock().unwrap();
-    let waited = locked_by.elapsed();
+    child.kill(); // SIGKILL: no release
+    // The lease ends `left` after the server answered the PTTL (to the millisecond).
+    let left: i64 = conn.pttl("lock:crash").unwrap();
+    let answered = Instant::now();
+    // A waiter that ignored the lease would try again every second (its longest nap) and
+    // get the lock 3 s after it started: more than half a second late with over 2 s left.
     assert!(
-        waited <= Duration::from_millis(1250),
-        "got the lock {waited:?} after the holder locked with a 1 s expiry"
+        left > 2_000 && left <= 2_500,
+        "the killed holder's lease has {left} ms left: the test cannot tell a waiter that \
+         ignores it from one that waits for it"
+    );
+    let expired_at = answered + Duration::from_millis(left as u64 + 1);
+
+    let _guard = waiter.lock().unwrap();
+    let late = expired_at.elapsed();
+    assert!(
+        late <= Duration::from_millis(250),
+        "got the lock {late:?} after the killed holder's lease of {CRASHED_LEASE:?} ended"
     );
 }
 
@@ -411,23 +485,26 @@ fn reset_wakes_a_waiter_and_reset_all_leaves_other_keys() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let holder = RedisMutex::new(pool.clone(), "stuck");
-    let waiter = Arc::new(RedisMutex::new(pool.clone(), "stuck"));
+    let holder = RedisMutex::new(pool.clone(), "stuck").unwrap();
+    let waiter = Arc::new(RedisMutex::new(pool.clone(), "stuck").unwrap());
     let guard = holder.lock().unwrap();
-    let (acquired, handle) = lock_in_thread(waiter.clone());
+    let waiting = lock_in_thread(waiter.clone());
     assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
-    assert!(RedisMutex::new(pool.clone(), "stuck").reset().unwrap());
-    acquired
-        .recv_timeout(HANG)
-        .expect("the waiter got the lock");
+    assert!(
+        RedisMutex::new(pool.clone(), "stuck")
+            .unwrap()
+            .reset()
+            .unwrap()
+    );
+    let holding = waiting.until_acquired("the waiter woken by reset");
     let signal: bool = conn.exists("lock-signal:stuck").unwrap();
     assert!(!signal, "the waiter was woken by reset's signal");
-    drop(handle);
+    holding.release();
     assert!(matches!(guard.unlock(), Err(Error::NotAcquired { .. })));
 
     // reset_all: locks go, everything else stays.
-    let a = RedisMutex::new(pool.clone(), "a");
-    let b = RedisMutex::new(pool.clone(), "b with spaces");
+    let a = RedisMutex::new(pool.clone(), "a").unwrap();
+    let b = RedisMutex::new(pool.clone(), "b with spaces").unwrap();
     let ga = a.lock().unwrap();
     let gb = b.lock().unwrap();
     for i in 0..1_200 {
@@ -460,8 +537,8 @@ fn odd_names_work() {
         "*?[glob]",
         "lock:nested",
     ] {
-        let mutex = RedisMutex::new(pool.clone(), name);
-        let other = RedisMutex::new(pool.clone(), name);
+        let mutex = RedisMutex::new(pool.clone(), name).unwrap();
+        let other = RedisMutex::new(pool.clone(), name).unwrap();
         let guard = mutex.lock().unwrap();
         let owner: String = conn.get(format!("lock:{name}")).unwrap();
         assert_eq!(owner, mutex.owner_id(), "{name:?}");
@@ -516,21 +593,10 @@ fn bad_options_and_names_are_refused_with_the_field() {
         ),
         "auto_renewal"
     );
-    // `new` cannot fail, so an empty name fails every call instead.
-    let unnamed = RedisMutex::new(pool, "");
-    assert!(matches!(
-        unnamed.lock(),
-        Err(Error::InvalidOptions { field: "name", .. })
-    ));
-    assert!(matches!(
-        unnamed.try_lock_for(Duration::MAX),
-        Err(TryLockError::Error(Error::InvalidOptions {
-            field: "name",
-            ..
-        }))
-    ));
+    // `new` refuses an empty name too, at construction.
+    assert_eq!(field(RedisMutex::new(pool, "")), "name");
     // Duration::MAX as a timeout means "forever", not an overflow.
-    let free = RedisMutex::new(server.pool(), "free");
+    let free = RedisMutex::new(server.pool(), "free").unwrap();
     drop(free.try_lock_for(Duration::MAX).unwrap());
 }
 
@@ -539,10 +605,13 @@ fn a_key_of_another_type_is_an_error_not_a_hang() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let _: () = conn.hset("lock:taken-by-a-hash", "f", "v").unwrap();
-    let mutex = RedisMutex::new(server.pool(), "taken-by-a-hash");
+    let mutex = RedisMutex::new(server.pool(), "taken-by-a-hash").unwrap();
     let err = mutex.lock().unwrap_err();
     assert!(matches!(err, Error::WrongType { .. }), "{err}");
-    assert!(err.to_string().contains("not a lock"), "{err}");
+    assert!(
+        err.to_string().contains("another type than a lock"),
+        "{err}"
+    );
     assert!(matches!(mutex.reset(), Err(Error::WrongType { .. })));
     let kind: String = redis::cmd("TYPE")
         .arg("lock:taken-by-a-hash")
@@ -578,16 +647,18 @@ fn a_short_read_timeout_set_by_the_user_does_not_break_a_long_wait() {
         }
     }
     let server = RedisServer::start();
-    let pool = server.pool_with(
-        r2d2::Pool::builder()
-            .test_on_check_out(false)
-            .connection_customizer(Box::new(ShortTimeouts)),
-    );
+    // A foreign r2d2 pool whose connections come with a 50 ms read timeout.
+    let theirs = r2d2::Pool::builder()
+        .test_on_check_out(false)
+        .connection_customizer(Box::new(ShortTimeouts))
+        .build(redis::Client::open(server.url()).unwrap())
+        .unwrap();
+    let pool = Pool::try_from(theirs).unwrap();
     let holder = RedisMutex::builder(pool.clone(), "long")
         .expire(Duration::from_millis(700))
         .build()
         .unwrap();
-    let waiter = RedisMutex::new(pool, "long");
+    let waiter = RedisMutex::new(pool, "long").unwrap();
     let _held = holder.lock().unwrap();
     // The wait (until the holder's 700 ms lease ends) is far longer than 50 ms.
     drop(waiter.try_lock_for(Duration::from_secs(5)).unwrap());
@@ -596,53 +667,104 @@ fn a_short_read_timeout_set_by_the_user_does_not_break_a_long_wait() {
 #[test]
 fn an_unreachable_redis_is_an_error_not_a_hang() {
     // A port that was free a moment ago: nothing listens there.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let server = format!("127.0.0.1:{}", support::free_port());
+    let url = format!("redis://{server}/");
+    let started = Instant::now();
+    // Building a pool connects once, and says which server it could not reach.
+    let err = Pool::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .build(&url)
+        .unwrap_err();
+    assert!(err.is_unreachable(), "{err:?}");
+    assert!(err.to_string().contains(&server), "{err}");
+    // A lazy pool is built, and every call fails the same way.
     let pool = Pool::builder()
         .connection_timeout(Duration::from_millis(500))
-        .build_unchecked(client);
-    let mutex = RedisMutex::new(pool.clone(), "nowhere");
-    let started = Instant::now();
-    assert!(matches!(mutex.lock(), Err(Error::Pool(_))));
-    assert!(matches!(
-        mutex.try_lock(),
-        Err(TryLockError::Error(Error::Pool(_)))
-    ));
-    assert!(mutex.is_locked().is_err());
-    assert!(reset_all(&pool).is_err());
+        .connect_timeout(Duration::from_millis(500))
+        .connect_lazy(true)
+        .build(&url)
+        .unwrap();
+    let mutex = RedisMutex::new(pool.clone(), "nowhere").unwrap();
+    let unreachable = |what: &str, e: Error| {
+        assert!(
+            matches!(&e, Error::Unreachable { server: s, .. } if *s == server),
+            "{what}: {e:?}"
+        );
+    };
+    unreachable("lock", mutex.lock().unwrap_err());
+    match mutex.try_lock() {
+        Err(TryLockError::Error(e)) => unreachable("try_lock", e),
+        other => panic!("try_lock: expected an error, got {other:?}"),
+    }
+    unreachable("is_locked", mutex.is_locked().unwrap_err());
+    unreachable("reset_all", reset_all(&pool).unwrap_err());
     assert!(started.elapsed() < HANG);
 }
 
 #[test]
 fn a_timed_wait_on_a_pool_of_one_connection_ends_cleanly() {
     let server = RedisServer::start();
-    let holder = RedisMutex::new(server.pool(), "tiny-pool");
-    let single = server.pool_with(r2d2::Pool::builder().test_on_check_out(false).max_size(1));
-    let waiter = RedisMutex::new(single.clone(), "tiny-pool");
-    let guard = holder.lock().unwrap();
-    for _ in 0..5 {
-        // No spare connection to unblock with: the wait ends on the server's clock instead.
-        let started = Instant::now();
-        assert!(
-            waiter
-                .try_lock_for(Duration::from_millis(30))
-                .unwrap_err()
-                .is_would_block()
+    let mut conn = server.connection();
+    // Two pools that have one connection and none to spare for a `CLIENT UNBLOCK`:
+    // - with `max_size(1)` a waiter never parks the pool's last connection in a BLPOP
+    //   (whoever holds the lock may need it to release), and naps without one instead;
+    // - with `max_size(2)` and no idle connection kept, it blocks in a BLPOP on its one
+    //   connection, and, with no other to unblock it from, waits for the server's late
+    //   reply to the timed-out BLPOP with a PING queued behind it.
+    for (max_size, min_idle, parks) in [(1, 1, false), (2, 0, true)] {
+        let name = format!("tiny-pool-{max_size}");
+        let key = format!("lock:{name}");
+        let single = server.pool_with(Pool::builder().max_size(max_size).min_idle(min_idle));
+        let waiter = RedisMutex::new(single, name.as_str()).unwrap();
+        // Held elsewhere, without expiry (as a python-redis-lock client would hold it).
+        let _: () = conn.set(&key, "someone-else").unwrap();
+        assert!(waiter.is_locked().unwrap(), "{name}"); // the pool's connection is open now
+        let connections = connections_received(&mut conn);
+        let blpops = command_calls(&mut conn, "blpop");
+        let pings = command_calls(&mut conn, "ping");
+        let unblocks = command_calls(&mut conn, "client|unblock");
+        for _ in 0..5 {
+            let started = Instant::now();
+            assert!(
+                waiter
+                    .try_lock_for(Duration::from_millis(30))
+                    .unwrap_err()
+                    .is_would_block(),
+                "{name}"
+            );
+            assert!(started.elapsed() < HANG);
+        }
+        let blpops = command_calls(&mut conn, "blpop") - blpops;
+        let pings = command_calls(&mut conn, "ping") - pings;
+        let unblocks = command_calls(&mut conn, "client|unblock") - unblocks;
+        if parks {
+            assert!(blpops > 0, "{name}: the waiter never blocked in a BLPOP");
+            assert!(
+                pings > 0,
+                "{name}: no timed-out BLPOP was waited out behind a PING"
+            );
+            assert_eq!(unblocks, 0, "{name}: a CLIENT UNBLOCK came from nowhere");
+        } else {
+            assert_eq!(
+                blpops, 0,
+                "{name}: the pool's last connection blocked in a BLPOP"
+            );
+        }
+        let _: () = conn.del(&key).unwrap();
+        // The one connection is in step: late replies were skipped, not taken as answers.
+        let mine = waiter.try_lock().unwrap();
+        assert_eq!(
+            waiter.get_owner_id().unwrap().as_deref(),
+            Some(waiter.owner_id()),
+            "{name}"
         );
-        assert!(started.elapsed() < HANG);
+        mine.unlock().unwrap();
+        assert_eq!(
+            connections_received(&mut conn),
+            connections,
+            "{name}: the pool replaced its connection"
+        );
     }
-    drop(guard);
-    // The single connection is in step: its late replies were skipped, not taken as answers.
-    let mine = waiter.try_lock().unwrap();
-    assert_eq!(
-        waiter.get_owner_id().unwrap().as_deref(),
-        Some(waiter.owner_id())
-    );
-    mine.unlock().unwrap();
-    assert_eq!(single.state().connections, 1);
 }
 
 #[test]
@@ -650,38 +772,38 @@ fn relocking_right_after_a_release_lets_the_woken_waiter_go_first() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let looper = RedisMutex::new(pool.clone(), "turn");
-    let waiter = Arc::new(RedisMutex::new(pool, "turn"));
+    let looper = Arc::new(RedisMutex::new(pool.clone(), "turn").unwrap());
+    let waiter = Arc::new(RedisMutex::new(pool, "turn").unwrap());
     for round in 0..20 {
         let guard = looper.lock().unwrap();
-        let (acquired, release_waiter) = lock_in_thread(waiter.clone());
+        let waiting = lock_in_thread(waiter.clone());
         assert!(
             eventually(HANG, || blocked_clients(&mut conn) == 1),
             "round {round}"
         );
         // Release and lock again at once: the waiter woken by the release must win.
         guard.unlock().unwrap();
-        let signal_left_at_relock = thread::scope(|s| {
-            let relock = s.spawn(|| {
+        let relock = {
+            let looper = looper.clone();
+            let url = server.url();
+            support::spawn("relock", move || {
                 let _guard = looper.lock().unwrap();
-                let mut conn = server.connection();
+                let mut conn = support::connect(&url);
                 let owner: String = conn.get("lock:turn").unwrap();
                 assert_eq!(owner, looper.owner_id());
                 // The re-lock took the waiter's release signal with it.
                 conn.exists::<_, bool>("lock-signal:turn").unwrap()
-            });
-            acquired
-                .recv_timeout(HANG)
-                .expect("the woken waiter got the lock");
-            let owner: String = conn.get("lock:turn").unwrap();
-            assert_eq!(
-                owner,
-                waiter.owner_id(),
-                "round {round}: the waiter holds it"
-            );
-            drop(release_waiter);
-            relock.join().unwrap()
-        });
+            })
+        };
+        let holding = waiting.until_acquired("the woken waiter");
+        let owner: String = conn.get("lock:turn").unwrap();
+        assert_eq!(
+            owner,
+            waiter.owner_id(),
+            "round {round}: the waiter holds it"
+        );
+        holding.release();
+        let signal_left_at_relock = relock.join(HANG);
         assert!(!signal_left_at_relock, "round {round}");
     }
 }
@@ -690,7 +812,7 @@ fn relocking_right_after_a_release_lets_the_woken_waiter_go_first() {
 fn relocking_with_nobody_waiting_takes_the_lock_and_its_own_signal() {
     let server = RedisServer::start();
     let mut conn = server.connection();
-    let mutex = RedisMutex::new(server.pool(), "alone");
+    let mutex = RedisMutex::new(server.pool(), "alone").unwrap();
     for _ in 0..10 {
         let started = Instant::now();
         mutex.lock().unwrap().unlock().unwrap();

@@ -6,16 +6,14 @@ mod support;
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use redis_mutex::{Error, Pool, Redlock};
-use support::{Lines, RedisServer, command_calls, eventually};
+use redis_mutex::{Error, LostLock, LostReason, Pool, Redlock, TryLockError};
+use support::{HANG, Lines, RedisServer, command_calls, connect, eventually, spawn};
 
-/// A bound that only guards against hangs.
-const HANG: Duration = Duration::from_secs(20);
 /// Long enough that no key in these tests disappears by expiring: a key found gone was
 /// deleted.
 const TTL: Duration = Duration::from_secs(30);
@@ -30,11 +28,9 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let servers = thread::scope(|s| {
-            let starts: Vec<_> = (0..5).map(|_| s.spawn(RedisServer::start)).collect();
-            starts.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        Cluster { servers }
+        Cluster {
+            servers: start_servers(5),
+        }
     }
 
     fn pools(&self) -> Vec<Pool> {
@@ -80,20 +76,37 @@ impl Cluster {
         self.calls(i, "evalsha") + self.calls(i, "eval")
     }
 
-    /// An auto-extended Redlock over all five servers whose `on_lost` callback sends the
-    /// resource name on the returned channel.
-    fn auto_extended(&self, instance_timeout: Duration) -> (Redlock, mpsc::Receiver<String>) {
-        let (lost_tx, lost_rx) = mpsc::channel();
-        let redlock = Redlock::builder(self.pools())
-            .auto_extend(true)
-            .instance_timeout(instance_timeout)
-            .on_lost(move |resource| {
-                lost_tx.send(resource.to_owned()).ok();
-            })
-            .build()
-            .unwrap();
-        (redlock, lost_rx)
+    /// An auto-extended Redlock over all five servers whose `on_lost` callback sends what
+    /// it was told on the returned channel.
+    fn auto_extended(&self, instance_timeout: Duration) -> (Redlock, mpsc::Receiver<LostLock>) {
+        auto_extended(self.pools(), instance_timeout)
     }
+}
+
+/// `n` servers, started at once.
+fn start_servers(n: usize) -> Vec<RedisServer> {
+    let starts: Vec<_> = (0..n)
+        .map(|i| spawn(&format!("start server {i}"), RedisServer::start))
+        .collect();
+    starts.into_iter().map(|s| s.join(HANG)).collect()
+}
+
+/// An auto-extended Redlock over `pools` whose `on_lost` callback sends what it was told on
+/// the returned channel.
+fn auto_extended(
+    pools: Vec<Pool>,
+    instance_timeout: Duration,
+) -> (Redlock, mpsc::Receiver<LostLock>) {
+    let (lost_tx, lost_rx) = mpsc::channel();
+    let redlock = Redlock::builder(pools)
+        .auto_extend(true)
+        .instance_timeout(instance_timeout)
+        .on_lost(move |lost| {
+            lost_tx.send(lost.clone()).ok();
+        })
+        .build()
+        .unwrap();
+    (redlock, lost_rx)
 }
 
 /// The parts of a [`Error::NoQuorum`]; panics, saying what it got, on any other result.
@@ -106,6 +119,25 @@ fn no_quorum<T: std::fmt::Debug>(result: Result<T, Error>) -> (usize, usize, Vec
         }) => (granted, needed, failures),
         other => panic!("expected NoQuorum, got {other:?}"),
     }
+}
+
+/// The same for a `try_lock`, whose [`Error::NoQuorum`] comes inside
+/// [`TryLockError::Error`] (when failing instances decided it).
+fn try_no_quorum<T: std::fmt::Debug>(
+    result: Result<T, TryLockError>,
+) -> (usize, usize, Vec<(usize, Error)>) {
+    match result {
+        Err(TryLockError::Error(e)) => no_quorum::<()>(Err(e)),
+        other => panic!("expected NoQuorum, got {other:?}"),
+    }
+}
+
+/// Panics, saying what it got, unless a `try_lock` found the resource held elsewhere.
+fn would_block<T: std::fmt::Debug>(result: Result<T, TryLockError>) {
+    assert!(
+        matches!(result, Err(TryLockError::WouldBlock)),
+        "expected WouldBlock, got {result:?}"
+    );
 }
 
 /// The least validity a lock of `ttl` taken by a call that started at `called` can show
@@ -129,26 +161,26 @@ fn lock_extend_and_unlock_on_five_healthy_instances() {
     let guard = redlock.lock("report", TTL).unwrap();
     let least = least_validity(TTL, called);
     assert!(
-        guard.validity() >= least,
+        guard.valid_for().unwrap() >= least,
         "{guard:?}, expected at least {least:?}"
     );
     assert_eq!(guard.resource(), "report");
     assert_eq!(
-        guard.token().len(),
+        guard.owner_id().len(),
         32,
         "a 128-bit token in hex: {}",
-        guard.token()
+        guard.owner_id()
     );
-    let token = Some(guard.token().to_owned());
+    let token = Some(guard.owner_id().to_owned());
     assert_eq!(cluster.values("report", &all), vec![token.clone(); 5]);
-    assert!(guard.validity() < TTL, "{guard:?}");
+    assert!(guard.valid_for().unwrap() < TTL, "{guard:?}");
     assert!(redlock.is_locked("report").unwrap());
 
     let called = Instant::now();
     guard.extend(Duration::from_secs(60)).unwrap();
     let least = least_validity(Duration::from_secs(60), called);
     assert!(
-        guard.validity() >= least,
+        guard.valid_for().unwrap() >= least,
         "{guard:?}, expected at least {least:?}"
     );
     for i in all {
@@ -167,7 +199,7 @@ fn lock_extend_and_unlock_on_five_healthy_instances() {
 }
 
 #[test]
-fn a_held_resource_gives_no_quorum_and_its_holder_is_left_alone() {
+fn a_held_resource_would_block_or_gives_no_quorum_and_its_holder_is_left_alone() {
     let cluster = Cluster::start();
     let holder = cluster.redlock();
     let other = Redlock::builder(cluster.pools())
@@ -176,14 +208,10 @@ fn a_held_resource_gives_no_quorum_and_its_holder_is_left_alone() {
         .build()
         .unwrap();
     let guard = holder.lock("shared", TTL).unwrap();
-    let token = Some(guard.token().to_owned());
+    let token = Some(guard.owner_id().to_owned());
 
-    let (granted, needed, failures) = no_quorum(other.try_lock("shared", TTL));
-    assert_eq!((granted, needed), (0, 3));
-    assert!(
-        failures.is_empty(),
-        "a held lock is not a failure: {failures:?}"
-    );
+    // One attempt that no instance failed: the resource is held elsewhere.
+    would_block(other.try_lock("shared", TTL));
     // Three attempts: the first and two retries, each one SET per instance.
     let sets_before = cluster.calls(0, "set");
     no_quorum(other.lock("shared", TTL));
@@ -205,20 +233,19 @@ fn lock_retries_until_the_holder_releases() {
         .unwrap();
     let guard = holder.lock("queue", TTL).unwrap();
     let sets_before = cluster.calls(0, "set");
-    thread::scope(|s| {
-        let waiting = s.spawn(|| waiter.lock("queue", TTL).map(|g| g.token().to_owned()));
-        // Release only once the waiter has been refused at least once.
-        assert!(
-            eventually(HANG, || cluster.calls(0, "set") > sets_before),
-            "the waiter never tried"
-        );
-        assert!(!waiting.is_finished(), "the waiter got a held lock");
-        guard.unlock().unwrap();
-        waiting
-            .join()
-            .unwrap()
-            .expect("the waiter gets the lock after the release");
+    let waiting = spawn("waiter", move || {
+        waiter.lock("queue", TTL).map(|g| g.owner_id().to_owned())
     });
+    // Release only once the waiter has been refused at least once.
+    assert!(
+        eventually(HANG, || cluster.calls(0, "set") > sets_before),
+        "the waiter never tried"
+    );
+    assert!(waiting.try_join().is_none(), "the waiter got a held lock");
+    guard.unlock().unwrap();
+    waiting
+        .join(HANG)
+        .expect("the waiter gets the lock after the release");
     // The waiter's guard was dropped inside the thread, releasing it.
     assert!(!holder.is_locked("queue").unwrap());
 }
@@ -234,9 +261,12 @@ fn two_of_five_killed_still_lock() {
     let started = Instant::now();
     let guard = redlock.lock("two-down", TTL).unwrap();
     assert!(started.elapsed() < HANG);
-    let token = Some(guard.token().to_owned());
+    let token = Some(guard.owner_id().to_owned());
     assert_eq!(cluster.values("two-down", &alive), vec![token; 3]);
-    assert!(guard.validity() > TTL - Duration::from_secs(1), "{guard:?}");
+    assert!(
+        guard.valid_for().unwrap() > TTL - Duration::from_secs(1),
+        "{guard:?}"
+    );
     assert!(redlock.is_locked("two-down").unwrap());
 
     guard.unlock().unwrap();
@@ -316,7 +346,7 @@ fn a_stalled_instance_delays_acquisition_by_the_instance_timeout_at_most() {
     // The round's time counts once, not twice, against the validity.
     let least = least_validity(TTL, started);
     assert!(
-        guard.validity() >= least,
+        guard.valid_for().unwrap() >= least,
         "{guard:?}, expected at least {least:?}"
     );
     // The stalled instance costs one instance timeout; the rest is a few round trips,
@@ -325,7 +355,7 @@ fn a_stalled_instance_delays_acquisition_by_the_instance_timeout_at_most() {
         elapsed < instance_timeout + Duration::from_millis(400),
         "acquiring with one instance stalled took {elapsed:?}"
     );
-    let token = Some(guard.token().to_owned());
+    let token = Some(guard.owner_id().to_owned());
     assert_eq!(cluster.values("stall", &[0, 1, 3, 4]), vec![token; 4]);
 
     // Released while the instance is still stalled: four releases are a majority.
@@ -416,7 +446,7 @@ fn a_refusing_minority_is_reported_and_a_refusing_majority_is_no_quorum() {
 
     refuse(0);
     refuse(2);
-    let (granted, needed, failures) = no_quorum(redlock.try_lock("oom", TTL));
+    let (granted, needed, failures) = try_no_quorum(redlock.try_lock("oom", TTL));
     assert_eq!((granted, needed), (2, 3));
     assert_eq!(indexes(&failures), vec![0, 2, 4]);
     for (i, e) in &failures {
@@ -434,7 +464,10 @@ fn extend_counts_only_on_a_majority() {
     cluster.servers[4].kill();
 
     guard.extend(Duration::from_secs(60)).unwrap();
-    assert!(guard.validity() > Duration::from_secs(58), "{guard:?}");
+    assert!(
+        guard.valid_for().unwrap() > Duration::from_secs(58),
+        "{guard:?}"
+    );
     for i in [1, 2, 3] {
         let pttl: i64 = cluster.servers[i].connection().pttl("extend").unwrap();
         assert!(pttl > 58_000, "instance {i}: PTTL {pttl}");
@@ -445,12 +478,12 @@ fn extend_counts_only_on_a_majority() {
         .connection()
         .set("extend", "someone else")
         .unwrap();
-    let before = guard.validity();
+    let before = guard.valid_for().unwrap();
     let (granted, needed, failures) = no_quorum(guard.extend(Duration::from_secs(120)));
     assert_eq!((granted, needed), (2, 3));
     assert_eq!(indexes(&failures), vec![0, 4], "{failures:?}");
     // A failed extend never adds validity.
-    assert!(guard.validity() <= before, "{guard:?}");
+    assert!(guard.valid_for().unwrap() <= before, "{guard:?}");
     let value: String = cluster.servers[2].connection().get("extend").unwrap();
     assert_eq!(value, "someone else");
 
@@ -466,19 +499,45 @@ fn extend_counts_only_on_a_majority() {
 }
 
 #[test]
+fn an_extend_that_finds_a_majority_taken_marks_the_guard_lost() {
+    let cluster = Cluster::start();
+    let redlock = cluster.redlock();
+    let guard = redlock.lock("taken-extend", TTL).unwrap();
+    for i in [0, 1, 2] {
+        let _: () = cluster.servers[i]
+            .connection()
+            .set("taken-extend", "someone else")
+            .unwrap();
+    }
+    // Every instance answered, and a majority said the key is not ours: not a question of
+    // quorum, but of ownership.
+    let err = guard.extend(Duration::from_secs(60)).unwrap_err();
+    assert!(err.is_not_acquired(), "{err:?}");
+    assert!(guard.is_lost(), "{guard:?}");
+    assert_eq!(guard.valid_for(), Some(Duration::ZERO));
+    assert!(guard.ensure_held().unwrap_err().is_lock_lost());
+    assert!(guard.unlock().unwrap_err().is_lock_lost());
+    assert_eq!(
+        cluster.values("taken-extend", &[0, 1, 2]),
+        vec![Some("someone else".into()); 3],
+        "another owner's keys are left alone"
+    );
+}
+
+#[test]
 fn extend_after_the_validity_ran_out_fails() {
     let cluster = Cluster::start();
     let redlock = cluster.redlock();
     let ttl = Duration::from_millis(200);
     let guard = redlock.lock("short", ttl).unwrap();
-    assert!(guard.validity() < ttl);
+    assert!(guard.valid_for().unwrap() < ttl);
     // Waiting for time itself to pass: nothing else could be awaited.
-    thread::sleep(guard.validity() + Duration::from_millis(5));
-    assert_eq!(guard.validity(), Duration::ZERO);
+    thread::sleep(guard.valid_for().unwrap() + Duration::from_millis(5));
+    assert_eq!(guard.valid_for().unwrap(), Duration::ZERO);
 
     let err = guard.extend(Duration::from_secs(30)).unwrap_err();
     assert!(err.is_not_acquired(), "{err}");
-    assert_eq!(guard.validity(), Duration::ZERO);
+    assert_eq!(guard.valid_for().unwrap(), Duration::ZERO);
     // Nothing was extended: every key still expires within the original ttl.
     for i in 0..5 {
         let pttl: i64 = cluster.servers[i].connection().pttl("short").unwrap();
@@ -522,7 +581,7 @@ const THREADS: usize = 2;
 #[test]
 fn mutual_exclusion_across_processes() {
     let cluster = Cluster::start();
-    let children: Vec<Child> = (0..CHILDREN)
+    let children: Vec<_> = (0..CHILDREN)
         .map(|_| {
             support::spawn_child(
                 "child_increments_a_counter_under_redlock",
@@ -534,7 +593,7 @@ fn mutual_exclusion_across_processes() {
         })
         .collect();
     for child in children {
-        support::finish_child(child, Duration::from_secs(60));
+        child.finish(Duration::from_secs(60));
     }
     let counter: u64 = cluster.servers[0].connection().get("counter").unwrap();
     assert_eq!(counter, (CHILDREN * THREADS * ROUNDS) as u64);
@@ -550,42 +609,47 @@ fn mutual_exclusion_across_processes() {
 fn child_increments_a_counter_under_redlock() {
     let ports = support::child_env("REDLOCK_PORTS");
     let rounds: usize = support::child_env("REDLOCK_ROUNDS").parse().unwrap();
-    let clients: Vec<redis::Client> = ports
+    let urls: Vec<String> = ports
         .split(',')
-        .map(|p| redis::Client::open(format!("redis://127.0.0.1:{p}/")).unwrap())
+        .map(|p| format!("redis://127.0.0.1:{p}/"))
         .collect();
-    let pools = clients
+    let pools = urls
         .iter()
-        .map(|c| {
+        .map(|url| {
             Pool::builder()
-                .test_on_check_out(false)
                 .max_size(THREADS as u32 + 1)
-                .build(c.clone())
+                .build(url)
                 .unwrap()
         })
         .collect();
-    let redlock = Redlock::builder(pools)
-        .retry_count(100_000)
-        .retry_delay(Duration::from_millis(10))
-        .instance_timeout(RELAXED_INSTANCE_TIMEOUT)
-        .build()
-        .unwrap();
-    thread::scope(|s| {
-        for _ in 0..THREADS {
-            s.spawn(|| {
-                let mut counter = clients[0].get_connection().unwrap();
+    let redlock = Arc::new(
+        Redlock::builder(pools)
+            .retry_count(100_000)
+            .retry_delay(Duration::from_millis(10))
+            .instance_timeout(RELAXED_INSTANCE_TIMEOUT)
+            .build()
+            .unwrap(),
+    );
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let redlock = redlock.clone();
+            let mut counter = connect(&urls[0]);
+            spawn(&format!("incrementer-{t}"), move || {
                 for _ in 0..rounds {
                     let guard = redlock.lock(COUNTER_RESOURCE, TTL).unwrap();
                     // A read-modify-write that two holders at once would break.
                     let value: Option<u64> = counter.get("counter").unwrap();
                     thread::sleep(Duration::from_millis(1));
                     let _: () = counter.set("counter", value.unwrap_or(0) + 1).unwrap();
-                    assert!(guard.validity() > Duration::ZERO);
+                    assert!(guard.valid_for().unwrap() > Duration::ZERO);
                     guard.unlock().unwrap();
                 }
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join(Duration::from_secs(60));
+    }
     println!("@done");
 }
 
@@ -614,25 +678,16 @@ else:
 "#;
 
 fn redlock_py(cluster: &Cluster, mode: &str, resource: &str) -> Child {
-    let check = Command::new("python3")
-        .args(["-c", "import redis, redlock; redlock.Redlock"])
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        matches!(check, Ok(s) if s.success()),
-        "the redlock-py interop test needs python3 with redlock-py: \
-         `pip install redlock-py redis`"
-    );
-    Command::new("python3")
+    Command::new(support::python::python())
         .args(["-c", PYTHON, &cluster.ports(), mode, resource])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("run python3")
+        .expect("run python")
 }
 
 fn finish_python(mut child: Child) {
-    let status = support::finish_child_status(&mut child, HANG);
+    let status = support::wait_or_kill(&mut child, HANG);
     assert!(status.success(), "the Python side failed: {status}");
 }
 
@@ -651,9 +706,7 @@ fn redlock_py_and_this_crate_exclude_each_other() {
         vec![Some(py_token.clone()); 5]
     );
     assert!(redlock.is_locked("shared-resource").unwrap());
-    let (granted, _, failures) = no_quorum(redlock.try_lock("shared-resource", TTL));
-    assert_eq!(granted, 0);
-    assert!(failures.is_empty(), "{failures:?}");
+    would_block(redlock.try_lock("shared-resource", TTL));
     assert_eq!(
         cluster.values("shared-resource", &all),
         vec![Some(py_token); 5]
@@ -664,7 +717,7 @@ fn redlock_py_and_this_crate_exclude_each_other() {
 
     // Rust holds: Python is refused, and its clean-up leaves our keys alone.
     let guard = redlock.try_lock("shared-resource", TTL).unwrap();
-    let token = Some(guard.token().to_owned());
+    let token = Some(guard.owner_id().to_owned());
     let mut py = redlock_py(&cluster, "try", "shared-resource");
     Lines::new(py.stdout.take().unwrap()).expect("@refused", HANG);
     finish_python(py);
@@ -685,29 +738,21 @@ const SHORT_TTL: Duration = Duration::from_millis(300);
 /// How long the auto-extended locks below are held: five ttls.
 const HOLD: Duration = Duration::from_millis(1500);
 
-/// The auto-extension tests share the process's one renewal thread, which extends one
-/// Redlock after the other, and they time it: a test whose rounds wait out instance
-/// timeouts would delay the others' extensions. They take turns.
-static RENEWAL_THREAD: Mutex<()> = Mutex::new(());
-
-fn renewal_thread_turn() -> MutexGuard<'static, ()> {
-    RENEWAL_THREAD
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Holds `guard` for `hold`, checking at each step that it is neither lost nor run out;
 /// returns how many steps it checked.
 fn hold_checking(guard: &redis_mutex::RedlockGuard<'_>, hold: Duration) -> usize {
     let until = Instant::now() + hold;
     let mut steps = 0;
-    // At most 100 steps of 20 ms, and no longer than `hold`.
-    for _ in 0..100 {
+    // At most a step per 20 ms, and no longer than `hold`.
+    for _ in 0..hold.as_millis() / 20 {
         if Instant::now() >= until {
             break;
         }
         assert!(!guard.is_lost(), "lost after {steps} steps: {guard:?}");
-        assert!(guard.validity() > Duration::ZERO, "ran out: {guard:?}");
+        assert!(
+            guard.valid_for().unwrap() > Duration::ZERO,
+            "ran out: {guard:?}"
+        );
         guard.ensure_held().unwrap();
         steps += 1;
         // Pacing the checks: time passing is what this test is about.
@@ -718,7 +763,6 @@ fn hold_checking(guard: &redis_mutex::RedlockGuard<'_>, hold: Duration) -> usize
 
 #[test]
 fn an_auto_extended_guard_outlives_its_ttl_on_every_instance() {
-    let _turn = renewal_thread_turn();
     let cluster = Cluster::start();
     let (redlock, lost) = cluster.auto_extended(Duration::from_millis(50));
     let all = [0, 1, 2, 3, 4];
@@ -726,7 +770,7 @@ fn an_auto_extended_guard_outlives_its_ttl_on_every_instance() {
     let gets_before = cluster.calls(0, "get");
 
     let guard = redlock.lock("kept", SHORT_TTL).unwrap();
-    let token = Some(guard.token().to_owned());
+    let token = Some(guard.owner_id().to_owned());
     let steps = hold_checking(&guard, HOLD);
     assert!(steps > 10, "only {steps} checks in {HOLD:?}");
     // A healthy auto-extended guard always has more than a third of its ttl left, so
@@ -759,11 +803,10 @@ fn an_auto_extended_guard_outlives_its_ttl_on_every_instance() {
 
 #[test]
 fn auto_extension_goes_on_with_a_minority_down() {
-    let _turn = renewal_thread_turn();
     let mut cluster = Cluster::start();
     let (redlock, lost) = cluster.auto_extended(Duration::from_millis(50));
     let guard = redlock.lock("minority", SHORT_TTL).unwrap();
-    let token = Some(guard.token().to_owned());
+    let token = Some(guard.owner_id().to_owned());
     cluster.servers[1].kill();
     cluster.servers[3].kill();
     let alive = [0, 2, 4];
@@ -783,26 +826,29 @@ fn auto_extension_goes_on_with_a_minority_down() {
     assert_eq!(cluster.values("minority", &alive), vec![None; 3]);
 }
 
-/// Waits for the `on_lost` callback, and checks that it came for `resource`, once, no
-/// later than `latest` after `since`, and that the guard says so.
+/// Waits for the `on_lost` callback, and checks that it came for `resource`, for `reason`,
+/// once, no later than `latest` after `since`, and that the guard says so.
 fn expect_lost(
-    lost: &mpsc::Receiver<String>,
+    lost: &mpsc::Receiver<LostLock>,
     guard: redis_mutex::RedlockGuard<'_>,
+    reason: LostReason,
     since: Instant,
     latest: Duration,
 ) {
-    let resource = guard.resource().to_owned();
-    let name = lost
+    let report = lost
         .recv_timeout(HANG)
         .unwrap_or_else(|_| panic!("on_lost not called within {HANG:?}: {guard:?}"));
     let after = since.elapsed();
-    assert_eq!(name, resource);
+    assert_eq!(report.name, guard.resource());
+    assert_eq!(report.owner_id, guard.owner_id());
+    assert_eq!(report.fencing_token, None, "a Redlock has no fencing token");
+    assert_eq!(report.reason, reason, "{report:?}");
     assert!(
         after <= latest,
         "lost {after:?} after the failure, expected within {latest:?}"
     );
     assert!(guard.is_lost());
-    assert_eq!(guard.validity(), Duration::ZERO);
+    assert_eq!(guard.valid_for(), Some(Duration::ZERO));
     assert!(guard.ensure_held().unwrap_err().is_lock_lost());
     assert!(guard.extend(SHORT_TTL).unwrap_err().is_lock_lost());
     assert!(guard.unlock().unwrap_err().is_lock_lost());
@@ -816,30 +862,40 @@ const REPORT_SLACK: Duration = Duration::from_millis(400);
 
 #[test]
 fn auto_extension_loses_a_lock_whose_majority_was_killed() {
-    let _turn = renewal_thread_turn();
     let mut cluster = Cluster::start();
     let (redlock, lost) = cluster.auto_extended(Duration::from_millis(20));
     let guard = redlock.lock("killed", SHORT_TTL).unwrap();
-    let validity = guard.validity();
+    let validity = guard.valid_for().unwrap();
     let killed = Instant::now();
     for i in [0, 2, 4] {
         cluster.servers[i].kill();
     }
-    expect_lost(&lost, guard, killed, validity + REPORT_SLACK);
+    expect_lost(
+        &lost,
+        guard,
+        LostReason::Unreachable,
+        killed,
+        validity + REPORT_SLACK,
+    );
 }
 
 #[test]
 fn auto_extension_loses_a_lock_whose_majority_stalled() {
-    let _turn = renewal_thread_turn();
     let mut cluster = Cluster::start();
     let (redlock, lost) = cluster.auto_extended(Duration::from_millis(20));
     let guard = redlock.lock("stalled", SHORT_TTL).unwrap();
-    let validity = guard.validity();
+    let validity = guard.valid_for().unwrap();
     let stalled = Instant::now();
     for i in [1, 2, 3] {
         cluster.servers[i].pause();
     }
-    expect_lost(&lost, guard, stalled, validity + REPORT_SLACK);
+    expect_lost(
+        &lost,
+        guard,
+        LostReason::Unreachable,
+        stalled,
+        validity + REPORT_SLACK,
+    );
     for i in [1, 2, 3] {
         cluster.servers[i].resume();
     }
@@ -855,11 +911,10 @@ fn auto_extension_loses_a_lock_whose_majority_stalled() {
 
 #[test]
 fn auto_extension_finds_a_lock_taken_over_at_the_next_extension() {
-    let _turn = renewal_thread_turn();
     let cluster = Cluster::start();
     let (redlock, lost) = cluster.auto_extended(Duration::from_millis(50));
     let guard = redlock.lock("taken", SHORT_TTL).unwrap();
-    let validity = guard.validity();
+    let validity = guard.valid_for().unwrap();
     let taken = Instant::now();
     for i in [0, 1, 4] {
         let _: () = cluster.servers[i]
@@ -872,6 +927,7 @@ fn auto_extension_finds_a_lock_taken_over_at_the_next_extension() {
     expect_lost(
         &lost,
         guard,
+        LostReason::TakenOver,
         taken,
         validity.min(SHORT_TTL / 3 + REPORT_SLACK),
     );
@@ -884,7 +940,6 @@ fn auto_extension_finds_a_lock_taken_over_at_the_next_extension() {
 
 #[test]
 fn dropping_an_auto_extended_guard_stops_its_extension() {
-    let _turn = renewal_thread_turn();
     let cluster = Cluster::start();
     let (redlock, _lost) = cluster.auto_extended(Duration::from_millis(50));
     let all = [0, 1, 2, 3, 4];
@@ -919,7 +974,7 @@ fn ensure_held_asks_only_when_the_validity_runs_low() {
     assert_eq!(gets(), before, "a fresh lease needs no round trip");
 
     // Waiting for time itself to pass: a third of the ttl or less is left afterwards.
-    thread::sleep(guard.validity().saturating_sub(ttl / 3) + Duration::from_millis(5));
+    thread::sleep(guard.valid_for().unwrap().saturating_sub(ttl / 3) + Duration::from_millis(5));
     guard.ensure_held().unwrap();
     assert_eq!(
         gets(),
@@ -942,7 +997,7 @@ fn auto_extension_refuses_a_ttl_it_cannot_keep_up_with() {
     let (redlock, _lost) = cluster.auto_extended(Duration::from_millis(50));
     for ttl in [Duration::from_millis(20), Duration::from_millis(299)] {
         match redlock.try_lock("too-short", ttl) {
-            Err(Error::InvalidOptions { field: "ttl", .. }) => {}
+            Err(TryLockError::Error(Error::InvalidOptions { field: "ttl", .. })) => {}
             other => panic!("a ttl of {ttl:?}: expected InvalidOptions for `ttl`, got {other:?}"),
         }
     }
@@ -951,4 +1006,45 @@ fn auto_extension_refuses_a_ttl_it_cannot_keep_up_with() {
 
 fn all_empty(cluster: &Cluster) -> bool {
     (0..5).all(|i| cluster.dbsize(i) == 0)
+}
+
+/// Auto-extension runs on one thread per Redlock: a Redlock whose rounds wait out the
+/// instance timeout on a stalled majority holds up its own extensions, and no others.
+#[test]
+fn a_stalled_redlock_does_not_delay_the_auto_extension_of_another() {
+    let cluster = Cluster::start();
+    let mut others = start_servers(3);
+    let (healthy, healthy_lost) = cluster.auto_extended(Duration::from_millis(50));
+    // Rounds of half a second on the stalled instances, from the first extension (a third of
+    // its 3 s ttl after the grant) until its validity runs out.
+    let (stuck, stuck_lost) = auto_extended(
+        others.iter().map(RedisServer::pool).collect(),
+        Duration::from_millis(500),
+    );
+    let kept = healthy.lock("kept", SHORT_TTL).unwrap();
+    let held = stuck.lock("stuck", Duration::from_secs(3)).unwrap();
+    let validity = held.valid_for().unwrap();
+    let stalled = Instant::now();
+    others[0].pause();
+    others[1].pause();
+
+    // Extended every 100 ms: a round held up by half a second loses it.
+    let steps = hold_checking(&kept, Duration::from_millis(2500));
+    assert!(steps > 20, "only {steps} checks");
+    assert!(
+        healthy_lost.try_recv().is_err(),
+        "on_lost was called for the healthy Redlock"
+    );
+    // Reported by the first round that ends after the validity ran out.
+    expect_lost(
+        &stuck_lost,
+        held,
+        LostReason::Unreachable,
+        stalled,
+        validity + Duration::from_millis(500) + REPORT_SLACK,
+    );
+    assert!(!kept.is_lost());
+    kept.unlock().unwrap();
+    others[0].resume();
+    others[1].resume();
 }

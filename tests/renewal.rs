@@ -1,4 +1,5 @@
-//! Auto-renewal: one thread for every guard, compare-and-extend only, lost-lock detection.
+//! Auto-renewal: one thread per server renewing every guard on it, compare-and-extend only,
+//! lost-lock detection.
 
 mod support;
 
@@ -9,17 +10,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use redis_mutex::{Error, Pool, RedisMutex, TryLockError};
-use support::{RedisServer, child_env, command_calls, finish_child, spawn_child};
-
-const HANG: Duration = Duration::from_secs(20);
+use redis_mutex::{Error, LostLock, LostReason, Pool, RedisMutex, TryLockError};
+use support::{HANG, RedisServer, child_env, command_calls, connect, pool_at, spawn_child};
 
 /// A mutex with auto-renewal whose `on_lost` callback reports on the returned channel.
 fn renewed(
     pool: Pool,
     name: &str,
     expire: Duration,
-) -> (RedisMutex, mpsc::Receiver<String>, Arc<AtomicUsize>) {
+) -> (RedisMutex, mpsc::Receiver<LostLock>, Arc<AtomicUsize>) {
     let (lost_tx, lost_rx) = mpsc::channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -27,9 +26,9 @@ fn renewed(
     let mutex = RedisMutex::builder(pool, name)
         .expire(expire)
         .auto_renewal(true)
-        .on_lost(move |name| {
+        .on_lost(move |lost| {
             counter.fetch_add(1, Ordering::SeqCst);
-            lost_tx.lock().unwrap().send(name.to_string()).ok();
+            lost_tx.lock().unwrap().send(lost.clone()).ok();
         })
         .build()
         .unwrap();
@@ -40,8 +39,8 @@ fn renewed(
 #[test]
 #[ignore = "run as a child process by a_renewed_lease_outlives_its_expiry_many_times"]
 fn child_tries_for_the_renewed_lock() {
-    let pool = support::server::pool_at(&child_env("REDIS_URL"));
-    let mutex = RedisMutex::new(pool, "renewed");
+    let pool = pool_at(&child_env("REDIS_URL"));
+    let mutex = RedisMutex::new(pool, "renewed").unwrap();
     let result = mutex.try_lock_for(Duration::from_millis(2500));
     assert!(
         matches!(result, Err(TryLockError::WouldBlock)),
@@ -61,7 +60,7 @@ fn a_renewed_lease_outlives_its_expiry_many_times() {
     );
     // Six expiries' worth of holding.
     thread::sleep(Duration::from_secs(3));
-    finish_child(waiter, HANG);
+    waiter.finish(HANG);
     assert!(!guard.is_lost());
     assert!(lost.try_recv().is_err(), "on_lost was not called");
     guard.ensure_held().unwrap();
@@ -75,30 +74,41 @@ fn a_renewed_lease_outlives_its_expiry_many_times() {
     guard.unlock().unwrap();
 }
 
+/// How much later than a third of the lease the first renewal may find a reset lock gone on
+/// a loaded 2-core machine: a round trip, the callback, scheduling. Well under the sixth of
+/// the lease that separates a third from a half.
+const RENEWAL_SLACK: Duration = Duration::from_millis(300);
+
 #[test]
 fn a_reset_is_noticed_within_one_renewal_interval_and_touches_no_one_else() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let expire = Duration::from_millis(600);
+    // A third of it (1 s) and a half (1.5 s) are far apart next to the slack.
+    let expire = Duration::from_secs(3);
     let (mutex, lost, calls) = renewed(pool.clone(), "reset-me", expire);
-    let guard = mutex.lock().unwrap();
     let other = RedisMutex::builder(pool.clone(), "reset-me")
         .owner_id("the-next-holder")
         .expire(Duration::from_secs(60))
         .build()
         .unwrap();
 
-    assert!(RedisMutex::new(pool, "reset-me").reset().unwrap());
-    let reset_at = Instant::now();
+    let asked = Instant::now();
+    let guard = mutex.lock().unwrap();
+    // Reset at once, and taken by another: the first renewal, due a third of the lease
+    // after the grant, finds the lock no longer ours.
+    assert!(RedisMutex::new(pool, "reset-me").unwrap().reset().unwrap());
     let taken = other.try_lock().unwrap();
-    let name = lost.recv_timeout(HANG).expect("on_lost is called");
-    let noticed_after = reset_at.elapsed();
-    assert_eq!(name, "reset-me");
-    // One renewal interval is a third of the expiry; allow scheduling slack.
+    let report = lost.recv_timeout(HANG).expect("on_lost is called");
+    let noticed_after = asked.elapsed();
+    assert_eq!(report.name, "reset-me");
+    assert_eq!(report.owner_id, mutex.owner_id());
+    assert_eq!(report.fencing_token, Some(guard.fencing_token()));
+    assert_eq!(report.reason, LostReason::TakenOver, "{report:?}");
     assert!(
-        noticed_after <= expire / 3 + Duration::from_millis(150),
-        "{noticed_after:?}"
+        noticed_after <= expire / 3 + RENEWAL_SLACK,
+        "noticed {noticed_after:?} after the grant; renewals come a third of the \
+         {expire:?} lease apart"
     );
     assert!(guard.is_lost());
     assert_eq!(guard.valid_for(), Some(Duration::ZERO));
@@ -128,12 +138,15 @@ fn a_server_stalled_past_the_lease_loses_the_guard_for_good() {
     let (mutex, lost, calls) = renewed(server.pool(), "stalled", Duration::from_millis(400));
     let guard = mutex.lock().unwrap();
     server.pause();
-    let name = lost.recv_timeout(HANG).expect("the guard is marked lost");
-    assert_eq!(name, "stalled");
+    let report = lost.recv_timeout(HANG).expect("the guard is marked lost");
+    assert_eq!(report.name, "stalled");
+    assert_eq!(report.reason, LostReason::Unreachable, "{report:?}");
     assert!(guard.is_lost());
     // Stay stopped well past the lease, so Redis' own clock expires the key.
     thread::sleep(Duration::from_millis(600));
     server.resume();
+    // The renewals sent during the stall run now; count from after them.
+    support::settle(&server);
     let extends_before = command_calls(&mut conn, "evalsha");
     // Several renewal intervals after the resume: a revived renewal would show by now.
     thread::sleep(Duration::from_millis(600));
@@ -219,20 +232,16 @@ fn thread_count() -> usize {
         .unwrap()
 }
 
-/// Child side of [`ten_thousand_guards_share_one_thread_and_few_round_trips`], alone in
-/// its process so that the thread count is its own.
+/// Child side of [`ten_thousand_guards_on_one_server_share_one_thread_and_few_round_trips`],
+/// alone in its process so that the thread count is its own.
 #[test]
-#[ignore = "run as a child process by ten_thousand_guards_share_one_thread_and_few_round_trips"]
+#[ignore = "run as a child process by ten_thousand_guards_on_one_server_share_one_thread_and_few_round_trips"]
 fn child_holds_ten_thousand_renewed_guards() {
     const LOCKS: usize = 10_000;
     let expire = Duration::from_secs(2);
-    let client = redis::Client::open(child_env("REDIS_URL")).unwrap();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .max_size(4)
-        .build(client.clone())
-        .unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let url = child_env("REDIS_URL");
+    let pool = Pool::builder().max_size(4).build(&url).unwrap();
+    let mut conn = connect(&url);
     let mutexes: Vec<RedisMutex> = (0..LOCKS)
         .map(|i| {
             RedisMutex::builder(pool.clone(), format!("many-{i}"))
@@ -280,19 +289,20 @@ fn child_holds_ten_thousand_renewed_guards() {
     drop(guards);
 }
 
+/// Renewal runs on one thread per server: every lease on one server, however many, shares
+/// one thread and a few batched calls.
 #[test]
-fn ten_thousand_guards_share_one_thread_and_few_round_trips() {
+fn ten_thousand_guards_on_one_server_share_one_thread_and_few_round_trips() {
     let server = RedisServer::start();
     let child = spawn_child(
         "child_holds_ten_thousand_renewed_guards",
         &[("REDIS_URL", server.url())],
     );
-    let output = finish_child(child, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = child.finish(Duration::from_secs(120));
     assert!(stdout.contains("@held"), "the child reported: {stdout}");
     let mut conn = server.connection();
     let left: usize = redis::cmd("DBSIZE").query(&mut conn).unwrap();
-    // Only signal lists remain, and they expire in a second.
+    // Only signal lists and grant markers remain, and they expire by themselves.
     let locks: Vec<String> = conn.keys("lock:*").unwrap();
     assert!(
         locks.is_empty(),
@@ -307,7 +317,7 @@ fn ten_thousand_guards_share_one_thread_and_few_round_trips() {
 #[test]
 #[ignore = "run as a child process by a_process_that_exits_holding_renewed_guards_does_not_hang"]
 fn child_exits_holding_a_renewed_guard() {
-    let pool = support::server::pool_at(&child_env("REDIS_URL"));
+    let pool = pool_at(&child_env("REDIS_URL"));
     let mutex = Box::leak(Box::new(
         RedisMutex::builder(pool, "held-at-exit")
             .expire(Duration::from_millis(300))
@@ -327,8 +337,8 @@ fn a_process_that_exits_holding_renewed_guards_does_not_hang() {
         "child_exits_holding_a_renewed_guard",
         &[("REDIS_URL", server.url())],
     );
-    let output = finish_child(child, HANG);
-    assert!(String::from_utf8_lossy(&output.stdout).contains("@holding"));
+    let stdout = child.finish(HANG);
+    assert!(stdout.contains("@holding"), "the child reported: {stdout}");
     // Its renewals died with it: the lease runs out.
     let expired = support::eventually(Duration::from_secs(5), || {
         !conn.exists::<_, bool>("lock:held-at-exit").unwrap()
@@ -341,9 +351,9 @@ fn a_process_that_exits_holding_renewed_guards_does_not_hang() {
 #[test]
 #[ignore = "run as a child process by a_manual_extend_racing_renewals_never_lets_valid_for_overstate"]
 fn child_extends_while_renewals_run() {
-    let client = redis::Client::open(child_env("REDIS_URL")).unwrap();
-    let pool = support::server::pool_at(&child_env("REDIS_URL"));
-    let mut conn = client.get_connection().unwrap();
+    let url = child_env("REDIS_URL");
+    let pool = pool_at(&url);
+    let mut conn = connect(&url);
     let (mutex, _lost, _) = renewed(pool, "racing", Duration::from_millis(300));
     let guard = mutex.lock().unwrap();
     let started = Instant::now();
@@ -373,7 +383,7 @@ fn a_manual_extend_racing_renewals_never_lets_valid_for_overstate() {
         "child_extends_while_renewals_run",
         &[("REDIS_URL", server.url())],
     );
-    finish_child(child, HANG);
+    child.finish(HANG);
 }
 
 #[test]
@@ -384,11 +394,73 @@ fn a_short_manual_extend_is_renewed_before_it_runs_out() {
     guard.extend(Duration::from_millis(150)).unwrap();
     // Well past the 150 ms: the next renewal came within a third of it, not of 3 s.
     thread::sleep(Duration::from_millis(500));
-    let other = RedisMutex::new(server.pool(), "short-extend");
+    let other = RedisMutex::new(server.pool(), "short-extend").unwrap();
     assert!(
         other.try_lock().unwrap_err().is_would_block(),
         "the lock ran out under a live auto-renewed guard"
     );
     assert!(!guard.is_lost());
     assert!(lost.try_recv().is_err());
+}
+
+/// Renewal runs on one thread per server: a server that stops answering holds up the
+/// renewals of its own leases, and no others.
+#[test]
+fn a_stalled_server_does_not_delay_renewals_of_leases_on_another() {
+    let healthy = RedisServer::start();
+    let mut stalled = RedisServer::start();
+    let mut conn = healthy.connection();
+    // Renewed every 100 ms: a renewal held up by a third of a second loses it.
+    let short = Duration::from_millis(300);
+    let (kept, kept_lost, _) = renewed(healthy.pool(), "kept", short);
+    // Its renewal, due half a second after the grant, waits on the stalled server until its
+    // lease runs out, a second later.
+    let (stuck, stuck_lost, _) = renewed(stalled.pool(), "stuck", Duration::from_millis(1500));
+    let kept_guard = kept.lock().unwrap();
+    let stuck_guard = stuck.lock().unwrap();
+    stalled.pause();
+
+    let renewals_before = command_calls(&mut conn, "evalsha");
+    let started = Instant::now();
+    let mut samples = 0;
+    // Past the stuck lease's end: its renewal hung on the stalled server all along.
+    while started.elapsed() < Duration::from_millis(2000) {
+        let pttl: i64 = conn.pttl("lock:kept").unwrap();
+        assert!(
+            pttl > 0,
+            "the lease on the healthy server ran out {:?} into the stall (PTTL {pttl})",
+            started.elapsed()
+        );
+        assert!(
+            !kept_guard.is_lost(),
+            "lost {:?} into the stall",
+            started.elapsed()
+        );
+        samples += 1;
+        // Pacing the samples: time passing is what this test is about.
+        thread::sleep(Duration::from_millis(20));
+    }
+    let renewals = command_calls(&mut conn, "evalsha") - renewals_before;
+    // About 20 in 2 s; far fewer on a loaded machine, but more than none.
+    assert!(
+        renewals >= 5,
+        "{renewals} renewals of the healthy lease during the stall"
+    );
+    assert!(samples > 10, "{samples}");
+    kept_guard.ensure_held().unwrap();
+    assert!(
+        kept_lost.try_recv().is_err(),
+        "on_lost was called for the healthy lease"
+    );
+
+    // The stall did hold up the other lane: its lease ran out unrenewed.
+    let report = stuck_lost
+        .recv_timeout(HANG)
+        .expect("the stalled lease is lost");
+    assert_eq!(report.name, "stuck");
+    assert_eq!(report.reason, LostReason::Unreachable, "{report:?}");
+    assert!(stuck_guard.is_lost());
+    stalled.resume();
+    assert!(matches!(stuck_guard.unlock(), Err(Error::LockLost { .. })));
+    kept_guard.unlock().unwrap();
 }

@@ -10,21 +10,46 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use redis_mutex::{Error, Pool, RedisMutex, RedisRwLock, TryLockError};
+use redis_mutex::{Error, LostReason, Pool, RedisMutex, RedisRwLock, TryLockError};
 use support::{
-    Lines, RedisServer, blocked_clients, child_env, eventually, finish_child, spawn_child,
+    HANG, RedisServer, blocked_clients, child_env, connect, eventually, pool_at, spawn, spawn_child,
 };
-
-/// Generous bound on anything that should take milliseconds: only a hang exceeds it.
-const HANG: Duration = Duration::from_secs(20);
 
 /// Far below the 1 s a waiter sleeps when nothing wakes it: a wake-up came in time.
 const WOKEN: Duration = Duration::from_millis(500);
 
-fn pool_from_env() -> (Pool, redis::Client) {
-    let client = redis::Client::open(child_env("REDIS_URL")).unwrap();
-    let pool = support::server::pool_at(&child_env("REDIS_URL"));
-    (pool, client)
+/// How late after an expiry a waiter may get in on a loaded 2-core machine: a round trip or
+/// two, plus scheduling; far below the 1 s a waiter naps when nothing wakes it.
+const ROUND_TRIPS: Duration = Duration::from_millis(250);
+
+/// How far past its deadline a timed attempt may return on a loaded 2-core machine: far
+/// below the 1 s a waiter naps when nothing wakes it, so a wait that oversleeps its
+/// deadline by a nap fails, and a hang does.
+const DEADLINE_SLACK: Duration = Duration::from_millis(250);
+
+/// For child tests: a pool to the parent's server.
+fn child_pool() -> Pool {
+    pool_at(&child_env("REDIS_URL"))
+}
+
+/// For child tests: a direct connection to the parent's server whose replies may take as
+/// long as a step of the test.
+fn child_connection() -> redis::Connection {
+    let conn = connect(&child_env("REDIS_URL"));
+    conn.set_read_timeout(Some(HANG + Duration::from_secs(5)))
+        .unwrap();
+    conn
+}
+
+/// When a key that expires is due to go, by our clock: between the two instants returned
+/// (the first read before the server answered, the second after).
+fn expiry_of(conn: &mut redis::Connection, key: &str) -> (Instant, Instant) {
+    let before = Instant::now();
+    let pttl: i64 = conn.pttl(key).unwrap();
+    let after = Instant::now();
+    assert!(pttl > 0, "{key} has no expiry to wait for: PTTL {pttl}");
+    let left = Duration::from_millis(pttl as u64);
+    (before + left, after + left)
 }
 
 /// The server's clock in microseconds: intervals from many processes on one clock.
@@ -80,10 +105,14 @@ fn locks_keep_their_entries_in_sorted_sets_that_expire_with_them() {
     guard.unlock().unwrap();
     assert_eq!(rwlock_keys(&mut conn), [], "nothing is left behind");
 
-    // Without expiry: the entries' scores are +inf and the sets do not expire.
-    let forever = RedisRwLock::new(pool, "shop");
-    let guard = forever.write().unwrap();
-    let score: String = redis::cmd("ZSCORE")
+    // By default every lease expires, after 30 s (and is renewed while its guard lives):
+    // a crashed holder cannot block its subtree forever. The entries' scores are their
+    // expiry times, and the sets expire with them.
+    let by_default = RedisRwLock::new(pool.clone(), "shop").unwrap();
+    assert_eq!(by_default.expire(), Some(Duration::from_secs(30)));
+    let guard = by_default.write().unwrap();
+    let (now_secs, _): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
+    let score: f64 = redis::cmd("ZSCORE")
         .arg("rwlock:w:shop")
         .arg(
             conn.zrange::<_, Vec<String>>("rwlock:w:shop", 0, -1)
@@ -93,14 +122,32 @@ fn locks_keep_their_entries_in_sorted_sets_that_expire_with_them() {
         )
         .query(&mut conn)
         .unwrap();
-    assert_eq!(score, "inf");
+    let expires_in = score / 1000.0 - now_secs as f64;
+    assert!(
+        (28.0..=31.0).contains(&expires_in),
+        "the entry expires in {expires_in} s"
+    );
     let pttl: i64 = conn.pttl("rwlock:w:shop").unwrap();
-    assert_eq!(pttl, -1);
-    assert_eq!(guard.valid_for(), None);
-    assert!(matches!(
-        guard.extend(Duration::from_secs(1)),
-        Err(Error::NotExpirable { .. })
-    ));
+    assert!(pttl > 29_000 && pttl <= 30_000, "PTTL {pttl}");
+    let left = guard.valid_for().unwrap();
+    assert!(
+        left > Duration::from_secs(29) && left <= Duration::from_secs(30),
+        "{left:?}"
+    );
+    guard.extend(Duration::from_secs(40)).unwrap();
+    let pttl: i64 = conn.pttl("rwlock:w:shop").unwrap();
+    assert!(pttl > 39_000 && pttl <= 40_000, "PTTL {pttl}");
+    drop(guard);
+    assert_eq!(rwlock_keys(&mut conn), []);
+    // Without renewal the lease still expires: there is no lock that never does.
+    let unrenewed = RedisRwLock::builder(pool, "shop")
+        .auto_renewal(false)
+        .build()
+        .unwrap();
+    assert_eq!(unrenewed.expire(), Some(Duration::from_secs(30)));
+    let guard = unrenewed.read().unwrap();
+    let pttl: i64 = conn.pttl("rwlock:r:shop").unwrap();
+    assert!(pttl > 29_000 && pttl <= 30_000, "PTTL {pttl}");
     drop(guard);
     assert_eq!(rwlock_keys(&mut conn), []);
 }
@@ -159,8 +206,8 @@ fn the_hierarchy_table_holds() {
     let pool = server.pool();
     let mut failures = Vec::new();
     for (i, c) in HIERARCHY.iter().enumerate() {
-        let holder = RedisRwLock::new(pool.clone(), c.held.1);
-        let asker = RedisRwLock::new(pool.clone(), c.wanted.1);
+        let holder = RedisRwLock::new(pool.clone(), c.held.1).unwrap();
+        let asker = RedisRwLock::new(pool.clone(), c.wanted.1).unwrap();
         let held_read;
         let held_write;
         if c.held.0 == "r" {
@@ -236,9 +283,9 @@ fn a_custom_separator_defines_the_hierarchy() {
 #[test]
 #[ignore = "run as a child process by readers_in_many_processes_hold_at_once"]
 fn child_reads_until_all_readers_are_in() {
-    let (pool, client) = pool_from_env();
+    let pool = child_pool();
     let readers: usize = child_env("READERS").parse().unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut conn = child_connection();
     let lock = RedisRwLock::builder(pool, child_env("LOCK_PATH"))
         .expire(Duration::from_secs(30))
         .build()
@@ -250,7 +297,7 @@ fn child_reads_until_all_readers_are_in() {
         let _: () = conn.rpush("all-in", vec!["1"; readers]).unwrap();
     }
     // Nobody leaves before everyone holds the lock: only overlapping readers get past.
-    let go: Option<(String, String)> = conn.blpop("all-in", 20.0).unwrap();
+    let go: Option<(String, String)> = conn.blpop("all-in", HANG.as_secs_f64()).unwrap();
     assert!(
         go.is_some(),
         "the other readers never got in alongside this one"
@@ -279,7 +326,7 @@ fn readers_in_many_processes_hold_at_once() {
         })
         .collect();
     for child in children {
-        finish_child(child, Duration::from_secs(60));
+        child.finish(Duration::from_secs(60));
     }
     let intervals: Vec<String> = server.connection().lrange("intervals", 0, -1).unwrap();
     let intervals: Vec<(u64, u64)> = intervals
@@ -305,14 +352,14 @@ const TREE: [&str; 5] = ["t", "t/a", "t/a/x", "t/b", "u"];
 #[test]
 #[ignore = "run as a child process by conflicting_holders_never_overlap_across_processes"]
 fn child_records_holdings() {
-    let (pool, client) = pool_from_env();
+    let pool = child_pool();
     let cycles: usize = child_env("CYCLES").parse().unwrap();
     let seed: u64 = child_env("SEED").parse().unwrap();
     let threads: Vec<_> = (0..2u64)
         .map(|t| {
             let pool = pool.clone();
-            let mut conn = client.get_connection().unwrap();
-            thread::spawn(move || {
+            let mut conn = child_connection();
+            spawn(&format!("holder-{t}"), move || {
                 let locks: Vec<RedisRwLock> = TREE
                     .iter()
                     .map(|p| {
@@ -356,7 +403,7 @@ fn child_records_holdings() {
         })
         .collect();
     for t in threads {
-        t.join().unwrap();
+        t.join(Duration::from_secs(60));
     }
 }
 
@@ -378,7 +425,7 @@ fn conflicting_holders_never_overlap_across_processes() {
         })
         .collect();
     for child in children {
-        finish_child(child, Duration::from_secs(60));
+        child.finish(Duration::from_secs(90));
     }
     let mut conn = server.connection();
     let raw: Vec<String> = conn.lrange("intervals", 0, -1).unwrap();
@@ -437,9 +484,10 @@ fn a_waiting_writer_is_not_starved_by_a_stream_of_readers() {
         .map(|r| {
             let stop = stop.clone();
             // Readers of the writer's path and of a path below it.
-            let lock = RedisRwLock::new(pool.clone(), if r % 2 == 0 { "lib" } else { "lib/shelf" });
+            let lock = RedisRwLock::new(pool.clone(), if r % 2 == 0 { "lib" } else { "lib/shelf" })
+                .unwrap();
             let mut conn = server.connection();
-            thread::spawn(move || {
+            spawn(&format!("reader-{r}"), move || {
                 let started = Instant::now();
                 for _ in 0..5_000 {
                     if stop.load(Ordering::SeqCst) || started.elapsed() > HANG {
@@ -459,7 +507,7 @@ fn a_waiting_writer_is_not_starved_by_a_stream_of_readers() {
         .unwrap()
         .unwrap_or(0)
         >= 20));
-    let writer = RedisRwLock::new(pool, "lib");
+    let writer = RedisRwLock::new(pool, "lib").unwrap();
     let before: u64 = conn.get("reader-grants").unwrap();
     let asked = Instant::now();
     // Bounded, so that a starved writer fails the test instead of hanging it.
@@ -469,7 +517,7 @@ fn a_waiting_writer_is_not_starved_by_a_stream_of_readers() {
     drop(guard);
     stop.store(true, Ordering::SeqCst);
     for r in readers {
-        r.join().unwrap();
+        r.join(HANG);
     }
     // Only readers granted before the writer's first attempt reached Redis: at most one
     // per reader thread, and one more for a reader whose grant was on the wire.
@@ -484,7 +532,7 @@ fn a_release_wakes_every_reader_it_held_back_at_once() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let writer = RedisRwLock::new(pool.clone(), "board");
+    let writer = RedisRwLock::new(pool.clone(), "board").unwrap();
     let guard = writer.write().unwrap();
     let (in_tx, in_rx) = mpsc::channel();
     let (out_tx, out_rx) = mpsc::channel::<()>();
@@ -492,10 +540,10 @@ fn a_release_wakes_every_reader_it_held_back_at_once() {
     let readers: Vec<_> = ["board", "board/x", "board/x/y"]
         .into_iter()
         .map(|path| {
-            let lock = RedisRwLock::new(pool.clone(), path);
+            let lock = RedisRwLock::new(pool.clone(), path).unwrap();
             let in_tx = in_tx.clone();
             let out_rx = out_rx.clone();
-            thread::spawn(move || {
+            spawn(&format!("reader of {path}"), move || {
                 let _guard = lock.read().unwrap();
                 in_tx.send(Instant::now()).unwrap();
                 // Hold until the test has seen everyone in (bounded all the same).
@@ -516,7 +564,7 @@ fn a_release_wakes_every_reader_it_held_back_at_once() {
     }
     drop(out_tx);
     for r in readers {
-        r.join().unwrap();
+        r.join(HANG);
     }
 }
 
@@ -529,21 +577,19 @@ fn a_reader_release_wakes_a_waiting_writer_on_an_ancestor() {
         .expire(Duration::from_secs(30))
         .build()
         .unwrap();
-    let writer = RedisRwLock::new(pool, "zone");
+    let writer = RedisRwLock::new(pool, "zone").unwrap();
     let guard = reader.read().unwrap();
-    thread::scope(|s| {
-        let waiting = s.spawn(|| {
-            let guard = writer.write().unwrap();
-            let at = Instant::now();
-            guard.unlock().unwrap();
-            at
-        });
-        assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
-        let released = Instant::now();
+    let waiting = spawn("writer", move || {
+        let guard = writer.try_write_for(HANG).unwrap();
+        let at = Instant::now();
         guard.unlock().unwrap();
-        let got_in = waiting.join().unwrap();
-        assert!(got_in - released < WOKEN, "{:?}", got_in - released);
+        at
     });
+    assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
+    let released = Instant::now();
+    guard.unlock().unwrap();
+    let got_in = waiting.join(HANG);
+    assert!(got_in - released < WOKEN, "{:?}", got_in - released);
     let wake: bool = conn.exists("rwlock:wake-w:zone").unwrap();
     assert!(!wake, "the writer took its wake-up");
 }
@@ -553,32 +599,31 @@ fn a_writer_that_gives_up_lets_the_readers_behind_it_in_at_once() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let first = RedisRwLock::new(pool.clone(), "feed");
-    let writer = RedisRwLock::new(pool.clone(), "feed");
-    let late = RedisRwLock::new(pool, "feed/item");
+    let first = RedisRwLock::new(pool.clone(), "feed").unwrap();
+    let writer = RedisRwLock::new(pool.clone(), "feed").unwrap();
+    let late = RedisRwLock::new(pool, "feed/item").unwrap();
     let reading = first.read().unwrap();
-    thread::scope(|s| {
-        let gave_up = s.spawn(|| {
-            let result = writer.try_write_for(Duration::from_millis(400));
-            assert!(result.unwrap_err().is_would_block());
-            Instant::now()
-        });
-        assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
-        // The writer waits: a new reader of a path below waits behind it.
-        let started = Instant::now();
-        let _guard = late.read().unwrap();
-        let gave_up = gave_up.join().unwrap();
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(200),
-            "the reader did not wait: {waited:?}"
-        );
-        let after = Instant::now() - gave_up;
-        assert!(
-            after < WOKEN,
-            "the reader got in {after:?} after the writer gave up"
-        );
+    let giving_up = spawn("writer", move || {
+        let result = writer.try_write_for(Duration::from_millis(400));
+        assert!(result.unwrap_err().is_would_block());
+        (writer, Instant::now())
     });
+    assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
+    // The writer waits: a new reader of a path below waits behind it.
+    let started = Instant::now();
+    let guard = late.try_read_for(HANG).unwrap();
+    let (writer, gave_up) = giving_up.join(HANG);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "the reader did not wait: {waited:?}"
+    );
+    let after = Instant::now() - gave_up;
+    assert!(
+        after < WOKEN,
+        "the reader got in {after:?} after the writer gave up"
+    );
+    drop(guard);
     drop(reading);
     // A writer that makes one attempt holds nobody back.
     let _held = first.read().unwrap();
@@ -592,8 +637,7 @@ fn a_writer_that_gives_up_lets_the_readers_behind_it_in_at_once() {
 #[test]
 #[ignore = "run as a child process by a_crashed_waiting_writer_holds_readers_back_briefly"]
 fn child_waits_to_write_until_killed() {
-    let (pool, _) = pool_from_env();
-    let lock = RedisRwLock::new(pool, "queue");
+    let lock = RedisRwLock::new(child_pool(), "queue").unwrap();
     // Blocked by the parent's reader until the parent kills this process.
     let _guard = lock.try_write_for(Duration::from_secs(60));
 }
@@ -603,39 +647,57 @@ fn a_crashed_waiting_writer_holds_readers_back_briefly() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let first = RedisRwLock::new(pool.clone(), "queue");
+    let first = RedisRwLock::new(pool.clone(), "queue").unwrap();
     let _reading = first.read().unwrap();
-    let mut child = spawn_child(
+    let child = spawn_child(
         "child_waits_to_write_until_killed",
         &[("REDIS_URL", server.url())],
     );
     assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
     let waiters: i64 = conn.zcard("rwlock:qw:queue").unwrap();
     assert_eq!(waiters, 1, "the writer is registered as waiting");
-    child.kill().unwrap(); // SIGKILL: no withdrawal
-    child.wait().unwrap();
-    let killed = Instant::now();
-    // A new reader waits behind the dead writer until its registration runs out (2 s).
-    let reader = RedisRwLock::new(pool, "queue/item");
-    let _guard = reader.read().unwrap();
-    let waited = killed.elapsed();
+    child.kill(); // SIGKILL: no withdrawal
+    // The dead writer's registration runs out on its own (2 s after its last attempt, at
+    // most a second before the kill): until then it holds new readers back, and no longer.
+    let (earliest, latest) = expiry_of(&mut conn, "rwlock:qw:queue");
+    let left = latest.saturating_duration_since(Instant::now());
     assert!(
-        waited <= Duration::from_millis(2250),
-        "a reader waited {waited:?} behind a crashed writer"
+        left <= Duration::from_secs(2),
+        "a crashed writer's registration holds readers back for {left:?} more"
     );
+    let reader = RedisRwLock::new(pool, "queue/item").unwrap();
+    let guard = reader.try_read_for(HANG).unwrap();
+    let at = Instant::now();
+    assert!(
+        at + Duration::from_millis(2) >= earliest,
+        "a reader got in {:?} before the crashed writer's registration ran out",
+        earliest.saturating_duration_since(at)
+    );
+    assert!(
+        at <= latest + ROUND_TRIPS,
+        "a reader got in {:?} after the crashed writer's registration ran out",
+        at - latest
+    );
+    drop(guard);
 }
+
+/// The lease of the reader that [`a_crashed_readers_lease_stops_blocking_once_it_expires`]
+/// kills: far from the 1 s a waiter naps when nothing wakes it, so that a waiter that
+/// napped a whole second regardless of the lease would be late.
+const CRASHED_LEASE: Duration = Duration::from_millis(2500);
 
 /// Child side of [`a_crashed_readers_lease_stops_blocking_once_it_expires`].
 #[test]
 #[ignore = "run as a child process by a_crashed_readers_lease_stops_blocking_once_it_expires"]
 fn child_reads_until_killed() {
-    let (pool, _) = pool_from_env();
-    let lock = RedisRwLock::builder(pool, "crash/deep/path")
-        .expire(Duration::from_secs(1))
+    // Without renewal: the lease ends CRASHED_LEASE after the grant, however the kill falls.
+    let lock = RedisRwLock::builder(child_pool(), "crash/deep/path")
+        .expire(CRASHED_LEASE)
+        .auto_renewal(false)
         .build()
         .unwrap();
     let _guard = lock.read().unwrap();
-    println!("locked");
+    println!("@locked");
     // Hold the lock until the parent kills this process (bounded all the same).
     thread::sleep(Duration::from_secs(60));
 }
@@ -645,18 +707,34 @@ fn a_crashed_readers_lease_stops_blocking_once_it_expires() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let mut child = spawn_child("child_reads_until_killed", &[("REDIS_URL", server.url())]);
-    let lines = Lines::new(child.stdout.take().unwrap());
-    lines.expect("locked", HANG);
-    // The child's grant happened before it printed, so its lease ends by now + 1 s.
-    let locked_by = Instant::now();
-    child.kill().unwrap(); // SIGKILL: no release
-    child.wait().unwrap();
-    let writer = RedisRwLock::new(server.pool(), "crash");
-    let guard = writer.write().unwrap();
-    let waited = locked_by.elapsed();
+    let lines = child.lines();
+    lines.expect("@locked", HANG);
+    child.kill(); // SIGKILL: no release
+    let (earliest, latest) = expiry_of(&mut conn, "rwlock:r:crash/deep/path");
+    // The writer's first attempt comes when the lease has n + 1/2 s left: a waiter that
+    // napped its whole second instead of waking when the lease runs out would then get in
+    // half a second late, whatever the time the kill took. (Waiting for a point in time:
+    // nothing announces it.)
+    let left = earliest.saturating_duration_since(Instant::now());
+    let fraction = Duration::from_millis((left.as_millis() % 1000) as u64);
+    let half = Duration::from_millis(500);
+    thread::sleep(if fraction >= half {
+        fraction - half
+    } else {
+        fraction + half
+    });
+    let writer = RedisRwLock::new(server.pool(), "crash").unwrap();
+    let guard = writer.try_write_for(HANG).unwrap();
+    let at = Instant::now();
     assert!(
-        waited <= Duration::from_millis(1250),
-        "got the lock {waited:?} after the reader locked with a 1 s expiry"
+        at + Duration::from_millis(2) >= earliest,
+        "the writer got in {:?} before the crashed reader's lease ran out",
+        earliest.saturating_duration_since(at)
+    );
+    assert!(
+        at <= latest + ROUND_TRIPS,
+        "the writer got in {:?} after the crashed reader's {CRASHED_LEASE:?} lease ran out",
+        at - latest
     );
     drop(guard);
     // The dead reader's entries went with their expiry.
@@ -672,8 +750,8 @@ fn write_guards_carry_fencing_tokens_from_the_mutex_counter() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let lock = RedisRwLock::new(pool.clone(), "ledger/eu");
-    let mutex = RedisMutex::new(pool.clone(), "ledger");
+    let lock = RedisRwLock::new(pool.clone(), "ledger/eu").unwrap();
+    let mutex = RedisMutex::new(pool.clone(), "ledger").unwrap();
     let first = lock.write().unwrap().fencing_token();
     let from_mutex = mutex.lock().unwrap().fencing_token();
     let second = lock.write().unwrap().fencing_token();
@@ -691,32 +769,31 @@ fn threads_sharing_a_lock_read_together_and_write_alone() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let lock = Arc::new(RedisRwLock::new(pool.clone(), "local"));
+    let lock = Arc::new(RedisRwLock::new(pool.clone(), "local").unwrap());
     let first = lock.read().unwrap();
     let shared = lock.clone();
-    let second_read = thread::spawn(move || shared.try_read().map(drop).is_ok())
-        .join()
-        .unwrap();
+    let second_read =
+        spawn("second reader", move || shared.try_read().map(drop).is_ok()).join(HANG);
     assert!(second_read, "a second local reader shares");
     let readers: i64 = conn.zcard("rwlock:r:local").unwrap();
     assert_eq!(readers, 1, "the second reader has let go");
     let shared = lock.clone();
-    let local_write =
-        thread::spawn(move || shared.try_write().map(drop).unwrap_err().is_would_block())
-            .join()
-            .unwrap();
+    let local_write = spawn("local writer", move || {
+        shared.try_write().map(drop).unwrap_err().is_would_block()
+    })
+    .join(HANG);
     assert!(local_write, "a local writer waits for local readers");
     drop(first);
 
     // Eight local readers behind a remote writer wait on one connection.
-    let outsider = RedisRwLock::new(pool, "local");
+    let outsider = RedisRwLock::new(pool, "local").unwrap();
     let writing = outsider.write().unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|i| {
             let lock = lock.clone();
             let done = done.clone();
-            thread::spawn(move || {
+            spawn(&format!("local reader {i}"), move || {
                 let _g = lock.read().unwrap();
                 done.fetch_add(1, Ordering::SeqCst);
             })
@@ -726,7 +803,7 @@ fn threads_sharing_a_lock_read_together_and_write_alone() {
     assert_eq!(done.load(Ordering::SeqCst), 0);
     drop(writing);
     for t in threads {
-        t.join().unwrap();
+        t.join(HANG);
     }
     assert_eq!(done.load(Ordering::SeqCst), 8);
 }
@@ -741,13 +818,13 @@ fn renewal_keeps_leases_and_losses_are_reported() {
     let renewed = RedisRwLock::builder(pool.clone(), "long/job")
         .expire(Duration::from_millis(300))
         .auto_renewal(true)
-        .on_lost(move |path| {
-            lost_tx.lock().unwrap().send(path.to_owned()).ok();
+        .on_lost(move |lost| {
+            lost_tx.lock().unwrap().send(lost.clone()).ok();
         })
         .build()
         .unwrap();
     let writing = renewed.write().unwrap();
-    let reader = RedisRwLock::new(pool.clone(), "long");
+    let reader = RedisRwLock::new(pool.clone(), "long").unwrap();
     // Four expiries' worth of holding: a reader of the ancestor stays out throughout.
     assert!(
         reader
@@ -762,8 +839,18 @@ fn renewal_keeps_leases_and_losses_are_reported() {
     let reading = renewed.read().unwrap();
     // Behind its back, the entries go: the renewal thread finds out.
     let _: () = conn.del(&["rwlock:r:long/job", "rwlock:rb:long"]).unwrap();
-    let path = lost_rx.recv_timeout(HANG).expect("on_lost was called");
-    assert_eq!(path, "long/job");
+    let lost = lost_rx.recv_timeout(HANG).expect("on_lost was called");
+    assert_eq!(lost.name, "long/job");
+    assert_eq!(lost.reason, LostReason::Reset, "{lost:?}");
+    assert!(
+        lost.owner_id
+            .starts_with(&format!("{}#", renewed.owner_id())),
+        "the lease's own id: {lost:?}"
+    );
+    assert_eq!(
+        lost.fencing_token, None,
+        "read leases take no token: {lost:?}"
+    );
     assert!(reading.is_lost());
     assert_eq!(reading.valid_for(), Some(Duration::ZERO));
     assert!(matches!(reading.ensure_held(), Err(Error::LockLost { .. })));
@@ -772,6 +859,7 @@ fn renewal_keeps_leases_and_losses_are_reported() {
     // Extend without renewal, then a lease that is gone.
     let plain = RedisRwLock::builder(pool, "plain")
         .expire(Duration::from_secs(2))
+        .auto_renewal(false)
         .build()
         .unwrap();
     let guard = plain.read().unwrap();
@@ -797,8 +885,8 @@ fn renewal_keeps_leases_and_losses_are_reported() {
 fn try_read_for_keeps_its_deadline() {
     let server = RedisServer::start();
     let pool = server.pool();
-    let writer = RedisRwLock::new(pool.clone(), "slow");
-    let reader = RedisRwLock::new(pool, "slow/part");
+    let writer = RedisRwLock::new(pool.clone(), "slow").unwrap();
+    let reader = RedisRwLock::new(pool, "slow/part").unwrap();
     let _guard = writer.write().unwrap();
     for timeout_ms in [300u64, 50, 1] {
         let timeout = Duration::from_millis(timeout_ms);
@@ -811,12 +899,12 @@ fn try_read_for_keeps_its_deadline() {
             "returned after {elapsed:?}, before {timeout:?}"
         );
         assert!(
-            elapsed < timeout + Duration::from_millis(100),
+            elapsed < timeout + DEADLINE_SLACK,
             "a {timeout:?} timeout returned after {elapsed:?}"
         );
     }
     // Duration::MAX means "forever", not an overflow.
-    let free = RedisRwLock::new(server.pool(), "free");
+    let free = RedisRwLock::new(server.pool(), "free").unwrap();
     drop(free.try_write_for(Duration::MAX).unwrap());
     drop(free.try_read_for(Duration::MAX).unwrap());
 }
@@ -843,25 +931,46 @@ fn bad_paths_and_options_are_refused_with_the_field() {
         "signal_expire"
     );
     assert_eq!(field(builder().owner_id("").build()), "owner_id");
-    assert_eq!(field(builder().auto_renewal(true).build()), "auto_renewal");
-    // `new` cannot fail, so a bad path fails every call instead.
-    let bad = RedisRwLock::new(pool.clone(), "a//b");
-    assert!(matches!(
-        bad.read(),
-        Err(Error::InvalidOptions { field: "path", .. })
-    ));
-    assert!(matches!(
-        bad.try_write_for(Duration::MAX),
-        Err(TryLockError::Error(Error::InvalidOptions {
-            field: "path",
-            ..
-        }))
-    ));
-    // A key of another type in the namespace is an error, and nothing is half-written.
+    assert_eq!(
+        field(builder().response_timeout(Duration::ZERO).build()),
+        "response_timeout"
+    );
+    assert_eq!(
+        field(builder().wait_replicas(0, Duration::from_secs(1)).build()),
+        "wait_replicas"
+    );
+    // Leases are renewed by default, so one too short to renew in time is refused...
+    assert_eq!(
+        field(builder().expire(Duration::from_millis(10)).build()),
+        "expire"
+    );
+    // ...unless renewal is off.
+    let unrenewed = builder()
+        .expire(Duration::from_millis(10))
+        .auto_renewal(false)
+        .build()
+        .unwrap();
+    assert_eq!(unrenewed.expire(), Some(Duration::from_millis(10)));
+    // `new` checks the path at construction, as the builder does.
+    for path in ["", "a//b"] {
+        assert_eq!(
+            field(RedisRwLock::new(pool.clone(), path)),
+            "path",
+            "{path:?}"
+        );
+    }
+    // A key of another type in the namespace is an error naming the lock, and nothing is
+    // half-written.
     let mut conn = server.connection();
     let _: () = conn.set("rwlock:rb:typed", "not a set").unwrap();
-    let err = RedisRwLock::new(pool, "typed/x").read().unwrap_err();
-    assert!(err.to_string().contains("rwlock:rb:typed"), "{err}");
+    let typed = RedisRwLock::new(pool, "typed/x").unwrap();
+    let err = typed.read().unwrap_err();
+    assert!(err.is_wrong_type(), "{err:?}");
+    assert!(err.to_string().contains("typed/x"), "{err}");
+    assert!(matches!(
+        typed.try_write(),
+        Err(TryLockError::Error(Error::WrongType { .. }))
+    ));
     let exists: bool = conn.exists("rwlock:r:typed/x").unwrap();
     assert!(!exists);
 }

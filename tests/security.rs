@@ -4,15 +4,17 @@
 mod support;
 
 use std::collections::HashSet;
-use std::thread;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Commands;
 use redis_mutex::{Error, Pool, RedisMutex, Redlock, reset_all};
-use support::RedisServer;
+use support::{HANG, RedisServer};
 
-const HANG: Duration = Duration::from_secs(20);
 const SAMPLES: usize = 100_000;
+
+/// How long taking and releasing [`SAMPLES`] Redlocks may take.
+const RUN: Duration = Duration::from_secs(300);
 
 /// Checks that `ids` are 128-bit lowercase hex strings, all distinct, whose every hex
 /// digit position is uniformly distributed: what a CSPRNG gives, and a counter, a clock or
@@ -64,10 +66,17 @@ fn assert_random_hex_ids(what: &str, ids: &[String]) {
 fn owner_ids_are_128_random_bits_and_never_repeat() {
     // Making a mutex talks to no server.
     let pool = Pool::builder()
-        .min_idle(Some(0))
-        .build_unchecked(redis::Client::open("redis://127.0.0.1:1/").unwrap());
+        .min_idle(0)
+        .connect_lazy(true)
+        .build("redis://127.0.0.1:1/")
+        .unwrap();
     let ids: Vec<String> = (0..SAMPLES)
-        .map(|_| RedisMutex::new(pool.clone(), "x").owner_id().to_owned())
+        .map(|_| {
+            RedisMutex::new(pool.clone(), "x")
+                .unwrap()
+                .owner_id()
+                .to_owned()
+        })
         .collect();
     assert_random_hex_ids("owner id", &ids);
 }
@@ -76,33 +85,24 @@ fn owner_ids_are_128_random_bits_and_never_repeat() {
 fn redlock_tokens_are_128_random_bits_and_never_repeat() {
     const THREADS: usize = 8;
     let server = RedisServer::start();
-    let pool = Pool::builder()
-        .test_on_check_out(false)
-        .max_size(THREADS as u32)
-        .build(redis::Client::open(server.url()).unwrap())
-        .unwrap();
-    let redlock = Redlock::new(vec![pool]);
-    let tokens: Vec<String> = thread::scope(|s| {
-        let threads: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let redlock = &redlock;
-                s.spawn(move || {
-                    (0..SAMPLES / THREADS)
-                        .map(|i| {
-                            let guard = redlock.lock(&format!("token-{t}-{i}"), HANG).unwrap();
-                            let token = guard.token().to_owned();
-                            guard.unlock().unwrap();
-                            token
-                        })
-                        .collect::<Vec<_>>()
-                })
+    let pool = server.pool_with(Pool::builder().max_size(THREADS as u32));
+    let redlock = Arc::new(Redlock::new(vec![pool]).unwrap());
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let redlock = redlock.clone();
+            support::spawn(&format!("locking thread {t}"), move || {
+                (0..SAMPLES / THREADS)
+                    .map(|i| {
+                        let guard = redlock.lock(&format!("token-{t}-{i}"), HANG).unwrap();
+                        let token = guard.owner_id().to_owned();
+                        guard.unlock().unwrap();
+                        token
+                    })
+                    .collect::<Vec<_>>()
             })
-            .collect();
-        threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect()
-    });
+        })
+        .collect();
+    let tokens: Vec<String> = threads.into_iter().flat_map(|t| t.join(RUN)).collect();
     assert_random_hex_ids("redlock token", &tokens);
 }
 
@@ -165,7 +165,7 @@ fn a_former_owner_can_neither_release_nor_extend() {
 
     // Redlock: the same over three instances.
     let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let redlock = Redlock::new(servers.iter().map(RedisServer::pool).collect());
+    let redlock = Redlock::new(servers.iter().map(RedisServer::pool).collect()).unwrap();
     let stale = redlock
         .lock("resource", Duration::from_millis(100))
         .unwrap();
@@ -177,7 +177,7 @@ fn a_former_owner_can_neither_release_nor_extend() {
     let guard = owner.lock("resource", Duration::from_secs(60)).unwrap();
     let extended = stale.extend(Duration::from_secs(1));
     assert!(
-        extended.is_err(),
+        matches!(extended, Err(Error::NotAcquired { .. })),
         "redlock extend by a former owner: {extended:?}"
     );
     let unlocked = stale.unlock();
@@ -192,7 +192,7 @@ fn a_former_owner_can_neither_release_nor_extend() {
         let mut conn = server.connection();
         let token: Option<String> = conn.get("resource").unwrap();
         if let Some(token) = token {
-            assert_eq!(token, guard.token(), "only the owner's token is left");
+            assert_eq!(token, guard.owner_id(), "only the owner's token is left");
             let pttl: i64 = conn.pttl("resource").unwrap();
             assert!(pttl > 50_000, "the owner's lease was changed to {pttl} ms");
             held += 1;
@@ -213,7 +213,7 @@ fn only_the_operator_tools_remove_someone_elses_lock() {
         .unwrap();
     let guard = owner.lock().unwrap();
     // Another client, whatever its id, cannot take it.
-    let other = RedisMutex::new(pool.clone(), "operated");
+    let other = RedisMutex::new(pool.clone(), "operated").unwrap();
     assert!(other.try_lock().unwrap_err().is_would_block());
     // reset and reset_all, documented as operator tools, can.
     assert!(other.reset().unwrap());
@@ -236,7 +236,7 @@ fn lock_renew_and_hand_over(pool: &Pool, admin: &mut redis::Connection, name: &s
         .auto_renewal(true)
         .build()
         .unwrap();
-    let waiter = RedisMutex::new(pool.clone(), name);
+    let waiter = RedisMutex::new(pool.clone(), name).unwrap();
     let guard = holder.lock().unwrap();
     let owner: String = admin.get(format!("lock:{name}")).unwrap();
     assert_eq!(owner, owner_id);
@@ -247,20 +247,18 @@ fn lock_renew_and_hand_over(pool: &Pool, admin: &mut redis::Connection, name: &s
             .is_would_block()
     );
     assert!(!guard.is_lost(), "{how}");
-    thread::scope(|s| {
-        let waiting = s.spawn(|| {
-            waiter
-                .try_lock_for(HANG)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        assert!(
-            support::eventually(HANG, || support::blocked_clients(admin) == 1),
-            "the waiter never blocked"
-        );
-        guard.unlock().unwrap();
-        waiting.join().unwrap().expect("the waiter gets the lock");
+    let waiting = support::spawn("the waiter", move || {
+        waiter
+            .try_lock_for(HANG)
+            .map(drop)
+            .map_err(|e| e.to_string())
     });
+    assert!(
+        support::eventually(HANG, || support::blocked_clients(admin) == 1),
+        "the waiter never blocked"
+    );
+    guard.unlock().unwrap();
+    waiting.join(HANG).expect("the waiter gets the lock");
 }
 
 #[test]
@@ -294,46 +292,52 @@ fn an_acl_user_with_a_password_locks_and_a_wrong_one_is_told() {
         "~other:*",
         "+@all",
     ]);
-    let port = server.port();
-    let url = |user: &str, password: &str| format!("redis://{user}:{password}@127.0.0.1:{port}/");
-    let pool_for = |url: String| {
-        Pool::builder()
-            .test_on_check_out(false)
-            .max_size(4)
-            .min_idle(Some(0))
-            .connection_timeout(Duration::from_millis(500))
-            .build_unchecked(redis::Client::open(url).unwrap())
+    let pool_for = |user: &str, password: &str| {
+        server.pool_with(
+            Pool::builder()
+                .username(user)
+                .password(password)
+                .max_size(4)
+                .min_idle(0)
+                .connection_timeout(Duration::from_millis(500))
+                .connect_lazy(true),
+        )
     };
-    let mut admin = redis::Client::open(url("admin", "admin-password"))
-        .unwrap()
-        .get_connection_with_timeout(HANG)
-        .unwrap();
+    let mut admin = support::connect(&format!(
+        "redis://admin:admin-password@127.0.0.1:{}/",
+        server.port()
+    ));
 
-    let pool = pool_for(url("locker", "locker-password"));
+    let pool = pool_for("locker", "locker-password");
     lock_renew_and_hand_over(&pool, &mut admin, "acl", "renewal works for the ACL user");
     assert_eq!(reset_all(&pool).unwrap(), 0);
 
-    let says = |what: &str, result: redis_mutex::Result<RedisMutex>, expected: &[&str]| {
-        let mutex = result.unwrap();
-        let text = mutex.lock().unwrap_err().to_string();
-        assert!(
-            expected
-                .iter()
-                .any(|e| text.to_lowercase().contains(&e.to_lowercase())),
-            "{what}: the error does not say {expected:?}: {text}"
-        );
-    };
-    let wrong = pool_for(url("locker", "wrong-password"));
-    says(
-        "a wrong password",
-        RedisMutex::builder(wrong, "acl").build(),
-        &["WRONGPASS", "authentication failed"],
+    // Building a pool that connects at once fails there, naming the server.
+    let refused = Pool::builder()
+        .username("locker")
+        .password("wrong-password")
+        .build(&server.url())
+        .unwrap_err();
+    let address = format!("127.0.0.1:{}", server.port());
+    assert!(
+        matches!(&refused, Error::AuthFailed { server, .. } if *server == address),
+        "a wrong password at build: {refused:?}"
     );
-    let stranger = pool_for(url("stranger", "stranger-password"));
-    says(
-        "a user without the keys",
-        RedisMutex::builder(stranger, "acl").build(),
-        &["NOPERM"],
+
+    // Built without connecting, the pools' lock calls are told, each with its own error.
+    let lock_error = |pool: Pool| RedisMutex::new(pool, "acl").unwrap().lock().unwrap_err();
+    let wrong = lock_error(pool_for("locker", "wrong-password"));
+    let text = wrong.to_string().to_lowercase();
+    assert!(
+        matches!(wrong, Error::AuthFailed { .. })
+            && (text.contains("wrongpass") || text.contains("authentication failed")),
+        "a wrong password: {wrong:?}"
+    );
+    let stranger = lock_error(pool_for("stranger", "stranger-password"));
+    assert!(
+        matches!(stranger, Error::Redis { .. })
+            && stranger.to_string().to_lowercase().contains("noperm"),
+        "a user without the keys: {stranger:?}"
     );
 }
 
@@ -412,24 +416,13 @@ mod tls {
         ]);
     }
 
-    /// A loopback port nobody listens on now, never 6379.
-    fn free_port() -> u16 {
-        (0..100)
-            .map(|_| {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                listener.local_addr().unwrap().port()
-            })
-            .find(|&port| port != 6379)
-            .expect("a free port")
-    }
-
     #[test]
     fn locks_work_over_tls_and_an_unknown_certificate_is_refused() {
         let dir = std::env::temp_dir().join(format!("redis-mutex-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         make_certificates(&dir);
         let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-        let tls_port = free_port();
+        let tls_port = support::free_port();
         let server = RedisServer::start_with(&[
             "--tls-port",
             &tls_port.to_string(),
@@ -452,9 +445,8 @@ mod tls {
         )
         .unwrap();
         let pool = Pool::builder()
-            .test_on_check_out(false)
             .max_size(4)
-            .build(client)
+            .build_with_client(client)
             .unwrap();
         let mut conn = server.connection();
 
@@ -467,13 +459,23 @@ mod tls {
             .count();
         assert!(on_tls >= 1, "no client on the TLS port: {clients}");
 
-        // Without our CA, the server's certificate is refused, and the error says so.
+        // Without our CA, the server's certificate is refused, and the error says so: when
+        // the pool is built, or, built without connecting, by the first lock.
+        let refused = Pool::new(&url).unwrap_err();
+        println!("without the CA, at build: {refused}");
+        assert!(refused.is_unreachable(), "{refused:?}");
+        assert!(
+            refused.to_string().to_lowercase().contains("certificate"),
+            "the error does not name the certificate: {refused}"
+        );
         let untrusted = Pool::builder()
-            .test_on_check_out(false)
-            .min_idle(Some(0))
+            .min_idle(0)
             .connection_timeout(Duration::from_millis(500))
-            .build_unchecked(redis::Client::open(url.as_str()).unwrap());
+            .connect_lazy(true)
+            .build(&url)
+            .unwrap();
         let text = RedisMutex::new(untrusted, "tls")
+            .unwrap()
             .lock()
             .unwrap_err()
             .to_string();

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Redlock;
-use crate::options::{MAX_DURATION, MIN_RENEWED_EXPIRE};
+use crate::duration::MAX_DURATION;
+use crate::options::MIN_RENEWED_EXPIRE;
 use crate::{Error, Pool, Result};
 
 pub(super) const DEFAULT_RETRY_COUNT: u32 = 3;
@@ -86,7 +87,7 @@ impl RedlockBuilder {
     /// every instance each time a third of the ttl has passed, with the ttl given to
     /// [`lock`](Redlock::lock), and marks the guard [lost](crate::RedlockGuard::is_lost) if a
     /// majority says the lock is no longer ours, or no extension gets a majority before the
-    /// [validity](crate::RedlockGuard::validity) runs out.
+    /// [validity](crate::RedlockGuard::valid_for) runs out.
     ///
     /// Each extension counts as an acquisition does: only with a majority, within the
     /// current validity, which it then sets to `ttl − elapsed − drift margin`. The ttl must
@@ -101,13 +102,24 @@ impl RedlockBuilder {
 
     /// Sets a callback run once, on the renewal thread, when an
     /// [auto-extended](Self::auto_extend) guard of this Redlock is found
-    /// [lost](crate::RedlockGuard::is_lost). It gets the resource name. Keep it short: it
+    /// [lost](crate::RedlockGuard::is_lost). It gets a [`LostLock`](crate::LostLock) (the
+    /// resource, the token, why). Keep it short: it
     /// delays the renewal of other locks while it runs. A panic in it is logged and goes no
     /// further. Losses found by the guard's own calls are reported by their result instead.
     ///
     /// Defaults to none (the loss is logged at WARN either way).
-    pub fn on_lost(mut self, callback: impl Fn(&str) + Send + Sync + 'static) -> Self {
+    pub fn on_lost(mut self, callback: impl Fn(&crate::LostLock) + Send + Sync + 'static) -> Self {
         self.redlock.on_lost = Some(Arc::new(callback));
+        self
+    }
+
+    /// Sets the `lock` label of this Redlock's metrics (with the `metrics` feature; see
+    /// `docs/operations.md`). Each distinct label is a time series of its own.
+    ///
+    /// Defaults to none: the metrics carry only the kind, `redlock`.
+    pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+        let label: String = label.into();
+        self.redlock.labels = crate::metrics::Labels::new("redlock", Some(label.into()));
         self
     }
 
@@ -124,10 +136,10 @@ impl RedlockBuilder {
     /// ```no_run
     /// # use std::time::Duration;
     /// # use redis_mutex::{Error, Pool, Redlock};
-    /// # let pool = Pool::builder().build(redis::Client::open("redis://127.0.0.1/")?)?;
+    /// let pool = Pool::new("redis://127.0.0.1/")?;
     /// let err = Redlock::builder(vec![pool]).drift_factor(1.5).build().unwrap_err();
     /// assert!(matches!(err, Error::InvalidOptions { field: "drift_factor", .. }));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn build(self) -> Result<Redlock> {
         let r = self.redlock;

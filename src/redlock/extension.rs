@@ -1,18 +1,13 @@
 //! Extending a held Redlock: one compare-and-`PEXPIRE` round on every instance, shared by
-//! [`RedlockGuard::extend`](super::RedlockGuard::extend) and by auto-extension, which runs
-//! it on the process's renewal thread as a [`Renew`] target.
+//! [`RedlockGuard::extend`](super::RedlockGuard::extend) and by auto-extension.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::fanout::{fan_out, request};
 use super::quorum::{quorum, validity};
-use super::{EXTEND_SOURCE, eval};
 use crate::conn::Conn;
-use crate::lease::{Lease, millis};
-use crate::renewal::{Renew, Renewal};
 use crate::scripts::REDLOCK_EXTEND;
 use crate::{Pool, Result};
 
@@ -36,6 +31,40 @@ pub(super) struct Round {
 }
 
 impl Round {
+    /// A round that sent nothing.
+    pub(super) fn empty(_n: usize) -> Round {
+        let now = Instant::now();
+        Round {
+            started: now,
+            finished: now,
+            results: Vec::new(),
+        }
+    }
+
+    /// Why a round did not count, for the renewal's log and the lost-lock message.
+    pub(super) fn describe(&self, deadline: Instant) -> String {
+        let n = self.results.len();
+        let mut why = if self.finished >= deadline {
+            format!(
+                "the extend round ended after the validity ran out ({} of {n} extended)",
+                self.extended()
+            )
+        } else {
+            format!(
+                "{} of the {} extensions needed ({} of {n} instances said the key is not ours)",
+                self.extended(),
+                quorum(n),
+                self.not_ours()
+            )
+        };
+        for (i, result) in self.results.iter().enumerate() {
+            if let Err(e) = result {
+                why.push_str(&format!("; instance {i}: {e}"));
+            }
+        }
+        why
+    }
+
     /// How many instances set the new ttl on our key.
     pub(super) fn extended(&self) -> usize {
         self.results.iter().filter(|r| matches!(r, Ok(1))).count()
@@ -82,18 +111,16 @@ pub(super) fn extend_round(
 ) -> Round {
     let targets: Vec<_> = pending.drain(..).enumerate().collect();
     let started = Instant::now();
+    let mut call = REDLOCK_EXTEND.call();
+    call.key(&claim.resource).arg(&claim.token).arg(ttl_ms);
     let replies = fan_out(targets, |(i, conn)| {
-        request(&pools[i], conn, timeout, |conn, is_pending| {
-            eval(
-                conn,
-                is_pending,
-                &REDLOCK_EXTEND,
-                EXTEND_SOURCE,
-                &claim.resource,
-                &claim.token,
-                Some(ttl_ms),
-            )
-        })
+        request(
+            &pools[i],
+            &claim.resource,
+            conn,
+            timeout,
+            |conn, is_pending| call.run(conn, is_pending),
+        )
     });
     let finished = Instant::now();
     let mut results = Vec::with_capacity(replies.len());
@@ -106,95 +133,4 @@ pub(super) fn extend_round(
         finished,
         results,
     }
-}
-
-/// Auto-extension of one guard: what the renewal thread runs every third of the ttl.
-pub(super) struct AutoExtend {
-    pub(super) claim: Arc<Claim>,
-    pub(super) lease: Arc<Lease>,
-    pub(super) pools: Arc<[Pool]>,
-    pub(super) ttl: Duration,
-    pub(super) instance_timeout: Duration,
-    pub(super) drift_factor: f64,
-}
-
-impl Renew for AutoExtend {
-    fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// One extend round, over within `timeout` (the validity left): `Renewed` on a
-    /// majority in time, `Gone` when a majority said the key is not ours, else `Failed`.
-    fn renew(&self, timeout: Duration) -> Renewal {
-        let called = Instant::now();
-        let deadline = match called.checked_add(timeout) {
-            Some(deadline) if !timeout.is_zero() => deadline,
-            _ => return Renewal::Failed("the validity had run out before the renewal".into()),
-        };
-        // The guard's own extend, check or release may hold the connections for a round.
-        let Some(mut pending) = self.claim.pending.try_lock_until(deadline) else {
-            return Renewal::Failed("the guard's own request outlasted the validity".into());
-        };
-        if pending.is_empty() {
-            // Released; the registration is being cancelled.
-            return Renewal::Failed("the guard is being released".into());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Renewal::Failed("the validity ran out before the renewal was sent".into());
-        }
-        let per_instance = self.instance_timeout.min(self.ttl).min(left);
-        let round = extend_round(
-            &self.pools,
-            &self.claim,
-            &mut pending,
-            millis(self.ttl),
-            per_instance,
-        );
-        drop(pending);
-        let n = round.results.len();
-        if let Some(valid_until) = round.valid_until(self.ttl, self.drift_factor, deadline) {
-            log::trace!(
-                "auto-extended redlock `{}` on {} of {n} instances in {:?}",
-                self.claim.resource,
-                round.extended(),
-                round.finished - round.started
-            );
-            return Renewal::Renewed {
-                sent_at: round.started,
-                valid_until,
-            };
-        }
-        // Only matters after an explicit extend to a longer ttl than this one.
-        self.lease
-            .shorten_to(round.shortest_end(self.ttl, self.drift_factor));
-        if round.not_ours() >= quorum(n) {
-            return Renewal::Gone;
-        }
-        Renewal::Failed(describe(&round, deadline))
-    }
-}
-
-/// Why a round did not count, for the renewal thread's log and the lost-lock message.
-fn describe(round: &Round, deadline: Instant) -> String {
-    let n = round.results.len();
-    let mut why = if round.finished >= deadline {
-        format!(
-            "the extend round ended after the validity ran out ({} of {n} extended)",
-            round.extended()
-        )
-    } else {
-        format!(
-            "{} of the {} extensions needed ({} of {n} instances said the key is not ours)",
-            round.extended(),
-            quorum(n),
-            round.not_ours()
-        )
-    };
-    for (i, result) in round.results.iter().enumerate() {
-        if let Err(e) = result {
-            why.push_str(&format!("; instance {i}: {e}"));
-        }
-    }
-    why
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::conn::{self, Conn};
+use crate::conn::{self, Conn, Route};
 use crate::{Pool, Result};
 
 /// The result of one request to one instance.
@@ -24,9 +24,10 @@ pub(super) struct Reply<T> {
     pub(super) conn: Option<Conn>,
 }
 
-/// Sends one request to the instance behind `pool`: on `pending`, a connection with a reply
-/// still unread, if given (see [`Reply::conn`]), else on a connection checked out now. The
-/// checkouts and the reply together take about `timeout` at most.
+/// Sends one request about `key` to the instance behind `pool`: on `pending`, a
+/// connection with a reply still unread, if given (see [`Reply::conn`]), else on a
+/// connection checked out now. The checkouts and the reply together take about `timeout`
+/// at most.
 ///
 /// `op` gets the connection and whether a reply on it is still unread; it must send
 /// exactly one command (never a pipeline, whose every reply would wait a full timeout on a
@@ -37,6 +38,7 @@ pub(super) struct Reply<T> {
 /// connection the pool can hold; the request is then [in doubt](Reply::in_doubt).
 pub(super) fn request<T>(
     pool: &Pool,
+    key: &str,
     pending: Option<Conn>,
     timeout: Duration,
     op: impl Fn(&mut Conn, bool) -> redis::RedisResult<T>,
@@ -47,30 +49,38 @@ pub(super) fn request<T>(
     let mut tries: u32 = 0;
     loop {
         let left = timeout.saturating_sub(started.elapsed());
-        let (mut conn, had_pending) = match pending.take() {
-            Some(conn) => (conn, true),
+        let had_pending = pending.is_some();
+        let conn = match pending.take() {
+            Some(mut conn) => match conn.set_timeout(socket_timeout(left)) {
+                Ok(()) => conn,
+                Err(e) => return failed(e, in_doubt, Some(conn)),
+            },
             None if left.is_zero() => return failed(timed_out(), in_doubt, None),
-            // The socket timeout is set once, below.
-            None => match pool.get_timeout(left) {
-                Ok(conn) => (conn, false),
-                Err(e) => return failed(e.into(), in_doubt, None),
+            None => match conn::checkout(pool, Route::Key(key), left, socket_timeout(left)) {
+                Ok(conn) => conn,
+                Err(e) => return failed(e, in_doubt, None),
             },
         };
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
             return failed(timed_out(), in_doubt, had_pending.then_some(conn));
         }
-        if let Err(e) = conn::set_timeout(&mut conn, socket_timeout(left)) {
-            return failed(e, in_doubt, had_pending.then_some(conn));
-        }
         tries += 1;
-        let result = op(&mut conn, had_pending);
+        // Redirections (a cluster's MOVED, ASK) are followed; only a command the server
+        // said it did not run is sent again.
+        let ran = conn::run(pool, Route::Key(key), Some(conn), left, |c| {
+            op(c, had_pending)
+        });
+        let mut ran = match ran {
+            Ok(ran) => ran,
+            Err(e) => return failed(e, in_doubt, None),
+        };
         log::trace!(
             "redlock request: {:?} after {:?}",
-            result.as_ref().map(|_| ()),
+            ran.result.as_ref().map(|_| ()),
             started.elapsed()
         );
-        let e = match result {
+        let e = match ran.result {
             Ok(value) => {
                 return Reply {
                     result: Ok(value),
@@ -78,17 +88,22 @@ pub(super) fn request<T>(
                     conn: None,
                 };
             }
-            Err(e) if is_reply(&e) => return failed(e.into(), in_doubt, None),
+            Err(e) if !conn::reply_lost(&e) => {
+                let error = ran.conn.fail(e, key, "redlock request");
+                return failed(error, in_doubt, None);
+            }
             Err(e) => e,
         };
-        let open = redis::ConnectionLike::is_open(&*conn);
-        if e.is_timeout() && open {
-            return failed(e.into(), true, Some(conn));
+        let open = ran.conn.is_open();
+        if conn::reply_pending(&e) && open {
+            let error = ran.conn.fail(e, key, "redlock request");
+            return failed(error, true, Some(ran.conn));
         }
         in_doubt = true;
         let broken = !open || e.is_connection_dropped();
-        if !broken || tries > pool.max_size() {
-            return failed(e.into(), in_doubt, None);
+        if !broken || tries > pool.config().max_size {
+            let error = ran.conn.fail(e, key, "redlock request");
+            return failed(error, in_doubt, None);
         }
         log::trace!("redlock request: broken connection ({e}); trying another one");
     }
@@ -112,21 +127,11 @@ fn failed<T>(error: crate::Error, in_doubt: bool, conn: Option<Conn>) -> Reply<T
     }
 }
 
-/// Whether an error came as the server's reply (so the command's effect is known), rather
-/// than from a timeout or a broken connection.
-fn is_reply(e: &redis::RedisError) -> bool {
-    matches!(
-        e.kind(),
-        redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
-    )
-}
-
 fn timed_out() -> crate::Error {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "the instance timeout ran out before the request could be sent",
-    ))
-    .into()
+    crate::Error::Timeout {
+        server: "a redlock instance".to_owned(),
+        after: Duration::ZERO,
+    }
 }
 
 /// Runs `op` on every item at once, one thread per item, and returns the results in the
@@ -230,13 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn only_server_replies_count_as_answers() {
-        let timeout: redis::RedisError =
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "t").into();
-        let reset: redis::RedisError =
-            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "r").into();
-        assert!(!is_reply(&timeout));
-        assert!(!is_reply(&reset));
+    fn running_out_of_time_is_a_timeout() {
         assert!(timed_out().is_timeout());
     }
 }

@@ -9,10 +9,11 @@
 --   Waking a list replaces it by one element per live waiter of its set (5, 6, 7, 8).
 -- ARGV[1]: the entry: 'r' or 'w' for a held read or write lock, 'qr' or 'qw' for a
 --          registration as a waiting reader or writer
--- ARGV[2]: our lease id
+-- ARGV[2]: our lease id; or '*' for every live entry of that kind on the path (a reset)
 -- ARGV[3]: how long a wake-up waits for its waiter, in milliseconds
--- Returns 1 when the entry was ours and live: it is removed and its waiters are woken; 0
--- when it was gone or had expired (an expired entry is removed; nobody is woken).
+-- Returns the number of live entries removed (1 for one lease that was ours), whose
+-- waiters are then woken; 0 when the entry was gone or had expired (an expired entry is
+-- removed; nobody is woken).
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local path = #KEYS / 12
@@ -36,15 +37,26 @@ end
 
 local kinds = {w = {1, 3}, r = {2, 4}, qw = {5, 7}, qr = {6, 8}}
 local at, below = kinds[ARGV[1]][1], kinds[ARGV[1]][2]
-local lease = ARGV[2]
-local score = redis.call('ZSCORE', key(path, at), lease)
-redis.call('ZREM', key(path, at), lease)
+local leases = {ARGV[2]}
+if ARGV[2] == '*' then
+    leases = redis.call('ZRANGE', key(path, at), 0, -1)
+end
+local live = 0
+for _, lease in ipairs(leases) do
+    local score = redis.call('ZSCORE', key(path, at), lease)
+    redis.call('ZREM', key(path, at), lease)
+    for level = 1, path - 1 do
+        redis.call('ZREM', key(level, below), lease)
+    end
+    if score and (score == 'inf' or tonumber(score) > now) then
+        live = live + 1
+    end
+end
 touch(key(path, at))
 for level = 1, path - 1 do
-    redis.call('ZREM', key(level, below), lease)
     touch(key(level, below))
 end
-if not score or (score ~= 'inf' and tonumber(score) <= now) then
+if live == 0 then
     return 0
 end
 
@@ -82,4 +94,4 @@ if role == 'w' or role == 'qw' then
         wake(key(level, 10), key(level, 6))
     end
 end
-return 1
+return live

@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use redis_mutex::Pool;
+use redis_mutex::{Pool, PoolBuilder};
 
 /// How long the proxy waits for the upstream server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,20 +97,19 @@ impl FaultProxy {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// A pool through the proxy with no `PING` on checkout, built without connecting (so it
+    /// A pool through the proxy with the default settings, built without connecting (so it
     /// can be made while the proxy stalls or refuses).
     pub fn pool(&self) -> Pool {
-        self.pool_with(
-            r2d2::Pool::builder()
-                .test_on_check_out(false)
-                .connection_timeout(Duration::from_secs(5)),
-        )
+        self.pool_with(Pool::builder())
     }
 
-    /// A pool through the proxy built by `builder`, without connecting first.
-    pub fn pool_with(&self, builder: r2d2::Builder<redis::Client>) -> Pool {
-        let client = redis::Client::open(self.url()).expect("valid URL");
-        builder.build_unchecked(client)
+    /// A pool through the proxy built by `builder`, without connecting first (the proxy
+    /// may be refusing or stalled).
+    pub fn pool_with(&self, builder: PoolBuilder) -> Pool {
+        builder
+            .connect_lazy(true)
+            .build(&self.url())
+            .expect("a valid URL")
     }
 
     /// Delays every chunk, in both directions, by `latency` from when the proxy read it.

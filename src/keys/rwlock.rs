@@ -1,4 +1,11 @@
-//! Paths, their ancestors, and the Redis keys of each level: pure functions, no I/O.
+//! A read-write lock's paths, their ancestors, and the keys of each level: pure functions,
+//! no I/O.
+//!
+//! Each level `<p>` of a path has twelve keys, `rwlock:<kind>:<p>` (see [`KINDS`]). On a
+//! cluster the root segment carries the hash tag, `rwlock:<kind>:{<root>}<rest>`, so that
+//! every key of one tree shares a slot: one tree lives on one node.
+
+use super::{Scheme, fencing_counter};
 
 /// What a lease is: it decides which sets hold it and which wake lists its waiters block on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +49,40 @@ const KINDS: [&str; 12] = [
 /// python-redis-lock never see them.
 pub(crate) const PREFIX: &str = "rwlock";
 
-fn key(kind: &str, level: &str) -> String {
+/// The key of `kind` for the level `level` of a tree whose root segment is `root`.
+fn key(kind: &str, level: &str, root: &str, scheme: Scheme) -> String {
+    match scheme {
+        Scheme::Single => format!("{PREFIX}:{kind}:{level}"),
+        Scheme::Cluster => format!("{PREFIX}:{kind}:{{{root}}}{}", &level[root.len()..]),
+    }
+}
+
+/// `(kind, level)` of a read-write lock's key, the level as the key writes it; `None` for
+/// another key.
+pub(crate) fn parse_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(PREFIX)?.strip_prefix(':')?.split_once(':')
+}
+
+/// The key of `kind` for a level as [`parse_key`] gave it.
+pub(crate) fn sibling(kind: &str, level: &str) -> String {
     format!("{PREFIX}:{kind}:{level}")
+}
+
+/// The path a level of a key stands for: on a cluster, without the braces around the root.
+pub(crate) fn path_of(level: &str, scheme: Scheme) -> String {
+    match (scheme, level.strip_prefix('{')) {
+        (Scheme::Cluster, Some(rest)) => match rest.find('}') {
+            Some(close) => format!("{}{}", &rest[..close], &rest[close + 1..]),
+            None => level.to_owned(),
+        },
+        _ => level.to_owned(),
+    }
+}
+
+/// The twelve keys of one level, in the scripts' order, from the level as a key writes it
+/// (see [`parse_key`]).
+pub(crate) fn level_keys(level: &str) -> Vec<String> {
+    KINDS.iter().map(|kind| sibling(kind, level)).collect()
 }
 
 /// Checks a path; returns why it is refused.
@@ -73,20 +112,25 @@ pub(crate) fn levels(path: &str, separator: char) -> Vec<&str> {
 
 /// Every key a path's scripts touch, computed once per lock.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Keys {
+pub(crate) struct RwKeys {
     /// 12 per level, root first ([`KINDS`] order): what acquire and release take.
     all: Vec<String>,
     levels: usize,
+    /// The fencing counter write locks take their tokens from.
+    pub(crate) fencing: String,
 }
 
-impl Keys {
-    pub(crate) fn new(path: &str, separator: char) -> Keys {
+impl RwKeys {
+    /// The keys of `path`, which must have passed [`check_path`].
+    pub(crate) fn new(path: &str, separator: char, scheme: Scheme) -> RwKeys {
         let levels = levels(path, separator);
-        let all = levels
+        let root = levels[0];
+        let all: Vec<String> = levels
             .iter()
-            .flat_map(|level| KINDS.iter().map(move |kind| key(kind, level)))
+            .flat_map(|level| KINDS.iter().map(move |kind| key(kind, level, root, scheme)))
             .collect();
-        Keys {
+        RwKeys {
+            fencing: fencing_counter(&all[0], scheme),
             all,
             levels: levels.len(),
         }
@@ -162,7 +206,8 @@ mod tests {
 
     #[test]
     fn keys_follow_the_scripts_layout() {
-        let keys = Keys::new("a/b", '/');
+        let keys = RwKeys::new("a/b", '/', Scheme::Single);
+        assert_eq!(keys.fencing, "lock-fencing-counter");
         assert_eq!(keys.all().len(), 24);
         assert_eq!(keys.all()[0], "rwlock:w:a");
         assert_eq!(keys.all()[11], "rwlock:wake-rb:a");
@@ -174,7 +219,7 @@ mod tests {
             ["rwlock:w:a/b", "rwlock:wb:a"]
         );
         assert_eq!(
-            Keys::new("a/b/c", '/').wake_lists(Mode::Write),
+            RwKeys::new("a/b/c", '/', Scheme::Single).wake_lists(Mode::Write),
             [
                 "rwlock:wake-w:a/b/c",
                 "rwlock:wake-wb:a/b",
@@ -182,8 +227,35 @@ mod tests {
             ]
         );
         assert_eq!(
-            Keys::new("a", '/').wake_lists(Mode::Read),
+            RwKeys::new("a", '/', Scheme::Single).wake_lists(Mode::Read),
             ["rwlock:wake-r:a"]
         );
+    }
+
+    #[test]
+    fn on_a_cluster_every_key_of_a_tree_shares_the_roots_tag() {
+        let keys = RwKeys::new("tenants/42/invoices", '/', Scheme::Cluster);
+        assert_eq!(keys.all()[0], "rwlock:w:{tenants}");
+        assert_eq!(keys.all()[24], "rwlock:w:{tenants}/42/invoices");
+        assert_eq!(keys.fencing, "lock-fencing-counter:{tenants}");
+        for key in keys.all().iter().chain([&keys.fencing]) {
+            assert_eq!(super::super::hash_tag(key), Some("tenants"), "{key}");
+        }
+        assert_eq!(
+            parse_key("rwlock:wake-rb:{a}/b"),
+            Some(("wake-rb", "{a}/b"))
+        );
+        assert_eq!(parse_key("lock:a"), None);
+        assert_eq!(sibling("wake-w", "{a}/b"), "rwlock:wake-w:{a}/b");
+        assert_eq!(
+            level_keys("a/b"),
+            RwKeys::new("a/b", '/', Scheme::Single).all()[12..]
+        );
+        assert_eq!(path_of("{a}/b", Scheme::Cluster), "a/b");
+        assert_eq!(path_of("{a}/b", Scheme::Single), "{a}/b");
+        let odd = RwKeys::new("x}y/z", '/', Scheme::Cluster);
+        let tag = super::super::hash_tag(&odd.all()[0]);
+        assert!(odd.all().iter().all(|k| super::super::hash_tag(k) == tag));
+        assert_eq!(super::super::hash_tag(&odd.fencing), tag);
     }
 }

@@ -1,0 +1,336 @@
+//! [`list_locks`] and [`lock_info`]: who holds what, for the people who run the services.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{by_slot, node_conn, scan_step};
+use crate::conn::{self, Conn, Route};
+use crate::keys::{
+    GRANT_PREFIX, MutexKeys, Scheme, WAITERS_PREFIX, name_of, parse_key, path_of, sibling_of,
+};
+use crate::pool::Node;
+use crate::scripts::LIST;
+use crate::{Error, Pool, Result};
+
+/// A lock held now, as [`list_locks`] and [`lock_info`] report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockInfo {
+    /// The lock's name (a read-write lock's path), as it was given to the lock.
+    pub name: String,
+    /// What kind of lock it is.
+    pub kind: LockKind,
+    /// Who holds it: the owner id stored in the lock (python-redis-lock's `id`); for a read
+    /// or write lease, `<owner id>#<16 hex digits>`. A read lock has one entry per reader.
+    pub owner_id: String,
+    /// How long until the lease runs out, unless renewed; `None` for a lock without expiry.
+    pub expires_in: Option<Duration>,
+    /// The grant's fencing token, where it is known: grants of this crate's mutexes (not
+    /// python-redis-lock's, nor read or write leases).
+    pub fencing_token: Option<u64>,
+    /// How many waiters are queued, where the protocol knows it: a fair mutex's queue.
+    pub waiters: Option<usize>,
+}
+
+/// The kinds of lock [`LockInfo`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockKind {
+    /// A [`RedisMutex`](crate::RedisMutex), or a python-redis-lock lock.
+    Mutex,
+    /// A read lease of a [`RedisRwLock`](crate::RedisRwLock).
+    Read,
+    /// A write lease of a [`RedisRwLock`](crate::RedisRwLock).
+    Write,
+}
+
+impl fmt::Display for LockKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockKind::Mutex => "mutex",
+            LockKind::Read => "read",
+            LockKind::Write => "write",
+        })
+    }
+}
+
+/// Every lock held now in the pool's database: mutexes (python-redis-lock's too) and read
+/// and write leases, on every primary of a cluster. Walks the keyspace with `SCAN` (never
+/// `KEYS`), a step at a time as the iterator is consumed, with one script call per step and
+/// slot, so it is safe on a big keyspace. A lock taken or released during the walk may or
+/// may not be listed; a step that fails ends the walk with its error.
+///
+/// # Errors
+///
+/// Each item is an error when a server cannot be reached or answers with an error
+/// ([`Error::Unreachable`], [`Error::Timeout`], ...); no item follows it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use redis_mutex::{list_locks, Pool};
+///
+/// let pool = Pool::new("redis://127.0.0.1/")?;
+/// for lock in list_locks(&pool) {
+///     let lock = lock?;
+///     println!("{} ({}) held by {}, expires in {:?}", lock.name, lock.kind, lock.owner_id, lock.expires_in);
+/// }
+/// # Ok::<(), redis_mutex::Error>(())
+/// ```
+pub fn list_locks(pool: &Pool) -> ListLocks {
+    ListLocks {
+        pool: pool.clone(),
+        scheme: Scheme::of(pool),
+        nodes: None,
+        walk: None,
+        found: VecDeque::new(),
+        ended: false,
+    }
+}
+
+/// The mutex named `name`, if it is held now: its owner id, remaining lease, fencing token
+/// and fair waiters. What `redis-mutex owner NAME` shows.
+///
+/// # Errors
+///
+/// The errors of a request when Redis cannot be reached; [`Error::InvalidOptions`] for an
+/// empty name.
+///
+/// # Examples
+///
+/// ```no_run
+/// use redis_mutex::{lock_info, Pool};
+///
+/// let pool = Pool::new("redis://127.0.0.1/")?;
+/// match lock_info(&pool, "nightly-report")? {
+///     Some(held) => println!("held by {} for {:?} more", held.owner_id, held.expires_in),
+///     None => println!("free"),
+/// }
+/// # Ok::<(), redis_mutex::Error>(())
+/// ```
+pub fn lock_info(pool: &Pool, name: &str) -> Result<Option<LockInfo>> {
+    if name.is_empty() {
+        return Err(Error::invalid("name", "the lock name is empty"));
+    }
+    let keys = MutexKeys::new(name, Scheme::of(pool));
+    let mut call = LIST.call();
+    call.arg("mutex")
+        .key(&keys.lock)
+        .key(&keys.grant)
+        .key(&keys.waiters);
+    let mut ran =
+        conn::run_repeatable(pool, Route::Key(&keys.lock), pool.response_timeout(), |c| {
+            call.invoke::<Vec<redis::Value>>(c)
+        })?;
+    let reply = ran
+        .result
+        .map_err(|e| ran.conn.fail(e, name, "lock_info"))?;
+    let info = reply
+        .into_iter()
+        .next()
+        .ok_or(Error::Protocol { what: "lock_info" })?;
+    mutex_info(name, info)
+}
+
+/// The walk of [`list_locks`]: an iterator of the locks held now.
+pub struct ListLocks {
+    pool: Pool,
+    scheme: Scheme,
+    /// The primaries still to walk; `None` before the first step.
+    nodes: Option<VecDeque<Arc<Node>>>,
+    /// The primary being walked: its connection, the key family, the cursor.
+    walk: Option<(Conn, Family, u64)>,
+    found: VecDeque<LockInfo>,
+    ended: bool,
+}
+
+impl fmt::Debug for ListLocks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListLocks")
+            .field("pool", &self.pool)
+            .field("found", &self.found.len())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key families a walk goes through on each primary, in order.
+#[derive(Debug, Clone, Copy)]
+enum Family {
+    Mutex,
+    Write,
+    Read,
+}
+
+impl Family {
+    fn pattern(self) -> &'static str {
+        match self {
+            Family::Mutex => "lock:*",
+            Family::Write => "rwlock:w:*",
+            Family::Read => "rwlock:r:*",
+        }
+    }
+
+    fn next(self) -> Option<Family> {
+        match self {
+            Family::Mutex => Some(Family::Write),
+            Family::Write => Some(Family::Read),
+            Family::Read => None,
+        }
+    }
+}
+
+impl Iterator for ListLocks {
+    type Item = Result<LockInfo>;
+
+    fn next(&mut self) -> Option<Result<LockInfo>> {
+        loop {
+            if let Some(info) = self.found.pop_front() {
+                return Some(Ok(info));
+            }
+            if self.ended {
+                return None;
+            }
+            if let Err(e) = self.step() {
+                self.ended = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+impl ListLocks {
+    /// One `SCAN` step, or the move to the next family or primary; ends the walk after the
+    /// last.
+    fn step(&mut self) -> Result<()> {
+        if self.nodes.is_none() {
+            self.nodes = Some(self.pool.primaries()?.into());
+        }
+        let Some((conn, family, cursor)) = &mut self.walk else {
+            match self.nodes.as_mut().and_then(VecDeque::pop_front) {
+                Some(node) => {
+                    self.walk = Some((node_conn(&self.pool, &node)?, Family::Mutex, 0));
+                }
+                None => self.ended = true,
+            }
+            return Ok(());
+        };
+        let (next, keys) = scan_step(conn, family.pattern(), *cursor)?;
+        let cluster = self.scheme == Scheme::Cluster;
+        let found = match family {
+            Family::Mutex => mutexes(conn, keys, self.scheme, cluster)?,
+            Family::Write => leases(conn, keys, LockKind::Write, self.scheme, cluster)?,
+            Family::Read => leases(conn, keys, LockKind::Read, self.scheme, cluster)?,
+        };
+        self.found.extend(found);
+        *cursor = next;
+        if next == 0 {
+            match family.next() {
+                Some(following) => *family = following,
+                None => self.walk = None,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The mutexes among `keys` (lock keys a `SCAN` found), with what they hold.
+fn mutexes(
+    conn: &mut Conn,
+    keys: Vec<Vec<u8>>,
+    scheme: Scheme,
+    cluster: bool,
+) -> Result<Vec<LockInfo>> {
+    let keyed = keys.into_iter().map(|k| (k.clone(), k)).collect();
+    let mut found = Vec::new();
+    for group in by_slot(keyed, cluster) {
+        let mut call = LIST.call();
+        call.arg("mutex");
+        for key in &group {
+            call.key(key)
+                .key(sibling_of(key, GRANT_PREFIX))
+                .key(sibling_of(key, WAITERS_PREFIX));
+        }
+        let reply: Vec<redis::Value> = call
+            .invoke(&mut **conn)
+            .map_err(|e| conn.fail(e, "lock:*", "list"))?;
+        if reply.len() != group.len() {
+            return Err(Error::Protocol { what: "list" });
+        }
+        for (key, info) in group.iter().zip(reply) {
+            let key = String::from_utf8_lossy(key);
+            if let Some(info) = mutex_info(name_of(&key, scheme), info)? {
+                found.push(info);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One mutex from `list.lua`'s `{owner, pttl, marker, waiters}`; `None` when it is not held
+/// (or its key holds another type).
+fn mutex_info(name: &str, reply: redis::Value) -> Result<Option<LockInfo>> {
+    let bad = || Error::Protocol { what: "list" };
+    let (owner, pttl, marker, waiters): (Option<String>, i64, Option<String>, i64) =
+        redis::from_redis_value(reply).map_err(|_| bad())?;
+    let Some(owner_id) = owner else {
+        return Ok(None);
+    };
+    // The marker's token is this grant's only if the marker names the same owner.
+    let fencing_token = marker.and_then(|marker| {
+        let mut parts = marker.splitn(3, '|');
+        let (_, token, holder) = (parts.next()?, parts.next()?, parts.next()?);
+        (holder == owner_id).then(|| token.parse().ok()).flatten()
+    });
+    Ok(Some(LockInfo {
+        name: name.to_owned(),
+        kind: LockKind::Mutex,
+        owner_id,
+        expires_in: u64::try_from(pttl).ok().map(Duration::from_millis),
+        fencing_token,
+        waiters: usize::try_from(waiters).ok(),
+    }))
+}
+
+/// The read or write leases in `keys` (holder sets a `SCAN` found).
+fn leases(
+    conn: &mut Conn,
+    keys: Vec<Vec<u8>>,
+    kind: LockKind,
+    scheme: Scheme,
+    cluster: bool,
+) -> Result<Vec<LockInfo>> {
+    let keyed = keys.into_iter().map(|k| (k.clone(), k)).collect();
+    let mut found = Vec::new();
+    for group in by_slot(keyed, cluster) {
+        let mut call = LIST.call();
+        call.arg("rwlock");
+        for key in &group {
+            call.key(key);
+        }
+        let reply: Vec<Vec<(String, i64)>> = call
+            .invoke(&mut **conn)
+            .map_err(|e| conn.fail(e, "rwlock:*", "list"))?;
+        if reply.len() != group.len() {
+            return Err(Error::Protocol { what: "list" });
+        }
+        for (key, entries) in group.iter().zip(reply) {
+            let key = String::from_utf8_lossy(key);
+            let Some((_, level)) = parse_key(&key) else {
+                continue;
+            };
+            let path = path_of(level, scheme);
+            found.extend(entries.into_iter().map(|(lease, left)| LockInfo {
+                name: path.clone(),
+                kind,
+                owner_id: lease,
+                expires_in: u64::try_from(left).ok().map(Duration::from_millis),
+                fencing_token: None,
+                waiters: None,
+            }));
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,325 @@
+//! `redis-mutex`: who holds which lock, for how long, and how to free one safely, from a
+//! shell. Built with the `cli` feature: `cargo install redis-mutex --features cli`.
+//!
+//! Exit codes: 0 done; 1 `owner` found the lock free; 2 a usage error (or `reset-all`
+//! without `--yes`); 3 Redis could not be reached or answered with an error.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use redis_mutex::{
+    LockInfo, Pool, RedisMutex, RedisRwLock, list_locks, lock_info, reset_all, reset_owned_by,
+};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "redis-mutex",
+    version,
+    about = "Who holds which redis-mutex (and python-redis-lock) lock, and how to free one",
+    after_help = "Examples:\n  \
+        redis-mutex list\n  \
+        REDIS_URL=redis://10.0.0.5:6379/ redis-mutex owner nightly-report\n  \
+        redis-mutex --cluster redis://10.0.0.1:7000/ list --match 'report*'"
+)]
+struct Cli {
+    #[command(flatten)]
+    server: Server,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+/// Where the locks are.
+#[derive(Args)]
+struct Server {
+    /// The Redis server.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/",
+        global = true
+    )]
+    url: String,
+    /// A node of a Redis Cluster (repeat for more); used instead of --url.
+    #[arg(long, value_name = "URL", global = true)]
+    cluster: Vec<String>,
+    /// A sentinel (repeat for more); used instead of --url, with --service.
+    #[arg(long, value_name = "URL", global = true, requires = "service")]
+    sentinel: Vec<String>,
+    /// The name the sentinels monitor the primary under.
+    #[arg(long, global = true)]
+    service: Option<String>,
+    /// How long to wait for any one reply, in milliseconds.
+    #[arg(long, default_value_t = 2000, global = true)]
+    timeout_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Lists the locks held now: mutexes (python-redis-lock's too), read and write leases.
+    #[command(
+        after_help = "Examples:\n  redis-mutex list\n  redis-mutex list --match 'report*' --json"
+    )]
+    List {
+        /// Only locks whose name matches this pattern (`*`, `?`, `[abc]`).
+        #[arg(long = "match", value_name = "PATTERN")]
+        pattern: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows who holds a mutex and for how long; exits with 1 when it is free.
+    #[command(after_help = "Example:\n  redis-mutex owner nightly-report")]
+    Owner {
+        /// The lock's name.
+        name: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deletes a lock whoever holds it and wakes a waiter. The holder is not told until
+    /// its next renewal or release; free only a lock whose holder is gone.
+    #[command(
+        after_help = "Examples:\n  redis-mutex reset migrations\n  redis-mutex reset --rwlock tenants/42"
+    )]
+    Reset {
+        /// The lock's name (a read-write lock's path with --rwlock).
+        name: String,
+        /// NAME is a read-write lock's path: remove every read and write lease on it.
+        #[arg(long)]
+        rwlock: bool,
+    },
+    /// Deletes the locks held by one owner id (what a crashed worker with a stable id
+    /// left); nobody else's.
+    #[command(
+        name = "reset-owned-by",
+        after_help = "Example:\n  redis-mutex reset-owned-by host-7/report-worker"
+    )]
+    ResetOwnedBy {
+        /// The owner id the locks were built with.
+        owner_id: String,
+    },
+    /// Deletes every lock, held or not. Only when no process can hold one (a deploy step
+    /// with every worker stopped); refuses without --yes.
+    #[command(
+        name = "reset-all",
+        after_help = "Example:\n  redis-mutex reset-all --yes"
+    )]
+    ResetAll {
+        /// Yes, delete every lock.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Prints a line each time a mutex changes hands (owner, token, how long the last
+    /// holder held it), until Ctrl-C. It looks every --interval-ms: a hold shorter than
+    /// that may go unseen.
+    #[command(after_help = "Example:\n  redis-mutex watch nightly-report")]
+    Watch {
+        /// The lock's name.
+        name: String,
+        /// How often to look, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("redis-mutex: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn pool(server: &Server) -> redis_mutex::Result<Pool> {
+    let builder = Pool::builder().response_timeout(Duration::from_millis(server.timeout_ms));
+    if !server.cluster.is_empty() {
+        let nodes: Vec<&str> = server.cluster.iter().map(String::as_str).collect();
+        return builder.build_cluster(&nodes);
+    }
+    if !server.sentinel.is_empty() {
+        let sentinels: Vec<&str> = server.sentinel.iter().map(String::as_str).collect();
+        let service = server.service.as_deref().unwrap_or_default();
+        return builder.build_sentinel(&sentinels, service);
+    }
+    builder.build(&server.url)
+}
+
+fn run(cli: Cli) -> redis_mutex::Result<ExitCode> {
+    if let Commands::ResetAll { yes: false } = cli.command {
+        eprintln!(
+            "redis-mutex: reset-all deletes every lock, held or not, and two processes may \
+             then run what the locks kept apart; run it only when no process can hold a \
+             lock, with --yes"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let pool = pool(&cli.server)?;
+    match cli.command {
+        Commands::List { pattern, json } => list(&pool, pattern.as_deref(), json),
+        Commands::Owner { name, json } => owner(&pool, &name, json),
+        Commands::Reset { name, rwlock } => {
+            let removed = if rwlock {
+                RedisRwLock::new(pool, name.as_str())?.reset()?
+            } else {
+                RedisMutex::new(pool, name.as_str())?.reset()?
+            };
+            match removed {
+                true => println!("reset `{name}`: the lock was removed and a waiter woken"),
+                false => println!("reset `{name}`: it was not held"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::ResetOwnedBy { owner_id } => {
+            let n = reset_owned_by(&pool, &owner_id)?;
+            println!("removed {n} lock(s) held by `{owner_id}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::ResetAll { .. } => {
+            let n = reset_all(&pool)?;
+            println!("removed {n} lock(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Watch { name, interval_ms } => {
+            watch(&pool, &name, Duration::from_millis(interval_ms))
+        }
+    }
+}
+
+/// A lease left, for people: `29.8s`, or `-` for a lock without expiry.
+fn left(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()))
+}
+
+fn opt(n: Option<impl ToString>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+fn to_json(lock: &LockInfo) -> serde_json::Value {
+    json!({
+        "name": lock.name,
+        "kind": lock.kind.to_string(),
+        "owner_id": lock.owner_id,
+        "expires_in_ms": lock.expires_in.map(|d| d.as_millis() as u64),
+        "fencing_token": lock.fencing_token,
+        "waiters": lock.waiters,
+    })
+}
+
+fn list(pool: &Pool, pattern: Option<&str>, json: bool) -> redis_mutex::Result<ExitCode> {
+    let pattern = match pattern.map(glob::Pattern::new).transpose() {
+        Ok(pattern) => pattern,
+        Err(e) => {
+            eprintln!("redis-mutex: --match: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut locks = Vec::new();
+    for lock in list_locks(pool) {
+        let lock = lock?;
+        if pattern.as_ref().is_none_or(|p| p.matches(&lock.name)) {
+            locks.push(lock);
+        }
+    }
+    locks.sort_by(|a, b| (&a.name, &a.owner_id).cmp(&(&b.name, &b.owner_id)));
+    let mut out = std::io::stdout().lock();
+    if json {
+        for lock in &locks {
+            writeln!(out, "{}", to_json(lock)).ok();
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 6]> = locks
+        .iter()
+        .map(|l| {
+            [
+                l.name.clone(),
+                l.kind.to_string(),
+                l.owner_id.clone(),
+                left(l.expires_in),
+                opt(l.fencing_token),
+                opt(l.waiters),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "KIND", "OWNER", "EXPIRES IN", "TOKEN", "WAITERS"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", cells.join("  ").trim_end()).ok();
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no lock is held)").ok();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn owner(pool: &Pool, name: &str, json: bool) -> redis_mutex::Result<ExitCode> {
+    let Some(lock) = lock_info(pool, name)? else {
+        if json {
+            println!("{}", json!({ "name": name, "held": false }));
+        } else {
+            println!("`{name}` is free");
+        }
+        return Ok(ExitCode::from(1));
+    };
+    if json {
+        println!("{}", to_json(&lock));
+    } else {
+        println!(
+            "`{name}` is held by {} for {} more (token {}, {} waiting)",
+            lock.owner_id,
+            left(lock.expires_in),
+            opt(lock.fencing_token),
+            opt(lock.waiters)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch(pool: &Pool, name: &str, interval: Duration) -> redis_mutex::Result<ExitCode> {
+    let started = Instant::now();
+    // The holder seen last (owner, token), if any, and since when.
+    type Holder = Option<(String, Option<u64>)>;
+    let mut last: Option<(Holder, Instant)> = None;
+    loop {
+        let now_held = lock_info(pool, name)?.map(|l| (l.owner_id, l.fencing_token));
+        let changed = last.as_ref().is_none_or(|(held, _)| *held != now_held);
+        if changed {
+            let at = Instant::now();
+            let held_for = match &last {
+                Some((Some(_), since)) => format!(" after {:.1}s", (at - *since).as_secs_f64()),
+                _ => String::new(),
+            };
+            let line = match &now_held {
+                Some((owner, token)) => format!("held by {owner} (token {})", opt(*token)),
+                None => "free".to_owned(),
+            };
+            let previous = match &last {
+                Some((Some((owner, _)), _)) => format!("; {owner} let go{held_for}"),
+                _ => String::new(),
+            };
+            println!(
+                "+{:.3}s `{name}` {line}{previous}",
+                (at - started).as_secs_f64()
+            );
+            std::io::stdout().flush().ok();
+            last = Some((now_held, at));
+        }
+        std::thread::sleep(interval);
+    }
+}

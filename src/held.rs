@@ -1,0 +1,358 @@
+//! The lease core every guard is built on: a grant held in Redis, its lease clock, its
+//! registration with the renewal service, and the calls every guard offers (`unlock`,
+//! `extend`, `is_held`, `ensure_held`, `valid_for`, `is_lost`). A lock kind says how to
+//! release, extend and check one of its grants by implementing [`Grant`]; everything else
+//! is here, once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::duration::MAX_DURATION;
+use crate::lease::Lease;
+use crate::metrics;
+use crate::renewal::{self, Registration, Renew};
+use crate::{Error, Result};
+
+/// One grant of a lock kind: the requests a guard makes about it.
+pub(crate) trait Grant: Send + Sync + 'static {
+    /// What the lock is called in logs: "lock", "read lock", "redlock", ...
+    fn kind(&self) -> &'static str;
+
+    /// The lock's name (a path, a resource).
+    fn name(&self) -> &str;
+
+    /// Releases the grant; whether it was still ours (`false`: nothing was changed).
+    fn release(&self) -> Result<bool>;
+
+    /// Sets the grant's remaining lease to `ttl` if it is still ours, and moves `lease`
+    /// with it (cutting it, if the reply was lost). `Ok(false)` when it is no longer ours.
+    fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool>;
+
+    /// Asks whether the grant is still ours.
+    fn check(&self) -> Result<bool>;
+}
+
+/// A grant held by a guard. Dropping it does nothing: guards call
+/// [`release_on_drop`](Self::release_on_drop) from their own `Drop`.
+pub(crate) struct Held<G> {
+    grant: Arc<G>,
+    lease: Arc<Lease>,
+    renewal: Option<Registration>,
+    /// The lease the lock was taken with (`None`: no expiry).
+    expire: Option<Duration>,
+    released: bool,
+    /// Whether the release (by `unlock` or on drop) found the grant ours and removed it.
+    released_ours: bool,
+    /// When the grant was asked for, for the hold time.
+    acquired_at: Instant,
+}
+
+impl<G: Grant + Renew> Held<G> {
+    /// Holds `grant`, its lease clock `lease`, and has it renewed from `acquired_at` when
+    /// `auto_renew` is set (and the lock expires).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RenewalThread`]; the grant is released again then.
+    pub(crate) fn new(
+        grant: G,
+        lease: Lease,
+        expire: Option<Duration>,
+        auto_renew: bool,
+        acquired_at: Instant,
+    ) -> Result<Held<G>> {
+        let mut held = Held {
+            grant: Arc::new(grant),
+            lease: Arc::new(lease),
+            renewal: None,
+            expire,
+            released: false,
+            released_ours: false,
+            acquired_at,
+        };
+        if auto_renew && expire.is_some() {
+            let target: Arc<dyn Renew> = held.grant.clone();
+            match renewal::register(held.lease.clone(), target, acquired_at) {
+                Ok(registration) => held.renewal = Some(registration),
+                Err(e) => {
+                    held.release_on_drop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(held)
+    }
+}
+
+impl<G: Grant> Held<G> {
+    pub(crate) fn grant(&self) -> &G {
+        &self.grant
+    }
+
+    pub(crate) fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The grant's fencing token, if it has one.
+    pub(crate) fn lease_token(&self) -> Option<u64> {
+        self.lease.fencing_token()
+    }
+
+    /// Whether the last release found the grant ours and removed it.
+    pub(crate) fn released_ours(&self) -> bool {
+        self.released_ours
+    }
+
+    pub(crate) fn valid_for(&self) -> Option<Duration> {
+        self.lease.valid_for()
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lease.is_lost()
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::LockLost {
+            name: self.grant.name().to_owned(),
+        }
+    }
+
+    fn not_acquired(&self) -> Error {
+        Error::NotAcquired {
+            name: self.grant.name().to_owned(),
+        }
+    }
+
+    /// Stops renewal, then releases; whether the grant was still ours. Does nothing the
+    /// second time.
+    fn release(&mut self) -> Result<bool> {
+        if std::mem::replace(&mut self.released, true) {
+            return Ok(false);
+        }
+        if let Some(renewal) = self.renewal.take() {
+            renewal.cancel();
+        }
+        let released = self.grant.release();
+        if let Ok(ours) = released {
+            metrics::released(self.lease.labels(), self.acquired_at.elapsed(), ours);
+        }
+        match &released {
+            Ok(true) => {
+                self.released_ours = true;
+                log::debug!("released {} `{}`", self.grant.kind(), self.grant.name());
+            }
+            Ok(false) => self
+                .lease
+                .mark_lost_quietly("its release found it no longer ours"),
+            Err(_) => {}
+        }
+        released
+    }
+
+    /// Releases the grant and says whether it was still ours.
+    ///
+    /// Errors: [`Error::LockLost`] when it was known lost (the release was still tried);
+    /// [`Error::NotAcquired`] when it was no longer ours; the release's own error.
+    pub(crate) fn unlock(&mut self) -> Result<()> {
+        let known_lost = self.lease.is_lost();
+        let released = self.release();
+        if known_lost {
+            return Err(self.lost_error());
+        }
+        match released? {
+            true => Ok(()),
+            false => Err(self.not_acquired()),
+        }
+    }
+
+    /// The release on drop, which can only log.
+    pub(crate) fn release_on_drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (kind, name) = (self.grant.kind(), self.grant.name().to_owned());
+        match self.release() {
+            Ok(_) if !self.lease.is_lost() => {}
+            Ok(_) => log::warn!("{kind} `{name}` was no longer ours when its guard was dropped"),
+            Err(e) => {
+                log::warn!("releasing {kind} `{name}` failed; it stays until it expires: {e}")
+            }
+        }
+    }
+
+    /// Sets the remaining lease to `ttl`, if the grant is still ours.
+    ///
+    /// Errors: [`Error::NotExpirable`] without expiry; [`Error::InvalidOptions`] for a
+    /// `ttl` out of range; [`Error::LockLost`] once lost; [`Error::NotAcquired`] when no
+    /// longer ours (the guard is then marked lost); the request's own error.
+    pub(crate) fn extend(&self, ttl: Duration) -> Result<()> {
+        if self.expire.is_none() {
+            return Err(Error::NotExpirable {
+                name: self.grant.name().to_owned(),
+            });
+        }
+        check_lease(ttl)?;
+        if self.lease.is_lost() {
+            return Err(self.lost_error());
+        }
+        // Ordered with the renewals: see `Registration::hold`.
+        let _hold = self.renewal.as_ref().map(Registration::hold);
+        if self.grant.extend(&self.lease, ttl)? {
+            Ok(())
+        } else {
+            self.lease
+                .mark_lost_quietly("an extend found it no longer ours");
+            Err(self.not_acquired())
+        }
+    }
+
+    /// Asks Redis whether the grant is still ours; marks it lost when it is not.
+    pub(crate) fn is_held(&self) -> Result<bool> {
+        let held = self.grant.check()?;
+        if !held {
+            self.lease.mark_lost_quietly("it is no longer ours");
+        }
+        Ok(held && !self.lease.is_lost())
+    }
+
+    /// `Ok` while the grant is ours: no round trip while more than a third of the lease is
+    /// certainly left, else [`is_held`](Self::is_held).
+    pub(crate) fn ensure_held(&self) -> Result<()> {
+        if self.lease.still_held(self.expire, || self.is_held())? {
+            Ok(())
+        } else {
+            self.lease.mark_lost_quietly("it is no longer ours");
+            Err(self.lost_error())
+        }
+    }
+}
+
+/// Checks a lease given to `extend`.
+pub(crate) fn check_lease(ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_millis(1) || ttl > MAX_DURATION {
+        return Err(Error::invalid(
+            "lease",
+            format!("{ttl:?} is not between 1 ms and 10 years"),
+        ));
+    }
+    Ok(())
+}
+
+/// The methods every guard of a single-server lock offers, with their docs: each guard
+/// type has a private `fn held(&self) -> &Held<_>`. `$setup` is example code that binds
+/// `guard` to a guard of a lock with a 10 s expiry.
+macro_rules! guard_methods {
+    ($what:literal, $setup:expr) => {
+        #[doc = concat!("Sets the ", $what, "'s remaining lease to `lease` (it does not add to it), if it is")]
+        /// still ours. [`valid_for`](Self::valid_for) moves with it. When the reply is lost,
+        /// the lease is counted as the shorter of the old and the new one, now and for
+        /// later calls, since the request may still reach Redis after them.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NotExpirable`](crate::Error::NotExpirable) when the lock has no expiry;
+        /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) for a `lease` under 1 ms
+        /// or over 10 years; [`Error::LockLost`](crate::Error::LockLost) when the guard was
+        /// lost; [`Error::NotAcquired`](crate::Error::NotAcquired) when the lock is no
+        /// longer ours (the guard is then marked lost); [`Error::Timeout`](crate::Error::Timeout),
+        /// [`Error::Unreachable`](crate::Error::Unreachable) and the other errors of a
+        /// request when Redis cannot be reached.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        #[doc = $setup]
+        /// // the work turns out to be large
+        /// guard.extend(std::time::Duration::from_secs(60))?;
+        /// # Ok::<(), redis_mutex::Error>(())
+        /// ```
+        pub fn extend(&self, lease: std::time::Duration) -> crate::Result<()> {
+            self.held().extend(lease)
+        }
+
+        #[doc = concat!("Asks Redis whether the ", $what, " is still ours. When it is not, the guard is")]
+        /// marked [lost](Self::is_lost).
+        ///
+        /// # Errors
+        ///
+        /// The errors of a request ([`Error::Timeout`](crate::Error::Timeout),
+        /// [`Error::Unreachable`](crate::Error::Unreachable), ...) when Redis cannot be
+        /// asked.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        #[doc = $setup]
+        /// assert!(guard.is_held()?);
+        /// # Ok::<(), redis_mutex::Error>(())
+        /// ```
+        pub fn is_held(&self) -> crate::Result<bool> {
+            self.held().is_held()
+        }
+
+        #[doc = concat!("Whether the ", $what, " is known to be lost: a renewal found it gone or taken over,")]
+        /// Redis could not be reached before the lease ran out, or a call on this guard
+        /// found it no longer ours. No round trip. Once lost, always lost.
+        ///
+        /// A guard without auto-renewal is only found lost by its own calls
+        /// ([`extend`](Self::extend), [`is_held`](Self::is_held),
+        /// [`ensure_held`](Self::ensure_held)).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        #[doc = $setup]
+        /// while !guard.is_lost() {
+        ///     // one more step of the work
+        /// #   break;
+        /// }
+        /// # Ok::<(), redis_mutex::Error>(())
+        /// ```
+        pub fn is_lost(&self) -> bool {
+            self.held().is_lost()
+        }
+
+        #[doc = concat!("Returns `Ok` if the ", $what, " is still ours, cheaply: no round trip while the local")]
+        /// lease has more than a third of the expiry left, else one request. Call it before
+        /// each step of long work that must not run twice.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::LockLost`](crate::Error::LockLost) once the guard is lost (and the call
+        /// that finds it so marks it); the errors of a request when Redis has to be asked
+        /// and cannot be.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        #[doc = $setup]
+        /// for batch in 0..100 {
+        ///     guard.ensure_held()?; // stop if another worker may have taken over
+        ///     // process(batch)
+        /// #   let _ = batch;
+        /// }
+        /// # Ok::<(), redis_mutex::Error>(())
+        /// ```
+        pub fn ensure_held(&self) -> crate::Result<()> {
+            self.held().ensure_held()
+        }
+
+        #[doc = concat!("How long the ", $what, " is certainly still ours, by this process's monotonic clock:")]
+        /// from an instant taken before the acquiring request was sent, less a margin for
+        /// clock drift (1% plus 2 ms). Renewals and [`extend`](Self::extend) move it
+        /// forward. `None` for a lock without expiry; zero once lost or run out.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        #[doc = $setup]
+        /// assert!(guard.valid_for().unwrap() <= std::time::Duration::from_secs(10));
+        /// # Ok::<(), redis_mutex::Error>(())
+        /// ```
+        pub fn valid_for(&self) -> Option<std::time::Duration> {
+            self.held().valid_for()
+        }
+    };
+}
+
+pub(crate) use guard_methods;

@@ -1,0 +1,265 @@
+//! [`MutexGrant`]: one grant of a [`RedisMutex`](super::RedisMutex) lock, as the lease core
+//! and the renewal service see it: released, extended and checked with compare-and-set
+//! scripts on the owner id, and renewed in batches of up to 500 per call.
+
+use std::any::Any;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::fair::FairCall;
+use crate::conn::{self, Route};
+use crate::duration::millis;
+use crate::held::Grant;
+use crate::keys::{MutexKeys, hash_tag};
+use crate::lease::Lease;
+use crate::renewal::{LaneKey, Renew, Renewal};
+use crate::scripts::{EXTEND, RELEASE};
+use crate::{Error, Pool, Result};
+
+/// One grant of a mutex: enough to release, extend, check and renew it without the mutex.
+pub(crate) struct MutexGrant {
+    pub(super) pool: Pool,
+    pub(super) keys: Arc<MutexKeys>,
+    pub(super) name: Arc<str>,
+    pub(super) owner: Arc<str>,
+    /// The expiry the lock was taken with; renewals restore it.
+    pub(super) ttl: Option<Duration>,
+    pub(super) signal_expire: Duration,
+    pub(super) response_timeout: Duration,
+    /// On a cluster, the node the grant was made on: its renewals get a lane of their own.
+    pub(super) server: Option<Arc<str>>,
+    /// Fair mode: the release hands the lock to the first queued waiter.
+    pub(super) fair: bool,
+    /// How long a grant marker lives (fair mode's handoff writes one).
+    pub(super) marker_ms: u64,
+}
+
+/// The outcomes of `extend.lua` for one key.
+const EXTENDED: i64 = 1;
+const GONE: i64 = 0;
+
+impl MutexGrant {
+    fn fail(&self, conn: &mut conn::Conn, e: redis::RedisError, what: &'static str) -> Error {
+        conn.fail(e, &self.name, what)
+    }
+
+    fn route(&self) -> Route<'_> {
+        Route::Key(&self.keys.lock)
+    }
+
+    /// Sends a renewal call with its reply bounded by `reply_timeout`. The error says
+    /// whether the call went out without a reply (it may have run, or may still).
+    fn send_batch(
+        &self,
+        call: &crate::scripts::Call,
+        reply_timeout: Duration,
+    ) -> std::result::Result<Vec<i64>, (bool, Error)> {
+        let wait = reply_timeout.min(self.pool.connection_timeout());
+        let mut conn = conn::checkout(&self.pool, self.route(), wait, self.response_timeout)
+            .map_err(|e| (false, e))?;
+        conn.set_read_timeout(reply_timeout)
+            .map_err(|e| (false, e))?;
+        let mut ran = conn::run(
+            &self.pool,
+            self.route(),
+            Some(conn),
+            self.response_timeout,
+            |c| call.invoke::<Vec<i64>>(c),
+        )
+        .map_err(|e| (false, e))?;
+        ran.result.map_err(|e| {
+            let lost = conn::reply_lost(&e);
+            (lost, self.fail(&mut ran.conn, e, "renew"))
+        })
+    }
+}
+
+impl Grant for MutexGrant {
+    fn kind(&self) -> &'static str {
+        "lock"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn release(&self) -> Result<bool> {
+        let call = if self.fair {
+            FairCall {
+                keys: &self.keys,
+                owner: &self.owner,
+                waiter: "",
+                expire_ms: 0,
+                entry_ms: 0,
+                marker_ms: self.marker_ms,
+                signal_ms: millis(self.signal_expire),
+            }
+            .call("release")
+        } else {
+            let mut call = RELEASE.call();
+            call.key(&self.keys.lock)
+                .key(&self.keys.signal)
+                .key(&self.keys.grant)
+                .arg(&*self.owner)
+                .arg(millis(self.signal_expire));
+            call
+        };
+        let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
+            call.invoke::<i64>(c)
+        })?;
+        match ran.result {
+            // 1: released; 2 (fair mode): handed to the next waiter.
+            Ok(released) => Ok(released > 0),
+            Err(e) => Err(self.fail(&mut ran.conn, e, "release")),
+        }
+    }
+
+    fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let mut call = EXTEND.call();
+        call.key(&self.keys.lock)
+            .key(&self.keys.grant)
+            .arg(&*self.owner)
+            .arg(millis(ttl));
+        let sent_at = Instant::now();
+        let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
+            call.invoke::<Vec<i64>>(c)
+        })?;
+        match ran.result {
+            Ok(extended) if extended.first() == Some(&EXTENDED) => {
+                lease.extended(sent_at, ttl);
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => {
+                if conn::reply_lost(&e) {
+                    lease.lost_reply(sent_at, ttl);
+                }
+                Err(self.fail(&mut ran.conn, e, "extend"))
+            }
+        }
+    }
+
+    fn check(&self) -> Result<bool> {
+        let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
+            redis::cmd("GET")
+                .arg(&self.keys.lock)
+                .query::<Option<String>>(c)
+        })?;
+        match ran.result {
+            Ok(owner) => Ok(owner.as_deref() == Some(&*self.owner)),
+            Err(e) => Err(self.fail(&mut ran.conn, e, "GET")),
+        }
+    }
+}
+
+impl Renew for MutexGrant {
+    fn ttl(&self) -> Duration {
+        // Only locks with an expiry are renewed.
+        self.ttl.unwrap_or(Duration::MAX)
+    }
+
+    fn lane(&self) -> LaneKey {
+        LaneKey {
+            pool: self.pool.id(),
+            server: self.server.clone(),
+        }
+    }
+
+    fn bound(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// Locks of one pool (on a cluster, of one hash tag, so one slot) and one response
+    /// timeout are renewed together.
+    fn batch_key(&self) -> Option<u64> {
+        let mut hasher = DefaultHasher::new();
+        self.pool.id().hash(&mut hasher);
+        if self.pool.is_cluster() {
+            hash_tag(&self.keys.lock).hash(&mut hasher);
+        }
+        self.response_timeout.hash(&mut hasher);
+        Some(hasher.finish())
+    }
+
+    fn renew(&self, timeout: Duration) -> Renewal {
+        self.renew_batch(&[self], timeout)
+            .pop()
+            .unwrap_or_else(|| Renewal::Failed("the extend script gave no answer".to_owned()))
+    }
+
+    /// One `extend.lua` call for the batch. Only the reply is bounded by `timeout` (the
+    /// lease left): a write cut short by a tiny timeout would leave half a command on a
+    /// pooled connection.
+    fn renew_batch(&self, batch: &[&dyn Renew], timeout: Duration) -> Vec<Renewal> {
+        let grants: Vec<&MutexGrant> = batch
+            .iter()
+            .filter_map(|r| r.as_any().downcast_ref::<MutexGrant>())
+            .collect();
+        if grants.len() != batch.len() {
+            return batch
+                .iter()
+                .map(|_| Renewal::Failed("a batch of mixed lock kinds".to_owned()))
+                .collect();
+        }
+        let mut call = EXTEND.call();
+        for grant in &grants {
+            call.key(&grant.keys.lock)
+                .key(&grant.keys.grant)
+                .arg(&*grant.owner)
+                .arg(millis(grant.ttl()));
+        }
+        let reply_timeout = timeout.min(self.response_timeout);
+        let sent_at = Instant::now();
+        let result = self.send_batch(&call, reply_timeout);
+        log::trace!(
+            "renewed {} lease(s) in one call: {:?}",
+            batch.len(),
+            result.as_ref().map(|_| ())
+        );
+        match result {
+            Ok(extended) if extended.len() == grants.len() => extended
+                .into_iter()
+                .zip(&grants)
+                .map(|(e, grant)| match e {
+                    EXTENDED => Renewal::Renewed {
+                        sent_at,
+                        ttl: grant.ttl(),
+                    },
+                    GONE => Renewal::Gone { taken: false },
+                    _ => Renewal::Gone { taken: true },
+                })
+                .collect(),
+            Ok(extended) => {
+                let why = format!(
+                    "the extend script answered {} times for {} locks",
+                    extended.len(),
+                    grants.len()
+                );
+                grants
+                    .iter()
+                    .map(|_| Renewal::Failed(why.clone()))
+                    .collect()
+            }
+            Err((lost, e)) => {
+                let why = e.to_string();
+                grants
+                    .iter()
+                    .map(|grant| match lost {
+                        true => Renewal::MayHaveRun {
+                            sent_at,
+                            ttl: grant.ttl(),
+                            why: why.clone(),
+                        },
+                        false => Renewal::Failed(why.clone()),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,159 @@
+//! [`RwGrant`]: one read or write lease of a [`RedisRwLock`](super::RedisRwLock), as the
+//! lease core and the renewal service see it.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::conn::{self, Conn, Route};
+use crate::duration::millis;
+use crate::held::Grant;
+use crate::keys::{Mode, RwKeys};
+use crate::lease::Lease;
+use crate::renewal::{LaneKey, Renew, Renewal};
+use crate::scripts::{RWLOCK_EXTEND, RWLOCK_RELEASE};
+use crate::{Error, Pool, Result};
+
+/// One lease on a path: enough to release, extend, check and renew it without the lock.
+pub(crate) struct RwGrant {
+    pub(super) pool: Pool,
+    pub(super) keys: Arc<RwKeys>,
+    pub(super) path: Arc<str>,
+    pub(super) mode: Mode,
+    pub(super) lease_id: String,
+    pub(super) ttl: Option<Duration>,
+    pub(super) signal_expire: Duration,
+    pub(super) response_timeout: Duration,
+    /// On a cluster, the node the tree lives on: its renewals get a lane of their own.
+    pub(super) server: Option<Arc<str>>,
+}
+
+impl RwGrant {
+    fn route(&self) -> Route<'_> {
+        Route::Key(&self.keys.all()[0])
+    }
+
+    /// Runs the extend script with `lease_ms` (0: only check), its reply bounded by
+    /// `reply_timeout`. The error says whether the request went out without a reply.
+    fn send_extend(
+        &self,
+        lease_ms: u64,
+        reply_timeout: Duration,
+    ) -> std::result::Result<bool, (bool, Error)> {
+        let mut call = RWLOCK_EXTEND.call();
+        call.key(self.keys.lease_sets(self.mode))
+            .arg(&self.lease_id)
+            .arg(lease_ms);
+        let wait = reply_timeout.min(self.pool.connection_timeout());
+        let mut conn = conn::checkout(&self.pool, self.route(), wait, self.response_timeout)
+            .map_err(|e| (false, e))?;
+        conn.set_read_timeout(reply_timeout)
+            .map_err(|e| (false, e))?;
+        let mut ran = conn::run(
+            &self.pool,
+            self.route(),
+            Some(conn),
+            self.response_timeout,
+            |c| call.invoke::<i64>(c),
+        )
+        .map_err(|e| (false, e))?;
+        match ran.result {
+            Ok(held) => Ok(held == 1),
+            Err(e) => {
+                let lost = conn::reply_lost(&e);
+                Err((lost, self.fail(&mut ran.conn, e, "extend")))
+            }
+        }
+    }
+
+    fn fail(&self, conn: &mut Conn, e: redis::RedisError, what: &'static str) -> Error {
+        conn.fail(e, &self.path, what)
+    }
+}
+
+impl Grant for RwGrant {
+    fn kind(&self) -> &'static str {
+        match self.mode {
+            Mode::Read => "read lock",
+            Mode::Write => "write lock",
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.path
+    }
+
+    fn release(&self) -> Result<bool> {
+        let mut call = RWLOCK_RELEASE.call();
+        call.key(self.keys.all())
+            .arg(self.mode.held())
+            .arg(&self.lease_id)
+            .arg(millis(self.signal_expire));
+        let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
+            call.invoke::<i64>(c)
+        })?;
+        match ran.result {
+            Ok(released) => Ok(released > 0),
+            Err(e) => Err(self.fail(&mut ran.conn, e, "release")),
+        }
+    }
+
+    fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let sent_at = Instant::now();
+        match self.send_extend(millis(ttl), self.response_timeout) {
+            Ok(true) => {
+                lease.extended(sent_at, ttl);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err((lost, e)) => {
+                if lost {
+                    lease.lost_reply(sent_at, ttl);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn check(&self) -> Result<bool> {
+        self.send_extend(0, self.response_timeout)
+            .map_err(|(_, e)| e)
+    }
+}
+
+impl Renew for RwGrant {
+    fn ttl(&self) -> Duration {
+        // Only leases with an expiry are renewed.
+        self.ttl.unwrap_or(Duration::MAX)
+    }
+
+    fn lane(&self) -> LaneKey {
+        LaneKey {
+            pool: self.pool.id(),
+            server: self.server.clone(),
+        }
+    }
+
+    fn bound(&self) -> Duration {
+        self.response_timeout
+    }
+
+    fn renew(&self, timeout: Duration) -> Renewal {
+        let ttl = self.ttl();
+        let sent_at = Instant::now();
+        match self.send_extend(millis(ttl), timeout.min(self.response_timeout)) {
+            Ok(true) => Renewal::Renewed { sent_at, ttl },
+            Ok(false) => Renewal::Gone { taken: false },
+            Err((true, e)) => Renewal::MayHaveRun {
+                sent_at,
+                ttl,
+                why: e.to_string(),
+            },
+            Err((false, e)) => Renewal::Failed(e.to_string()),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

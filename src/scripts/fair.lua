@@ -1,0 +1,173 @@
+-- Fair mode of a mutex: waiters queue in order of arrival, and a release hands the lock to
+-- the first live waiter inside the release (its wake-up is its grant). See docs/protocol.md.
+-- KEYS[1]: the lock key (lock:<name>)
+-- KEYS[2]: the signal list (lock-signal:<name>): what a release wakes when nobody is queued
+-- KEYS[3]: the fencing counter; never lowered
+-- KEYS[4]: the grant marker (lock-grant:<name>): "<waiter id>|<token>|<owner id>" of the
+--          latest grant, living as long as it
+-- KEYS[5]: the queue (lock-queue:<name>): waiter ids, oldest first
+-- KEYS[6]: the waiters (lock-waiters:<name>): waiter id -> "deadline|expire|owner id"
+-- KEYS[7]: our own wake list (lock-wake:<name>:<our waiter id>)
+-- ARGV[1]: 'acquire', 'release' or 'leave'
+-- ARGV[2]: our owner id
+-- ARGV[3]: our waiter id: this call's, unique to it; also its grant marker
+-- ARGV[4]: the expiry of our grant in milliseconds, or '0' for one that never expires
+-- ARGV[5]: how long our queue entry lives unless refreshed, in milliseconds; '0' not to
+--          queue (a try_lock)
+-- ARGV[6]: how long a grant marker lives at least, in milliseconds
+-- ARGV[7]: the prefix of the waiters' wake lists (lock-wake:<name>:); a waiter's list is
+--          the prefix and its id. It carries the lock's hash tag, so on a cluster every
+--          waiter's list shares the lock's slot; the release names the list of the waiter
+--          it hands over to, which no caller can know in advance.
+-- ARGV[8]: how long a signal or a handed-over grant waits in its list, in milliseconds
+-- Returns, for 'acquire': {1, token} when granted; {0, pttl} when held (pttl: the
+-- holder's remaining milliseconds, -1 without expiry); {0, -2} when the lock was free but
+-- handed to a waiter ahead of us; {-1, 0} when the key holds another type than string.
+-- For 'release': 0 when not ours (nothing changed), 1 when released with nobody queued,
+-- 2 when handed to a waiter. For 'leave': 1 when we held a grant (handed to us or made by
+-- an acquire whose reply was lost) and passed it on, 0 otherwise.
+-- Everything that can fail (the counter's INCR) comes before a grant is written.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local op, owner, me = ARGV[1], ARGV[2], ARGV[3]
+
+local function remove(id)
+    redis.call('LREM', KEYS[5], 0, id)
+    redis.call('HDEL', KEYS[6], id)
+end
+
+-- The first waiter whose entry has not expired, as {id, expire, owner}; expired entries
+-- ahead of it are dropped. The waiter stays queued.
+local function live_head()
+    while true do
+        local id = redis.call('LINDEX', KEYS[5], 0)
+        if not id then
+            return nil
+        end
+        local entry = redis.call('HGET', KEYS[6], id)
+        if entry then
+            local a = string.find(entry, '|', 1, true)
+            local b = string.find(entry, '|', a + 1, true)
+            if tonumber(string.sub(entry, 1, a - 1)) > now then
+                return {id, string.sub(entry, a + 1, b - 1), string.sub(entry, b + 1)}
+            end
+        end
+        redis.call('LPOP', KEYS[5])
+        redis.call('HDEL', KEYS[6], id)
+    end
+end
+
+local function grant(id, expire, holder)
+    local token = redis.call('INCR', KEYS[3])
+    if token < 1 then
+        return redis.error_reply('ERR ' .. KEYS[3] .. ' went to ' .. token ..
+            '; it must stay positive: set it above every token handed out so far')
+    end
+    local marker = id .. '|' .. token .. '|' .. holder
+    if expire == '0' then
+        redis.call('SET', KEYS[1], holder)
+        redis.call('SET', KEYS[4], marker)
+    else
+        redis.call('SET', KEYS[1], holder, 'PX', expire)
+        redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(expire), tonumber(ARGV[6])))
+    end
+    return token
+end
+
+-- Hands the lock to the first live waiter: grants it and pushes the token to its list,
+-- which wakes it. False when nobody is queued.
+local function hand_over()
+    local head = live_head()
+    if not head then
+        return false
+    end
+    remove(head[1])
+    local token = grant(head[1], head[2], head[3])
+    if type(token) == 'table' then
+        return token
+    end
+    local wake = ARGV[7] .. head[1]
+    redis.call('DEL', wake)
+    redis.call('RPUSH', wake, token)
+    redis.call('PEXPIRE', wake, ARGV[8])
+    return true
+end
+
+local function queue(ttl)
+    if redis.call('HEXISTS', KEYS[6], me) == 0 then
+        redis.call('RPUSH', KEYS[5], me)
+    end
+    redis.call('HSET', KEYS[6], me, (now + tonumber(ttl)) .. '|' .. ARGV[4] .. '|' .. owner)
+    for _, k in ipairs({KEYS[5], KEYS[6]}) do
+        if redis.call('PTTL', k) < tonumber(ttl) then
+            redis.call('PEXPIRE', k, ttl)
+        end
+    end
+end
+
+local function free()
+    redis.call('DEL', KEYS[2])
+    redis.call('LPUSH', KEYS[2], 1)
+    redis.call('PEXPIRE', KEYS[2], ARGV[8])
+    redis.call('DEL', KEYS[1])
+    redis.call('DEL', KEYS[4])
+end
+
+if op == 'acquire' then
+    if redis.call('EXISTS', KEYS[1]) == 1 then
+        if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
+            return {-1, 0}
+        end
+        if ARGV[5] ~= '0' then
+            queue(ARGV[5])
+        end
+        return {0, redis.call('PTTL', KEYS[1])}
+    end
+    local head = live_head()
+    if not head or head[1] == me then
+        remove(me)
+        local token = grant(me, ARGV[4], owner)
+        if type(token) == 'table' then
+            return token
+        end
+        return {1, token}
+    end
+    -- Free, with a waiter ahead of us: it is the waiter's.
+    local handed = hand_over()
+    if type(handed) == 'table' then
+        return handed
+    end
+    if ARGV[5] ~= '0' then
+        queue(ARGV[5])
+    end
+    return {0, -2}
+elseif op == 'release' then
+    if redis.call('GET', KEYS[1]) ~= owner then
+        return 0
+    end
+    local handed = hand_over()
+    if type(handed) == 'table' then
+        return handed
+    end
+    if handed then
+        return 2
+    end
+    free()
+    return 1
+else
+    remove(me)
+    redis.call('DEL', KEYS[7])
+    local marker = redis.call('GET', KEYS[4])
+    if not marker or string.sub(marker, 1, #me + 1) ~= me .. '|'
+            or redis.call('GET', KEYS[1]) ~= owner then
+        return 0
+    end
+    local handed = hand_over()
+    if type(handed) == 'table' then
+        return handed
+    end
+    if not handed then
+        free()
+    end
+    return 1
+end

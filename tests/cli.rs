@@ -1,0 +1,208 @@
+//! The `redis-mutex` command, run as built against a real server: each subcommand's output
+//! and exit code.
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use redis_mutex::{RedisMutex, RedisRwLock};
+use support::{HANG, RedisServer, run_bounded};
+
+fn redis_mutex(server: &RedisServer, args: &[&str]) -> Output {
+    run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_redis-mutex"))
+            .env("REDIS_URL", server.url())
+            .args(args),
+        HANG,
+    )
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn list_shows_who_holds_what() {
+    let server = RedisServer::start();
+    let mutex = RedisMutex::builder(server.pool(), "nightly-report")
+        .owner_id("host-7/report")
+        .expire(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let guard = mutex.lock().unwrap();
+    let tree = RedisRwLock::builder(server.pool(), "tenants/42")
+        .owner_id("reader")
+        .build()
+        .unwrap();
+    let reading = tree.read().unwrap();
+    let out = redis_mutex(&server, &["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    println!("{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    let report = lines
+        .iter()
+        .find(|l| l.starts_with("nightly-report"))
+        .expect("the mutex");
+    assert!(
+        report.contains("mutex") && report.contains("host-7/report"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&guard.fencing_token().to_string()),
+        "{report}"
+    );
+    let read = lines
+        .iter()
+        .find(|l| l.starts_with("tenants/42"))
+        .expect("the read lease");
+    assert!(read.contains("read") && read.contains("reader#"), "{read}");
+
+    let out = redis_mutex(&server, &["list", "--json", "--match", "nightly*"]);
+    assert!(out.status.success());
+    let json = text(&out.stdout);
+    assert_eq!(json.lines().count(), 1, "{json}");
+    let lock: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(lock["name"], "nightly-report");
+    assert_eq!(lock["kind"], "mutex");
+    assert_eq!(lock["owner_id"], "host-7/report");
+    assert_eq!(lock["fencing_token"], guard.fencing_token());
+    assert!(lock["expires_in_ms"].as_u64().unwrap() > 50_000);
+    drop((guard, reading));
+}
+
+#[test]
+fn owner_says_who_holds_a_lock_and_exits_1_when_it_is_free() {
+    let server = RedisServer::start();
+    let out = redis_mutex(&server, &["owner", "deploy"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("free"));
+    let mutex = RedisMutex::builder(server.pool(), "deploy")
+        .owner_id("ci-3")
+        .expire(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let _guard = mutex.lock().unwrap();
+    let out = redis_mutex(&server, &["owner", "deploy"]);
+    assert_eq!(out.status.code(), Some(0));
+    let said = text(&out.stdout);
+    assert!(said.contains("ci-3") && said.contains("s more"), "{said}");
+}
+
+#[test]
+fn resets_free_locks_and_reset_all_refuses_without_yes() {
+    let server = RedisServer::start();
+    let pool = server.pool();
+    let stuck = RedisMutex::builder(pool.clone(), "migrations")
+        .owner_id("dead-worker")
+        .build()
+        .unwrap();
+    std::mem::forget(stuck.lock().unwrap());
+    let other = RedisMutex::builder(pool.clone(), "other")
+        .owner_id("alive")
+        .build()
+        .unwrap();
+    let kept = other.lock().unwrap();
+
+    let out = redis_mutex(&server, &["reset-owned-by", "dead-worker"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("removed 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!stuck.is_locked().unwrap());
+    assert!(
+        kept.is_held().unwrap(),
+        "reset-owned-by touched another owner's lock"
+    );
+
+    let out = redis_mutex(&server, &["reset", "other"]);
+    assert!(out.status.success());
+    assert!(!other.is_locked().unwrap());
+
+    let tree = RedisRwLock::new(pool.clone(), "tenants/7").unwrap();
+    std::mem::forget(tree.write().unwrap());
+    let out = redis_mutex(&server, &["reset", "--rwlock", "tenants/7"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        RedisRwLock::new(pool.clone(), "tenants")
+            .unwrap()
+            .try_write()
+            .is_ok()
+    );
+
+    let again = RedisMutex::new(pool, "again").unwrap();
+    std::mem::forget(again.lock().unwrap());
+    let out = redis_mutex(&server, &["reset-all"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--yes"), "{}", text(&out.stderr));
+    assert!(again.is_locked().unwrap(), "reset-all ran without --yes");
+    let out = redis_mutex(&server, &["reset-all", "--yes"]);
+    assert!(out.status.success());
+    assert!(!again.is_locked().unwrap());
+}
+
+#[test]
+fn usage_errors_exit_with_2_and_every_subcommand_has_help_with_an_example() {
+    let server = RedisServer::start();
+    let out = redis_mutex(&server, &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    for sub in [
+        "list",
+        "owner",
+        "reset",
+        "reset-owned-by",
+        "reset-all",
+        "watch",
+    ] {
+        let out = redis_mutex(&server, &[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Example"),
+            "{sub} --help has no example:\n{help}"
+        );
+    }
+    let unreachable = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_redis-mutex")).args([
+            "--url",
+            &format!("redis://127.0.0.1:{}/", support::free_port()),
+            "list",
+        ]),
+        HANG,
+    );
+    assert_eq!(unreachable.status.code(), Some(3));
+    assert!(
+        text(&unreachable.stderr).contains("cannot connect"),
+        "{}",
+        text(&unreachable.stderr)
+    );
+}
+
+#[test]
+fn watch_prints_a_line_each_time_the_lock_changes_hands() {
+    let server = RedisServer::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-mutex"))
+        .env("REDIS_URL", server.url())
+        .args(["watch", "hot", "--interval-ms", "20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = support::Lines::new(child.stdout.take().unwrap());
+    lines.expect("`hot` free", HANG);
+    let first = RedisMutex::builder(server.pool(), "hot")
+        .owner_id("first")
+        .build()
+        .unwrap();
+    let guard = first.lock().unwrap();
+    let held = lines.expect("`hot` held by ", HANG);
+    assert!(held.starts_with("first (token"), "{held}");
+    drop(guard);
+    let freed = lines.expect("`hot` free", HANG);
+    assert!(freed.contains("first let go after"), "{freed}");
+    child.kill().ok();
+    child.wait().ok();
+}

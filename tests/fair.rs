@@ -1,0 +1,312 @@
+//! Fair mode: grants in the order of arrival across processes, direct handoff inside the
+//! release, and waiters that crash, pause or give up holding nobody up.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use redis_mutex::{Pool, RedisMutex, reset_all};
+use support::proxy::FaultProxy;
+use support::{HANG, Lines, RedisServer, child_env, eventually, signal, spawn, spawn_child};
+
+fn fair(pool: Pool, name: &str) -> RedisMutex {
+    RedisMutex::builder(pool, name)
+        .fair(true)
+        .expire(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+fn queued(conn: &mut redis::Connection, name: &str) -> usize {
+    conn.llen(format!("lock-queue:{name}")).unwrap()
+}
+
+/// A fair waiter in its own process: takes the lock, says so with the time, holds it a
+/// moment, releases.
+#[test]
+#[ignore = "a child process of the fair-mode tests"]
+fn fair_waiter() {
+    let pool = support::pool_at(&child_env("REDIS_URL"));
+    let mutex = fair(pool, &child_env("NAME"));
+    let guard = mutex.lock().unwrap();
+    println!("@granted {}", guard.fencing_token());
+    std::thread::sleep(Duration::from_millis(30));
+    guard.unlock().unwrap();
+}
+
+#[test]
+fn grants_follow_the_order_of_arrival_across_processes() {
+    const WAITERS: usize = 5;
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let holder = fair(server.pool(), "fifo");
+    let guard = holder.lock().unwrap();
+    let env = [("REDIS_URL", server.url()), ("NAME", "fifo".to_owned())];
+    // Each waiter starts once the one before it is queued: the order of arrival is known.
+    let mut children = Vec::new();
+    for i in 0..WAITERS {
+        let mut child = spawn_child("fair_waiter", &env);
+        let lines = child.lines();
+        children.push((child, lines));
+        assert!(
+            eventually(HANG, || queued(&mut conn, "fifo") == i + 1),
+            "waiter {i} did not queue"
+        );
+    }
+    let first_token = guard.fencing_token();
+    guard.unlock().unwrap();
+    let mut tokens = Vec::new();
+    for (child, lines) in children {
+        let token: u64 = lines.expect("@granted ", HANG).trim().parse().unwrap();
+        tokens.push(token);
+        child.finish_with(&lines, HANG);
+    }
+    // Handed over in order: each got the next token, in the order it came.
+    let expected: Vec<u64> = (1..=WAITERS as u64).map(|i| first_token + i).collect();
+    assert_eq!(tokens, expected, "grants out of arrival order");
+}
+
+#[test]
+fn a_release_hands_the_lock_to_the_waiter_inside_the_release() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let holder = fair(server.pool(), "handoff");
+    let guard = holder.lock().unwrap();
+    let waiter = fair(server.pool(), "handoff");
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let waiting = spawn("waiter", move || {
+        let guard = waiter.lock().unwrap();
+        let at = Instant::now();
+        let owner = waiter.get_owner_id().unwrap();
+        release_rx.recv_timeout(HANG).unwrap();
+        (
+            guard.fencing_token(),
+            at,
+            owner == Some(waiter.owner_id().to_owned()),
+        )
+    });
+    assert!(eventually(HANG, || queued(&mut conn, "handoff") == 1));
+    let token = guard.fencing_token();
+    let signals = support::command_calls(&mut conn, "lpush");
+    let released = Instant::now();
+    guard.unlock().unwrap();
+    // The lock went straight to the waiter: it never was free, and no signal went out.
+    let owner: Option<String> = conn.get("lock:handoff").unwrap();
+    assert!(
+        owner.is_some(),
+        "the lock was free after a release with a waiter queued"
+    );
+    assert_eq!(
+        support::command_calls(&mut conn, "lpush"),
+        signals,
+        "the release signalled"
+    );
+    release_tx.send(()).unwrap();
+    let (next, at, ours) = waiting.join(HANG);
+    assert_eq!(next, token + 1);
+    assert!(ours, "the waiter holds the lock under its own owner id");
+    assert!(
+        at - released < Duration::from_millis(500),
+        "{:?}",
+        at - released
+    );
+}
+
+#[test]
+fn a_killed_waiter_holds_the_lock_up_for_one_lease_at_most() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let holder = fair(server.pool(), "killed");
+    let guard = holder.lock().unwrap();
+    let env = [("REDIS_URL", server.url()), ("NAME", "killed".to_owned())];
+    let doomed = spawn_child("fair_waiter", &env);
+    assert!(eventually(HANG, || queued(&mut conn, "killed") == 1));
+    let next = fair(server.pool(), "killed");
+    let waiting = spawn("next waiter", move || {
+        let got = next.try_lock_for(Duration::from_secs(10)).map(drop).is_ok();
+        (got, Instant::now())
+    });
+    assert!(eventually(HANG, || queued(&mut conn, "killed") == 2));
+    doomed.kill();
+    // Released at once, the dead waiter's entry is still fresh: the lock may go to it, and
+    // then stays with it for its 2 s lease at most.
+    let released = Instant::now();
+    guard.unlock().unwrap();
+    let (got, at) = waiting.join(HANG);
+    assert!(got, "the live waiter never got the lock");
+    assert!(
+        at - released < Duration::from_secs(2) + Duration::from_millis(1500),
+        "the dead waiter held the lock up for {:?}",
+        at - released
+    );
+}
+
+#[test]
+fn a_paused_waiter_at_the_head_is_skipped() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let holder = fair(server.pool(), "paused");
+    let guard = holder.lock().unwrap();
+    let env = [("REDIS_URL", server.url()), ("NAME", "paused".to_owned())];
+    let mut head = spawn_child("fair_waiter", &env);
+    let head_lines = head.lines();
+    assert!(eventually(HANG, || queued(&mut conn, "paused") == 1));
+    let next = fair(server.pool(), "paused");
+    let waiting = spawn("second waiter", move || {
+        let guard = next.try_lock_for(Duration::from_secs(10)).unwrap();
+        let at = Instant::now();
+        drop(guard);
+        at
+    });
+    assert!(eventually(HANG, || queued(&mut conn, "paused") == 2));
+    signal(head.id(), "STOP");
+    // Once its entry went stale (1 s without a refresh), the release skips it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let released = Instant::now();
+    guard.unlock().unwrap();
+    let at = waiting.join(HANG);
+    assert!(
+        at - released < Duration::from_millis(300),
+        "the second waiter got the lock {:?} after the release",
+        at - released
+    );
+    // The paused one, resumed, waits its turn again and gets the lock.
+    signal(head.id(), "CONT");
+    head_lines.expect("@granted", HANG);
+    head.finish_with(&head_lines, HANG);
+}
+
+#[test]
+fn a_waiter_that_gives_up_while_the_lock_is_handed_to_it_passes_it_on() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let mut conn = server.connection();
+    let holder = fair(server.pool(), "given-up");
+    let guard = holder.lock().unwrap();
+    // The one that gives up talks through the proxy, which will hold its wake-up back.
+    let slow = RedisMutex::builder(
+        proxy.pool_with(Pool::builder().response_timeout(Duration::from_millis(200))),
+        "given-up",
+    )
+    .fair(true)
+    .expire(Duration::from_secs(30))
+    .build()
+    .unwrap();
+    let giving_up = spawn("slow waiter", move || {
+        slow.try_lock_for(Duration::from_millis(800))
+            .map(drop)
+            .is_ok()
+    });
+    assert!(eventually(HANG, || queued(&mut conn, "given-up") == 1));
+    let patient = fair(server.pool(), "given-up");
+    let waiting = spawn("patient waiter", move || {
+        patient.try_lock_for(HANG).map(drop).is_ok()
+    });
+    assert!(eventually(HANG, || queued(&mut conn, "given-up") == 2));
+    // The release hands the lock to the slow waiter, whose wake-up the proxy holds until
+    // its deadline has passed.
+    proxy.stall();
+    guard.unlock().unwrap();
+    let owner: Option<String> = conn.get("lock:given-up").unwrap();
+    assert!(owner.is_some(), "handed over");
+    assert!(!giving_up.join(HANG), "the slow waiter cannot have got it");
+    proxy.heal();
+    // Its leave passes the grant on: the patient waiter gets it, well within the 30 s
+    // lease the slow waiter would otherwise have held it for.
+    assert!(waiting.join(HANG), "the lock was left held by nobody");
+}
+
+#[test]
+fn fencing_renewal_and_reset_work_in_fair_mode() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let renewed = RedisMutex::builder(server.pool(), "fair-renewed")
+        .fair(true)
+        .expire(Duration::from_millis(300))
+        .auto_renewal(true)
+        .build()
+        .unwrap();
+    let guard = renewed.lock().unwrap();
+    let first = guard.fencing_token();
+    std::thread::sleep(Duration::from_millis(1000));
+    guard.ensure_held().unwrap();
+    assert!(!guard.is_lost());
+    let waiter = fair(server.pool(), "fair-renewed");
+    let waiting = spawn("waiter", move || waiter.lock().unwrap().fencing_token());
+    assert!(eventually(HANG, || queued(&mut conn, "fair-renewed") == 1));
+    // A reset frees the lock and wakes the queue: the waiter gets it.
+    assert!(renewed.reset().unwrap());
+    let second = waiting.join(HANG);
+    assert!(second > first);
+    // The holder is told by its next renewal, a third of the lease later.
+    assert!(
+        eventually(HANG, || guard.is_lost()),
+        "the reset lock was never found lost"
+    );
+    drop(guard);
+    // reset_all leaves no lock behind in fair mode either.
+    let held = fair(server.pool(), "fair-reset-all");
+    let kept = held.lock().unwrap();
+    assert!(reset_all(&server.pool()).unwrap() >= 1);
+    assert!(!held.is_locked().unwrap());
+    drop(kept);
+}
+
+/// python-redis-lock holds, a fair waiter waits; python's release (which knows nothing of
+/// the queue) wakes the fair waiter through the signal list.
+const PYTHON_HOLDER: &str = r#"
+import sys, redis, redis_lock
+port, name = int(sys.argv[1]), sys.argv[2]
+lock = redis_lock.Lock(redis.StrictRedis(host="127.0.0.1", port=port), name, id="python")
+assert lock.acquire(blocking=True)
+print("@locked", flush=True)
+sys.stdin.readline()
+lock.release()
+"#;
+
+#[test]
+fn a_client_that_is_not_fair_still_excludes_and_wakes_fair_waiters() {
+    let server = RedisServer::start();
+    let mut python = Command::new(support::python::python())
+        .args(["-c", PYTHON_HOLDER, &server.port().to_string(), "mixed"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    let lines = Lines::new(python.stdout.take().unwrap());
+    lines.expect("@locked", HANG);
+    let waiter = fair(server.pool(), "mixed");
+    assert!(waiter.try_lock().is_err(), "python holds it");
+    let waiting = spawn("fair waiter", move || {
+        let got = waiter
+            .try_lock_for(Duration::from_secs(10))
+            .map(drop)
+            .is_ok();
+        (got, Instant::now())
+    });
+    let mut conn = server.connection();
+    assert!(eventually(HANG, || queued(&mut conn, "mixed") == 1));
+    let released = Instant::now();
+    writeln!(python.stdin.as_mut().unwrap()).unwrap();
+    let (got, at) = waiting.join(HANG);
+    assert!(got);
+    assert!(
+        at - released < Duration::from_millis(500),
+        "woken {:?} after python's release",
+        at - released
+    );
+    assert!(support::wait_or_kill(&mut python, HANG).success());
+
+    // A fair and a plain mutex exclude each other.
+    let plain = RedisMutex::new(server.pool(), "mixed").unwrap();
+    let fair_one = fair(server.pool(), "mixed");
+    let held = fair_one.lock().unwrap();
+    assert!(plain.try_lock().is_err());
+    drop(held);
+    let held = plain.lock().unwrap();
+    assert!(fair_one.try_lock().is_err());
+    drop(held);
+}

@@ -1,0 +1,266 @@
+//! The five findings of the reliability review, each as the test that showed it: a stalled
+//! server must not hang a call or the renewals of other servers, an undo must remove only
+//! its own grant, the lease clock must not outlive a lost reply, and a crashed read-write
+//! lock holder must not block its subtree forever.
+
+mod support;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use redis_mutex::{Error, LostReason, Pool, RedisMutex, RedisRwLock, Redlock, reset_all};
+use support::proxy::FaultProxy;
+use support::{HANG, RedisServer, child_env, command_calls, eventually, spawn, spawn_child};
+
+/// The response timeout of these tests' pools, and so the unit of their bounds.
+const RT: Duration = Duration::from_millis(300);
+
+/// Scheduling slack on a busy two-core machine.
+const SLACK: Duration = Duration::from_millis(300);
+
+fn pool(server: &RedisServer) -> Pool {
+    server.pool_with(Pool::builder().response_timeout(RT).connect_timeout(RT))
+}
+
+/// Finding 1: with one of five Redlock servers stopped (SIGSTOP), `lock` used to wait
+/// forever in r2d2's checkout `PING`. Now it succeeds on the majority within a bound, and
+/// dropping the guard returns within two response timeouts.
+#[test]
+fn redlock_with_a_stopped_minority_locks_and_unlocks_within_its_bounds() {
+    let mut servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
+    let pools: Vec<Pool> = servers.iter().map(pool).collect();
+    let redlock = Redlock::builder(pools)
+        .instance_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    // Warm every pool, then stop one server with its connections open.
+    drop(redlock.lock("warm", Duration::from_secs(5)).unwrap());
+    servers[2].pause();
+    let called = Instant::now();
+    let guard = redlock.lock("resource", Duration::from_secs(5)).unwrap();
+    let took = called.elapsed();
+    assert!(
+        took < RT + SLACK,
+        "lock took {took:?} with one server stopped"
+    );
+    let dropped = Instant::now();
+    drop(guard);
+    let took = dropped.elapsed();
+    assert!(took < RT * 2 + SLACK, "dropping the guard took {took:?}");
+    servers[2].resume();
+}
+
+/// Finding 1, the mutex: against a stopped server every call fails within two response
+/// timeouts, on pooled connections and new ones alike.
+#[test]
+fn every_mutex_call_on_a_stopped_server_fails_within_two_response_timeouts() {
+    let mut server = RedisServer::start();
+    let pool = pool(&server);
+    let mutex = RedisMutex::builder(pool.clone(), "stopped")
+        .expire(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let other = RedisMutex::new(pool, "stopped").unwrap();
+    let guard = mutex.lock().unwrap();
+    server.pause();
+    let bound = RT * 2 + SLACK;
+    let timed = |what: &str, f: &dyn Fn() -> Result<(), Error>| {
+        let called = Instant::now();
+        let result = f();
+        let took = called.elapsed();
+        assert!(
+            took < bound,
+            "{what} took {took:?}, past {bound:?}: {result:?}"
+        );
+        let e = result.expect_err(what);
+        assert!(e.is_timeout() || e.is_unreachable(), "{what}: {e}");
+    };
+    timed("extend", &|| guard.extend(Duration::from_secs(10)));
+    timed("try_lock", &|| {
+        other.try_lock().map(drop).map_err(|e| match e {
+            redis_mutex::TryLockError::Error(e) => e,
+            e => panic!("{e}"),
+        })
+    });
+    timed("get_owner_id", &|| other.get_owner_id().map(drop));
+    let called = Instant::now();
+    let unlocked = guard.unlock();
+    assert!(
+        called.elapsed() < bound,
+        "unlock took {:?}",
+        called.elapsed()
+    );
+    assert!(unlocked.is_err());
+    server.resume();
+}
+
+/// Finding 2: an undo (the release sent after an acquire whose reply was lost) used to
+/// compare only the owner id, so when the acquire and its undo arrived late, after another
+/// holder with the same owner id had been granted the lock, the undo deleted that holder's
+/// lock and a third client got it. The undo now removes only the grant of its own attempt.
+#[test]
+fn a_late_undo_never_removes_a_grant_made_since_to_the_same_owner() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let slow_pool = proxy.pool_with(Pool::builder().response_timeout(RT));
+    let slow = RedisMutex::builder(slow_pool, "shared")
+        .owner_id("same-owner")
+        .build()
+        .unwrap();
+    // Connections made while the network is fast.
+    drop(slow.lock().unwrap());
+    let mut conn = server.connection();
+    let evals_before = command_calls(&mut conn, "eval") + command_calls(&mut conn, "evalsha");
+
+    // The slow client's acquire (and the undo behind it) arrive after its timeout...
+    proxy.set_latency(RT * 2);
+    let attempt = slow.try_lock();
+    assert!(
+        matches!(&attempt, Err(redis_mutex::TryLockError::Error(e)) if e.is_timeout()),
+        "{attempt:?}"
+    );
+    // ... and meanwhile a holder with the same owner id takes the lock, directly.
+    let fast = RedisMutex::builder(server.pool(), "shared")
+        .owner_id("same-owner")
+        .build()
+        .unwrap();
+    let guard = fast.lock().unwrap();
+    // The delayed acquire and undo reach Redis now.
+    assert!(
+        eventually(HANG, || {
+            command_calls(&mut conn, "eval") + command_calls(&mut conn, "evalsha")
+                >= evals_before + 3
+        }),
+        "the delayed acquire and undo never reached Redis"
+    );
+    proxy.heal();
+    assert!(
+        guard.is_held().unwrap(),
+        "the late undo released a grant made since"
+    );
+    let third = RedisMutex::new(server.pool(), "shared").unwrap();
+    assert!(
+        third.try_lock().is_err(),
+        "a third client got the lock while it was held: two holders"
+    );
+    guard.unlock().unwrap();
+}
+
+/// Finding 3: renewals for different servers used to run one after another on one thread,
+/// so a stopped server delayed the renewal of a 300 ms lease on a healthy one until it
+/// expired. Now each server has its own renewal lane.
+#[test]
+fn a_stopped_server_delays_no_renewal_on_a_healthy_one() {
+    let healthy = RedisServer::start();
+    let mut stopped = RedisServer::start();
+    let short = RedisMutex::builder(pool(&healthy), "short-lease")
+        .expire(Duration::from_millis(300))
+        .auto_renewal(true)
+        .build()
+        .unwrap();
+    let (lost_tx, lost_rx) = mpsc::channel();
+    let long = RedisMutex::builder(
+        stopped.pool_with(Pool::builder().response_timeout(Duration::from_secs(10))),
+        "long-lease",
+    )
+    .expire(Duration::from_secs(3))
+    .auto_renewal(true)
+    .on_lost(move |lost| {
+        lost_tx.send((lost.reason, Instant::now())).ok();
+    })
+    .build()
+    .unwrap();
+    let short_guard = short.lock().unwrap();
+    let long_guard = long.lock().unwrap();
+    let long_granted = Instant::now();
+    stopped.pause();
+    // For 5 s, while the stopped server's renewal hangs, the short lease stays held.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        assert!(
+            !short_guard.is_lost(),
+            "the healthy lease was lost after {:?}",
+            watched.elapsed()
+        );
+        short_guard.ensure_held().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut conn = healthy.connection();
+    let owner: Option<String> = conn.get("lock:short-lease").unwrap();
+    assert_eq!(owner.as_deref(), Some(short.owner_id()));
+    // The lease on the stopped server is reported lost, before Redis would expire it.
+    let (reason, at) = lost_rx
+        .recv_timeout(HANG)
+        .expect("on_lost for the stopped server");
+    assert_eq!(reason, LostReason::Unreachable);
+    assert!(
+        at - long_granted < Duration::from_secs(3),
+        "reported lost {:?} after the grant, past its 3 s lease",
+        at - long_granted
+    );
+    assert!(long_guard.is_lost());
+    let dropped = Instant::now();
+    drop(long_guard);
+    assert!(dropped.elapsed() < Duration::from_secs(10) * 2 + SLACK);
+    stopped.resume();
+    short_guard.unlock().unwrap();
+}
+
+/// Finding 5, the child's part: takes a write lock with the defaults and waits to be
+/// killed.
+#[test]
+#[ignore = "a child process of a_crashed_rwlock_holder_does_not_block_its_subtree_forever"]
+fn rwlock_holder_to_be_killed() {
+    let pool = support::pool_at(&child_env("REDIS_URL"));
+    let lock = RedisRwLock::new(pool, "tenants/7").unwrap();
+    let _guard = lock.write().unwrap();
+    println!("@locked");
+    std::thread::sleep(HANG * 3);
+}
+
+/// Finding 5: a read-write lock holder that crashed used to block its subtree forever: no
+/// expiry by default, no reset, and `reset_all` did not see `rwlock:*` keys. Now leases
+/// expire (30 s, renewed while held), `RedisRwLock::reset` frees a path, and `reset_all`
+/// clears read-write leases too.
+#[test]
+fn a_crashed_rwlock_holder_does_not_block_its_subtree_forever() {
+    let server = RedisServer::start();
+    let mut child = spawn_child("rwlock_holder_to_be_killed", &[("REDIS_URL", server.url())]);
+    let lines = child.lines();
+    lines.expect("@locked", HANG);
+    child.kill();
+    let mut conn = server.connection();
+    let pttl: i64 = conn.pttl("rwlock:w:tenants/7").unwrap();
+    assert!(
+        (1..=30_000).contains(&pttl),
+        "the crashed holder's lease expires within 30 s: PTTL {pttl}"
+    );
+    let tree = RedisRwLock::new(server.pool(), "tenants").unwrap();
+    assert!(
+        tree.try_read().is_err(),
+        "the crashed holder still blocks the tree"
+    );
+    let path = RedisRwLock::new(server.pool(), "tenants/7").unwrap();
+    assert!(
+        path.reset().unwrap(),
+        "reset found the crashed holder's lease"
+    );
+    drop(tree.try_write().expect("the tree is free after the reset"));
+
+    // reset_all clears read-write leases too.
+    let child = spawn_child("rwlock_holder_to_be_killed", &[("REDIS_URL", server.url())]);
+    let mut child = child;
+    child.lines().expect("@locked", HANG);
+    child.kill();
+    assert_eq!(reset_all(&server.pool()).unwrap(), 1);
+    let left: Vec<String> = conn.keys("rwlock:[wr]:*").unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let waiter = spawn("tree writer", move || {
+        tree.try_write_for(HANG).map(drop).is_ok()
+    });
+    assert!(
+        waiter.join(HANG * 2),
+        "the tree stayed blocked after reset_all"
+    );
+}
