@@ -12,12 +12,12 @@
 //!
 //! ```toml
 //! [dependencies]
-//! redis-mutex = "0.2"
+//! redis-mutex = "0.2" # until it is on crates.io: { path = "../redis-mutex" }, a clone
 //! ```
 //!
 //! ```no_run
-//! use std::time::Duration;
 //! use redis_mutex::{Pool, RedisMutex};
+//! use std::time::Duration;
 //!
 //! fn main() -> Result<(), redis_mutex::Error> {
 //!     let pool = Pool::new("redis://127.0.0.1:6379/")?;
@@ -124,6 +124,16 @@
 //! | DEBUG | acquire, release, reset; a renewal that failed and will be retried |
 //! | TRACE | each wait, each renewal batch, each redirection |
 //!
+//! # Crate features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `tls-rustls` | `rediss://` connections through rustls (root certificates from the system, or a `redis::Client::build_with_tls` given to [`PoolBuilder::build_with_client`]) |
+//! | `cli` | the `redis-mutex` command (`cargo install redis-mutex --features cli`): `list`, `owner`, `reset`, `reset-owned-by`, `reset-all`, `watch` |
+//! | `metrics` | counters, histograms and a gauge through the [`metrics`](https://docs.rs/metrics) facade; see `docs/operations.md` |
+//!
+//! None is on by default; Sentinel and Cluster need none.
+//!
 //! # Minimum supported Rust version
 //!
 //! Rust 1.95: the newest toolchain, and the only one this crate is built and tested with.
@@ -164,3 +174,8 @@ pub use rwlock::{RedisRwLock, RedisRwLockBuilder, RedisRwLockReadGuard, RedisRwL
 
 pub use r2d2;
 pub use redis;
+
+/// The README's code, compiled with the doc tests so that it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
