@@ -94,23 +94,36 @@ impl Conn {
     /// Bounds the next reads and writes by `timeout` (at least 1 ms).
     pub(crate) fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.set_read_timeout(timeout)?;
-        let timeout = Some(timeout.max(MIN_TIMEOUT));
-        let (conn, state) = self.parts();
-        if state.write_timeout != timeout {
-            let result = conn.set_write_timeout(timeout);
-            state.write_timeout = result.is_ok().then_some(timeout).flatten();
-            result.map_err(|e| self.fail(e, "", "setting a socket timeout"))?;
-        }
-        Ok(())
+        self.set_socket_timeout(
+            timeout,
+            |state| &mut state.write_timeout,
+            |conn, t| conn.set_write_timeout(t),
+        )
     }
 
     /// Bounds the next reads by `timeout` (at least 1 ms); writes keep theirs.
     pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.set_socket_timeout(
+            timeout,
+            |state| &mut state.read_timeout,
+            |conn, t| conn.set_read_timeout(t),
+        )
+    }
+
+    /// Sets one of the socket's timeouts with `set`, unless `cached` says it has it
+    /// already: a syscall saved on most calls.
+    fn set_socket_timeout(
+        &mut self,
+        timeout: Duration,
+        cached: impl FnOnce(&mut LinkState) -> &mut Option<Duration>,
+        set: impl FnOnce(&redis::Connection, Option<Duration>) -> redis::RedisResult<()>,
+    ) -> Result<()> {
         let timeout = Some(timeout.max(MIN_TIMEOUT));
         let (conn, state) = self.parts();
-        if state.read_timeout != timeout {
-            let result = conn.set_read_timeout(timeout);
-            state.read_timeout = result.is_ok().then_some(timeout).flatten();
+        let cached = cached(state);
+        if *cached != timeout {
+            let result = set(conn, timeout);
+            *cached = result.is_ok().then_some(timeout).flatten();
             result.map_err(|e| self.fail(e, "", "setting a socket timeout"))?;
         }
         Ok(())
@@ -246,6 +259,31 @@ pub(crate) fn checkout_node(
     }
 }
 
+/// The first and the longest slice of [`get_watching_health`]'s wait.
+const HEALTH_SLICES: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(200));
+
+/// Waits up to `wait` for a connection of `node`, in slices that double from 5 ms to
+/// 200 ms, and returns the server's failure as soon as a connection attempt (r2d2's, in the
+/// background) has failed: r2d2 wakes its waiters for a new connection, not for a failed
+/// attempt. `None` when `wait` passed with neither.
+fn get_watching_health(node: &Node, wait: Duration) -> Result<Option<Checkout>> {
+    let started = Instant::now();
+    let mut slice = HEALTH_SLICES.0;
+    loop {
+        let left = wait.saturating_sub(started.elapsed());
+        if let Some(checkout) = get_timeout(node, slice.min(left)) {
+            return Ok(Some(checkout));
+        }
+        if let Some(failure) = node.health.failure() {
+            return Err(failure);
+        }
+        if started.elapsed() >= wait {
+            return Ok(None);
+        }
+        slice = (slice * 2).min(HEALTH_SLICES.1);
+    }
+}
+
 /// [`checkout_node`] without the idle check.
 fn checkout_any(
     node: &Arc<Node>,
@@ -274,14 +312,12 @@ fn checkout_any(
             }
         },
         None => {
-            // A first share of the wait long enough for one connection attempt to end.
+            // A first share of the wait long enough for one connection attempt to end,
+            // watching for it to fail.
             let first = wait.min(connect_timeout + Duration::from_millis(100));
-            match get_timeout(node, first) {
+            match get_watching_health(node, first)? {
                 Some(checkout) => checkout,
                 None => {
-                    if let Some(failure) = node.health.failure() {
-                        return Err(failure);
-                    }
                     let left = wait.saturating_sub(started.elapsed());
                     get_timeout(node, left).ok_or_else(|| {
                         node.health.failure().unwrap_or_else(|| Error::PoolTimeout {
@@ -334,6 +370,31 @@ pub(crate) fn checkout(
 pub(crate) struct Ran<T> {
     pub(crate) conn: Conn,
     pub(crate) result: redis::RedisResult<T>,
+}
+
+/// [`run`] for a call that may grant a lock (`what` names it in errors). When its reply is
+/// lost, Redis may have run it or may still: `undo` then runs on the same connection
+/// before the error is returned, so that no grant is left that nobody holds. Every
+/// granting call goes through here.
+pub(crate) fn run_grant<T>(
+    pool: &Pool,
+    route: Route<'_>,
+    conn: Conn,
+    response_timeout: Duration,
+    (name, what): (&str, &'static str),
+    op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+    undo: impl FnOnce(&mut Conn, &redis::RedisError),
+) -> Result<(Conn, T)> {
+    let mut ran = run(pool, route, Some(conn), response_timeout, op)?;
+    match ran.result {
+        Ok(reply) => Ok((ran.conn, reply)),
+        Err(e) => {
+            if reply_lost(&e) {
+                undo(&mut ran.conn, &e);
+            }
+            Err(ran.conn.fail(e, name, what))
+        }
+    }
 }
 
 /// Runs `op` (one command or one script call, on `conn` if given, else on a connection

@@ -119,7 +119,8 @@
 //!
 //! | level | what |
 //! |---|---|
-//! | WARN | a lock lost while held; a release on drop that failed or found the lock gone; a server that cannot be reached (once, until it can again) |
+//! | ERROR | an `on_lost` callback that panicked (nothing else: failures are returned) |
+//! | WARN | a lock lost while held; a release on drop that failed or found the lock gone; a lost reply whose undo failed too (a lock may be held by nobody until it expires); a server that cannot be reached (once, until it can again) |
 //! | INFO | a server that can be reached again |
 //! | DEBUG | acquire, release, reset; a renewal that failed and will be retried |
 //! | TRACE | each wait, each renewal batch, each redirection |

@@ -645,38 +645,20 @@ impl RedisMutex {
                 .arg(&attempt)
                 .arg(marker_ms);
             let sent_at = Instant::now();
-            let mut ran = conn::run(
+            let (conn, (outcome, detail)) = conn::run_grant(
                 &self.pool,
                 Route::Key(&self.keys.lock),
-                Some(conn),
+                conn,
                 self.options.response_timeout,
+                (&self.name, "acquire"),
                 |c| call.invoke::<(i64, i64)>(c),
+                |c, e| self.undo(c, &attempt, &e.to_string()),
             )?;
-            let (outcome, detail) = match ran.result {
-                Ok(reply) => reply,
-                Err(e) => {
-                    if conn::reply_lost(&e) {
-                        self.undo(&mut ran.conn, &attempt, &e.to_string());
-                    }
-                    return Err(ran.conn.fail(e, &self.name, "acquire"));
-                }
-            };
-            let mut conn = ran.conn;
             match outcome {
                 GRANTED => {
                     let token =
                         u64::try_from(detail).map_err(|_| Error::Protocol { what: "acquire" })?;
-                    self.replicate(&mut conn, &attempt)?;
-                    log::debug!("acquired lock `{}`", self.name);
-                    let server = self.pool.is_cluster().then(|| conn.server().into());
-                    Ok((
-                        conn,
-                        Attempt::Granted(Granted {
-                            sent_at,
-                            token,
-                            server,
-                        }),
-                    ))
+                    self.granted(conn, &attempt, sent_at, token)
                 }
                 WRONG_TYPE => Err(Error::WrongType {
                     name: self.name.to_string(),
@@ -700,6 +682,30 @@ impl RedisMutex {
             Acquired::Granted(granted) => Some(granted),
             Acquired::TimedOut(_) => None,
         })
+    }
+
+    /// A grant of ours by `attempt` (in fair mode, the waiter), made by a request sent at
+    /// `sent_at` (or handed over during a wait that began then): checks the replicas if
+    /// asked to, and makes it a [`Granted`].
+    fn granted(
+        &self,
+        mut conn: Conn,
+        attempt: &str,
+        sent_at: Instant,
+        token: u64,
+    ) -> Result<(Conn, Attempt<Granted>)> {
+        self.replicate(&mut conn, attempt)?;
+        let mode = if self.fair { " (fair)" } else { "" };
+        log::debug!("acquired lock `{}`{mode}", self.name);
+        let server = self.pool.is_cluster().then(|| conn.server().into());
+        Ok((
+            conn,
+            Attempt::Granted(Granted {
+                sent_at,
+                token,
+                server,
+            }),
+        ))
     }
 
     /// With [`wait_replicas`](RedisMutexBuilder::wait_replicas): waits for the replicas to
@@ -746,9 +752,13 @@ impl RedisMutex {
             self.options.response_timeout,
             &[undo.eval()],
         ) {
+            let until = match self.options.expire {
+                Some(expire) => format!("until it expires (within {expire:?})"),
+                None => "until it is reset (it has no expiry)".to_owned(),
+            };
             log::warn!(
                 "lock `{}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
-                 Redis granted it, the lock is held by nobody until it expires",
+                 Redis granted it, the lock is held by nobody {until}",
                 self.name
             );
         }

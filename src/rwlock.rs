@@ -528,23 +528,15 @@ impl RedisRwLock {
                 .arg(&lease_id)
                 .arg(expire_ms)
                 .arg(if will_wait { millis(WAITING_TTL) } else { 0 });
-            let mut ran = conn::run(
+            let (mut conn, (outcome, detail)) = conn::run_grant(
                 &self.pool,
                 self.route(),
-                Some(conn),
+                conn,
                 self.options.response_timeout,
+                (&self.path, "acquire"),
                 |c| call.invoke::<(i64, i64)>(c),
+                |c, e| self.undo(c, mode, &lease_id, &e.to_string()),
             )?;
-            let (outcome, detail) = match ran.result {
-                Ok(reply) => reply,
-                Err(e) => {
-                    if conn::reply_lost(&e) {
-                        self.undo(&mut ran.conn, mode, &lease_id, &e.to_string());
-                    }
-                    return Err(ran.conn.fail(e, &self.path, "acquire"));
-                }
-            };
-            let mut conn = ran.conn;
             match outcome {
                 GRANTED => {
                     let token =

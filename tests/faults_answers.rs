@@ -134,6 +134,26 @@ fn a_wrong_or_missing_password_is_an_error_that_says_so() {
     );
     let mutex = RedisMutex::new(wrong.clone(), "other").unwrap();
     assert_every_call_fails(&mutex, Some(&wrong), &["WRONGPASS", "password"]);
+    // Its own case, told at once, even by the first call of a new pool: not a checkout
+    // that waits out a timeout and then reports one.
+    let fresh = server.pool_with(
+        Pool::builder()
+            .password("wrong-password")
+            .connect_lazy(true),
+    );
+    let mutex = RedisMutex::new(fresh, "other").unwrap();
+    let started = Instant::now();
+    let err = mutex.lock().unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, Error::AuthFailed { .. }) && !err.is_timeout(),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&server.port().to_string()),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
 
     let missing = server.pool_with(Pool::builder().connect_lazy(true));
     let mutex = RedisMutex::new(missing.clone(), "other").unwrap();

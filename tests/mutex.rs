@@ -613,6 +613,17 @@ fn a_key_of_another_type_is_an_error_not_a_hang() {
         "{err}"
     );
     assert!(matches!(mutex.reset(), Err(Error::WrongType { .. })));
+    let err = mutex.get_owner_id().unwrap_err();
+    assert!(
+        matches!(err, Error::WrongType { .. }),
+        "get_owner_id: {err:?}"
+    );
+    let err = mutex.is_locked().unwrap_err();
+    assert!(matches!(err, Error::WrongType { .. }), "is_locked: {err:?}");
+    match mutex.try_lock() {
+        Err(TryLockError::Error(Error::WrongType { .. })) => {}
+        other => panic!("try_lock: {other:?}"),
+    }
     let kind: String = redis::cmd("TYPE")
         .arg("lock:taken-by-a-hash")
         .query(&mut conn)
@@ -670,7 +681,16 @@ fn an_unreachable_redis_is_an_error_not_a_hang() {
     let server = format!("127.0.0.1:{}", support::free_port());
     let url = format!("redis://{server}/");
     let started = Instant::now();
-    // Building a pool connects once, and says which server it could not reach.
+    // Building a pool connects once, and says which server it could not reach: at once
+    // when the connection is refused.
+    let err = Pool::new(&url).unwrap_err();
+    assert!(err.is_unreachable(), "{err:?}");
+    assert!(err.to_string().contains(&server), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let err = Pool::builder()
         .connect_timeout(Duration::from_millis(500))
         .build(&url)
@@ -699,6 +719,26 @@ fn an_unreachable_redis_is_an_error_not_a_hang() {
     unreachable("is_locked", mutex.is_locked().unwrap_err());
     unreachable("reset_all", reset_all(&pool).unwrap_err());
     assert!(started.elapsed() < HANG);
+}
+
+#[test]
+fn a_server_that_accepts_but_never_answers_fails_pool_new_within_its_bounds() {
+    // A listener nobody accepts on: the kernel completes the handshake, and nothing
+    // ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let err = Pool::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(300))
+        .build(&format!("redis://{server}/"))
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_timeout() || err.is_unreachable(), "{err:?}");
+    assert!(err.to_string().contains(&server), "{err}");
+    // One connect and one PING, each bounded by 300 ms, plus slack for a busy machine.
+    assert!(took < Duration::from_secs(3), "took {took:?}: {err}");
+    drop(silent);
 }
 
 #[test]

@@ -32,10 +32,7 @@ fn statements(code: &str) -> Vec<String> {
     code.lines()
         .map(str::trim)
         .filter(|l| {
-            !l.is_empty()
-                && !l.starts_with("fn ")
-                && !l.starts_with("// README")
-                && *l != "}"
+            !l.is_empty() && !l.starts_with("fn ") && !l.starts_with("// README") && *l != "}"
         })
         .map(|l| l.replace("Pool::new(url)", "Pool::new(\"redis://127.0.0.1:6379/\")"))
         .collect()

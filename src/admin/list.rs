@@ -236,6 +236,37 @@ impl ListLocks {
     }
 }
 
+/// `list.lua` of `kind` (`mutex` or `rwlock`) over `keys`, one call per slot, each key
+/// passed with its `siblings` (prefixes of the keys read beside it): each key with its
+/// reply.
+fn list_script<T: redis::FromRedisValue>(
+    conn: &mut Conn,
+    keys: Vec<Vec<u8>>,
+    cluster: bool,
+    (kind, siblings): (&str, &[&str]),
+) -> Result<Vec<(Vec<u8>, T)>> {
+    let keyed = keys.into_iter().map(|k| (k.clone(), k)).collect();
+    let mut listed = Vec::new();
+    for group in by_slot(keyed, cluster) {
+        let mut call = LIST.call();
+        call.arg(kind);
+        for key in &group {
+            call.key(key);
+            for prefix in siblings {
+                call.key(sibling_of(key, prefix));
+            }
+        }
+        let reply: Vec<T> = call
+            .invoke(&mut **conn)
+            .map_err(|e| conn.fail(e, "", "list"))?;
+        if reply.len() != group.len() {
+            return Err(Error::Protocol { what: "list" });
+        }
+        listed.extend(group.into_iter().zip(reply));
+    }
+    Ok(listed)
+}
+
 /// The mutexes among `keys` (lock keys a `SCAN` found), with what they hold.
 fn mutexes(
     conn: &mut Conn,
@@ -243,27 +274,17 @@ fn mutexes(
     scheme: Scheme,
     cluster: bool,
 ) -> Result<Vec<LockInfo>> {
-    let keyed = keys.into_iter().map(|k| (k.clone(), k)).collect();
+    let listed = list_script(
+        conn,
+        keys,
+        cluster,
+        ("mutex", &[GRANT_PREFIX, WAITERS_PREFIX]),
+    )?;
     let mut found = Vec::new();
-    for group in by_slot(keyed, cluster) {
-        let mut call = LIST.call();
-        call.arg("mutex");
-        for key in &group {
-            call.key(key)
-                .key(sibling_of(key, GRANT_PREFIX))
-                .key(sibling_of(key, WAITERS_PREFIX));
-        }
-        let reply: Vec<redis::Value> = call
-            .invoke(&mut **conn)
-            .map_err(|e| conn.fail(e, "lock:*", "list"))?;
-        if reply.len() != group.len() {
-            return Err(Error::Protocol { what: "list" });
-        }
-        for (key, info) in group.iter().zip(reply) {
-            let key = String::from_utf8_lossy(key);
-            if let Some(info) = mutex_info(name_of(&key, scheme), info)? {
-                found.push(info);
-            }
+    for (key, info) in listed {
+        let key = String::from_utf8_lossy(&key);
+        if let Some(info) = mutex_info(name_of(&key, scheme), info)? {
+            found.push(info);
         }
     }
     Ok(found)
@@ -302,35 +323,22 @@ fn leases(
     scheme: Scheme,
     cluster: bool,
 ) -> Result<Vec<LockInfo>> {
-    let keyed = keys.into_iter().map(|k| (k.clone(), k)).collect();
+    let listed: Vec<(_, Vec<(String, i64)>)> = list_script(conn, keys, cluster, ("rwlock", &[]))?;
     let mut found = Vec::new();
-    for group in by_slot(keyed, cluster) {
-        let mut call = LIST.call();
-        call.arg("rwlock");
-        for key in &group {
-            call.key(key);
-        }
-        let reply: Vec<Vec<(String, i64)>> = call
-            .invoke(&mut **conn)
-            .map_err(|e| conn.fail(e, "rwlock:*", "list"))?;
-        if reply.len() != group.len() {
-            return Err(Error::Protocol { what: "list" });
-        }
-        for (key, entries) in group.iter().zip(reply) {
-            let key = String::from_utf8_lossy(key);
-            let Some((_, level)) = parse_key(&key) else {
-                continue;
-            };
-            let path = path_of(level, scheme);
-            found.extend(entries.into_iter().map(|(lease, left)| LockInfo {
-                name: path.clone(),
-                kind,
-                owner_id: lease,
-                expires_in: u64::try_from(left).ok().map(Duration::from_millis),
-                fencing_token: None,
-                waiters: None,
-            }));
-        }
+    for (key, entries) in listed {
+        let key = String::from_utf8_lossy(&key);
+        let Some((_, level)) = parse_key(&key) else {
+            continue;
+        };
+        let path = path_of(level, scheme);
+        found.extend(entries.into_iter().map(|(lease, left)| LockInfo {
+            name: path.clone(),
+            kind,
+            owner_id: lease,
+            expires_in: u64::try_from(left).ok().map(Duration::from_millis),
+            fencing_token: None,
+            waiters: None,
+        }));
     }
     Ok(found)
 }

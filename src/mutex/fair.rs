@@ -81,7 +81,7 @@ impl RedisMutex {
             name: &self.name,
             labels: &self.labels,
         };
-        let acquired = wait::acquire(&wait, |mut conn, woken| {
+        let acquired = wait::acquire(&wait, |conn, woken| {
             if let Some(Woken { value, since, .. }) = woken.filter(|w| w.list == wake) {
                 // Handed over by a release: the wake-up is the grant.
                 let token = value.parse().map_err(|_| Error::Protocol {
@@ -96,23 +96,15 @@ impl RedisMutex {
                 ..fair
             }
             .call("acquire");
-            let mut ran = conn::run(
+            let (conn, (outcome, detail)) = conn::run_grant(
                 &self.pool,
                 Route::Key(&self.keys.lock),
-                Some(conn),
+                conn,
                 self.options.response_timeout,
+                (&self.name, "acquire"),
                 |c| call.invoke::<(i64, i64)>(c),
+                |c, _| self.leave(c, &fair, true),
             )?;
-            let (outcome, detail) = match ran.result {
-                Ok(reply) => reply,
-                Err(e) => {
-                    if conn::reply_lost(&e) {
-                        self.leave(&mut ran.conn, &fair, true);
-                    }
-                    return Err(ran.conn.fail(e, &self.name, "acquire"));
-                }
-            };
-            conn = ran.conn;
             match outcome {
                 super::GRANTED => {
                     let token =
@@ -140,28 +132,6 @@ impl RedisMutex {
                 Ok(None)
             }
         }
-    }
-
-    /// A grant of ours, made by a request sent at `sent_at` (or handed over during a wait
-    /// that began then): checks the replicas if asked to, and makes it a [`Granted`].
-    fn granted(
-        &self,
-        mut conn: Conn,
-        waiter: &str,
-        sent_at: Instant,
-        token: u64,
-    ) -> Result<(Conn, Attempt<Granted>)> {
-        self.replicate(&mut conn, waiter)?;
-        log::debug!("acquired lock `{}` (fair)", self.name);
-        let server = self.pool.is_cluster().then(|| conn.server().into());
-        Ok((
-            conn,
-            Attempt::Granted(Granted {
-                sent_at,
-                token,
-                server,
-            }),
-        ))
     }
 
     /// Leaves the queue, passing on a grant made to us meanwhile (handed over, or made by an

@@ -100,8 +100,10 @@ fn find_or_make() -> Result<PathBuf, String> {
             "installing tests/requirements.txt into a virtualenv failed: {detail}; {how_to_fix}"
         ));
     }
-    // A virtualenv keeps absolute paths: it must live where it was made, so it is made
-    // under its final name's sibling and renamed; another process may have won the race.
+    // Made beside its final place and renamed into it, so that a half-made one is never
+    // found. Only its scripts' `#!` lines keep the path it was made at; its `bin/python`,
+    // the one thing run here, finds its packages relative to itself. Another process may
+    // have won the race: either copy will do.
     std::fs::remove_dir_all(&venv).ok();
     if std::fs::rename(&staging, &venv).is_err() {
         std::fs::remove_dir_all(&staging).ok();
