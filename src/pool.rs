@@ -728,6 +728,26 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_pool_that_pings_on_checkout_is_refused_and_told_why() {
+        let client = || redis::Client::open("redis://127.0.0.1:1/").unwrap();
+        let pinging = r2d2::Pool::builder()
+            .min_idle(Some(0))
+            .build_unchecked(client());
+        match Pool::try_from(pinging) {
+            Err(Error::InvalidOptions { field, reason }) => {
+                assert_eq!(field, "pool");
+                assert!(reason.contains("test_on_check_out(false)"), "{reason}");
+            }
+            other => panic!("expected InvalidOptions, got {other:?}"),
+        }
+        let quiet = r2d2::Pool::builder()
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .build_unchecked(client());
+        assert!(Pool::try_from(quiet).is_ok());
+    }
+
+    #[test]
     fn a_foreign_pool_that_pings_on_checkout_is_refused() {
         let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
         let pinging = r2d2::Pool::builder()

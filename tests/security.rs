@@ -86,7 +86,14 @@ fn redlock_tokens_are_128_random_bits_and_never_repeat() {
     const THREADS: usize = 8;
     let server = RedisServer::start();
     let pool = server.pool_with(Pool::builder().max_size(THREADS as u32));
-    let redlock = Arc::new(Redlock::new(vec![pool]).unwrap());
+    // A generous instance timeout: this test is about tokens, and a machine busy with
+    // other work can take longer than the default 50 ms to answer.
+    let redlock = Arc::new(
+        Redlock::builder(vec![pool])
+            .instance_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+    );
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let redlock = redlock.clone();
