@@ -56,4 +56,12 @@ mod tests {
         assert_eq!(millis(ms(2500)), 2500);
         assert_eq!(millis(Duration::MAX), u64::MAX);
     }
+
+    #[test]
+    fn the_longest_duration_is_ten_years_of_365_days() {
+        let ten_years = Duration::from_secs(315_360_000);
+        assert_eq!(MAX_DURATION, ten_years);
+        assert_eq!(check_duration("x", ten_years).unwrap(), ten_years);
+        assert!(check_duration("x", ten_years + Duration::from_nanos(1)).is_err());
+    }
 }

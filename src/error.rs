@@ -380,4 +380,62 @@ mod tests {
         assert!(e.is_timeout() && e.is_unreachable());
         assert!(e.to_string().contains("timed out"), "{e}");
     }
+
+    #[test]
+    fn each_predicate_is_true_for_its_variant_only() {
+        let unreachable = |kind| Error::Unreachable {
+            server: "127.0.0.1:1".into(),
+            source: io(kind),
+        };
+        let timeout = Error::Timeout {
+            server: "127.0.0.1:1".into(),
+            after: Duration::from_secs(2),
+        };
+        let errors = [
+            Error::NotAcquired { name: "a".into() },
+            Error::LockLost { name: "a".into() },
+            Error::NoQuorum {
+                granted: 1,
+                needed: 3,
+                failures: vec![],
+            },
+            Error::WrongType { name: "a".into() },
+            unreachable(std::io::ErrorKind::ConnectionRefused),
+            timeout,
+            Error::invalid("expire", "x"),
+        ];
+        type Predicate = fn(&Error) -> bool;
+        let predicates: [(Predicate, &[usize]); 6] = [
+            (Error::is_not_acquired, &[0]),
+            (Error::is_lock_lost, &[1]),
+            (Error::is_no_quorum, &[2]),
+            (Error::is_wrong_type, &[3]),
+            (Error::is_unreachable, &[4]),
+            (Error::is_timeout, &[5]),
+        ];
+        for (index, (predicate, true_for)) in predicates.iter().enumerate() {
+            for (at, e) in errors.iter().enumerate() {
+                assert_eq!(
+                    predicate(e),
+                    true_for.contains(&at),
+                    "predicate {index} on {e}"
+                );
+            }
+        }
+        let would_block = TryLockError::WouldBlock;
+        let failed = TryLockError::from(Error::LockLost { name: "a".into() });
+        assert!(would_block.is_would_block() && !failed.is_would_block());
+    }
+
+    #[test]
+    fn a_connect_failure_neither_refused_nor_timed_out_says_what_it_was() {
+        let e = Error::Unreachable {
+            server: "127.0.0.1:6380".into(),
+            source: std::io::Error::other("tls handshake failed").into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("tls handshake failed"), "{text}");
+        assert!(!text.contains("connection refused"), "{text}");
+        assert!(!e.is_timeout() && e.is_unreachable());
+    }
 }

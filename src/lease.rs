@@ -303,6 +303,7 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use std::sync::atomic::AtomicUsize;
 
     fn holder() -> Holder {
@@ -417,5 +418,165 @@ mod tests {
         );
         lease.mark_lost(LostReason::Unreachable, "test");
         assert!(lease.is_lost());
+    }
+
+    #[test]
+    fn a_lease_tells_who_holds_it() {
+        let lease = Lease::new(holder(), Instant::now(), Some(Duration::from_secs(5)), None);
+        assert_eq!((lease.name(), lease.fencing_token()), ("a", Some(7)));
+        let debug = format!("{lease:?}");
+        assert!(
+            debug.contains("name: \"a\"") && debug.contains("lost: false"),
+            "{debug}"
+        );
+        let untokened = Lease::new(
+            Holder {
+                fencing_token: None,
+                ..holder()
+            },
+            Instant::now(),
+            None,
+            None,
+        );
+        assert_eq!(untokened.fencing_token(), None);
+    }
+
+    #[test]
+    fn lost_reasons_read_as_words() {
+        let words: Vec<String> = [
+            LostReason::TakenOver,
+            LostReason::Reset,
+            LostReason::Expired,
+            LostReason::Unreachable,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "taken over",
+                "reset",
+                "expired",
+                "unreachable until the lease ran out"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lease_is_comfortably_valid_while_more_than_a_third_is_left() {
+        let s = Duration::from_secs;
+        let now = Instant::now();
+        let lease = Lease::until(holder(), now + s(10), None);
+        assert!(lease.comfortably_valid(Some(s(15))), "10 s left of 15");
+        assert!(!lease.comfortably_valid(Some(s(60))), "10 s left of 60");
+        assert!(!lease.comfortably_valid(None), "no lease to compare with");
+        let forever = Lease::new(holder(), now, None, None);
+        assert!(!forever.comfortably_valid(Some(s(15))), "no expiry");
+        lease.mark_lost_quietly("test");
+        assert!(!lease.comfortably_valid(Some(s(15))), "lost");
+    }
+
+    #[test]
+    fn still_held_asks_redis_only_when_the_clock_cannot_tell() {
+        let s = Duration::from_secs;
+        let asked = AtomicUsize::new(0);
+        let ask = |answer: bool| {
+            let asked = &asked;
+            move || {
+                asked.fetch_add(1, Ordering::SeqCst);
+                Ok(answer)
+            }
+        };
+        let lease = Lease::until(holder(), Instant::now() + s(10), None);
+        // Comfortably valid: yes, without a round trip.
+        assert!(lease.still_held(Some(s(15)), ask(false)).unwrap());
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+        // Not comfortably valid: Redis decides, either way.
+        assert!(lease.still_held(Some(s(60)), ask(true)).unwrap());
+        assert!(!lease.still_held(Some(s(60)), ask(false)).unwrap());
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+        let failed = lease.still_held(Some(s(60)), || Err(Error::Protocol { what: "test" }));
+        assert!(matches!(failed, Err(Error::Protocol { .. })));
+        // Lost: no, without a round trip.
+        lease.mark_lost_quietly("test");
+        assert!(!lease.still_held(Some(s(15)), ask(true)).unwrap());
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn an_extension_moves_the_end_of_the_lease() {
+        let s = Duration::from_secs;
+        let now = Instant::now();
+        let lease = Lease::until(holder(), now + s(1), None);
+        lease.extended(now, s(60));
+        let left = lease.valid_for().unwrap();
+        assert!(left > s(58) && left <= s(60), "{left:?}");
+        // A later extension may also shorten it: it is what Redis was told last.
+        lease.extended(now, s(10));
+        assert!(lease.valid_for().unwrap() <= s(10));
+        lease.extend_to(now + s(30));
+        assert!(lease.valid_for().unwrap() > s(20));
+        let forever = Lease::new(holder(), now, None, None);
+        forever.extend_to(now + s(30));
+        assert!(forever.valid_for().unwrap() <= s(30));
+    }
+
+    #[test]
+    fn a_loss_found_by_the_holder_skips_the_callback_and_is_logged_once() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let lease = Lease::new(
+            Holder {
+                name: "quietly-lost".into(),
+                ..holder()
+            },
+            Instant::now(),
+            Some(Duration::from_secs(5)),
+            Some(Arc::new(move |_: &LostLock| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })),
+        );
+        let logged = log_lines("quietly-lost");
+        lease.mark_lost_quietly("test");
+        lease.mark_lost_quietly("again");
+        lease.mark_lost(LostReason::Reset, "and again");
+        assert!(lease.is_lost());
+        assert_eq!(lease.valid_for(), Some(Duration::ZERO));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "the holder's call reports it"
+        );
+        assert_eq!(logged(), ["lock `quietly-lost` lost: test"]);
+    }
+
+    /// Starts keeping the log records that mention `marker` (this process' logger is this
+    /// test module's); returns what they are so far.
+    fn log_lines(marker: &'static str) -> impl Fn() -> Vec<String> {
+        struct Recorder(Mutex<Vec<String>>);
+        impl log::Log for Recorder {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                self.0.lock().push(record.args().to_string());
+            }
+            fn flush(&self) {}
+        }
+        static RECORDER: Recorder = Recorder(Mutex::new(Vec::new()));
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            log::set_logger(&RECORDER).expect("no other logger in the unit tests");
+            log::set_max_level(log::LevelFilter::Trace);
+        });
+        move || {
+            let lines = RECORDER.0.lock();
+            lines
+                .iter()
+                .filter(|line| line.contains(marker))
+                .cloned()
+                .collect()
+        }
     }
 }

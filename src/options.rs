@@ -397,6 +397,72 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_expiry_and_the_shortest_renewed_one_are_accepted() {
+        let ms = Duration::from_millis;
+        let longest = LockOptionsBuilder {
+            expire: Some(MAX_DURATION),
+            ..Default::default()
+        };
+        assert_eq!(
+            longest.build(MUTEX, &pool()).unwrap().expire,
+            Some(MAX_DURATION)
+        );
+        let shortest_renewed = LockOptionsBuilder {
+            expire: Some(MIN_RENEWED_EXPIRE),
+            auto_renewal: Some(true),
+            ..Default::default()
+        };
+        let o = shortest_renewed.build(MUTEX, &pool()).unwrap();
+        assert_eq!((o.expire, o.auto_renewal), (Some(ms(30)), true));
+    }
+
+    #[test]
+    fn an_expiry_too_long_suggests_no_expiry() {
+        let builder = LockOptionsBuilder {
+            expire: Some(MAX_DURATION + Duration::from_millis(1)),
+            ..Default::default()
+        };
+        match builder.build(MUTEX, &pool()) {
+            Err(Error::InvalidOptions { field, reason }) => {
+                assert_eq!(field, "expire");
+                assert!(reason.contains("leave it unset"), "{reason}");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn the_on_lost_callback_is_kept_and_shown_without_its_body() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        let mut builder = LockOptionsBuilder {
+            owner_id: Some("host-7/report".into()),
+            ..Default::default()
+        };
+        builder.on_lost(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let o = builder.build(MUTEX, &pool()).unwrap();
+        assert_eq!(o.owner_id, "host-7/report");
+        let callback = o.on_lost.as_ref().expect("the callback is kept");
+        callback(&LostLock {
+            name: "a".into(),
+            owner_id: "host-7/report".into(),
+            fencing_token: None,
+            reason: crate::LostReason::Expired,
+        });
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let debug = format!("{o:?}");
+        for shown in [
+            "owner_id: \"host-7/report\"",
+            "on_lost: Some(\"Fn(&LostLock)\")",
+            "signal_expire: 1s",
+        ] {
+            assert!(debug.contains(shown), "{shown} in {debug}");
+        }
+    }
+
+    #[test]
     fn random_ids_are_128_bit_hex_and_distinct() {
         let ids: std::collections::HashSet<String> = (0..10_000).map(|_| random_id()).collect();
         assert_eq!(ids.len(), 10_000);

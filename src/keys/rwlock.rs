@@ -180,6 +180,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn modes_use_the_scripts_entry_names_and_the_metrics_kinds() {
+        let release = include_str!("../scripts/rwlock_release.lua");
+        for (mode, held, waiting, name) in [
+            (Mode::Read, "r", "qr", "read"),
+            (Mode::Write, "w", "qw", "write"),
+        ] {
+            assert_eq!(
+                (mode.held(), mode.waiting(), mode.name()),
+                (held, waiting, name)
+            );
+            for entry in [held, waiting] {
+                assert!(release.contains(&format!("'{entry}'")), "{entry}");
+            }
+        }
+    }
+
+    #[test]
     fn levels_are_the_ancestors_then_the_path() {
         assert_eq!(levels("a", '/'), ["a"]);
         assert_eq!(levels("a/b/c", '/'), ["a", "a/b", "a/b/c"]);

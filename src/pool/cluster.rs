@@ -422,6 +422,17 @@ mod tests {
         assert_eq!(map.owners.len(), 16384);
         assert_eq!(&*map.owners[&Slot::new(0).unwrap()], "10.0.0.1:7000");
         assert_eq!(&*map.owners[&Slot::new(16383).unwrap()], "10.0.0.9:7002");
+        // RESP3 servers may send the host as a simple string.
+        let simple = Value::Array(vec![Value::Array(vec![
+            Value::Int(0),
+            Value::Int(16383),
+            Value::Array(vec![
+                Value::SimpleString("10.0.0.3".into()),
+                Value::Int(7003),
+            ]),
+        ])]);
+        let map = parse_slots(&simple, &asked, "10.0.0.9:7002").unwrap();
+        assert_eq!(&*map.owners[&Slot::new(42).unwrap()], "10.0.0.3:7003");
         assert!(parse_slots(&Value::Int(1), &asked, "x").is_err());
         assert!(parse_slots(&Value::Array(vec![]), &asked, "x").is_err());
     }

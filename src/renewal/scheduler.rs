@@ -251,6 +251,41 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_due_at_the_very_end_of_the_window_joins_the_batch() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::default();
+        // Due at 100 and 150 ms; the window of a 300 ms lease is 50 ms.
+        s.insert("a", 300 * MS, t0);
+        s.insert("edge", 300 * MS, t0 + 50 * MS);
+        s.insert("past", 300 * MS, t0 + 51 * MS);
+        assert_eq!(ids(&s.take_due(t0 + 100 * MS)), ["a", "edge"]);
+    }
+
+    #[test]
+    fn the_scheduler_knows_its_leases_and_which_are_on_the_wire() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::default();
+        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
+        assert!(s.in_flight_ids().is_empty());
+        let a = s.insert("a", 300 * MS, t0);
+        let b = s.insert("b", 3000 * MS, t0);
+        assert!(!s.is_empty());
+        assert_eq!(s.len(), 2);
+        assert_eq!((s.get(a), s.get(b)), (Some(&"a"), Some(&"b")));
+        assert!(s.in_flight_ids().is_empty());
+        assert!(s.hold(b));
+        assert_eq!(s.in_flight_ids(), [b]);
+        assert_eq!(ids(&s.take_due(t0 + 100 * MS)), ["a"]);
+        let mut on_the_wire = s.in_flight_ids();
+        on_the_wire.sort_unstable();
+        assert_eq!(on_the_wire, [a, b]);
+        s.settle(a, None);
+        assert_eq!((s.get(a), s.len()), (None, 1));
+        assert_eq!(s.in_flight_ids(), [b]);
+    }
+
+    #[test]
     fn settled_renewals_are_rescheduled_or_dropped() {
         let t0 = Instant::now();
         let mut s = Scheduler::default();
