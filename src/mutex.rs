@@ -284,9 +284,10 @@ impl RedisMutex {
     /// Waits up to `timeout` for the lock.
     ///
     /// The deadline is kept on this process's monotonic clock, whatever wakes the wait in
-    /// between: a call with 300 ms returns after 300 ms plus a round trip or two (the
-    /// lateness measured is in `docs/performance.md`). A lock that frees up in the last
-    /// moment is still taken, so a success can come that long after the deadline.
+    /// between. A call that gives up returns a few milliseconds after its deadline: 6.0 ms
+    /// at the median and 7.5 ms at worst over 20 waits on an idle Linux machine, most of it
+    /// the kernel's socket timer tick (see `docs/performance.md`). A lock that frees up in
+    /// the last moment is still taken, so a success can come that long after the deadline.
     /// `Duration::MAX` waits forever.
     ///
     /// # Errors
