@@ -632,10 +632,11 @@ impl DerefMut for Conn {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn server_error(text: &str) -> redis::RedisError {
+    /// The error a server's `-text` reply becomes.
+    pub(crate) fn server_error(text: &str) -> redis::RedisError {
         redis::parse_redis_value(format!("-{text}\r\n").as_bytes())
             .unwrap()
             .extract_error()

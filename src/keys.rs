@@ -116,6 +116,17 @@ impl MutexKeys {
 /// The prefix of a mutex's grant marker.
 pub(crate) const GRANT_PREFIX: &str = "lock-grant:";
 
+/// The fencing token a grant marker names: its value is `"<attempt>|<token>|<owner id>"`
+/// (the owner id may itself contain `|`). `None` for a value of another shape.
+pub(crate) fn marker_token(marker: &str) -> Option<u64> {
+    marker.split('|').nth(1)?.parse().ok()
+}
+
+/// The owner id a grant marker names.
+pub(crate) fn marker_owner(marker: &str) -> Option<&str> {
+    marker.splitn(3, '|').nth(2)
+}
+
 /// The prefix of a fair mutex's waiters.
 pub(crate) const WAITERS_PREFIX: &str = "lock-waiters:";
 
@@ -217,5 +228,19 @@ mod tests {
             sibling_of(b"lock:{jobs}", GRANT_PREFIX),
             b"lock-grant:{jobs}"
         );
+    }
+
+    #[test]
+    fn a_marker_names_its_token_and_owner() {
+        assert_eq!(marker_token("0a1b|42|w1"), Some(42));
+        assert_eq!(marker_owner("0a1b|42|w1"), Some("w1"));
+        assert_eq!(marker_token("0a1b|42|owner|with|bars"), Some(42));
+        assert_eq!(
+            marker_owner("0a1b|42|owner|with|bars"),
+            Some("owner|with|bars")
+        );
+        assert_eq!(marker_token("garbage"), None);
+        assert_eq!(marker_token("a|x|w"), None);
+        assert_eq!(marker_owner("a|1"), None);
     }
 }

@@ -775,6 +775,7 @@ impl RedisMutex {
             entry_ms: 0,
             marker_ms: self.marker_ms(),
             signal_ms: millis(self.options.signal_expire),
+            token: 0,
         }
     }
 
@@ -791,6 +792,7 @@ impl RedisMutex {
             server: granted.server,
             fair: self.fair,
             marker_ms: self.marker_ms(),
+            token: granted.token,
         };
         let lease = Lease::new(
             Holder {

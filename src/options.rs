@@ -270,20 +270,12 @@ pub(crate) use lock_option_setters;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::tests::unconnected as pool;
 
     const MUTEX: Defaults = Defaults {
         expire: None,
         auto_renewal: false,
     };
-
-    fn pool() -> Pool {
-        let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
-        let r2d2 = r2d2::Pool::builder()
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .build_unchecked(client);
-        Pool::try_from(r2d2).unwrap()
-    }
 
     fn field_of(result: Result<LockOptions>) -> &'static str {
         match result {

@@ -466,18 +466,9 @@ fn failures<T>(results: Vec<Result<T>>) -> Vec<(usize, Error)> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    pub(crate) fn pool() -> Pool {
-        // Never connected: these tests stop at validation.
-        let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
-        let r2d2 = r2d2::Pool::builder()
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .build_unchecked(client);
-        Pool::try_from(r2d2).unwrap()
-    }
+    use crate::pool::tests::unconnected as pool;
 
     #[test]
     fn bad_requests_are_refused_before_any_round_trip() {

@@ -1,7 +1,8 @@
-//! The five findings of the reliability review, each as the test that showed it: a stalled
-//! server must not hang a call or the renewals of other servers, an undo must remove only
-//! its own grant, the lease clock must not outlive a lost reply, and a crashed read-write
-//! lock holder must not block its subtree forever.
+//! The five findings of the reliability review, and one the nemesis found after, each as
+//! the test that showed it: a stalled server must not hang a call or the renewals of other
+//! servers, an undo, release or extend must touch only its own grant, the lease clock must
+//! not outlive a lost reply, and a crashed read-write lock holder must not block its
+//! subtree forever.
 
 mod support;
 
@@ -145,6 +146,98 @@ fn a_late_undo_never_removes_a_grant_made_since_to_the_same_owner() {
         "a third client got the lock while it was held: two holders"
     );
     guard.unlock().unwrap();
+}
+
+/// Found by the nemesis after finding 2: a release or an extend whose reply was lost may
+/// still reach Redis, after a later grant to the same owner id (another thread of the same
+/// mutex, or the same thread locking again). Comparing only the owner id, the late release
+/// deleted that grant and let a third client in, and a late short extend cut its lease
+/// under a holder counting on more; the earlier grant's guard, asked, said it held the
+/// later grant. Each now touches only the grant it was sent for, in fair mode too.
+#[test]
+fn a_late_release_or_extend_never_touches_a_grant_made_since_to_the_same_owner() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let mut conn = server.connection();
+    for fair in [false, true] {
+        late_calls_touch_only_their_own_grant(&server, &proxy, &mut conn, fair);
+    }
+}
+
+fn late_calls_touch_only_their_own_grant(
+    server: &RedisServer,
+    proxy: &FaultProxy,
+    conn: &mut redis::Connection,
+    fair: bool,
+) {
+    let slow = RedisMutex::builder(
+        proxy.pool_with(Pool::builder().response_timeout(RT)),
+        "same",
+    )
+    .owner_id("same-owner")
+    .expire(Duration::from_millis(200))
+    .fair(fair)
+    .build()
+    .unwrap();
+    let fast = RedisMutex::builder(server.pool(), "same")
+        .owner_id("same-owner")
+        .expire(Duration::from_secs(10))
+        .fair(fair)
+        .build()
+        .unwrap();
+    let third = RedisMutex::new(server.pool(), "same").unwrap();
+    let scripts =
+        |conn: &mut redis::Connection| command_calls(conn, "eval") + command_calls(conn, "evalsha");
+    // Every script loaded: a late `EVALSHA` of a script the server lacks would fail with
+    // `NOSCRIPT` and show nothing.
+    let warm = slow.lock().unwrap();
+    warm.extend(Duration::from_millis(200)).unwrap();
+    warm.unlock().unwrap();
+    for late in ["release", "extend"] {
+        // A grant whose release or extend is held up past its reply timeout...
+        let first = slow.lock().unwrap();
+        proxy.stall();
+        let (sent, first) = match late {
+            "release" => (first.unlock(), None),
+            _ => (first.extend(Duration::from_millis(100)), Some(first)),
+        };
+        assert!(
+            matches!(&sent, Err(e) if e.is_timeout()),
+            "{late} (fair: {fair}): {sent:?}"
+        );
+        // ... while its lease runs out and the same owner id is granted the lock again.
+        let lock_key_gone = eventually(HANG, || !conn.exists::<_, bool>("lock:same").unwrap());
+        assert!(
+            lock_key_gone,
+            "{late} (fair: {fair}): the first lease never ran out"
+        );
+        let second = fast.lock().unwrap();
+        // The held-up call reaches Redis now.
+        let before = scripts(conn);
+        proxy.heal();
+        assert!(
+            eventually(HANG, || scripts(conn) > before),
+            "{late} (fair: {fair}): the held-up call never reached Redis"
+        );
+        let pttl: i64 = conn.pttl("lock:same").unwrap();
+        assert!(
+            pttl > 5_000,
+            "{late} (fair: {fair}): the late {late} of an earlier grant cut this one to {pttl} ms"
+        );
+        assert!(
+            third.try_lock().is_err(),
+            "{late} (fair: {fair}): a third client got the lock while it was held: two holders"
+        );
+        assert!(second.is_held().unwrap(), "{late}");
+        if let Some(first) = &first {
+            assert!(
+                !first.is_held().unwrap(),
+                "{late} (fair: {fair}): an earlier grant's guard was told it holds a later one"
+            );
+        }
+        drop(first);
+        second.unlock().unwrap();
+    }
 }
 
 /// Finding 3: renewals for different servers used to run one after another on one thread,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::{by_slot, node_conn, scan_step};
 use crate::conn::{self, Conn, Route};
 use crate::keys::{
-    GRANT_PREFIX, MutexKeys, Scheme, WAITERS_PREFIX, name_of, parse_key, path_of, sibling_of,
+    GRANT_PREFIX, MutexKeys, Scheme, WAITERS_PREFIX, marker_owner, marker_token, name_of,
+    parse_key, path_of, sibling_of,
 };
 use crate::pool::Node;
 use crate::scripts::LIST;
@@ -300,11 +301,9 @@ fn mutex_info(name: &str, reply: redis::Value) -> Result<Option<LockInfo>> {
         return Ok(None);
     };
     // The marker's token is this grant's only if the marker names the same owner.
-    let fencing_token = marker.and_then(|marker| {
-        let mut parts = marker.splitn(3, '|');
-        let (_, token, holder) = (parts.next()?, parts.next()?, parts.next()?);
-        (holder == owner_id).then(|| token.parse().ok()).flatten()
-    });
+    let fencing_token = marker
+        .filter(|marker| marker_owner(marker) == Some(&*owner_id))
+        .and_then(|marker| marker_token(&marker));
     Ok(Some(LockInfo {
         name: name.to_owned(),
         kind: LockKind::Mutex,

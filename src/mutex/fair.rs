@@ -39,6 +39,8 @@ pub(super) struct FairCall<'a> {
     pub(super) entry_ms: u64,
     pub(super) marker_ms: u64,
     pub(super) signal_ms: u64,
+    /// For a release: the fencing token of the grant released (0 otherwise).
+    pub(super) token: u64,
 }
 
 impl FairCall<'_> {
@@ -58,7 +60,8 @@ impl FairCall<'_> {
             .arg(self.entry_ms)
             .arg(self.marker_ms)
             .arg(&self.keys.wake_prefix)
-            .arg(self.signal_ms);
+            .arg(self.signal_ms)
+            .arg(self.token);
         call
     }
 }

@@ -12,7 +12,7 @@ use super::fair::FairCall;
 use crate::conn::{self, Route};
 use crate::duration::millis;
 use crate::held::Grant;
-use crate::keys::{MutexKeys, hash_tag};
+use crate::keys::{MutexKeys, hash_tag, marker_token};
 use crate::lease::Lease;
 use crate::renewal::{LaneKey, Renew, Renewal};
 use crate::scripts::{EXTEND, RELEASE};
@@ -34,6 +34,10 @@ pub(crate) struct MutexGrant {
     pub(super) fair: bool,
     /// How long a grant marker lives (fair mode's handoff writes one).
     pub(super) marker_ms: u64,
+    /// This grant's fencing token, which its marker (`lock-grant:<name>`) names while it
+    /// lasts: a release, extend or check of this grant leaves a later grant to the same
+    /// owner id alone (a call of ours that came late, or was sent twice, must not touch it).
+    pub(super) token: u64,
 }
 
 /// The outcomes of `extend.lua` for one key.
@@ -95,6 +99,7 @@ impl Grant for MutexGrant {
                 entry_ms: 0,
                 marker_ms: self.marker_ms,
                 signal_ms: millis(self.signal_expire),
+                token: self.token,
             }
             .call("release")
         } else {
@@ -103,7 +108,8 @@ impl Grant for MutexGrant {
                 .key(&self.keys.signal)
                 .key(&self.keys.grant)
                 .arg(&*self.owner)
-                .arg(millis(self.signal_expire));
+                .arg(millis(self.signal_expire))
+                .arg(self.token);
             call
         };
         let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
@@ -121,7 +127,8 @@ impl Grant for MutexGrant {
         call.key(&self.keys.lock)
             .key(&self.keys.grant)
             .arg(&*self.owner)
-            .arg(millis(ttl));
+            .arg(millis(ttl))
+            .arg(self.token);
         let sent_at = Instant::now();
         let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
             call.invoke::<Vec<i64>>(c)
@@ -142,14 +149,17 @@ impl Grant for MutexGrant {
     }
 
     fn check(&self) -> Result<bool> {
+        // The lock and its marker share a slot on a cluster.
         let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
-            redis::cmd("GET")
+            redis::cmd("MGET")
                 .arg(&self.keys.lock)
-                .query::<Option<String>>(c)
+                .arg(&self.keys.grant)
+                .query::<(Option<String>, Option<String>)>(c)
         })?;
         match ran.result {
-            Ok(owner) => Ok(owner.as_deref() == Some(&*self.owner)),
-            Err(e) => Err(self.fail(&mut ran.conn, e, "GET")),
+            Ok((owner, marker)) => Ok(owner.as_deref() == Some(&*self.owner)
+                && marker.is_none_or(|m| marker_token(&m) == Some(self.token))),
+            Err(e) => Err(self.fail(&mut ran.conn, e, "MGET")),
         }
     }
 }
@@ -208,7 +218,8 @@ impl Renew for MutexGrant {
             call.key(&grant.keys.lock)
                 .key(&grant.keys.grant)
                 .arg(&*grant.owner)
-                .arg(millis(grant.ttl()));
+                .arg(millis(grant.ttl()))
+                .arg(grant.token);
         }
         let reply_timeout = timeout.min(self.response_timeout);
         let sent_at = Instant::now();

@@ -350,14 +350,8 @@ fn parse_slots(reply: &Value, asked: &ConnectionInfo, server: &str) -> Result<Sl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::tests::server_error;
     use redis::IntoConnectionInfo;
-
-    fn server_error(text: &str) -> redis::RedisError {
-        redis::parse_redis_value(format!("-{text}\r\n").as_bytes())
-            .unwrap()
-            .extract_error()
-            .unwrap_err()
-    }
 
     #[test]
     fn redirections_are_read_from_the_servers_errors() {

@@ -231,7 +231,7 @@ pub(super) fn check_extendable_ttl(ttl: Duration, instance_timeout: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redlock::tests::pool;
+    use crate::pool::tests::unconnected as pool;
 
     fn field_of(result: Result<Redlock>) -> &'static str {
         match result {

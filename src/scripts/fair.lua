@@ -20,6 +20,9 @@
 --          waiter's list shares the lock's slot; the release names the list of the waiter
 --          it hands over to, which no caller can know in advance.
 -- ARGV[8]: how long a signal or a handed-over grant waits in its list, in milliseconds
+-- ARGV[9]: for 'release', the fencing token of the grant to release: when the marker names
+--          another grant, the lock is a later grant to the same owner id (this release
+--          came late, or twice) and is left alone
 -- Returns, for 'acquire': {1, token} when granted; {0, pttl} when held (pttl: the
 -- holder's remaining milliseconds, -1 without expiry); {0, -2} when the lock was free but
 -- handed to a waiter ahead of us; {-1, 0} when the key holds another type than string.
@@ -143,6 +146,10 @@ if op == 'acquire' then
     return {0, -2}
 elseif op == 'release' then
     if redis.call('GET', KEYS[1]) ~= owner then
+        return 0
+    end
+    local marker = redis.call('GET', KEYS[4])
+    if marker and string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[9] then
         return 0
     end
     local handed = hand_over()
