@@ -246,7 +246,10 @@ macro_rules! guard_methods {
         #[doc = concat!("Sets the ", $what, "'s remaining lease to `lease` (it does not add to it), if it is")]
         /// still ours. [`valid_for`](Self::valid_for) moves with it. When the reply is lost,
         /// the lease is counted as the shorter of the old and the new one, now and for
-        /// later calls, since the request may still reach Redis after them.
+        /// later calls, since the request may still reach Redis after them. With
+        /// auto-renewal, it first waits for a renewal already on the wire to settle (about one
+        /// response timeout at most), so that the two cannot land in the wrong order: a
+        /// call can take about two response timeouts.
         ///
         /// # Errors
         ///

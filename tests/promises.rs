@@ -148,6 +148,44 @@ fn a_late_undo_never_removes_a_grant_made_since_to_the_same_owner() {
     guard.unlock().unwrap();
 }
 
+/// Found by the nemesis: unlocking an auto-renewed guard used to wait for a renewal of it
+/// already on the wire (up to that renewal's bound and half a second more), then send the
+/// release: against a stalled server, the release's own timeout came on top, and unlock
+/// took up to 1.35 s with a 300 ms response timeout. Now the release goes at once; the
+/// renewal, landing late, can only find the grant gone.
+#[test]
+fn unlocking_a_renewed_guard_does_not_wait_for_a_renewal_on_the_wire() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let rt = Duration::from_secs(1);
+    let mutex = RedisMutex::builder(proxy.pool_with(Pool::builder().response_timeout(rt)), "r")
+        .expire(Duration::from_secs(3))
+        .auto_renewal(true)
+        .build()
+        .unwrap();
+    let guard = mutex.lock().unwrap();
+    // Nothing else is sent: the first request the stall holds is the renewal, a third of
+    // the lease after the grant, whose reply the lane then waits for (up to 1 s).
+    proxy.stall();
+    assert!(
+        eventually(HANG, || proxy.held_chunks() > 0),
+        "no renewal was sent"
+    );
+    let started = Instant::now();
+    let unlocked = guard.unlock();
+    let took = started.elapsed();
+    assert!(
+        matches!(&unlocked, Err(e) if e.is_timeout()),
+        "{unlocked:?}"
+    );
+    // The release's own timeout, and no more: waiting for the renewal first took 2 s.
+    assert!(
+        took < rt + Duration::from_millis(500),
+        "unlock took {took:?} with a {rt:?} response timeout"
+    );
+    proxy.heal();
+}
+
 /// Found by the nemesis after finding 2: a release or an extend whose reply was lost may
 /// still reach Redis, after a later grant to the same owner id (another thread of the same
 /// mutex, or the same thread locking again). Comparing only the owner id, the late release

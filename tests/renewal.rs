@@ -174,11 +174,15 @@ fn dropping_the_guard_stops_its_renewal() {
     drop(guard);
     let after_drop = command_calls(&mut conn, "evalsha");
     thread::sleep(Duration::from_millis(450));
-    assert_eq!(
-        command_calls(&mut conn, "evalsha"),
-        after_drop,
-        "no renewal reached the server after the drop"
+    // A renewal already on the wire at the drop may still land (it finds the lock gone);
+    // four more intervals without one is what stopping means.
+    let late = command_calls(&mut conn, "evalsha") - after_drop;
+    assert!(
+        late <= 1,
+        "{late} renewals reached the server after the drop"
     );
+    let key_left: bool = conn.exists("lock:short").unwrap();
+    assert!(!key_left, "a renewal after the release re-created the lock");
 }
 
 #[test]

@@ -25,8 +25,8 @@ const BATCH: usize = 500;
 /// How long a lane's thread waits with nothing to renew before it ends.
 const IDLE: Duration = Duration::from_secs(10);
 
-/// How much longer than a renewal's bound a cancel or a hold waits for it, for the
-/// scheduling of the lane's thread.
+/// How much longer than a renewal's bound a hold waits for it, for the scheduling of the
+/// lane's thread.
 const SETTLE_SLACK: Duration = Duration::from_millis(500);
 
 /// One registered lease: its clock, and how to renew it.
@@ -115,19 +115,13 @@ impl Lane {
         self.changed.notify_all();
     }
 
-    /// Stops renewing `id`, waiting (at most `bound`) for a renewal of it on the wire.
-    pub(super) fn cancel(&self, id: u64, bound: Duration) {
-        let deadline = Instant::now() + bound + SETTLE_SLACK;
+    /// Stops renewing `id` at once. A renewal of it already on the wire is not waited for:
+    /// it can only extend this grant, which is about to be released (the scripts compare
+    /// the grant's own token, so a late one changes nothing), and its outcome is ignored.
+    pub(super) fn cancel(&self, id: u64) {
         let mut state = self.state.lock();
         let before = state.scheduler.len();
-        if !state.scheduler.cancel(id) {
-            while state.scheduler.in_flight(id) {
-                if self.changed.wait_until(&mut state, deadline).timed_out() {
-                    log::debug!("a renewal outlasted its bound; its guard lets go beside it");
-                    break;
-                }
-            }
-        }
+        state.scheduler.cancel(id);
         // Gone now, or when the renewal on the wire settles (counted there).
         if state.scheduler.len() < before {
             metrics::renewed_leases(-1.0);
@@ -229,7 +223,11 @@ impl Lane {
             let mut state = self.state.lock();
             let before = state.scheduler.len();
             for ((id, job), outcome) in jobs.into_iter().zip(outcomes) {
-                let next = apply(&job, outcome, &mut lost);
+                // A lease let go while its renewal was on the wire: nothing to report.
+                let next = match state.scheduler.is_cancelled(id) {
+                    true => None,
+                    false => apply(&job, outcome, &mut lost),
+                };
                 state.scheduler.settle(id, next);
             }
             metrics::renewed_leases(state.scheduler.len() as f64 - before as f64);

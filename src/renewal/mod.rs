@@ -8,9 +8,11 @@
 //! renewal is due, then renews everything due about then, leases of one batch key in one
 //! call.
 //!
-//! Cancelling (a guard dropped or unlocked) waits, at most one renewal's bound, for a
-//! renewal of that lease already on the wire, so that in the usual case no renewal reaches
-//! the server after the guard has let go.
+//! Cancelling (a guard dropped or unlocked) takes the lease off its lane at once, so that
+//! the release is sent without waiting: a renewal of it already on the wire can reach the
+//! server after the release, where it finds the grant gone (every renew script compares
+//! the grant's own owner id, token or lease id) and changes nothing; its outcome is
+//! ignored.
 
 mod lane;
 mod scheduler;
@@ -40,7 +42,7 @@ pub(crate) trait Renew: Send + Sync + 'static {
     /// The lane (thread) that renews it.
     fn lane(&self) -> LaneKey;
 
-    /// The longest one renewal takes: how long a cancel waits for one on the wire.
+    /// The longest one renewal takes: how long a manual extend waits for one on the wire.
     fn bound(&self) -> Duration;
 
     /// Leases whose key is the same can be renewed together by
@@ -121,8 +123,8 @@ pub(crate) fn register(
 }
 
 impl Registration {
-    /// Stops renewing; returns once no renewal of this lease is on the wire (waiting at
-    /// most one renewal's bound).
+    /// Stops renewing, at once: a renewal of this lease already on the wire is not waited
+    /// for (see the module docs).
     pub(crate) fn cancel(self) {
         // Drop does the work.
     }
@@ -139,7 +141,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.lane.cancel(self.id, self.bound);
+        self.lane.cancel(self.id);
     }
 }
 

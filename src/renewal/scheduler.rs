@@ -75,6 +75,7 @@ impl<T: Clone> Scheduler<T> {
     }
 
     /// Whether a renewal of `id` is on the wire (or a hold is on it).
+    #[cfg(test)]
     pub(crate) fn in_flight(&self, id: u64) -> bool {
         self.entries.get(&id).is_some_and(|e| e.in_flight)
     }
@@ -171,6 +172,11 @@ impl<T: Clone> Scheduler<T> {
             }
             None => true,
         }
+    }
+
+    /// Whether `id` was cancelled while a renewal of it was on the wire.
+    pub(crate) fn is_cancelled(&self, id: u64) -> bool {
+        self.entries.get(&id).is_some_and(|e| e.cancelled)
     }
 
     /// The item registered as `id`, if it still is.
@@ -317,7 +323,9 @@ mod tests {
         let a = s.insert("a", 300 * MS, t0);
         assert_eq!(s.take_due(t0 + 100 * MS).len(), 1);
         assert!(s.in_flight(a));
-        assert!(!s.cancel(a), "in flight: the caller waits for it to settle");
+        assert!(!s.is_cancelled(a));
+        assert!(!s.cancel(a), "in flight: dropped when it settles");
+        assert!(s.is_cancelled(a), "its outcome is to be ignored");
         s.settle(a, Some(t0 + 200 * MS));
         assert!(!s.in_flight(a));
         assert!(s.is_empty(), "a cancelled lease is not rescheduled");

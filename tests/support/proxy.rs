@@ -48,6 +48,8 @@ struct State {
     accepted: u64,
     /// Chunks being written right now (outside the lock).
     in_flight: usize,
+    /// Chunks taken in and not yet forwarded: held by a stall, or delayed.
+    held: usize,
     pumps: Vec<JoinHandle<()>>,
 }
 
@@ -158,6 +160,12 @@ impl FaultProxy {
     /// How many connections the proxy has accepted and forwarded (refused ones excluded).
     pub fn accepted(&self) -> u64 {
         self.shared.state.lock().unwrap().accepted
+    }
+
+    /// How many chunks the proxy has taken in and not forwarded yet (held by a stall, or
+    /// delayed): a request on its way, which the sender is waiting on.
+    pub fn held_chunks(&self) -> usize {
+        self.shared.state.lock().unwrap().held
     }
 
     /// How many connections are open through the proxy now.
@@ -287,8 +295,10 @@ fn pump(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream, cut: &AtomicB
         };
         let received = Instant::now();
         let mut state = shared.state.lock().unwrap();
+        state.held += 1;
         loop {
             if state.shutdown || cut.load(Ordering::SeqCst) {
+                state.held -= 1;
                 return;
             }
             let due = received + state.latency;
@@ -303,6 +313,7 @@ fn pump(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream, cut: &AtomicB
                 shared.changed.wait_timeout(state, due - now).unwrap().0
             };
         }
+        state.held -= 1;
         state.in_flight += 1;
         drop(state);
         let written = to.write_all(&buf[..n]);
