@@ -162,7 +162,14 @@ impl Conn {
 
     /// This crate's error for `e`, a failure of `what` on this connection, about the lock
     /// `lock` (for a key of the wrong type).
+    ///
+    /// A connection whose reply did not come in time is not reused: its next user would
+    /// first wait for that late reply, one more response timeout on top of its own. (An
+    /// undo owed for the call is sent on it before this.)
     pub(crate) fn fail(&mut self, e: redis::RedisError, lock: &str, what: &'static str) -> Error {
+        if reply_pending(&e) {
+            self.mark_broken();
+        }
         let after = self.read_timeout();
         classify(e, self.server(), after, lock, what)
     }

@@ -82,6 +82,7 @@ pub(crate) fn acquire<T>(
     let mut woken = None;
     let mut contended = false;
     loop {
+        conn.set_read_timeout(reply_wait(wait))?;
         let (back, found) = attempt(conn, woken.take())?;
         conn = back;
         let mut nap = match found {
@@ -105,6 +106,21 @@ pub(crate) fn acquire<T>(
         }
         log::trace!("lock `{}` is held; waiting up to {nap:?}", wait.name);
         (conn, woken) = wait_for_signal(conn, wait, nap)?;
+    }
+}
+
+/// How long the next reply may be waited for: the response timeout, and for a call with a
+/// deadline no later than two response timeouts past it, so that the requests made after
+/// the wait (an unblock, the last attempt) cannot add up to more.
+fn reply_wait(wait: &Wait<'_>) -> Duration {
+    let rt = wait.response_timeout;
+    match wait.deadline {
+        Some(deadline) => rt.min(
+            deadline
+                .checked_add(rt * 2)
+                .map_or(rt, |end| end.saturating_duration_since(Instant::now())),
+        ),
+        None => rt,
     }
 }
 
@@ -168,7 +184,7 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<(Conn, 
                 "BLPOP {:?} not answered {BLPOP_GRACE:?} after its {nap:?} timeout",
                 wait.signals
             );
-            match conn.spare(wait.response_timeout) {
+            match conn.spare(reply_wait(wait)) {
                 Some(mut other) => {
                     if let Err(e) = redis::cmd("CLIENT")
                         .arg("UNBLOCK")
@@ -185,6 +201,7 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<(Conn, 
                 None => {
                     // Queued behind the BLPOP, the PING's reply comes once the server has
                     // ended it; redis-rs skips the BLPOP's late reply.
+                    conn.set_read_timeout(reply_wait(wait))?;
                     redis::cmd("PING")
                         .query::<String>(&mut *conn)
                         .map_err(|e| conn.fail(e, wait.name, "PING"))?;

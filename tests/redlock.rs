@@ -412,18 +412,18 @@ fn a_stalled_majority_gives_no_quorum_and_its_late_keys_are_removed() {
     for i in stalled {
         cluster.servers[i].resume();
     }
-    // Both attempts' SETs run on the resumed instances, each followed by its release on
-    // the same connection: nothing is left, long before the 30 s ttl.
+    // The first attempt's SET runs on the resumed instances, followed by its release on
+    // the same connection (closed after it: a connection with a reply outstanding is not
+    // reused). The second attempt's SET, on a new connection, ran too, unless that
+    // connection timed out in its handshake. Either way nothing is left, long before the
+    // 30 s ttl.
     for (&i, before) in stalled.iter().zip(sets_before) {
         assert!(
             eventually(HANG, || cluster.dbsize(i) == 0),
             "instance {i} kept a key of a failed attempt"
         );
-        assert_eq!(
-            cluster.calls(i, "set") - before,
-            2,
-            "late SETs on instance {i}"
-        );
+        let late = cluster.calls(i, "set") - before;
+        assert!((1..=2).contains(&late), "{late} late SETs on instance {i}");
     }
 }
 
