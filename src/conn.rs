@@ -617,7 +617,8 @@ pub(crate) fn undo_after_lost_reply(
         target.set_read_timeout(response_timeout)?;
         match sent {
             Ok(_) => {}
-            Err(e) if reply_pending(&e) => {}
+            // Sent; its reply is not waited for, nor left for the connection's next user.
+            Err(e) if reply_pending(&e) => target.mark_broken(),
             Err(e) => return Err(target.fail(e, "", "an undo")),
         }
     }

@@ -682,6 +682,7 @@ impl RedisMutex {
         Ok(match acquired {
             Acquired::Granted(granted) => Some(granted),
             Acquired::TimedOut(_) => None,
+            Acquired::Failed(_, e) => return Err(e),
         })
     }
 

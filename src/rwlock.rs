@@ -578,6 +578,9 @@ impl RedisRwLock {
                 }
                 return Ok(None);
             }
+            // The waiting entry expires within `WAITING_TTL`; withdrawing it now would
+            // wait on a server that stopped answering.
+            Acquired::Failed(_, e) => return Err(e),
         };
         self.held(mode, granted).map(Some)
     }

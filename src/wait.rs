@@ -44,6 +44,17 @@ pub(crate) enum Acquired<T> {
     /// The deadline passed with the lock held elsewhere; the connection is given back for
     /// any clean-up the caller owes.
     TimedOut(Box<Conn>),
+    /// The server stopped answering during the wait. The connection, open with a request's
+    /// reply outstanding, is given back so that the caller's clean-up goes right behind
+    /// that request, without waiting for an answer (see [`conn::undo_after_lost_reply`]).
+    Failed(Box<Conn>, crate::Error),
+}
+
+/// How [`wait_for_signal`] ended.
+enum Waited {
+    /// Go on with this connection, and the wake-up if a signal ended the wait.
+    Next(Conn, Option<Woken>),
+    Failed(Conn, crate::Error),
 }
 
 /// What a waiter waits on.
@@ -105,7 +116,10 @@ pub(crate) fn acquire<T>(
             nap = nap.min(deadline - now);
         }
         log::trace!("lock `{}` is held; waiting up to {nap:?}", wait.name);
-        (conn, woken) = wait_for_signal(conn, wait, nap)?;
+        match wait_for_signal(conn, wait, nap)? {
+            Waited::Next(next, signal) => (conn, woken) = (next, signal),
+            Waited::Failed(conn, e) => return Ok(Acquired::Failed(Box::new(conn), e)),
+        }
     }
 }
 
@@ -151,7 +165,7 @@ pub(crate) fn checkout_for_lock(wait: &Wait<'_>) -> Result<Conn> {
 /// A `BLPOP` never takes the pool's last connection: whoever holds the lock may need one to
 /// release it. When the pool has none to spare, the connection goes back to the pool for up
 /// to [`EXHAUSTED_POOL_WAIT`] of the nap instead.
-fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<(Conn, Option<Woken>)> {
+fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<Waited> {
     let nap = nap.max(MIN_TIMEOUT);
     if conn.node().exhausted() {
         drop(conn);
@@ -161,7 +175,7 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<(Conn, 
         // Nothing to wait on without a connection: the one place where a waiter sleeps on
         // its own clock, and only while the pool is exhausted.
         thread::sleep(nap.min(EXHAUSTED_POOL_WAIT));
-        return Ok((checkout_for_lock(wait)?, None));
+        return Ok(Waited::Next(checkout_for_lock(wait)?, None));
     }
     let mut conn = conn;
     let id = conn.client_id()?;
@@ -178,7 +192,7 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<(Conn, 
     // Later commands on this connection are ordinary ones again.
     conn.set_read_timeout(wait.response_timeout)?;
     match outcome {
-        Ok(woken) => Ok((conn, woken)),
+        Ok(woken) => Ok(Waited::Next(conn, woken)),
         Err(e) if conn::reply_pending(&e) => {
             log::trace!(
                 "BLPOP {:?} not answered {BLPOP_GRACE:?} after its {nap:?} timeout",
@@ -186,17 +200,25 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<(Conn, 
             );
             match conn.spare(reply_wait(wait)) {
                 Some(mut other) => {
-                    if let Err(e) = redis::cmd("CLIENT")
+                    match redis::cmd("CLIENT")
                         .arg("UNBLOCK")
                         .arg(id)
                         .query::<i64>(&mut *other)
                     {
+                        Ok(_) => {}
+                        // The server does not answer: neither connection is fit to go on
+                        // with, and another request would only wait out its own timeout.
+                        Err(e) if conn::reply_pending(&e) => {
+                            conn.mark_broken();
+                            let e = other.fail(e, wait.name, "CLIENT UNBLOCK");
+                            return Ok(Waited::Failed(other, e));
+                        }
                         // Without the right to unblock (ACL), the old connection finishes
                         // its BLPOP on the server's clock; whoever uses it next waits for
                         // that at most.
-                        log::debug!("CLIENT UNBLOCK {id} failed: {e}");
+                        Err(e) => log::debug!("CLIENT UNBLOCK {id} failed: {e}"),
                     }
-                    Ok((other, None))
+                    Ok(Waited::Next(other, None))
                 }
                 None => {
                     // Queued behind the BLPOP, the PING's reply comes once the server has
@@ -205,7 +227,7 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<(Conn, 
                     redis::cmd("PING")
                         .query::<String>(&mut *conn)
                         .map_err(|e| conn.fail(e, wait.name, "PING"))?;
-                    Ok((conn, None))
+                    Ok(Waited::Next(conn, None))
                 }
             }
         }
@@ -220,7 +242,7 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<(Conn, 
                 conn.mark_broken();
             }
             drop(conn);
-            Ok((checkout_for_lock(wait)?, None))
+            Ok(Waited::Next(checkout_for_lock(wait)?, None))
         }
         Err(e) => Err(conn.fail(e, wait.name, "BLPOP")),
     }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use redis_mutex::{Error, LostReason, Pool, RedisMutex, RedisRwLock, Redlock, reset_all};
 use support::proxy::FaultProxy;
-use support::{HANG, RedisServer, child_env, command_calls, eventually, spawn, spawn_child};
+use support::{
+    HANG, RedisServer, blocked_clients, child_env, command_calls, eventually, spawn, spawn_child,
+};
 
 /// The response timeout of these tests' pools, and so the unit of their bounds.
 const RT: Duration = Duration::from_millis(300);
@@ -184,6 +186,49 @@ fn unlocking_a_renewed_guard_does_not_wait_for_a_renewal_on_the_wire() {
         "unlock took {took:?} with a {rt:?} response timeout"
     );
     proxy.heal();
+}
+
+/// Found by the nemesis: a `try_lock_for` whose server turned slow while it waited (replies
+/// later than the response timeout) made two requests after its wait, each with a full
+/// response timeout, the second on a connection that first waited for the first's late
+/// reply: it returned 2.7 response timeouts after its deadline. Now an unblock that is not
+/// answered ends the call, and what comes after the deadline shares two response timeouts.
+#[test]
+fn a_try_lock_for_keeps_its_bound_when_the_server_turns_slow_mid_wait() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let holder = RedisMutex::new(server.pool(), "slow").unwrap();
+    let _held = holder.lock().unwrap();
+    let pool = proxy.pool_with(Pool::builder().response_timeout(RT).min_idle(2));
+    let waiter = RedisMutex::new(pool, "slow").unwrap();
+    // Two connections, so that one is spare for the unblock.
+    assert!(
+        eventually(HANG, || proxy.accepted() >= 2),
+        "the pool kept no spare connection"
+    );
+    let mut conn = server.connection();
+    let wait = Duration::from_secs(1);
+    let call = spawn("try_lock_for", move || {
+        let started = Instant::now();
+        let result = waiter.try_lock_for(wait).map(drop);
+        (started.elapsed(), result)
+    });
+    assert!(
+        eventually(HANG, || blocked_clients(&mut conn) == 1),
+        "the waiter never blocked"
+    );
+    // Every reply now comes later than the response timeout.
+    proxy.set_latency(RT * 5 / 6);
+    let (took, result) = call.join(HANG);
+    proxy.heal();
+    assert!(
+        matches!(&result, Err(redis_mutex::TryLockError::Error(e)) if e.is_timeout()),
+        "{result:?}"
+    );
+    assert!(
+        took <= wait + RT * 2 + Duration::from_millis(100),
+        "try_lock_for({wait:?}) took {took:?} with a {RT:?} response timeout"
+    );
 }
 
 /// Found by the nemesis after finding 2: a release or an extend whose reply was lost may

@@ -134,6 +134,12 @@ impl RedisMutex {
                 self.leave(&mut conn, &fair, false);
                 Ok(None)
             }
+            // A grant may have been handed to us meanwhile: pass it on, right behind the
+            // request that was not answered.
+            Acquired::Failed(mut conn, e) => {
+                self.leave(&mut conn, &fair, true);
+                Err(e)
+            }
         }
     }
 
