@@ -221,6 +221,7 @@ fn a_try_lock_for_keeps_its_bound_when_the_server_turns_slow_mid_wait() {
     proxy.set_latency(RT * 5 / 6);
     let (took, result) = call.join(HANG);
     proxy.heal();
+    println!("try_lock_for({wait:?}) with the server turned slow: {took:?}");
     assert!(
         matches!(&result, Err(redis_mutex::TryLockError::Error(e)) if e.is_timeout()),
         "{result:?}"
