@@ -415,8 +415,10 @@ fn uncontended(
     let client = redis::Client::open(url)?;
     let mut conn = client.get_connection()?;
     let mut ping_conn = client.get_connection()?;
+    // The same work as the library's cycle: the grant marker written, checked against the
+    // grant's token and deleted.
     let mut raw = || -> BoxResult<()> {
-        let _: (i64, i64) = acquire
+        let (_, token): (i64, i64) = acquire
             .key("lock:bench:floor")
             .key("lock-signal:bench:floor")
             .key("lock-fencing-counter")
@@ -430,8 +432,10 @@ fn uncontended(
         let _: i64 = release
             .key("lock:bench:floor")
             .key("lock-signal:bench:floor")
+            .key("lock-grant:bench:floor")
             .arg("bench")
             .arg(1000)
+            .arg(token)
             .invoke(&mut conn)?;
         Ok(())
     };
@@ -749,11 +753,12 @@ fn many_names(url: &str) -> BoxResult<(f64, f64)> {
                 format!("lock:bench:raw-{i}"),
                 format!("lock-signal:bench:raw-{i}"),
             );
-            let _: (i64, i64) = acquire
+            let grant = format!("lock-grant:bench:raw-{i}");
+            let (_, token): (i64, i64) = acquire
                 .key(&lock)
                 .key(&signal)
                 .key("lock-fencing-counter")
-                .key(format!("lock-grant:bench:raw-{i}"))
+                .key(&grant)
                 .arg("raw")
                 .arg(0)
                 .arg("0")
@@ -763,8 +768,10 @@ fn many_names(url: &str) -> BoxResult<(f64, f64)> {
             let _: i64 = release
                 .key(&lock)
                 .key(&signal)
+                .key(&grant)
                 .arg("raw")
                 .arg(1000)
+                .arg(token)
                 .invoke(&mut conn)?;
             Ok(())
         }
