@@ -239,6 +239,14 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>)
         if state.shutdown {
             return;
         }
+        // Told to refuse while it was connecting upstream: a `refuse` followed by a `cut`
+        // must leave no connection open, this one included.
+        if state.refusing {
+            drop(state);
+            client.shutdown(Shutdown::Both).ok();
+            server.shutdown(Shutdown::Both).ok();
+            continue;
+        }
         let id = state.next_id;
         state.next_id += 1;
         state.accepted += 1;
