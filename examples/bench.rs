@@ -410,35 +410,11 @@ fn uncontended(
     let foreign = RedisMutex::builder(foreign_pool, "bench:uncontended-foreign")
         .expire(Duration::from_secs(10))
         .build()?;
-    let acquire = redis::Script::new(include_str!("../src/scripts/acquire.lua"));
-    let release = redis::Script::new(include_str!("../src/scripts/release.lua"));
+    let scripts = RawScripts::new();
     let client = redis::Client::open(url)?;
     let mut conn = client.get_connection()?;
     let mut ping_conn = client.get_connection()?;
-    // The same work as the library's cycle: the grant marker written, checked against the
-    // grant's token and deleted.
-    let mut raw = || -> BoxResult<()> {
-        let (_, token): (i64, i64) = acquire
-            .key("lock:bench:floor")
-            .key("lock-signal:bench:floor")
-            .key("lock-fencing-counter")
-            .key("lock-grant:bench:floor")
-            .arg("bench")
-            .arg(10_000)
-            .arg("0")
-            .arg("attempt")
-            .arg(10_000)
-            .invoke(&mut conn)?;
-        let _: i64 = release
-            .key("lock:bench:floor")
-            .key("lock-signal:bench:floor")
-            .key("lock-grant:bench:floor")
-            .arg("bench")
-            .arg(1000)
-            .arg(token)
-            .invoke(&mut conn)?;
-        Ok(())
-    };
+    let mut raw = || scripts.cycle(&mut conn, "bench:floor", "bench", 10_000);
     let mut cycles: Vec<Box<dyn FnMut() -> BoxResult<()> + '_>> = vec![
         Box::new(|| Ok(library.lock()?.unlock()?)),
         Box::new(|| Ok(foreign.lock()?.unlock()?)),
@@ -737,46 +713,71 @@ fn many_names(url: &str) -> BoxResult<(f64, f64)> {
             Ok(())
         }
     })?;
-    let acquire = Arc::new(redis::Script::new(include_str!(
-        "../src/scripts/acquire.lua"
-    )));
-    let release = Arc::new(redis::Script::new(include_str!(
-        "../src/scripts/release.lua"
-    )));
+    let scripts = Arc::new(RawScripts::new());
     let client = redis::Client::open(url)?;
     let ceiling = run_threads(|| {
         let mut conn = client.get_connection().expect("a connection");
-        let (acquire, release) = (acquire.clone(), release.clone());
-        move || -> BoxResult<()> {
+        let scripts = scripts.clone();
+        move || {
             let i = rand::rng().random_range(0..MANY_NAMES);
-            let (lock, signal) = (
-                format!("lock:bench:raw-{i}"),
-                format!("lock-signal:bench:raw-{i}"),
-            );
-            let grant = format!("lock-grant:bench:raw-{i}");
-            let (_, token): (i64, i64) = acquire
-                .key(&lock)
-                .key(&signal)
-                .key("lock-fencing-counter")
-                .key(&grant)
-                .arg("raw")
-                .arg(0)
-                .arg("0")
-                .arg("attempt")
-                .arg(10_000)
-                .invoke(&mut conn)?;
-            let _: i64 = release
-                .key(&lock)
-                .key(&signal)
-                .key(&grant)
-                .arg("raw")
-                .arg(1000)
-                .arg(token)
-                .invoke(&mut conn)?;
-            Ok(())
+            scripts.cycle(&mut conn, &format!("bench:raw-{i}"), "raw", 0)
         }
     })?;
     Ok((library, ceiling))
+}
+
+/// The library's two scripts, sent raw: the protocol's floor, none of the crate's code.
+struct RawScripts {
+    acquire: redis::Script,
+    release: redis::Script,
+}
+
+impl RawScripts {
+    fn new() -> RawScripts {
+        RawScripts {
+            acquire: redis::Script::new(include_str!("../src/scripts/acquire.lua")),
+            release: redis::Script::new(include_str!("../src/scripts/release.lua")),
+        }
+    }
+
+    /// One lock+unlock of `name` by `owner` (`expire_ms` 0: no expiry), doing the
+    /// library's work: the grant marker written, checked against the grant's token and
+    /// deleted.
+    fn cycle(
+        &self,
+        conn: &mut redis::Connection,
+        name: &str,
+        owner: &str,
+        expire_ms: u64,
+    ) -> BoxResult<()> {
+        let (lock, signal, grant) = (
+            format!("lock:{name}"),
+            format!("lock-signal:{name}"),
+            format!("lock-grant:{name}"),
+        );
+        let (_, token): (i64, i64) = self
+            .acquire
+            .key(&lock)
+            .key(&signal)
+            .key("lock-fencing-counter")
+            .key(&grant)
+            .arg(owner)
+            .arg(expire_ms)
+            .arg("0")
+            .arg("attempt")
+            .arg(10_000)
+            .invoke(conn)?;
+        let _: i64 = self
+            .release
+            .key(&lock)
+            .key(&signal)
+            .key(&grant)
+            .arg(owner)
+            .arg(1000)
+            .arg(token)
+            .invoke(conn)?;
+        Ok(())
+    }
 }
 
 /// Runs the cycle each `make()` gives on `MANY_NAMES_THREADS` threads for
