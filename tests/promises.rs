@@ -13,7 +13,7 @@ use redis::Commands;
 use redis_mutex::{Error, LostReason, Pool, RedisMutex, RedisRwLock, Redlock, reset_all};
 use support::proxy::FaultProxy;
 use support::{
-    HANG, RedisServer, blocked_clients, child_env, command_calls, eventually, spawn, spawn_child,
+    HANG, RedisServer, blocked_clients, child_env, eventually, script_calls, spawn, spawn_child,
 };
 
 /// The response timeout of these tests' pools, and so the unit of their bounds.
@@ -114,7 +114,7 @@ fn a_late_undo_never_removes_a_grant_made_since_to_the_same_owner() {
     // Connections made while the network is fast.
     drop(slow.lock().unwrap());
     let mut conn = server.connection();
-    let evals_before = command_calls(&mut conn, "eval") + command_calls(&mut conn, "evalsha");
+    let evals_before = script_calls(&mut conn);
 
     // The slow client's acquire (and the undo behind it) arrive after its timeout...
     proxy.set_latency(RT * 2);
@@ -131,10 +131,7 @@ fn a_late_undo_never_removes_a_grant_made_since_to_the_same_owner() {
     let guard = fast.lock().unwrap();
     // The delayed acquire and undo reach Redis now.
     assert!(
-        eventually(HANG, || {
-            command_calls(&mut conn, "eval") + command_calls(&mut conn, "evalsha")
-                >= evals_before + 3
-        }),
+        eventually(HANG, || { script_calls(&mut conn) >= evals_before + 3 }),
         "the delayed acquire and undo never reached Redis"
     );
     proxy.heal();
@@ -270,8 +267,6 @@ fn late_calls_touch_only_their_own_grant(
         .build()
         .unwrap();
     let third = RedisMutex::new(server.pool(), "same").unwrap();
-    let scripts =
-        |conn: &mut redis::Connection| command_calls(conn, "eval") + command_calls(conn, "evalsha");
     // Every script loaded: a late `EVALSHA` of a script the server lacks would fail with
     // `NOSCRIPT` and show nothing.
     let warm = slow.lock().unwrap();
@@ -297,10 +292,10 @@ fn late_calls_touch_only_their_own_grant(
         );
         let second = fast.lock().unwrap();
         // The held-up call reaches Redis now.
-        let before = scripts(conn);
+        let before = script_calls(conn);
         proxy.heal();
         assert!(
-            eventually(HANG, || scripts(conn) > before),
+            eventually(HANG, || script_calls(conn) > before),
             "{late} (fair: {fair}): the held-up call never reached Redis"
         );
         let pttl: i64 = conn.pttl("lock:same").unwrap();

@@ -351,6 +351,11 @@ pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
     command_stats(conn, command).0
 }
 
+/// How many scripts the server ran, as `EVAL` or `EVALSHA`.
+pub fn script_calls(conn: &mut redis::Connection) -> u64 {
+    command_calls(conn, "eval") + command_calls(conn, "evalsha")
+}
+
 /// Returns once the server has run every command that reached it before this call: two
 /// `PING`s on a fresh connection. Redis reads and runs every client's ready input in each
 /// pass of its event loop, so input that arrived before the first `PING` has run by the
