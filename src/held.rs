@@ -7,11 +7,35 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::duration::MAX_DURATION;
-use crate::lease::Lease;
+use crate::conn::Conn;
+use crate::duration::check_duration;
+use crate::lease::{Holder, Lease};
 use crate::metrics;
+use crate::options::LockOptions;
 use crate::renewal::{self, Registration, Renew};
-use crate::{Error, Result};
+use crate::{Error, Pool, Result};
+
+/// A grant an acquire attempt just made, before a guard holds it.
+#[derive(Debug)]
+pub(crate) struct NewGrant {
+    /// Taken before the granting request was sent: the lease counts from here.
+    pub(crate) sent_at: Instant,
+    /// Its fencing token (0 for a read lease, which takes none).
+    pub(crate) token: u64,
+    /// On a cluster, the node it was made on: its renewals get a lane of their own.
+    pub(crate) server: Option<Arc<str>>,
+}
+
+impl NewGrant {
+    /// A grant made on `conn`'s server by a request sent at `sent_at`.
+    pub(crate) fn on(conn: &Conn, pool: &Pool, sent_at: Instant, token: u64) -> NewGrant {
+        NewGrant {
+            sent_at,
+            token,
+            server: pool.is_cluster().then(|| conn.server().into()),
+        }
+    }
+}
 
 /// One grant of a lock kind: the requests a guard makes about it.
 pub(crate) trait Grant: Send + Sync + 'static {
@@ -48,6 +72,28 @@ pub(crate) struct Held<G> {
 }
 
 impl<G: Grant + Renew> Held<G> {
+    /// Holds a grant just made (`new`), with a lease clock for `holder` that counts from
+    /// when it was asked for, on the lock's `options` (expiry, auto-renewal, `on_lost`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RenewalThread`]; the grant is released again then.
+    pub(crate) fn granted(
+        grant: G,
+        holder: Holder,
+        new: &NewGrant,
+        options: &LockOptions,
+    ) -> Result<Held<G>> {
+        let lease = Lease::new(holder, new.sent_at, options.expire, options.on_lost.clone());
+        Held::new(
+            grant,
+            lease,
+            options.expire,
+            options.auto_renewal,
+            new.sent_at,
+        )
+    }
+
     /// Holds `grant`, its lease clock `lease`, and has it renewed from `acquired_at` when
     /// `auto_renew` is set (and the lock expires).
     ///
@@ -191,7 +237,7 @@ impl<G: Grant> Held<G> {
                 name: self.grant.name().to_owned(),
             });
         }
-        check_lease(ttl)?;
+        check_duration("lease", ttl)?;
         if self.lease.is_lost() {
             return Err(self.lost_error());
         }
@@ -225,17 +271,6 @@ impl<G: Grant> Held<G> {
             Err(self.lost_error())
         }
     }
-}
-
-/// Checks a lease given to `extend`.
-pub(crate) fn check_lease(ttl: Duration) -> Result<()> {
-    if ttl < Duration::from_millis(1) || ttl > MAX_DURATION {
-        return Err(Error::invalid(
-            "lease",
-            format!("{ttl:?} is not between 1 ms and 10 years"),
-        ));
-    }
-    Ok(())
 }
 
 /// The methods every guard of a single-server lock offers, with their docs: each guard

@@ -159,6 +159,7 @@ mod error;
 mod held;
 mod keys;
 mod lease;
+mod local;
 mod metrics;
 mod mutex;
 mod options;

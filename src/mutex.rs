@@ -3,40 +3,37 @@
 //! renews) in `grant.rs`.
 
 mod builder;
+mod calls;
 mod fair;
 mod grant;
 mod guard;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::conn::{self, Conn, Route};
 use crate::duration::millis;
-use crate::held::Held;
+use crate::held::{Held, NewGrant};
 use crate::keys::{MutexKeys, Scheme};
-use crate::lease::{Holder, Lease};
+use crate::lease::Holder;
+use crate::local::Locals;
 use crate::metrics::Labels;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
-use crate::scripts::{ACQUIRE, RESET, UNDO};
+use crate::scripts::{Acquire, RESET, Reset};
 use crate::wait::{self, Acquired, Attempt, Wait};
 use crate::{Error, Pool, Result, TryLockError};
 
 pub use builder::RedisMutexBuilder;
+use calls::Calls;
 use grant::MutexGrant;
 pub use guard::{ArcRedisMutexGuard, RedisMutexGuard};
 use guard::{Core, LocalGuard};
 
-/// Outcomes of `acquire.lua`.
-const GRANTED: i64 = 1;
-const LEFT_TO_WOKEN_WAITER: i64 = 2;
-const WRONG_TYPE: i64 = -1;
-
-/// The least a grant marker lives: an undo is sent at most a response timeout after its
-/// acquire, right behind it on the same connection.
-const MIN_GRANT_MARKER: Duration = Duration::from_secs(10);
+/// The local queues of every mutex of this process, by pool and lock key.
+static LOCALS: LazyLock<Locals<Mutex<LocalState>>> = LazyLock::new(Locals::new);
 
 /// A mutex's defaults: python-redis-lock's (no expiry, no renewal).
 const DEFAULTS: Defaults = Defaults {
@@ -76,13 +73,12 @@ const DEFAULTS: Defaults = Defaults {
 pub struct RedisMutex {
     pool: Pool,
     name: Arc<str>,
-    keys: Arc<MutexKeys>,
-    owner: Arc<str>,
+    /// Its script calls (keys, owner id, expiry, fair mode), shared with its grants.
+    calls: Arc<Calls>,
     options: LockOptions,
-    /// Fair mode: a queue across processes, and direct handoff.
-    fair: bool,
     labels: Labels,
-    /// The local queue: held for as long as a guard of this mutex lives.
+    /// The local queue, shared by every mutex of this pool and name in the process: held
+    /// for as long as a guard of one of them lives.
     local: Arc<Mutex<LocalState>>,
 }
 
@@ -91,15 +87,16 @@ impl fmt::Debug for RedisMutex {
         f.debug_struct("RedisMutex")
             .field("name", &self.name)
             .field("options", &self.options)
-            .field("fair", &self.fair)
+            .field("fair", &self.calls.fair)
             .finish_non_exhaustive()
     }
 }
 
-/// What the threads of this process that share a mutex pass on to each other.
+/// What the threads of this process that wait for one lock pass on to each other.
 #[derive(Debug, Default)]
 pub(crate) struct LocalState {
-    /// When this mutex last released the lock in Redis, if it did so successfully.
+    /// When a mutex of this process last released the lock in Redis, if it did so
+    /// successfully.
     released_at: Option<Instant>,
 }
 
@@ -112,13 +109,6 @@ fn check_name(name: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// A grant the acquire script made: when it was asked for, its token, its attempt.
-struct Granted {
-    sent_at: Instant,
-    token: u64,
-    server: Option<Arc<str>>,
 }
 
 impl RedisMutex {
@@ -170,21 +160,32 @@ impl RedisMutex {
 
     fn with_options(pool: Pool, name: String, options: LockOptions, fair: bool) -> RedisMutex {
         let keys = MutexKeys::new(&name, Scheme::of(&pool));
+        let local = LOCALS.get(&pool, &keys.lock);
+        let calls = Calls::new(
+            keys,
+            &options.owner_id,
+            options.expire,
+            options.signal_expire,
+            options.response_timeout,
+            fair,
+        );
         RedisMutex {
             pool,
             name: name.into(),
-            keys: Arc::new(keys),
-            owner: options.owner_id.as_str().into(),
+            calls: Arc::new(calls),
             labels: Labels::new("mutex", options.metrics_label.clone()),
             options,
-            fair,
-            local: Arc::new(Mutex::new(LocalState::default())),
+            local,
         }
+    }
+
+    fn keys(&self) -> &MutexKeys {
+        &self.calls.keys
     }
 
     /// Whether the mutex is in [fair mode](RedisMutexBuilder::fair).
     pub fn is_fair(&self) -> bool {
-        self.fair
+        self.calls.fair
     }
 
     /// The lock's name, as given.
@@ -194,7 +195,7 @@ impl RedisMutex {
 
     /// The id this mutex stores in Redis while it holds the lock.
     pub fn owner_id(&self) -> &str {
-        &self.owner
+        &self.options.owner_id
     }
 
     /// The expiry set with [`RedisMutexBuilder::expire`], if any.
@@ -204,9 +205,10 @@ impl RedisMutex {
 
     /// Blocks until the lock is ours, then returns a guard that releases it when dropped.
     ///
-    /// Threads of this process that share the mutex wait their turn locally, first come
-    /// first served; the thread at the head of that queue waits in Redis, woken by the
-    /// release of whoever holds it, or by the holder's expiry. Each request to Redis is
+    /// Threads of this process that wait for the lock (through this mutex, or any other of
+    /// the same pool and name) wait their turn locally, first come first served; the thread
+    /// at the head of that queue waits in Redis, woken by the release of whoever holds it,
+    /// or by the holder's expiry. Each request to Redis is
     /// bounded by the response timeout: a server that stops answering makes `lock` fail,
     /// not hang.
     ///
@@ -257,7 +259,8 @@ impl RedisMutex {
     /// # Errors
     ///
     /// [`TryLockError::WouldBlock`] when the lock is held, by another process or by
-    /// another thread of this one; [`TryLockError::Error`] for the failures listed under
+    /// another thread of this one (through any mutex of the same pool and name, without a
+    /// round trip); [`TryLockError::Error`] for the failures listed under
     /// [`lock`](Self::lock).
     ///
     /// # Examples
@@ -523,11 +526,12 @@ impl RedisMutex {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn get_owner_id(&self) -> Result<Option<String>> {
+        let key = &self.keys().lock;
         let mut ran = conn::run_repeatable(
             &self.pool,
-            Route::Key(&self.keys.lock),
+            Route::Key(key),
             self.options.response_timeout,
-            |c| redis::cmd("GET").arg(&self.keys.lock).query(c),
+            |c| redis::cmd("GET").arg(key).query(c),
         )?;
         ran.result.map_err(|e| ran.conn.fail(e, &self.name, "GET"))
     }
@@ -554,27 +558,28 @@ impl RedisMutex {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn reset(&self) -> Result<bool> {
+        let keys = self.keys();
         let mut call = RESET.call();
         call.arg(millis(self.options.signal_expire))
-            .key(&self.keys.lock)
-            .key(&self.keys.signal)
-            .key(&self.keys.grant);
+            .key(&keys.lock)
+            .key(&keys.signal)
+            .key(&keys.grant);
         let mut ran = conn::run_repeatable(
             &self.pool,
-            Route::Key(&self.keys.lock),
+            Route::Key(&keys.lock),
             self.options.response_timeout,
-            |c| call.invoke::<Vec<i64>>(c),
+            |c| call.invoke::<Vec<Reset>>(c),
         )?;
-        let deleted = ran
+        let reset = ran
             .result
             .map_err(|e| ran.conn.fail(e, &self.name, "reset"))?;
-        match deleted.first() {
-            Some(&WRONG_TYPE) => Err(Error::WrongType {
+        match reset.first() {
+            Some(Reset::WrongType) => Err(Error::WrongType {
                 name: self.name.to_string(),
             }),
-            Some(&n) => {
+            Some(&outcome) => {
                 log::debug!("reset lock `{}`", self.name);
-                Ok(n > 0)
+                Ok(outcome == Reset::Deleted)
             }
             None => Err(Error::Protocol { what: "reset" }),
         }
@@ -587,7 +592,7 @@ impl RedisMutex {
         mut local: L,
         deadline: Option<Instant>,
     ) -> Result<Option<Core<L>>> {
-        let granted = if self.fair {
+        let granted = if self.calls.fair {
             self.acquire_fair(deadline)?
         } else {
             self.acquire_plain(&mut local, deadline)?
@@ -595,14 +600,17 @@ impl RedisMutex {
         granted.map(|granted| self.core(local, granted)).transpose()
     }
 
-    /// How long a grant marker lives: long enough for an undo to follow its acquire.
-    fn marker_ms(&self) -> u64 {
-        millis(
-            self.options
-                .response_timeout
-                .saturating_mul(2)
-                .max(MIN_GRANT_MARKER),
-        )
+    /// What waiting for this lock waits on.
+    fn wait<'a>(&'a self, signals: &'a [&'a str], deadline: Option<Instant>) -> Wait<'a> {
+        Wait {
+            pool: &self.pool,
+            route: &self.keys().lock,
+            signals,
+            deadline,
+            response_timeout: self.options.response_timeout,
+            name: &self.name,
+            labels: &self.labels,
+        }
     }
 
     /// Takes the lock with python-redis-lock's protocol (and a grant marker).
@@ -610,9 +618,7 @@ impl RedisMutex {
         &self,
         local: &mut LocalState,
         deadline: Option<Instant>,
-    ) -> Result<Option<Granted>> {
-        let expire_ms = self.options.expire.map_or(0, millis);
-        let marker_ms = self.marker_ms();
+    ) -> Result<Option<NewGrant>> {
         // Right after our own release, a waiter it woke may be on its way: let it go first
         // rather than win a race that sends it to the back of the queue. Past half the
         // signal's life an absent signal may have expired instead, so be plain again.
@@ -620,64 +626,31 @@ impl RedisMutex {
             .released_at
             .take()
             .is_some_and(|at| at.elapsed() < self.options.signal_expire / 2);
-        let wait = Wait {
-            pool: &self.pool,
-            route: &self.keys.lock,
-            signals: &[&self.keys.signal],
-            deadline,
-            response_timeout: self.options.response_timeout,
-            name: &self.name,
-            labels: &self.labels,
-        };
-        let acquired = wait::acquire(&wait, |conn, _woken| {
+        let signals = [self.keys().signal.as_str()];
+        let acquired = wait::acquire(&self.wait(&signals, deadline), |conn, _woken| {
             let attempt = format!("{:016x}", rand::random::<u64>());
-            let mut call = ACQUIRE.call();
-            call.key(&self.keys.lock)
-                .key(&self.keys.signal)
-                .key(&self.keys.fencing)
-                .key(&self.keys.grant)
-                .arg(&*self.owner)
-                .arg(expire_ms)
-                .arg(if std::mem::take(&mut polite) {
-                    "1"
-                } else {
-                    "0"
-                })
-                .arg(&attempt)
-                .arg(marker_ms);
+            let call = self.calls.acquire(&attempt, std::mem::take(&mut polite));
             let sent_at = Instant::now();
-            let (conn, (outcome, detail)) = conn::run_grant(
+            let (mut conn, reply) = conn::run_grant(
                 &self.pool,
-                Route::Key(&self.keys.lock),
+                Route::Key(&self.keys().lock),
                 conn,
                 self.options.response_timeout,
                 (&self.name, "acquire"),
-                |c| call.invoke::<(i64, i64)>(c),
+                |c| call.invoke::<Acquire>(c),
                 |c, e| self.undo(c, &attempt, &e.to_string()),
             )?;
-            match outcome {
-                GRANTED => {
-                    let token =
-                        u64::try_from(detail).map_err(|_| Error::Protocol { what: "acquire" })?;
-                    self.granted(conn, &attempt, sent_at, token)
+            let found = match reply {
+                Acquire::Granted { token } => {
+                    Attempt::Granted(self.granted(&mut conn, &attempt, sent_at, token)?)
                 }
-                WRONG_TYPE => Err(Error::WrongType {
-                    name: self.name.to_string(),
-                }),
+                Acquire::WrongType => return Err(self.wrong_type()),
                 // Its acquire is a round trip away; if it died on the way, this bounds how
                 // long the lock stays free.
-                LEFT_TO_WOKEN_WAITER => {
-                    Ok((conn, Attempt::Blocked(self.options.signal_expire / 2)))
-                }
-                // Wake just after the holder's lease runs out, in case it crashed.
-                _ => Ok((
-                    conn,
-                    Attempt::Blocked(match u64::try_from(detail) {
-                        Ok(left) => Duration::from_millis(left.saturating_add(1)),
-                        Err(_) => wait::MAX_WAIT,
-                    }),
-                )),
-            }
+                Acquire::LeftToWaiter => Attempt::Blocked(self.options.signal_expire / 2),
+                Acquire::Held { left } => Attempt::Blocked(wait::until_expiry(left)),
+            };
+            Ok((conn, found))
         })?;
         Ok(match acquired {
             Acquired::Granted(granted) => Some(granted),
@@ -686,134 +659,68 @@ impl RedisMutex {
         })
     }
 
-    /// A grant of ours by `attempt` (in fair mode, the waiter), made by a request sent at
-    /// `sent_at` (or handed over during a wait that began then): checks the replicas if
-    /// asked to, and makes it a [`Granted`].
+    fn wrong_type(&self) -> Error {
+        Error::WrongType {
+            name: self.name.to_string(),
+        }
+    }
+
+    /// A grant of ours by `attempt` (in fair mode, the waiter), made on `conn` by a request
+    /// sent at `sent_at` (or handed over after it ran): checks the replicas if asked to.
     fn granted(
         &self,
-        mut conn: Conn,
+        conn: &mut Conn,
         attempt: &str,
         sent_at: Instant,
         token: u64,
-    ) -> Result<(Conn, Attempt<Granted>)> {
-        self.replicate(&mut conn, attempt)?;
-        let mode = if self.fair { " (fair)" } else { "" };
-        log::debug!("acquired lock `{}`{mode}", self.name);
-        let server = self.pool.is_cluster().then(|| conn.server().into());
-        Ok((
+    ) -> Result<NewGrant> {
+        wait::replicate(
             conn,
-            Attempt::Granted(Granted {
-                sent_at,
-                token,
-                server,
-            }),
-        ))
-    }
-
-    /// With [`wait_replicas`](RedisMutexBuilder::wait_replicas): waits for the replicas to
-    /// acknowledge the grant just made on `conn`, and undoes it when too few do.
-    fn replicate(&self, conn: &mut Conn, attempt: &str) -> Result<()> {
-        let Some((wanted, timeout)) = self.options.wait_replicas else {
-            return Ok(());
-        };
-        let rt = self.options.response_timeout;
-        match wait::await_replicas(conn, wanted, timeout, rt, &self.name) {
-            Ok(acked) if acked >= wanted => Ok(()),
-            Ok(acked) => {
-                self.undo(conn, attempt, "too few replicas acknowledged it");
-                Err(Error::NotReplicated { acked, wanted })
-            }
-            Err(e) => {
-                self.undo(conn, attempt, &e.to_string());
-                Err(e)
-            }
-        }
+            self.options.wait_replicas,
+            self.options.response_timeout,
+            &self.name,
+            |conn, why| self.undo(conn, attempt, why),
+        )?;
+        let mode = if self.calls.fair { " (fair)" } else { "" };
+        log::debug!("acquired lock `{}`{mode}", self.name);
+        Ok(NewGrant::on(conn, &self.pool, sent_at, token))
     }
 
     /// Undoes the grant of `attempt`, whose reply was lost (or that must not stand): Redis
     /// may have granted it, or may still, leaving a lock held by nobody. Releases it, right
-    /// behind the acquire on the same connection (see [`conn::undo_after_lost_reply`]), and
-    /// only if the grant marker still names this attempt: never a grant made since.
+    /// behind the acquire on the same connection (see [`wait::undo`]), and only if the
+    /// grant marker still names this attempt: never a grant made since.
     fn undo(&self, conn: &mut Conn, attempt: &str, why: &str) {
-        let undo = if self.fair {
-            self.fair_call(attempt).call("leave")
-        } else {
-            let mut undo = UNDO.call();
-            undo.key(&self.keys.lock)
-                .key(&self.keys.signal)
-                .key(&self.keys.grant)
-                .arg(&*self.owner)
-                .arg(millis(self.options.signal_expire))
-                .arg(attempt);
-            undo
-        };
-        if let Err(e) = conn::undo_after_lost_reply(
+        wait::undo(
             conn,
             &self.pool,
-            Route::Key(&self.keys.lock),
+            &self.keys().lock,
             self.options.response_timeout,
-            &[undo.eval()],
-        ) {
-            let until = match self.options.expire {
-                Some(expire) => format!("until it expires (within {expire:?})"),
-                None => "until it is reset (it has no expiry)".to_owned(),
-            };
-            log::warn!(
-                "lock `{}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
-                 Redis granted it, the lock is held by nobody {until}",
-                self.name
-            );
-        }
-    }
-
-    /// A call of the fair-mode script for the waiter `waiter`, not to be queued.
-    fn fair_call<'a>(&'a self, waiter: &'a str) -> fair::FairCall<'a> {
-        fair::FairCall {
-            keys: &self.keys,
-            owner: &self.owner,
-            waiter,
-            expire_ms: self.options.expire.map_or(0, millis),
-            entry_ms: 0,
-            marker_ms: self.marker_ms(),
-            signal_ms: millis(self.options.signal_expire),
-            token: 0,
-        }
+            &[self.calls.undo(attempt).eval()],
+            ("lock", &self.name, why),
+            self.options.expire,
+        );
     }
 
     /// The guard's core for a grant.
-    fn core<L: LocalGuard>(&self, local: L, granted: Granted) -> Result<Core<L>> {
+    fn core<L: LocalGuard>(&self, local: L, granted: NewGrant) -> Result<Core<L>> {
         let grant = MutexGrant {
             pool: self.pool.clone(),
-            keys: self.keys.clone(),
+            calls: self.calls.clone(),
             name: self.name.clone(),
-            owner: self.owner.clone(),
             ttl: self.options.expire,
-            signal_expire: self.options.signal_expire,
             response_timeout: self.options.response_timeout,
-            server: granted.server,
-            fair: self.fair,
-            marker_ms: self.marker_ms(),
+            server: granted.server.clone(),
             token: granted.token,
         };
-        let lease = Lease::new(
-            Holder {
-                name: self.name.to_string(),
-                owner_id: self.owner.to_string(),
-                fencing_token: Some(granted.token),
-                labels: self.labels.clone(),
-            },
-            granted.sent_at,
-            self.options.expire,
-            self.options.on_lost.clone(),
-        );
+        let holder = Holder {
+            name: self.name.to_string(),
+            owner_id: self.options.owner_id.clone(),
+            fencing_token: Some(granted.token),
+            labels: self.labels.clone(),
+        };
         // On failure the grant is released again.
-        let held = Held::new(
-            grant,
-            lease,
-            self.options.expire,
-            self.options.auto_renewal,
-            granted.sent_at,
-        )?;
+        let held = Held::granted(grant, holder, &granted, &self.options)?;
         Ok(Core::new(held, local, granted.token))
     }
 }

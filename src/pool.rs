@@ -7,6 +7,7 @@
 //! one connection, `health` remembers whether the last attempt failed, `cluster` keeps the
 //! slot map. Checking out and routing a command is the job of `conn`, one layer up.
 
+mod blocking;
 mod cluster;
 mod health;
 mod manager;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use redis::{ConnectionInfo, IntoConnectionInfo};
 
+pub(crate) use blocking::{Blocking, Turn};
 pub(crate) use cluster::{Cluster, Redirect, redirect_of};
 pub(crate) use health::Health;
 pub(crate) use manager::{Link, LinkState, Manager};
@@ -95,6 +97,8 @@ pub(crate) struct Node {
     /// How the pool makes a connection, to make one at once when the last attempt failed
     /// (none for a foreign pool).
     pub(crate) manager: Option<Manager>,
+    /// The turns to wait in `BLPOP` on this server's connections.
+    pub(crate) blocking: Arc<Blocking>,
 }
 
 /// An r2d2 pool of this crate's, or one given to [`Pool::try_from`].
@@ -124,15 +128,6 @@ impl Node {
         self.health.server()
     }
 
-    /// Whether the pool has no idle connection left and may not open another.
-    pub(crate) fn exhausted(&self) -> bool {
-        let (state, max) = match &self.pool {
-            NodePool::Own(p) => (p.state(), p.max_size()),
-            NodePool::Foreign(p) => (p.state(), p.max_size()),
-        };
-        state.idle_connections == 0 && state.connections >= max
-    }
-
     fn new(target: Target, server: String, config: &Config) -> Arc<Node> {
         let health = Arc::new(Health::new(server));
         let manager = Manager {
@@ -154,6 +149,7 @@ impl Node {
             pool: NodePool::Own(pool),
             health,
             manager: Some(spare),
+            blocking: Blocking::new(config.max_size),
         })
     }
 }
@@ -312,7 +308,8 @@ impl TryFrom<r2d2::Pool<redis::Client>> for Pool {
     /// [`Error::InvalidOptions`] for a pool that tests connections on checkout (r2d2's
     /// default): that `PING` runs before this crate can set a timeout, and on a stalled
     /// server it waits forever. Build it with `.test_on_check_out(false)`, or better, use
-    /// [`Pool::builder`].
+    /// [`Pool::builder`]. The same for a pool of one connection: a waiter blocks on one
+    /// while a holder releases on another (see [`PoolBuilder::max_size`]).
     ///
     /// # Examples
     ///
@@ -333,6 +330,9 @@ impl TryFrom<r2d2::Pool<redis::Client>> for Pool {
                  use `Pool::builder()`",
             ));
         }
+        if pool.max_size() < MIN_MAX_SIZE {
+            return Err(Error::invalid("pool", too_small(pool.max_size())));
+        }
         let config = Config {
             max_size: pool.max_size(),
             min_idle: pool.min_idle().unwrap_or(0),
@@ -344,6 +344,7 @@ impl TryFrom<r2d2::Pool<redis::Client>> for Pool {
             pool: NodePool::Foreign(pool),
             health: Arc::new(Health::new("the server of an r2d2 pool".to_owned())),
             manager: None,
+            blocking: Blocking::new(config.max_size),
         });
         Ok(Pool::with_topology(config, Topology::Single(node)))
     }
@@ -378,11 +379,16 @@ impl Default for PoolBuilder {
 
 impl PoolBuilder {
     /// Sets the most connections the pool keeps open to one server (per primary of a
-    /// cluster). A thread waiting for a lock holds one while it sleeps in `BLPOP`, and a
-    /// holder needs one to release: give a pool at least one more connection than threads
-    /// that wait at once (threads sharing a lock object wait one at a time).
+    /// cluster).
     ///
-    /// Must be at least 1.
+    /// Waiting takes one connection per lock name and process, however many threads and
+    /// lock objects wait for it: the others wait in the process. A connection that waits in
+    /// `BLPOP` is busy until the wait ends, and all but one connection may wait at once, so
+    /// that a holder can always release; when more names are waited on at once than that,
+    /// their waiters take turns (each wait in Redis lasts at most a second). Give a pool at
+    /// least one more connection than names waited on at once.
+    ///
+    /// Must be at least 2.
     ///
     /// Defaults to 16.
     pub fn max_size(mut self, max_size: u32) -> Self {
@@ -637,11 +643,8 @@ impl PoolBuilder {
 
     fn check(&self) -> Result<()> {
         let c = &self.config;
-        if c.max_size == 0 {
-            return Err(Error::invalid(
-                "max_size",
-                "a pool needs at least 1 connection; give 1 or more",
-            ));
+        if c.max_size < MIN_MAX_SIZE {
+            return Err(Error::invalid("max_size", too_small(c.max_size)));
         }
         if c.min_idle > c.max_size {
             return Err(Error::invalid(
@@ -672,6 +675,16 @@ impl PoolBuilder {
     }
 }
 
+/// The fewest connections a pool may have: one to wait on, one to release on.
+const MIN_MAX_SIZE: u32 = 2;
+
+fn too_small(max_size: u32) -> String {
+    format!(
+        "{max_size} connection(s) is too few: a waiter blocks in BLPOP on one while a holder \
+         releases on another; give 2 or more"
+    )
+}
+
 fn parse_url(field: &'static str, url: &str) -> Result<ConnectionInfo> {
     url.into_connection_info().map_err(|e| {
         Error::invalid(
@@ -692,6 +705,7 @@ pub(crate) mod tests {
     pub(crate) fn unconnected() -> Pool {
         let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
         let r2d2 = r2d2::Pool::builder()
+            .max_size(2)
             .min_idle(Some(0))
             .test_on_check_out(false)
             .build_unchecked(client);
@@ -710,6 +724,7 @@ pub(crate) mod tests {
     fn bad_settings_are_refused_before_connecting() {
         let url = "redis://127.0.0.1:1/";
         assert_eq!(field(Pool::builder().max_size(0).build(url)), "max_size");
+        assert_eq!(field(Pool::builder().max_size(1).build(url)), "max_size");
         assert_eq!(
             field(Pool::builder().max_size(2).min_idle(3).build(url)),
             "min_idle"
@@ -753,10 +768,20 @@ pub(crate) mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         }
         let quiet = r2d2::Pool::builder()
+            .max_size(2)
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .build_unchecked(client.clone());
+        assert!(!Pool::try_from(quiet).unwrap().is_cluster());
+        let one = r2d2::Pool::builder()
+            .max_size(1)
             .min_idle(Some(0))
             .test_on_check_out(false)
             .build_unchecked(client);
-        assert!(!Pool::try_from(quiet).unwrap().is_cluster());
+        assert!(matches!(
+            Pool::try_from(one),
+            Err(Error::InvalidOptions { field: "pool", .. })
+        ));
     }
 
     #[test]

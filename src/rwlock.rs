@@ -7,19 +7,20 @@ mod grant;
 mod guard;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::conn::{self, Conn, Route};
 use crate::duration::millis;
-use crate::held::Held;
+use crate::held::{Held, NewGrant};
 use crate::keys::{Mode, RwKeys, Scheme};
-use crate::lease::{Holder, Lease};
+use crate::lease::Holder;
+use crate::local::Locals;
 use crate::metrics::Labels;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
-use crate::scripts::{RWLOCK_ACQUIRE, RWLOCK_RELEASE};
+use crate::scripts::{Acquire, RWLOCK_ACQUIRE, RWLOCK_RELEASE};
 use crate::wait::{self, Acquired, Attempt, Wait};
 use crate::{Error, Pool, Result, TryLockError};
 
@@ -27,10 +28,18 @@ pub use builder::RedisRwLockBuilder;
 use grant::RwGrant;
 pub use guard::{RedisRwLockReadGuard, RedisRwLockWriteGuard};
 
-/// Outcomes of `rwlock_acquire.lua`.
-const GRANTED: i64 = 1;
-const BLOCKED: i64 = 0;
-const WRONG_TYPE: i64 = -1;
+/// The local side of every read-write lock of this process, by pool and path.
+static LOCALS: LazyLock<Locals<Local>> = LazyLock::new(Locals::new);
+
+/// What the threads of this process that use one path share, whichever lock object they
+/// use: the local lock, and the turn to wait in Redis as a reader.
+#[derive(Debug, Default)]
+struct Local {
+    /// Held, shared or exclusive, for as long as a guard lives.
+    lock: RwLock<()>,
+    /// Local readers wait in Redis one at a time.
+    read_turn: Mutex<()>,
+}
 
 /// How long a waiter's registration lasts unless the waiter renews it, which it does with
 /// every attempt (at most [`wait::MAX_WAIT`] apart). A waiting writer that crashed holds new
@@ -112,10 +121,8 @@ pub struct RedisRwLock {
     separator: char,
     keys: Arc<RwKeys>,
     options: LockOptions,
-    /// The local lock: held, shared or exclusive, for as long as a guard lives.
-    local: RwLock<()>,
-    /// Local readers wait in Redis one at a time.
-    read_turn: Mutex<()>,
+    /// Shared by every read-write lock of this pool and path in the process.
+    local: Arc<Local>,
     /// The labels of its metrics (the kind is the lease's).
     labels: Labels,
 }
@@ -128,16 +135,6 @@ impl fmt::Debug for RedisRwLock {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
-}
-
-/// A lease the acquire script granted.
-struct Granted {
-    lease_id: String,
-    /// Taken before the granting request was sent.
-    sent_at: Instant,
-    /// The fencing token for a writer, 0 for a reader.
-    token: u64,
-    server: Option<Arc<str>>,
 }
 
 /// The docs' example setup: a pool.
@@ -199,6 +196,8 @@ impl RedisRwLock {
         options: LockOptions,
     ) -> RedisRwLock {
         let keys = RwKeys::new(&path, separator, Scheme::of(&pool));
+        // A lock is its path, read with its separator (which decides its ancestors).
+        let local = LOCALS.get(&pool, &format!("{separator}{path}"));
         RedisRwLock {
             pool,
             path: path.into(),
@@ -206,8 +205,7 @@ impl RedisRwLock {
             keys: Arc::new(keys),
             labels: Labels::new("read", options.metrics_label.clone()),
             options,
-            local: RwLock::new(()),
-            read_turn: Mutex::new(()),
+            local,
         }
     }
 
@@ -268,8 +266,8 @@ impl RedisRwLock {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn read(&self) -> Result<RedisRwLockReadGuard<'_>> {
-        let local = self.local.read();
-        let turn = self.read_turn.lock();
+        let local = self.local.lock.read();
+        let turn = self.local.read_turn.lock();
         let held = self.acquire(Mode::Read, None);
         drop(turn);
         let held = held?.ok_or(Error::Protocol {
@@ -299,7 +297,7 @@ impl RedisRwLock {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn write(&self) -> Result<RedisRwLockWriteGuard<'_>> {
-        let local = self.local.write();
+        let local = self.local.lock.write();
         let held = self.acquire(Mode::Write, None)?.ok_or(Error::Protocol {
             what: "a wait without deadline that ended",
         })?;
@@ -327,7 +325,7 @@ impl RedisRwLock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_read(&self) -> Result<RedisRwLockReadGuard<'_>, TryLockError> {
-        let local = self.local.try_read().ok_or(TryLockError::WouldBlock)?;
+        let local = self.local.lock.try_read().ok_or(TryLockError::WouldBlock)?;
         // One attempt needs no turn: it does not wait in Redis.
         let held = self
             .acquire(Mode::Read, Some(Instant::now()))?
@@ -355,7 +353,11 @@ impl RedisRwLock {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn try_write(&self) -> Result<RedisRwLockWriteGuard<'_>, TryLockError> {
-        let local = self.local.try_write().ok_or(TryLockError::WouldBlock)?;
+        let local = self
+            .local
+            .lock
+            .try_write()
+            .ok_or(TryLockError::WouldBlock)?;
         let held = self
             .acquire(Mode::Write, Some(Instant::now()))?
             .ok_or(TryLockError::WouldBlock)?;
@@ -392,9 +394,11 @@ impl RedisRwLock {
         };
         let local = self
             .local
+            .lock
             .try_read_until(deadline)
             .ok_or(TryLockError::WouldBlock)?;
         let turn = self
+            .local
             .read_turn
             .try_lock_until(deadline)
             .ok_or(TryLockError::WouldBlock)?;
@@ -437,6 +441,7 @@ impl RedisRwLock {
         };
         let local = self
             .local
+            .lock
             .try_write_until(deadline)
             .ok_or(TryLockError::WouldBlock)?;
         let held = self
@@ -528,53 +533,45 @@ impl RedisRwLock {
                 .arg(&lease_id)
                 .arg(expire_ms)
                 .arg(if will_wait { millis(WAITING_TTL) } else { 0 });
-            let (mut conn, (outcome, detail)) = conn::run_grant(
+            let (mut conn, reply) = conn::run_grant(
                 &self.pool,
                 self.route(),
                 conn,
                 self.options.response_timeout,
                 (&self.path, "acquire"),
-                |c| call.invoke::<(i64, i64)>(c),
+                |c| call.invoke::<Acquire>(c),
                 |c, e| self.undo(c, mode, &lease_id, &e.to_string()),
             )?;
-            match outcome {
-                GRANTED => {
-                    let token =
-                        u64::try_from(detail).map_err(|_| Error::Protocol { what: "acquire" })?;
-                    self.replicate(&mut conn, mode, &lease_id)?;
+            let found = match reply {
+                Acquire::Granted { token } => {
+                    wait::replicate(
+                        &mut conn,
+                        self.options.wait_replicas,
+                        self.options.response_timeout,
+                        &self.path,
+                        |conn, why| self.undo(conn, mode, &lease_id, why),
+                    )?;
                     log::debug!("acquired {} lock `{}`", mode.name(), self.path);
-                    let server = self.pool.is_cluster().then(|| conn.server().into());
-                    Ok((
-                        conn,
-                        Attempt::Granted(Granted {
-                            lease_id: lease_id.clone(),
-                            sent_at,
-                            token,
-                            server,
-                        }),
-                    ))
+                    Attempt::Granted(NewGrant::on(&conn, &self.pool, sent_at, token))
                 }
-                BLOCKED => {
+                Acquire::Held { left } => {
                     registered |= will_wait;
-                    // Wake just after the earliest blocker's lease runs out, in case it
-                    // crashed.
-                    let hint = match u64::try_from(detail) {
-                        Ok(left) => Duration::from_millis(left.saturating_add(1)),
-                        Err(_) => wait::MAX_WAIT,
-                    };
-                    Ok((conn, Attempt::Blocked(hint)))
+                    Attempt::Blocked(wait::until_expiry(left))
                 }
-                WRONG_TYPE => Err(Error::WrongType {
-                    name: self.path.to_string(),
-                }),
-                _ => Err(Error::Protocol { what: "acquire" }),
-            }
+                Acquire::WrongType => {
+                    return Err(Error::WrongType {
+                        name: self.path.to_string(),
+                    });
+                }
+                Acquire::LeftToWaiter => return Err(Error::Protocol { what: "acquire" }),
+            };
+            Ok((conn, found))
         })?;
         let granted = match acquired {
             Acquired::Granted(granted) => granted,
-            Acquired::TimedOut(mut conn) => {
+            Acquired::TimedOut(conn) => {
                 if registered {
-                    self.cancel_wait(&mut conn, mode, &lease_id);
+                    self.cancel_wait(conn.map(|conn| *conn), mode, &lease_id);
                 }
                 return Ok(None);
             }
@@ -582,67 +579,53 @@ impl RedisRwLock {
             // wait on a server that stopped answering.
             Acquired::Failed(_, e) => return Err(e),
         };
-        self.held(mode, granted).map(Some)
+        self.held(mode, lease_id, granted).map(Some)
     }
 
     /// The lease core of a grant.
-    fn held(&self, mode: Mode, granted: Granted) -> Result<Held<RwGrant>> {
+    fn held(&self, mode: Mode, lease_id: String, granted: NewGrant) -> Result<Held<RwGrant>> {
         let grant = RwGrant {
             pool: self.pool.clone(),
             keys: self.keys.clone(),
             path: self.path.clone(),
             mode,
-            lease_id: granted.lease_id.clone(),
+            lease_id: lease_id.clone(),
             ttl: self.options.expire,
             signal_expire: self.options.signal_expire,
             response_timeout: self.options.response_timeout,
-            server: granted.server,
+            server: granted.server.clone(),
         };
-        let lease = Lease::new(
-            Holder {
-                name: self.path.to_string(),
-                owner_id: granted.lease_id,
-                fencing_token: (mode == Mode::Write).then_some(granted.token),
-                labels: self.labels_of(mode),
-            },
-            granted.sent_at,
-            self.options.expire,
-            self.options.on_lost.clone(),
-        );
-        Held::new(
-            grant,
-            lease,
-            self.options.expire,
-            self.options.auto_renewal,
-            granted.sent_at,
-        )
+        let holder = Holder {
+            name: self.path.to_string(),
+            owner_id: lease_id,
+            fencing_token: (mode == Mode::Write).then_some(granted.token),
+            labels: self.labels_of(mode),
+        };
+        Held::granted(grant, holder, &granted, &self.options)
     }
 
-    /// With `wait_replicas`: waits for the replicas to acknowledge the grant just made on
-    /// `conn`, and undoes it when too few do.
-    fn replicate(&self, conn: &mut Conn, mode: Mode, lease_id: &str) -> Result<()> {
-        let Some((wanted, timeout)) = self.options.wait_replicas else {
-            return Ok(());
-        };
-        let rt = self.options.response_timeout;
-        match wait::await_replicas(conn, wanted, timeout, rt, &self.path) {
-            Ok(acked) if acked >= wanted => Ok(()),
-            Ok(acked) => {
-                self.undo(conn, mode, lease_id, "too few replicas acknowledged it");
-                Err(Error::NotReplicated { acked, wanted })
-            }
-            Err(e) => {
-                self.undo(conn, mode, lease_id, &e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    /// Withdraws a waiter's registration, so that a writer that gave up stops holding
-    /// readers back at once. Best effort: a registration left behind expires by itself.
-    fn cancel_wait(&self, conn: &mut Conn, mode: Mode, lease_id: &str) {
+    /// Withdraws a waiter's registration (on `conn`, or on a connection of its own for a
+    /// waiter that had none), so that a writer that gave up stops holding readers back at
+    /// once. Best effort: a registration left behind expires by itself.
+    fn cancel_wait(&self, conn: Option<Conn>, mode: Mode, lease_id: &str) {
         let call = self.release_call(mode.waiting(), lease_id);
-        if let Err(e) = call.invoke::<i64>(&mut **conn) {
+        let cancelled = match conn {
+            Some(mut conn) => call
+                .invoke::<i64>(&mut *conn)
+                .map_err(|e| conn.fail(e, &self.path, "cancel")),
+            None => conn::run(
+                &self.pool,
+                self.route(),
+                None,
+                self.options.response_timeout,
+                |c| call.invoke::<i64>(c),
+            )
+            .and_then(|mut ran| {
+                ran.result
+                    .map_err(|e| ran.conn.fail(e, &self.path, "cancel"))
+            }),
+        };
+        if let Err(e) = cancelled {
             log::debug!(
                 "withdrawing a {} waiter of `{}` failed; it expires within {WAITING_TTL:?}: {e}",
                 mode.name(),
@@ -662,25 +645,19 @@ impl RedisRwLock {
 
     /// Undoes an acquire whose reply was lost (or whose grant must not stand): Redis may
     /// have granted it or registered us anyway, or may still, leaving an entry held by
-    /// nobody. Removes both, right behind the acquire (see
-    /// [`conn::undo_after_lost_reply`]), as plain `EVAL`s; the lease id is this attempt's
-    /// own, so nothing else is touched.
+    /// nobody. Removes both, right behind the acquire (see [`wait::undo`]), as plain
+    /// `EVAL`s; the lease id is this attempt's own, so nothing else is touched.
     fn undo(&self, conn: &mut Conn, mode: Mode, lease_id: &str, why: &str) {
         let releases =
             [mode.held(), mode.waiting()].map(|entry| self.release_call(entry, lease_id).eval());
-        if let Err(e) = conn::undo_after_lost_reply(
+        wait::undo(
             conn,
             &self.pool,
-            self.route(),
+            &self.keys.all()[0],
             self.options.response_timeout,
             &releases,
-        ) {
-            log::warn!(
-                "{} lock `{}`: a grant had to be undone ({why}) and undoing it failed ({e}); \
-                 if Redis granted it, it is held by nobody until it expires",
-                mode.name(),
-                self.path
-            );
-        }
+            (&format!("{} lock", mode.name()), &self.path, why),
+            self.options.expire,
+        );
     }
 }

@@ -7,12 +7,17 @@
 //! sent as one plain `EVAL` with the source instead ([`Call::eval`]): there a `NOSCRIPT`
 //! could come after we stopped waiting, and nobody would load the script.
 //!
+//! Each script's replies are a type here, decoded in one place ([`FromRedisValue`]): the
+//! callers match on meanings, not numbers. A reply outside a script's documented set fails
+//! to decode, and the call reports [`Error::Protocol`](crate::Error::Protocol).
+//!
 //! Redis scripts cannot include one another, so the few lines some scripts share (the
 //! read-write lock's `touch`, for one) are written out in each.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
-use redis::{FromRedisValue, RedisResult, Script, ToRedisArgs};
+use redis::{FromRedisValue, ParsingError, RedisResult, Script, ToRedisArgs, Value};
 
 /// A script and its source.
 pub(crate) struct Lua {
@@ -97,6 +102,111 @@ impl Call {
     }
 }
 
+/// What an acquire script answers (`acquire.lua`, `fair.lua`'s acquire,
+/// `rwlock_acquire.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquire {
+    /// Ours, with the grant's fencing token (0 for a read lease, which takes none).
+    Granted { token: u64 },
+    /// Held elsewhere: how long until the earliest blocker's lease runs out (`None`: it has
+    /// no expiry).
+    Held { left: Option<Duration> },
+    /// Free, but left to another waiter: one a release woke, or one ahead in the queue.
+    LeftToWaiter,
+    /// A key of the lock holds another type: some other program uses the name.
+    WrongType,
+}
+
+impl FromRedisValue for Acquire {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let (outcome, detail) = <(i64, i64)>::from_redis_value(v)?;
+        Ok(match outcome {
+            1 => Acquire::Granted {
+                token: u64::try_from(detail).map_err(|_| bad("acquire", outcome, detail))?,
+            },
+            0 => Acquire::Held {
+                left: u64::try_from(detail).ok().map(Duration::from_millis),
+            },
+            2 => Acquire::LeftToWaiter,
+            -1 => Acquire::WrongType,
+            _ => return Err(bad("acquire", outcome, detail)),
+        })
+    }
+}
+
+/// What a mutex's release answers (`release.lua`, `fair.lua`'s release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// The lock was not (or no longer) this grant: nothing was changed.
+    NotOurs,
+    /// Released, and one waiter woken.
+    Released,
+    /// Fair mode: handed to the first waiter in the queue.
+    HandedOver,
+}
+
+impl FromRedisValue for Release {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        match i64::from_redis_value(v)? {
+            0 => Ok(Release::NotOurs),
+            1 => Ok(Release::Released),
+            2 => Ok(Release::HandedOver),
+            other => Err(bad("release", other, 0)),
+        }
+    }
+}
+
+/// What a compare-and-extend answers for one lock (`extend.lua`, per key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Extend {
+    /// Ours, and its lease set anew.
+    Extended,
+    /// Gone: expired, reset or released.
+    Gone,
+    /// Held by another owner or grant (or the key holds another type).
+    Taken,
+}
+
+impl FromRedisValue for Extend {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        match i64::from_redis_value(v)? {
+            1 => Ok(Extend::Extended),
+            0 => Ok(Extend::Gone),
+            -1 => Ok(Extend::Taken),
+            other => Err(bad("extend", other, 0)),
+        }
+    }
+}
+
+/// What `reset.lua` answers for one lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reset {
+    /// There was a lock, and it was deleted.
+    Deleted,
+    /// There was none (or another owner held it, for a reset of one owner's locks).
+    Absent,
+    /// The key holds another type: not a lock, left alone.
+    WrongType,
+}
+
+impl FromRedisValue for Reset {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        match i64::from_redis_value(v)? {
+            1 => Ok(Reset::Deleted),
+            0 => Ok(Reset::Absent),
+            -1 => Ok(Reset::WrongType),
+            other => Err(bad("reset", other, 0)),
+        }
+    }
+}
+
+/// A reply outside a script's documented set.
+fn bad(script: &str, outcome: i64, detail: i64) -> ParsingError {
+    ParsingError::from(format!(
+        "the {script} script answered {{{outcome}, {detail}}}, which this version does not know"
+    ))
+}
+
 macro_rules! scripts {
     ($($(#[$doc:meta])* $name:ident = $file:literal;)*) => {
         $(
@@ -165,6 +275,53 @@ mod tests {
             assert!(lua.source.contains("KEYS"), "{}", lua.source);
             assert!(lua.source.contains("Returns"), "{}", lua.source);
         }
+    }
+
+    fn decode<T: FromRedisValue>(v: Value) -> Result<T, ParsingError> {
+        T::from_redis_value(v)
+    }
+
+    fn pair(a: i64, b: i64) -> Value {
+        Value::Array(vec![Value::Int(a), Value::Int(b)])
+    }
+
+    #[test]
+    fn replies_decode_to_their_meanings_and_nothing_else() {
+        assert_eq!(
+            decode::<Acquire>(pair(1, 42)).unwrap(),
+            Acquire::Granted { token: 42 }
+        );
+        assert_eq!(
+            decode::<Acquire>(pair(0, 250)).unwrap(),
+            Acquire::Held {
+                left: Some(Duration::from_millis(250))
+            }
+        );
+        assert_eq!(
+            decode::<Acquire>(pair(0, -1)).unwrap(),
+            Acquire::Held { left: None }
+        );
+        assert_eq!(
+            decode::<Acquire>(pair(2, 0)).unwrap(),
+            Acquire::LeftToWaiter
+        );
+        assert_eq!(decode::<Acquire>(pair(-1, 3)).unwrap(), Acquire::WrongType);
+        assert!(decode::<Acquire>(pair(1, -5)).is_err(), "a negative token");
+        assert!(decode::<Acquire>(pair(7, 0)).is_err());
+        assert!(decode::<Acquire>(Value::Int(1)).is_err());
+        assert_eq!(
+            decode::<Release>(Value::Int(2)).unwrap(),
+            Release::HandedOver
+        );
+        assert_eq!(decode::<Release>(Value::Int(0)).unwrap(), Release::NotOurs);
+        assert!(decode::<Release>(Value::Int(3)).is_err());
+        assert_eq!(decode::<Extend>(Value::Int(-1)).unwrap(), Extend::Taken);
+        assert_eq!(
+            decode::<Vec<Extend>>(Value::Array(vec![Value::Int(1), Value::Int(0)])).unwrap(),
+            [Extend::Extended, Extend::Gone]
+        );
+        assert_eq!(decode::<Reset>(Value::Int(-1)).unwrap(), Reset::WrongType);
+        assert!(decode::<Reset>(Value::Int(9)).is_err());
     }
 
     #[test]

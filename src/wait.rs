@@ -2,28 +2,30 @@
 //! lock is held, sleep in `BLPOP` on its signal lists, woken by a release, until the
 //! holder's lease may have run out or the caller's deadline passes; then try again.
 //!
+//! A connection waits in `BLPOP` only with a turn of its server's
+//! [`Blocking`](crate::pool::Blocking) (all but one of a pool's connections may wait at
+//! once); without one, the waiter gives its connection back and waits in the process for a
+//! turn. Nobody calls a script on a timer.
+//!
 //! The deadline is kept on our clock, not the server's: Redis answers a timed-out `BLPOP`
 //! on its timer tick, which on an idle server can be a whole `1/hz` (100 ms by default)
 //! late. When the reply has not come [`BLPOP_GRACE`] after the wait, the connection is
 //! unblocked with `CLIENT UNBLOCK` from a spare connection to the same server, or, with
-//! none to spare, waited out with a `PING` behind the `BLPOP`.
+//! none to spare, waited out with a `PING` behind the `BLPOP`. Either way the `BLPOP` may
+//! have popped something whose reply is never read: a lock kind whose wake-ups carry grants
+//! (fair mode) finds such a grant again with its next attempt.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::conn::{self, Conn, Route};
 use crate::metrics::{self, Labels};
-use crate::pool::{MIN_TIMEOUT, Redirect, redirect_of};
+use crate::pool::{MIN_TIMEOUT, Redirect, Turn, redirect_of};
 use crate::{Pool, Result};
 
 /// How long past a `BLPOP`'s own timeout we wait for the server's reply before unblocking
 /// it ourselves. An idle server answers on its next tick, up to `1/hz` late, so waiting
 /// longer buys nothing: every millisecond here is a millisecond of `try_lock_for` lateness.
 const BLPOP_GRACE: Duration = Duration::from_millis(1);
-
-/// How long a waiter sleeps without a connection when the pool has none to spare, before
-/// it tries again.
-const EXHAUSTED_POOL_WAIT: Duration = Duration::from_millis(20);
 
 /// The longest a waiter sleeps before trying again: what a lost wake-up costs at most.
 pub(crate) const MAX_WAIT: Duration = Duration::from_millis(1000);
@@ -41,9 +43,10 @@ pub(crate) enum Attempt<T> {
 /// How the loop ended.
 pub(crate) enum Acquired<T> {
     Granted(T),
-    /// The deadline passed with the lock held elsewhere; the connection is given back for
-    /// any clean-up the caller owes.
-    TimedOut(Box<Conn>),
+    /// The deadline passed with the lock held elsewhere; the connection, if the waiter had
+    /// one then (it has none while it waits for a turn), is given back for any clean-up the
+    /// caller owes.
+    TimedOut(Option<Box<Conn>>),
     /// The server stopped answering during the wait. The connection, open with a request's
     /// reply outstanding, is given back so that the caller's clean-up goes right behind
     /// that request, without waiting for an answer (see [`conn::undo_after_lost_reply`]).
@@ -72,13 +75,13 @@ pub(crate) struct Wait<'a> {
     pub(crate) labels: &'a Labels,
 }
 
-/// A wake-up: the list that was pushed to, what was pushed, and when the wait began (a
-/// grant handed over in the wake-up was made after that).
+/// A wake-up: the list that was pushed to, and what was pushed. The `BLPOP` that popped it
+/// ran right after the attempt before it, on the same connection: what it popped was pushed
+/// after that attempt ran.
 #[derive(Debug)]
 pub(crate) struct Woken {
     pub(crate) list: String,
     pub(crate) value: String,
-    pub(crate) since: Instant,
 }
 
 /// Runs `attempt` until it grants the lock or the deadline passes, sleeping in `BLPOP`
@@ -92,6 +95,7 @@ pub(crate) fn acquire<T>(
     let mut conn = checkout_for_lock(wait)?;
     let mut woken = None;
     let mut contended = false;
+    let mut turn: Option<Turn> = None;
     loop {
         conn.set_read_timeout(reply_wait(wait))?;
         let (back, found) = attempt(conn, woken.take())?;
@@ -107,19 +111,46 @@ pub(crate) fn acquire<T>(
         if let Some(deadline) = wait.deadline {
             let now = Instant::now();
             if now >= deadline {
-                // A call that could wait and waited in vain, not a mere `try_lock`.
-                if deadline > started {
-                    metrics::timed_out(wait.labels);
-                }
-                return Ok(Acquired::TimedOut(Box::new(conn)));
+                timed_out(wait, started);
+                return Ok(Acquired::TimedOut(Some(Box::new(conn))));
             }
             nap = nap.min(deadline - now);
+        }
+        let blocking = conn.node().blocking.clone();
+        if turn.as_ref().is_none_or(|turn| !turn.is_of(&blocking)) {
+            turn = blocking.try_enter();
+        }
+        if turn.is_none() {
+            // Every connection that may wait is waiting: wait in the process for a turn,
+            // without a connection, then try again (time has passed).
+            drop(conn);
+            log::trace!("lock `{}`: waiting for a turn to wait in Redis", wait.name);
+            match blocking.enter(wait.deadline) {
+                Some(granted) => turn = Some(granted),
+                None => {
+                    timed_out(wait, started);
+                    return Ok(Acquired::TimedOut(None));
+                }
+            }
+            conn = checkout_for_lock(wait)?;
+            continue;
         }
         log::trace!("lock `{}` is held; waiting up to {nap:?}", wait.name);
         match wait_for_signal(conn, wait, nap)? {
             Waited::Next(next, signal) => (conn, woken) = (next, signal),
             Waited::Failed(conn, e) => return Ok(Acquired::Failed(Box::new(conn), e)),
         }
+        // Others wait for a turn: give this one up, and queue for it again if need be.
+        if woken.is_none() && turn.as_ref().is_some_and(Turn::contended) {
+            turn = None;
+        }
+    }
+}
+
+/// Counts a call that could wait and waited in vain (not a mere `try_lock`).
+fn timed_out(wait: &Wait<'_>, started: Instant) {
+    if wait.deadline.is_some_and(|deadline| deadline > started) {
+        metrics::timed_out(wait.labels);
     }
 }
 
@@ -160,24 +191,10 @@ pub(crate) fn checkout_for_lock(wait: &Wait<'_>) -> Result<Conn> {
 }
 
 /// Sleeps in `BLPOP` on the signal lists for `nap` (at least 1 ms), then returns the
-/// connection to go on with, and the wake-up if a signal ended the wait.
-///
-/// A `BLPOP` never takes the pool's last connection: whoever holds the lock may need one to
-/// release it. When the pool has none to spare, the connection goes back to the pool for up
-/// to [`EXHAUSTED_POOL_WAIT`] of the nap instead.
-fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<Waited> {
+/// connection to go on with, and the wake-up if a signal ended the wait. The caller holds a
+/// turn of the connection's server.
+fn wait_for_signal(mut conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<Waited> {
     let nap = nap.max(MIN_TIMEOUT);
-    if conn.node().exhausted() {
-        drop(conn);
-        log::trace!(
-            "no connection to spare for a BLPOP; waiting {EXHAUSTED_POOL_WAIT:?} without one"
-        );
-        // Nothing to wait on without a connection: the one place where a waiter sleeps on
-        // its own clock, and only while the pool is exhausted.
-        thread::sleep(nap.min(EXHAUSTED_POOL_WAIT));
-        return Ok(Waited::Next(checkout_for_lock(wait)?, None));
-    }
-    let mut conn = conn;
     let id = conn.client_id()?;
     let mut blpop = redis::cmd("BLPOP");
     blpop
@@ -185,10 +202,9 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<Waited>
         .arg(format!("{:.3}", nap.as_secs_f64()));
     // Only the reply waits; the command itself is written at once.
     conn.set_read_timeout(nap + BLPOP_GRACE)?;
-    let since = Instant::now();
     let outcome = blpop
         .query::<Option<(String, String)>>(&mut *conn)
-        .map(|popped| popped.map(|(list, value)| Woken { list, value, since }));
+        .map(|popped| popped.map(|(list, value)| Woken { list, value }));
     // Later commands on this connection are ordinary ones again.
     conn.set_read_timeout(wait.response_timeout)?;
     match outcome {
@@ -222,7 +238,8 @@ fn wait_for_signal(conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<Waited>
                 }
                 None => {
                     // Queued behind the BLPOP, the PING's reply comes once the server has
-                    // ended it; redis-rs skips the BLPOP's late reply.
+                    // ended it; redis-rs skips the BLPOP's late reply (and whatever it
+                    // popped: the next attempt finds a grant that came in it).
                     conn.set_read_timeout(reply_wait(wait))?;
                     redis::cmd("PING")
                         .query::<String>(&mut *conn)
@@ -266,5 +283,74 @@ pub(crate) fn await_replicas(
     match acked {
         Ok(acked) => Ok(usize::try_from(acked).unwrap_or(0)),
         Err(e) => Err(conn.fail(e, name, "WAIT")),
+    }
+}
+
+/// How long to wait before trying again when the lock is held by a lease with `left` to
+/// run (`None`: no expiry): until just after it runs out, in case its holder crashed.
+pub(crate) fn until_expiry(left: Option<Duration>) -> Duration {
+    left.map_or(MAX_WAIT, |left| left + MIN_TIMEOUT)
+}
+
+/// With [`wait_replicas`](crate::RedisMutexBuilder::wait_replicas): waits for the replicas
+/// to acknowledge the grant just made on `conn`, and when too few do (or the wait fails),
+/// undoes it with `undo` (given why) and fails.
+///
+/// # Errors
+///
+/// [`Error::NotReplicated`](crate::Error::NotReplicated), or the `WAIT`'s own error.
+pub(crate) fn replicate(
+    conn: &mut Conn,
+    wait_replicas: Option<(usize, Duration)>,
+    response_timeout: Duration,
+    name: &str,
+    undo: impl FnOnce(&mut Conn, &str),
+) -> Result<()> {
+    let Some((wanted, timeout)) = wait_replicas else {
+        return Ok(());
+    };
+    match await_replicas(conn, wanted, timeout, response_timeout, name) {
+        Ok(acked) if acked >= wanted => Ok(()),
+        Ok(acked) => {
+            undo(conn, "too few replicas acknowledged it");
+            Err(crate::Error::NotReplicated { acked, wanted })
+        }
+        Err(e) => {
+            undo(conn, &e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// Sends `commands` to undo a grant that must not stand (its reply was lost, or too few
+/// replicas have it), right behind the call that made it (see
+/// [`conn::undo_after_lost_reply`]). When that fails, a grant may be held by nobody until it
+/// expires: that is logged at WARN, naming the lock (`kind` and `name`), why it was undone,
+/// and how long it may stand (`expire`).
+pub(crate) fn undo(
+    conn: &mut Conn,
+    pool: &Pool,
+    route: &str,
+    response_timeout: Duration,
+    commands: &[redis::Cmd],
+    (kind, name, why): (&str, &str, &str),
+    expire: Option<Duration>,
+) {
+    if let Err(e) =
+        conn::undo_after_lost_reply(conn, pool, Route::Key(route), response_timeout, commands)
+    {
+        log::warn!(
+            "{kind} `{name}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
+             Redis granted it, it is held by nobody {}",
+            held_by_nobody_until(expire)
+        );
+    }
+}
+
+/// Until when a grant that nobody holds stands.
+pub(crate) fn held_by_nobody_until(expire: Option<Duration>) -> String {
+    match expire {
+        Some(expire) => format!("until it expires (within {expire:?})"),
+        None => "until it is reset (it has no expiry)".to_owned(),
     }
 }

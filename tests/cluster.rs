@@ -61,9 +61,10 @@ fn a_lock_works_on_a_cluster_with_its_keys_in_one_slot() {
 fn waiters_on_a_cluster_are_woken_by_the_release() {
     let cluster = Cluster::start(3);
     let pool = cluster.pool();
-    let holder = RedisMutex::new(pool.clone(), "woken").unwrap();
+    let holder = RedisMutex::new(pool, "woken").unwrap();
     let guard = holder.lock().unwrap();
-    let waiter = RedisMutex::new(pool, "woken").unwrap();
+    // Another pool: another process, as far as the lock can tell.
+    let waiter = RedisMutex::new(cluster.pool(), "woken").unwrap();
     let waiting = spawn("waiter", move || {
         let got = waiter.try_lock_for(Duration::from_secs(10)).map(drop);
         (got.is_ok(), Instant::now())

@@ -310,3 +310,164 @@ fn a_client_that_is_not_fair_still_excludes_and_wakes_fair_waiters() {
     assert!(fair_one.try_lock().is_err());
     drop(held);
 }
+
+/// `fair.lua` driven by hand, as the crate sends it: the protocol's own replays of what a
+/// waiter's connection may do between its calls (a wait that ended, a wake-up whose reply
+/// was lost). See the script's header for its keys and arguments.
+struct FairScript {
+    conn: redis::Connection,
+    name: String,
+    script: redis::Script,
+}
+
+impl FairScript {
+    fn new(server: &RedisServer, name: &str) -> FairScript {
+        FairScript {
+            conn: server.connection(),
+            name: name.to_owned(),
+            script: redis::Script::new(include_str!("../src/scripts/fair.lua")),
+        }
+    }
+
+    fn wake(&self, waiter: &str) -> String {
+        format!("lock-wake:{}:{waiter}", self.name)
+    }
+
+    /// One call: `op` for the client `owner` waiting as `waiter`, with a grant's expiry of
+    /// `expire_ms` (0: none) and a queue entry living 1 s.
+    fn call(&mut self, op: &str, owner: &str, waiter: &str, expire_ms: u64, token: i64) -> Value {
+        let n = &self.name;
+        self.script
+            .key(format!("lock:{n}"))
+            .key(format!("lock-signal:{n}"))
+            .key("lock-fencing-counter")
+            .key(format!("lock-grant:{n}"))
+            .key(format!("lock-queue:{n}"))
+            .key(format!("lock-waiters:{n}"))
+            .key(self.wake(waiter))
+            .arg(op)
+            .arg(owner)
+            .arg(waiter)
+            .arg(expire_ms)
+            .arg(1000)
+            .arg(10_000)
+            .arg(format!("lock-wake:{n}:"))
+            .arg(1000)
+            .arg(token)
+            .invoke(&mut self.conn)
+            .unwrap()
+    }
+
+    /// An acquire: `(outcome, detail)`.
+    fn acquire(&mut self, owner: &str, waiter: &str, expire_ms: u64) -> (i64, i64) {
+        let reply = self.call("acquire", owner, waiter, expire_ms, 0);
+        redis::from_redis_value(reply).unwrap()
+    }
+
+    fn release(&mut self, owner: &str, token: i64) -> i64 {
+        redis::from_redis_value(self.call("release", owner, "", 0, token)).unwrap()
+    }
+}
+
+use redis::Value;
+
+/// Issue 23, finding 3: a release that lands between a waiter's wait and its next attempt
+/// hands the lock to the waiter; that attempt must claim the grant, not queue the waiter
+/// again, or the waiter's own release hands the lock to its own stale entry, to be held by
+/// nobody for the whole expiry (forever without one).
+#[test]
+fn an_attempt_after_a_missed_handoff_claims_it_and_the_release_frees_the_lock() {
+    let server = RedisServer::start();
+    let mut fair = FairScript::new(&server, "missed");
+    let mut conn = server.connection();
+    let (granted, first) = fair.acquire("holder", "h1", 0);
+    assert_eq!(granted, 1);
+    assert_eq!(fair.acquire("waiter", "w1", 0), (0, -1), "queued");
+    // The waiter's BLPOP has ended; the release hands the lock to it meanwhile.
+    assert_eq!(fair.release("holder", first), 2, "handed over");
+    let (outcome, token) = fair.acquire("waiter", "w1", 0);
+    assert_eq!(
+        outcome, 1,
+        "the waiter's next attempt claims the grant handed to it"
+    );
+    assert!(token > first);
+    let wake_left: bool = conn.exists(fair.wake("w1")).unwrap();
+    assert!(!wake_left, "the claimed grant's wake-up is gone");
+    assert_eq!(
+        queued(&mut conn, "missed"),
+        0,
+        "the waiter is not queued again"
+    );
+    assert_eq!(fair.release("waiter", token), 1, "released, nobody queued");
+    let owner: Option<String> = conn.get("lock:missed").unwrap();
+    assert_eq!(owner, None, "the lock is free, not handed to a stale entry");
+}
+
+/// Issue 23, finding 4: a `BLPOP` that popped its grant but whose reply was lost (a `PING`
+/// sent behind it, a `CLIENT UNBLOCK` racing it): the next attempt claims the grant from the
+/// lock and its marker, so the lock is not left held by nobody.
+#[test]
+fn a_grant_whose_wake_up_was_lost_is_claimed_by_the_next_attempt() {
+    let server = RedisServer::start();
+    let mut fair = FairScript::new(&server, "lost-wake");
+    let mut conn = server.connection();
+    let (_, first) = fair.acquire("holder", "h1", 0);
+    assert_eq!(fair.acquire("waiter", "w1", 0), (0, -1));
+    assert_eq!(fair.release("holder", first), 2);
+    // The waiter's BLPOP pops the wake-up; its reply never reaches the waiter.
+    let popped: Option<String> = conn.lpop(fair.wake("w1"), None).unwrap();
+    assert!(popped.is_some());
+    let (outcome, token) = fair.acquire("waiter", "w1", 30_000);
+    assert_eq!(outcome, 1, "claimed from the lock and its marker");
+    assert_eq!(
+        Some(token.to_string()),
+        popped,
+        "the grant the wake-up carried"
+    );
+    let pttl: i64 = conn.pttl("lock:lost-wake").unwrap();
+    assert!(
+        pttl > 29_000,
+        "a claimed grant's expiry is set anew: PTTL {pttl}"
+    );
+    // Someone else's attempt claims nothing.
+    assert_eq!(fair.acquire("other", "o1", 0).0, 0);
+}
+
+/// Issue 23, finding 1 (the third cause): a wake-up left in a waiter's list after its grant
+/// expired and went to someone else must never be taken for a grant. An attempt that does
+/// not grant empties the waiter's wake list, so that the `BLPOP` after it only sees grants
+/// made since.
+#[test]
+fn a_stale_wake_up_is_dropped_by_the_next_attempt() {
+    let server = RedisServer::start();
+    let mut fair = FairScript::new(&server, "stale");
+    let mut conn = server.connection();
+    let (_, first) = fair.acquire("holder", "h1", 0);
+    assert_eq!(fair.acquire("waiter", "w1", 50).0, 0);
+    assert_eq!(
+        fair.release("holder", first),
+        2,
+        "handed to the waiter, 50 ms"
+    );
+    assert!(
+        eventually(HANG, || !conn.exists::<_, bool>("lock:stale").unwrap()),
+        "the waiter's 50 ms grant never ran out"
+    );
+    assert_eq!(
+        fair.acquire("newcomer", "n1", 0).0,
+        1,
+        "the newcomer takes it"
+    );
+    let stale: bool = conn.exists(fair.wake("w1")).unwrap();
+    assert!(stale, "the expired grant's wake-up is still there");
+    assert_eq!(
+        fair.acquire("waiter", "w1", 50).0,
+        0,
+        "held by the newcomer"
+    );
+    let stale: bool = conn.exists(fair.wake("w1")).unwrap();
+    assert!(
+        !stale,
+        "the attempt left a stale wake-up for its BLPOP to take"
+    );
+}

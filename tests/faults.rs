@@ -140,22 +140,26 @@ fn a_killed_and_restarted_server_fails_calls_in_time_and_the_pool_recovers() {
     // the call waits for.
     let connection_timeout = Duration::from_millis(1000);
     let response_timeout = Duration::from_millis(500);
-    let pool = server.pool_with(
-        Pool::builder()
-            .max_size(8)
-            .connection_timeout(connection_timeout),
-    );
-    let mutex = |owner: &str| {
-        RedisMutex::builder(pool.clone(), "restarted")
+    let settings = Pool::builder()
+        .max_size(8)
+        .connection_timeout(connection_timeout);
+    let pool = server.pool_with(settings.clone());
+    let mutex_on = |pool: Pool, owner: &str| {
+        RedisMutex::builder(pool, "restarted")
             .owner_id(owner)
             .expire(Duration::from_secs(3))
             .response_timeout(response_timeout)
             .build()
             .unwrap()
     };
+    let mutex = |owner: &str| mutex_on(pool.clone(), owner);
+    // The holder and each waiter on a pool of their own: each its own process, as far as
+    // the lock can tell (a process's mutexes of one pool and name wait for each other in
+    // the process).
+    let elsewhere = |owner: &str| mutex_on(server.pool_with(settings.clone()), owner);
     let (lost_tx, lost_rx) = mpsc::channel();
     let lost_tx = std::sync::Mutex::new(lost_tx);
-    let holder = RedisMutex::builder(pool.clone(), "restarted")
+    let holder = RedisMutex::builder(server.pool_with(settings.clone()), "restarted")
         .owner_id("holder")
         .expire(Duration::from_secs(3))
         .auto_renewal(true)
@@ -170,7 +174,7 @@ fn a_killed_and_restarted_server_fails_calls_in_time_and_the_pool_recovers() {
     let deadline = Duration::from_secs(5);
     let waiters: Vec<_> = (0..4)
         .map(|i| {
-            let waiter = mutex(&format!("waiter-{i}"));
+            let waiter = elsewhere(&format!("waiter-{i}"));
             let label = format!("waiter-{i}");
             let task = run_call(&label, move || {
                 if i % 2 == 0 {
@@ -290,21 +294,22 @@ fn waiters_whose_connections_are_cut_return_in_time_and_leave_no_broken_connecti
     let proxy = FaultProxy::start(server.port());
     let mut conn = server.connection();
     let holder = RedisMutex::new(server.pool(), "cut").unwrap();
-    // Room for one more connection than the waiters use, so that none of them waits
-    // without one (a BLPOP never takes a pool's last connection); opened on demand only,
-    // so every connection the pool has is cut below.
-    let pool = proxy.pool_with(
-        Pool::builder()
-            .max_size(WAITERS as u32 + 1)
-            .min_idle(0)
-            .connection_timeout(Duration::from_secs(2)),
-    );
+    // Each waiter on a pool of its own (its own process, as far as the lock can tell),
+    // with room for one more connection than its wait uses; opened on demand only, so that
+    // every connection a pool has is cut below.
+    let settings = Pool::builder()
+        .max_size(2)
+        .min_idle(0)
+        .connection_timeout(Duration::from_secs(2));
+    let pools: Vec<Pool> = (0..WAITERS)
+        .map(|_| proxy.pool_with(settings.clone()))
+        .collect();
     let guard = holder.lock().unwrap();
 
     let deadline = Duration::from_secs(5);
     let waiters: Vec<_> = (0..WAITERS)
         .map(|i| {
-            let waiter = RedisMutex::new(pool.clone(), "cut").unwrap();
+            let waiter = RedisMutex::new(pools[i].clone(), "cut").unwrap();
             let label = format!("waiter-{i}");
             let started = Instant::now();
             let task = run_call(&label, move || match waiter.try_lock_for(deadline) {
@@ -345,12 +350,12 @@ fn waiters_whose_connections_are_cut_return_in_time_and_leave_no_broken_connecti
         }
     }
 
-    // The next users, all at once, each on a connection of its own: nobody gets a cut one
-    // (the pool kept none of them for its next users).
+    // The next users, all at once, each on a pool whose connection was cut: nobody gets a
+    // cut one (the pools kept none of them for their next users).
     guard.unlock().unwrap();
     let users: Vec<_> = (0..WAITERS)
         .map(|i| {
-            let pool = pool.clone();
+            let pool = pools[i].clone();
             spawn(&format!("user-{i}"), move || {
                 let mutex = RedisMutex::new(pool, format!("after-cut-{i}"))?;
                 for _ in 0..5 {
@@ -387,7 +392,11 @@ fn a_stalled_or_refusing_server_fails_calls_in_time_and_the_pool_works_after_hea
             .build()
             .unwrap()
     };
-    let holder = build("stalled");
+    // The holder stands for another process: another pool.
+    let holder = RedisMutex::builder(server.pool(), "stalled")
+        .expire(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let waiter = build("stalled");
     let guard = holder.lock().unwrap();
     let waiting = run_call("waiter", {
@@ -550,7 +559,8 @@ fn an_extend_whose_reply_is_lost_never_leaves_the_guard_believing_too_long() {
         left <= Duration::from_millis(500),
         "the guard still counts on {left:?}"
     );
-    let other = RedisMutex::new(pool, "lost-extend").unwrap();
+    // Another process: another pool.
+    let other = RedisMutex::new(server.pool(), "lost-extend").unwrap();
     let taken = other.try_lock_for(Duration::from_secs(5)).unwrap();
     assert!(
         guard.ensure_held().is_err(),

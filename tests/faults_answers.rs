@@ -288,7 +288,7 @@ fn a_key_of_another_type_does_not_stop_the_renewal_of_other_locks() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     // One connection: every lease below is renewed in the same batch.
-    let pool = server.pool_with(Pool::builder().max_size(1));
+    let pool = server.pool_with(Pool::builder().max_size(2));
     let expire = Duration::from_millis(600);
     let renewed = |name: &str| {
         RedisMutex::builder(pool.clone(), name)

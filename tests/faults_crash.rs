@@ -49,19 +49,19 @@ fn child_holds_the_lock_until_killed() {
 }
 
 /// Child side of [`exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires`]:
-/// two waiters, each with a mutex of its own (so each waits in Redis). The one that gets
-/// the lock says when, on the server's clock, and keeps it until the process ends.
+/// two waiters, each with a mutex and a pool of its own (so each waits in Redis: mutexes of
+/// one pool and name wait for each other in the process). The one that gets the lock says
+/// when, on the server's clock, and keeps it until the process ends.
 #[test]
 #[ignore = "run as a child process by exactly_one_waiter_gets_a_killed_holders_lock_right_after_it_expires"]
 fn child_waits_for_the_lock() {
     let url = child_env("REDIS_URL");
-    let pool = pool_at(&url);
     let process = child_env("PROCESS");
     let wait = Duration::from_millis(child_env("WAIT_MS").parse().unwrap());
     let waiters: Vec<_> = (0..WAITERS_PER_PROCESS)
         .map(|i| {
             let mutex = Arc::new(
-                RedisMutex::builder(pool.clone(), "crash")
+                RedisMutex::builder(pool_at(&url), "crash")
                     .owner_id(format!("waiter-{process}-{i}"))
                     .expire(Duration::from_secs(60))
                     .build()

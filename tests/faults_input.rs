@@ -132,7 +132,8 @@ fn zero_and_huge_durations_are_refused_or_work_and_never_overflow() {
                 .unwrap_or_else(|e| panic!("{timeout:?}: {e}")),
         );
     }
-    let holder = RedisMutex::new(pool.clone(), "durations").unwrap();
+    // Another process holds it: another pool.
+    let holder = RedisMutex::new(server.pool(), "durations").unwrap();
     let guard = holder.lock().unwrap();
     let waiter = other.clone();
     let waiting = support::spawn("the Duration::MAX waiter", move || {

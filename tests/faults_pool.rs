@@ -1,5 +1,7 @@
-//! An exhausted pool: one connection shared by threads that hold, wait and lock. Every call
-//! gives a clear error or waits no longer than the pool's timeout, and nothing deadlocks.
+//! An exhausted pool: the smallest pool (two connections) shared by threads that hold, wait
+//! and lock. A waiter in Redis never takes the connection a holder releases on; waiters
+//! beyond the pool's turns wait in the process, calling nothing; every call gives a clear
+//! error or waits no longer than its bound, and nothing deadlocks.
 
 mod support;
 
@@ -7,66 +9,87 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use redis::Commands;
 use redis_mutex::{Error, Pool, RedisMutex, TryLockError};
 use support::{HANG, RedisServer, blocked_clients, command_calls, eventually, spawn};
 
 /// Scheduling slack on a loaded 2-core CI machine.
 const ROUND_TRIPS: Duration = Duration::from_millis(250);
 
-/// A pool of one connection, opened on demand, whose checkouts wait `connection_timeout`.
-fn one_connection(connection_timeout: Duration) -> redis_mutex::PoolBuilder {
+/// The smallest pool, opened on demand, whose checkouts wait `connection_timeout`.
+fn two_connections(connection_timeout: Duration) -> redis_mutex::PoolBuilder {
     Pool::builder()
-        .max_size(1)
+        .max_size(2)
         .min_idle(0)
         .connection_timeout(connection_timeout)
 }
 
-/// Scenario 4: one connection in the pool, a guard held, and a waiter for it.
+/// Holds `name` the way another process (a python-redis-lock client, say) would: no expiry.
+fn hold_elsewhere(conn: &mut redis::Connection, name: &str) {
+    let _: () = conn.set(format!("lock:{name}"), "elsewhere").unwrap();
+}
+
+/// Releases `name` as python-redis-lock does: delete the lock, push one wake-up.
+fn release_elsewhere(conn: &mut redis::Connection, name: &str) {
+    let _: () = redis::pipe()
+        .del(format!("lock:{name}"))
+        .lpush(format!("lock-signal:{name}"), 1)
+        .query(conn)
+        .unwrap();
+}
+
+/// Scenario 4: a pool of two connections, a guard held in this process, and a waiter in
+/// Redis for a lock held elsewhere: the waiter's `BLPOP` takes one connection, never the
+/// other, so the holder releases at once.
 #[test]
-fn a_waiter_on_a_one_connection_pool_does_not_keep_the_holder_from_releasing() {
+fn a_waiter_in_redis_does_not_keep_the_holder_from_releasing() {
     let server = RedisServer::start();
     let connection_timeout = Duration::from_secs(1);
-    let pool = server.pool_with(one_connection(connection_timeout));
+    let pool = server.pool_with(two_connections(connection_timeout));
     let mut conn = server.connection();
     // No expiry (the default): only the holder's release frees the lock.
-    let holder = RedisMutex::new(pool.clone(), "one-connection").unwrap();
+    let holder = RedisMutex::new(pool.clone(), "ours").unwrap();
     let guard = holder.lock().unwrap();
-
-    let waiter = RedisMutex::new(pool.clone(), "one-connection").unwrap();
-    let attempts = command_calls(&mut conn, "evalsha");
+    hold_elsewhere(&mut conn, "theirs");
+    let waiter = RedisMutex::new(pool.clone(), "theirs").unwrap();
     let waiting = spawn("waiter", move || {
         let guard = waiter.try_lock_for(Duration::from_secs(8))?;
         guard.unlock().map_err(TryLockError::Error)
     });
-    // Two attempts: the waiter is in its wait loop. With the pool's only connection, it
-    // must not sleep in BLPOP on it, or the holder could never release.
     assert!(
-        eventually(HANG, || command_calls(&mut conn, "evalsha") >= attempts + 2),
-        "the waiter never tried"
+        eventually(HANG, || blocked_clients(&mut conn) == 1),
+        "the waiter never blocked in Redis"
     );
-    assert_eq!(
-        blocked_clients(&mut conn),
-        0,
-        "no BLPOP pins the only connection"
-    );
+    // A second waiter, for a third name: the pool has no turn left to wait in Redis, so
+    // it waits in the process, without a connection.
+    hold_elsewhere(&mut conn, "third");
+    let third = RedisMutex::new(pool.clone(), "third").unwrap();
+    let queued = spawn("queued waiter", move || {
+        third.try_lock_for(Duration::from_secs(8)).map(drop)
+    });
 
     let started = Instant::now();
     let unlocked = guard.unlock();
     let took = started.elapsed();
     assert!(
-        took <= connection_timeout + ROUND_TRIPS,
-        "the release took {took:?}, more than the pool's {connection_timeout:?} timeout"
+        unlocked.is_ok(),
+        "the holder could not release while waiters wait: {unlocked:?}"
     );
     assert!(
-        unlocked.is_ok(),
-        "the holder could not release while the waiter kept the only connection: {unlocked:?}"
+        took <= ROUND_TRIPS,
+        "the release took {took:?}: it waited for a connection"
     );
+    release_elsewhere(&mut conn, "theirs");
     waiting
         .join(HANG)
-        .expect("the waiter gets the lock once the holder released it");
+        .expect("the waiter gets the lock once it is released");
+    release_elsewhere(&mut conn, "third");
+    queued
+        .join(HANG)
+        .expect("the queued waiter gets its turn, then the lock");
 }
 
-/// Scenario 4: a pool of one connection shared by threads that lock, wait and hold.
+/// Scenario 4: a pool of two connections shared by threads that lock, wait and hold.
 #[test]
 fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
     const THREADS: usize = 4;
@@ -75,7 +98,7 @@ fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
     let mut conn = server.connection();
     let connection_timeout = Duration::from_millis(500);
     let response_timeout = Duration::from_millis(500);
-    let pool = server.pool_with(one_connection(connection_timeout));
+    let pool = server.pool_with(two_connections(connection_timeout));
     let build = |name: &str| {
         RedisMutex::builder(pool.clone(), name)
             .expire(Duration::from_secs(2))
@@ -88,17 +111,18 @@ fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
     let guard = held.lock().unwrap();
     let outcomes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let finished = Arc::new(AtomicUsize::new(0));
-    let waiter = build("held");
-    let attempts = command_calls(&mut conn, "evalsha");
-    // And one waits for the held lock, on the pool's only connection, for a while.
+    // And one waits for a lock held elsewhere, on one of the pool's two connections, for a
+    // while.
+    hold_elsewhere(&mut conn, "theirs");
+    let waiter = build("theirs");
     let waiting = spawn("waiter", move || {
         let started = Instant::now();
         let outcome = waiter.try_lock_for(Duration::from_millis(1500)).map(drop);
         (outcome, started.elapsed())
     });
     assert!(
-        eventually(HANG, || command_calls(&mut conn, "evalsha") >= attempts + 2),
-        "the waiter never tried"
+        eventually(HANG, || blocked_clients(&mut conn) == 1),
+        "the waiter never blocked"
     );
     let lockers: Vec<_> = (0..THREADS)
         .map(|i| {
@@ -160,58 +184,63 @@ fn an_exhausted_pool_gives_a_clear_error_or_a_bounded_wait() {
     }
     assert!(
         ok > 0,
-        "no cycle got through a one-connection pool: {outcomes:?}"
+        "no cycle got through a two-connection pool: {outcomes:?}"
     );
     println!("{ok} of {} cycles got through", outcomes.len());
     guard.unlock().unwrap();
 }
 
-/// A waiter that gives its connection back while the pool is exhausted checks one out again
-/// within its own deadline, not the pool's (long) connection timeout.
+/// Waiters beyond the pool's turns wait in the process for one, calling nothing; a timed
+/// one keeps its deadline; the turns go round, so every name waited on is served.
 #[test]
-fn a_timed_wait_on_an_exhausted_pool_keeps_its_deadline() {
+fn waiters_beyond_the_turns_wait_in_the_process_and_keep_their_deadlines() {
     let server = RedisServer::start();
-    let holder = RedisMutex::new(server.pool(), "busy-pool").unwrap();
-    let _held = holder.lock().unwrap();
-    let pool = server.pool_with(one_connection(Duration::from_secs(10)));
-    let waiter = RedisMutex::builder(pool.clone(), "busy-pool")
-        .response_timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    // Takes the pool's only connection as soon as it is free and keeps it for 2 s: after its
-    // grant it waits for a replica that this server does not have.
-    let grabber = RedisMutex::builder(pool, "grabber")
-        .wait_replicas(1, Duration::from_secs(2))
-        .build()
-        .unwrap();
     let mut conn = server.connection();
-    let attempts = command_calls(&mut conn, "evalsha");
-    let waiting = spawn("waiter", move || {
-        let started = Instant::now();
-        let outcome = waiter.try_lock_for(Duration::from_millis(300)).map(drop);
-        (outcome, started.elapsed())
-    });
-    // Once the waiter is in its wait loop, someone else takes the pool's only connection
-    // while the waiter naps without it, and keeps it until the waiter is done.
-    assert!(eventually(HANG, || {
-        command_calls(&mut conn, "evalsha") > attempts
-    }));
-    let grabbing = spawn("grabber", move || grabber.lock().map(drop));
-    let (outcome, took) = waiting.join(HANG);
-    let grabbed = grabbing.join(HANG);
-    assert!(
-        matches!(
-            grabbed,
-            Err(Error::NotReplicated {
-                acked: 0,
-                wanted: 1
-            })
-        ),
-        "the grabber held the connection through a WAIT: {grabbed:?}"
+    let pool = server.pool_with(two_connections(Duration::from_secs(10)));
+    hold_elsewhere(&mut conn, "first");
+    hold_elsewhere(&mut conn, "second");
+    // The first takes the pool's one turn and waits in Redis, as long as it takes.
+    let first = RedisMutex::new(pool.clone(), "first").unwrap();
+    let first_waiting = spawn("first", move || first.lock().map(drop));
+    assert!(eventually(HANG, || blocked_clients(&mut conn) == 1));
+
+    // The second makes one attempt, finds no turn, and waits in the process until its
+    // deadline: no script call of its own meanwhile.
+    let second = Arc::new(
+        RedisMutex::builder(pool.clone(), "second")
+            .response_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap(),
     );
-    assert!(outcome.is_err(), "the lock is held throughout");
+    let calls = command_calls(&mut conn, "evalsha");
+    let started = Instant::now();
+    let outcome = second.try_lock_for(Duration::from_millis(300)).map(drop);
+    let took = started.elapsed();
+    let calls = command_calls(&mut conn, "evalsha") - calls;
     assert!(
-        took < Duration::from_secs(1),
-        "a 300 ms wait took {took:?}: {outcome:?}"
+        matches!(outcome, Err(TryLockError::WouldBlock)),
+        "{outcome:?}"
     );
+    assert!(
+        took < Duration::from_millis(300) + ROUND_TRIPS,
+        "a 300 ms wait took {took:?}"
+    );
+    // Its own attempt, and at most one attempt of the first waiter after a wait of 1 s.
+    assert!(
+        calls <= 2,
+        "{calls} script calls in a 300 ms wait for a turn"
+    );
+
+    // Without a deadline it gets the turn when the first gives it up after its wait; then
+    // the first waits in the process. Each is served when its lock is released.
+    let waiting = {
+        let second = second.clone();
+        spawn("second", move || second.lock().map(drop))
+    };
+    release_elsewhere(&mut conn, "second");
+    waiting.join(HANG).expect("the second waiter got its turn");
+    release_elsewhere(&mut conn, "first");
+    first_waiting
+        .join(HANG)
+        .expect("the first waiter got its turn back");
 }

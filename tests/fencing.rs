@@ -73,7 +73,8 @@ fn expiry_reset_and_reset_all_never_lower_the_token() {
         .expire(Duration::from_millis(50))
         .build()
         .unwrap();
-    let other = RedisMutex::new(pool.clone(), "fenced").unwrap();
+    // Another process: another pool.
+    let other = RedisMutex::new(server.pool(), "fenced").unwrap();
 
     let expired = mutex.lock().unwrap();
     let first = expired.fencing_token();
@@ -132,7 +133,8 @@ fn storage_refuses_a_paused_holders_late_write() {
         .expire(Duration::from_millis(100))
         .build()
         .unwrap();
-    let fast = RedisMutex::new(pool, "fenced-storage").unwrap();
+    // Another process: another pool.
+    let fast = RedisMutex::new(server.pool(), "fenced-storage").unwrap();
 
     let paused = slow.lock().unwrap();
     // The holder "pauses" past its lease; the next holder writes.

@@ -254,9 +254,10 @@ impl Holding {
 fn a_release_wakes_a_waiter_who_gets_the_lock() {
     let server = RedisServer::start();
     let mut conn = server.connection();
-    let pool = server.pool();
-    let holder = RedisMutex::new(pool.clone(), "handoff").unwrap();
-    let waiter = Arc::new(RedisMutex::new(pool, "handoff").unwrap());
+    // Two pools: two processes, as far as the lock can tell (a process's mutexes of one
+    // pool and name wait for each other in the process).
+    let holder = RedisMutex::new(server.pool(), "handoff").unwrap();
+    let waiter = Arc::new(RedisMutex::new(server.pool(), "handoff").unwrap());
     let guard = holder.lock().unwrap();
     let waiting = lock_in_thread(waiter.clone());
     assert!(
@@ -280,11 +281,11 @@ fn threads_sharing_a_mutex_exclude_each_other_and_wait_on_one_connection() {
     // No idle connections kept in advance: the pool opens one only when a thread needs one,
     // so the server's count of the pool's connections is how many were ever needed at once.
     let pool = server.pool_with(Pool::builder().min_idle(0));
-    let outsider = RedisMutex::new(pool.clone(), "shared").unwrap();
     let mutex = Arc::new(RedisMutex::new(pool.clone(), "shared").unwrap());
 
-    // Eight local waiters behind a lock held elsewhere use one connection, not eight.
-    let guard = outsider.lock().unwrap();
+    // Eight local waiters behind a lock held elsewhere (by a python-redis-lock client, say)
+    // use one connection, not eight.
+    let _: () = conn.set("lock:shared", "elsewhere").unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -308,7 +309,12 @@ fn threads_sharing_a_mutex_exclude_each_other_and_wait_on_one_connection() {
     );
     assert_eq!(blocked_clients(&mut conn), 1);
     assert_eq!(done.load(Ordering::SeqCst), 0);
-    drop(guard);
+    // The holder's release, as python-redis-lock makes it.
+    let _: () = redis::pipe()
+        .del("lock:shared")
+        .lpush("lock-signal:shared", 1)
+        .query(&mut conn)
+        .unwrap();
     for t in threads {
         t.join(HANG);
     }
@@ -421,12 +427,13 @@ fn a_killed_holders_lock_is_taken_soon_after_it_expires() {
 fn release_by_a_non_owner_deletes_nothing() {
     let server = RedisServer::start();
     let mut conn = server.connection();
-    let pool = server.pool();
-    let first = RedisMutex::builder(pool.clone(), "lease")
+    // Two pools: two processes (in one process, the second would wait for the first's
+    // guard to go, whatever its lease).
+    let first = RedisMutex::builder(server.pool(), "lease")
         .expire(Duration::from_millis(100))
         .build()
         .unwrap();
-    let second = RedisMutex::builder(pool, "lease")
+    let second = RedisMutex::builder(server.pool(), "lease")
         .owner_id("second")
         .build()
         .unwrap();
@@ -485,7 +492,7 @@ fn reset_wakes_a_waiter_and_reset_all_leaves_other_keys() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let holder = RedisMutex::new(pool.clone(), "stuck").unwrap();
+    let holder = RedisMutex::new(server.pool(), "stuck").unwrap();
     let waiter = Arc::new(RedisMutex::new(pool.clone(), "stuck").unwrap());
     let guard = holder.lock().unwrap();
     let waiting = lock_in_thread(waiter.clone());
@@ -658,18 +665,21 @@ fn a_short_read_timeout_set_by_the_user_does_not_break_a_long_wait() {
         }
     }
     let server = RedisServer::start();
-    // A foreign r2d2 pool whose connections come with a 50 ms read timeout.
-    let theirs = r2d2::Pool::builder()
-        .test_on_check_out(false)
-        .connection_customizer(Box::new(ShortTimeouts))
-        .build(redis::Client::open(server.url()).unwrap())
-        .unwrap();
-    let pool = Pool::try_from(theirs).unwrap();
-    let holder = RedisMutex::builder(pool.clone(), "long")
+    // Foreign r2d2 pools whose connections come with a 50 ms read timeout (two of them:
+    // the holder stands for another process).
+    let theirs = || {
+        let pool = r2d2::Pool::builder()
+            .test_on_check_out(false)
+            .connection_customizer(Box::new(ShortTimeouts))
+            .build(redis::Client::open(server.url()).unwrap())
+            .unwrap();
+        Pool::try_from(pool).unwrap()
+    };
+    let holder = RedisMutex::builder(theirs(), "long")
         .expire(Duration::from_millis(700))
         .build()
         .unwrap();
-    let waiter = RedisMutex::new(pool, "long").unwrap();
+    let waiter = RedisMutex::new(theirs(), "long").unwrap();
     let _held = holder.lock().unwrap();
     // The wait (until the holder's 700 ms lease ends) is far longer than 50 ms.
     drop(waiter.try_lock_for(Duration::from_secs(5)).unwrap());
@@ -742,16 +752,14 @@ fn a_server_that_accepts_but_never_answers_fails_pool_new_within_its_bounds() {
 }
 
 #[test]
-fn a_timed_wait_on_a_pool_of_one_connection_ends_cleanly() {
+fn a_timed_wait_on_a_pool_without_a_spare_connection_ends_cleanly() {
     let server = RedisServer::start();
     let mut conn = server.connection();
-    // Two pools that have one connection and none to spare for a `CLIENT UNBLOCK`:
-    // - with `max_size(1)` a waiter never parks the pool's last connection in a BLPOP
-    //   (whoever holds the lock may need it to release), and naps without one instead;
-    // - with `max_size(2)` and no idle connection kept, it blocks in a BLPOP on its one
-    //   connection, and, with no other to unblock it from, waits for the server's late
-    //   reply to the timed-out BLPOP with a PING queued behind it.
-    for (max_size, min_idle, parks) in [(1, 1, false), (2, 0, true)] {
+    // A pool of two connections that keeps none idle: a waiter blocks in a BLPOP on its one
+    // connection and, with no other to unblock it from, waits for the server's late reply
+    // to the timed-out BLPOP with a PING queued behind it. (A pool of one is refused: a
+    // waiter blocks on one connection while a holder releases on another.)
+    for (max_size, min_idle) in [(2, 0)] {
         let name = format!("tiny-pool-{max_size}");
         let key = format!("lock:{name}");
         let single = server.pool_with(Pool::builder().max_size(max_size).min_idle(min_idle));
@@ -777,19 +785,12 @@ fn a_timed_wait_on_a_pool_of_one_connection_ends_cleanly() {
         let blpops = command_calls(&mut conn, "blpop") - blpops;
         let pings = command_calls(&mut conn, "ping") - pings;
         let unblocks = command_calls(&mut conn, "client|unblock") - unblocks;
-        if parks {
-            assert!(blpops > 0, "{name}: the waiter never blocked in a BLPOP");
-            assert!(
-                pings > 0,
-                "{name}: no timed-out BLPOP was waited out behind a PING"
-            );
-            assert_eq!(unblocks, 0, "{name}: a CLIENT UNBLOCK came from nowhere");
-        } else {
-            assert_eq!(
-                blpops, 0,
-                "{name}: the pool's last connection blocked in a BLPOP"
-            );
-        }
+        assert!(blpops > 0, "{name}: the waiter never blocked in a BLPOP");
+        assert!(
+            pings > 0,
+            "{name}: no timed-out BLPOP was waited out behind a PING"
+        );
+        assert_eq!(unblocks, 0, "{name}: a CLIENT UNBLOCK came from nowhere");
         let _: () = conn.del(&key).unwrap();
         // The one connection is in step: late replies were skipped, not taken as answers.
         let mine = waiter.try_lock().unwrap();
@@ -811,9 +812,9 @@ fn a_timed_wait_on_a_pool_of_one_connection_ends_cleanly() {
 fn relocking_right_after_a_release_lets_the_woken_waiter_go_first() {
     let server = RedisServer::start();
     let mut conn = server.connection();
-    let pool = server.pool();
-    let looper = Arc::new(RedisMutex::new(pool.clone(), "turn").unwrap());
-    let waiter = Arc::new(RedisMutex::new(pool, "turn").unwrap());
+    // Two pools: two processes.
+    let looper = Arc::new(RedisMutex::new(server.pool(), "turn").unwrap());
+    let waiter = Arc::new(RedisMutex::new(server.pool(), "turn").unwrap());
     for round in 0..20 {
         let guard = looper.lock().unwrap();
         let waiting = lock_in_thread(waiter.clone());

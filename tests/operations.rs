@@ -29,7 +29,8 @@ fn list_locks_shows_every_kind_of_lock_with_its_owner_lease_token_and_waiters() 
         .build()
         .unwrap();
     let queue = fair.lock().unwrap();
-    let waiter = RedisMutex::builder(pool.clone(), "queue")
+    // Another process waits: another pool.
+    let waiter = RedisMutex::builder(server.pool(), "queue")
         .fair(true)
         .expire(Duration::from_secs(30))
         .build()

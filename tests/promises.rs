@@ -64,7 +64,8 @@ fn every_mutex_call_on_a_stopped_server_fails_within_two_response_timeouts() {
         .expire(Duration::from_secs(10))
         .build()
         .unwrap();
-    let other = RedisMutex::new(pool, "stopped").unwrap();
+    // Another process: another pool.
+    let other = RedisMutex::new(self::pool(&server), "stopped").unwrap();
     let guard = mutex.lock().unwrap();
     server.pause();
     let bound = RT * 2 + SLACK;

@@ -87,7 +87,8 @@ fn a_reset_is_noticed_within_one_renewal_interval_and_touches_no_one_else() {
     // A third of it (1 s) and a half (1.5 s) are far apart next to the slack.
     let expire = Duration::from_secs(3);
     let (mutex, lost, calls) = renewed(pool.clone(), "reset-me", expire);
-    let other = RedisMutex::builder(pool.clone(), "reset-me")
+    // Another process: another pool.
+    let other = RedisMutex::builder(server.pool(), "reset-me")
         .owner_id("the-next-holder")
         .expire(Duration::from_secs(60))
         .build()

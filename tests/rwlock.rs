@@ -532,7 +532,8 @@ fn a_release_wakes_every_reader_it_held_back_at_once() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     let pool = server.pool();
-    let writer = RedisRwLock::new(pool.clone(), "board").unwrap();
+    // The writer is another process: another pool.
+    let writer = RedisRwLock::new(server.pool(), "board").unwrap();
     let guard = writer.write().unwrap();
     let (in_tx, in_rx) = mpsc::channel();
     let (out_tx, out_rx) = mpsc::channel::<()>();
@@ -600,7 +601,8 @@ fn a_writer_that_gives_up_lets_the_readers_behind_it_in_at_once() {
     let mut conn = server.connection();
     let pool = server.pool();
     let first = RedisRwLock::new(pool.clone(), "feed").unwrap();
-    let writer = RedisRwLock::new(pool.clone(), "feed").unwrap();
+    // The writer is another process: another pool.
+    let writer = RedisRwLock::new(server.pool(), "feed").unwrap();
     let late = RedisRwLock::new(pool, "feed/item").unwrap();
     let reading = first.read().unwrap();
     let giving_up = spawn("writer", move || {
@@ -786,7 +788,7 @@ fn threads_sharing_a_lock_read_together_and_write_alone() {
     drop(first);
 
     // Eight local readers behind a remote writer wait on one connection.
-    let outsider = RedisRwLock::new(pool, "local").unwrap();
+    let outsider = RedisRwLock::new(server.pool(), "local").unwrap();
     let writing = outsider.write().unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..8)

@@ -126,7 +126,8 @@ fn a_former_owner_can_neither_release_nor_extend() {
             .expire(Duration::from_millis(100))
             .build()
             .unwrap();
-        let owner = RedisMutex::builder(pool.clone(), name.as_str())
+        // Another process: another pool.
+        let owner = RedisMutex::builder(server.pool(), name.as_str())
             .owner_id("the-owner")
             .expire(Duration::from_secs(60))
             .auto_renewal(renewed)
@@ -232,10 +233,18 @@ fn only_the_operator_tools_remove_someone_elses_lock() {
     assert!(matches!(guard.unlock(), Err(Error::NotAcquired { .. })));
 }
 
-/// Takes an auto-renewed lock on `pool`, holds it through a renewal or two against a waiter
-/// with a short deadline (a timed-out BLPOP), then hands it to a blocked waiter; `admin` is
-/// a direct connection to look on with. `how` says what working renewal shows.
-fn lock_renew_and_hand_over(pool: &Pool, admin: &mut redis::Connection, name: &str, how: &str) {
+/// Takes an auto-renewed lock on the first of `pools`, holds it through a renewal or two
+/// against a waiter on the second with a short deadline (a timed-out BLPOP), then hands it to
+/// that waiter, blocked; `admin` is a direct connection to look on with. `how` says what
+/// working renewal shows. (Two pools: a process's mutexes of one pool and name wait for
+/// each other in the process.)
+fn lock_renew_and_hand_over(
+    pools: [&Pool; 2],
+    admin: &mut redis::Connection,
+    name: &str,
+    how: &str,
+) {
+    let [pool, waiter_pool] = pools;
     let owner_id = format!("{name}-holder");
     let holder = RedisMutex::builder(pool.clone(), name)
         .owner_id(owner_id.as_str())
@@ -243,7 +252,7 @@ fn lock_renew_and_hand_over(pool: &Pool, admin: &mut redis::Connection, name: &s
         .auto_renewal(true)
         .build()
         .unwrap();
-    let waiter = RedisMutex::new(pool.clone(), name).unwrap();
+    let waiter = RedisMutex::new(waiter_pool.clone(), name).unwrap();
     let guard = holder.lock().unwrap();
     let owner: String = admin.get(format!("lock:{name}")).unwrap();
     assert_eq!(owner, owner_id);
@@ -316,7 +325,13 @@ fn an_acl_user_with_a_password_locks_and_a_wrong_one_is_told() {
     ));
 
     let pool = pool_for("locker", "locker-password");
-    lock_renew_and_hand_over(&pool, &mut admin, "acl", "renewal works for the ACL user");
+    let other = pool_for("locker", "locker-password");
+    lock_renew_and_hand_over(
+        [&pool, &other],
+        &mut admin,
+        "acl",
+        "renewal works for the ACL user",
+    );
     assert_eq!(reset_all(&pool).unwrap(), 0);
 
     // Building a pool that connects at once fails there, naming the server.
@@ -453,11 +468,15 @@ mod tls {
         .unwrap();
         let pool = Pool::builder()
             .max_size(4)
+            .build_with_client(client.clone())
+            .unwrap();
+        let other = Pool::builder()
+            .max_size(4)
             .build_with_client(client)
             .unwrap();
         let mut conn = server.connection();
 
-        lock_renew_and_hand_over(&pool, &mut conn, "tls", "renewal works over TLS");
+        lock_renew_and_hand_over([&pool, &other], &mut conn, "tls", "renewal works over TLS");
         // The pool's connections are the server's TLS ones.
         let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
         let on_tls = clients

@@ -8,41 +8,31 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fair::FairCall;
+use super::calls::Calls;
 use crate::conn::{self, Route};
-use crate::duration::millis;
 use crate::held::Grant;
-use crate::keys::{MutexKeys, hash_tag, marker_token};
+use crate::keys::{hash_tag, marker_token};
 use crate::lease::Lease;
 use crate::renewal::{LaneKey, Renew, Renewal};
-use crate::scripts::{EXTEND, RELEASE};
+use crate::scripts::{EXTEND, Extend, Release};
 use crate::{Error, Pool, Result};
 
 /// One grant of a mutex: enough to release, extend, check and renew it without the mutex.
 pub(crate) struct MutexGrant {
     pub(super) pool: Pool,
-    pub(super) keys: Arc<MutexKeys>,
+    /// The mutex's script calls (its keys, owner id, fair mode).
+    pub(super) calls: Arc<Calls>,
     pub(super) name: Arc<str>,
-    pub(super) owner: Arc<str>,
     /// The expiry the lock was taken with; renewals restore it.
     pub(super) ttl: Option<Duration>,
-    pub(super) signal_expire: Duration,
     pub(super) response_timeout: Duration,
     /// On a cluster, the node the grant was made on: its renewals get a lane of their own.
     pub(super) server: Option<Arc<str>>,
-    /// Fair mode: the release hands the lock to the first queued waiter.
-    pub(super) fair: bool,
-    /// How long a grant marker lives (fair mode's handoff writes one).
-    pub(super) marker_ms: u64,
     /// This grant's fencing token, which its marker (`lock-grant:<name>`) names while it
     /// lasts: a release, extend or check of this grant leaves a later grant to the same
     /// owner id alone (a call of ours that came late, or was sent twice, must not touch it).
     pub(super) token: u64,
 }
-
-/// The outcomes of `extend.lua` for one key.
-const EXTENDED: i64 = 1;
-const GONE: i64 = 0;
 
 impl MutexGrant {
     fn fail(&self, conn: &mut conn::Conn, e: redis::RedisError, what: &'static str) -> Error {
@@ -50,7 +40,7 @@ impl MutexGrant {
     }
 
     fn route(&self) -> Route<'_> {
-        Route::Key(&self.keys.lock)
+        Route::Key(&self.calls.keys.lock)
     }
 
     /// Sends a renewal call with its reply bounded by `reply_timeout`. The error says
@@ -59,7 +49,7 @@ impl MutexGrant {
         &self,
         call: &crate::scripts::Call,
         reply_timeout: Duration,
-    ) -> std::result::Result<Vec<i64>, (bool, Error)> {
+    ) -> std::result::Result<Vec<Extend>, (bool, Error)> {
         let wait = reply_timeout.min(self.pool.connection_timeout());
         let mut conn = conn::checkout(&self.pool, self.route(), wait, self.response_timeout)
             .map_err(|e| (false, e))?;
@@ -70,7 +60,7 @@ impl MutexGrant {
             self.route(),
             Some(conn),
             self.response_timeout,
-            |c| call.invoke::<Vec<i64>>(c),
+            |c| call.invoke::<Vec<Extend>>(c),
         )
         .map_err(|e| (false, e))?;
         ran.result.map_err(|e| {
@@ -90,51 +80,24 @@ impl Grant for MutexGrant {
     }
 
     fn release(&self) -> Result<bool> {
-        let call = if self.fair {
-            FairCall {
-                keys: &self.keys,
-                owner: &self.owner,
-                waiter: "",
-                expire_ms: 0,
-                entry_ms: 0,
-                marker_ms: self.marker_ms,
-                signal_ms: millis(self.signal_expire),
-                token: self.token,
-            }
-            .call("release")
-        } else {
-            let mut call = RELEASE.call();
-            call.key(&self.keys.lock)
-                .key(&self.keys.signal)
-                .key(&self.keys.grant)
-                .arg(&*self.owner)
-                .arg(millis(self.signal_expire))
-                .arg(self.token);
-            call
-        };
+        let call = self.calls.release(self.token);
         let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
-            call.invoke::<i64>(c)
+            call.invoke::<Release>(c)
         })?;
         match ran.result {
-            // 1: released; 2 (fair mode): handed to the next waiter.
-            Ok(released) => Ok(released > 0),
+            Ok(released) => Ok(released != Release::NotOurs),
             Err(e) => Err(self.fail(&mut ran.conn, e, "release")),
         }
     }
 
     fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let mut call = EXTEND.call();
-        call.key(&self.keys.lock)
-            .key(&self.keys.grant)
-            .arg(&*self.owner)
-            .arg(millis(ttl))
-            .arg(self.token);
+        let call = self.calls.extend(ttl, self.token);
         let sent_at = Instant::now();
         let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
-            call.invoke::<Vec<i64>>(c)
+            call.invoke::<Vec<Extend>>(c)
         })?;
         match ran.result {
-            Ok(extended) if extended.first() == Some(&EXTENDED) => {
+            Ok(extended) if extended.first() == Some(&Extend::Extended) => {
                 lease.extended(sent_at, ttl);
                 Ok(true)
             }
@@ -150,14 +113,15 @@ impl Grant for MutexGrant {
 
     fn check(&self) -> Result<bool> {
         // The lock and its marker share a slot on a cluster.
+        let keys = &self.calls.keys;
         let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
             redis::cmd("MGET")
-                .arg(&self.keys.lock)
-                .arg(&self.keys.grant)
+                .arg(&keys.lock)
+                .arg(&keys.grant)
                 .query::<(Option<String>, Option<String>)>(c)
         })?;
         match ran.result {
-            Ok((owner, marker)) => Ok(owner.as_deref() == Some(&*self.owner)
+            Ok((owner, marker)) => Ok(owner.as_deref() == Some(self.calls.owner.as_str())
                 && marker.is_none_or(|m| marker_token(&m) == Some(self.token))),
             Err(e) => Err(self.fail(&mut ran.conn, e, "MGET")),
         }
@@ -187,7 +151,7 @@ impl Renew for MutexGrant {
         let mut hasher = DefaultHasher::new();
         self.pool.id().hash(&mut hasher);
         if self.pool.is_cluster() {
-            hash_tag(&self.keys.lock).hash(&mut hasher);
+            hash_tag(&self.calls.keys.lock).hash(&mut hasher);
         }
         self.response_timeout.hash(&mut hasher);
         Some(hasher.finish())
@@ -215,11 +179,7 @@ impl Renew for MutexGrant {
         }
         let mut call = EXTEND.call();
         for grant in &grants {
-            call.key(&grant.keys.lock)
-                .key(&grant.keys.grant)
-                .arg(&*grant.owner)
-                .arg(millis(grant.ttl()))
-                .arg(grant.token);
+            grant.calls.extend_into(&mut call, grant.ttl(), grant.token);
         }
         let reply_timeout = timeout.min(self.response_timeout);
         let sent_at = Instant::now();
@@ -234,12 +194,12 @@ impl Renew for MutexGrant {
                 .into_iter()
                 .zip(&grants)
                 .map(|(e, grant)| match e {
-                    EXTENDED => Renewal::Renewed {
+                    Extend::Extended => Renewal::Renewed {
                         sent_at,
                         ttl: grant.ttl(),
                     },
-                    GONE => Renewal::Gone { taken: false },
-                    _ => Renewal::Gone { taken: true },
+                    Extend::Gone => Renewal::Gone { taken: false },
+                    Extend::Taken => Renewal::Gone { taken: true },
                 })
                 .collect(),
             Ok(extended) => {

@@ -23,12 +23,17 @@
 -- ARGV[9]: for 'release', the fencing token of the grant to release: when the marker names
 --          another grant, the lock is a later grant to the same owner id (this release
 --          came late, or twice) and is left alone
--- Returns, for 'acquire': {1, token} when granted; {0, pttl} when held (pttl: the
--- holder's remaining milliseconds, -1 without expiry); {0, -2} when the lock was free but
+-- Returns, for 'acquire': {1, token} when granted, or when the lock holds a grant handed to
+-- us that we had not taken yet (its wake-up was not read, or was lost with a reply): it is
+-- claimed then, its expiry set anew as if granted now; {0, pttl} when held (pttl: the
+-- holder's remaining milliseconds, -1 without expiry); {2, 0} when the lock was free but
 -- handed to a waiter ahead of us; {-1, 0} when the key holds another type than string.
+-- An acquire that does not grant empties our wake list: whatever is there is a grant gone
+-- since, and a later wake-up is then always a grant made after this call.
 -- For 'release': 0 when not ours (nothing changed), 1 when released with nobody queued,
--- 2 when handed to a waiter. For 'leave': 1 when we held a grant (handed to us or made by
--- an acquire whose reply was lost) and passed it on, 0 otherwise.
+-- 2 when handed to a waiter (never to the releasing grant's own waiter). For 'leave': 1
+-- when we held a grant (handed to us or made by an acquire whose reply was lost) and
+-- passed it on, 0 otherwise.
 -- Everything that can fail (the counter's INCR) comes before a grant is written.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -116,16 +121,39 @@ local function free()
     redis.call('DEL', KEYS[4])
 end
 
+-- Whether the latest grant is ours: the marker names our waiter id, and the lock our owner.
+local function granted_to_me()
+    local marker = redis.call('GET', KEYS[4])
+    return marker and string.sub(marker, 1, #me + 1) == me .. '|'
+        and redis.call('GET', KEYS[1]) == owner, marker
+end
+
 if op == 'acquire' then
     if redis.call('EXISTS', KEYS[1]) == 1 then
         if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
             return {-1, 0}
         end
+        local mine, marker = granted_to_me()
+        if mine then
+            -- Handed to us earlier: claim it, with a lease that starts now.
+            remove(me)
+            redis.call('DEL', KEYS[7])
+            if ARGV[4] == '0' then
+                redis.call('PERSIST', KEYS[1])
+                redis.call('PERSIST', KEYS[4])
+            else
+                redis.call('PEXPIRE', KEYS[1], ARGV[4])
+                redis.call('PEXPIRE', KEYS[4], math.max(tonumber(ARGV[4]), tonumber(ARGV[6])))
+            end
+            return {1, tonumber(string.match(marker, '^[^|]*|(%d+)|'))}
+        end
+        redis.call('DEL', KEYS[7])
         if ARGV[5] ~= '0' then
             queue(ARGV[5])
         end
         return {0, redis.call('PTTL', KEYS[1])}
     end
+    redis.call('DEL', KEYS[7])
     local head = live_head()
     if not head or head[1] == me then
         remove(me)
@@ -143,7 +171,7 @@ if op == 'acquire' then
     if ARGV[5] ~= '0' then
         queue(ARGV[5])
     end
-    return {0, -2}
+    return {2, 0}
 elseif op == 'release' then
     if redis.call('GET', KEYS[1]) ~= owner then
         return 0
@@ -151,6 +179,12 @@ elseif op == 'release' then
     local marker = redis.call('GET', KEYS[4])
     if marker and string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[9] then
         return 0
+    end
+    -- The releasing grant's own waiter is not waiting any more, whatever its entry says.
+    if marker then
+        local holder = string.match(marker, '^([^|]*)|')
+        remove(holder)
+        redis.call('DEL', ARGV[7] .. holder)
     end
     local handed = hand_over()
     if type(handed) == 'table' then
@@ -164,9 +198,7 @@ elseif op == 'release' then
 else
     remove(me)
     redis.call('DEL', KEYS[7])
-    local marker = redis.call('GET', KEYS[4])
-    if not marker or string.sub(marker, 1, #me + 1) ~= me .. '|'
-            or redis.call('GET', KEYS[1]) ~= owner then
+    if not granted_to_me() then
         return 0
     end
     local handed = hand_over()

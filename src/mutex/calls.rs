@@ -1,0 +1,148 @@
+//! [`Calls`]: the script calls of one mutex, built in one place from its keys and options,
+//! for the lock (acquire, undo, fair mode's queue) and for its grants (release, extend).
+
+use std::time::Duration;
+
+use crate::duration::millis;
+use crate::keys::MutexKeys;
+use crate::scripts::{ACQUIRE, Call, EXTEND, FAIR, RELEASE, UNDO};
+
+/// What every script call of one mutex needs to know.
+#[derive(Debug)]
+pub(crate) struct Calls {
+    pub(super) keys: MutexKeys,
+    pub(super) owner: String,
+    /// The expiry of a grant in milliseconds; 0 for a lock that never expires.
+    expire_ms: u64,
+    /// How long a grant marker lives at least: long enough for an undo to follow its
+    /// acquire.
+    marker_ms: u64,
+    /// How long a wake-up waits in its list.
+    signal_ms: u64,
+    /// Fair mode: releases hand the lock over.
+    pub(super) fair: bool,
+}
+
+/// What a call of `fair.lua` does.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum FairOp {
+    /// Take the lock, claim a grant handed to us, or (with an entry's life) queue.
+    Acquire { entry: Option<Duration> },
+    /// Release the grant with this token, handing the lock to the first live waiter.
+    Release { token: u64 },
+    /// Leave the queue, passing on a grant handed to us meanwhile.
+    Leave,
+}
+
+/// The least a grant marker lives: an undo is sent at most a response timeout after its
+/// acquire, right behind it on the same connection.
+const MIN_GRANT_MARKER: Duration = Duration::from_secs(10);
+
+impl Calls {
+    pub(super) fn new(
+        keys: MutexKeys,
+        owner: &str,
+        expire: Option<Duration>,
+        signal_expire: Duration,
+        response_timeout: Duration,
+        fair: bool,
+    ) -> Calls {
+        Calls {
+            keys,
+            owner: owner.to_owned(),
+            expire_ms: expire.map_or(0, millis),
+            marker_ms: millis(response_timeout.saturating_mul(2).max(MIN_GRANT_MARKER)),
+            signal_ms: millis(signal_expire),
+            fair,
+        }
+    }
+
+    /// `acquire.lua` for the attempt `attempt`; `polite` right after our own release.
+    pub(super) fn acquire(&self, attempt: &str, polite: bool) -> Call {
+        let mut call = ACQUIRE.call();
+        call.key(&self.keys.lock)
+            .key(&self.keys.signal)
+            .key(&self.keys.fencing)
+            .key(&self.keys.grant)
+            .arg(&self.owner)
+            .arg(self.expire_ms)
+            .arg(if polite { "1" } else { "0" })
+            .arg(attempt)
+            .arg(self.marker_ms);
+        call
+    }
+
+    /// Undoes the grant of `attempt` (a waiter, in fair mode), whose reply was lost.
+    pub(super) fn undo(&self, attempt: &str) -> Call {
+        if self.fair {
+            return self.fair(attempt, FairOp::Leave);
+        }
+        let mut call = UNDO.call();
+        call.key(&self.keys.lock)
+            .key(&self.keys.signal)
+            .key(&self.keys.grant)
+            .arg(&self.owner)
+            .arg(self.signal_ms)
+            .arg(attempt);
+        call
+    }
+
+    /// Releases the grant with fencing token `token` (in fair mode, handing it over).
+    pub(super) fn release(&self, token: u64) -> Call {
+        if self.fair {
+            return self.fair("", FairOp::Release { token });
+        }
+        let mut call = RELEASE.call();
+        call.key(&self.keys.lock)
+            .key(&self.keys.signal)
+            .key(&self.keys.grant)
+            .arg(&self.owner)
+            .arg(self.signal_ms)
+            .arg(token);
+        call
+    }
+
+    /// A call of `fair.lua` for the waiter `waiter`.
+    pub(super) fn fair(&self, waiter: &str, op: FairOp) -> Call {
+        let (name, entry_ms, token) = match op {
+            FairOp::Acquire { entry } => ("acquire", entry.map_or(0, millis), 0),
+            FairOp::Release { token } => ("release", 0, token),
+            FairOp::Leave => ("leave", 0, 0),
+        };
+        let mut call = FAIR.call();
+        call.key(&self.keys.lock)
+            .key(&self.keys.signal)
+            .key(&self.keys.fencing)
+            .key(&self.keys.grant)
+            .key(&self.keys.queue)
+            .key(&self.keys.waiters)
+            .key(self.keys.wake(waiter))
+            .arg(name)
+            .arg(&self.owner)
+            .arg(waiter)
+            .arg(self.expire_ms)
+            .arg(entry_ms)
+            .arg(self.marker_ms)
+            .arg(&self.keys.wake_prefix)
+            .arg(self.signal_ms)
+            .arg(token);
+        call
+    }
+
+    /// Adds the compare-and-extend of the grant with `token` to a call of `extend.lua`, which
+    /// extends any number of locks of one slot at once.
+    pub(super) fn extend_into(&self, call: &mut Call, ttl: Duration, token: u64) {
+        call.key(&self.keys.lock)
+            .key(&self.keys.grant)
+            .arg(&self.owner)
+            .arg(millis(ttl))
+            .arg(token);
+    }
+
+    /// A call of `extend.lua` for the grant with `token` alone.
+    pub(super) fn extend(&self, ttl: Duration, token: u64) -> Call {
+        let mut call = EXTEND.call();
+        self.extend_into(&mut call, ttl, token);
+        call
+    }
+}
