@@ -354,6 +354,7 @@ impl FairScript {
             .arg(format!("lock-wake:{n}:"))
             .arg(1000)
             .arg(token)
+            .arg(3000)
             .invoke(&mut self.conn)
             .unwrap()
     }
@@ -470,4 +471,30 @@ fn a_stale_wake_up_is_dropped_by_the_next_attempt() {
         !stale,
         "the attempt left a stale wake-up for its BLPOP to take"
     );
+}
+
+/// A lock without expiry handed to a waiter that died before it took it: the handoff's
+/// provisional expiry frees it a few seconds later, instead of never.
+#[test]
+fn a_killed_waiter_of_a_lock_without_expiry_holds_it_up_for_seconds_not_forever() {
+    let server = RedisServer::start();
+    let mut fair = FairScript::new(&server, "forever");
+    let mut conn = server.connection();
+    let (_, first) = fair.acquire("holder", "h1", 0);
+    assert_eq!(fair.acquire("doomed", "d1", 0).0, 0, "queued");
+    // The waiter dies; its entry is still fresh when the release comes.
+    assert_eq!(
+        fair.release("holder", first),
+        2,
+        "handed to the dead waiter"
+    );
+    let pttl: i64 = conn.pttl("lock:forever").unwrap();
+    assert!(
+        (1..=3000).contains(&pttl),
+        "a handoff of a lock without expiry lives until claimed, 3 s at most: PTTL {pttl}"
+    );
+    // A live waiter that claims it lifts the provisional expiry.
+    assert_eq!(fair.acquire("doomed", "d1", 0).0, 1, "claimed");
+    let pttl: i64 = conn.pttl("lock:forever").unwrap();
+    assert_eq!(pttl, -1, "claimed, the lock has no expiry again");
 }

@@ -38,6 +38,15 @@ pub(super) enum FairOp {
 /// acquire, right behind it on the same connection.
 const MIN_GRANT_MARKER: Duration = Duration::from_secs(10);
 
+/// How long a fair waiter's queue entry lives unless refreshed: two refreshes, so one late
+/// refresh does not drop a live waiter, while a dead one is skipped within a second.
+pub(super) const ENTRY_TTL: Duration = Duration::from_millis(1000);
+
+/// How long a lock without expiry handed to a fair waiter lives until the waiter claims
+/// it: a few entry lives (the waiter was live a moment ago), so that one that died
+/// meanwhile holds nobody up for longer.
+const CLAIM_WINDOW: Duration = Duration::from_millis(3000);
+
 impl Calls {
     pub(super) fn new(
         keys: MutexKeys,
@@ -125,7 +134,8 @@ impl Calls {
             .arg(self.marker_ms)
             .arg(&self.keys.wake_prefix)
             .arg(self.signal_ms)
-            .arg(token);
+            .arg(token)
+            .arg(millis(CLAIM_WINDOW));
         call
     }
 

@@ -12,12 +12,14 @@
 //! list, so it is a grant made since: its lease counts from before the attempt was sent. A
 //! grant whose wake-up was never read (the `BLPOP` had ended, or its reply was lost) is
 //! found by the next attempt instead, which claims it only if the lock and its marker still
-//! name it, and sets its expiry anew.
+//! name it, and sets its expiry anew. A lock without expiry is handed over with a
+//! provisional one, so that a waiter that died meanwhile does not hold it forever: its
+//! wake-up is claimed with one more attempt, which lifts it.
 
 use std::time::{Duration, Instant};
 
 use super::RedisMutex;
-use super::calls::FairOp;
+use super::calls::{ENTRY_TTL, FairOp};
 use crate::conn::{self, Conn, Route};
 use crate::held::NewGrant;
 use crate::scripts::Acquire;
@@ -27,10 +29,6 @@ use crate::{Error, Result};
 /// How often a waiting fair waiter refreshes its queue entry: its `BLPOP` never waits
 /// longer.
 pub(super) const REFRESH: Duration = Duration::from_millis(500);
-
-/// How long a queue entry lives unless refreshed: two refreshes, so one late refresh does
-/// not drop a live waiter, while a dead one is skipped within a second.
-const ENTRY_TTL: Duration = Duration::from_millis(1000);
 
 impl RedisMutex {
     /// Takes the lock in fair mode, waiting until `deadline` (`None`: forever). `Ok(None)`
@@ -46,6 +44,7 @@ impl RedisMutex {
         let acquired = wait::acquire(&self.wait(&signals, deadline), |mut conn, woken| {
             if let (Some(Woken { list, value }), Some(sent_at)) = (&woken, last_attempt)
                 && *list == wake
+                && self.options.expire.is_some()
             {
                 // Handed over by a release: the wake-up is the grant.
                 let token = value.parse().map_err(|_| Error::Protocol {

@@ -23,9 +23,13 @@
 -- ARGV[9]: for 'release', the fencing token of the grant to release: when the marker names
 --          another grant, the lock is a later grant to the same owner id (this release
 --          came late, or twice) and is left alone
+-- ARGV[10]: how long a lock without expiry handed to a waiter lives until the waiter
+--          claims it, in milliseconds (a few lives of a queue entry: the waiter was live
+--          a moment ago)
 -- Returns, for 'acquire': {1, token} when granted, or when the lock holds a grant handed to
--- us that we had not taken yet (its wake-up was not read, or was lost with a reply): it is
--- claimed then, its expiry set anew as if granted now; {0, pttl} when held (pttl: the
+-- us that we had not taken yet (its wake-up was not read, or was lost with a reply, or the
+-- lock has no expiry and the handoff's provisional one must be lifted): it is claimed then,
+-- its expiry set anew as if granted now; {0, pttl} when held (pttl: the
 -- holder's remaining milliseconds, -1 without expiry); {2, 0} when the lock was free but
 -- handed to a waiter ahead of us; {-1, 0} when the key holds another type than string.
 -- An acquire that does not grant empties our wake list: whatever is there is a grant gone
@@ -83,14 +87,20 @@ local function grant(id, expire, holder)
 end
 
 -- Hands the lock to the first live waiter: grants it and pushes the token to its list,
--- which wakes it. False when nobody is queued.
+-- which wakes it. False when nobody is queued. A lock without expiry is handed over with
+-- an expiry of ARGV[10] milliseconds, which the waiter's claim lifts: a waiter that died
+-- before it could take its grant holds nobody up for longer than that.
 local function hand_over()
     local head = live_head()
     if not head then
         return false
     end
     remove(head[1])
-    local token = grant(head[1], head[2], head[3])
+    local expire = head[2]
+    if expire == '0' then
+        expire = ARGV[10]
+    end
+    local token = grant(head[1], expire, head[3])
     if type(token) == 'table' then
         return token
     end

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod cluster;
+pub mod history;
 pub mod proxy;
 pub mod python;
 pub mod sentinel;
