@@ -44,6 +44,11 @@ const MANY_NAMES: usize = 1_000;
 const MANY_NAMES_THREADS: usize = 8;
 const MANY_NAMES_RUN: Duration = Duration::from_secs(3);
 const LATE_WAITS: usize = 20;
+/// The crowd: this many threads on one name, in blocks of this long, alternating between
+/// threads that build their own mutex for every cycle and threads that share one.
+const CROWD_THREADS: usize = 64;
+const CROWD_BLOCK: Duration = Duration::from_millis(800);
+const CROWD_BLOCKS: usize = 3;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -193,6 +198,29 @@ fn loopback(url: &str, f: &mut Figures) -> BoxResult<()> {
         f.row(
             "  fairness (fewest / most grants)",
             format!("{:.3} ({:?})", c.fairness, c.grants),
+        );
+    }
+
+    for fair in [false, true] {
+        let c = crowd(url, fair)?;
+        let prefix = if fair { "fair_" } else { "" };
+        f.num(
+            &format!("{prefix}crowd_calls_per_grant"),
+            c.calls_per_grant,
+            2,
+        );
+        f.num(&format!("{prefix}crowd_cycles_per_s"), c.own, 0);
+        f.num(&format!("{prefix}crowd_vs_shared"), c.own / c.shared, 3);
+        let mode = if fair { "fair" } else { "default" };
+        f.row(
+            format!("crowd ({mode}): {CROWD_THREADS} threads, one name, a mutex each"),
+            format!(
+                "{:.0} cycles/s = {:.3} of {CROWD_THREADS} threads sharing one mutex; {:.2} \
+                 script calls per grant",
+                c.own,
+                c.own / c.shared,
+                c.calls_per_grant
+            ),
         );
     }
 
@@ -347,6 +375,29 @@ fn at_latency(url: &str, latency: Duration, f: &mut Figures) -> BoxResult<()> {
             ),
         );
     }
+    for fair in [false, true] {
+        let c = crowd(url, fair)?;
+        let prefix = if fair { "fair_" } else { "" };
+        f.num(
+            &format!("{prefix}crowd_calls_per_grant"),
+            c.calls_per_grant,
+            2,
+        );
+        f.num(&format!("{prefix}crowd_cycles_per_s"), c.own, 0);
+        f.num(&format!("{prefix}crowd_vs_shared"), c.own / c.shared, 3);
+        let mode = if fair { "fair" } else { "default" };
+        f.row(
+            format!("crowd ({mode}): {CROWD_THREADS} threads, one name, a mutex each"),
+            format!(
+                "{:.0} cycles/s = {:.3} of {CROWD_THREADS} threads sharing one mutex; {:.2} \
+                 script calls per grant",
+                c.own,
+                c.own / c.shared,
+                c.calls_per_grant
+            ),
+        );
+    }
+
     let servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
     let proxies: Vec<proxy::FaultProxy> = servers
         .iter()
@@ -618,6 +669,84 @@ fn contended_worker(url: &str, process: &str, name: &str, fair: bool) -> BoxResu
     Ok(())
 }
 
+struct Crowd {
+    /// Cycles per second of threads that build a mutex of their own for every cycle.
+    own: f64,
+    /// Cycles per second of threads that share one mutex.
+    shared: f64,
+    /// Script calls (`EVAL` and `EVALSHA`) per grant of the threads with their own mutexes.
+    calls_per_grant: f64,
+}
+
+/// `CROWD_THREADS` threads lock and unlock one name through the default pool (16
+/// connections), in alternating blocks: each thread building its own mutex for every cycle
+/// (as a worker pool builds one per job), or all sharing one.
+fn crowd(url: &str, fair: bool) -> BoxResult<Crowd> {
+    let pool = Pool::new(url)?;
+    let name = format!("bench:crowd-{fair}");
+    let build = {
+        let (pool, name) = (pool.clone(), name.clone());
+        move || {
+            RedisMutex::builder(pool.clone(), name.as_str())
+                .fair(fair)
+                .expire(Duration::from_secs(10))
+                .build()
+        }
+    };
+    let shared = Arc::new(build()?);
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    let (mut own, mut together) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+    let mut own_calls = 0;
+    for block in 0..CROWD_BLOCKS * 2 + 1 {
+        let alone = block % 2 == 1;
+        let calls = script_calls(&mut conn)?;
+        let started = Instant::now();
+        let threads: Vec<_> = (0..CROWD_THREADS)
+            .map(|_| {
+                let (build, shared) = (build.clone(), shared.clone());
+                thread::spawn(move || -> Result<u64, String> {
+                    let mut cycles = 0;
+                    while started.elapsed() < CROWD_BLOCK {
+                        let cycle = if alone {
+                            build().and_then(|mutex| mutex.lock()?.unlock())
+                        } else {
+                            shared.lock().and_then(|guard| guard.unlock())
+                        };
+                        cycle.map_err(|e| e.to_string())?;
+                        cycles += 1;
+                    }
+                    Ok(cycles)
+                })
+            })
+            .collect();
+        let mut cycles = 0;
+        for t in threads {
+            cycles += t.join().map_err(|_| "a crowd thread panicked")??;
+        }
+        let spent = started.elapsed();
+        // Block 0 warms up.
+        match (block, alone) {
+            (0, _) => {}
+            (_, true) => {
+                own = (own.0 + cycles, own.1 + spent);
+                own_calls += script_calls(&mut conn)? - calls;
+            }
+            (_, false) => together = (together.0 + cycles, together.1 + spent),
+        }
+    }
+    let rate = |(cycles, spent): (u64, Duration)| cycles as f64 / spent.as_secs_f64();
+    Ok(Crowd {
+        own: rate(own),
+        shared: rate(together),
+        calls_per_grant: own_calls as f64 / own.0 as f64,
+    })
+}
+
+/// Scripts the server ran (`EVAL` and `EVALSHA`).
+fn script_calls(conn: &mut redis::Connection) -> BoxResult<u64> {
+    Ok(command_calls(conn, "eval")? + command_calls(conn, "evalsha")?)
+}
+
 struct RedlockRatio {
     five: Duration,
     one: Duration,
@@ -656,14 +785,18 @@ fn redlock5_vs_1(urls: &[String], cycles: usize) -> BoxResult<RedlockRatio> {
     })
 }
 
-fn evalsha_calls(conn: &mut redis::Connection) -> BoxResult<u64> {
+/// How many times the server ran `command` (0 if never).
+fn command_calls(conn: &mut redis::Connection, command: &str) -> BoxResult<u64> {
     let info: String = redis::cmd("INFO").arg("commandstats").query(conn)?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .ok_or("no evalsha in INFO commandstats")?
-        .parse()?)
+    let prefix = format!("cmdstat_{command}:calls=");
+    match info.lines().find_map(|l| l.strip_prefix(prefix.as_str())) {
+        Some(rest) => Ok(rest.split(',').next().unwrap_or("0").parse()?),
+        None => Ok(0),
+    }
+}
+
+fn evalsha_calls(conn: &mut redis::Connection) -> BoxResult<u64> {
+    command_calls(conn, "evalsha")
 }
 
 fn renewal_cmds_per_s(url: &str) -> BoxResult<f64> {
@@ -810,9 +943,9 @@ where
 /// How late `try_lock_for` returns on a lock held throughout: `LATE_WAITS` waits of 50 ms on
 /// an otherwise idle server; the median and the worst lateness, in milliseconds.
 fn try_lock_for_lateness(url: &str) -> BoxResult<(f64, f64)> {
-    let pool = Pool::new(url)?;
-    let holder = RedisMutex::new(pool.clone(), "bench:late")?;
-    let waiter = RedisMutex::new(pool, "bench:late")?;
+    // Two pools: the holder stands for another process.
+    let holder = RedisMutex::new(Pool::new(url)?, "bench:late")?;
+    let waiter = RedisMutex::new(Pool::new(url)?, "bench:late")?;
     let _held = holder.lock()?;
     let wait = Duration::from_millis(50);
     let mut late = Vec::with_capacity(LATE_WAITS);

@@ -298,6 +298,12 @@ fn checkout_any(
     response_timeout: Duration,
     connect_timeout: Duration,
 ) -> Result<Conn> {
+    // An idle connection, at once: the common case.
+    if let Some(checkout) = try_get(node) {
+        let mut conn = wrap(checkout, node.clone());
+        conn.set_timeout(response_timeout)?;
+        return Ok(conn);
+    }
     let started = Instant::now();
     let checkout = match node.health.failure() {
         Some(failure) => match try_get(node) {

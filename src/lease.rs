@@ -96,9 +96,8 @@ pub(crate) fn lease_end(sent_at: Instant, ttl: Duration) -> Instant {
 
 /// What a guard knows, without asking Redis, about how long its lock is still ours.
 pub(crate) struct Lease {
-    /// Who held what: the report for `on_lost` (its reason is filled in then).
-    holder: LostLock,
-    labels: Labels,
+    /// Who held what: the report for `on_lost` is made of it.
+    holder: Holder,
     /// `None` for a lock that never expires.
     valid_until: Mutex<Option<Instant>>,
     /// The shortest lease a request whose reply was lost asked for: it may still run, after
@@ -119,11 +118,11 @@ impl fmt::Debug for Lease {
 }
 
 /// Who holds a lease: the lock's name, the owner id and the fencing token, if any; and the
-/// labels of the lock's metrics.
+/// labels of the lock's metrics. (Shared strings: one is made for every grant.)
 #[derive(Debug, Clone)]
 pub(crate) struct Holder {
-    pub(crate) name: String,
-    pub(crate) owner_id: String,
+    pub(crate) name: Arc<str>,
+    pub(crate) owner_id: Arc<str>,
     pub(crate) fencing_token: Option<u64>,
     pub(crate) labels: Labels,
 }
@@ -148,13 +147,7 @@ impl Lease {
 
     fn with_end(holder: Holder, valid_until: Option<Instant>, on_lost: Option<OnLost>) -> Self {
         Lease {
-            holder: LostLock {
-                name: holder.name,
-                owner_id: holder.owner_id,
-                fencing_token: holder.fencing_token,
-                reason: LostReason::Expired,
-            },
-            labels: holder.labels,
+            holder,
             valid_until: Mutex::new(valid_until),
             doubt: Mutex::new(None),
             lost: AtomicBool::new(false),
@@ -172,7 +165,7 @@ impl Lease {
 
     /// The labels of the lock's metrics.
     pub(crate) fn labels(&self) -> &Labels {
-        &self.labels
+        &self.holder.labels
     }
 
     /// How long the lock is certainly still ours; `None` without expiry, zero once lost.
@@ -258,7 +251,7 @@ impl Lease {
         }
         log::warn!("lock `{}` lost ({reason}): {why}", self.holder.name);
         metrics::lost(
-            &self.labels,
+            &self.holder.labels,
             match reason {
                 LostReason::TakenOver => "taken_over",
                 LostReason::Reset => "reset",
@@ -268,8 +261,10 @@ impl Lease {
         );
         if let Some(callback) = &self.on_lost {
             let report = LostLock {
+                name: self.holder.name.to_string(),
+                owner_id: self.holder.owner_id.to_string(),
+                fencing_token: self.holder.fencing_token,
                 reason,
-                ..self.holder.clone()
             };
             if catch_unwind(AssertUnwindSafe(|| callback(&report))).is_err() {
                 log::error!(
@@ -285,7 +280,7 @@ impl Lease {
     pub(crate) fn mark_lost_quietly(&self, why: &str) {
         if !self.lost.swap(true, Ordering::AcqRel) {
             log::debug!("lock `{}` lost: {why}", self.holder.name);
-            metrics::lost(&self.labels, "found_by_holder");
+            metrics::lost(&self.holder.labels, "found_by_holder");
         }
     }
 

@@ -21,7 +21,7 @@ use crate::keys::{MutexKeys, Scheme};
 use crate::lease::Holder;
 use crate::local::Locals;
 use crate::metrics::Labels;
-use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
+use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
 use crate::scripts::{Acquire, RESET, Reset};
 use crate::wait::{self, Acquired, Attempt, Wait};
 use crate::{Error, Pool, Result, TryLockError};
@@ -628,8 +628,9 @@ impl RedisMutex {
             .is_some_and(|at| at.elapsed() < self.options.signal_expire / 2);
         let signals = [self.keys().signal.as_str()];
         let acquired = wait::acquire(&self.wait(&signals, deadline), |conn, _woken| {
-            let attempt = format!("{:016x}", rand::random::<u64>());
-            let call = self.calls.acquire(&attempt, std::mem::take(&mut polite));
+            let attempt = AttemptId::new();
+            let attempt = attempt.as_str();
+            let call = self.calls.acquire(attempt, std::mem::take(&mut polite));
             let sent_at = Instant::now();
             let (mut conn, reply) = conn::run_grant(
                 &self.pool,
@@ -638,11 +639,11 @@ impl RedisMutex {
                 self.options.response_timeout,
                 (&self.name, "acquire"),
                 |c| call.invoke::<Acquire>(c),
-                |c, e| self.undo(c, &attempt, &e.to_string()),
+                |c, e| self.undo(c, attempt, &e.to_string()),
             )?;
             let found = match reply {
                 Acquire::Granted { token } => {
-                    Attempt::Granted(self.granted(&mut conn, &attempt, sent_at, token)?)
+                    Attempt::Granted(self.granted(&mut conn, attempt, sent_at, token)?)
                 }
                 Acquire::WrongType => return Err(self.wrong_type()),
                 // Its acquire is a round trip away; if it died on the way, this bounds how
@@ -714,8 +715,8 @@ impl RedisMutex {
             token: granted.token,
         };
         let holder = Holder {
-            name: self.name.to_string(),
-            owner_id: self.options.owner_id.clone(),
+            name: self.name.clone(),
+            owner_id: self.calls.owner.clone(),
             fencing_token: Some(granted.token),
             labels: self.labels.clone(),
         };

@@ -151,6 +151,27 @@ impl LockOptionsBuilder {
     }
 }
 
+/// 64 random bits as 16 lowercase hex digits, without an allocation: an acquire attempt's
+/// or a fair waiter's id, made for every attempt.
+#[derive(Clone, Copy)]
+pub(crate) struct AttemptId([u8; 16]);
+
+impl AttemptId {
+    pub(crate) fn new() -> AttemptId {
+        let bits = rand::random::<u64>();
+        let mut hex = [0u8; 16];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((bits >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        AttemptId(hex)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// 128 bits from the thread's CSPRNG, as 32 lowercase hex digits.
 pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
@@ -460,6 +481,20 @@ mod tests {
         assert_eq!(ids.len(), 10_000);
         assert!(ids.iter().all(|id| {
             id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        }));
+    }
+
+    #[test]
+    fn attempt_ids_are_64_bit_hex_and_distinct() {
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| AttemptId::new().as_str().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| {
+            id.len() == 16
                 && id
                     .bytes()
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())

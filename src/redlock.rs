@@ -423,8 +423,8 @@ impl Redlock {
         };
         let lease = Lease::until(
             Holder {
-                name: resource.to_owned(),
-                owner_id: token,
+                name: resource.into(),
+                owner_id: token.into(),
                 fencing_token: None,
                 labels: self.labels.clone(),
             },

@@ -596,8 +596,8 @@ impl RedisRwLock {
             server: granted.server.clone(),
         };
         let holder = Holder {
-            name: self.path.to_string(),
-            owner_id: lease_id,
+            name: self.path.clone(),
+            owner_id: lease_id.into(),
             fencing_token: (mode == Mode::Write).then_some(granted.token),
             labels: self.labels_of(mode),
         };

@@ -37,28 +37,97 @@ impl Lua {
     pub(crate) fn call(&'static self) -> Call {
         Call {
             lua: self,
-            keys: Vec::new(),
-            args: Vec::new(),
+            keys: Parts::with_capacity(96, 6),
+            args: Parts::with_capacity(96, 8),
         }
     }
 }
 
-/// A script call with its keys and arguments.
+/// A script call with its keys and arguments, each encoded once, into one buffer for the
+/// keys and one for the arguments: a call is built for every request on the hot path.
 pub(crate) struct Call {
     lua: &'static Lua,
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
+    keys: Parts,
+    args: Parts,
+}
+
+/// Command parts (keys, or arguments) back to back, and where each ends.
+struct Parts {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Parts {
+    /// Room for `parts` parts of `bytes` bytes in all, the size of most calls: a call then
+    /// allocates twice, whatever its parts.
+    fn with_capacity(bytes: usize, parts: usize) -> Parts {
+        Parts {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(parts),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.bytes[start..end])
+    }
+}
+
+impl redis::RedisWrite for Parts {
+    fn write_arg(&mut self, arg: &[u8]) {
+        self.bytes.extend_from_slice(arg);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn writer_for_next_arg(&mut self) -> impl std::io::Write + '_ {
+        NextPart(self)
+    }
+}
+
+/// The writer of one part; the part ends when it is dropped.
+struct NextPart<'a>(&'a mut Parts);
+
+impl std::io::Write for NextPart<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for NextPart<'_> {
+    fn drop(&mut self) {
+        self.0.ends.push(self.0.bytes.len());
+    }
 }
 
 impl Call {
     pub(crate) fn key(&mut self, key: impl ToRedisArgs) -> &mut Call {
-        self.keys.extend(key.to_redis_args());
+        key.write_redis_args(&mut self.keys);
         self
     }
 
     pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Call {
-        self.args.extend(arg.to_redis_args());
+        arg.write_redis_args(&mut self.args);
         self
+    }
+
+    /// The command `verb script numkeys keys... args...`.
+    fn command(&self, verb: &str, script: &str) -> redis::Cmd {
+        let mut cmd = redis::Cmd::with_capacity(
+            3 + self.keys.ends.len() + self.args.ends.len(),
+            verb.len() + script.len() + 8 + self.keys.bytes.len() + self.args.bytes.len(),
+        );
+        cmd.arg(verb).arg(script).arg(self.keys.ends.len());
+        for part in self.keys.iter().chain(self.args.iter()) {
+            cmd.arg(part);
+        }
+        cmd
     }
 
     /// Runs the call as `EVALSHA`, loading the script first if the server lacks it.
@@ -66,25 +135,20 @@ impl Call {
         &self,
         conn: &mut dyn redis::ConnectionLike,
     ) -> RedisResult<T> {
-        let mut invocation = self.lua.script.prepare_invoke();
-        for key in &self.keys {
-            invocation.key(key);
+        let cmd = self.command("EVALSHA", self.lua.script.get_hash());
+        match cmd.query(conn) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.lua.script.load(conn)?;
+                cmd.query(conn)
+            }
+            result => result,
         }
-        for arg in &self.args {
-            invocation.arg(arg);
-        }
-        invocation.invoke(conn)
     }
 
     /// The call as one plain `EVAL` with the script's source, for a connection that has a
     /// reply still unread.
     pub(crate) fn eval(&self) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(self.lua.source)
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
-        cmd
+        self.command("EVAL", self.lua.source)
     }
 
     /// Runs the call as [`eval`](Self::eval) when `pending`, else as
@@ -322,6 +386,31 @@ mod tests {
         );
         assert_eq!(decode::<Reset>(Value::Int(-1)).unwrap(), Reset::WrongType);
         assert!(decode::<Reset>(Value::Int(9)).is_err());
+    }
+
+    #[test]
+    fn a_call_is_sent_as_evalsha_with_its_keys_then_its_arguments() {
+        let mut call = RELEASE.call();
+        call.key("lock:a")
+            .arg("me")
+            .key(&["lock-signal:a", "lock-grant:a"][..])
+            .arg(1000u64);
+        let packed = call
+            .command("EVALSHA", RELEASE.script.get_hash())
+            .get_packed_command();
+        let expected = redis::cmd("EVALSHA")
+            .arg(RELEASE.script.get_hash())
+            .arg(3)
+            .arg("lock:a")
+            .arg("lock-signal:a")
+            .arg("lock-grant:a")
+            .arg("me")
+            .arg(1000)
+            .get_packed_command();
+        assert_eq!(
+            String::from_utf8_lossy(&packed),
+            String::from_utf8_lossy(&expected)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`Calls`]: the script calls of one mutex, built in one place from its keys and options,
 //! for the lock (acquire, undo, fair mode's queue) and for its grants (release, extend).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::duration::millis;
@@ -11,7 +12,7 @@ use crate::scripts::{ACQUIRE, Call, EXTEND, FAIR, RELEASE, UNDO};
 #[derive(Debug)]
 pub(crate) struct Calls {
     pub(super) keys: MutexKeys,
-    pub(super) owner: String,
+    pub(super) owner: Arc<str>,
     /// The expiry of a grant in milliseconds; 0 for a lock that never expires.
     expire_ms: u64,
     /// How long a grant marker lives at least: long enough for an undo to follow its
@@ -58,7 +59,7 @@ impl Calls {
     ) -> Calls {
         Calls {
             keys,
-            owner: owner.to_owned(),
+            owner: owner.into(),
             expire_ms: expire.map_or(0, millis),
             marker_ms: millis(response_timeout.saturating_mul(2).max(MIN_GRANT_MARKER)),
             signal_ms: millis(signal_expire),
@@ -73,7 +74,7 @@ impl Calls {
             .key(&self.keys.signal)
             .key(&self.keys.fencing)
             .key(&self.keys.grant)
-            .arg(&self.owner)
+            .arg(&*self.owner)
             .arg(self.expire_ms)
             .arg(if polite { "1" } else { "0" })
             .arg(attempt)
@@ -90,7 +91,7 @@ impl Calls {
         call.key(&self.keys.lock)
             .key(&self.keys.signal)
             .key(&self.keys.grant)
-            .arg(&self.owner)
+            .arg(&*self.owner)
             .arg(self.signal_ms)
             .arg(attempt);
         call
@@ -105,7 +106,7 @@ impl Calls {
         call.key(&self.keys.lock)
             .key(&self.keys.signal)
             .key(&self.keys.grant)
-            .arg(&self.owner)
+            .arg(&*self.owner)
             .arg(self.signal_ms)
             .arg(token);
         call
@@ -127,7 +128,7 @@ impl Calls {
             .key(&self.keys.waiters)
             .key(self.keys.wake(waiter))
             .arg(name)
-            .arg(&self.owner)
+            .arg(&*self.owner)
             .arg(waiter)
             .arg(self.expire_ms)
             .arg(entry_ms)
@@ -144,7 +145,7 @@ impl Calls {
     pub(super) fn extend_into(&self, call: &mut Call, ttl: Duration, token: u64) {
         call.key(&self.keys.lock)
             .key(&self.keys.grant)
-            .arg(&self.owner)
+            .arg(&*self.owner)
             .arg(millis(ttl))
             .arg(token);
     }

@@ -22,6 +22,7 @@ use super::RedisMutex;
 use super::calls::{ENTRY_TTL, FairOp};
 use crate::conn::{self, Conn, Route};
 use crate::held::NewGrant;
+use crate::options::AttemptId;
 use crate::scripts::Acquire;
 use crate::wait::{self, Acquired, Attempt, Woken};
 use crate::{Error, Result};
@@ -34,8 +35,9 @@ impl RedisMutex {
     /// Takes the lock in fair mode, waiting until `deadline` (`None`: forever). `Ok(None)`
     /// when the deadline passed with the lock held elsewhere (having left the queue).
     pub(super) fn acquire_fair(&self, deadline: Option<Instant>) -> Result<Option<NewGrant>> {
-        let waiter = format!("{:016x}", rand::random::<u64>());
-        let wake = self.keys().wake(&waiter);
+        let waiter = AttemptId::new();
+        let waiter = waiter.as_str();
+        let wake = self.keys().wake(waiter);
         // Our own list carries our grant; the signal list wakes us when a client that is
         // not fair releases (python-redis-lock, or a mutex without `fair`).
         let signals = [wake.as_str(), self.keys().signal.as_str()];
@@ -50,14 +52,14 @@ impl RedisMutex {
                 let token = value.parse().map_err(|_| Error::Protocol {
                     what: "a fair handoff",
                 })?;
-                let granted = self.granted(&mut conn, &waiter, sent_at, token)?;
+                let granted = self.granted(&mut conn, waiter, sent_at, token)?;
                 return Ok((conn, Attempt::Granted(granted)));
             }
             let sent_at = Instant::now();
             last_attempt = Some(sent_at);
             let will_wait = deadline.is_none_or(|deadline| sent_at < deadline);
             let call = self.calls.fair(
-                &waiter,
+                waiter,
                 FairOp::Acquire {
                     entry: will_wait.then_some(ENTRY_TTL),
                 },
@@ -69,11 +71,11 @@ impl RedisMutex {
                 self.options.response_timeout,
                 (&self.name, "acquire"),
                 |c| call.invoke::<Acquire>(c),
-                |c, _| self.leave(c, &waiter, true),
+                |c, _| self.leave(c, waiter, true),
             )?;
             let found = match reply {
                 Acquire::Granted { token } => {
-                    Attempt::Granted(self.granted(&mut conn, &waiter, sent_at, token)?)
+                    Attempt::Granted(self.granted(&mut conn, waiter, sent_at, token)?)
                 }
                 Acquire::WrongType => return Err(self.wrong_type()),
                 Acquire::LeftToWaiter => Attempt::Blocked(REFRESH),
@@ -84,13 +86,13 @@ impl RedisMutex {
         match acquired {
             Acquired::Granted(granted) => Ok(Some(granted)),
             Acquired::TimedOut(conn) => {
-                self.leave_on(conn.map(|conn| *conn), &waiter);
+                self.leave_on(conn.map(|conn| *conn), waiter);
                 Ok(None)
             }
             // A grant may have been handed to us meanwhile: pass it on, right behind the
             // request that was not answered.
             Acquired::Failed(mut conn, e) => {
-                self.leave(&mut conn, &waiter, true);
+                self.leave(&mut conn, waiter, true);
                 Err(e)
             }
         }

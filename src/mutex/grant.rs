@@ -121,7 +121,7 @@ impl Grant for MutexGrant {
                 .query::<(Option<String>, Option<String>)>(c)
         })?;
         match ran.result {
-            Ok((owner, marker)) => Ok(owner.as_deref() == Some(self.calls.owner.as_str())
+            Ok((owner, marker)) => Ok(owner.as_deref() == Some(&*self.calls.owner)
                 && marker.is_none_or(|m| marker_token(&m) == Some(self.token))),
             Err(e) => Err(self.fail(&mut ran.conn, e, "MGET")),
         }
