@@ -70,8 +70,14 @@
 //!   nothing and report it.
 //! - In [fair mode](RedisMutexBuilder::fair), waiters queue in Redis in order of arrival,
 //!   and a release hands the lock straight to the first of them: its wake-up is its grant.
-//! - Threads of one process that share a [`RedisMutex`] queue on a local mutex first, so N
-//!   local waiters use one connection, not N.
+//! - **What waiting costs.** Every [`RedisMutex`] of one [`Pool`] and name in a process
+//!   shares one local queue, whether threads share one mutex or each builds its own: one
+//!   thread waits in Redis, on one connection, and the others wait in the process without a
+//!   call. A grant costs two script calls (the acquire and the release), and a waiter in
+//!   Redis one more per second it waits (500 ms in fair mode); 64 threads on one name
+//!   measure 2.0 calls per grant (`docs/performance.md`). All but one of a pool's
+//!   connections may wait at once, so a holder can always release; a process that waits
+//!   for more names at once than that takes turns, a second each.
 //! - With [auto-renewal](RedisMutexBuilder::auto_renewal), a background thread per server
 //!   renews every auto-renewed lease on it, in batches, compare-and-extend only.
 //! - Every connection has its read and write timeouts before its first byte, so every call

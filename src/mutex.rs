@@ -48,11 +48,12 @@ const DEFAULTS: Defaults = Defaults {
 /// lock when dropped. [`with_lock`](Self::with_lock) runs a closure under the lock, and
 /// [`lock_arc`](Self::lock_arc) gives an owned guard for an `Arc<RedisMutex>`.
 ///
-/// Threads of one process that share a `RedisMutex` (through an [`Arc`]) queue locally
-/// first, so however many of them wait, at most one of them talks to Redis about this lock
-/// at a time. Waiters do not poll: they sleep in `BLPOP` on the lock's signal list and a
-/// release wakes one of them. See the [crate docs](crate) for the protocol and its
-/// guarantees.
+/// Threads of one process queue locally first, whether they share a `RedisMutex` (through
+/// an [`Arc`]) or each builds its own for the same [`Pool`] and name (as a worker pool builds
+/// one per job): however many of them wait, one of them talks to Redis about this lock at a
+/// time, and a thread waits for a local holder to drop its guard. Waiters do not poll: they
+/// sleep in `BLPOP` on the lock's signal list and a release wakes one of them. See the
+/// [crate docs](crate) for the protocol and its guarantees.
 ///
 /// # Examples
 ///

@@ -85,7 +85,8 @@ const DEFAULTS: Defaults = Defaults {
 ///
 /// # Threads of one process
 ///
-/// Threads sharing a `RedisRwLock` (through an [`Arc`]) also exclude each other locally,
+/// Threads that use a path through one `RedisRwLock` (shared through an [`Arc`]) or through
+/// their own (of the same [`Pool`], path and separator) also exclude each other locally,
 /// through a [`parking_lot::RwLock`](https://docs.rs/parking_lot/0.12/parking_lot/type.RwLock.html): local readers share, a local writer waits for them,
 /// and a waiting local writer keeps new local readers out. Each read guard is its own lease
 /// in Redis. Readers that have to wait in Redis do so one at a time, so however many local

@@ -266,6 +266,15 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>)
         );
         let down = spawn_pump(&shared, id, "down", server, client, cut);
         state.links.insert(id, link);
+        // A thread that ended keeps its stack until joined: join those that are done, or a
+        // long run of reconnections runs out of memory maps.
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pumps)
+            .into_iter()
+            .partition(JoinHandle::is_finished);
+        state.pumps = running;
+        for pump in done {
+            pump.join().ok();
+        }
         state.pumps.extend(up);
         state.pumps.extend(down);
     }
