@@ -12,7 +12,7 @@ use crate::duration::check_duration;
 use crate::lease::{Holder, Lease};
 use crate::metrics;
 use crate::options::LockOptions;
-use crate::renewal::{self, Registration, Renew};
+use crate::renewal::{self, LaneKey, Registration, Renew, Renewing};
 use crate::{Error, Pool, Result};
 
 /// A grant an acquire attempt just made, before a guard holds it.
@@ -54,6 +54,69 @@ pub(crate) trait Grant: Send + Sync + 'static {
 
     /// Asks whether the grant is still ours.
     fn check(&self) -> Result<bool>;
+}
+
+/// Where a grant of a single-server lock lives, and what bounds its requests: the part of
+/// every such grant the renewal service needs.
+pub(crate) struct OnServer {
+    pub(crate) pool: Pool,
+    /// The lock's name (a read-write lock's path).
+    pub(crate) name: Arc<str>,
+    /// The expiry the lock was taken with; renewals restore it.
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) response_timeout: Duration,
+    /// On a cluster, the node the grant was made on: its renewals get a lane of their own.
+    pub(crate) server: Option<Arc<str>>,
+}
+
+impl OnServer {
+    /// The place of a grant just made, on `options`.
+    pub(crate) fn of(
+        pool: &Pool,
+        name: &Arc<str>,
+        new: &NewGrant,
+        options: &LockOptions,
+    ) -> OnServer {
+        OnServer {
+            pool: pool.clone(),
+            name: name.clone(),
+            ttl: options.expire,
+            response_timeout: options.response_timeout,
+            server: new.server.clone(),
+        }
+    }
+}
+
+/// A grant of a single-server lock: renewed on its server's lane, bounded by its response
+/// timeout, restoring the lock's expiry; how is its own.
+pub(crate) trait ServerGrant: Send + Sync + 'static {
+    fn on_server(&self) -> &OnServer;
+
+    /// How the grant is renewed: see [`Renew::renewing`].
+    fn renewing(&self) -> Renewing<'_>;
+}
+
+impl<G: ServerGrant> Renew for G {
+    fn ttl(&self) -> Duration {
+        // Only grants with an expiry are renewed.
+        self.on_server().ttl.unwrap_or(Duration::MAX)
+    }
+
+    fn lane(&self) -> LaneKey {
+        let on = self.on_server();
+        LaneKey {
+            pool: on.pool.id(),
+            server: on.server.clone(),
+        }
+    }
+
+    fn bound(&self) -> Duration {
+        self.on_server().response_timeout
+    }
+
+    fn renewing(&self) -> Renewing<'_> {
+        ServerGrant::renewing(self)
+    }
 }
 
 /// A grant held by a guard. Dropping it does nothing: guards call
@@ -249,6 +312,18 @@ impl<G: Grant> Held<G> {
             self.lease
                 .mark_lost_quietly("an extend found it no longer ours");
             Err(self.not_acquired())
+        }
+    }
+
+    /// Sets the remaining lease back to the whole expiry the lock was taken with.
+    ///
+    /// Errors: as for [`extend`](Self::extend).
+    pub(crate) fn renew(&self) -> Result<()> {
+        match self.expire {
+            Some(ttl) => self.extend(ttl),
+            None => Err(Error::NotExpirable {
+                name: self.grant.name().to_owned(),
+            }),
         }
     }
 

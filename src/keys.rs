@@ -14,6 +14,31 @@ pub(crate) use rwlock::{Mode, RwKeys, check_path, level_keys, parse_key, path_of
 
 use crate::Pool;
 
+/// The key families of this crate's locks, as the operator tools (`list_locks`,
+/// `reset_all`, `reset_owned_by`) walk them: each family's keys match one `SCAN` pattern.
+/// A new lock kind adds its family here; the tools match on every family, so a kind they do
+/// not handle does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// Mutexes (python-redis-lock's too): `lock:<name>`.
+    Mutex,
+    /// Read-write locks: `rwlock:<kind>:<path>`, a dozen sets and lists per level.
+    RwLock,
+}
+
+impl Family {
+    /// Every family, in the order the tools walk them.
+    pub(crate) const ALL: [Family; 2] = [Family::Mutex, Family::RwLock];
+
+    /// The `SCAN` pattern that finds the family's keys.
+    pub(crate) fn pattern(self) -> &'static str {
+        match self {
+            Family::Mutex => "lock:*",
+            Family::RwLock => "rwlock:*",
+        }
+    }
+}
+
 /// How a pool lays keys out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scheme {

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 use crate::conn::{self, Conn, Route};
 use crate::duration::millis;
-use crate::held::{Held, NewGrant};
+use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{MutexKeys, Scheme};
 use crate::lease::Holder;
 use crate::local::Locals;
@@ -707,12 +707,8 @@ impl RedisMutex {
     /// The guard's core for a grant.
     fn core<L: LocalGuard>(&self, local: L, granted: NewGrant) -> Result<Core<L>> {
         let grant = MutexGrant {
-            pool: self.pool.clone(),
+            on: OnServer::of(&self.pool, &self.name, &granted, &self.options),
             calls: self.calls.clone(),
-            name: self.name.clone(),
-            ttl: self.options.expire,
-            response_timeout: self.options.response_timeout,
-            server: granted.server.clone(),
             token: granted.token,
         };
         let holder = Holder {

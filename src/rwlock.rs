@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::conn::{self, Conn, Route};
 use crate::duration::millis;
-use crate::held::{Held, NewGrant};
+use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{Mode, RwKeys, Scheme};
 use crate::lease::Holder;
 use crate::local::Locals;
@@ -586,15 +586,11 @@ impl RedisRwLock {
     /// The lease core of a grant.
     fn held(&self, mode: Mode, lease_id: String, granted: NewGrant) -> Result<Held<RwGrant>> {
         let grant = RwGrant {
-            pool: self.pool.clone(),
+            on: OnServer::of(&self.pool, &self.path, &granted, &self.options),
             keys: self.keys.clone(),
-            path: self.path.clone(),
             mode,
             lease_id: lease_id.clone(),
-            ttl: self.options.expire,
             signal_expire: self.options.signal_expire,
-            response_timeout: self.options.response_timeout,
-            server: granted.server.clone(),
         };
         let holder = Holder {
             name: self.path.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{by_slot, node_conn, scan_step};
 use crate::conn::{self, Conn, Route};
 use crate::keys::{
-    GRANT_PREFIX, MutexKeys, Scheme, WAITERS_PREFIX, marker_owner, marker_token, name_of,
+    Family, GRANT_PREFIX, MutexKeys, Scheme, WAITERS_PREFIX, marker_owner, marker_token, name_of,
     parse_key, path_of, sibling_of,
 };
 use crate::pool::Node;
@@ -141,8 +141,9 @@ pub struct ListLocks {
     scheme: Scheme,
     /// The primaries still to walk; `None` before the first step.
     nodes: Option<VecDeque<Arc<Node>>>,
-    /// The primary being walked: its connection, the key family, the cursor.
-    walk: Option<(Conn, Family, u64)>,
+    /// The primary being walked: its connection, the index of the key family in
+    /// [`Family::ALL`], the cursor.
+    walk: Option<(Conn, usize, u64)>,
     found: VecDeque<LockInfo>,
     ended: bool,
 }
@@ -154,32 +155,6 @@ impl fmt::Debug for ListLocks {
             .field("found", &self.found.len())
             .field("ended", &self.ended)
             .finish_non_exhaustive()
-    }
-}
-
-/// The key families a walk goes through on each primary, in order.
-#[derive(Debug, Clone, Copy)]
-enum Family {
-    Mutex,
-    Write,
-    Read,
-}
-
-impl Family {
-    fn pattern(self) -> &'static str {
-        match self {
-            Family::Mutex => "lock:*",
-            Family::Write => "rwlock:w:*",
-            Family::Read => "rwlock:r:*",
-        }
-    }
-
-    fn next(self) -> Option<Family> {
-        match self {
-            Family::Mutex => Some(Family::Write),
-            Family::Write => Some(Family::Read),
-            Family::Read => None,
-        }
     }
 }
 
@@ -211,26 +186,24 @@ impl ListLocks {
         }
         let Some((conn, family, cursor)) = &mut self.walk else {
             match self.nodes.as_mut().and_then(VecDeque::pop_front) {
-                Some(node) => {
-                    self.walk = Some((node_conn(&self.pool, &node)?, Family::Mutex, 0));
-                }
+                Some(node) => self.walk = Some((node_conn(&self.pool, &node)?, 0, 0)),
                 None => self.ended = true,
             }
             return Ok(());
         };
-        let (next, keys) = scan_step(conn, family.pattern(), *cursor)?;
+        let kind = Family::ALL[*family];
+        let (next, keys) = scan_step(conn, kind.pattern(), *cursor)?;
         let cluster = self.scheme == Scheme::Cluster;
-        let found = match family {
+        let found = match kind {
             Family::Mutex => mutexes(conn, keys, self.scheme, cluster)?,
-            Family::Write => leases(conn, keys, LockKind::Write, self.scheme, cluster)?,
-            Family::Read => leases(conn, keys, LockKind::Read, self.scheme, cluster)?,
+            Family::RwLock => leases(conn, keys, self.scheme, cluster)?,
         };
         self.found.extend(found);
         *cursor = next;
         if next == 0 {
-            match family.next() {
-                Some(following) => *family = following,
-                None => self.walk = None,
+            *family += 1;
+            if *family == Family::ALL.len() {
+                self.walk = None;
             }
         }
         Ok(())
@@ -314,20 +287,38 @@ fn mutex_info(name: &str, reply: redis::Value) -> Result<Option<LockInfo>> {
     }))
 }
 
-/// The read or write leases in `keys` (holder sets a `SCAN` found).
+/// The read and write leases in the holder sets among `keys` (read-write lock keys a `SCAN`
+/// found).
 fn leases(
     conn: &mut Conn,
     keys: Vec<Vec<u8>>,
-    kind: LockKind,
     scheme: Scheme,
     cluster: bool,
 ) -> Result<Vec<LockInfo>> {
-    let listed: Vec<(_, Vec<(String, i64)>)> = list_script(conn, keys, cluster, ("rwlock", &[]))?;
+    let holders: Vec<Vec<u8>> = keys
+        .into_iter()
+        .filter(|key| {
+            std::str::from_utf8(key)
+                .ok()
+                .and_then(parse_key)
+                .is_some_and(|(kind, _)| kind == "w" || kind == "r")
+        })
+        .collect();
+    if holders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let listed: Vec<(_, Vec<(String, i64)>)> =
+        list_script(conn, holders, cluster, ("rwlock", &[]))?;
     let mut found = Vec::new();
     for (key, entries) in listed {
         let key = String::from_utf8_lossy(&key);
-        let Some((_, level)) = parse_key(&key) else {
+        let Some((set, level)) = parse_key(&key) else {
             continue;
+        };
+        let kind = if set == "w" {
+            LockKind::Write
+        } else {
+            LockKind::Read
         };
         let path = path_of(level, scheme);
         found.extend(entries.into_iter().map(|(lease, left)| LockInfo {

@@ -3,7 +3,9 @@
 use super::{by_slot, node_conn, scan};
 use crate::conn::Conn;
 use crate::duration::millis;
-use crate::keys::{GRANT_PREFIX, LOCK_PREFIX, SIGNAL_PREFIX, level_keys, parse_key, sibling_of};
+use crate::keys::{
+    Family, GRANT_PREFIX, LOCK_PREFIX, SIGNAL_PREFIX, level_keys, parse_key, sibling_of,
+};
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::scripts::{RESET, RWLOCK_CLEAR};
 use crate::{Error, Pool, Result};
@@ -91,12 +93,12 @@ fn clear(pool: &Pool, whose: Whose<'_>) -> Result<usize> {
     for node in pool.primaries()? {
         let mut conn = node_conn(pool, &node)?;
         let cluster = pool.is_cluster();
-        cleared += scan(&mut conn, "lock:*", |conn, keys| {
-            clear_mutexes(conn, keys, whose, cluster)
-        })?;
-        cleared += scan(&mut conn, "rwlock:*", |conn, keys| {
-            clear_rwlocks(conn, keys, whose, cluster)
-        })?;
+        for family in Family::ALL {
+            cleared += scan(&mut conn, family.pattern(), |conn, keys| match family {
+                Family::Mutex => clear_mutexes(conn, keys, whose, cluster),
+                Family::RwLock => clear_rwlocks(conn, keys, whose, cluster),
+            })?;
+        }
     }
     Ok(cleared)
 }

@@ -67,14 +67,7 @@ impl<L: LocalGuard> Core<L> {
     }
 
     fn renew(&self) -> Result<()> {
-        let ttl = self
-            .held
-            .grant()
-            .ttl
-            .ok_or_else(|| crate::Error::NotExpirable {
-                name: self.held.grant().name.to_string(),
-            })?;
-        self.held.extend(ttl)
+        self.held.renew()
     }
 }
 

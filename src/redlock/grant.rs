@@ -2,7 +2,6 @@
 //! renewal service see it: released, extended and checked by a round on every instance at
 //! once, each request on the instance's pending connection if it has one.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use super::{failures, release_on};
 use crate::duration::millis;
 use crate::held::Grant;
 use crate::lease::Lease;
-use crate::renewal::{LaneKey, Renew, Renewal};
+use crate::renewal::{LaneKey, Renew, RenewAlone, Renewal, Renewing};
 use crate::{Error, Pool, Result};
 
 /// One Redlock grant: the instances, the claim (key, token, pending connections), and the
@@ -209,6 +208,13 @@ impl Renew for RedlockGrant {
         self.instance_timeout.saturating_mul(2)
     }
 
+    /// Each lock alone: its renewal is a round on every instance.
+    fn renewing(&self) -> Renewing<'_> {
+        Renewing::Alone(self)
+    }
+}
+
+impl RenewAlone for RedlockGrant {
     /// One extend round, over within `timeout` (the validity left): renewed on a majority
     /// in time, gone when a majority said the key is not ours, else failed.
     fn renew(&self, timeout: Duration) -> Renewal {
@@ -228,9 +234,5 @@ impl Renew for RedlockGrant {
             Err(round) if round.not_ours() >= quorum(self.n()) => Renewal::Gone { taken: true },
             Err(round) => Renewal::Failed(round.describe(deadline)),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

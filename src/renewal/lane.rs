@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::scheduler::{Scheduler, next_due};
-use super::{LaneKey, Renew, Renewal};
+use super::{BatchKey, LaneKey, Renew, Renewal, Renewing, batch};
 use crate::lease::{Lease, LostReason};
 use crate::metrics;
 use crate::{Error, Result};
@@ -318,19 +318,22 @@ fn retry_or_lose(
 /// hold up the others. Returns one outcome per job.
 fn renew(jobs: &[(u64, Arc<Job>)]) -> Vec<Renewal> {
     let mut outcomes: Vec<Option<Renewal>> = jobs.iter().map(|_| None).collect();
-    let mut batches: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut batches: HashMap<BatchKey, Vec<usize>> = HashMap::new();
     let mut singles = Vec::new();
     for (i, (_, job)) in jobs.iter().enumerate() {
-        match job.target.batch_key() {
-            Some(key) => batches.entry(key).or_default().push(i),
-            None => singles.push(i),
+        match job.target.renewing() {
+            Renewing::Batched(batch) => batches.entry(batch.key).or_default().push(i),
+            Renewing::Alone(_) => singles.push(i),
         }
     }
     let renew_one = |i: usize| {
         let job = &jobs[i].1;
         let timeout = job.lease.valid_for().unwrap_or(job.target.ttl());
         let started = Instant::now();
-        let outcome = job.target.renew(timeout);
+        let outcome = match job.target.renewing() {
+            Renewing::Alone(lease) => lease.renew(timeout),
+            Renewing::Batched(_) => Renewal::Failed("a batched lease renewed alone".to_owned()),
+        };
         metrics::renewal_call(started.elapsed());
         (i, outcome)
     };
@@ -383,7 +386,7 @@ const SINGLE_RENEWERS: usize = 4;
 /// Renews each batch group in calls of up to [`BATCH`] leases.
 fn renew_batches(
     jobs: &[(u64, Arc<Job>)],
-    batches: &HashMap<u64, Vec<usize>>,
+    batches: &HashMap<BatchKey, Vec<usize>>,
     outcomes: &mut [Option<Renewal>],
 ) {
     for group in batches.values() {
@@ -395,20 +398,16 @@ fn renew_batches(
                 .filter_map(|&i| jobs[i].1.lease.valid_for())
                 .min()
                 .unwrap_or(Duration::MAX);
-            let targets: Vec<&dyn Renew> = chunk.iter().map(|&i| &*jobs[i].1.target).collect();
+            let parts: Vec<_> = chunk
+                .iter()
+                .filter_map(|&i| match jobs[i].1.target.renewing() {
+                    Renewing::Batched(part) => Some((part, jobs[i].1.target.ttl())),
+                    Renewing::Alone(_) => None,
+                })
+                .collect();
             let started = Instant::now();
-            let results = targets[0].renew_batch(&targets, timeout);
+            let results = batch::renew(&parts, timeout);
             metrics::renewal_call(started.elapsed());
-            if results.len() != chunk.len() {
-                for &i in chunk {
-                    outcomes[i] = Some(Renewal::Failed(format!(
-                        "a batch renewal answered {} times for {} leases",
-                        results.len(),
-                        chunk.len()
-                    )));
-                }
-                continue;
-            }
             for (&i, outcome) in chunk.iter().zip(results) {
                 outcomes[i] = Some(outcome);
             }

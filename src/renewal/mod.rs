@@ -5,8 +5,10 @@
 //! server (or, for a Redlock, per set of servers), each renewed by a thread of its own
 //! (`lane`), so that a stalled server delays only its own leases; with one server, one
 //! thread does it all. A lane sleeps on its [`Scheduler`](scheduler::Scheduler) until a
-//! renewal is due, then renews everything due about then, leases of one batch key in one
-//! call.
+//! renewal is due, then renews everything due about then: a lease renewed alone by its own
+//! call ([`RenewAlone`]), leases of one [`BatchKey`] in one call (`batch`), to which each
+//! adds its part ([`BatchPart`]). A batch key names its script, so a batch holds parts of
+//! one shape only.
 //!
 //! Cancelling (a guard dropped or unlocked) takes the lease off its lane at once, so that
 //! the release is sent without waiting: a renewal of it already on the wire can reach the
@@ -14,16 +16,17 @@
 //! the grant's own owner id, token or lease id) and changes nothing; its outcome is
 //! ignored.
 
+mod batch;
 mod lane;
 mod scheduler;
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::Result;
 use crate::lease::Lease;
+use crate::scripts::{Call, Lua};
+use crate::{Pool, Result};
 
 /// Which thread renews a lease: leases of one lane share a server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,25 +48,53 @@ pub(crate) trait Renew: Send + Sync + 'static {
     /// The longest one renewal takes: how long a manual extend waits for one on the wire.
     fn bound(&self) -> Duration;
 
-    /// Leases whose key is the same can be renewed together by
-    /// [`renew_batch`](Self::renew_batch); `None` for leases renewed one by one.
-    fn batch_key(&self) -> Option<u64> {
-        None
-    }
+    /// How the lease is renewed: alone, or with the other leases of its batch.
+    fn renewing(&self) -> Renewing<'_>;
+}
 
+/// How a lease is renewed.
+pub(crate) enum Renewing<'a> {
+    /// By a call of its own (a Redlock's round on several servers, say).
+    Alone(&'a dyn RenewAlone),
+    /// With every lease of the same batch key, in one call.
+    Batched(Batch<'a>),
+}
+
+/// A lease renewed by a call of its own.
+pub(crate) trait RenewAlone {
     /// Renews the lease once, within about `timeout` (what the lease has left: a later
     /// answer is of no use).
     fn renew(&self, timeout: Duration) -> Renewal;
+}
 
-    /// Renews `batch`, leases of this one's batch key (this one among them), in one call
-    /// within about `timeout`; one outcome per lease, in order. Called only when
-    /// [`batch_key`](Self::batch_key) is `Some`.
-    fn renew_batch(&self, batch: &[&dyn Renew], timeout: Duration) -> Vec<Renewal> {
-        batch.iter().map(|lease| lease.renew(timeout)).collect()
-    }
+/// A lease's part in a batch call: the keys and arguments of its compare-and-extend.
+pub(crate) trait BatchPart {
+    /// Adds the part to `call`, a call of its batch's script, to restore its ttl.
+    fn add_to(&self, call: &mut Call);
+}
 
-    /// For [`renew_batch`](Self::renew_batch), which gets its own kind back.
-    fn as_any(&self) -> &dyn Any;
+/// A lease renewed in a batch: leases whose `key` is the same are renewed together, by one
+/// call of `script` on `pool` routed by `route` (a key of the lease: every lease of a batch
+/// lives in the same slot), to which each adds its `part`. The script answers one
+/// [`Extend`](crate::scripts::Extend) per part, in order.
+pub(crate) struct Batch<'a> {
+    pub(crate) key: BatchKey,
+    pub(crate) pool: &'a Pool,
+    pub(crate) route: &'a str,
+    pub(crate) script: &'static Lua,
+    pub(crate) part: &'a dyn BatchPart,
+}
+
+/// What the leases of one batch share: the script, the pool, the slot (on a cluster) and the
+/// response timeout that bounds the call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct BatchKey {
+    /// The script's name: leases of different scripts never share a call.
+    pub(crate) script: &'static str,
+    pub(crate) pool: u64,
+    /// On a cluster, the hash tag of the leases' keys: one slot per call.
+    pub(crate) tag: Option<Arc<str>>,
+    pub(crate) response_timeout: Duration,
 }
 
 /// What became of one renewal.

@@ -1,31 +1,25 @@
 //! [`RwGrant`]: one read or write lease of a [`RedisRwLock`](super::RedisRwLock), as the
 //! lease core and the renewal service see it.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn::{self, Conn, Route};
 use crate::duration::millis;
-use crate::held::Grant;
+use crate::held::{Grant, OnServer, ServerGrant};
 use crate::keys::{Mode, RwKeys};
 use crate::lease::Lease;
-use crate::renewal::{LaneKey, Renew, Renewal};
+use crate::renewal::{RenewAlone, Renewal, Renewing};
 use crate::scripts::{RWLOCK_EXTEND, RWLOCK_RELEASE};
-use crate::{Error, Pool, Result};
+use crate::{Error, Result};
 
 /// One lease on a path: enough to release, extend, check and renew it without the lock.
 pub(crate) struct RwGrant {
-    pub(super) pool: Pool,
+    pub(super) on: OnServer,
     pub(super) keys: Arc<RwKeys>,
-    pub(super) path: Arc<str>,
     pub(super) mode: Mode,
     pub(super) lease_id: String,
-    pub(super) ttl: Option<Duration>,
     pub(super) signal_expire: Duration,
-    pub(super) response_timeout: Duration,
-    /// On a cluster, the node the tree lives on: its renewals get a lane of their own.
-    pub(super) server: Option<Arc<str>>,
 }
 
 impl RwGrant {
@@ -44,16 +38,16 @@ impl RwGrant {
         call.key(self.keys.lease_sets(self.mode))
             .arg(&self.lease_id)
             .arg(lease_ms);
-        let wait = reply_timeout.min(self.pool.connection_timeout());
-        let mut conn = conn::checkout(&self.pool, self.route(), wait, self.response_timeout)
+        let wait = reply_timeout.min(self.on.pool.connection_timeout());
+        let mut conn = conn::checkout(&self.on.pool, self.route(), wait, self.on.response_timeout)
             .map_err(|e| (false, e))?;
         conn.set_read_timeout(reply_timeout)
             .map_err(|e| (false, e))?;
         let mut ran = conn::run(
-            &self.pool,
+            &self.on.pool,
             self.route(),
             Some(conn),
-            self.response_timeout,
+            self.on.response_timeout,
             |c| call.invoke::<i64>(c),
         )
         .map_err(|e| (false, e))?;
@@ -67,7 +61,7 @@ impl RwGrant {
     }
 
     fn fail(&self, conn: &mut Conn, e: redis::RedisError, what: &'static str) -> Error {
-        conn.fail(e, &self.path, what)
+        conn.fail(e, &self.on.name, what)
     }
 }
 
@@ -80,7 +74,7 @@ impl Grant for RwGrant {
     }
 
     fn name(&self) -> &str {
-        &self.path
+        &self.on.name
     }
 
     fn release(&self) -> Result<bool> {
@@ -89,9 +83,10 @@ impl Grant for RwGrant {
             .arg(self.mode.held())
             .arg(&self.lease_id)
             .arg(millis(self.signal_expire));
-        let mut ran = conn::run_repeatable(&self.pool, self.route(), self.response_timeout, |c| {
-            call.invoke::<i64>(c)
-        })?;
+        let mut ran =
+            conn::run_repeatable(&self.on.pool, self.route(), self.on.response_timeout, |c| {
+                call.invoke::<i64>(c)
+            })?;
         match ran.result {
             Ok(released) => Ok(released > 0),
             Err(e) => Err(self.fail(&mut ran.conn, e, "release")),
@@ -100,7 +95,7 @@ impl Grant for RwGrant {
 
     fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
         let sent_at = Instant::now();
-        match self.send_extend(millis(ttl), self.response_timeout) {
+        match self.send_extend(millis(ttl), self.on.response_timeout) {
             Ok(true) => {
                 lease.extended(sent_at, ttl);
                 Ok(true)
@@ -116,32 +111,27 @@ impl Grant for RwGrant {
     }
 
     fn check(&self) -> Result<bool> {
-        self.send_extend(0, self.response_timeout)
+        self.send_extend(0, self.on.response_timeout)
             .map_err(|(_, e)| e)
     }
 }
 
-impl Renew for RwGrant {
-    fn ttl(&self) -> Duration {
-        // Only leases with an expiry are renewed.
-        self.ttl.unwrap_or(Duration::MAX)
+impl ServerGrant for RwGrant {
+    fn on_server(&self) -> &OnServer {
+        &self.on
     }
 
-    fn lane(&self) -> LaneKey {
-        LaneKey {
-            pool: self.pool.id(),
-            server: self.server.clone(),
-        }
+    /// Each lease alone: its entry is in sorted sets of every level of its path.
+    fn renewing(&self) -> Renewing<'_> {
+        Renewing::Alone(self)
     }
+}
 
-    fn bound(&self) -> Duration {
-        self.response_timeout
-    }
-
+impl RenewAlone for RwGrant {
     fn renew(&self, timeout: Duration) -> Renewal {
-        let ttl = self.ttl();
+        let ttl = self.on.ttl.unwrap_or(Duration::MAX);
         let sent_at = Instant::now();
-        match self.send_extend(millis(ttl), timeout.min(self.response_timeout)) {
+        match self.send_extend(millis(ttl), timeout.min(self.on.response_timeout)) {
             Ok(true) => Renewal::Renewed { sent_at, ttl },
             Ok(false) => Renewal::Gone { taken: false },
             Err((true, e)) => Renewal::MayHaveRun {
@@ -151,9 +141,5 @@ impl Renew for RwGrant {
             },
             Err((false, e)) => Renewal::Failed(e.to_string()),
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
