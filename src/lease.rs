@@ -66,6 +66,18 @@ pub enum LostReason {
     Unreachable,
 }
 
+impl LostReason {
+    /// The reason as the `reason` label of the lost-locks metric: a word, not a phrase.
+    fn label(self) -> &'static str {
+        match self {
+            LostReason::TakenOver => "taken_over",
+            LostReason::Reset => "reset",
+            LostReason::Expired => "expired",
+            LostReason::Unreachable => "unreachable",
+        }
+    }
+}
+
 impl fmt::Display for LostReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -250,15 +262,7 @@ impl Lease {
             return;
         }
         log::warn!("lock `{}` lost ({reason}): {why}", self.holder.name);
-        metrics::lost(
-            &self.holder.labels,
-            match reason {
-                LostReason::TakenOver => "taken_over",
-                LostReason::Reset => "reset",
-                LostReason::Expired => "expired",
-                LostReason::Unreachable => "unreachable",
-            },
-        );
+        metrics::lost(&self.holder.labels, reason.label());
         if let Some(callback) = &self.on_lost {
             let report = LostLock {
                 name: self.holder.name.to_string(),

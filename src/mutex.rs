@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::conn::{self, Conn, Route};
+use crate::conn::{self, Conn};
 use crate::duration::millis;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{MutexKeys, Scheme};
@@ -528,12 +528,9 @@ impl RedisMutex {
     /// ```
     pub fn get_owner_id(&self) -> Result<Option<String>> {
         let key = &self.keys().lock;
-        let mut ran = conn::run_repeatable(
-            &self.pool,
-            Route::Key(key),
-            self.options.response_timeout,
-            |c| redis::cmd("GET").arg(key).query(c),
-        )?;
+        let mut ran = conn::run_repeatable(&self.pool, key, self.options.response_timeout, |c| {
+            redis::cmd("GET").arg(key).query(c)
+        })?;
         ran.result.map_err(|e| ran.conn.fail(e, &self.name, "GET"))
     }
 
@@ -565,12 +562,10 @@ impl RedisMutex {
             .key(&keys.lock)
             .key(&keys.signal)
             .key(&keys.grant);
-        let mut ran = conn::run_repeatable(
-            &self.pool,
-            Route::Key(&keys.lock),
-            self.options.response_timeout,
-            |c| call.invoke::<Vec<Reset>>(c),
-        )?;
+        let mut ran =
+            conn::run_repeatable(&self.pool, &keys.lock, self.options.response_timeout, |c| {
+                call.invoke::<Vec<Reset>>(c)
+            })?;
         let reset = ran
             .result
             .map_err(|e| ran.conn.fail(e, &self.name, "reset"))?;
@@ -635,7 +630,7 @@ impl RedisMutex {
             let sent_at = Instant::now();
             let (mut conn, reply) = conn::run_grant(
                 &self.pool,
-                Route::Key(&self.keys().lock),
+                &self.keys().lock,
                 conn,
                 self.options.response_timeout,
                 (&self.name, "acquire"),

@@ -2,8 +2,9 @@
 //! Redis servers, after the algorithm of the redis.io page "Distributed Locks with Redis".
 //!
 //! `quorum` holds the quorum and validity arithmetic, `fanout` the parallel per-instance
-//! requests, `builder` the options, `guard` a held lock and `extension` its extend round and
-//! auto-extension; `docs/redlock.md` explains the algorithm and its limits.
+//! requests, `builder` the options, `guard` a held lock, `grant` what the guard releases,
+//! extends and renews, and `extension` its extend round and auto-extension;
+//! `docs/redlock.md` explains the algorithm and its limits.
 
 mod builder;
 mod extension;

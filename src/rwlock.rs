@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::conn::{self, Conn, Route};
+use crate::conn::{self, Conn};
 use crate::duration::millis;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{Mode, RwKeys, Scheme};
@@ -496,8 +496,8 @@ impl RedisRwLock {
         Ok(removed)
     }
 
-    fn route(&self) -> Route<'_> {
-        Route::Key(&self.keys.all()[0])
+    fn route(&self) -> &str {
+        &self.keys.all()[0]
     }
 
     /// The labels of a lease of `mode`'s metrics.

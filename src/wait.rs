@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Conn, Route};
+use crate::conn::{self, Conn};
 use crate::metrics::{self, Labels};
 use crate::pool::{MIN_TIMEOUT, Redirect, Turn, redirect_of};
 use crate::{Pool, Result};
@@ -182,12 +182,7 @@ pub(crate) fn checkout_for_lock(wait: &Wait<'_>) -> Result<Conn> {
         ),
         None => pool_wait,
     };
-    conn::checkout(
-        wait.pool,
-        Route::Key(wait.route),
-        checkout_wait,
-        wait.response_timeout,
-    )
+    conn::checkout(wait.pool, wait.route, checkout_wait, wait.response_timeout)
 }
 
 /// Sleeps in `BLPOP` on the signal lists for `nap` (at least 1 ms), then returns the
@@ -336,9 +331,7 @@ pub(crate) fn undo(
     (kind, name, why): (&str, &str, &str),
     expire: Option<Duration>,
 ) {
-    if let Err(e) =
-        conn::undo_after_lost_reply(conn, pool, Route::Key(route), response_timeout, commands)
-    {
+    if let Err(e) = conn::undo_after_lost_reply(conn, pool, route, response_timeout, commands) {
         log::warn!(
             "{kind} `{name}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
              Redis granted it, it is held by nobody {}",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{by_slot, node_conn, scan_step};
-use crate::conn::{self, Conn, Route};
+use crate::conn::{self, Conn};
 use crate::keys::{
     Family, GRANT_PREFIX, MutexKeys, Scheme, WAITERS_PREFIX, marker_owner, marker_token, name_of,
     parse_key, path_of, sibling_of,
@@ -121,10 +121,9 @@ pub fn lock_info(pool: &Pool, name: &str) -> Result<Option<LockInfo>> {
         .key(&keys.lock)
         .key(&keys.grant)
         .key(&keys.waiters);
-    let mut ran =
-        conn::run_repeatable(pool, Route::Key(&keys.lock), pool.response_timeout(), |c| {
-            call.invoke::<Vec<redis::Value>>(c)
-        })?;
+    let mut ran = conn::run_repeatable(pool, &keys.lock, pool.response_timeout(), |c| {
+        call.invoke::<Vec<redis::Value>>(c)
+    })?;
     let reply = ran
         .result
         .map_err(|e| ran.conn.fail(e, name, "lock_info"))?;

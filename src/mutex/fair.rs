@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::RedisMutex;
 use super::calls::{ENTRY_TTL, FairOp};
-use crate::conn::{self, Conn, Route};
+use crate::conn::{self, Conn};
 use crate::held::NewGrant;
 use crate::options::AttemptId;
 use crate::scripts::Acquire;
@@ -66,7 +66,7 @@ impl RedisMutex {
             );
             let (mut conn, reply) = conn::run_grant(
                 &self.pool,
-                Route::Key(&self.keys().lock),
+                &self.keys().lock,
                 conn,
                 self.options.response_timeout,
                 (&self.name, "acquire"),
@@ -105,7 +105,7 @@ impl RedisMutex {
             Some(conn) => Ok(conn),
             None => conn::checkout(
                 &self.pool,
-                Route::Key(&self.keys().lock),
+                &self.keys().lock,
                 self.pool
                     .connection_timeout()
                     .min(self.options.response_timeout),
@@ -127,7 +127,7 @@ impl RedisMutex {
             conn::undo_after_lost_reply(
                 conn,
                 &self.pool,
-                Route::Key(&self.keys().lock),
+                &self.keys().lock,
                 self.options.response_timeout,
                 &[call.eval()],
             )

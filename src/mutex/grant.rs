@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::calls::Calls;
-use crate::conn::{self, Route};
+use crate::Result;
+use crate::conn::{self, Failed};
 use crate::held::{Grant, OnServer, ServerGrant};
 use crate::keys::{hash_tag, marker_token};
 use crate::lease::Lease;
 use crate::renewal::{Batch, BatchKey, BatchPart, Renewing};
 use crate::scripts::{EXTEND, Extend, Release};
-use crate::{Error, Result};
 
 /// One grant of a mutex: enough to release, extend, check and renew it without the mutex.
 pub(crate) struct MutexGrant {
@@ -27,8 +27,8 @@ pub(crate) struct MutexGrant {
 }
 
 impl MutexGrant {
-    fn route(&self) -> Route<'_> {
-        Route::Key(&self.calls.keys.lock)
+    fn route(&self) -> &str {
+        &self.calls.keys.lock
     }
 
     /// Runs `op` on a connection for the lock, sending it once more when a pooled
@@ -37,13 +37,10 @@ impl MutexGrant {
         &self,
         what: &'static str,
         op: impl FnMut(&mut conn::Conn) -> redis::RedisResult<T>,
-    ) -> Result<std::result::Result<T, (bool, Error)>> {
-        let mut ran =
-            conn::run_repeatable(&self.on.pool, self.route(), self.on.response_timeout, op)?;
-        Ok(ran.result.map_err(|e| {
-            let lost = conn::reply_lost(&e);
-            (lost, ran.conn.fail(e, &self.on.name, what))
-        }))
+    ) -> std::result::Result<T, Failed> {
+        conn::run_repeatable(&self.on.pool, self.route(), self.on.response_timeout, op)
+            .map_err(Failed::Refused)?
+            .outcome(&self.on.name, what)
     }
 }
 
@@ -58,44 +55,40 @@ impl Grant for MutexGrant {
 
     fn release(&self) -> Result<bool> {
         let call = self.calls.release(self.token);
-        match self.run("release", |c| call.invoke::<Release>(c))? {
-            Ok(released) => Ok(released != Release::NotOurs),
-            Err((_, e)) => Err(e),
-        }
+        let released = self.run("release", |c| call.invoke::<Release>(c));
+        Ok(released.map_err(Failed::into_error)? != Release::NotOurs)
     }
 
     fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
         let call = self.calls.extend(ttl, self.token);
         let sent_at = Instant::now();
-        match self.run("extend", |c| call.invoke::<Vec<Extend>>(c))? {
+        match self.run("extend", |c| call.invoke::<Vec<Extend>>(c)) {
             Ok(extended) if extended.first() == Some(&Extend::Extended) => {
                 lease.extended(sent_at, ttl);
                 Ok(true)
             }
             Ok(_) => Ok(false),
-            Err((lost, e)) => {
-                if lost {
-                    lease.lost_reply(sent_at, ttl);
-                }
+            Err(Failed::NoReply(e)) => {
+                lease.lost_reply(sent_at, ttl);
                 Err(e)
             }
+            Err(Failed::Refused(e)) => Err(e),
         }
     }
 
     fn check(&self) -> Result<bool> {
         // The lock and its marker share a slot on a cluster.
         let keys = &self.calls.keys;
-        let checked = self.run("MGET", |c| {
-            redis::cmd("MGET")
-                .arg(&keys.lock)
-                .arg(&keys.grant)
-                .query::<(Option<String>, Option<String>)>(c)
-        })?;
-        match checked {
-            Ok((owner, marker)) => Ok(owner.as_deref() == Some(&*self.calls.owner)
-                && marker.is_none_or(|m| marker_token(&m) == Some(self.token))),
-            Err((_, e)) => Err(e),
-        }
+        let (owner, marker) = self
+            .run("MGET", |c| {
+                redis::cmd("MGET")
+                    .arg(&keys.lock)
+                    .arg(&keys.grant)
+                    .query::<(Option<String>, Option<String>)>(c)
+            })
+            .map_err(Failed::into_error)?;
+        Ok(owner.as_deref() == Some(&*self.calls.owner)
+            && marker.is_none_or(|m| marker_token(&m) == Some(self.token)))
     }
 }
 

@@ -6,17 +6,8 @@
 use std::time::{Duration, Instant};
 
 use super::{Batch, Renewal};
-use crate::conn::{self, Route};
+use crate::conn::{self, Failed};
 use crate::scripts::Extend;
-
-/// How a call ended that may have been sent without an answer coming back.
-enum Sent<T> {
-    Answered(T),
-    /// Not sent, or answered with an error: it did nothing.
-    Failed(crate::Error),
-    /// Sent, with no reply in time: it may have run, or may still.
-    NoReply(crate::Error),
-}
 
 /// Renews `batch` (leases of one batch key, each with its ttl) in one call within about
 /// `timeout`: one outcome per lease, in order. Only the reply is bounded by `timeout` (the
@@ -37,13 +28,13 @@ pub(super) fn renew(batch: &[(Batch<'_>, Duration)], timeout: Duration) -> Vec<R
         "renewed {} lease(s) in one call: {}",
         batch.len(),
         match &sent {
-            Sent::Answered(_) => "answered",
-            Sent::Failed(_) => "failed",
-            Sent::NoReply(_) => "no reply",
+            Ok(_) => "answered",
+            Err(Failed::Refused(_)) => "failed",
+            Err(Failed::NoReply(_)) => "no reply",
         }
     );
     match sent {
-        Sent::Answered(extended) if extended.len() == batch.len() => extended
+        Ok(extended) if extended.len() == batch.len() => extended
             .into_iter()
             .zip(batch)
             .map(|(outcome, &(_, ttl))| match outcome {
@@ -52,7 +43,7 @@ pub(super) fn renew(batch: &[(Batch<'_>, Duration)], timeout: Duration) -> Vec<R
                 Extend::Taken => Renewal::Gone { taken: true },
             })
             .collect(),
-        Sent::Answered(extended) => {
+        Ok(extended) => {
             let why = format!(
                 "the renewal script answered {} times for {} leases",
                 extended.len(),
@@ -60,11 +51,11 @@ pub(super) fn renew(batch: &[(Batch<'_>, Duration)], timeout: Duration) -> Vec<R
             );
             batch.iter().map(|_| Renewal::Failed(why.clone())).collect()
         }
-        Sent::Failed(e) => batch
+        Err(Failed::Refused(e)) => batch
             .iter()
             .map(|_| Renewal::Failed(e.to_string()))
             .collect(),
-        Sent::NoReply(e) => batch
+        Err(Failed::NoReply(e)) => batch
             .iter()
             .map(|&(_, ttl)| Renewal::MayHaveRun {
                 sent_at,
@@ -81,32 +72,13 @@ fn send<T>(
     batch: &Batch<'_>,
     reply_timeout: Duration,
     op: impl FnMut(&mut conn::Conn) -> redis::RedisResult<T>,
-) -> Sent<T> {
+) -> Result<T, Failed> {
     let rt = batch.key.response_timeout;
     let wait = reply_timeout.min(batch.pool.connection_timeout());
-    let route = Route::Key(batch.route);
-    let conn = match conn::checkout(batch.pool, route, wait, rt) {
-        Ok(conn) => conn,
-        Err(e) => return Sent::Failed(e),
-    };
-    let mut conn = conn;
-    if let Err(e) = conn.set_read_timeout(reply_timeout) {
-        return Sent::Failed(e);
-    }
-    let mut ran = match conn::run(batch.pool, route, Some(conn), rt, op) {
-        Ok(ran) => ran,
-        Err(e) => return Sent::Failed(e),
-    };
-    match ran.result {
-        Ok(reply) => Sent::Answered(reply),
-        Err(e) => {
-            let lost = conn::reply_lost(&e);
-            let e = ran.conn.fail(e, batch.route, "renew");
-            if lost {
-                Sent::NoReply(e)
-            } else {
-                Sent::Failed(e)
-            }
-        }
-    }
+    let mut conn = conn::checkout(batch.pool, batch.route, wait, rt).map_err(Failed::Refused)?;
+    conn.set_read_timeout(reply_timeout)
+        .map_err(Failed::Refused)?;
+    conn::run(batch.pool, batch.route, Some(conn), rt, op)
+        .map_err(Failed::Refused)?
+        .outcome(batch.route, "renew")
 }

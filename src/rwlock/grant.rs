@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Conn, Route};
+use crate::conn::{self, Conn, Failed};
 use crate::duration::millis;
 use crate::held::{Grant, OnServer, ServerGrant};
 use crate::keys::{Mode, RwKeys};
@@ -23,41 +23,29 @@ pub(crate) struct RwGrant {
 }
 
 impl RwGrant {
-    fn route(&self) -> Route<'_> {
-        Route::Key(&self.keys.all()[0])
+    fn route(&self) -> &str {
+        &self.keys.all()[0]
     }
 
     /// Runs the extend script with `lease_ms` (0: only check), its reply bounded by
-    /// `reply_timeout`. The error says whether the request went out without a reply.
-    fn send_extend(
-        &self,
-        lease_ms: u64,
-        reply_timeout: Duration,
-    ) -> std::result::Result<bool, (bool, Error)> {
+    /// `reply_timeout`.
+    fn send_extend(&self, lease_ms: u64, reply_timeout: Duration) -> Result<bool, Failed> {
         let mut call = RWLOCK_EXTEND.call();
         call.key(self.keys.lease_sets(self.mode))
             .arg(&self.lease_id)
             .arg(lease_ms);
         let wait = reply_timeout.min(self.on.pool.connection_timeout());
-        let mut conn = conn::checkout(&self.on.pool, self.route(), wait, self.on.response_timeout)
-            .map_err(|e| (false, e))?;
+        let rt = self.on.response_timeout;
+        let mut conn =
+            conn::checkout(&self.on.pool, self.route(), wait, rt).map_err(Failed::Refused)?;
         conn.set_read_timeout(reply_timeout)
-            .map_err(|e| (false, e))?;
-        let mut ran = conn::run(
-            &self.on.pool,
-            self.route(),
-            Some(conn),
-            self.on.response_timeout,
-            |c| call.invoke::<i64>(c),
-        )
-        .map_err(|e| (false, e))?;
-        match ran.result {
-            Ok(held) => Ok(held == 1),
-            Err(e) => {
-                let lost = conn::reply_lost(&e);
-                Err((lost, self.fail(&mut ran.conn, e, "extend")))
-            }
-        }
+            .map_err(Failed::Refused)?;
+        let held = conn::run(&self.on.pool, self.route(), Some(conn), rt, |c| {
+            call.invoke::<i64>(c)
+        })
+        .map_err(Failed::Refused)?
+        .outcome(&self.on.name, "extend")?;
+        Ok(held == 1)
     }
 
     fn fail(&self, conn: &mut Conn, e: redis::RedisError, what: &'static str) -> Error {
@@ -101,18 +89,17 @@ impl Grant for RwGrant {
                 Ok(true)
             }
             Ok(false) => Ok(false),
-            Err((lost, e)) => {
-                if lost {
-                    lease.lost_reply(sent_at, ttl);
-                }
+            Err(Failed::NoReply(e)) => {
+                lease.lost_reply(sent_at, ttl);
                 Err(e)
             }
+            Err(Failed::Refused(e)) => Err(e),
         }
     }
 
     fn check(&self) -> Result<bool> {
         self.send_extend(0, self.on.response_timeout)
-            .map_err(|(_, e)| e)
+            .map_err(Failed::into_error)
     }
 }
 
@@ -134,12 +121,12 @@ impl RenewAlone for RwGrant {
         match self.send_extend(millis(ttl), timeout.min(self.on.response_timeout)) {
             Ok(true) => Renewal::Renewed { sent_at, ttl },
             Ok(false) => Renewal::Gone { taken: false },
-            Err((true, e)) => Renewal::MayHaveRun {
+            Err(Failed::NoReply(e)) => Renewal::MayHaveRun {
                 sent_at,
                 ttl,
                 why: e.to_string(),
             },
-            Err((false, e)) => Renewal::Failed(e.to_string()),
+            Err(Failed::Refused(e)) => Renewal::Failed(e.to_string()),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The guards of a [`RedisRwLock`]: a held lease ([`Held`]) and a place in the local lock,
-//! read or write. Both come from one macro.
+//! The guards of a [`RedisRwLock`]: [`RedisRwLockReadGuard`] and [`RedisRwLockWriteGuard`],
+//! each a held lease ([`Held`]) and a place in the local lock, read or write. The methods
+//! they share are written once, in `rw_guard_methods!`, with their docs.
 
 use std::fmt;
 
@@ -23,20 +24,98 @@ macro_rules! doc_setup {
     };
 }
 
-macro_rules! rw_guard {
-    (
-        $(#[$doc:meta])*
-        $guard:ident, $local:ident, $what:literal, $take:literal, $wakes:literal
-    ) => {
-        $(#[$doc])*
-        #[must_use = "dropping the guard releases the lock at once"]
-        pub struct $guard<'a> {
-            lock: &'a RedisRwLock,
-            held: Held<RwGrant>,
-            /// `None` once released.
-            local: Option<$local<'a, ()>>,
-        }
+/// Holds a read lock on a [`RedisRwLock`]'s path until dropped or
+/// [unlocked](Self::unlock).
+///
+/// Dropping the guard releases the lease in Redis (a failure then is logged at WARN, since
+/// `drop` cannot return it), wakes the writers it held back, and lets local writers in. To
+/// see whether the release worked, call [`unlock`](Self::unlock) instead.
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct RedisRwLockReadGuard<'a> {
+    lock: &'a RedisRwLock,
+    held: Held<RwGrant>,
+    /// `None` once released.
+    local: Option<RwLockReadGuard<'a, ()>>,
+}
 
+/// Holds the write lock on a [`RedisRwLock`]'s path until dropped or
+/// [unlocked](Self::unlock).
+///
+/// Dropping the guard releases the lease in Redis (a failure then is logged at WARN, since
+/// `drop` cannot return it), wakes the readers and writers it held back, and lets local
+/// threads in. To see whether the release worked, call [`unlock`](Self::unlock) instead.
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct RedisRwLockWriteGuard<'a> {
+    lock: &'a RedisRwLock,
+    held: Held<RwGrant>,
+    /// `None` once released.
+    local: Option<RwLockWriteGuard<'a, ()>>,
+}
+
+impl<'a> RedisRwLockReadGuard<'a> {
+    pub(super) fn new(
+        lock: &'a RedisRwLock,
+        local: RwLockReadGuard<'a, ()>,
+        held: Held<RwGrant>,
+    ) -> Self {
+        RedisRwLockReadGuard {
+            lock,
+            held,
+            local: Some(local),
+        }
+    }
+
+    /// Lets local threads in (in FIFO order), once.
+    fn pass_on(&mut self) {
+        if let Some(local) = self.local.take() {
+            RwLockReadGuard::unlock_fair(local);
+        }
+    }
+}
+
+impl<'a> RedisRwLockWriteGuard<'a> {
+    pub(super) fn new(
+        lock: &'a RedisRwLock,
+        local: RwLockWriteGuard<'a, ()>,
+        held: Held<RwGrant>,
+    ) -> Self {
+        RedisRwLockWriteGuard {
+            lock,
+            held,
+            local: Some(local),
+        }
+    }
+
+    /// Lets local threads in (in FIFO order), once.
+    fn pass_on(&mut self) {
+        if let Some(local) = self.local.take() {
+            RwLockWriteGuard::unlock_fair(local);
+        }
+    }
+
+    /// This grant's fencing token: strictly greater than the token of every earlier write
+    /// lock on this path (and, on a single server, of every other lock: mutexes and write
+    /// locks share the counter, `lock-fencing-counter`), so storage that remembers the
+    /// highest token it has seen can refuse a write from a holder whose lease ran out.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!("let guard = lock.write()?;")]
+    /// let first = guard.fencing_token();
+    /// drop(guard);
+    /// assert!(lock.write()?.fencing_token() > first);
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn fencing_token(&self) -> u64 {
+        self.held.lease_token().unwrap_or_default()
+    }
+}
+
+/// The methods both guards share, each documented once: `$what` names the lock in the
+/// docs, `$take` binds `guard` in the examples, `$wakes` says whom a release wakes.
+macro_rules! rw_guard_methods {
+    ($guard:ident, $what:literal, $take:literal, $wakes:literal) => {
         impl fmt::Debug for $guard<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($guard))
@@ -46,19 +125,7 @@ macro_rules! rw_guard {
             }
         }
 
-        impl<'a> $guard<'a> {
-            pub(super) fn new(
-                lock: &'a RedisRwLock,
-                local: $local<'a, ()>,
-                held: Held<RwGrant>,
-            ) -> Self {
-                $guard {
-                    lock,
-                    held,
-                    local: Some(local),
-                }
-            }
-
+        impl $guard<'_> {
             fn held(&self) -> &Held<RwGrant> {
                 &self.held
             }
@@ -91,9 +158,7 @@ macro_rules! rw_guard {
             /// ```
             pub fn unlock(mut self) -> Result<()> {
                 let result = self.held.unlock();
-                if let Some(local) = self.local.take() {
-                    $local::unlock_fair(local);
-                }
+                self.pass_on();
                 result
             }
 
@@ -103,60 +168,22 @@ macro_rules! rw_guard {
         impl Drop for $guard<'_> {
             fn drop(&mut self) {
                 self.held.release_on_drop();
-                if let Some(local) = self.local.take() {
-                    $local::unlock_fair(local);
-                }
+                self.pass_on();
             }
         }
     };
 }
 
-rw_guard!(
-    /// Holds a read lock on a [`RedisRwLock`]'s path until dropped or
-    /// [unlocked](Self::unlock).
-    ///
-    /// Dropping the guard releases the lease in Redis (a failure then is logged at WARN,
-    /// since `drop` cannot return it), wakes the writers it held back, and lets local
-    /// writers in. To see whether the release worked, call [`unlock`](Self::unlock)
-    /// instead.
+rw_guard_methods!(
     RedisRwLockReadGuard,
-    RwLockReadGuard,
     "read lock",
     "let guard = lock.read()?;",
     "the writers waiting for it"
 );
 
-rw_guard!(
-    /// Holds the write lock on a [`RedisRwLock`]'s path until dropped or
-    /// [unlocked](Self::unlock).
-    ///
-    /// Dropping the guard releases the lease in Redis (a failure then is logged at WARN,
-    /// since `drop` cannot return it), wakes the readers and writers it held back, and
-    /// lets local threads in. To see whether the release worked, call
-    /// [`unlock`](Self::unlock) instead.
+rw_guard_methods!(
     RedisRwLockWriteGuard,
-    RwLockWriteGuard,
     "write lock",
     "let guard = lock.write()?;",
     "every waiter it held back"
 );
-
-impl RedisRwLockWriteGuard<'_> {
-    /// This grant's fencing token: strictly greater than the token of every earlier write
-    /// lock on this path (and, on a single server, of every other lock: mutexes and write
-    /// locks share the counter, `lock-fencing-counter`), so storage that remembers the
-    /// highest token it has seen can refuse a write from a holder whose lease ran out.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    #[doc = doc_setup!("let guard = lock.write()?;")]
-    /// let first = guard.fencing_token();
-    /// drop(guard);
-    /// assert!(lock.write()?.fencing_token() > first);
-    /// # Ok::<(), redis_mutex::Error>(())
-    /// ```
-    pub fn fencing_token(&self) -> u64 {
-        self.held.lease_token().unwrap_or_default()
-    }
-}

@@ -1,0 +1,197 @@
+//! Sending one command or script call: through a cluster's redirections and the refusals
+//! that say it did not run, never twice otherwise; and, for a call that may grant a lock, its
+//! undo when the reply is lost.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Conn, checkout, checkout_node, reply_lost, reply_pending};
+use crate::pool::{Redirect, redirect_of};
+use crate::{Error, Pool, Result};
+
+/// How many redirections or refusals one command follows before giving up.
+const MAX_REDIRECTS: u32 = 16;
+
+/// The first pause after a refusal that may pass (`TRYAGAIN`, `LOADING`, ...); doubled on
+/// each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The outcome of [`run`]: the connection the command went on last (to undo it there, if
+/// its reply was lost), and the command's own result.
+pub(crate) struct Ran<T> {
+    pub(crate) conn: Conn,
+    pub(crate) result: redis::RedisResult<T>,
+}
+
+/// A call that got no answer it could use.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// It did nothing: it was never sent, or the server refused it.
+    Refused(Error),
+    /// It was sent and no reply came in time: Redis may have run it, or may still.
+    NoReply(Error),
+}
+
+impl Failed {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Failed::Refused(e) | Failed::NoReply(e) => e,
+        }
+    }
+}
+
+impl<T> Ran<T> {
+    /// The command's answer, or how it failed, as this crate's error about the lock `lock`
+    /// (`what` names the call).
+    pub(crate) fn outcome(mut self, lock: &str, what: &'static str) -> Result<T, Failed> {
+        self.result.map_err(|e| {
+            let lost = reply_lost(&e);
+            let e = self.conn.fail(e, lock, what);
+            if lost {
+                Failed::NoReply(e)
+            } else {
+                Failed::Refused(e)
+            }
+        })
+    }
+}
+
+/// [`run`] for a call that may grant a lock (`what` names it in errors). When its reply is
+/// lost, Redis may have run it or may still: `undo` then runs on the same connection
+/// before the error is returned, so that no grant is left that nobody holds. Every
+/// granting call goes through here.
+pub(crate) fn run_grant<T>(
+    pool: &Pool,
+    route: &str,
+    conn: Conn,
+    response_timeout: Duration,
+    (name, what): (&str, &'static str),
+    op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+    undo: impl FnOnce(&mut Conn, &redis::RedisError),
+) -> Result<(Conn, T)> {
+    let mut ran = run(pool, route, Some(conn), response_timeout, op)?;
+    match ran.result {
+        Ok(reply) => Ok((ran.conn, reply)),
+        Err(e) => {
+            if reply_lost(&e) {
+                undo(&mut ran.conn, &e);
+            }
+            Err(ran.conn.fail(e, name, what))
+        }
+    }
+}
+
+/// Runs `op` (one command or one script call, on `conn` if given, else on a connection
+/// checked out for `route`), following the cluster's redirections and retrying the
+/// refusals that say the command did not run, within about `response_timeout`.
+///
+/// Only a failure to get a connection is an `Err`; the command's own failure is in
+/// [`Ran::result`], with the connection, so that the caller can tell a lost reply (see
+/// [`reply_lost`]) from an answer, and undo the first on the same connection.
+pub(crate) fn run<T>(
+    pool: &Pool,
+    route: &str,
+    conn: Option<Conn>,
+    response_timeout: Duration,
+    mut op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+) -> Result<Ran<T>> {
+    let started = Instant::now();
+    let wait = pool.config().connection_timeout.min(response_timeout);
+    let mut conn = match conn {
+        Some(conn) => conn,
+        None => checkout(pool, route, wait, response_timeout)?,
+    };
+    let mut backoff = FIRST_BACKOFF;
+    let mut asking = false;
+    for _ in 0..MAX_REDIRECTS {
+        let result = if asking {
+            redis::cmd("ASKING")
+                .query::<()>(&mut conn)
+                .and_then(|()| op(&mut conn))
+        } else {
+            op(&mut conn)
+        };
+        asking = false;
+        let redirect = match &result {
+            Err(e) => redirect_of(e),
+            Ok(_) => None,
+        };
+        let left = response_timeout.saturating_sub(started.elapsed());
+        let Some(redirect) = redirect.filter(|_| !left.is_zero()) else {
+            return Ok(Ran { conn, result });
+        };
+        log::trace!("{} refused a command: {redirect:?}", conn.server());
+        let cluster = pool.as_cluster();
+        conn = match (redirect, cluster) {
+            (Redirect::Moved { slot, addr }, Some(cluster)) => {
+                cluster.moved(slot, &addr);
+                checkout(pool, route, wait.min(left), response_timeout)?
+            }
+            (Redirect::Ask { addr }, Some(cluster)) => {
+                asking = true;
+                let node = cluster.node(&addr);
+                checkout_node(
+                    &node,
+                    wait.min(left),
+                    response_timeout,
+                    pool.config().connect_timeout,
+                )?
+            }
+            (Redirect::Moved { .. } | Redirect::Ask { .. }, None) => {
+                return Err(Error::invalid(
+                    "pool",
+                    format!(
+                        "redis at {} is a cluster node; build the pool with `Pool::cluster`",
+                        conn.server()
+                    ),
+                ));
+            }
+            (Redirect::Later, _) => {
+                drop(conn);
+                thread::sleep(backoff.min(left));
+                backoff = backoff.saturating_mul(2);
+                checkout(pool, route, wait.min(left), response_timeout)?
+            }
+            (Redirect::Demoted, cluster) => {
+                conn.mark_broken();
+                drop(conn);
+                if let Some(cluster) = cluster {
+                    cluster.refresh().ok();
+                }
+                checkout(pool, route, wait.min(left), response_timeout)?
+            }
+        };
+    }
+    let result = op(&mut conn);
+    Ok(Ran { conn, result })
+}
+
+/// [`run`] on a connection checked out for `route`, for a command that may be sent twice
+/// (a compare-and-set, a read): when the pooled connection turns out to have been closed
+/// before any reply came (the server or the network dropped it while it sat idle), the
+/// command goes once more on another connection, instead of failing a call that never
+/// reached the server.
+pub(crate) fn run_repeatable<T>(
+    pool: &Pool,
+    route: &str,
+    response_timeout: Duration,
+    mut op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+) -> Result<Ran<T>> {
+    // Every idle connection may have been closed by the same event: try each at most once.
+    for _ in 0..pool.config().max_size {
+        let mut ran = run(pool, route, None, response_timeout, &mut op)?;
+        let closed = match &ran.result {
+            Err(e) => ran.conn.reused && reply_lost(e) && !reply_pending(e),
+            Ok(_) => false,
+        };
+        if !closed {
+            return Ok(ran);
+        }
+        log::debug!(
+            "a pooled connection to {} was closed; sending again",
+            ran.conn.server()
+        );
+        ran.conn.mark_broken();
+    }
+    run(pool, route, None, response_timeout, op)
+}

@@ -1,0 +1,154 @@
+//! Getting a connection of one server: [`Pooled`], the one type every checkout gives,
+//! whatever made it (this crate's r2d2 pool, a foreign one given to `Pool::try_from`, or the
+//! caller's own thread while the pool's last attempt had failed), and [`Node::get`], which
+//! waits for one while watching the server's health.
+
+use std::time::{Duration, Instant};
+
+use r2d2::PooledConnection;
+
+use super::{Link, LinkState, Manager, Node, NodePool};
+use crate::{Error, Result};
+
+/// A connection checked out of one server's pool, given back when dropped.
+pub(crate) enum Pooled {
+    Own(PooledConnection<Manager>),
+    /// Made on the caller's thread while the pool's last attempt had failed; closed when
+    /// dropped.
+    Detached(Link),
+    /// Of a pool given to `Pool::try_from`: what we know of its socket lives in its r2d2
+    /// extensions between checkouts.
+    Foreign {
+        conn: PooledConnection<redis::Client>,
+        state: LinkState,
+    },
+}
+
+impl Pooled {
+    /// The connection, and what we know of its socket.
+    pub(crate) fn parts(&mut self) -> (&mut redis::Connection, &mut LinkState) {
+        match self {
+            Pooled::Own(pooled) => {
+                let Link { conn, state, .. } = &mut **pooled;
+                (conn, state)
+            }
+            Pooled::Detached(Link { conn, state, .. }) => (conn, state),
+            Pooled::Foreign { conn, state } => (&mut **conn, state),
+        }
+    }
+
+    pub(crate) fn connection(&self) -> &redis::Connection {
+        match self {
+            Pooled::Own(pooled) => &pooled.conn,
+            Pooled::Detached(link) => &link.conn,
+            Pooled::Foreign { conn, .. } => conn,
+        }
+    }
+
+    /// The server it is connected to, as errors name it (a foreign pool's is its node's).
+    pub(crate) fn server<'a>(&'a self, node: &'a Node) -> &'a str {
+        match self {
+            Pooled::Own(pooled) => &pooled.server,
+            Pooled::Detached(link) => &link.server,
+            Pooled::Foreign { .. } => node.server(),
+        }
+    }
+
+    fn foreign(mut conn: PooledConnection<redis::Client>) -> Pooled {
+        let state = PooledConnection::extensions_mut(&mut conn)
+            .remove::<LinkState>()
+            .unwrap_or_default();
+        Pooled::Foreign { conn, state }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.parts().1.idle_since = Some(Instant::now());
+        if let Pooled::Foreign { conn, state } = self {
+            PooledConnection::extensions_mut(conn).insert(std::mem::take(state));
+        }
+    }
+}
+
+/// The first and the longest slice of [`Node::get_watching_health`]'s wait.
+const HEALTH_SLICES: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(200));
+
+impl Node {
+    /// An idle connection, if one is free now.
+    pub(crate) fn try_get(&self) -> Option<Pooled> {
+        match &self.pool {
+            NodePool::Own(pool) => pool.try_get().map(Pooled::Own),
+            NodePool::Foreign(pool) => pool.try_get().map(Pooled::foreign),
+        }
+    }
+
+    fn get_timeout(&self, wait: Duration) -> Option<Pooled> {
+        match &self.pool {
+            NodePool::Own(pool) => pool.get_timeout(wait).ok().map(Pooled::Own),
+            NodePool::Foreign(pool) => pool.get_timeout(wait).ok().map(Pooled::foreign),
+        }
+    }
+
+    /// A connection, waiting at most `wait` for a free one.
+    ///
+    /// A server whose last connection attempt failed is reported at once (when no
+    /// connection is idle; or, with a manager of ours, after one attempt on this thread,
+    /// since the pool's next one may be a backoff away), and one that fails while we wait
+    /// is reported within about the connect timeout, rather than after the whole `wait`:
+    /// r2d2 keeps trying in the background, and the next call gets a connection as soon as
+    /// one is made.
+    ///
+    /// # Errors
+    ///
+    /// The server's failure ([`Error::Unreachable`], [`Error::AuthFailed`]), or
+    /// [`Error::PoolTimeout`] when every connection stayed busy.
+    pub(crate) fn get(&self, wait: Duration, connect_timeout: Duration) -> Result<Pooled> {
+        // An idle connection, at once: the common case.
+        if let Some(pooled) = self.try_get() {
+            return Ok(pooled);
+        }
+        let started = Instant::now();
+        if let Some(failure) = self.health.failure() {
+            return match &self.manager {
+                Some(manager) => Ok(Pooled::Detached(r2d2::ManageConnection::connect(manager)?)),
+                None => Err(failure),
+            };
+        }
+        // A first share of the wait long enough for one connection attempt to end, watching
+        // for it to fail.
+        let first = wait.min(connect_timeout + Duration::from_millis(100));
+        if let Some(pooled) = self.get_watching_health(first)? {
+            return Ok(pooled);
+        }
+        let left = wait.saturating_sub(started.elapsed());
+        self.get_timeout(left).ok_or_else(|| {
+            self.health.failure().unwrap_or_else(|| Error::PoolTimeout {
+                server: self.server().to_owned(),
+                after: wait,
+            })
+        })
+    }
+
+    /// Waits up to `wait` for a connection, in slices that double from 5 ms to 200 ms, and
+    /// returns the server's failure as soon as a connection attempt (r2d2's, in the
+    /// background) has failed: r2d2 wakes its waiters for a new connection, not for a
+    /// failed attempt. `None` when `wait` passed with neither.
+    fn get_watching_health(&self, wait: Duration) -> Result<Option<Pooled>> {
+        let started = Instant::now();
+        let mut slice = HEALTH_SLICES.0;
+        loop {
+            let left = wait.saturating_sub(started.elapsed());
+            if let Some(pooled) = self.get_timeout(slice.min(left)) {
+                return Ok(Some(pooled));
+            }
+            if let Some(failure) = self.health.failure() {
+                return Err(failure);
+            }
+            if started.elapsed() >= wait {
+                return Ok(None);
+            }
+            slice = (slice * 2).min(HEALTH_SLICES.1);
+        }
+    }
+}
