@@ -19,11 +19,11 @@ use crate::{Error, Pool, Result};
 #[derive(Debug)]
 pub(crate) struct NewGrant {
     /// Taken before the granting request was sent: the lease counts from here.
-    pub(crate) sent_at: Instant,
+    sent_at: Instant,
     /// Its fencing token (0 for a read lease, which takes none).
     pub(crate) token: u64,
     /// On a cluster, the node it was made on: its renewals get a lane of their own.
-    pub(crate) server: Option<Arc<str>>,
+    server: Option<Arc<str>>,
 }
 
 impl NewGrant {
@@ -66,7 +66,7 @@ pub(crate) struct OnServer {
     pub(crate) ttl: Option<Duration>,
     pub(crate) response_timeout: Duration,
     /// On a cluster, the node the grant was made on: its renewals get a lane of their own.
-    pub(crate) server: Option<Arc<str>>,
+    server: Option<Arc<str>>,
 }
 
 impl OnServer {

@@ -65,7 +65,7 @@ pub(crate) const LOCK_PREFIX: &str = "lock:";
 pub(crate) const SIGNAL_PREFIX: &str = "lock-signal:";
 
 /// The fencing counter of a single server.
-pub(crate) const FENCING_COUNTER: &str = "lock-fencing-counter";
+const FENCING_COUNTER: &str = "lock-fencing-counter";
 
 /// The hash tag of `key` as Redis Cluster reads it: what lies between the first `{` and
 /// the first `}` after it, if that is not empty.
@@ -87,7 +87,7 @@ fn tagged(name: &str, scheme: Scheme) -> String {
 
 /// The fencing counter for locks whose keys carry `key`'s hash tag: on a cluster, one per
 /// tag, in the same slot; on a single server, the one counter.
-pub(crate) fn fencing_counter(key: &str, scheme: Scheme) -> String {
+fn fencing_counter(key: &str, scheme: Scheme) -> String {
     match (scheme, hash_tag(key)) {
         (Scheme::Cluster, Some(tag)) => format!("{FENCING_COUNTER}:{{{tag}}}"),
         _ => FENCING_COUNTER.to_owned(),

@@ -98,7 +98,7 @@ pub(crate) fn clock_margin(ttl: Duration, drift_factor: f64) -> Duration {
 const DRIFT_FACTOR: f64 = 0.01;
 
 /// Until when a lease of `ttl`, granted by a request sent at `sent_at`, is certainly ours.
-pub(crate) fn lease_end(sent_at: Instant, ttl: Duration) -> Instant {
+fn lease_end(sent_at: Instant, ttl: Duration) -> Instant {
     let certain = ttl.saturating_sub(clock_margin(ttl, DRIFT_FACTOR));
     // An expiry too far off to represent is, for any caller, forever.
     sent_at
@@ -192,7 +192,7 @@ impl Lease {
     /// Whether more than a third of a `lease` is certainly left: then `ensure_held` needs no
     /// round trip (a renewed lease never has less, and the lock cannot run out before the
     /// caller's next step). False for a lock without expiry.
-    pub(crate) fn comfortably_valid(&self, lease: Option<Duration>) -> bool {
+    fn comfortably_valid(&self, lease: Option<Duration>) -> bool {
         matches!((self.valid_for(), lease), (Some(left), Some(lease)) if left > lease / 3)
     }
 

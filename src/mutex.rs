@@ -95,7 +95,7 @@ impl fmt::Debug for RedisMutex {
 
 /// What the threads of this process that wait for one lock pass on to each other.
 #[derive(Debug, Default)]
-pub(crate) struct LocalState {
+struct LocalState {
     /// When a mutex of this process last released the lock in Redis, if it did so
     /// successfully.
     released_at: Option<Instant>,

@@ -25,7 +25,7 @@ pub(crate) struct LockOptionsBuilder {
     pub(crate) owner_id: Option<String>,
     pub(crate) signal_expire: Option<Duration>,
     pub(crate) auto_renewal: Option<bool>,
-    pub(crate) on_lost: Option<OnLost>,
+    on_lost: Option<OnLost>,
     pub(crate) response_timeout: Option<Duration>,
     pub(crate) wait_replicas: Option<(usize, Duration)>,
     pub(crate) metrics_label: Option<String>,

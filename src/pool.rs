@@ -80,7 +80,7 @@ struct Inner {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Config {
     pub(crate) max_size: u32,
-    pub(crate) min_idle: u32,
+    min_idle: u32,
     pub(crate) connection_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) connect_timeout: Duration,
@@ -95,17 +95,17 @@ enum Topology {
 
 /// The connections to one server.
 pub(crate) struct Node {
-    pub(crate) pool: NodePool,
-    pub(crate) health: Arc<Health>,
+    pool: NodePool,
+    health: Arc<Health>,
     /// How the pool makes a connection, to make one at once when the last attempt failed
     /// (none for a foreign pool).
-    pub(crate) manager: Option<Manager>,
+    manager: Option<Manager>,
     /// The turns to wait in `BLPOP` on this server's connections.
     pub(crate) blocking: Arc<Blocking>,
 }
 
 /// An r2d2 pool of this crate's, or one given to [`Pool::try_from`].
-pub(crate) enum NodePool {
+enum NodePool {
     Own(r2d2::Pool<Manager>),
     Foreign(r2d2::Pool<redis::Client>),
 }
@@ -127,7 +127,7 @@ impl fmt::Debug for Pool {
 
 impl Node {
     /// The server, as errors name it.
-    pub(crate) fn server(&self) -> &str {
+    fn server(&self) -> &str {
         self.health.server()
     }
 

@@ -28,7 +28,7 @@ use crate::{Pool, Result};
 const BLPOP_GRACE: Duration = Duration::from_millis(1);
 
 /// The longest a waiter sleeps before trying again: what a lost wake-up costs at most.
-pub(crate) const MAX_WAIT: Duration = Duration::from_millis(1000);
+const MAX_WAIT: Duration = Duration::from_millis(1000);
 
 /// What one acquire attempt found.
 #[derive(Debug)]
@@ -172,7 +172,7 @@ fn reply_wait(wait: &Wait<'_>) -> Duration {
 /// Checks a connection out for a lock call. Waiting for a connection is bounded like
 /// waiting for a reply, not by the deadline: the deadline is how long to wait for the lock,
 /// and even a `try_` call needs one round trip.
-pub(crate) fn checkout_for_lock(wait: &Wait<'_>) -> Result<Conn> {
+fn checkout_for_lock(wait: &Wait<'_>) -> Result<Conn> {
     let pool_wait = wait.pool.connection_timeout();
     let checkout_wait = match wait.deadline {
         Some(deadline) => pool_wait.min(
@@ -262,7 +262,7 @@ fn wait_for_signal(mut conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<Wai
 
 /// With `wait_replicas`: waits up to `timeout` for `wanted` replicas to acknowledge what
 /// was written on `conn` (`WAIT`); returns how many did.
-pub(crate) fn await_replicas(
+fn await_replicas(
     conn: &mut Conn,
     wanted: usize,
     timeout: Duration,

@@ -47,7 +47,7 @@ const KINDS: [&str; 12] = [
 
 /// The prefix of every key of a read-write lock. Not `lock:`, so `reset_all` and
 /// python-redis-lock never see them.
-pub(crate) const PREFIX: &str = "rwlock";
+const PREFIX: &str = "rwlock";
 
 /// The key of `kind` for the level `level` of a tree whose root segment is `root`.
 fn key(kind: &str, level: &str, root: &str, scheme: Scheme) -> String {
@@ -64,7 +64,7 @@ pub(crate) fn parse_key(key: &str) -> Option<(&str, &str)> {
 }
 
 /// The key of `kind` for a level as [`parse_key`] gave it.
-pub(crate) fn sibling(kind: &str, level: &str) -> String {
+fn sibling(kind: &str, level: &str) -> String {
     format!("{PREFIX}:{kind}:{level}")
 }
 
@@ -101,7 +101,7 @@ pub(crate) fn check_path(path: &str, separator: char) -> Option<String> {
 
 /// The levels of a path, root first: `a/b/c` gives `a`, `a/b`, `a/b/c`. The path must
 /// have passed [`check_path`].
-pub(crate) fn levels(path: &str, separator: char) -> Vec<&str> {
+fn levels(path: &str, separator: char) -> Vec<&str> {
     let mut levels: Vec<&str> = path
         .match_indices(separator)
         .map(|(at, _)| &path[..at])

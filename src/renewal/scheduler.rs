@@ -76,7 +76,7 @@ impl<T: Clone> Scheduler<T> {
 
     /// Whether a renewal of `id` is on the wire (or a hold is on it).
     #[cfg(test)]
-    pub(crate) fn in_flight(&self, id: u64) -> bool {
+    fn in_flight(&self, id: u64) -> bool {
         self.entries.get(&id).is_some_and(|e| e.in_flight)
     }
 
