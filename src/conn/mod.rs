@@ -25,7 +25,7 @@ use crate::pool::{LinkState, MIN_TIMEOUT, Node, Pooled};
 use crate::{Error, Result};
 
 /// A connection checked out of a pool, returned to it when dropped.
-pub(crate) struct Conn {
+pub(super) struct Conn {
     link: Pooled,
     node: Arc<Node>,
     /// It was used before it went back to the pool (not made for this checkout): the server
@@ -54,22 +54,22 @@ impl Conn {
     }
 
     /// The server this connection is to, as errors name it.
-    pub(crate) fn server(&self) -> &str {
+    pub(super) fn server(&self) -> &str {
         self.link.server(&self.node)
     }
 
     /// The node (server) the connection belongs to.
-    pub(crate) fn node(&self) -> &Arc<Node> {
+    pub(super) fn node(&self) -> &Arc<Node> {
         &self.node
     }
 
     /// The read timeout now in force.
-    pub(crate) fn read_timeout(&mut self) -> Duration {
+    pub(super) fn read_timeout(&mut self) -> Duration {
         self.parts().1.read_timeout.unwrap_or(Duration::ZERO)
     }
 
     /// Bounds the next reads and writes by `timeout` (at least 1 ms).
-    pub(crate) fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+    pub(super) fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.set_read_timeout(timeout)?;
         self.set_socket_timeout(
             timeout,
@@ -79,7 +79,7 @@ impl Conn {
     }
 
     /// Bounds the next reads by `timeout` (at least 1 ms); writes keep theirs.
-    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
+    pub(super) fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.set_socket_timeout(
             timeout,
             |state| &mut state.read_timeout,
@@ -107,7 +107,7 @@ impl Conn {
     }
 
     /// The server-side id of this connection, for `CLIENT UNBLOCK`; asked once.
-    pub(crate) fn client_id(&mut self) -> Result<i64> {
+    pub(super) fn client_id(&mut self) -> Result<i64> {
         if let Some(id) = self.parts().1.client_id {
             return Ok(id);
         }
@@ -121,17 +121,17 @@ impl Conn {
 
     /// Keeps the pool from handing the connection out again: its server is no longer what
     /// it was (demoted, say).
-    pub(crate) fn mark_broken(&mut self) {
+    pub(super) fn mark_broken(&mut self) {
         self.parts().1.broken = true;
     }
 
     /// Whether the connection is still open, as far as the client knows.
-    pub(crate) fn is_open(&self) -> bool {
+    pub(super) fn is_open(&self) -> bool {
         redis::ConnectionLike::is_open(self.connection())
     }
 
     /// Another idle connection to the same server, if one is free now.
-    pub(crate) fn spare(&self, response_timeout: Duration) -> Option<Conn> {
+    pub(super) fn spare(&self, response_timeout: Duration) -> Option<Conn> {
         Conn::new(self.node.try_get()?, self.node.clone(), response_timeout).ok()
     }
 
@@ -141,7 +141,7 @@ impl Conn {
     /// A connection whose reply did not come in time is not reused: its next user would
     /// first wait for that late reply, one more response timeout on top of its own. (An
     /// undo owed for the call is sent on it before this.)
-    pub(crate) fn fail(&mut self, e: redis::RedisError, lock: &str, what: &'static str) -> Error {
+    pub(super) fn fail(&mut self, e: redis::RedisError, lock: &str, what: &'static str) -> Error {
         if reply_pending(&e) {
             self.mark_broken();
         }

@@ -10,7 +10,7 @@ use crate::scripts::{ACQUIRE, Call, EXTEND, FAIR, RELEASE, UNDO};
 
 /// What every script call of one mutex needs to know.
 #[derive(Debug)]
-pub(crate) struct Calls {
+pub(super) struct Calls {
     pub(super) keys: MutexKeys,
     pub(super) owner: Arc<str>,
     /// The expiry of a grant in milliseconds; 0 for a lock that never expires.

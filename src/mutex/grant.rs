@@ -16,7 +16,7 @@ use crate::renewal::{Batch, BatchKey, BatchPart, Renewing};
 use crate::scripts::{EXTEND, Extend, Release};
 
 /// One grant of a mutex: enough to release, extend, check and renew it without the mutex.
-pub(crate) struct MutexGrant {
+pub(super) struct MutexGrant {
     pub(super) on: OnServer,
     /// The mutex's script calls (its keys, owner id, fair mode).
     pub(super) calls: Arc<Calls>,

@@ -15,7 +15,7 @@ use crate::Result;
 use crate::held::{Held, guard_methods};
 
 /// A place in a mutex's local queue: released, in FIFO order, when the guard goes.
-pub(crate) trait LocalGuard: DerefMut<Target = LocalState> {
+pub(super) trait LocalGuard: DerefMut<Target = LocalState> {
     fn unlock_fair(self);
 }
 
@@ -32,7 +32,7 @@ impl LocalGuard for ArcMutexGuard<RawMutex, LocalState> {
 }
 
 /// What both guards hold.
-pub(crate) struct Core<L: LocalGuard> {
+pub(super) struct Core<L: LocalGuard> {
     held: Held<MutexGrant>,
     /// `None` once released.
     local: Option<L>,

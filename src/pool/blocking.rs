@@ -35,7 +35,7 @@ pub(crate) struct Turn {
 
 impl Blocking {
     /// Turns for a pool of `max_size` connections (at least 2): all but one of them.
-    pub(crate) fn new(max_size: u32) -> Arc<Blocking> {
+    pub(super) fn new(max_size: u32) -> Arc<Blocking> {
         let capacity = usize::try_from(max_size.saturating_sub(1).max(1)).unwrap_or(usize::MAX);
         Arc::new(Blocking {
             capacity,

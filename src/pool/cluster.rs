@@ -98,7 +98,7 @@ pub(crate) fn redirect_of(e: &redis::RedisError) -> Option<Redirect> {
 impl Cluster {
     /// Asks the seeds for the slot map (unless `lazy`: then the first command does); fails
     /// when none answers.
-    pub(crate) fn connect(
+    pub(super) fn connect(
         seeds: Vec<ConnectionInfo>,
         config: Config,
         lazy: bool,
@@ -188,7 +188,7 @@ impl Cluster {
     }
 
     /// Every primary, for walking the keyspace.
-    pub(crate) fn primaries(&self) -> Result<Vec<Arc<Node>>> {
+    pub(super) fn primaries(&self) -> Result<Vec<Arc<Node>>> {
         self.refresh()?;
         let map = self.slots.read().clone();
         Ok(map

@@ -15,20 +15,20 @@ pub(crate) struct Health {
 
 /// Why the last connection attempt failed.
 #[derive(Debug, Clone)]
-pub(crate) struct Failure {
+pub(super) struct Failure {
     auth: bool,
     source: redis::RedisError,
 }
 
 impl Failure {
     /// Sorts a failed connection attempt: refused credentials, or no connection at all.
-    pub(crate) fn new(source: redis::RedisError) -> Failure {
+    pub(super) fn new(source: redis::RedisError) -> Failure {
         let auth = source.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(source.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
         Failure { auth, source }
     }
 
-    pub(crate) fn to_error(&self, server: &str) -> Error {
+    pub(super) fn to_error(&self, server: &str) -> Error {
         let server = server.to_owned();
         let source = self.source.clone();
         if self.auth {
@@ -40,19 +40,19 @@ impl Failure {
 }
 
 impl Health {
-    pub(crate) fn new(server: String) -> Health {
+    pub(super) fn new(server: String) -> Health {
         Health {
             server,
             last_failure: Mutex::new(None),
         }
     }
 
-    pub(crate) fn server(&self) -> &str {
+    pub(super) fn server(&self) -> &str {
         &self.server
     }
 
     /// Records a successful connection; logs the recovery if the last attempt had failed.
-    pub(crate) fn connected(&self) {
+    pub(super) fn connected(&self) {
         if self.last_failure.lock().take().is_some() {
             log::info!("connected to redis at {} again", self.server);
         }
@@ -60,7 +60,7 @@ impl Health {
 
     /// Records a failed connection attempt; logs it at WARN if the last one had succeeded.
     /// Returns the error for the caller.
-    pub(crate) fn failed(&self, failure: Failure) -> Error {
+    pub(super) fn failed(&self, failure: Failure) -> Error {
         let error = failure.to_error(&self.server);
         let mut last = self.last_failure.lock();
         if last.is_none() {
@@ -71,7 +71,7 @@ impl Health {
     }
 
     /// Why the last connection attempt failed, if it did.
-    pub(crate) fn failure(&self) -> Option<Error> {
+    pub(super) fn failure(&self) -> Option<Error> {
         self.last_failure
             .lock()
             .as_ref()

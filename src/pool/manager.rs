@@ -11,7 +11,7 @@ use crate::Error;
 
 /// Where connections go.
 #[derive(Debug, Clone)]
-pub(crate) enum Target {
+pub(super) enum Target {
     /// One server, as given.
     Direct(ConnectionInfo),
     /// The primary that Sentinel names for a service, asked anew for every connection.
@@ -20,19 +20,19 @@ pub(crate) enum Target {
 
 /// A service monitored by Sentinel.
 #[derive(Debug, Clone)]
-pub(crate) struct SentinelTarget {
-    pub(crate) sentinels: Vec<ConnectionInfo>,
-    pub(crate) service: String,
+pub(super) struct SentinelTarget {
+    pub(super) sentinels: Vec<ConnectionInfo>,
+    pub(super) service: String,
     /// The credentials, database and TLS mode for the primary; its address is Sentinel's.
-    pub(crate) node: ConnectionInfo,
+    pub(super) node: ConnectionInfo,
 }
 
 /// A connection as the pool keeps it, with what we know about its socket.
 pub(crate) struct Link {
-    pub(crate) conn: redis::Connection,
-    pub(crate) state: LinkState,
+    pub(super) conn: redis::Connection,
+    pub(super) state: LinkState,
     /// The server it is connected to, for error messages.
-    pub(crate) server: Arc<str>,
+    pub(super) server: Arc<str>,
 }
 
 /// What we last did to a connection, so that a hot path does not repeat it.
@@ -53,15 +53,15 @@ pub(crate) struct LinkState {
 /// Makes connections for one r2d2 pool.
 #[derive(Debug)]
 pub(crate) struct Manager {
-    pub(crate) target: Target,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
-    pub(crate) health: Arc<Health>,
+    pub(super) target: Target,
+    pub(super) connect_timeout: Duration,
+    pub(super) response_timeout: Duration,
+    pub(super) health: Arc<Health>,
 }
 
 impl Manager {
     /// The same settings and health, for a second manager of the same server.
-    pub(crate) fn clone_settings(&self) -> Manager {
+    pub(super) fn clone_settings(&self) -> Manager {
         Manager {
             target: self.target.clone(),
             connect_timeout: self.connect_timeout,
@@ -109,13 +109,13 @@ impl r2d2::ManageConnection for Manager {
 }
 
 /// `info`'s address as errors show it: `host:port` or a socket path, never a password.
-pub(crate) fn server_name(info: &ConnectionInfo) -> String {
+pub(super) fn server_name(info: &ConnectionInfo) -> String {
     info.addr().to_string()
 }
 
 /// Connects to `info` within `connect_timeout` (the handshake included), then bounds every
 /// later read and write by `response_timeout`.
-pub(crate) fn connect(
+pub(super) fn connect(
     info: &ConnectionInfo,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -145,7 +145,7 @@ pub(crate) fn connect(
 }
 
 /// `template` with its address replaced by `host:port`, keeping its TLS settings.
-pub(crate) fn at(template: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
+pub(super) fn at(template: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
     let addr = match template.addr() {
         ConnectionAddr::TcpTls {
             insecure,

@@ -17,7 +17,7 @@ use crate::{Error, Pool, Result};
 
 /// One Redlock grant: the instances, the claim (key, token, pending connections), and the
 /// round's settings.
-pub(crate) struct RedlockGrant {
+pub(super) struct RedlockGrant {
     pub(super) pools: Arc<[Pool]>,
     pub(super) claim: Arc<Claim>,
     /// The ttl the lock was taken with; auto-extension restores it.

@@ -30,15 +30,15 @@ use crate::{Pool, Result};
 
 /// Which thread renews a lease: leases of one lane share a server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct LaneKey {
+pub(super) struct LaneKey {
     /// The pool (or Redlock) the lease was taken through.
-    pub(crate) pool: u64,
+    pub(super) pool: u64,
     /// The server within it, for a cluster's nodes.
-    pub(crate) server: Option<Arc<str>>,
+    pub(super) server: Option<Arc<str>>,
 }
 
 /// How one lock kind renews a lease: the seam between the renewal service and the locks.
-pub(crate) trait Renew: Send + Sync + 'static {
+pub(super) trait Renew: Send + Sync + 'static {
     /// The lease each renewal restores; renewals come a third of it apart.
     fn ttl(&self) -> Duration;
 
@@ -53,7 +53,7 @@ pub(crate) trait Renew: Send + Sync + 'static {
 }
 
 /// How a lease is renewed.
-pub(crate) enum Renewing<'a> {
+pub(super) enum Renewing<'a> {
     /// By a call of its own (a Redlock's round on several servers, say).
     Alone(&'a dyn RenewAlone),
     /// With every lease of the same batch key, in one call.
@@ -61,14 +61,14 @@ pub(crate) enum Renewing<'a> {
 }
 
 /// A lease renewed by a call of its own.
-pub(crate) trait RenewAlone {
+pub(super) trait RenewAlone {
     /// Renews the lease once, within about `timeout` (what the lease has left: a later
     /// answer is of no use).
     fn renew(&self, timeout: Duration) -> Renewal;
 }
 
 /// A lease's part in a batch call: the keys and arguments of its compare-and-extend.
-pub(crate) trait BatchPart {
+pub(super) trait BatchPart {
     /// Adds the part to `call`, a call of its batch's script, to restore its ttl.
     fn add_to(&self, call: &mut Call);
 }
@@ -77,29 +77,29 @@ pub(crate) trait BatchPart {
 /// call of `script` on `pool` routed by `route` (a key of the lease: every lease of a batch
 /// lives in the same slot), to which each adds its `part`. The script answers one
 /// [`Extend`](crate::scripts::Extend) per part, in order.
-pub(crate) struct Batch<'a> {
-    pub(crate) key: BatchKey,
-    pub(crate) pool: &'a Pool,
-    pub(crate) route: &'a str,
-    pub(crate) script: &'static Lua,
-    pub(crate) part: &'a dyn BatchPart,
+pub(super) struct Batch<'a> {
+    pub(super) key: BatchKey,
+    pub(super) pool: &'a Pool,
+    pub(super) route: &'a str,
+    pub(super) script: &'static Lua,
+    pub(super) part: &'a dyn BatchPart,
 }
 
 /// What the leases of one batch share: the script, the pool, the slot (on a cluster) and the
 /// response timeout that bounds the call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct BatchKey {
+pub(super) struct BatchKey {
     /// The script's name: leases of different scripts never share a call.
-    pub(crate) script: &'static str,
-    pub(crate) pool: u64,
+    pub(super) script: &'static str,
+    pub(super) pool: u64,
     /// On a cluster, the hash tag of the leases' keys: one slot per call.
-    pub(crate) tag: Option<Arc<str>>,
-    pub(crate) response_timeout: Duration,
+    pub(super) tag: Option<Arc<str>>,
+    pub(super) response_timeout: Duration,
 }
 
 /// What became of one renewal.
 #[derive(Debug)]
-pub(crate) enum Renewal {
+pub(super) enum Renewal {
     /// Renewed by a request sent at `sent_at` with the lease `ttl`.
     Renewed { sent_at: Instant, ttl: Duration },
     /// Renewed, and certainly ours until `valid_until` (a Redlock works that out itself).
@@ -122,7 +122,7 @@ pub(crate) enum Renewal {
 }
 
 /// Renewal of one lease; dropping it (or [`Registration::cancel`]) stops the renewal.
-pub(crate) struct Registration {
+pub(super) struct Registration {
     lane: Arc<lane::Lane>,
     id: u64,
     bound: Duration,
@@ -143,7 +143,7 @@ impl fmt::Debug for Registration {
 ///
 /// [`Error::RenewalThread`](crate::Error::RenewalThread) when the lane's thread could not be
 /// started.
-pub(crate) fn register(
+pub(super) fn register(
     lease: Arc<Lease>,
     target: Arc<dyn Renew>,
     acquired_at: Instant,
@@ -156,7 +156,7 @@ pub(crate) fn register(
 impl Registration {
     /// Stops renewing, at once: a renewal of this lease already on the wire is not waited
     /// for (see the module docs).
-    pub(crate) fn cancel(self) {
+    pub(super) fn cancel(self) {
         // Drop does the work.
     }
 
@@ -164,7 +164,7 @@ impl Registration {
     /// a renewal of it already on the wire to settle. A manual extend runs under a hold:
     /// two requests on different connections could reach Redis in either order, and the
     /// lease clock must not take the longer one for the last.
-    pub(crate) fn hold(&self) -> Hold<'_> {
+    pub(super) fn hold(&self) -> Hold<'_> {
         self.lane.hold(self.id, self.bound);
         Hold { registration: self }
     }
@@ -179,7 +179,7 @@ impl Drop for Registration {
 /// See [`Registration::hold`]. Dropping it lets renewal go on, a third of the lease later
 /// (of what the lease has left, if that is less).
 #[derive(Debug)]
-pub(crate) struct Hold<'a> {
+pub(super) struct Hold<'a> {
     registration: &'a Registration,
 }
 

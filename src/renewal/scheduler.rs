@@ -19,7 +19,7 @@ struct Entry<T> {
 }
 
 /// The renewals of one lane, by due time.
-pub(crate) struct Scheduler<T> {
+pub(super) struct Scheduler<T> {
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     entries: HashMap<u64, Entry<T>>,
     next_id: u64,
@@ -37,7 +37,7 @@ impl<T> Default for Scheduler<T> {
 
 /// When a lease renewed (or granted) at `renewed_at` with `ttl` is next due: a third of the
 /// lease later, so that two more tries fit before it runs out.
-pub(crate) fn next_due(renewed_at: Instant, ttl: Duration) -> Instant {
+pub(super) fn next_due(renewed_at: Instant, ttl: Duration) -> Instant {
     renewed_at + ttl / 3
 }
 
@@ -48,7 +48,7 @@ fn coalesce_window(ttl: Duration) -> Duration {
 
 impl<T: Clone> Scheduler<T> {
     /// Registers a lease granted at `acquired_at`; returns its id.
-    pub(crate) fn insert(&mut self, item: T, ttl: Duration, acquired_at: Instant) -> u64 {
+    pub(super) fn insert(&mut self, item: T, ttl: Duration, acquired_at: Instant) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let due = next_due(acquired_at, ttl);
@@ -66,11 +66,11 @@ impl<T: Clone> Scheduler<T> {
         id
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.entries.len()
     }
 
@@ -81,7 +81,7 @@ impl<T: Clone> Scheduler<T> {
     }
 
     /// The earliest time anything is due, if anything is.
-    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+    pub(super) fn next_deadline(&mut self) -> Option<Instant> {
         self.drop_stale_deadlines();
         self.deadlines.peek().map(|&Reverse((due, _))| due)
     }
@@ -90,7 +90,7 @@ impl<T: Clone> Scheduler<T> {
     /// its coalescing window (a sixth of its lease), marking them in flight; else nothing.
     /// Entries already in flight (held by a manual extend) are skipped: their hold
     /// reschedules them.
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<(u64, T)> {
+    pub(super) fn take_due(&mut self, now: Instant) -> Vec<(u64, T)> {
         let mut taken = Vec::new();
         match self.next_deadline() {
             Some(due) if due <= now => {}
@@ -120,7 +120,7 @@ impl<T: Clone> Scheduler<T> {
 
     /// Settles a renewal of `id` taken by [`take_due`](Self::take_due): due again at
     /// `next`, or dropped with `None`. An entry cancelled meanwhile is dropped either way.
-    pub(crate) fn settle(&mut self, id: u64, next: Option<Instant>) {
+    pub(super) fn settle(&mut self, id: u64, next: Option<Instant>) {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
@@ -138,7 +138,7 @@ impl<T: Clone> Scheduler<T> {
 
     /// Keeps renewals off `id` until [`release_hold`](Self::release_hold). Returns false
     /// when a renewal of it is on the wire: wait for it to settle, then ask again.
-    pub(crate) fn hold(&mut self, id: u64) -> bool {
+    pub(super) fn hold(&mut self, id: u64) -> bool {
         match self.entries.get_mut(&id) {
             Some(entry) if entry.in_flight => false,
             Some(entry) => {
@@ -151,7 +151,7 @@ impl<T: Clone> Scheduler<T> {
 
     /// Ends a hold: the next renewal is due a third of `left` (the lease left, if shorter
     /// than the usual one) after `now`.
-    pub(crate) fn release_hold(&mut self, id: u64, now: Instant, left: Option<Duration>) {
+    pub(super) fn release_hold(&mut self, id: u64, now: Instant, left: Option<Duration>) {
         if let Some(entry) = self.entries.get_mut(&id) {
             let left = left.unwrap_or(entry.ttl).min(entry.ttl);
             self.settle(id, Some(next_due(now, left)));
@@ -160,7 +160,7 @@ impl<T: Clone> Scheduler<T> {
 
     /// Stops renewing `id`. Returns false when a renewal of it is on the wire: it is then
     /// dropped when that settles.
-    pub(crate) fn cancel(&mut self, id: u64) -> bool {
+    pub(super) fn cancel(&mut self, id: u64) -> bool {
         match self.entries.get_mut(&id) {
             Some(entry) if entry.in_flight => {
                 entry.cancelled = true;
@@ -175,17 +175,17 @@ impl<T: Clone> Scheduler<T> {
     }
 
     /// Whether `id` was cancelled while a renewal of it was on the wire.
-    pub(crate) fn is_cancelled(&self, id: u64) -> bool {
+    pub(super) fn is_cancelled(&self, id: u64) -> bool {
         self.entries.get(&id).is_some_and(|e| e.cancelled)
     }
 
     /// The item registered as `id`, if it still is.
-    pub(crate) fn get(&self, id: u64) -> Option<&T> {
+    pub(super) fn get(&self, id: u64) -> Option<&T> {
         self.entries.get(&id).map(|e| &e.item)
     }
 
     /// The entries with a renewal on the wire.
-    pub(crate) fn in_flight_ids(&self) -> Vec<u64> {
+    pub(super) fn in_flight_ids(&self) -> Vec<u64> {
         self.entries
             .iter()
             .filter(|(_, e)| e.in_flight)

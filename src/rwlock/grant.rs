@@ -14,7 +14,7 @@ use crate::scripts::{RWLOCK_EXTEND, RWLOCK_RELEASE};
 use crate::{Error, Result};
 
 /// One lease on a path: enough to release, extend, check and renew it without the lock.
-pub(crate) struct RwGrant {
+pub(super) struct RwGrant {
     pub(super) on: OnServer,
     pub(super) keys: Arc<RwKeys>,
     pub(super) mode: Mode,
