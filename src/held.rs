@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Failed};
 use crate::duration::check_duration;
 use crate::lease::{Holder, Lease};
 use crate::metrics;
@@ -116,6 +116,31 @@ impl<G: ServerGrant> Renew for G {
 
     fn renewing(&self) -> Renewing<'_> {
         ServerGrant::renewing(self)
+    }
+}
+
+/// Sends an extend of a single-server grant to `ttl` (`send` says whether the grant was still
+/// ours), and moves `lease` with what came of it: on from when it was sent when it was
+/// extended, cut to `ttl` from then when its reply was lost (it may still run).
+///
+/// Errors: the request's.
+pub(crate) fn extend_lease(
+    lease: &Lease,
+    ttl: Duration,
+    send: impl FnOnce() -> std::result::Result<bool, Failed>,
+) -> Result<bool> {
+    let sent_at = Instant::now();
+    match send() {
+        Ok(true) => {
+            lease.extended(sent_at, ttl);
+            Ok(true)
+        }
+        Ok(false) => Ok(false),
+        Err(Failed::NoReply(e)) => {
+            lease.lost_reply(sent_at, ttl);
+            Err(e)
+        }
+        Err(Failed::Refused(e)) => Err(e),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::lease::Holder;
 use crate::local::Locals;
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
-use crate::scripts::{Acquire, RESET, Reset};
+use crate::scripts::{Acquire, Call, RESET, Reset};
 use crate::wait::{self, Acquired, Attempt, Wait};
 use crate::{Error, Pool, Result, TryLockError};
 
@@ -627,33 +627,54 @@ impl RedisMutex {
             let attempt = AttemptId::new();
             let attempt = attempt.as_str();
             let call = self.calls.acquire(attempt, std::mem::take(&mut polite));
-            let sent_at = Instant::now();
-            let (mut conn, reply) = conn::run_grant(
-                &self.pool,
-                &self.keys().lock,
+            // A woken waiter's acquire is a round trip away; if it died on the way, half the
+            // signal's life bounds how long the lock stays free.
+            let left_to_waiter = self.options.signal_expire / 2;
+            self.send_acquire(
                 conn,
-                self.options.response_timeout,
-                (&self.name, "acquire"),
-                |c| call.invoke::<Acquire>(c),
+                &call,
+                attempt,
+                (left_to_waiter, Duration::MAX),
                 |c, e| self.undo(c, attempt, &e.to_string()),
-            )?;
-            let found = match reply {
-                Acquire::Granted { token } => {
-                    Attempt::Granted(self.granted(&mut conn, attempt, sent_at, token)?)
-                }
-                Acquire::WrongType => return Err(self.wrong_type()),
-                // Its acquire is a round trip away; if it died on the way, this bounds how
-                // long the lock stays free.
-                Acquire::LeftToWaiter => Attempt::Blocked(self.options.signal_expire / 2),
-                Acquire::Held { left } => Attempt::Blocked(wait::until_expiry(left)),
-            };
-            Ok((conn, found))
+            )
         })?;
         Ok(match acquired {
             Acquired::Granted(granted) => Some(granted),
             Acquired::TimedOut(_) => None,
             Acquired::Failed(_, e) => return Err(e),
         })
+    }
+
+    /// Sends `call`, the acquire of `attempt` (in fair mode, a waiter), on `conn`; undoes
+    /// it with `undo` when its reply is lost. Held elsewhere, the lock is waited for until
+    /// its holder's lease runs out, at most `naps.1`; left to another waiter, `naps.0`.
+    fn send_acquire(
+        &self,
+        conn: Conn,
+        call: &Call,
+        attempt: &str,
+        naps: (Duration, Duration),
+        undo: impl FnOnce(&mut Conn, &redis::RedisError),
+    ) -> Result<(Conn, Attempt<NewGrant>)> {
+        let sent_at = Instant::now();
+        let (mut conn, reply) = conn::run_grant(
+            &self.pool,
+            &self.keys().lock,
+            conn,
+            self.options.response_timeout,
+            (&self.name, "acquire"),
+            |c| call.invoke::<Acquire>(c),
+            undo,
+        )?;
+        let found = match reply {
+            Acquire::Granted { token } => {
+                Attempt::Granted(self.granted(&mut conn, attempt, sent_at, token)?)
+            }
+            Acquire::WrongType => return Err(self.wrong_type()),
+            Acquire::LeftToWaiter => Attempt::Blocked(naps.0),
+            Acquire::Held { left } => Attempt::Blocked(wait::until_expiry(left).min(naps.1)),
+        };
+        Ok((conn, found))
     }
 
     fn wrong_type(&self) -> Error {

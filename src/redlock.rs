@@ -27,7 +27,7 @@ use crate::held::Held;
 use crate::lease::{Holder, Lease, OnLost};
 use crate::metrics::{self, Labels};
 use crate::options::random_id;
-use crate::scripts::REDLOCK_RELEASE;
+use crate::scripts::{REDLOCK_RELEASE, Release};
 use crate::{Error, Pool, Result, TryLockError};
 use builder::{
     DEFAULT_DRIFT_FACTOR, DEFAULT_INSTANCE_TIMEOUT, DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY,
@@ -446,7 +446,7 @@ fn release_on(
     resource: &str,
     token: &str,
     targets: Vec<(usize, Option<Conn>)>,
-) -> Vec<(usize, Reply<i64>)> {
+) -> Vec<(usize, Reply<Release>)> {
     let mut call = REDLOCK_RELEASE.call();
     call.key(resource).arg(token);
     fan_out(targets, |(i, conn)| {

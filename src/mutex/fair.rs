@@ -23,7 +23,6 @@ use super::calls::{ENTRY_TTL, FairOp};
 use crate::conn::{self, Conn};
 use crate::held::NewGrant;
 use crate::options::AttemptId;
-use crate::scripts::Acquire;
 use crate::wait::{self, Acquired, Attempt, Woken};
 use crate::{Error, Result};
 
@@ -55,33 +54,17 @@ impl RedisMutex {
                 let granted = self.granted(&mut conn, waiter, sent_at, token)?;
                 return Ok((conn, Attempt::Granted(granted)));
             }
-            let sent_at = Instant::now();
-            last_attempt = Some(sent_at);
-            let will_wait = deadline.is_none_or(|deadline| sent_at < deadline);
+            last_attempt = Some(Instant::now());
+            let will_wait = deadline.is_none_or(|deadline| Instant::now() < deadline);
             let call = self.calls.fair(
                 waiter,
                 FairOp::Acquire {
                     entry: will_wait.then_some(ENTRY_TTL),
                 },
             );
-            let (mut conn, reply) = conn::run_grant(
-                &self.pool,
-                &self.keys().lock,
-                conn,
-                self.options.response_timeout,
-                (&self.name, "acquire"),
-                |c| call.invoke::<Acquire>(c),
-                |c, _| self.leave(c, waiter, true),
-            )?;
-            let found = match reply {
-                Acquire::Granted { token } => {
-                    Attempt::Granted(self.granted(&mut conn, waiter, sent_at, token)?)
-                }
-                Acquire::WrongType => return Err(self.wrong_type()),
-                Acquire::LeftToWaiter => Attempt::Blocked(REFRESH),
-                Acquire::Held { left } => Attempt::Blocked(wait::until_expiry(left).min(REFRESH)),
-            };
-            Ok((conn, found))
+            self.send_acquire(conn, &call, waiter, (REFRESH, REFRESH), |c, _| {
+                self.leave(c, waiter, true)
+            })
         })?;
         match acquired {
             Acquired::Granted(granted) => Ok(Some(granted)),

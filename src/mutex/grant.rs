@@ -4,12 +4,12 @@
 //! call.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::calls::Calls;
 use crate::Result;
 use crate::conn::{self, Failed};
-use crate::held::{Grant, OnServer, ServerGrant};
+use crate::held::{Grant, OnServer, ServerGrant, extend_lease};
 use crate::keys::{hash_tag, marker_token};
 use crate::lease::Lease;
 use crate::renewal::{Batch, BatchKey, BatchPart, Renewing};
@@ -61,19 +61,10 @@ impl Grant for MutexGrant {
 
     fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
         let call = self.calls.extend(ttl, self.token);
-        let sent_at = Instant::now();
-        match self.run("extend", |c| call.invoke::<Vec<Extend>>(c)) {
-            Ok(extended) if extended.first() == Some(&Extend::Extended) => {
-                lease.extended(sent_at, ttl);
-                Ok(true)
-            }
-            Ok(_) => Ok(false),
-            Err(Failed::NoReply(e)) => {
-                lease.lost_reply(sent_at, ttl);
-                Err(e)
-            }
-            Err(Failed::Refused(e)) => Err(e),
-        }
+        extend_lease(lease, ttl, || {
+            let extended = self.run("extend", |c| call.invoke::<Vec<Extend>>(c))?;
+            Ok(extended.first() == Some(&Extend::Extended))
+        })
     }
 
     fn check(&self) -> Result<bool> {

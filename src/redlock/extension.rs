@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use super::fanout::{fan_out, request};
 use super::quorum::{quorum, validity};
 use crate::conn::Conn;
-use crate::scripts::REDLOCK_EXTEND;
+use crate::scripts::{Extend, REDLOCK_EXTEND};
 use crate::{Pool, Result};
 
 /// What a guard and its auto-extension share: the lock's key and token, and per instance
@@ -27,7 +27,7 @@ pub(super) struct Round {
     pub(super) started: Instant,
     /// After the last reply came (or timed out).
     pub(super) finished: Instant,
-    pub(super) results: Vec<Result<i64>>,
+    pub(super) results: Vec<Result<Extend>>,
 }
 
 impl Round {
@@ -67,12 +67,18 @@ impl Round {
 
     /// How many instances set the new ttl on our key.
     pub(super) fn extended(&self) -> usize {
-        self.results.iter().filter(|r| matches!(r, Ok(1))).count()
+        self.results
+            .iter()
+            .filter(|r| matches!(r, Ok(Extend::Extended)))
+            .count()
     }
 
     /// How many instances answered that the key is not ours (gone, or another token).
     pub(super) fn not_ours(&self) -> usize {
-        self.results.iter().filter(|r| matches!(r, Ok(0))).count()
+        self.results
+            .iter()
+            .filter(|r| matches!(r, Ok(Extend::Gone)))
+            .count()
     }
 
     /// Until when the round made the lock ours: it counts when a majority extended and the

@@ -13,6 +13,7 @@ use crate::duration::millis;
 use crate::held::Grant;
 use crate::lease::Lease;
 use crate::renewal::{LaneKey, Renew, RenewAlone, Renewal, Renewing};
+use crate::scripts::Release;
 use crate::{Error, Pool, Result};
 
 /// One Redlock grant: the instances, the claim (key, token, pending connections), and the
@@ -79,7 +80,7 @@ impl Grant for RedlockGrant {
             .into_iter()
             .enumerate()
             .collect();
-        let results: Vec<Result<i64>> = release_on(
+        let results: Vec<Result<Release>> = release_on(
             &self.pools,
             self.instance_timeout,
             &self.claim.resource,
@@ -89,7 +90,10 @@ impl Grant for RedlockGrant {
         .into_iter()
         .map(|(_, reply)| reply.result)
         .collect();
-        let released = results.iter().filter(|r| matches!(r, Ok(1))).count();
+        let released = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Release::Released)))
+            .count();
         let failures = failures(results);
         match majority(released, failures.len(), self.n()) {
             Majority::Yes => {

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::conn::{self, Conn, Failed};
 use crate::duration::millis;
-use crate::held::{Grant, OnServer, ServerGrant};
+use crate::held::{Grant, OnServer, ServerGrant, extend_lease};
 use crate::keys::{Mode, RwKeys};
 use crate::lease::Lease;
 use crate::renewal::{RenewAlone, Renewal, Renewing};
-use crate::scripts::{RWLOCK_EXTEND, RWLOCK_RELEASE};
+use crate::scripts::{Extend, RWLOCK_EXTEND, RWLOCK_RELEASE};
 use crate::{Error, Result};
 
 /// One lease on a path: enough to release, extend, check and renew it without the lock.
@@ -41,11 +41,11 @@ impl RwGrant {
         conn.set_read_timeout(reply_timeout)
             .map_err(Failed::Refused)?;
         let held = conn::run(&self.on.pool, self.route(), Some(conn), rt, |c| {
-            call.invoke::<i64>(c)
+            call.invoke::<Extend>(c)
         })
         .map_err(Failed::Refused)?
         .outcome(&self.on.name, "extend")?;
-        Ok(held == 1)
+        Ok(held == Extend::Extended)
     }
 
     fn fail(&self, conn: &mut Conn, e: redis::RedisError, what: &'static str) -> Error {
@@ -82,19 +82,9 @@ impl Grant for RwGrant {
     }
 
     fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let sent_at = Instant::now();
-        match self.send_extend(millis(ttl), self.on.response_timeout) {
-            Ok(true) => {
-                lease.extended(sent_at, ttl);
-                Ok(true)
-            }
-            Ok(false) => Ok(false),
-            Err(Failed::NoReply(e)) => {
-                lease.lost_reply(sent_at, ttl);
-                Err(e)
-            }
-            Err(Failed::Refused(e)) => Err(e),
-        }
+        extend_lease(lease, ttl, || {
+            self.send_extend(millis(ttl), self.on.response_timeout)
+        })
     }
 
     fn check(&self) -> Result<bool> {
