@@ -13,6 +13,7 @@ mod checkout;
 mod cluster;
 mod health;
 mod manager;
+mod sentinel;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 pub(crate) use blocking::{Blocking, Turn};
 pub(crate) use checkout::Pooled;
+use sentinel::Primary;
 pub(crate) use cluster::{Cluster, Redirect, redirect_of};
 pub(crate) use health::Health;
 use manager::Target;
@@ -102,6 +104,9 @@ pub(crate) struct Node {
     manager: Option<Manager>,
     /// The turns to wait in `BLPOP` on this server's connections.
     pub(crate) blocking: Arc<Blocking>,
+    /// Behind Sentinel: the server the sentinels name as primary now. A connection to any
+    /// other is stale.
+    primary: Option<Arc<Primary>>,
 }
 
 /// An r2d2 pool of this crate's, or one given to [`Pool::try_from`].
@@ -132,6 +137,14 @@ impl Node {
     }
 
     fn new(target: Target, server: String, config: &Config) -> Arc<Node> {
+        let primary = match &target {
+            Target::Sentinel(sentinel) => Some(sentinel::follow(
+                sentinel,
+                config.connect_timeout,
+                config.response_timeout,
+            )),
+            Target::Direct(_) => None,
+        };
         let health = Arc::new(Health::new(server));
         let manager = Manager {
             target,
@@ -153,7 +166,22 @@ impl Node {
             health,
             manager: Some(spare),
             blocking: Blocking::new(config.max_size),
+            primary,
         })
+    }
+
+    /// Whether a connection to `server` is stale: behind Sentinel, to a server that is no
+    /// longer the primary.
+    pub(crate) fn is_stale(&self, server: &str) -> bool {
+        self.primary.as_ref().is_some_and(|p| !p.is(server))
+    }
+
+    /// A request to this server failed: behind Sentinel, ask the sentinels again (a
+    /// failover may be under way).
+    pub(crate) fn doubt(&self) {
+        if let Some(primary) = &self.primary {
+            primary.doubt();
+        }
     }
 }
 
@@ -348,6 +376,7 @@ impl TryFrom<r2d2::Pool<redis::Client>> for Pool {
             health: Arc::new(Health::new("the server of an r2d2 pool".to_owned())),
             manager: None,
             blocking: Blocking::new(config.max_size),
+            primary: None,
         });
         Ok(Pool::with_topology(config, Topology::Single(node)))
     }

@@ -97,6 +97,12 @@ pub(crate) fn acquire<T>(
     let mut contended = false;
     let mut turn: Option<Turn> = None;
     loop {
+        if conn.is_stale() {
+            // The server was demoted while we waited on it: an attempt goes to the primary.
+            conn.mark_broken();
+            drop(conn);
+            conn = checkout_for_lock(wait)?;
+        }
         conn.set_read_timeout(reply_wait(wait))?;
         let (back, found) = attempt(conn, woken.take())?;
         conn = back;

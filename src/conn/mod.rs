@@ -146,7 +146,17 @@ impl Conn {
             self.mark_broken();
         }
         let after = self.read_timeout();
-        classify(e, self.server(), after, lock, what)
+        let error = classify(e, self.server(), after, lock, what);
+        if error.is_timeout() || error.is_unreachable() {
+            self.node.doubt();
+        }
+        error
+    }
+
+    /// Whether the connection is to a server that is no longer the one to talk to (behind
+    /// Sentinel, a demoted primary): nothing more is sent on it.
+    pub(crate) fn is_stale(&self) -> bool {
+        self.node.is_stale(self.server())
     }
 }
 

@@ -77,17 +77,43 @@ const HEALTH_SLICES: (Duration, Duration) = (Duration::from_millis(5), Duration:
 impl Node {
     /// An idle connection, if one is free now.
     pub(crate) fn try_get(&self) -> Option<Pooled> {
-        match &self.pool {
-            NodePool::Own(pool) => pool.try_get().map(Pooled::Own),
-            NodePool::Foreign(pool) => pool.try_get().map(Pooled::foreign),
+        loop {
+            let pooled = match &self.pool {
+                NodePool::Own(pool) => pool.try_get().map(Pooled::Own),
+                NodePool::Foreign(pool) => pool.try_get().map(Pooled::foreign),
+            };
+            if let Some(pooled) = self.fresh(pooled?) {
+                return Some(pooled);
+            }
         }
     }
 
     fn get_timeout(&self, wait: Duration) -> Option<Pooled> {
-        match &self.pool {
-            NodePool::Own(pool) => pool.get_timeout(wait).ok().map(Pooled::Own),
-            NodePool::Foreign(pool) => pool.get_timeout(wait).ok().map(Pooled::foreign),
+        let started = Instant::now();
+        loop {
+            let left = wait.saturating_sub(started.elapsed());
+            let pooled = match &self.pool {
+                NodePool::Own(pool) => pool.get_timeout(left).ok().map(Pooled::Own),
+                NodePool::Foreign(pool) => pool.get_timeout(left).ok().map(Pooled::foreign),
+            };
+            if let Some(pooled) = self.fresh(pooled?) {
+                return Some(pooled);
+            }
         }
+    }
+
+    /// `pooled`, unless it is stale (to a server Sentinel no longer names): then it is
+    /// closed.
+    fn fresh(&self, mut pooled: Pooled) -> Option<Pooled> {
+        if self.is_stale(pooled.server(self)) {
+            log::debug!(
+                "closing a connection to {}, no longer the primary",
+                pooled.server(self)
+            );
+            pooled.parts().1.broken = true;
+            return None;
+        }
+        Some(pooled)
     }
 
     /// A connection, waiting at most `wait` for a free one.

@@ -28,6 +28,11 @@ impl Failure {
         Failure { auth, source }
     }
 
+    /// The error the attempt failed with.
+    pub(super) fn into_source(self) -> redis::RedisError {
+        self.source
+    }
+
     pub(super) fn to_error(&self, server: &str) -> Error {
         let server = server.to_owned();
         let source = self.source.clone();
