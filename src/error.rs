@@ -151,6 +151,26 @@ pub enum Error {
         source: redis::RedisError,
     },
 
+    /// A lock request got no answer, and a failover (or a slot migration) put the lock on
+    /// another server before the request could be undone there. If the request ran and
+    /// reached the new primary before it took over, the lock is held there by nobody until
+    /// it expires, or, without an expiry, until it is reset; `lock_info` shows it. Logged
+    /// at WARN too.
+    ///
+    /// Returned by the locking methods of a mutex or read-write lock behind Sentinel or on
+    /// a cluster.
+    #[error(
+        "a request for lock `{name}` to redis at {server} got no answer and a failover moved \
+         the lock before the request could be undone; it may be held by nobody until it \
+         expires, or until it is reset if it has no expiry (`lock_info` shows who holds it)"
+    )]
+    Stranded {
+        /// The lock's name.
+        name: String,
+        /// The server the request went to.
+        server: String,
+    },
+
     /// The server did not answer within the response timeout: it is stalled, overloaded or
     /// cut off. The call's effect is unknown; the crate has undone what it could.
     ///

@@ -654,7 +654,7 @@ impl RedisMutex {
         call: &Call,
         attempt: &str,
         naps: (Duration, Duration),
-        undo: impl FnOnce(&mut Conn, &redis::RedisError),
+        undo: impl FnOnce(&mut Conn, &redis::RedisError) -> Option<Error>,
     ) -> Result<(Conn, Attempt<NewGrant>)> {
         let sent_at = Instant::now();
         let (mut conn, reply) = conn::run_grant(
@@ -707,8 +707,9 @@ impl RedisMutex {
     /// Undoes the grant of `attempt`, whose reply was lost (or that must not stand): Redis
     /// may have granted it, or may still, leaving a lock held by nobody. Releases it, right
     /// behind the acquire on the same connection (see [`wait::undo`]), and only if the
-    /// grant marker still names this attempt: never a grant made since.
-    fn undo(&self, conn: &mut Conn, attempt: &str, why: &str) {
+    /// grant marker still names this attempt: never a grant made since. Returns the error
+    /// of a failover that moved the lock before the undo could reach it.
+    fn undo(&self, conn: &mut Conn, attempt: &str, why: &str) -> Option<Error> {
         wait::undo(
             conn,
             &self.pool,
@@ -717,7 +718,7 @@ impl RedisMutex {
             &[self.calls.undo(attempt).eval()],
             ("lock", &self.name, why),
             self.options.expire,
-        );
+        )
     }
 
     /// The guard's core for a grant.

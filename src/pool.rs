@@ -17,7 +17,7 @@ mod sentinel;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 pub(crate) use blocking::{Blocking, Turn};
@@ -107,6 +107,8 @@ pub(crate) struct Node {
     /// Behind Sentinel: the server the sentinels name as primary now. A connection to any
     /// other is stale.
     primary: Option<Arc<Primary>>,
+    /// On a cluster: the node was dropped from the slot map (it serves no slot any more).
+    retired: AtomicBool,
 }
 
 /// An r2d2 pool of this crate's, or one given to [`Pool::try_from`].
@@ -167,13 +169,19 @@ impl Node {
             manager: Some(spare),
             blocking: Blocking::new(config.max_size),
             primary,
+            retired: AtomicBool::new(false),
         })
     }
 
     /// Whether a connection to `server` is stale: behind Sentinel, to a server that is no
-    /// longer the primary.
+    /// longer the primary; on a cluster, to a node that serves no slot any more.
     pub(crate) fn is_stale(&self, server: &str) -> bool {
-        self.primary.as_ref().is_some_and(|p| !p.is(server))
+        self.retired.load(Ordering::Relaxed) || self.primary.as_ref().is_some_and(|p| !p.is(server))
+    }
+
+    /// The node serves no slot any more: its connections are stale.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
     }
 
     /// A request to this server failed: behind Sentinel, ask the sentinels again (a
@@ -377,6 +385,7 @@ impl TryFrom<r2d2::Pool<redis::Client>> for Pool {
             manager: None,
             blocking: Blocking::new(config.max_size),
             primary: None,
+            retired: AtomicBool::new(false),
         });
         Ok(Pool::with_topology(config, Topology::Single(node)))
     }

@@ -644,7 +644,7 @@ impl RedisRwLock {
     /// have granted it or registered us anyway, or may still, leaving an entry held by
     /// nobody. Removes both, right behind the acquire (see [`wait::undo`]), as plain
     /// `EVAL`s; the lease id is this attempt's own, so nothing else is touched.
-    fn undo(&self, conn: &mut Conn, mode: Mode, lease_id: &str, why: &str) {
+    fn undo(&self, conn: &mut Conn, mode: Mode, lease_id: &str, why: &str) -> Option<Error> {
         let releases =
             [mode.held(), mode.waiting()].map(|entry| self.release_call(entry, lease_id).eval());
         wait::undo(
@@ -655,6 +655,6 @@ impl RedisRwLock {
             &releases,
             (&format!("{} lock", mode.name()), &self.path, why),
             self.options.expire,
-        );
+        )
     }
 }

@@ -97,8 +97,9 @@ pub(crate) fn acquire<T>(
     let mut contended = false;
     let mut turn: Option<Turn> = None;
     loop {
-        if conn.is_stale() {
-            // The server was demoted while we waited on it: an attempt goes to the primary.
+        if !conn::serves(&conn, wait.pool, wait.route) {
+            // The server was demoted (or the slot moved) while we waited on it: an attempt
+            // goes to the key's primary.
             conn.mark_broken();
             drop(conn);
             conn = checkout_for_lock(wait)?;
@@ -305,21 +306,16 @@ pub(crate) fn replicate(
     wait_replicas: Option<(usize, Duration)>,
     response_timeout: Duration,
     name: &str,
-    undo: impl FnOnce(&mut Conn, &str),
+    undo: impl FnOnce(&mut Conn, &str) -> Option<crate::Error>,
 ) -> Result<()> {
     let Some((wanted, timeout)) = wait_replicas else {
         return Ok(());
     };
     match await_replicas(conn, wanted, timeout, response_timeout, name) {
         Ok(acked) if acked >= wanted => Ok(()),
-        Ok(acked) => {
-            undo(conn, "too few replicas acknowledged it");
-            Err(crate::Error::NotReplicated { acked, wanted })
-        }
-        Err(e) => {
-            undo(conn, &e.to_string());
-            Err(e)
-        }
+        Ok(acked) => Err(undo(conn, "too few replicas acknowledged it")
+            .unwrap_or(crate::Error::NotReplicated { acked, wanted })),
+        Err(e) => Err(undo(conn, &e.to_string()).unwrap_or(e)),
     }
 }
 
@@ -327,7 +323,9 @@ pub(crate) fn replicate(
 /// replicas have it), right behind the call that made it (see
 /// [`conn::undo_after_lost_reply`]). When that fails, a grant may be held by nobody until it
 /// expires: that is logged at WARN, naming the lock (`kind` and `name`), why it was undone,
-/// and how long it may stand (`expire`).
+/// and how long it may stand (`expire`). A failover that moved the lock before the undo
+/// could reach it is returned ([`Error::Stranded`](crate::Error::Stranded)), for the call
+/// to report instead of its own error.
 pub(crate) fn undo(
     conn: &mut Conn,
     pool: &Pool,
@@ -336,14 +334,15 @@ pub(crate) fn undo(
     commands: &[redis::Cmd],
     (kind, name, why): (&str, &str, &str),
     expire: Option<Duration>,
-) {
-    if let Err(e) = conn::undo_after_lost_reply(conn, pool, route, response_timeout, commands) {
-        log::warn!(
-            "{kind} `{name}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
-             Redis granted it, it is held by nobody {}",
-            held_by_nobody_until(expire)
-        );
-    }
+) -> Option<crate::Error> {
+    let e = conn::undo_after_lost_reply(conn, pool, (route, name), response_timeout, commands)
+        .err()?;
+    log::warn!(
+        "{kind} `{name}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
+         Redis granted it, it is held by nobody {}",
+        held_by_nobody_until(expire)
+    );
+    matches!(e, crate::Error::Stranded { .. }).then_some(e)
 }
 
 /// Until when a grant that nobody holds stands.

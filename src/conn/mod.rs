@@ -21,8 +21,17 @@ pub(crate) use errors::{classify, reply_lost, reply_pending};
 pub(crate) use run::{Failed, run, run_grant, run_repeatable};
 pub(crate) use undo::undo_after_lost_reply;
 
+/// Whether `conn`'s server is the one to send a request about the key `route` to: not
+/// stale, and on a cluster the primary of the key's slot, as far as the slot map knows.
+pub(crate) fn serves(conn: &Conn, pool: &Pool, route: &str) -> bool {
+    !conn.is_stale()
+        && pool
+            .as_cluster()
+            .is_none_or(|cluster| cluster.serves(conn.node(), route))
+}
+
 use crate::pool::{LinkState, MIN_TIMEOUT, Node, Pooled};
-use crate::{Error, Result};
+use crate::{Error, Pool, Result};
 
 /// A connection checked out of a pool, returned to it when dropped.
 pub(super) struct Conn {
@@ -154,7 +163,8 @@ impl Conn {
     }
 
     /// Whether the connection is to a server that is no longer the one to talk to (behind
-    /// Sentinel, a demoted primary): nothing more is sent on it.
+    /// Sentinel, a demoted primary; on a cluster, a node that serves no slot any more):
+    /// nothing more is sent on it.
     pub(crate) fn is_stale(&self) -> bool {
         self.node.is_stale(self.server())
     }

@@ -58,7 +58,8 @@ impl<T> Ran<T> {
 
 /// [`run`] for a call that may grant a lock (`what` names it in errors). When its reply is
 /// lost, Redis may have run it or may still: `undo` then runs on the same connection
-/// before the error is returned, so that no grant is left that nobody holds. Every
+/// before the error is returned, so that no grant is left that nobody holds; an error
+/// `undo` returns (a grant it could not undo) is returned instead of the call's own. Every
 /// granting call goes through here.
 pub(crate) fn run_grant<T>(
     pool: &Pool,
@@ -67,16 +68,19 @@ pub(crate) fn run_grant<T>(
     response_timeout: Duration,
     (name, what): (&str, &'static str),
     op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
-    undo: impl FnOnce(&mut Conn, &redis::RedisError),
+    undo: impl FnOnce(&mut Conn, &redis::RedisError) -> Option<Error>,
 ) -> Result<(Conn, T)> {
     let mut ran = run(pool, route, Some(conn), response_timeout, op)?;
     match ran.result {
         Ok(reply) => Ok((ran.conn, reply)),
         Err(e) => {
-            if reply_lost(&e) {
-                undo(&mut ran.conn, &e);
-            }
-            Err(ran.conn.fail(e, name, what))
+            let stranded = if reply_lost(&e) {
+                undo(&mut ran.conn, &e)
+            } else {
+                None
+            };
+            let error = ran.conn.fail(e, name, what);
+            Err(stranded.unwrap_or(error))
         }
     }
 }

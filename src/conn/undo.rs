@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::{Conn, checkout, reply_pending};
-use crate::{Pool, Result};
+use super::{Conn, checkout, reply_pending, serves};
+use crate::{Error, Pool, Result};
 
 /// How long an undo waits for its own reply: not at all, in effect. It was sent right
 /// behind the call it undoes, so the server runs it after that call, whenever that is; a
@@ -11,35 +11,66 @@ use crate::{Pool, Result};
 /// keeps its bound.
 const UNDO_REPLY_WAIT: Duration = Duration::from_millis(1);
 
-/// Sends `commands` to undo a call whose reply was lost on `conn`: on `conn` itself while
-/// it is open, so that Redis runs them after the lost call, however late that comes; else
-/// on one fresh connection, since the lost call then ran already or never will. Their
-/// replies are not waited for (see [`UNDO_REPLY_WAIT`]); an error reply that comes at once,
-/// or a failure to send, is returned.
+/// Sends `commands` to undo a call about the lock `name` whose reply was lost on `conn`,
+/// where that call went (`route`: a key of the lock):
+///
+/// - on `conn` itself while it is open and its server still serves `route`, so that Redis
+///   runs them after the lost call, however late that comes; their replies are not waited
+///   for (see [`UNDO_REPLY_WAIT`]);
+/// - on a fresh connection to that server when `conn` broke, since the lost call then ran
+///   already or never will; not waited for either;
+/// - when a failover or a slot migration put `route` on another server meanwhile, on that
+///   server, waiting for the answers: the lost call's effect, if it reached the new primary
+///   before it took over, is there, and a demoted server's writes are lost anyway.
+///
+/// # Errors
+///
+/// An error reply that comes at once, or a failure to send. [`Error::Stranded`] when the
+/// undo on another server failed: a grant may stand there, held by nobody.
 pub(crate) fn undo_after_lost_reply(
     conn: &mut Conn,
     pool: &Pool,
-    route: &str,
+    (route, name): (&str, &str),
     response_timeout: Duration,
     commands: &[redis::Cmd],
 ) -> Result<()> {
-    let mut fresh: Option<Conn> = None;
+    let serves = serves(conn, pool, route);
+    if conn.is_open() && serves {
+        return send_unwaited(conn, commands, response_timeout);
+    }
+    let wait = pool.config().connection_timeout.min(response_timeout);
+    if serves {
+        let mut fresh = checkout(pool, route, wait, response_timeout)?;
+        return send_unwaited(&mut fresh, commands, response_timeout);
+    }
+    let stranded = |_| Error::Stranded {
+        name: name.to_owned(),
+        server: conn.server().to_owned(),
+    };
+    let mut primary = checkout(pool, route, wait, response_timeout).map_err(stranded)?;
+    log::debug!(
+        "undoing a request to {} on {}, which serves its key now",
+        conn.server(),
+        primary.server()
+    );
     for command in commands {
-        let target = if conn.is_open() {
-            &mut *conn
-        } else {
-            match &mut fresh {
-                Some(fresh) => fresh,
-                None => fresh.insert(checkout(
-                    pool,
-                    route,
-                    pool.config().connection_timeout.min(response_timeout),
-                    response_timeout,
-                )?),
-            }
-        };
+        command
+            .query::<redis::Value>(&mut *primary)
+            .map_err(|e| primary.fail(e, "", "an undo"))
+            .map_err(stranded)?;
+    }
+    Ok(())
+}
+
+/// Sends `commands` on `target` without waiting for their replies.
+fn send_unwaited(
+    target: &mut Conn,
+    commands: &[redis::Cmd],
+    response_timeout: Duration,
+) -> Result<()> {
+    for command in commands {
         target.set_read_timeout(UNDO_REPLY_WAIT)?;
-        let sent = command.query::<redis::Value>(&mut *target);
+        let sent = command.query::<redis::Value>(&mut **target);
         target.set_read_timeout(response_timeout)?;
         match sent {
             Ok(_) => {}

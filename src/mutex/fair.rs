@@ -74,10 +74,7 @@ impl RedisMutex {
             }
             // A grant may have been handed to us meanwhile: pass it on, right behind the
             // request that was not answered.
-            Acquired::Failed(mut conn, e) => {
-                self.leave(&mut conn, waiter, true);
-                Err(e)
-            }
+            Acquired::Failed(mut conn, e) => Err(self.leave(&mut conn, waiter, true).unwrap_or(e)),
         }
     }
 
@@ -96,21 +93,22 @@ impl RedisMutex {
             ),
         };
         match conn {
-            Ok(mut conn) => self.leave(&mut conn, waiter, false),
+            Ok(mut conn) => drop(self.leave(&mut conn, waiter, false)),
             Err(e) => self.leave_failed(&e),
         }
     }
 
     /// Leaves the queue, passing on a grant made to us meanwhile (handed over, or made by an
     /// acquire whose reply was lost). After a lost reply (`undo`) it goes right behind the
-    /// lost call on the same connection, without waiting for its own reply.
-    fn leave(&self, conn: &mut Conn, waiter: &str, undo: bool) {
+    /// lost call on the same connection, without waiting for its own reply. Returns the
+    /// error of a failover that moved the lock before the leave could reach it.
+    fn leave(&self, conn: &mut Conn, waiter: &str, undo: bool) -> Option<Error> {
         let call = self.calls.fair(waiter, FairOp::Leave);
         let left = if undo {
             conn::undo_after_lost_reply(
                 conn,
                 &self.pool,
-                &self.keys().lock,
+                (&self.keys().lock, &self.name),
                 self.options.response_timeout,
                 &[call.eval()],
             )
@@ -119,9 +117,9 @@ impl RedisMutex {
                 .map(drop)
                 .map_err(|e| conn.fail(e, &self.name, "leave"))
         };
-        if let Err(e) = left {
-            self.leave_failed(&e);
-        }
+        let e = left.err()?;
+        self.leave_failed(&e);
+        matches!(e, Error::Stranded { .. }).then_some(e)
     }
 
     fn leave_failed(&self, e: &Error) {

@@ -58,10 +58,10 @@ pub(crate) enum Redirect {
     Moved { slot: u16, addr: String },
     /// `ASK`: this key is at `addr` while its slot migrates; ask there with `ASKING`.
     Ask { addr: String },
-    /// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`: try again in a moment.
+    /// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`: try again in a moment.
     Later,
-    /// `READONLY`: the server is no longer a primary; drop the connection and find the
-    /// primary again.
+    /// `READONLY`, `MASTERDOWN`: the server is no longer a primary (or a replica that lost
+    /// its primary); drop the connection and find the primary again, never retrying here.
     Demoted,
 }
 
@@ -86,11 +86,11 @@ pub(crate) fn redirect_of(e: &redis::RedisError) -> Option<Redirect> {
         ServerErrorKind::Ask => Some(Redirect::Ask {
             addr: e.redirect_node()?.0.to_owned(),
         }),
-        ServerErrorKind::TryAgain
-        | ServerErrorKind::ClusterDown
-        | ServerErrorKind::BusyLoading
-        | ServerErrorKind::MasterDown => Some(Redirect::Later),
-        ServerErrorKind::ReadOnly => Some(Redirect::Demoted),
+        ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown | ServerErrorKind::BusyLoading => {
+            Some(Redirect::Later)
+        }
+        // Not a primary (any more), or one that lost its own: never retried on it.
+        ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown => Some(Redirect::Demoted),
         _ => None,
     }
 }
@@ -134,6 +134,13 @@ impl Cluster {
                 )),
             }),
         }
+    }
+
+    /// Whether `node` is the primary of `key`'s slot, as far as the slot map knows (a slot
+    /// the map does not know is given the benefit of the doubt).
+    pub(crate) fn serves(&self, node: &Node, key: &str) -> bool {
+        self.owner(Slot::for_key(key))
+            .is_none_or(|addr| *addr == *node.server())
     }
 
     /// The node at `addr` (`host:port`), as a redirection names it.
@@ -241,9 +248,15 @@ impl Cluster {
                 }
             };
             let live: Vec<&str> = map.primaries.iter().map(|(a, _, _)| &**a).collect();
-            self.nodes
-                .write()
-                .retain(|addr, _| live.contains(&addr.as_str()));
+            // A node that serves no slot any more is dropped, and the connections to it
+            // that are checked out now are stale: nothing more is sent on them.
+            self.nodes.write().retain(|addr, node| {
+                let serving = live.contains(&addr.as_str());
+                if !serving {
+                    node.retire();
+                }
+                serving
+            });
             log::trace!("cluster slot map from {server}: primaries {live:?}");
             *self.slots.write() = Arc::new(map);
             return Ok(());
@@ -368,13 +381,15 @@ mod tests {
                 addr: "127.0.0.1:6382".into()
             })
         );
-        for later in ["TRYAGAIN x", "CLUSTERDOWN x", "LOADING x", "MASTERDOWN x"] {
+        for later in ["TRYAGAIN x", "CLUSTERDOWN x", "LOADING x"] {
             assert_eq!(redirect_of(&server_error(later)), Some(Redirect::Later));
         }
-        assert_eq!(
-            redirect_of(&server_error("READONLY x")),
-            Some(Redirect::Demoted)
-        );
+        for demoted in ["READONLY x", "MASTERDOWN x"] {
+            assert_eq!(
+                redirect_of(&server_error(demoted)),
+                Some(Redirect::Demoted)
+            );
+        }
         assert_eq!(
             redirect_of(&server_error("UNBLOCKED force unblock")),
             Some(Redirect::Demoted)
