@@ -12,6 +12,11 @@ mod rwlock;
 
 pub(crate) use rwlock::{Mode, RwKeys, check_path, level_keys, parse_key, path_of};
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use redis::cluster_routing::Slot;
+
 use crate::Pool;
 
 /// The key families of this crate's locks, as the operator tools (`list_locks`,
@@ -85,14 +90,29 @@ fn tagged(name: &str, scheme: Scheme) -> String {
     }
 }
 
-/// The fencing counter for locks whose keys carry `key`'s hash tag: on a cluster, one per
-/// tag, in the same slot; on a single server, the one counter.
+/// The fencing counter for the lock whose key is `key`: on a single server, the one counter;
+/// on a cluster, the counter of `key`'s slot, `lock-fencing-counter:{<n>}` with the number
+/// `n` whose hash tag falls in that slot. So a cluster has at most one counter per slot
+/// (16,384), however many names are locked, and every key of a lock shares its slot.
 fn fencing_counter(key: &str, scheme: Scheme) -> String {
-    match (scheme, hash_tag(key)) {
-        (Scheme::Cluster, Some(tag)) => format!("{FENCING_COUNTER}:{{{tag}}}"),
-        _ => FENCING_COUNTER.to_owned(),
+    match scheme {
+        Scheme::Cluster => format!("{FENCING_COUNTER}:{{{}}}", SLOT_TAGS[&Slot::for_key(key)]),
+        Scheme::Single => FENCING_COUNTER.to_owned(),
     }
 }
+
+/// For every cluster slot, the smallest number whose decimal digits, as a hash tag, fall in
+/// it: found once, by trying numbers in turn (about 160,000 hashes).
+static SLOT_TAGS: LazyLock<HashMap<Slot, u32>> = LazyLock::new(|| {
+    const SLOTS: usize = 16_384;
+    let mut tags = HashMap::with_capacity(SLOTS);
+    let mut n: u32 = 0;
+    while tags.len() < SLOTS {
+        tags.entry(Slot::for_key(n.to_string())).or_insert(n);
+        n += 1;
+    }
+    tags
+});
 
 /// Every key of one mutex.
 #[derive(Debug, Clone)]
@@ -209,7 +229,9 @@ mod tests {
         let keys = MutexKeys::new("jobs", Scheme::Cluster);
         assert_eq!(keys.lock, "lock:{jobs}");
         assert_eq!(keys.signal, "lock-signal:{jobs}");
-        assert_eq!(keys.fencing, "lock-fencing-counter:{jobs}");
+        // The counter of the slot, not of the name.
+        assert_eq!(Slot::for_key(&keys.fencing), Slot::for_key(&keys.lock));
+        assert!(keys.fencing.starts_with("lock-fencing-counter:{"));
         assert_eq!(keys.wake("w1"), "lock-wake:{jobs}:w1");
         // A name with a tag of its own keeps it: python's `Lock(conn, "{jobs}")` keys.
         assert_eq!(
@@ -218,14 +240,18 @@ mod tests {
         );
         let own = MutexKeys::new("tenant:{42}:jobs", Scheme::Cluster);
         assert_eq!(own.lock, "lock:tenant:{42}:jobs");
-        assert_eq!(own.fencing, "lock-fencing-counter:{42}");
+        assert_eq!(Slot::for_key(&own.fencing), Slot::for_key("{42}"));
         // Odd names still give keys of one tag.
         for name in ["{}x", "a}b", "{a{b}", "", "{", "}"] {
             let keys = MutexKeys::new(name, Scheme::Cluster);
             let tag = hash_tag(&keys.lock);
+            assert_eq!(
+                Slot::for_key(&keys.fencing),
+                Slot::for_key(&keys.lock),
+                "{name:?}"
+            );
             for key in [
                 &keys.signal,
-                &keys.fencing,
                 &keys.grant,
                 &keys.queue,
                 &keys.waiters,
@@ -234,6 +260,15 @@ mod tests {
                 assert_eq!(hash_tag(key), tag, "{name:?}: {key}");
             }
         }
+    }
+
+    #[test]
+    fn a_cluster_has_one_counter_per_slot_whatever_the_names() {
+        let counters: std::collections::HashSet<String> = (0..50_000)
+            .map(|i| MutexKeys::new(&format!("invoice:{i}"), Scheme::Cluster).fencing)
+            .collect();
+        assert!(counters.len() <= 16_384, "{} counters", counters.len());
+        assert_eq!(SLOT_TAGS.len(), 16_384);
     }
 
     #[test]

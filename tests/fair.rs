@@ -64,9 +64,13 @@ fn grants_follow_the_order_of_arrival_across_processes() {
         tokens.push(token);
         child.finish_with(&lines, HANG);
     }
-    // Handed over in order: each got the next token, in the order it came.
-    let expected: Vec<u64> = (1..=WAITERS as u64).map(|i| first_token + i).collect();
-    assert_eq!(tokens, expected, "grants out of arrival order");
+    // Handed over in order: tokens rise with every grant, so the waiters' tokens, read in
+    // the order they came, rise too.
+    assert!(tokens[0] > first_token, "{first_token} then {tokens:?}");
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "grants out of arrival order: {tokens:?}"
+    );
 }
 
 #[test]
@@ -106,7 +110,7 @@ fn a_release_hands_the_lock_to_the_waiter_inside_the_release() {
     );
     release_tx.send(()).unwrap();
     let (next, at, ours) = waiting.join(HANG);
-    assert_eq!(next, token + 1);
+    assert!(next > token, "{token} then {next}");
     assert!(ours, "the waiter holds the lock under its own owner id");
     assert!(
         at - released < Duration::from_millis(500),

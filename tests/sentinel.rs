@@ -186,3 +186,23 @@ fn wait_replicas_with_the_replica_down_refuses_the_grant_and_leaves_no_key() {
     assert!(!mutex.is_locked().unwrap());
     replica.resume();
 }
+
+/// Issue 24: a failover right after a grant may promote a replica whose counter had not
+/// caught up; the next grant's token is still above the last one.
+#[test]
+fn fencing_tokens_rise_across_a_failover_right_after_a_grant() {
+    let set = Sentinels::start();
+    let mutex = RedisMutex::new(set.pool(), "fenced").unwrap();
+    let guard = mutex.lock().unwrap();
+    let before = guard.fencing_token();
+    guard.unlock().unwrap();
+    let new = set.failover();
+    // As if the counter had not reached the replica: set it back on the new primary.
+    let mut primary = set.servers[new].connection();
+    let _: () = primary.set("lock-fencing-counter", 1).unwrap();
+    let after = mutex
+        .try_lock_for(Duration::from_secs(5))
+        .unwrap()
+        .fencing_token();
+    assert!(after > before, "{before} before the failover, {after} after");
+}

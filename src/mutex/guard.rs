@@ -143,10 +143,12 @@ macro_rules! mutex_guard {
             /// can refuse a write from a holder whose lease ran out while it was paused.
             ///
             /// Tokens come from a counter, `lock-fencing-counter` (on a cluster, one per
-            /// hash tag), incremented by the script that grants the lock; `reset`,
-            /// `reset_all` and expiry never lower it. Grants made by python-redis-lock
-            /// clients take no token. The counter lives in Redis: a failover that loses
-            /// recent writes can hand out a token twice. See `docs/protocol.md`.
+            /// slot), incremented by the script that grants the lock, and are never below
+            /// the server's clock in microseconds: `reset`, `reset_all` and expiry never
+            /// lower them, and neither do a restart that lost the counter or a failover to a
+            /// replica it had not reached, as long as the servers' clocks agree to within
+            /// the outage. They rise, but not one by one. Grants made by python-redis-lock
+            /// clients take no token. See `docs/protocol.md`.
             ///
             /// # Examples
             ///

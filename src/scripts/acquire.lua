@@ -15,12 +15,28 @@
 -- ARGV[5]: how long the marker lives at least, in milliseconds (long enough for an undo
 --          to follow); it lives as long as the lock if that is longer, and without expiry
 --          with a lock that has none
--- Returns {1, token} when granted, token being the counter's new value; {0, pttl} when
+-- Returns {1, token} when granted, token being the fencing token (see fence below); {0, pttl} when
 -- held, pttl being the holder's remaining milliseconds or -1 for a holder without expiry;
 -- {2, 0} when left to a woken waiter; {-1, 0} when the key holds another type than
 -- string: no lock can be taken there.
 -- A script is not rolled back when a command fails, so everything that can fail (the
 -- counter's INCR: not an integer, or overflowing) comes before the lock is written.
+-- The grant's fencing token: the counter's next value, never below the server's clock in
+-- microseconds, so that a counter lost with a restart, or behind on a new primary after a
+-- failover, starts again above every token handed out before (as long as the servers'
+-- clocks agree to within the outage). A decimal string: a Lua number would print in
+-- exponent form. The same in acquire.lua, fair.lua and rwlock_acquire.lua.
+local function fence(counter)
+    local token = redis.call('INCR', counter)
+    local time = redis.call('TIME')
+    local floor = tonumber(time[1]) * 1000000 + tonumber(time[2])
+    if token < floor then
+        token = floor
+        redis.call('SET', counter, string.format('%.0f', floor))
+    end
+    return string.format('%.0f', token)
+end
+
 if redis.call('EXISTS', KEYS[1]) == 1 then
     if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
         return {-1, 0}
@@ -30,11 +46,7 @@ end
 if ARGV[3] == '1' and not redis.call('LPOP', KEYS[2]) then
     return {2, 0}
 end
-local token = redis.call('INCR', KEYS[3])
-if token < 1 then
-    return redis.error_reply('ERR ' .. KEYS[3] .. ' went to ' .. token ..
-        '; it must stay positive: set it above every token handed out so far')
-end
+local token = fence(KEYS[3])
 if ARGV[2] == '0' then
     redis.call('SET', KEYS[1], ARGV[1])
 else
@@ -46,4 +58,4 @@ if ARGV[2] == '0' then
 else
     redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(ARGV[2]), tonumber(ARGV[5])))
 end
-return {1, token}
+return {1, tonumber(token)}

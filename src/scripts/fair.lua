@@ -38,7 +38,8 @@
 -- 2 when handed to a waiter (never to the releasing grant's own waiter). For 'leave': 1
 -- when we held a grant (handed to us or made by an acquire whose reply was lost) and
 -- passed it on, 0 otherwise.
--- Everything that can fail (the counter's INCR) comes before a grant is written.
+-- Everything that can fail (the counter's INCR) comes before a grant is written: an error
+-- aborts the script.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local op, owner, me = ARGV[1], ARGV[2], ARGV[3]
@@ -69,12 +70,24 @@ local function live_head()
     end
 end
 
-local function grant(id, expire, holder)
-    local token = redis.call('INCR', KEYS[3])
-    if token < 1 then
-        return redis.error_reply('ERR ' .. KEYS[3] .. ' went to ' .. token ..
-            '; it must stay positive: set it above every token handed out so far')
+-- The grant's fencing token: the counter's next value, never below the server's clock in
+-- microseconds, so that a counter lost with a restart, or behind on a new primary after a
+-- failover, starts again above every token handed out before (as long as the servers'
+-- clocks agree to within the outage). A decimal string: a Lua number would print in
+-- exponent form. The same in acquire.lua, fair.lua and rwlock_acquire.lua.
+local function fence(counter)
+    local token = redis.call('INCR', counter)
+    local time = redis.call('TIME')
+    local floor = tonumber(time[1]) * 1000000 + tonumber(time[2])
+    if token < floor then
+        token = floor
+        redis.call('SET', counter, string.format('%.0f', floor))
     end
+    return string.format('%.0f', token)
+end
+
+local function grant(id, expire, holder)
+    local token = fence(KEYS[3])
     local marker = id .. '|' .. token .. '|' .. holder
     if expire == '0' then
         redis.call('SET', KEYS[1], holder)
@@ -101,9 +114,6 @@ local function hand_over()
         expire = ARGV[10]
     end
     local token = grant(head[1], expire, head[3])
-    if type(token) == 'table' then
-        return token
-    end
     local wake = ARGV[7] .. head[1]
     redis.call('DEL', wake)
     redis.call('RPUSH', wake, token)
@@ -167,17 +177,10 @@ if op == 'acquire' then
     local head = live_head()
     if not head or head[1] == me then
         remove(me)
-        local token = grant(me, ARGV[4], owner)
-        if type(token) == 'table' then
-            return token
-        end
-        return {1, token}
+        return {1, tonumber(grant(me, ARGV[4], owner))}
     end
     -- Free, with a waiter ahead of us: it is the waiter's.
-    local handed = hand_over()
-    if type(handed) == 'table' then
-        return handed
-    end
+    hand_over()
     if ARGV[5] ~= '0' then
         queue(ARGV[5])
     end
@@ -196,11 +199,7 @@ elseif op == 'release' then
         remove(holder)
         redis.call('DEL', ARGV[7] .. holder)
     end
-    local handed = hand_over()
-    if type(handed) == 'table' then
-        return handed
-    end
-    if handed then
+    if hand_over() then
         return 2
     end
     free()
@@ -211,11 +210,7 @@ else
     if not granted_to_me() then
         return 0
     end
-    local handed = hand_over()
-    if type(handed) == 'table' then
-        return handed
-    end
-    if not handed then
+    if not hand_over() then
         free()
     end
     return 1

@@ -18,7 +18,7 @@
 -- ARGV[3]: the lease in milliseconds, or '0' for one that never expires
 -- ARGV[4]: when blocked, how long to stay registered as a waiter, in milliseconds; '0' not
 --          to register
--- Returns {1, token} when granted, token being the fencing counter's new value for a
+-- Returns {1, token} when granted, token being the fencing token (see fence) for a
 -- writer and 0 for a reader; {0, ms} when blocked, ms being the time until the earliest
 -- expiry among the entries that block us, or -1 when none of them expires; {-1, i} when
 -- KEYS[i] holds another type than a sorted set (nothing is changed then).
@@ -121,13 +121,25 @@ end
 -- The fencing token first: a script is not rolled back when a command fails, so anything
 -- that can fail (a counter that is not a positive integer, or would overflow) must come
 -- before the grant is written.
+-- The grant's fencing token: the counter's next value, never below the server's clock in
+-- microseconds, so that a counter lost with a restart, or behind on a new primary after a
+-- failover, starts again above every token handed out before (as long as the servers'
+-- clocks agree to within the outage). A decimal string: a Lua number would print in
+-- exponent form. The same in acquire.lua, fair.lua and rwlock_acquire.lua.
+local function fence(counter)
+    local token = redis.call('INCR', counter)
+    local time = redis.call('TIME')
+    local floor = tonumber(time[1]) * 1000000 + tonumber(time[2])
+    if token < floor then
+        token = floor
+        redis.call('SET', counter, string.format('%.0f', floor))
+    end
+    return string.format('%.0f', token)
+end
+
 local token = 0
 if write then
-    token = redis.call('INCR', KEYS[#KEYS])
-    if token < 1 then
-        return redis.error_reply('ERR ' .. KEYS[#KEYS] .. ' went to ' .. token ..
-            '; it must stay positive: set it above every token handed out so far')
-    end
+    token = tonumber(fence(KEYS[#KEYS]))
 end
 redis.call('ZREM', key(path, waiting_at), lease)
 for level = 1, path - 1 do
