@@ -22,11 +22,11 @@ use std::time::Duration;
 
 pub(crate) use blocking::{Blocking, Turn};
 pub(crate) use checkout::Pooled;
-use sentinel::Primary;
 pub(crate) use cluster::{Cluster, Redirect, redirect_of};
 pub(crate) use health::Health;
 use manager::Target;
 pub(crate) use manager::{Link, LinkState, Manager};
+use sentinel::Primary;
 
 pub use builder::PoolBuilder;
 

@@ -335,8 +335,8 @@ pub(crate) fn undo(
     (kind, name, why): (&str, &str, &str),
     expire: Option<Duration>,
 ) -> Option<crate::Error> {
-    let e = conn::undo_after_lost_reply(conn, pool, (route, name), response_timeout, commands)
-        .err()?;
+    let e =
+        conn::undo_after_lost_reply(conn, pool, (route, name), response_timeout, commands).err()?;
     log::warn!(
         "{kind} `{name}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
          Redis granted it, it is held by nobody {}",

@@ -47,7 +47,10 @@ fn a_lock_works_on_a_cluster_with_its_keys_in_one_slot() {
     // The counter of the lock's slot: one per slot, not per name.
     let counters: Vec<String> = conn.keys("lock-fencing-counter*").unwrap();
     assert_eq!(counters.len(), 1, "{counters:?}");
-    assert_eq!(cluster.slot_of(&counters[0]), cluster.slot_of("lock:{jobs}"));
+    assert_eq!(
+        cluster.slot_of(&counters[0]),
+        cluster.slot_of("lock:{jobs}")
+    );
     let counter: u64 = conn.get(&counters[0]).unwrap();
     assert_eq!(counter, guard.fencing_token());
     assert!(mutex.try_lock().is_err());

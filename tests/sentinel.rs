@@ -204,5 +204,8 @@ fn fencing_tokens_rise_across_a_failover_right_after_a_grant() {
         .try_lock_for(Duration::from_secs(5))
         .unwrap()
         .fencing_token();
-    assert!(after > before, "{before} before the failover, {after} after");
+    assert!(
+        after > before,
+        "{before} before the failover, {after} after"
+    );
 }

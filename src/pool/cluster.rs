@@ -385,10 +385,7 @@ mod tests {
             assert_eq!(redirect_of(&server_error(later)), Some(Redirect::Later));
         }
         for demoted in ["READONLY x", "MASTERDOWN x"] {
-            assert_eq!(
-                redirect_of(&server_error(demoted)),
-                Some(Redirect::Demoted)
-            );
+            assert_eq!(redirect_of(&server_error(demoted)), Some(Redirect::Demoted));
         }
         assert_eq!(
             redirect_of(&server_error("UNBLOCKED force unblock")),

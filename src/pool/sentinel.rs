@@ -1,12 +1,14 @@
 //! Following the primary behind Sentinel: [`Primary`] says which server the sentinels name
-//! now, kept up to date by a thread subscribed to their `+switch-master` channel (as
-//! Jedis's sentinel pool does), and asked again of them after a connection error. A pooled
-//! connection to any other server is stale: it is closed, never used for a lock request.
+//! now, kept up to date by a thread subscribed to their announcements (as Jedis's sentinel
+//! pool does), and asked again of them after a connection error. A pooled connection to any
+//! other server is stale: it is closed, never used for a lock request.
 //!
-//! The old primary may take writes for a while after the sentinels have switched (it does
-//! not know yet); a grant made there is lost when it is demoted. What this narrows down is
-//! how long a process goes on writing there: until the switch is announced, not until its
-//! connections happen to break.
+//! The old primary takes writes until it is reconfigured, well after the replica stopped
+//! replicating from it; a grant made there in between is lost when it is demoted. So the
+//! watcher moves to the replica the moment the sentinels tell it to stop replicating
+//! (`+failover-state-send-slaveof-noone`), not when they announce the switch
+//! (`+switch-master`, up to a second later): a lock call that cannot reach a primary yet
+//! fails, which is better than a grant that is lost.
 
 use std::sync::{Arc, Weak};
 use std::thread;
@@ -95,6 +97,26 @@ pub(super) fn follow(
     primary
 }
 
+/// The sentinels tell the replica they promote to stop replicating: writes to the old
+/// primary are lost from here on.
+const PROMOTING: &str = "+failover-state-send-slaveof-noone";
+
+/// The sentinels announce the new primary.
+const SWITCHED: &str = "+switch-master";
+
+/// The server an announcement on `channel` names as `service`'s new primary, if it does:
+/// `+switch-master <service> <old ip> <old port> <new ip> <new port>`, or
+/// `+failover-state-send-slaveof-noone slave <ip:port> <ip> <port> @ <service> <ip> <port>`.
+fn new_primary<'a>(channel: &str, payload: &'a str, service: &str) -> Option<(&'a str, u16)> {
+    let parts: Vec<&'a str> = payload.split(' ').collect();
+    let (named, host, port) = match (channel, &parts[..]) {
+        (SWITCHED, [named, _, _, host, port]) => (*named, *host, *port),
+        (PROMOTING, ["slave", _, host, port, "@", named, _, _]) => (*named, *host, *port),
+        _ => return None,
+    };
+    (named == service).then_some((host, port.parse().ok()?))
+}
+
 struct Watcher {
     target: SentinelTarget,
     primary: Weak<Primary>,
@@ -106,16 +128,16 @@ impl Watcher {
     /// Asks the sentinels, in turn, who the primary is; records the first answer.
     fn ask(&self, primary: &Primary) -> bool {
         for sentinel in &self.target.sentinels {
-            let named = connect(sentinel, self.connect_timeout, self.response_timeout).ok().and_then(
-                |mut link| {
+            let named = connect(sentinel, self.connect_timeout, self.response_timeout)
+                .ok()
+                .and_then(|mut link| {
                     redis::cmd("SENTINEL")
                         .arg("GET-MASTER-ADDR-BY-NAME")
                         .arg(&self.target.service)
                         .query::<Option<(String, u16)>>(&mut link.conn)
                         .ok()
                         .flatten()
-                },
-            );
+                });
             if let Some((host, port)) = named {
                 let info = super::manager::at(&self.target.node, &host, port);
                 primary.set(server_name(&info));
@@ -159,7 +181,7 @@ impl Watcher {
             self.ask(&primary);
         }
         let mut pubsub = link.conn.as_pubsub();
-        pubsub.subscribe("+switch-master")?;
+        pubsub.subscribe(&[PROMOTING, SWITCHED][..])?;
         pubsub.set_read_timeout(Some(TICK))?;
         loop {
             let Some(primary) = self.primary.upgrade() else {
@@ -171,11 +193,8 @@ impl Watcher {
             match pubsub.get_message() {
                 Ok(message) => {
                     let payload: String = message.get_payload()?;
-                    // `<service> <old ip> <old port> <new ip> <new port>`
-                    let parts: Vec<&str> = payload.split(' ').collect();
-                    if let [service, _, _, host, port] = parts[..]
-                        && service == self.target.service
-                        && let Ok(port) = port.parse::<u16>()
+                    if let Some((host, port)) =
+                        new_primary(message.get_channel_name(), &payload, &self.target.service)
                     {
                         let info = super::manager::at(&self.target.node, host, port);
                         primary.set(server_name(&info));
@@ -185,5 +204,39 @@ impl Watcher {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_name_the_new_primary() {
+        assert_eq!(
+            new_primary(
+                SWITCHED,
+                "mymaster 127.0.0.1 6380 127.0.0.1 6381",
+                "mymaster"
+            ),
+            Some(("127.0.0.1", 6381))
+        );
+        assert_eq!(
+            new_primary(
+                PROMOTING,
+                "slave 127.0.0.1:6381 127.0.0.1 6381 @ mymaster 127.0.0.1 6380",
+                "mymaster"
+            ),
+            Some(("127.0.0.1", 6381))
+        );
+        assert_eq!(
+            new_primary(SWITCHED, "other 127.0.0.1 6380 127.0.0.1 6381", "mymaster"),
+            None
+        );
+        assert_eq!(new_primary(SWITCHED, "garbage", "mymaster"), None);
+        assert_eq!(
+            new_primary("+sdown", "master mymaster 127.0.0.1 6380", "mymaster"),
+            None
+        );
     }
 }

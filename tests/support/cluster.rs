@@ -209,6 +209,40 @@ impl Cluster {
         replica
     }
 
+    /// Stops `primary` (SIGSTOP), promotes its replica with `CLUSTER FAILOVER FORCE` (no
+    /// handshake with the stopped primary), waits until the other nodes agree, then resumes
+    /// the old primary, which becomes a replica. Returns the new primary's index.
+    pub fn force_failover(&self, primary: usize) -> usize {
+        let replica = self.replica_of(primary);
+        let mut conn = self.nodes[replica].connection();
+        super::signal(self.nodes[primary].pid(), "STOP");
+        let _: () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .arg("FORCE")
+            .query(&mut conn)
+            .unwrap();
+        let promoted = eventually(HANG, || {
+            info_field(&mut conn, "replication", "role").as_deref() == Some("master")
+        });
+        let slot = (0..16384u16)
+            .step_by(64)
+            .find(|&s| self.primary_of_slot_seen_by(replica, s) == Some(replica));
+        let agreed = slot.is_some_and(|slot| {
+            eventually(HANG, || {
+                (0..self.nodes.len())
+                    .filter(|&by| by != primary)
+                    .all(|by| self.primary_of_slot_seen_by(by, slot) == Some(replica))
+            })
+        });
+        super::signal(self.nodes[primary].pid(), "CONT");
+        assert!(
+            promoted && agreed,
+            "the forced failover did not complete within {HANG:?}"
+        );
+        self.wait_until_whole();
+        replica
+    }
+
     /// Moves `slot` from its primary to the primary `to`, keys and all, the way
     /// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, MIGRATE of each key, then
     /// SETSLOT NODE everywhere. Returns how long the slot was in migration.

@@ -157,6 +157,8 @@ pub struct Checked {
     pub grants: usize,
     pub by_claim: BTreeMap<String, usize>,
     pub double_grants: Vec<String>,
+    /// When each double grant's overlap began (the later grant's first told-held moment).
+    pub double_grant_starts: Vec<u64>,
     pub token_regressions: Vec<String>,
     pub late_calls: Vec<String>,
     /// The longest call, as a share of its bound.
@@ -327,6 +329,7 @@ fn check_overlaps(list: &[Grant], checked: &mut Checked) {
         active.retain(|g| g.end >= grant.start);
         for before in &active {
             if conflict(before, grant) {
+                checked.double_grant_starts.push(grant.start);
                 checked.double_grants.push(format!(
                     "`{}` and `{}`: {} ({before:?}) and {} ({grant:?})",
                     before.resource, grant.resource, before.log, grant.log
@@ -343,6 +346,7 @@ fn check_overlaps(list: &[Grant], checked: &mut Checked) {
                 })
                 .sum();
             if held + n > capacity {
+                checked.double_grant_starts.push(grant.start);
                 checked.double_grants.push(format!(
                     "`{}`: {} permits held at once, of {capacity}, at {grant:?}",
                     grant.resource,
