@@ -104,7 +104,7 @@ impl<G: ServerGrant> Renew for G {
 
     fn lane(&self) -> LaneKey {
         let on = self.on_server();
-        LaneKey {
+        LaneKey::Pool {
             pool: on.pool.id(),
             server: on.server.clone(),
         }
@@ -207,7 +207,10 @@ impl<G: Grant + Renew> Held<G> {
         if auto_renew && expire.is_some() {
             let target: Arc<dyn Renew> = held.grant.clone();
             match renewal::register(held.lease.clone(), target, acquired_at) {
-                Ok(registration) => held.renewal = Some(registration),
+                Ok(registration) => {
+                    held.lease.renewed_from_now();
+                    held.renewal = Some(registration);
+                }
                 Err(e) => {
                     held.release_on_drop();
                     return Err(e);
@@ -364,6 +367,10 @@ impl<G: Grant> Held<G> {
     /// `Ok` while the grant is ours: no round trip while more than a third of the lease is
     /// certainly left, else [`is_held`](Self::is_held).
     pub(crate) fn ensure_held(&self) -> Result<()> {
+        if self.lease.is_lost() {
+            // Known lost (or run out on the clock: the renewal service reports that).
+            return Err(self.lost_error());
+        }
         if self.lease.still_held(self.expire, || self.is_held())? {
             Ok(())
         } else {

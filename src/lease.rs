@@ -116,6 +116,8 @@ pub(crate) struct Lease {
     /// any later request, so no later request counts for more.
     doubt: Mutex<Option<Duration>>,
     lost: AtomicBool,
+    /// Renewed by the renewal service: a lease that runs out unrenewed is lost by the clock.
+    renewed: AtomicBool,
     on_lost: Option<OnLost>,
 }
 
@@ -163,8 +165,14 @@ impl Lease {
             valid_until: Mutex::new(valid_until),
             doubt: Mutex::new(None),
             lost: AtomicBool::new(false),
+            renewed: AtomicBool::new(false),
             on_lost,
         }
+    }
+
+    /// The renewal service keeps this lease: from now on, its clock running out is a loss.
+    pub(crate) fn renewed_from_now(&self) {
+        self.renewed.store(true, Ordering::Release);
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -250,8 +258,20 @@ impl Lease {
         *self.doubt.lock()
     }
 
+    /// Whether the lease is lost: marked so, or, for a renewed lease, run out on the clock
+    /// with no renewal confirmed (the clock decides, not a reply that may never come; the
+    /// renewal service reports it with `on_lost` when its bounded call returns).
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
+        self.lost.load(Ordering::Acquire) || self.ran_out_unrenewed()
+    }
+
+    /// A renewed lease whose clock has run out.
+    fn ran_out_unrenewed(&self) -> bool {
+        self.renewed.load(Ordering::Acquire)
+            && self
+                .valid_until
+                .lock()
+                .is_some_and(|until| Instant::now() >= until)
     }
 
     /// Marks the lease lost, once: logs why at WARN and runs the `on_lost` callback. Later

@@ -26,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis_mutex::{Pool, RedisMutex, TryLockError};
 use support::cluster::Cluster;
-use support::history::{self, Checked, Claim, Log, nanos, now};
+use support::history::{self, Checked, Claim, Log, now};
 use support::sentinel::{SERVICE, Sentinels};
 use support::{ChildTest, HANG, child_env, spawn_child};
 
@@ -141,7 +141,7 @@ struct Run {
     failovers: Vec<Failover>,
     /// The grants of each failover, from its command to the first grant after it.
     unavailable: Vec<Duration>,
-    /// Double grants whose overlap began within a failover (or within 10 s after it).
+    /// Double grants, by the failover they followed.
     per_failover: Vec<usize>,
 }
 
@@ -218,16 +218,13 @@ fn run(
             Duration::from_nanos(next.saturating_sub(f.started))
         })
         .collect();
-    let per_failover = failovers
-        .iter()
-        .map(|f| {
-            checked
-                .double_grant_starts
-                .iter()
-                .filter(|&&at| at >= f.started && at <= f.done + nanos(Duration::from_secs(10)))
-                .count()
-        })
-        .collect();
+    // Each double grant counts for the last failover that began before it.
+    let mut per_failover = vec![0; failovers.len()];
+    for &at in &checked.double_grant_starts {
+        if let Some(i) = failovers.iter().rposition(|f| f.started <= at) {
+            per_failover[i] += 1;
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
     let run = Run {
         checked,

@@ -201,10 +201,7 @@ impl Renew for RedlockGrant {
     }
 
     fn lane(&self) -> LaneKey {
-        LaneKey {
-            pool: self.redlock_id,
-            server: None,
-        }
+        LaneKey::Redlock(self.redlock_id)
     }
 
     /// A round, and a round of the guard's own before it.

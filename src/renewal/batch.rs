@@ -75,7 +75,9 @@ fn send<T>(
 ) -> Result<T, Failed> {
     let rt = batch.key.response_timeout;
     let wait = reply_timeout.min(batch.pool.connection_timeout());
-    let mut conn = conn::checkout(batch.pool, batch.route, wait, rt).map_err(Failed::Refused)?;
+    // The checkout (an idle connection's check included) is bounded like the reply.
+    let mut conn =
+        conn::checkout(batch.pool, batch.route, wait, reply_timeout).map_err(Failed::Refused)?;
     conn.set_read_timeout(reply_timeout)
         .map_err(Failed::Refused)?;
     conn::run(batch.pool, batch.route, Some(conn), rt, op)

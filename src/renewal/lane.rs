@@ -29,6 +29,14 @@ const IDLE: Duration = Duration::from_secs(10);
 /// lane's thread.
 const SETTLE_SLACK: Duration = Duration::from_millis(500);
 
+/// What one round of a lane does: the jobs to renew, the leases to report lost, and when the
+/// round must be over by (the earliest end of a live lease of the lane).
+struct Round {
+    jobs: Vec<(u64, Arc<Job>)>,
+    lost: Vec<Arc<Job>>,
+    ends: Option<Instant>,
+}
+
 /// One registered lease: its clock, and how to renew it.
 pub(super) struct Job {
     lease: Arc<Lease>,
@@ -160,16 +168,29 @@ impl Lane {
         let running = Running(self);
         let lane = &running.0;
         log::debug!("lease renewal thread started for {:?}", lane.key);
-        while let Some(jobs) = lane.next_batch() {
-            let outcomes = renew(&jobs);
-            lane.settle(jobs, outcomes);
+        while let Some(round) = lane.next_batch() {
+            for job in round.lost {
+                // Found lost by its holder (nothing happens then), or run out on the clock.
+                job.lease.mark_lost(
+                    LostReason::Unreachable,
+                    "the lease ran out before a renewal was confirmed",
+                );
+            }
+            if round.jobs.is_empty() {
+                continue;
+            }
+            let outcomes = renew(&round.jobs, round.ends);
+            lane.settle(round.jobs, outcomes);
         }
     }
 
     /// Sleeps until a renewal is due, then takes it and every other one due within its
-    /// coalescing window. `None` when the lane has had nothing to renew for [`IDLE`]: the
-    /// thread then ends.
-    fn next_batch(&self) -> Option<Vec<(u64, Arc<Job>)>> {
+    /// coalescing window, with the moment the round must be over by: the earliest end of a
+    /// lease of the lane, so that a slow server holds no lease past its end. Leases that are
+    /// lost (run out on the clock, or found lost by their holder) are taken off and
+    /// returned, to be reported. `None` when the lane has had nothing to renew for
+    /// [`IDLE`]: the thread then ends.
+    fn next_batch(&self) -> Option<Round> {
         let mut state = self.state.lock();
         loop {
             let now = Instant::now();
@@ -197,19 +218,31 @@ impl Lane {
                 }
                 Some(_) => {}
             }
-            let mut jobs = Vec::new();
+            let mut round = Round {
+                jobs: Vec::new(),
+                lost: Vec::new(),
+                ends: None,
+            };
             for (id, job) in state.scheduler.take_due(now) {
                 if job.lease.is_lost() {
-                    // Found lost by its holder's own call: nothing to renew, and its zero
-                    // lease would cut the reply timeout of a whole batch to nothing.
+                    // Nothing to renew, and its zero lease would cut the reply timeout of
+                    // a whole batch to nothing.
                     state.scheduler.settle(id, None);
                     metrics::renewed_leases(-1.0);
+                    round.lost.push(job);
                 } else {
-                    jobs.push((id, job));
+                    round.jobs.push((id, job));
                 }
             }
-            if !jobs.is_empty() {
-                return Some(jobs);
+            round.ends = state
+                .scheduler
+                .items()
+                .filter(|job| !job.lease.is_lost())
+                .filter_map(|job| job.lease.valid_for())
+                .min()
+                .map(|left| now + left);
+            if !round.jobs.is_empty() || !round.lost.is_empty() {
+                return Some(round);
             }
             self.changed.notify_all();
         }
@@ -316,7 +349,13 @@ fn retry_or_lose(
 /// the others (a Redlock's, each a round on several servers) one call each, meanwhile,
 /// spread over up to [`SINGLE_RENEWERS`] scoped threads, so that one slow round does not
 /// hold up the others. Returns one outcome per job.
-fn renew(jobs: &[(u64, Arc<Job>)]) -> Vec<Renewal> {
+fn renew(jobs: &[(u64, Arc<Job>)], ends: Option<Instant>) -> Vec<Renewal> {
+    // No call outlives the earliest end of a lease of the lane.
+    let round_left = ends.map(|ends| ends.saturating_duration_since(Instant::now()));
+    let bounded = |left: Option<Duration>| match (left, round_left) {
+        (Some(left), Some(round)) => Some(left.min(round)),
+        (left, round) => left.or(round),
+    };
     let mut outcomes: Vec<Option<Renewal>> = jobs.iter().map(|_| None).collect();
     let mut batches: HashMap<BatchKey, Vec<usize>> = HashMap::new();
     let mut singles = Vec::new();
@@ -328,7 +367,7 @@ fn renew(jobs: &[(u64, Arc<Job>)]) -> Vec<Renewal> {
     }
     let renew_one = |i: usize| {
         let job = &jobs[i].1;
-        let timeout = job.lease.valid_for().unwrap_or(job.target.ttl());
+        let timeout = bounded(job.lease.valid_for()).unwrap_or(job.target.ttl());
         let started = Instant::now();
         let outcome = match job.target.renewing() {
             Renewing::Alone(lease) => lease.renew(timeout),
@@ -353,7 +392,7 @@ fn renew(jobs: &[(u64, Arc<Job>)]) -> Vec<Renewal> {
                 (chunk, spawned)
             })
             .collect();
-        renew_batches(jobs, &batches, &mut outcomes);
+        renew_batches(jobs, &batches, round_left, &mut outcomes);
         let mut done: Vec<(usize, Renewal)> = own.iter().map(|&i| renew_one(i)).collect();
         for (chunk, spawned) in helpers {
             match spawned {
@@ -387,6 +426,7 @@ const SINGLE_RENEWERS: usize = 4;
 fn renew_batches(
     jobs: &[(u64, Arc<Job>)],
     batches: &HashMap<BatchKey, Vec<usize>>,
+    round_left: Option<Duration>,
     outcomes: &mut [Option<Renewal>],
 ) {
     for group in batches.values() {
@@ -396,6 +436,7 @@ fn renew_batches(
             let timeout = chunk
                 .iter()
                 .filter_map(|&i| jobs[i].1.lease.valid_for())
+                .chain(round_left)
                 .min()
                 .unwrap_or(Duration::MAX);
             let parts: Vec<_> = chunk

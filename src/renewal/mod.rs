@@ -30,11 +30,11 @@ use crate::{Pool, Result};
 
 /// Which thread renews a lease: leases of one lane share a server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct LaneKey {
-    /// The pool (or Redlock) the lease was taken through.
-    pub(super) pool: u64,
-    /// The server within it, for a cluster's nodes.
-    pub(super) server: Option<Arc<str>>,
+pub(crate) enum LaneKey {
+    /// A server of a pool (`Pool::id`): on a cluster, one of its nodes.
+    Pool { pool: u64, server: Option<Arc<str>> },
+    /// The servers of a Redlock (its own id: pools and Redlocks count apart).
+    Redlock(u64),
 }
 
 /// How one lock kind renews a lease: the seam between the renewal service and the locks.

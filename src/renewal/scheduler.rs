@@ -180,6 +180,11 @@ impl<T: Clone> Scheduler<T> {
     }
 
     /// The item registered as `id`, if it still is.
+    /// Every registered item.
+    pub(super) fn items(&self) -> impl Iterator<Item = &T> {
+        self.entries.values().map(|entry| &entry.item)
+    }
+
     pub(super) fn get(&self, id: u64) -> Option<&T> {
         self.entries.get(&id).map(|e| &e.item)
     }

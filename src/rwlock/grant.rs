@@ -36,8 +36,9 @@ impl RwGrant {
             .arg(lease_ms);
         let wait = reply_timeout.min(self.on.pool.connection_timeout());
         let rt = self.on.response_timeout;
-        let mut conn =
-            conn::checkout(&self.on.pool, self.route(), wait, rt).map_err(Failed::Refused)?;
+        // The checkout (an idle connection's check included) is bounded like the reply.
+        let mut conn = conn::checkout(&self.on.pool, self.route(), wait, reply_timeout)
+            .map_err(Failed::Refused)?;
         conn.set_read_timeout(reply_timeout)
             .map_err(Failed::Refused)?;
         let held = conn::run(&self.on.pool, self.route(), Some(conn), rt, |c| {

@@ -62,8 +62,13 @@ impl Cluster {
     pub fn wait_until_whole(&self) {
         let formed = eventually(FORMING, || {
             self.nodes.iter().all(|node| {
-                let mut conn = node.connection();
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+                // A node just resumed may refuse a connection or two.
+                let Ok(mut conn) = node.try_connection() else {
+                    return false;
+                };
+                let Ok(info) = redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut conn) else {
+                    return false;
+                };
                 let ok = info.contains("cluster_state:ok");
                 let link = match info_field(&mut conn, "replication", "role").as_deref() {
                     Some("slave") => {
@@ -113,9 +118,9 @@ impl Cluster {
 
     /// The node (index into `nodes`) that serves `slot` now, as node `by` sees it.
     pub fn primary_of_slot_seen_by(&self, by: usize, slot: u16) -> Option<usize> {
-        let mut conn = self.nodes[by].connection();
-        let shards: Vec<redis::Value> =
-            redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).unwrap();
+        // A node just resumed may refuse a connection or two: it sees nothing yet.
+        let mut conn = self.nodes[by].try_connection().ok()?;
+        let shards: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).ok()?;
         for range in shards {
             let redis::Value::Array(parts) = range else {
                 continue;

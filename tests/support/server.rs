@@ -244,6 +244,15 @@ impl RedisServer {
         connect(&self.url())
     }
 
+    /// A direct connection, or why there is none now (for polling a server that may be
+    /// restarting or resuming).
+    pub fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(self.url())?;
+        let conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(conn)
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
