@@ -127,6 +127,10 @@ pub(crate) struct MutexKeys {
     /// `lock-grant:<name>`: the id of the attempt that made the latest grant, so that an
     /// undo after a lost reply removes that grant and no other (this crate's own).
     pub(crate) grant: String,
+    /// `lock-released:<name>`: the token of the grant released last, for a moment, so that
+    /// a release sent twice (its first reply lost with its connection) is told it happened
+    /// (this crate's own).
+    pub(crate) released: String,
     /// `lock-queue:<name>`: fair mode's waiters, in order of arrival (this crate's own).
     pub(crate) queue: String,
     /// `lock-waiters:<name>`: each fair waiter's deadline, lease and owner id (this
@@ -145,6 +149,7 @@ impl MutexKeys {
             fencing: fencing_counter(&lock, scheme),
             signal: format!("{SIGNAL_PREFIX}{tagged}"),
             grant: format!("{GRANT_PREFIX}{tagged}"),
+            released: format!("{RELEASED_PREFIX}{tagged}"),
             queue: format!("lock-queue:{tagged}"),
             waiters: format!("{WAITERS_PREFIX}{tagged}"),
             wake_prefix: format!("lock-wake:{tagged}:"),
@@ -174,6 +179,9 @@ pub(crate) fn marker_owner(marker: &str) -> Option<&str> {
 
 /// The prefix of a fair mutex's waiters.
 pub(crate) const WAITERS_PREFIX: &str = "lock-waiters:";
+
+/// The prefix of a release's tombstone.
+const RELEASED_PREFIX: &str = "lock-released:";
 
 /// The key with `prefix` of the mutex whose lock key is `lock_key` (its signal list, its
 /// grant marker, ...), for tools that found the lock key by `SCAN`.
@@ -253,6 +261,7 @@ mod tests {
             for key in [
                 &keys.signal,
                 &keys.grant,
+                &keys.released,
                 &keys.queue,
                 &keys.waiters,
                 &keys.wake("w"),

@@ -349,6 +349,7 @@ impl FairScript {
             .key(format!("lock-queue:{n}"))
             .key(format!("lock-waiters:{n}"))
             .key(self.wake(waiter))
+            .key(format!("lock-released:{n}"))
             .arg(op)
             .arg(owner)
             .arg(waiter)
@@ -359,6 +360,7 @@ impl FairScript {
             .arg(1000)
             .arg(token)
             .arg(3000)
+            .arg(10_000)
             .invoke(&mut self.conn)
             .unwrap()
     }
@@ -501,4 +503,53 @@ fn a_killed_waiter_of_a_lock_without_expiry_holds_it_up_for_seconds_not_forever(
     assert_eq!(fair.acquire("doomed", "d1", 0).0, 1, "claimed");
     let pttl: i64 = conn.pttl("lock:forever").unwrap();
     assert_eq!(pttl, -1, "claimed, the lock has no expiry again");
+}
+
+/// Issue 25, finding 6: a release sent again after its connection dropped (its first reply
+/// lost) found the lock gone and reported `NotAcquired` for a release that happened. The
+/// release leaves a tombstone naming its grant's token for a moment: sent twice, it is told
+/// it happened; a release of a grant that expired or was reset still is not.
+#[test]
+fn a_release_sent_twice_is_told_it_happened_in_either_mode() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    // Fair mode, by hand.
+    let mut fair = FairScript::new(&server, "twice-fair");
+    let (_, token) = fair.acquire("holder", "h1", 0);
+    assert_eq!(fair.release("holder", token), 1);
+    assert_eq!(
+        fair.release("holder", token),
+        1,
+        "the same release, sent again"
+    );
+    assert_eq!(
+        fair.release("holder", token + 1),
+        0,
+        "another grant's release"
+    );
+    // The default mode, by hand, as the crate sends it.
+    let release = redis::Script::new(include_str!("../src/scripts/release.lua"));
+    let _: () = conn.set("lock:twice", "holder").unwrap();
+    let _: () = conn.set("lock-grant:twice", "a1|7|holder").unwrap();
+    let send = |conn: &mut redis::Connection, token: u64| -> i64 {
+        release
+            .key("lock:twice")
+            .key("lock-signal:twice")
+            .key("lock-grant:twice")
+            .key("lock-released:twice")
+            .arg("holder")
+            .arg(1000)
+            .arg(token)
+            .arg(10_000)
+            .invoke(conn)
+            .unwrap()
+    };
+    assert_eq!(send(&mut conn, 7), 1);
+    assert_eq!(send(&mut conn, 7), 1, "the same release, sent again");
+    assert_eq!(send(&mut conn, 8), 0, "another grant's release");
+    let ttl: i64 = conn.pttl("lock-released:twice").unwrap();
+    assert!(
+        ttl > 0 && ttl <= 10_000,
+        "the tombstone expires: PTTL {ttl}"
+    );
 }

@@ -608,3 +608,28 @@ fn a_pool_and_a_redlock_never_share_a_renewal_lane() {
     child.finish_with(&lines, HANG);
     instances[0].resume();
 }
+
+/// Issue 25, finding 5: the grant marker of a lock without expiry had no expiry either, so
+/// when a client that knows nothing of it (python-redis-lock, an operator's `DEL`) removed
+/// the lock, the marker stayed forever. Every key of ours expires once its lock is gone.
+#[test]
+fn no_key_of_a_lock_without_expiry_outlives_it_for_good() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    for fair in [false, true] {
+        let name = format!("forever-{fair}");
+        let mutex = RedisMutex::builder(pool(&server), name.as_str())
+            .fair(fair)
+            .build()
+            .unwrap();
+        let guard = mutex.lock().unwrap();
+        // Removed by someone who knows only python-redis-lock's keys.
+        let _: () = conn.del(format!("lock:{name}")).unwrap();
+        let keys: Vec<String> = conn.keys(format!("lock*{name}*")).unwrap();
+        for key in &keys {
+            let pttl: i64 = conn.pttl(key).unwrap();
+            assert!(pttl > 0, "fair: {fair}: {key} has no expiry (PTTL {pttl})");
+        }
+        drop(guard);
+    }
+}

@@ -20,6 +20,9 @@ pub(super) struct Calls {
     marker_ms: u64,
     /// How long a wake-up waits in its list.
     signal_ms: u64,
+    /// How long a release's tombstone says it happened: as long as a re-sent release may
+    /// come.
+    released_ms: u64,
     /// Fair mode: releases hand the lock over.
     pub(super) fair: bool,
 }
@@ -39,6 +42,11 @@ pub(super) enum FairOp {
 /// acquire, right behind it on the same connection.
 const MIN_GRANT_MARKER: Duration = Duration::from_secs(10);
 
+/// How long the grant marker of a lock without expiry lives: long past any request of the
+/// grant's that could still arrive, and gone an hour after a client that knows nothing of
+/// it (python-redis-lock, an operator's `DEL`) removed the lock.
+const MARKER_WITHOUT_EXPIRY: Duration = Duration::from_secs(3600);
+
 /// How long a fair waiter's queue entry lives unless refreshed: two refreshes, so one late
 /// refresh does not drop a live waiter, while a dead one is skipped within a second.
 pub(super) const ENTRY_TTL: Duration = Duration::from_millis(1000);
@@ -47,6 +55,11 @@ pub(super) const ENTRY_TTL: Duration = Duration::from_millis(1000);
 /// it: a few entry lives (the waiter was live a moment ago), so that one that died
 /// meanwhile holds nobody up for longer.
 const CLAIM_WINDOW: Duration = Duration::from_millis(3000);
+
+/// How long after a request a second copy of it (or its undo) may still come.
+fn undo_window(response_timeout: Duration) -> Duration {
+    response_timeout.saturating_mul(2).max(MIN_GRANT_MARKER)
+}
 
 impl Calls {
     pub(super) fn new(
@@ -61,7 +74,11 @@ impl Calls {
             keys,
             owner: owner.into(),
             expire_ms: expire.map_or(0, millis),
-            marker_ms: millis(response_timeout.saturating_mul(2).max(MIN_GRANT_MARKER)),
+            marker_ms: millis(match expire {
+                Some(_) => undo_window(response_timeout),
+                None => MARKER_WITHOUT_EXPIRY.max(undo_window(response_timeout)),
+            }),
+            released_ms: millis(undo_window(response_timeout)),
             signal_ms: millis(signal_expire),
             fair,
         }
@@ -106,9 +123,11 @@ impl Calls {
         call.key(&self.keys.lock)
             .key(&self.keys.signal)
             .key(&self.keys.grant)
+            .key(&self.keys.released)
             .arg(&*self.owner)
             .arg(self.signal_ms)
-            .arg(token);
+            .arg(token)
+            .arg(self.released_ms);
         call
     }
 
@@ -127,6 +146,7 @@ impl Calls {
             .key(&self.keys.queue)
             .key(&self.keys.waiters)
             .key(self.keys.wake(waiter))
+            .key(&self.keys.released)
             .arg(name)
             .arg(&*self.owner)
             .arg(waiter)
@@ -136,7 +156,8 @@ impl Calls {
             .arg(&self.keys.wake_prefix)
             .arg(self.signal_ms)
             .arg(token)
-            .arg(millis(CLAIM_WINDOW));
+            .arg(millis(CLAIM_WINDOW))
+            .arg(self.released_ms);
         call
     }
 

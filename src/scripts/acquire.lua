@@ -13,12 +13,14 @@
 -- ARGV[4]: this attempt's id, unique to it: an undo after a lost reply removes the grant
 --          only if the marker still names this attempt
 -- ARGV[5]: how long the marker lives at least, in milliseconds (long enough for an undo
---          to follow); it lives as long as the lock if that is longer, and without expiry
---          with a lock that has none
--- Returns {1, token} when granted, token being the fencing token (see fence below); {0, pttl} when
--- held, pttl being the holder's remaining milliseconds or -1 for a holder without expiry;
--- {2, 0} when left to a woken waiter; {-1, 0} when the key holds another type than
--- string: no lock can be taken there.
+--          to follow); it lives as long as the lock if that is longer. A lock without expiry
+--          gets a long one (an hour): the marker never outlives a lock that a client
+--          knowing nothing of it (python-redis-lock, an operator's DEL) removed by more
+--          than that
+-- Returns {1, token} when granted, token being the fencing token (see fence below);
+-- {0, pttl} when held, pttl being the holder's remaining milliseconds or -1 for a holder
+-- without expiry; {2, 0} when left to a woken waiter; {-1, 0} when the key holds another
+-- type than string: no lock can be taken there.
 -- A script is not rolled back when a command fails, so everything that can fail (the
 -- counter's INCR: not an integer, or overflowing) comes before the lock is written.
 -- The grant's fencing token: the counter's next value, never below the server's clock in
@@ -53,9 +55,5 @@ else
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 local marker = ARGV[4] .. '|' .. token .. '|' .. ARGV[1]
-if ARGV[2] == '0' then
-    redis.call('SET', KEYS[4], marker)
-else
-    redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(ARGV[2]), tonumber(ARGV[5])))
-end
+redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(ARGV[2]), tonumber(ARGV[5])))
 return {1, tonumber(token)}

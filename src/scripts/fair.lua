@@ -8,13 +8,16 @@
 -- KEYS[5]: the queue (lock-queue:<name>): waiter ids, oldest first
 -- KEYS[6]: the waiters (lock-waiters:<name>): waiter id -> "deadline|expire|owner id"
 -- KEYS[7]: our own wake list (lock-wake:<name>:<our waiter id>)
+-- KEYS[8]: the release's tombstone (lock-released:<name>): the token of the grant released
+--          last, for ARGV[11] milliseconds, so that a release sent twice is told it happened
 -- ARGV[1]: 'acquire', 'release' or 'leave'
 -- ARGV[2]: our owner id
 -- ARGV[3]: our waiter id: this call's, unique to it; also its grant marker
 -- ARGV[4]: the expiry of our grant in milliseconds, or '0' for one that never expires
 -- ARGV[5]: how long our queue entry lives unless refreshed, in milliseconds; '0' not to
 --          queue (a try_lock)
--- ARGV[6]: how long a grant marker lives at least, in milliseconds
+-- ARGV[6]: how long a grant marker lives at least, in milliseconds (for a lock without
+--          expiry, an hour: no marker is left without an expiry)
 -- ARGV[7]: the prefix of the waiters' wake lists (lock-wake:<name>:); a waiter's list is
 --          the prefix and its id. It carries the lock's hash tag, so on a cluster every
 --          waiter's list shares the lock's slot; the release names the list of the waiter
@@ -26,6 +29,7 @@
 -- ARGV[10]: how long a lock without expiry handed to a waiter lives until the waiter
 --          claims it, in milliseconds (a few lives of a queue entry: the waiter was live
 --          a moment ago)
+-- ARGV[11]: how long a release's tombstone stays, in milliseconds
 -- Returns, for 'acquire': {1, token} when granted, or when the lock holds a grant handed to
 -- us that we had not taken yet (its wake-up was not read, or was lost with a reply, or the
 -- lock has no expiry and the handoff's provisional one must be lifted): it is claimed then,
@@ -34,8 +38,9 @@
 -- handed to a waiter ahead of us; {-1, 0} when the key holds another type than string.
 -- An acquire that does not grant empties our wake list: whatever is there is a grant gone
 -- since, and a later wake-up is then always a grant made after this call.
--- For 'release': 0 when not ours (nothing changed), 1 when released with nobody queued,
--- 2 when handed to a waiter (never to the releasing grant's own waiter). For 'leave': 1
+-- For 'release': 0 when not ours (nothing changed), 1 when released with nobody queued (or
+-- when this grant's release already happened: a release sent twice), 2 when handed to a
+-- waiter (never to the releasing grant's own waiter). For 'leave': 1
 -- when we held a grant (handed to us or made by an acquire whose reply was lost) and
 -- passed it on, 0 otherwise.
 -- Everything that can fail (the counter's INCR) comes before a grant is written: an error
@@ -91,11 +96,10 @@ local function grant(id, expire, holder)
     local marker = id .. '|' .. token .. '|' .. holder
     if expire == '0' then
         redis.call('SET', KEYS[1], holder)
-        redis.call('SET', KEYS[4], marker)
     else
         redis.call('SET', KEYS[1], holder, 'PX', expire)
-        redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(expire), tonumber(ARGV[6])))
     end
+    redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(expire), tonumber(ARGV[6])))
     return token
 end
 
@@ -160,11 +164,10 @@ if op == 'acquire' then
             redis.call('DEL', KEYS[7])
             if ARGV[4] == '0' then
                 redis.call('PERSIST', KEYS[1])
-                redis.call('PERSIST', KEYS[4])
             else
                 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-                redis.call('PEXPIRE', KEYS[4], math.max(tonumber(ARGV[4]), tonumber(ARGV[6])))
             end
+            redis.call('PEXPIRE', KEYS[4], math.max(tonumber(ARGV[4]), tonumber(ARGV[6])))
             return {1, tonumber(string.match(marker, '^[^|]*|(%d+)|'))}
         end
         redis.call('DEL', KEYS[7])
@@ -186,12 +189,13 @@ if op == 'acquire' then
     end
     return {2, 0}
 elseif op == 'release' then
+    local released_before = redis.call('GET', KEYS[8]) == ARGV[9]
     if redis.call('GET', KEYS[1]) ~= owner then
-        return 0
+        return released_before and 1 or 0
     end
     local marker = redis.call('GET', KEYS[4])
     if marker and string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[9] then
-        return 0
+        return released_before and 1 or 0
     end
     -- The releasing grant's own waiter is not waiting any more, whatever its entry says.
     if marker then
@@ -199,6 +203,7 @@ elseif op == 'release' then
         remove(holder)
         redis.call('DEL', ARGV[7] .. holder)
     end
+    redis.call('SET', KEYS[8], ARGV[9], 'PX', ARGV[11])
     if hand_over() then
         return 2
     end

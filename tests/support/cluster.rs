@@ -118,9 +118,31 @@ impl Cluster {
 
     /// The node (index into `nodes`) that serves `slot` now, as node `by` sees it.
     pub fn primary_of_slot_seen_by(&self, by: usize, slot: u16) -> Option<usize> {
-        // A node just resumed may refuse a connection or two: it sees nothing yet.
+        self.slots_seen_by(by)?
+            .into_iter()
+            .find(|&(start, end, _)| (start..=end).contains(&slot))
+            .map(|(_, _, node)| node)
+    }
+
+    /// A slot `node` serves, as it sees itself, once it does (within [`HANG`]).
+    fn first_slot_of(&self, node: usize) -> Option<u16> {
+        let mut found = None;
+        eventually(HANG, || {
+            found = self
+                .slots_seen_by(node)
+                .and_then(|ranges| ranges.into_iter().find(|&(_, _, n)| n == node))
+                .map(|(start, _, _)| start);
+            found.is_some()
+        });
+        found
+    }
+
+    /// The slot ranges and their primaries (indices into `nodes`), as node `by` sees them;
+    /// `None` while it cannot be asked (a node just resumed may refuse a connection or two).
+    pub fn slots_seen_by(&self, by: usize) -> Option<Vec<(u16, u16, usize)>> {
         let mut conn = self.nodes[by].try_connection().ok()?;
         let shards: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).ok()?;
+        let mut ranges = Vec::new();
         for range in shards {
             let redis::Value::Array(parts) = range else {
                 continue;
@@ -133,14 +155,16 @@ impl Cluster {
             else {
                 continue;
             };
-            if (*start..=*end).contains(&i64::from(slot)) {
-                let Some(redis::Value::Int(port)) = primary.get(1) else {
-                    continue;
-                };
-                return Some(self.index_of_port(u16::try_from(*port).unwrap()));
-            }
+            let Some(redis::Value::Int(port)) = primary.get(1) else {
+                continue;
+            };
+            ranges.push((
+                u16::try_from(*start).ok()?,
+                u16::try_from(*end).ok()?,
+                self.index_of_port(u16::try_from(*port).ok()?),
+            ));
         }
-        None
+        Some(ranges)
     }
 
     /// The slot of `key`.
@@ -200,9 +224,8 @@ impl Cluster {
         assert!(promoted, "the replica was not promoted within {HANG:?}");
         self.wait_until_whole();
         // Until every node sees the replica serve a slot its primary served.
-        let slot = (0..16384u16)
-            .step_by(64)
-            .find(|&s| self.primary_of_slot_seen_by(replica, s) == Some(replica))
+        let slot = self
+            .first_slot_of(replica)
             .expect("the promoted replica serves slots");
         let agreed = eventually(HANG, || {
             (0..self.nodes.len()).all(|by| self.primary_of_slot_seen_by(by, slot) == Some(replica))
@@ -229,9 +252,7 @@ impl Cluster {
         let promoted = eventually(HANG, || {
             info_field(&mut conn, "replication", "role").as_deref() == Some("master")
         });
-        let slot = (0..16384u16)
-            .step_by(64)
-            .find(|&s| self.primary_of_slot_seen_by(replica, s) == Some(replica));
+        let slot = self.first_slot_of(replica);
         let agreed = slot.is_some_and(|slot| {
             eventually(HANG, || {
                 (0..self.nodes.len())
