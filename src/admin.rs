@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use redis::cluster_routing::Slot;
 
-pub use list::{ListLocks, LockInfo, LockKind, list_locks, lock_info};
+pub use list::{ListLocks, LockInfo, LockKind, Released, last_release, list_locks, lock_info};
 pub use reset::{reset_all, reset_owned_by};
 
 use crate::conn::{self, Conn};

@@ -11,7 +11,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Messages are short, lowercase, carry no trailing period, and say what to do. Errors about
 /// a server name it (`host:port` or a socket path; never a password).
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` shows the variant and its message, as `std::io::Error`'s does, so that a `?` in
+/// a `main` that returns `Result<(), redis_mutex::Error>` tells the user what to do:
+///
+/// ```
+/// let e = redis_mutex::Pool::new("redis://127.0.0.1:99999/").unwrap_err();
+/// assert!(format!("{e:?}").starts_with("InvalidOptions: invalid `url`"), "{e:?}");
+/// ```
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// We are not (or no longer) the owner of the lock: it expired, was reset, or was taken
@@ -55,13 +63,14 @@ pub enum Error {
         name: String,
     },
 
-    /// A builder or a call was given options that cannot work together.
+    /// A builder was given options that cannot work together, or a call an argument it
+    /// cannot use.
     ///
     /// Returned by every `build()`, by the `new` constructors, and by calls given a bad
     /// duration or name (`extend`, [`Redlock::lock`](crate::Redlock::lock)).
-    #[error("invalid option `{field}`: {reason}")]
+    #[error("invalid `{field}`: {reason}")]
     InvalidOptions {
-        /// The builder method (option) at fault.
+        /// The builder method (option) or the argument at fault.
         field: &'static str,
         /// What is wrong with it and what would be accepted.
         reason: String,
@@ -93,14 +102,14 @@ pub enum Error {
     /// A key of the lock holds a hash, list or other type, not what the lock stores there:
     /// some other program uses the name. Nothing was changed.
     ///
-    /// Returned by every call that reads or writes the lock's keys.
-    #[error(
-        "a key of lock `{name}` holds another type than a lock; \
-         delete the key or use another lock name"
-    )]
+    /// Returned by every call that reads or writes the lock's keys, and by
+    /// [`lock_info`](crate::lock_info).
+    #[error("{}", WrongTypeDisplay { name, key: key.as_deref() })]
     WrongType {
         /// The lock's name (a read-write lock's path).
         name: String,
+        /// The key that holds another type, where it is known (`lock:<name>`, say).
+        key: Option<String>,
     },
 
     /// Fewer replicas than asked acknowledged a grant in time, so a failover could lose it.
@@ -120,14 +129,12 @@ pub enum Error {
     },
 
     /// No connection to the server could be made: it refused, did not answer within the
-    /// connect timeout, its name did not resolve, or TLS failed.
+    /// connect timeout, its name did not resolve, or TLS failed; or the server closed a
+    /// connection in use (it restarted, or a proxy or the network cut it).
     ///
     /// Returned by [`Pool::new`](crate::Pool::new) and the other pool constructors, and by
     /// every method that talks to Redis.
-    #[error(
-        "cannot connect to redis at {server}: {}; check that it runs and that the address is right",
-        describe_connect(source)
-    )]
+    #[error("{}", UnreachableDisplay { server, source })]
     Unreachable {
         /// The server: `host:port`, or a socket path.
         server: String,
@@ -137,12 +144,10 @@ pub enum Error {
     },
 
     /// The server refused our credentials (a wrong password or user name, or a user not
-    /// allowed to log in).
+    /// allowed to log in), or wants a password and was given none.
     ///
     /// Returned by the pool constructors and by every method that talks to Redis.
-    #[error(
-        "redis at {server} refused our credentials ({source}); check the user name and password in the url"
-    )]
+    #[error("{}", AuthFailedDisplay { server, source })]
     AuthFailed {
         /// The server: `host:port`, or a socket path.
         server: String,
@@ -276,15 +281,125 @@ impl Error {
     }
 }
 
-/// A connection failure in a few words: what a person would look at first.
-fn describe_connect(e: &redis::RedisError) -> String {
-    if e.is_connection_refusal() && !e.is_timeout() {
-        return "connection refused".to_owned();
+impl fmt::Debug for Error {
+    /// The variant's name and the message, as `std::io::Error`'s `Debug` gives its kind and
+    /// message: what a `?` in `main` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let variant = match self {
+            Error::NotAcquired { .. } => "NotAcquired",
+            Error::NotExpirable { .. } => "NotExpirable",
+            Error::LockLost { .. } => "LockLost",
+            Error::InvalidOptions { .. } => "InvalidOptions",
+            Error::NoQuorum { .. } => "NoQuorum",
+            Error::WrongType { .. } => "WrongType",
+            Error::NotReplicated { .. } => "NotReplicated",
+            Error::Unreachable { .. } => "Unreachable",
+            Error::AuthFailed { .. } => "AuthFailed",
+            Error::Stranded { .. } => "Stranded",
+            Error::Timeout { .. } => "Timeout",
+            Error::PoolTimeout { .. } => "PoolTimeout",
+            Error::Redis { .. } => "Redis",
+            Error::Protocol { .. } => "Protocol",
+            Error::RenewalThread(_) => "RenewalThread",
+        };
+        write!(f, "{variant}: {self}")
     }
-    if e.is_timeout() {
-        return "timed out".to_owned();
+}
+
+/// The I/O error under `e`, if it is one.
+fn io_error(e: &redis::RedisError) -> Option<&std::io::Error> {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    std::error::Error::source(e).and_then(|source| {
+        source.downcast_ref::<std::io::Error>().or_else(|| {
+            source
+                .downcast_ref::<Shared>()
+                .and_then(|shared| shared.downcast_ref::<std::io::Error>())
+        })
+    })
+}
+
+struct UnreachableDisplay<'a> {
+    server: &'a str,
+    source: &'a redis::RedisError,
+}
+
+impl fmt::Display for UnreachableDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let (server, e) = (self.server, self.source);
+        let closed = io_error(e).is_some_and(|io| {
+            matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+            )
+        });
+        if closed && !e.is_connection_refusal() {
+            return write!(
+                f,
+                "redis at {server} closed the connection (it restarted, or a proxy or the \
+                 network cut it); the call may be tried again"
+            );
+        }
+        let what = if e.is_connection_refusal() && !e.is_timeout() {
+            "connection refused".to_owned()
+        } else if e.is_timeout() {
+            "timed out".to_owned()
+        } else {
+            e.to_string()
+        };
+        write!(
+            f,
+            "cannot connect to redis at {server}: {what}; check that it runs and that the \
+             address is right"
+        )
     }
-    e.to_string()
+}
+
+struct AuthFailedDisplay<'a> {
+    server: &'a str,
+    source: &'a redis::RedisError,
+}
+
+impl fmt::Display for AuthFailedDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (server, e) = (self.server, self.source);
+        if e.code() == Some("NOAUTH") {
+            return write!(
+                f,
+                "redis at {server} wants a password and none was given; put it in the url \
+                 (redis://:password@host:port/ or redis://user:password@host:port/)"
+            );
+        }
+        write!(
+            f,
+            "redis at {server} refused our credentials ({e}); check the user name and \
+             password in the url"
+        )
+    }
+}
+
+struct WrongTypeDisplay<'a> {
+    name: &'a str,
+    key: Option<&'a str>,
+}
+
+impl fmt::Display for WrongTypeDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name;
+        match self.key {
+            Some(key) => write!(
+                f,
+                "key `{key}` of lock `{name}` holds another type than a lock; if nothing \
+                 else uses it, delete it (redis-cli DEL '{key}'), or use another lock name"
+            ),
+            None => write!(
+                f,
+                "a key of lock `{name}` holds another type than a lock (see redis-cli --scan \
+                 --pattern '*{name}*'); if nothing else uses it, delete it, or use another \
+                 lock name"
+            ),
+        }
+    }
 }
 
 struct NoQuorumDisplay<'a> {
@@ -349,7 +464,10 @@ mod tests {
                 needed: 3,
                 failures: vec![(2, Error::invalid("x", "y"))],
             },
-            Error::WrongType { name: "a".into() },
+            Error::WrongType {
+                name: "a".into(),
+                key: Some("lock:a".into()),
+            },
             Error::NotReplicated {
                 acked: 0,
                 wanted: 1,
@@ -376,7 +494,7 @@ mod tests {
         assert_eq!(
             errors[4].to_string(),
             "no quorum: 1 of the 3 grants needed were given in time; \
-             instance 2: invalid option `x`: y; \
+             instance 2: invalid `x`: y; \
              the resource is held elsewhere or too many instances are down"
         );
         assert_eq!(
@@ -389,6 +507,40 @@ mod tests {
         assert!(errors[7].is_unreachable() && !errors[7].is_timeout());
         assert!(errors[8].is_timeout() && errors[9].is_timeout());
         assert!(errors[5].is_wrong_type());
+    }
+
+    #[test]
+    fn a_closed_connection_and_a_missing_password_say_what_happened() {
+        let closed = Error::Unreachable {
+            server: "127.0.0.1:1".into(),
+            source: io(std::io::ErrorKind::UnexpectedEof),
+        };
+        assert_eq!(
+            closed.to_string(),
+            "redis at 127.0.0.1:1 closed the connection (it restarted, or a proxy or the \
+             network cut it); the call may be tried again"
+        );
+        let noauth = Error::AuthFailed {
+            server: "127.0.0.1:1".into(),
+            source: crate::conn::tests::server_error("NOAUTH Authentication required."),
+        };
+        assert!(
+            noauth
+                .to_string()
+                .starts_with("redis at 127.0.0.1:1 wants a password and none was given"),
+            "{noauth}"
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_variant_and_the_message() {
+        let e = Error::LockLost { name: "a".into() };
+        assert_eq!(format!("{e:?}"), format!("LockLost: {e}"));
+        let e = TryLockError::Error(Error::invalid("lease", "x"));
+        assert_eq!(
+            format!("{e:?}"),
+            "Error(InvalidOptions: invalid `lease`: x)"
+        );
     }
 
     #[test]
@@ -419,7 +571,10 @@ mod tests {
                 needed: 3,
                 failures: vec![],
             },
-            Error::WrongType { name: "a".into() },
+            Error::WrongType {
+                name: "a".into(),
+                key: Some("lock:a".into()),
+            },
             unreachable(std::io::ErrorKind::ConnectionRefused),
             timeout,
             Error::invalid("expire", "x"),

@@ -181,7 +181,7 @@ pub(crate) fn marker_owner(marker: &str) -> Option<&str> {
 pub(crate) const WAITERS_PREFIX: &str = "lock-waiters:";
 
 /// The prefix of a release's tombstone.
-const RELEASED_PREFIX: &str = "lock-released:";
+pub(crate) const RELEASED_PREFIX: &str = "lock-released:";
 
 /// The key with `prefix` of the mutex whose lock key is `lock_key` (its signal list, its
 /// grant marker, ...), for tools that found the lock key by `SCAN`.

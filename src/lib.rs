@@ -140,7 +140,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `tls-rustls` | `rediss://` connections through rustls (root certificates from the system, or a `redis::Client::build_with_tls` given to [`PoolBuilder::build_with_client`]) |
-//! | `cli` | the `redis-mutex` command (`cargo install redis-mutex --features cli`): `list`, `owner`, `reset`, `reset-owned-by`, `reset-all`, `watch` |
+//! | `cli` | the `redis-mutex` command (`cargo install --path . --features cli` from a clone): `list`, `owner`, `reset`, `reset-owned-by`, `reset-all`, `watch` |
 //! | `metrics` | counters, histograms and a gauge through the [`metrics`](https://docs.rs/metrics) facade; see `docs/operations.md` |
 //!
 //! None is on by default; Sentinel and Cluster need none.
@@ -176,7 +176,10 @@ mod rwlock;
 mod scripts;
 mod wait;
 
-pub use admin::{ListLocks, LockInfo, LockKind, list_locks, lock_info, reset_all, reset_owned_by};
+pub use admin::{
+    ListLocks, LockInfo, LockKind, Released, last_release, list_locks, lock_info, reset_all,
+    reset_owned_by,
+};
 pub use error::{Error, Result, TryLockError};
 pub use lease::{LostLock, LostReason};
 pub use mutex::{ArcRedisMutexGuard, RedisMutex, RedisMutexBuilder, RedisMutexGuard};

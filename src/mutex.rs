@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::conn::{self, Conn};
+use crate::conn::{self, Conn, Undone};
 use crate::duration::millis;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{MutexKeys, Scheme};
@@ -22,7 +22,7 @@ use crate::lease::Holder;
 use crate::local::Locals;
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
-use crate::scripts::{Acquire, Call, RESET, Reset};
+use crate::scripts::{Acquire, Call, RESET, Reset, undo_window};
 use crate::wait::{self, Acquired, Attempt, Wait};
 use crate::{Error, Pool, Result, TryLockError};
 
@@ -194,7 +194,20 @@ impl RedisMutex {
         &self.name
     }
 
-    /// The id this mutex stores in Redis while it holds the lock.
+    /// This mutex's own id: what it stores in Redis while it holds the lock, whether it
+    /// holds it or not. To ask who holds the lock now, use
+    /// [`get_owner_id`](Self::get_owner_id), which asks Redis.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use redis_mutex::{Pool, RedisMutex};
+    /// let pool = Pool::new("redis://127.0.0.1/")?;
+    /// let mutex = RedisMutex::builder(pool, "deploy").owner_id("ci-runner-3").build()?;
+    /// assert_eq!(mutex.owner_id(), "ci-runner-3"); // ours, held or not
+    /// let holder = mutex.get_owner_id()?; // whoever holds it now, if anyone
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
     pub fn owner_id(&self) -> &str {
         &self.options.owner_id
     }
@@ -508,7 +521,8 @@ impl RedisMutex {
         Ok(self.get_owner_id()?.is_some())
     }
 
-    /// The owner id of whoever holds the lock now, or `None` when it is free.
+    /// The owner id of whoever holds the lock now (asked of Redis), or `None` when it is
+    /// free. Not to be confused with [`owner_id`](Self::owner_id), this mutex's own id.
     ///
     /// # Errors
     ///
@@ -559,9 +573,11 @@ impl RedisMutex {
         let keys = self.keys();
         let mut call = RESET.call();
         call.arg(millis(self.options.signal_expire))
+            .arg(millis(undo_window(self.options.response_timeout)))
             .key(&keys.lock)
             .key(&keys.signal)
-            .key(&keys.grant);
+            .key(&keys.grant)
+            .key(&keys.released);
         let mut ran =
             conn::run_repeatable(&self.pool, &keys.lock, self.options.response_timeout, |c| {
                 call.invoke::<Vec<Reset>>(c)
@@ -570,9 +586,7 @@ impl RedisMutex {
             .result
             .map_err(|e| ran.conn.fail(e, &self.name, "reset"))?;
         match reset.first() {
-            Some(Reset::WrongType) => Err(Error::WrongType {
-                name: self.name.to_string(),
-            }),
+            Some(Reset::WrongType) => Err(self.wrong_type()),
             Some(&outcome) => {
                 log::debug!("reset lock `{}`", self.name);
                 Ok(outcome == Reset::Deleted)
@@ -626,13 +640,17 @@ impl RedisMutex {
         let acquired = wait::acquire(&self.wait(&signals, deadline), |conn, _woken| {
             let attempt = AttemptId::new();
             let attempt = attempt.as_str();
-            let call = self.calls.acquire(attempt, std::mem::take(&mut polite));
+            let polite = std::mem::take(&mut polite);
+            let call = self.calls.acquire(attempt, polite);
+            // Sent again after a closed connection, our release's signal may be gone with a
+            // restart rather than taken by a waiter: then the call is a plain one.
+            let plain = polite.then(|| self.calls.acquire(attempt, false));
             // A woken waiter's acquire is a round trip away; if it died on the way, half the
             // signal's life bounds how long the lock stays free.
             let left_to_waiter = self.options.signal_expire / 2;
             self.send_acquire(
                 conn,
-                &call,
+                (&call, plain.as_ref()),
                 attempt,
                 (left_to_waiter, Duration::MAX),
                 |c, e| self.undo(c, attempt, &e.to_string()),
@@ -645,16 +663,18 @@ impl RedisMutex {
         })
     }
 
-    /// Sends `call`, the acquire of `attempt` (in fair mode, a waiter), on `conn`; undoes
-    /// it with `undo` when its reply is lost. Held elsewhere, the lock is waited for until
-    /// its holder's lease runs out, at most `naps.1`; left to another waiter, `naps.0`.
+    /// Sends `calls.0`, the acquire of `attempt` (in fair mode, a waiter), on `conn`; undoes
+    /// it with `undo` when its reply is lost. `calls.1`, if given, is what goes when the
+    /// call is sent again (see [`conn::run_grant`]). Held elsewhere, the lock is waited for
+    /// until its holder's lease runs out, at most `naps.1`; left to another waiter,
+    /// `naps.0`.
     fn send_acquire(
         &self,
         conn: Conn,
-        call: &Call,
+        (mut call, again): (&Call, Option<&Call>),
         attempt: &str,
         naps: (Duration, Duration),
-        undo: impl FnOnce(&mut Conn, &redis::RedisError) -> Option<Error>,
+        undo: impl FnMut(&mut Conn, &redis::RedisError) -> Undone,
     ) -> Result<(Conn, Attempt<NewGrant>)> {
         let sent_at = Instant::now();
         let (mut conn, reply) = conn::run_grant(
@@ -663,23 +683,29 @@ impl RedisMutex {
             conn,
             self.options.response_timeout,
             (&self.name, "acquire"),
-            |c| call.invoke::<Acquire>(c),
+            |c| {
+                let sent = call.invoke::<Acquire>(c);
+                call = again.unwrap_or(call);
+                sent
+            },
             undo,
         )?;
         let found = match reply {
             Acquire::Granted { token } => {
                 Attempt::Granted(self.granted(&mut conn, attempt, sent_at, token)?)
             }
-            Acquire::WrongType => return Err(self.wrong_type()),
+            Acquire::WrongType { .. } => return Err(self.wrong_type()),
             Acquire::LeftToWaiter => Attempt::Blocked(naps.0),
             Acquire::Held { left } => Attempt::Blocked(wait::until_expiry(left).min(naps.1)),
         };
         Ok((conn, found))
     }
 
+    /// The error for a lock key that holds another type.
     fn wrong_type(&self) -> Error {
         Error::WrongType {
             name: self.name.to_string(),
+            key: Some(self.keys().lock.clone()),
         }
     }
 
@@ -709,7 +735,7 @@ impl RedisMutex {
     /// behind the acquire on the same connection (see [`wait::undo`]), and only if the
     /// grant marker still names this attempt: never a grant made since. Returns the error
     /// of a failover that moved the lock before the undo could reach it.
-    fn undo(&self, conn: &mut Conn, attempt: &str, why: &str) -> Option<Error> {
+    fn undo(&self, conn: &mut Conn, attempt: &str, why: &str) -> Undone {
         wait::undo(
             conn,
             &self.pool,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::conn::{self, Conn};
+use crate::conn::{self, Conn, Undone};
 use crate::duration::millis;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{Mode, RwKeys, Scheme};
@@ -559,9 +559,13 @@ impl RedisRwLock {
                     registered |= will_wait;
                     Attempt::Blocked(wait::until_expiry(left))
                 }
-                Acquire::WrongType => {
+                Acquire::WrongType { key } => {
                     return Err(Error::WrongType {
                         name: self.path.to_string(),
+                        key: key
+                            .checked_sub(1)
+                            .and_then(|at| self.keys.all().get(at))
+                            .cloned(),
                     });
                 }
                 Acquire::LeftToWaiter => return Err(Error::Protocol { what: "acquire" }),
@@ -644,7 +648,7 @@ impl RedisRwLock {
     /// have granted it or registered us anyway, or may still, leaving an entry held by
     /// nobody. Removes both, right behind the acquire (see [`wait::undo`]), as plain
     /// `EVAL`s; the lease id is this attempt's own, so nothing else is touched.
-    fn undo(&self, conn: &mut Conn, mode: Mode, lease_id: &str, why: &str) -> Option<Error> {
+    fn undo(&self, conn: &mut Conn, mode: Mode, lease_id: &str, why: &str) -> Undone {
         let releases =
             [mode.held(), mode.waiting()].map(|entry| self.release_call(entry, lease_id).eval());
         wait::undo(

@@ -19,6 +19,16 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, ParsingError, RedisResult, Script, ToRedisArgs, Value};
 
+/// How long after a request a second copy of it (or its undo) may still come: twice the
+/// response timeout, at least 10 s (an undo is sent at most a response timeout after its
+/// call, right behind it). The least a grant marker lives, and how long a release's
+/// tombstone stays.
+pub(crate) fn undo_window(response_timeout: Duration) -> Duration {
+    response_timeout
+        .saturating_mul(2)
+        .max(Duration::from_secs(10))
+}
+
 /// A script and its source.
 pub(crate) struct Lua {
     script: Script,
@@ -177,8 +187,9 @@ pub(crate) enum Acquire {
     Held { left: Option<Duration> },
     /// Free, but left to another waiter: one a release woke, or one ahead in the queue.
     LeftToWaiter,
-    /// A key of the lock holds another type: some other program uses the name.
-    WrongType,
+    /// A key of the lock holds another type: some other program uses the name. `key` is
+    /// its index in the call's keys (from 1), or 0 for the lock's own key.
+    WrongType { key: usize },
 }
 
 impl FromRedisValue for Acquire {
@@ -192,7 +203,9 @@ impl FromRedisValue for Acquire {
                 left: u64::try_from(detail).ok().map(Duration::from_millis),
             },
             2 => Acquire::LeftToWaiter,
-            -1 => Acquire::WrongType,
+            -1 => Acquire::WrongType {
+                key: usize::try_from(detail).map_err(|_| bad("acquire", outcome, detail))?,
+            },
             _ => return Err(bad("acquire", outcome, detail)),
         })
     }
@@ -369,7 +382,10 @@ mod tests {
             decode::<Acquire>(pair(2, 0)).unwrap(),
             Acquire::LeftToWaiter
         );
-        assert_eq!(decode::<Acquire>(pair(-1, 3)).unwrap(), Acquire::WrongType);
+        assert_eq!(
+            decode::<Acquire>(pair(-1, 3)).unwrap(),
+            Acquire::WrongType { key: 3 }
+        );
         assert!(decode::<Acquire>(pair(1, -5)).is_err(), "a negative token");
         assert!(decode::<Acquire>(pair(7, 0)).is_err());
         assert!(decode::<Acquire>(Value::Int(1)).is_err());

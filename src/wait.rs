@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Conn};
+use crate::conn::{self, Conn, Undone};
 use crate::metrics::{self, Labels};
 use crate::pool::{MIN_TIMEOUT, Redirect, Turn, redirect_of};
 use crate::{Pool, Result};
@@ -306,7 +306,7 @@ pub(crate) fn replicate(
     wait_replicas: Option<(usize, Duration)>,
     response_timeout: Duration,
     name: &str,
-    undo: impl FnOnce(&mut Conn, &str) -> Option<crate::Error>,
+    undo: impl FnOnce(&mut Conn, &str) -> Undone,
 ) -> Result<()> {
     let Some((wanted, timeout)) = wait_replicas else {
         return Ok(());
@@ -314,8 +314,9 @@ pub(crate) fn replicate(
     match await_replicas(conn, wanted, timeout, response_timeout, name) {
         Ok(acked) if acked >= wanted => Ok(()),
         Ok(acked) => Err(undo(conn, "too few replicas acknowledged it")
+            .stranded()
             .unwrap_or(crate::Error::NotReplicated { acked, wanted })),
-        Err(e) => Err(undo(conn, &e.to_string()).unwrap_or(e)),
+        Err(e) => Err(undo(conn, &e.to_string()).stranded().unwrap_or(e)),
     }
 }
 
@@ -334,15 +335,18 @@ pub(crate) fn undo(
     commands: &[redis::Cmd],
     (kind, name, why): (&str, &str, &str),
     expire: Option<Duration>,
-) -> Option<crate::Error> {
-    let e =
-        conn::undo_after_lost_reply(conn, pool, (route, name), response_timeout, commands).err()?;
-    log::warn!(
-        "{kind} `{name}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
-         Redis granted it, it is held by nobody {}",
-        held_by_nobody_until(expire)
-    );
-    matches!(e, crate::Error::Stranded { .. }).then_some(e)
+) -> Undone {
+    match conn::undo_after_lost_reply(conn, pool, (route, name), response_timeout, commands) {
+        Ok(undone) => undone,
+        Err(e) => {
+            log::warn!(
+                "{kind} `{name}`: a grant had to be undone ({why}) and undoing it failed \
+                 ({e}); if Redis granted it, it is held by nobody {}",
+                held_by_nobody_until(expire)
+            );
+            Undone::Failed(matches!(e, crate::Error::Stranded { .. }).then_some(e))
+        }
+    }
 }
 
 /// Until when a grant that nobody holds stands.

@@ -175,6 +175,20 @@ fn usage_errors_exit_with_2_and_every_subcommand_has_help_with_an_example() {
         HANG,
     );
     assert_eq!(unreachable.status.code(), Some(3));
+    for args in [&["owner", ""][..], &["watch", ""], &["reset", ""]] {
+        let out = redis_mutex(&server, args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("invalid `name`"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
     assert!(
         text(&unreachable.stderr).contains("cannot connect"),
         "{}",
@@ -203,6 +217,86 @@ fn watch_prints_a_line_each_time_the_lock_changes_hands() {
     drop(guard);
     let freed = lines.expect("`hot` free", HANG);
     assert!(freed.contains("first let go after"), "{freed}");
+
+    let second = RedisMutex::builder(server.pool(), "hot")
+        .owner_id("second")
+        .build()
+        .unwrap();
+    std::mem::forget(second.lock().unwrap());
+    lines.expect("`hot` held by second", HANG);
+    assert!(second.reset().unwrap());
+    let freed = lines.expect("`hot` free", HANG);
+    assert!(freed.contains("second was reset after"), "{freed}");
+
+    let third = RedisMutex::builder(server.pool(), "hot")
+        .owner_id("third")
+        .expire(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    std::mem::forget(third.lock().unwrap());
+    lines.expect("`hot` held by third", HANG);
+    let freed = lines.expect("`hot` free", HANG);
+    assert!(freed.contains("third expired after"), "{freed}");
+
+    // What python-redis-lock's release or an operator's DEL leaves: no note.
+    let _: () = redis::cmd("SET")
+        .arg("lock:hot")
+        .arg("python")
+        .query(&mut server.connection())
+        .unwrap();
+    lines.expect("`hot` held by python", HANG);
+    let _: () = redis::cmd("DEL")
+        .arg("lock:hot")
+        .query(&mut server.connection())
+        .unwrap();
+    let freed = lines.expect("`hot` free", HANG);
+    assert!(freed.contains("python is gone"), "{freed}");
     child.kill().ok();
     child.wait().ok();
+}
+
+#[test]
+fn owner_and_list_name_a_key_that_is_not_a_lock() {
+    let server = RedisServer::start();
+    let _: () = redis::cmd("LPUSH")
+        .arg("lock:x")
+        .arg("a")
+        .query(&mut server.connection())
+        .unwrap();
+    let out = redis_mutex(&server, &["owner", "x"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("`lock:x`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = redis_mutex(&server, &["list"]);
+    assert!(out.status.success());
+    let listed = text(&out.stdout);
+    assert!(listed.contains("not a lock"), "{listed}");
+    assert!(listed.contains("key `lock:x`"), "{listed}");
+    let out = redis_mutex(&server, &["list", "--json"]);
+    assert!(
+        text(&out.stdout).contains("\"key\":\"lock:x\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn owner_says_how_a_free_lock_was_let_go() {
+    let server = RedisServer::start();
+    let mutex = RedisMutex::new(server.pool(), "deploy").unwrap();
+    let guard = mutex.lock().unwrap();
+    let token = guard.fencing_token();
+    drop(guard);
+    let out = redis_mutex(&server, &["owner", "deploy"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "released by its holder moments ago, token {token}"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use redis_mutex::{Error, LostReason, Pool, RedisMutex, TryLockError};
+use redis_mutex::{Error, LostReason, Pool, RedisMutex, RedisRwLock, TryLockError};
 use support::proxy::FaultProxy;
 use support::{HANG, RedisServer, Task, blocked_clients, command_calls, eventually, spawn};
 
@@ -284,6 +284,59 @@ fn a_killed_and_restarted_server_fails_calls_in_time_and_the_pool_recovers() {
         guard.unlock().unwrap();
     }
     println!("calls that failed after the restart: {}", failures.len());
+}
+
+/// A server restarted while a pool's connections sat idle closed every one of them; a
+/// request sent on one never reached the new server. No call fails for it, in any mode or
+/// lock kind: a lock request is undone on another connection and sent again, a release or
+/// a read is sent again.
+#[test]
+fn a_restart_between_calls_fails_no_call() {
+    let mut server = RedisServer::start();
+    let pool = server.pool_with(Pool::builder().max_size(6).min_idle(0));
+    let mutex = |name: String, fair: bool| {
+        RedisMutex::builder(pool.clone(), name)
+            .fair(fair)
+            .expire(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    for round in 0..3 {
+        // Several connections in the pool, each used, by other names: right after its own
+        // release a mutex defers to a waiter its release may have woken, and such a wake-up
+        // is gone with the restart.
+        let warm: Vec<_> = (0..4)
+            .map(|i| mutex(format!("warm-{round}-{i}"), i % 2 == 1))
+            .collect();
+        let guards: Vec<_> = warm.iter().map(|m| m.lock().unwrap()).collect();
+        let tree = RedisRwLock::new(pool.clone(), format!("warm-{round}/leaf")).unwrap();
+        let read = tree.read().unwrap();
+        drop((guards, read));
+        server.restart();
+        for i in 0..4 {
+            let m = mutex(format!("after-{round}-{i}"), i % 2 == 1);
+            let guard = m
+                .try_lock()
+                .unwrap_or_else(|e| panic!("round {round}: try_lock of mutex {i}: {e}"));
+            guard
+                .unlock()
+                .unwrap_or_else(|e| panic!("round {round}: unlock of mutex {i}: {e}"));
+        }
+        server.restart();
+        let tree = RedisRwLock::new(pool.clone(), format!("tree-{round}/leaf")).unwrap();
+        let write = tree
+            .try_write()
+            .unwrap_or_else(|e| panic!("round {round}: try_write: {e}"));
+        write
+            .unlock()
+            .unwrap_or_else(|e| panic!("round {round}: write unlock: {e}"));
+        server.restart();
+        let m = mutex(format!("blocking-{round}"), false);
+        drop(
+            m.lock()
+                .unwrap_or_else(|e| panic!("round {round}: lock: {e}")),
+        );
+    }
 }
 
 /// Scenario 3: waiters blocked in `BLPOP` have their connections cut.

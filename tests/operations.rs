@@ -1,11 +1,15 @@
-//! The operator's API: `list_locks` and `lock_info` say who holds what, and `reset_owned_by`
-//! frees one owner's locks and nobody else's, even when workers start at once.
+//! The operator's API: `list_locks` and `lock_info` say who holds what (and what is not a
+//! lock), `last_release` how the last grant ended, and `reset_owned_by` frees one owner's
+//! locks and nobody else's, even when workers start at once.
 
 mod support;
 
 use std::time::Duration;
 
-use redis_mutex::{LockKind, RedisMutex, RedisRwLock, list_locks, lock_info, reset_owned_by};
+use redis_mutex::{
+    Error, LockKind, RedisMutex, RedisRwLock, Released, last_release, list_locks, lock_info,
+    reset_owned_by,
+};
 use support::{HANG, RedisServer, child_env, eventually, spawn, spawn_child};
 
 #[test]
@@ -81,6 +85,100 @@ fn list_locks_shows_every_kind_of_lock_with_its_owner_lease_token_and_waiters() 
     assert_eq!(lock_info(&pool, "nothing").unwrap(), None);
     drop((report, migrating, queue, r1, r2, writing));
     waiting.join(HANG);
+}
+
+/// A key where a lock would be that holds a list: every locking call fails with
+/// `WrongType`, so the tools must not call it free.
+#[test]
+fn a_key_of_another_type_is_named_by_the_tools_never_called_free() {
+    let server = RedisServer::start();
+    let pool = server.pool();
+    let mut conn = server.connection();
+    let _: () = redis::cmd("LPUSH")
+        .arg("lock:jobs")
+        .arg("a")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("rwlock:w:tree")
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
+    match lock_info(&pool, "jobs") {
+        Err(Error::WrongType { name, key }) => {
+            assert_eq!((name.as_str(), key.as_deref()), ("jobs", Some("lock:jobs")));
+        }
+        other => panic!("lock_info of a list: {other:?}"),
+    }
+    let mutex = RedisMutex::new(pool.clone(), "jobs").unwrap();
+    let e = mutex.try_lock().unwrap_err().to_string();
+    assert!(e.contains("`lock:jobs`"), "the message names the key: {e}");
+    let e = RedisRwLock::new(pool.clone(), "tree")
+        .unwrap()
+        .try_write()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`rwlock:w:tree`"),
+        "the message names the key: {e}"
+    );
+
+    let mut listed: Vec<_> = list_locks(&pool).collect::<Result<_, _>>().unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    let seen: Vec<(&str, LockKind, &str)> = listed
+        .iter()
+        .map(|l| (l.name.as_str(), l.kind, l.key.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("jobs", LockKind::NotALock, "lock:jobs"),
+            ("tree", LockKind::NotALock, "rwlock:w:tree"),
+        ]
+    );
+}
+
+/// `last_release` tells a release from a reset, and says nothing of a lock that expired.
+#[test]
+fn last_release_tells_a_release_from_a_reset() {
+    let server = RedisServer::start();
+    let pool = server.pool();
+    let mutex = RedisMutex::builder(pool.clone(), "report")
+        .expire(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert_eq!(last_release(&pool, "report").unwrap(), None);
+    let guard = mutex.lock().unwrap();
+    let token = guard.fencing_token();
+    guard.unlock().unwrap();
+    assert_eq!(
+        last_release(&pool, "report").unwrap(),
+        Some(Released::ByHolder {
+            fencing_token: token
+        })
+    );
+    let guard = mutex.lock().unwrap();
+    let token = guard.fencing_token();
+    assert!(
+        RedisMutex::new(pool.clone(), "report")
+            .unwrap()
+            .reset()
+            .unwrap()
+    );
+    assert_eq!(
+        last_release(&pool, "report").unwrap(),
+        Some(Released::ByReset {
+            fencing_token: Some(token)
+        })
+    );
+    assert!(guard.unlock().unwrap_err().is_not_acquired());
+    let other = RedisMutex::builder(pool.clone(), "expiring")
+        .expire(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    std::mem::forget(other.lock().unwrap());
+    assert!(eventually(HANG, || !other.is_locked().unwrap()));
+    assert_eq!(last_release(&pool, "expiring").unwrap(), None);
 }
 
 /// A worker's start-up: free what a predecessor with our owner id held, then loop on the

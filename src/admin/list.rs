@@ -33,6 +33,10 @@ pub struct LockInfo {
     pub fencing_token: Option<u64>,
     /// How many waiters are queued, where the protocol knows it: a fair mutex's queue.
     pub waiters: Option<usize>,
+    /// The Redis key that holds it: `lock:<name>` (on a cluster `lock:{<name>}`) for a
+    /// mutex, a holder set (`rwlock:w:<path>`, `rwlock:r:<path>`) for a read or write
+    /// lease.
+    pub key: String,
 }
 
 /// The kinds of lock [`LockInfo`] reports.
@@ -45,6 +49,11 @@ pub enum LockKind {
     Read,
     /// A write lease of a [`RedisRwLock`](crate::RedisRwLock).
     Write,
+    /// Not a lock: the key where a lock of that name would be ([`LockInfo::key`]) holds
+    /// another type (a list, a hash, ...), so no lock can be taken under the name until
+    /// it is deleted, and every locking call fails with [`Error::WrongType`]. Its
+    /// `owner_id` is empty.
+    NotALock,
 }
 
 impl fmt::Display for LockKind {
@@ -53,12 +62,14 @@ impl fmt::Display for LockKind {
             LockKind::Mutex => "mutex",
             LockKind::Read => "read",
             LockKind::Write => "write",
+            LockKind::NotALock => "not a lock",
         })
     }
 }
 
 /// Every lock held now in the pool's database: mutexes (python-redis-lock's too) and read
-/// and write leases, on every primary of a cluster. Walks the keyspace with `SCAN` (never
+/// and write leases, on every primary of a cluster; and the keys where a lock would be that
+/// hold another type ([`LockKind::NotALock`]), since no lock can be taken there. Walks the keyspace with `SCAN` (never
 /// `KEYS`), a step at a time as the iterator is consumed, with one script call per step and
 /// slot, so it is safe on a big keyspace. A lock taken or released during the walk may or
 /// may not be listed; a step that fails ends the walk with its error.
@@ -97,7 +108,8 @@ pub fn list_locks(pool: &Pool) -> ListLocks {
 /// # Errors
 ///
 /// The errors of a request when Redis cannot be reached; [`Error::InvalidOptions`] for an
-/// empty name.
+/// empty name; [`Error::WrongType`] when the lock's key holds another type (no lock can be
+/// taken under the name).
 ///
 /// # Examples
 ///
@@ -131,7 +143,89 @@ pub fn lock_info(pool: &Pool, name: &str) -> Result<Option<LockInfo>> {
         .into_iter()
         .next()
         .ok_or(Error::Protocol { what: "lock_info" })?;
-    mutex_info(name, info)
+    match mutex_info(name, &keys.lock, info)? {
+        Some(info) if info.kind == LockKind::NotALock => Err(Error::WrongType {
+            name: name.to_owned(),
+            key: Some(info.key),
+        }),
+        info => Ok(info),
+    }
+}
+
+/// How the last grant of a mutex ended, as [`last_release`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Released {
+    /// Its holder released it: `unlock`, or a guard dropped.
+    ByHolder {
+        /// The fencing token of the grant released.
+        fencing_token: u64,
+    },
+    /// It was reset: [`RedisMutex::reset`](crate::RedisMutex::reset), [`reset_owned_by`],
+    /// [`reset_all`] or the CLI's `reset`, whoever held it.
+    ///
+    /// [`reset_owned_by`]: crate::reset_owned_by
+    /// [`reset_all`]: crate::reset_all
+    ByReset {
+        /// The fencing token of the grant reset, when it was one of this crate's grants.
+        fencing_token: Option<u64>,
+    },
+}
+
+/// How the last grant of the mutex `name` ended, while Redis remembers it: a release or a
+/// reset by this crate leaves a note for twice the response timeout, at least 10 s
+/// (`lock-released:<name>`). `None` when there is no note: the lock was never released in
+/// that time, it expired, or a client that leaves no note (python-redis-lock, an
+/// operator's `DEL`) removed it. What `redis-mutex watch` tells apart with it.
+///
+/// # Errors
+///
+/// The errors of a request when Redis cannot be reached; [`Error::InvalidOptions`] for an
+/// empty name.
+///
+/// # Examples
+///
+/// ```no_run
+/// use redis_mutex::{last_release, lock_info, Pool, Released};
+///
+/// let pool = Pool::new("redis://127.0.0.1/")?;
+/// if lock_info(&pool, "nightly-report")?.is_none() {
+///     match last_release(&pool, "nightly-report")? {
+///         Some(Released::ByReset { .. }) => println!("an operator reset it"),
+///         Some(_) => println!("its holder let go"),
+///         None => println!("it expired, or was never held"),
+///     }
+/// }
+/// # Ok::<(), redis_mutex::Error>(())
+/// ```
+pub fn last_release(pool: &Pool, name: &str) -> Result<Option<Released>> {
+    if name.is_empty() {
+        return Err(Error::invalid("name", "the lock name is empty"));
+    }
+    let keys = MutexKeys::new(name, Scheme::of(pool));
+    let mut ran = conn::run_repeatable(pool, &keys.lock, pool.response_timeout(), |c| {
+        redis::cmd("GET")
+            .arg(&keys.released)
+            .query::<Option<String>>(&mut **c)
+    })?;
+    let note = ran
+        .result
+        .map_err(|e| ran.conn.fail(e, name, "last_release"))?;
+    Ok(note.and_then(|note| parse_release_note(&note)))
+}
+
+/// A release's note (`lock-released:<name>`): `<token>` for a release, `reset|<token>` (or
+/// `reset|`) for a reset.
+fn parse_release_note(note: &str) -> Option<Released> {
+    match note.strip_prefix("reset|") {
+        Some(token) => Some(Released::ByReset {
+            fencing_token: token.parse().ok(),
+        }),
+        None => note
+            .parse()
+            .ok()
+            .map(|fencing_token| Released::ByHolder { fencing_token }),
+    }
 }
 
 /// The walk of [`list_locks`]: an iterator of the locks held now.
@@ -256,19 +350,23 @@ fn mutexes(
     let mut found = Vec::new();
     for (key, info) in listed {
         let key = String::from_utf8_lossy(&key);
-        if let Some(info) = mutex_info(name_of(&key, scheme), info)? {
+        if let Some(info) = mutex_info(name_of(&key, scheme), &key, info)? {
             found.push(info);
         }
     }
     Ok(found)
 }
 
-/// One mutex from `list.lua`'s `{owner, pttl, marker, waiters}`; `None` when it is not held
-/// (or its key holds another type).
-fn mutex_info(name: &str, reply: redis::Value) -> Result<Option<LockInfo>> {
+/// One mutex (its lock key `key`) from `list.lua`'s `{owner, pttl, marker, waiters, type}`;
+/// `None` when it is not held, [`LockKind::NotALock`] when its key holds another type.
+fn mutex_info(name: &str, key: &str, reply: redis::Value) -> Result<Option<LockInfo>> {
     let bad = || Error::Protocol { what: "list" };
-    let (owner, pttl, marker, waiters): (Option<String>, i64, Option<String>, i64) =
+    let (owner, pttl, marker, waiters, kind): (Option<String>, i64, Option<String>, i64, String) =
         redis::from_redis_value(reply).map_err(|_| bad())?;
+    let expires_in = u64::try_from(pttl).ok().map(Duration::from_millis);
+    if kind != "string" && kind != "none" {
+        return Ok(Some(not_a_lock(name, key, expires_in)));
+    }
     let Some(owner_id) = owner else {
         return Ok(None);
     };
@@ -280,11 +378,29 @@ fn mutex_info(name: &str, reply: redis::Value) -> Result<Option<LockInfo>> {
         name: name.to_owned(),
         kind: LockKind::Mutex,
         owner_id,
-        expires_in: u64::try_from(pttl).ok().map(Duration::from_millis),
+        expires_in,
         fencing_token,
         waiters: usize::try_from(waiters).ok(),
+        key: key.to_owned(),
     }))
 }
+
+/// What is listed for `key`, where a lock named `name` would be, holding another type.
+fn not_a_lock(name: &str, key: &str, expires_in: Option<Duration>) -> LockInfo {
+    LockInfo {
+        name: name.to_owned(),
+        kind: LockKind::NotALock,
+        owner_id: String::new(),
+        expires_in,
+        fencing_token: None,
+        waiters: None,
+        key: key.to_owned(),
+    }
+}
+
+/// A holder set as `list.lua` reads it: the key's type, and `(lease id, milliseconds left
+/// or -1)` for each live entry.
+type HolderSet = (String, Vec<(String, i64)>);
 
 /// The read and write leases in the holder sets among `keys` (read-write lock keys a `SCAN`
 /// found).
@@ -306,20 +422,23 @@ fn leases(
     if holders.is_empty() {
         return Ok(Vec::new());
     }
-    let listed: Vec<(_, Vec<(String, i64)>)> =
-        list_script(conn, holders, cluster, ("rwlock", &[]))?;
+    let listed: Vec<(_, HolderSet)> = list_script(conn, holders, cluster, ("rwlock", &[]))?;
     let mut found = Vec::new();
-    for (key, entries) in listed {
+    for (key, (kind, entries)) in listed {
         let key = String::from_utf8_lossy(&key);
         let Some((set, level)) = parse_key(&key) else {
             continue;
         };
+        let path = path_of(level, scheme);
+        if kind != "zset" && kind != "none" {
+            found.push(not_a_lock(&path, &key, None));
+            continue;
+        }
         let kind = if set == "w" {
             LockKind::Write
         } else {
             LockKind::Read
         };
-        let path = path_of(level, scheme);
         found.extend(entries.into_iter().map(|(lease, left)| LockInfo {
             name: path.clone(),
             kind,
@@ -327,7 +446,34 @@ fn leases(
             expires_in: u64::try_from(left).ok().map(Duration::from_millis),
             fencing_token: None,
             waiters: None,
+            key: key.to_string(),
         }));
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_notes_tell_a_release_from_a_reset() {
+        assert_eq!(
+            parse_release_note("42"),
+            Some(Released::ByHolder { fencing_token: 42 })
+        );
+        assert_eq!(
+            parse_release_note("reset|42"),
+            Some(Released::ByReset {
+                fencing_token: Some(42)
+            })
+        );
+        assert_eq!(
+            parse_release_note("reset|"),
+            Some(Released::ByReset {
+                fencing_token: None
+            })
+        );
+        assert_eq!(parse_release_note("junk"), None);
+    }
 }

@@ -4,10 +4,11 @@ use super::{by_slot, node_conn, scan};
 use crate::conn::Conn;
 use crate::duration::millis;
 use crate::keys::{
-    Family, GRANT_PREFIX, LOCK_PREFIX, SIGNAL_PREFIX, level_keys, parse_key, sibling_of,
+    Family, GRANT_PREFIX, LOCK_PREFIX, RELEASED_PREFIX, SIGNAL_PREFIX, level_keys, parse_key,
+    sibling_of,
 };
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
-use crate::scripts::{RESET, RWLOCK_CLEAR};
+use crate::scripts::{RESET, RWLOCK_CLEAR, undo_window};
 use crate::{Error, Pool, Result};
 
 /// Whose locks to clear.
@@ -110,18 +111,20 @@ fn clear_mutexes(
     cluster: bool,
 ) -> Result<usize> {
     let signal_ms = millis(DEFAULT_SIGNAL_EXPIRE);
+    let tombstone_ms = millis(undo_window(conn.read_timeout()));
     let mut deleted = 0;
     let keyed = keys.into_iter().map(|k| (k.clone(), k)).collect();
     for group in by_slot(keyed, cluster) {
         let mut call = RESET.call();
-        call.arg(signal_ms);
+        call.arg(signal_ms).arg(tombstone_ms);
         if let Whose::Owner(owner) = whose {
             call.arg(owner);
         }
         for key in &group {
             call.key(key)
                 .key(sibling_of(key, SIGNAL_PREFIX))
-                .key(sibling_of(key, GRANT_PREFIX));
+                .key(sibling_of(key, GRANT_PREFIX))
+                .key(sibling_of(key, RELEASED_PREFIX));
         }
         let results: Vec<i64> = call
             .invoke(&mut **conn)

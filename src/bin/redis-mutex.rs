@@ -1,8 +1,10 @@
 //! `redis-mutex`: who holds which lock, for how long, and how to free one safely, from a
-//! shell. Built with the `cli` feature: `cargo install redis-mutex --features cli`.
+//! shell. Built with the `cli` feature: `cargo install --path . --features cli` in a clone
+//! of the repository (`cargo install redis-mutex --features cli` once it is on crates.io).
 //!
-//! Exit codes: 0 done; 1 `owner` found the lock free; 2 a usage error (or `reset-all`
-//! without `--yes`); 3 Redis could not be reached or answered with an error.
+//! Exit codes: 0 done; 1 `owner` found the lock free; 2 a usage error (a bad argument, or
+//! `reset-all` without `--yes`); 3 Redis could not be reached or answered with an error;
+//! 4 the name's key holds something that is not a lock (no lock can be taken under it).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use redis_mutex::{
-    LockInfo, Pool, RedisMutex, RedisRwLock, list_locks, lock_info, reset_all, reset_owned_by,
+    Error, LockInfo, LockKind, Pool, RedisMutex, RedisRwLock, Released, last_release, list_locks,
+    lock_info, reset_all, reset_owned_by,
 };
 use serde_json::json;
 
@@ -131,7 +134,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("redis-mutex: {e}");
-            ExitCode::from(3)
+            ExitCode::from(match e {
+                Error::InvalidOptions { .. } => 2,
+                Error::WrongType { .. } => 4,
+                _ => 3,
+            })
         }
     }
 }
@@ -208,6 +215,7 @@ fn to_json(lock: &LockInfo) -> serde_json::Value {
         "expires_in_ms": lock.expires_in.map(|d| d.as_millis() as u64),
         "fencing_token": lock.fencing_token,
         "waiters": lock.waiters,
+        "key": lock.key,
     })
 }
 
@@ -265,15 +273,28 @@ fn list(pool: &Pool, pattern: Option<&str>, json: bool) -> redis_mutex::Result<E
     if rows.is_empty() {
         writeln!(out, "(no lock is held)").ok();
     }
+    for lock in locks.iter().filter(|l| l.kind == LockKind::NotALock) {
+        writeln!(
+            out,
+            "note: key `{}` holds another type than a lock: no lock can be taken under `{}` \
+             until it is deleted (if nothing else uses it)",
+            lock.key, lock.name
+        )
+        .ok();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn owner(pool: &Pool, name: &str, json: bool) -> redis_mutex::Result<ExitCode> {
     let Some(lock) = lock_info(pool, name)? else {
+        let released = last_release(pool, name)?;
         if json {
             println!("{}", json!({ "name": name, "held": false }));
         } else {
-            println!("`{name}` is free");
+            println!(
+                "`{name}` is free{}",
+                released.map_or_else(String::new, |r| { format!(" ({})", how_it_ended(r)) })
+            );
         }
         return Ok(ExitCode::from(1));
     };
@@ -291,26 +312,63 @@ fn owner(pool: &Pool, name: &str, json: bool) -> redis_mutex::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How a grant ended, in words, from its release note.
+fn how_it_ended(released: Released) -> String {
+    match released {
+        Released::ByHolder { fencing_token } => {
+            format!("released by its holder moments ago, token {fencing_token}")
+        }
+        Released::ByReset { fencing_token } => {
+            format!("reset moments ago, token {}", opt(fencing_token))
+        }
+        _ => "released moments ago".to_owned(),
+    }
+}
+
 fn watch(pool: &Pool, name: &str, interval: Duration) -> redis_mutex::Result<ExitCode> {
     let started = Instant::now();
-    // The holder seen last (owner, token), if any, and since when.
-    type Holder = Option<(String, Option<u64>)>;
-    let mut last: Option<(Holder, Instant)> = None;
+    // The holder seen last (owner, token, lease left), if any, and when it was seen.
+    type Holder = Option<(String, Option<u64>, Option<Duration>)>;
+    let mut last: Option<(Holder, Instant, Instant)> = None;
     loop {
-        let now_held = lock_info(pool, name)?.map(|l| (l.owner_id, l.fencing_token));
-        let changed = last.as_ref().is_none_or(|(held, _)| *held != now_held);
+        let looked_at = Instant::now();
+        let now_held = lock_info(pool, name)?.map(|l| (l.owner_id, l.fencing_token, l.expires_in));
+        let same = |a: &Holder, b: &Holder| {
+            a.as_ref().map(|(o, t, _)| (o, t)) == b.as_ref().map(|(o, t, _)| (o, t))
+        };
+        let changed = last
+            .as_ref()
+            .is_none_or(|(held, _, _)| !same(held, &now_held));
         if changed {
             let at = Instant::now();
-            let held_for = match &last {
-                Some((Some(_), since)) => format!(" after {:.1}s", (at - *since).as_secs_f64()),
-                _ => String::new(),
-            };
             let line = match &now_held {
-                Some((owner, token)) => format!("held by {owner} (token {})", opt(*token)),
+                Some((owner, token, _)) => format!("held by {owner} (token {})", opt(*token)),
                 None => "free".to_owned(),
             };
             let previous = match &last {
-                Some((Some((owner, _)), _)) => format!("; {owner} let go{held_for}"),
+                Some((Some((owner, token, left)), since, seen)) => {
+                    let held_for = (at - *since).as_secs_f64();
+                    let how = match last_release(pool, name)? {
+                        Some(Released::ByHolder { fencing_token })
+                            if Some(fencing_token) == *token =>
+                        {
+                            "let go".to_owned()
+                        }
+                        Some(Released::ByReset { fencing_token })
+                            if fencing_token.is_none() || fencing_token == *token =>
+                        {
+                            "was reset".to_owned()
+                        }
+                        // Its lease ran out by the time we looked again.
+                        _ if left.is_some_and(|left| *seen + left <= looked_at) => {
+                            "expired".to_owned()
+                        }
+                        _ => "is gone (released by a client that leaves no note, such as \
+                              python-redis-lock, or deleted)"
+                            .to_owned(),
+                    };
+                    format!("; {owner} {how} after {held_for:.1}s")
+                }
                 _ => String::new(),
             };
             println!(
@@ -318,7 +376,11 @@ fn watch(pool: &Pool, name: &str, interval: Duration) -> redis_mutex::Result<Exi
                 (at - started).as_secs_f64()
             );
             std::io::stdout().flush().ok();
-            last = Some((now_held, at));
+            last = Some((now_held, at, looked_at));
+        } else if let Some((held, _, seen)) = &mut last {
+            // The same grant: its lease as seen now (renewed, maybe).
+            *held = now_held;
+            *seen = looked_at;
         }
         std::thread::sleep(interval);
     }

@@ -45,6 +45,7 @@ pub(crate) fn classify(
     if e.code() == Some("WRONGTYPE") {
         return Error::WrongType {
             name: lock.to_owned(),
+            key: None,
         };
     }
     if reply_pending(&e) {
@@ -96,7 +97,7 @@ mod tests {
         let c = |e| classify(e, "h:1", Duration::from_secs(2), "jobs", "acquire");
         assert!(matches!(
             c(server_error("WRONGTYPE Operation against a key")),
-            Error::WrongType { name } if name == "jobs"
+            Error::WrongType { name, key: None } if name == "jobs"
         ));
         assert!(matches!(
             c(io(std::io::ErrorKind::TimedOut)),

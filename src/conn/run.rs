@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Conn, checkout, checkout_node, reply_lost, reply_pending};
+use super::{Conn, Undone, checkout, checkout_node, reply_lost, reply_pending};
 use crate::pool::{Redirect, redirect_of};
 use crate::{Error, Pool, Result};
 
@@ -61,26 +61,47 @@ impl<T> Ran<T> {
 /// before the error is returned, so that no grant is left that nobody holds; an error
 /// `undo` returns (a grant it could not undo) is returned instead of the call's own. Every
 /// granting call goes through here.
+///
+/// A pooled connection that turns out to have been closed before any reply came (a server
+/// restart, an idle connection cut by the network) fails no call: once its undo is
+/// answered on another connection, nothing of the call stands, and it goes again there.
 pub(crate) fn run_grant<T>(
     pool: &Pool,
     route: &str,
     conn: Conn,
     response_timeout: Duration,
     (name, what): (&str, &'static str),
-    op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
-    undo: impl FnOnce(&mut Conn, &redis::RedisError) -> Option<Error>,
+    mut op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+    mut undo: impl FnMut(&mut Conn, &redis::RedisError) -> Undone,
 ) -> Result<(Conn, T)> {
-    let mut ran = run(pool, route, Some(conn), response_timeout, op)?;
-    match ran.result {
-        Ok(reply) => Ok((ran.conn, reply)),
-        Err(e) => {
-            let stranded = if reply_lost(&e) {
-                undo(&mut ran.conn, &e)
-            } else {
-                None
-            };
-            let error = ran.conn.fail(e, name, what);
-            Err(stranded.unwrap_or(error))
+    let mut conn = conn;
+    // Every idle connection may have been closed by the same event: each is tried once.
+    let mut retries = pool.config().max_size.saturating_sub(1);
+    loop {
+        let mut ran = run(pool, route, Some(conn), response_timeout, &mut op)?;
+        let e = match ran.result {
+            Ok(reply) => return Ok((ran.conn, reply)),
+            Err(e) if !reply_lost(&e) => return Err(ran.conn.fail(e, name, what)),
+            Err(e) => e,
+        };
+        let closed = ran.conn.reused && !reply_pending(&e);
+        match undo(&mut ran.conn, &e) {
+            Undone::Answered if closed && retries > 0 => {
+                retries -= 1;
+                log::debug!(
+                    "a pooled connection to {} was closed before {what} `{name}` got its \
+                     reply; undone, sending again",
+                    ran.conn.server()
+                );
+                ran.conn.mark_broken();
+                drop(ran.conn);
+                let wait = pool.config().connection_timeout.min(response_timeout);
+                conn = checkout(pool, route, wait, response_timeout)?;
+            }
+            undone => {
+                let error = ran.conn.fail(e, name, what);
+                return Err(undone.stranded().unwrap_or(error));
+            }
         }
     }
 }

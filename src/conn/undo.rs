@@ -5,6 +5,28 @@ use std::time::Duration;
 use super::{Conn, checkout, reply_pending, serves};
 use crate::{Error, Pool, Result};
 
+/// What became of an undo.
+#[derive(Debug)]
+pub(crate) enum Undone {
+    /// Sent right behind the call it undoes, its reply not waited for.
+    Sent,
+    /// Answered: neither the call nor the undo can still run, so nothing of the call stands.
+    Answered,
+    /// It failed, and a grant may stand held by nobody until it expires; with the error of
+    /// a failover that moved the lock before the undo could reach it.
+    Failed(Option<Error>),
+}
+
+impl Undone {
+    /// The error to return instead of the call's own, if any.
+    pub(crate) fn stranded(self) -> Option<Error> {
+        match self {
+            Undone::Failed(stranded) => stranded,
+            Undone::Sent | Undone::Answered => None,
+        }
+    }
+}
+
 /// How long an undo waits for its own reply: not at all, in effect. It was sent right
 /// behind the call it undoes, so the server runs it after that call, whenever that is; a
 /// reply that does not come in this time is skipped by the connection later, and the caller
@@ -18,7 +40,9 @@ const UNDO_REPLY_WAIT: Duration = Duration::from_millis(1);
 ///   runs them after the lost call, however late that comes; their replies are not waited
 ///   for (see [`UNDO_REPLY_WAIT`]);
 /// - on a fresh connection to that server when `conn` broke, since the lost call then ran
-///   already or never will; not waited for either;
+///   already or never will, waiting for the answers (a pooled connection closed by the same
+///   event is passed over): [`Undone::Answered`] tells the caller that it may send the call
+///   again;
 /// - when a failover or a slot migration put `route` on another server meanwhile, on that
 ///   server, waiting for the answers: the lost call's effect, if it reached the new primary
 ///   before it took over, is there, and a demoted server's writes are lost anyway.
@@ -33,15 +57,14 @@ pub(crate) fn undo_after_lost_reply(
     (route, name): (&str, &str),
     response_timeout: Duration,
     commands: &[redis::Cmd],
-) -> Result<()> {
+) -> Result<Undone> {
     let serves = serves(conn, pool, route);
     if conn.is_open() && serves {
-        return send_unwaited(conn, commands, response_timeout);
+        return send_unwaited(conn, commands, response_timeout).map(|()| Undone::Sent);
     }
     let wait = pool.config().connection_timeout.min(response_timeout);
     if serves {
-        let mut fresh = checkout(pool, route, wait, response_timeout)?;
-        return send_unwaited(&mut fresh, commands, response_timeout);
+        return send_awaited(pool, route, response_timeout, commands).map(|()| Undone::Answered);
     }
     let stranded = |_| Error::Stranded {
         name: name.to_owned(),
@@ -59,7 +82,26 @@ pub(crate) fn undo_after_lost_reply(
             .map_err(|e| primary.fail(e, "", "an undo"))
             .map_err(stranded)?;
     }
-    Ok(())
+    Ok(Undone::Answered)
+}
+
+/// Sends `commands` on a fresh connection for `route`, waiting for their answers; a pooled
+/// connection found closed (by the event that closed the caller's) is passed over.
+fn send_awaited(
+    pool: &Pool,
+    route: &str,
+    response_timeout: Duration,
+    commands: &[redis::Cmd],
+) -> Result<()> {
+    let ran = super::run_repeatable(pool, route, response_timeout, |c| {
+        let mut pipe = redis::pipe();
+        for command in commands {
+            pipe.add_command(command.clone()).ignore();
+        }
+        pipe.query::<()>(&mut **c)
+    })?;
+    let mut conn = ran.conn;
+    ran.result.map_err(|e| conn.fail(e, "", "an undo"))
 }
 
 /// Sends `commands` on `target` without waiting for their replies.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::duration::millis;
 use crate::keys::MutexKeys;
-use crate::scripts::{ACQUIRE, Call, EXTEND, FAIR, RELEASE, UNDO};
+use crate::scripts::{ACQUIRE, Call, EXTEND, FAIR, RELEASE, UNDO, undo_window};
 
 /// What every script call of one mutex needs to know.
 #[derive(Debug)]
@@ -38,10 +38,6 @@ pub(super) enum FairOp {
     Leave,
 }
 
-/// The least a grant marker lives: an undo is sent at most a response timeout after its
-/// acquire, right behind it on the same connection.
-const MIN_GRANT_MARKER: Duration = Duration::from_secs(10);
-
 /// How long the grant marker of a lock without expiry lives: long past any request of the
 /// grant's that could still arrive, and gone an hour after a client that knows nothing of
 /// it (python-redis-lock, an operator's `DEL`) removed the lock.
@@ -55,11 +51,6 @@ pub(super) const ENTRY_TTL: Duration = Duration::from_millis(1000);
 /// it: a few entry lives (the waiter was live a moment ago), so that one that died
 /// meanwhile holds nobody up for longer.
 const CLAIM_WINDOW: Duration = Duration::from_millis(3000);
-
-/// How long after a request a second copy of it (or its undo) may still come.
-fn undo_window(response_timeout: Duration) -> Duration {
-    response_timeout.saturating_mul(2).max(MIN_GRANT_MARKER)
-}
 
 impl Calls {
     pub(super) fn new(

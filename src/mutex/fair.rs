@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::RedisMutex;
 use super::calls::{ENTRY_TTL, FairOp};
-use crate::conn::{self, Conn};
+use crate::conn::{self, Conn, Undone};
 use crate::held::NewGrant;
 use crate::options::AttemptId;
 use crate::wait::{self, Acquired, Attempt, Woken};
@@ -62,7 +62,7 @@ impl RedisMutex {
                     entry: will_wait.then_some(ENTRY_TTL),
                 },
             );
-            self.send_acquire(conn, &call, waiter, (REFRESH, REFRESH), |c, _| {
+            self.send_acquire(conn, (&call, None), waiter, (REFRESH, REFRESH), |c, _| {
                 self.leave(c, waiter, true)
             })
         })?;
@@ -74,7 +74,9 @@ impl RedisMutex {
             }
             // A grant may have been handed to us meanwhile: pass it on, right behind the
             // request that was not answered.
-            Acquired::Failed(mut conn, e) => Err(self.leave(&mut conn, waiter, true).unwrap_or(e)),
+            Acquired::Failed(mut conn, e) => {
+                Err(self.leave(&mut conn, waiter, true).stranded().unwrap_or(e))
+            }
         }
     }
 
@@ -100,9 +102,10 @@ impl RedisMutex {
 
     /// Leaves the queue, passing on a grant made to us meanwhile (handed over, or made by an
     /// acquire whose reply was lost). After a lost reply (`undo`) it goes right behind the
-    /// lost call on the same connection, without waiting for its own reply. Returns the
-    /// error of a failover that moved the lock before the leave could reach it.
-    fn leave(&self, conn: &mut Conn, waiter: &str, undo: bool) -> Option<Error> {
+    /// lost call on the same connection, without waiting for its own reply (see
+    /// [`conn::undo_after_lost_reply`]); [`Undone::Failed`] carries the error of a failover
+    /// that moved the lock before the leave could reach it.
+    fn leave(&self, conn: &mut Conn, waiter: &str, undo: bool) -> Undone {
         let call = self.calls.fair(waiter, FairOp::Leave);
         let left = if undo {
             conn::undo_after_lost_reply(
@@ -114,12 +117,13 @@ impl RedisMutex {
             )
         } else {
             call.invoke::<i64>(&mut **conn)
-                .map(drop)
+                .map(|_| Undone::Answered)
                 .map_err(|e| conn.fail(e, &self.name, "leave"))
         };
-        let e = left.err()?;
-        self.leave_failed(&e);
-        matches!(e, Error::Stranded { .. }).then_some(e)
+        left.unwrap_or_else(|e| {
+            self.leave_failed(&e);
+            Undone::Failed(matches!(e, Error::Stranded { .. }).then_some(e))
+        })
     }
 
     fn leave_failed(&self, e: &Error) {

@@ -340,19 +340,88 @@ impl PoolBuilder {
 
 fn parse_url(field: &'static str, url: &str) -> Result<ConnectionInfo> {
     url.into_connection_info().map_err(|e| {
+        let what = bad_port(url).unwrap_or_else(|| e.to_string());
         Error::invalid(
             field,
             format!(
-                "{e} in {url:?}; write it like \"redis://[user:password@]host:port/db\", \
-                 \"rediss://…\" for TLS or \"unix:///path/to/socket\""
+                "{what} in {:?}; write it like \"redis://[user:password@]host:port/db\", \
+                 \"rediss://…\" for TLS or \"unix:///path/to/socket\"",
+                redacted(url)
             ),
         )
     })
 }
 
+/// `url`'s host and port, between the scheme and the path, without the credentials.
+fn authority(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    Some(
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host),
+    )
+}
+
+/// What is wrong with `url`'s port, if that is what is wrong: a number out of range, or
+/// not a number.
+fn bad_port(url: &str) -> Option<String> {
+    let host = authority(url)?;
+    let port = match host.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':')?,
+        None => host.rsplit_once(':')?.1,
+    };
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => None,
+        _ => Some(format!(
+            "the port `{port}` is not a port number (1 to 65535)"
+        )),
+    }
+}
+
+/// `url` with its password hidden: errors never show one.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials
+                .split_once(':')
+                .map_or(credentials, |(user, _)| user);
+            let hidden = if credentials.contains(':') {
+                ":***"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}{}", &rest[end..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_url_is_told_by_its_port_and_never_shows_a_password() {
+        let e = parse_url("url", "redis://:secret@127.0.0.1:99999/").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("the port `99999` is not a port number"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("redis://:***@127.0.0.1:99999/"), "{text}");
+        assert_eq!(redacted("redis://u:p@h:1/2"), "redis://u:***@h:1/2");
+        assert_eq!(redacted("redis://u@h:1"), "redis://u@h:1");
+        assert_eq!(redacted("redis://h:1/"), "redis://h:1/");
+        assert_eq!(bad_port("redis://[::1]:6379/"), None);
+        assert_eq!(bad_port("redis://h/"), None);
+        assert!(bad_port("redis://h:x/").is_some());
+    }
 
     #[test]
     fn credentials_override_the_urls() {

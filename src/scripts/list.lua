@@ -2,10 +2,12 @@
 -- ARGV[1]: 'mutex' or 'rwlock'
 -- For 'mutex', KEYS are triples: a lock key (lock:<name>), its grant marker
 --   (lock-grant:<name>) and its fair waiters (lock-waiters:<name>). Returns, per lock,
---   {owner, pttl, marker, waiters}: the owner id (false when gone or another type), the
---   remaining milliseconds (-1 without expiry), the marker ("<attempt>|<token>|<owner>",
---   or false), and how many fair waiters are live (-1 when the lock has no fair queue).
+--   {owner, pttl, marker, waiters, type}: the owner id (false when gone or another type),
+--   the remaining milliseconds (-1 without expiry), the marker ("<attempt>|<token>|<owner>",
+--   or false), how many fair waiters are live (-1 when the lock has no fair queue), and
+--   the lock key's type ('string', 'none', or another: no lock can be taken there).
 -- For 'rwlock', KEYS are holder sets (rwlock:w:<path>, rwlock:r:<path>). Returns, per key,
+--   {type, entries}: the key's type ('zset', or another: no lease can be taken there), and
 --   a flat list of its live entries, {lease id, milliseconds left or -1, ...}.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -13,7 +15,8 @@ local out = {}
 if ARGV[1] == 'mutex' then
     for i = 1, #KEYS, 3 do
         local owner = false
-        if redis.call('TYPE', KEYS[i])['ok'] == 'string' then
+        local kind = redis.call('TYPE', KEYS[i])['ok']
+        if kind == 'string' then
             owner = redis.call('GET', KEYS[i])
         end
         local waiters = -1
@@ -27,12 +30,17 @@ if ARGV[1] == 'mutex' then
                 end
             end
         end
-        out[#out + 1] = {owner, redis.call('PTTL', KEYS[i]), redis.call('GET', KEYS[i + 1]), waiters}
+        local marker = false
+        if redis.call('TYPE', KEYS[i + 1])['ok'] == 'string' then
+            marker = redis.call('GET', KEYS[i + 1])
+        end
+        out[#out + 1] = {owner, redis.call('PTTL', KEYS[i]), marker, waiters, kind}
     end
 else
     for _, k in ipairs(KEYS) do
         local live = {}
-        if redis.call('TYPE', k)['ok'] == 'zset' then
+        local kind = redis.call('TYPE', k)['ok']
+        if kind == 'zset' then
             local entries = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
             for i = 1, #entries, 2 do
                 local score = entries[i + 1]
@@ -45,7 +53,7 @@ else
                 end
             end
         end
-        out[#out + 1] = live
+        out[#out + 1] = {kind, live}
     end
 end
 return out

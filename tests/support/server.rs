@@ -7,11 +7,12 @@
 //! wheel, downloaded once into `target/` (see [`server_binary`]).
 #![allow(dead_code)] // each test binary and example uses a different part
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -360,16 +361,31 @@ pub fn signal(pid: u32, signal: &str) {
 }
 
 /// A loopback port nobody listens on now (the OS's pick, so never 6379 unless free and
-/// chosen by chance; checked anyway).
+/// chosen by chance; checked anyway), and never one this process handed out before, nor
+/// one 10,000 above or below such a port: a cluster node's bus listens 10,000 above its
+/// port, and a node killed for a moment (a failover test) must not find its port, or a
+/// peer's, taken by a server of another test's cluster, which its peers would then gossip
+/// with (two clusters merge that way).
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let port = listener.local_addr().unwrap().port();
-        if port != 6379 {
+        let near_one_handed_out = [
+            Some(port),
+            port.checked_add(10_000),
+            port.checked_sub(10_000),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|p| handed_out.contains(&p));
+        if port != 6379 && !near_one_handed_out {
+            handed_out.insert(port);
             return port;
         }
     }
-    panic!("the OS kept offering port 6379");
+    panic!("the OS kept offering port 6379 or ports handed out before");
 }
 
 /// A pool to the server at `url` with the default settings: for child processes, which
