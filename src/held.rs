@@ -182,6 +182,41 @@ impl<G: Grant + Renew> Held<G> {
         )
     }
 
+    /// Holds a grant taken over from a lock handle (`new`, whose lease has `left` by the
+    /// server's clock when asked; `None`: no expiry), on the resuming lock's `options`. The
+    /// lease clock counts `left` from when the request was sent; renewals (with the lock's
+    /// expiry, if it has one) are due as if the grant had been made one expiry before its
+    /// lease ends, the first at once if that is past.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RenewalThread`]; the grant is released again then.
+    pub(crate) fn resumed(
+        grant: G,
+        holder: Holder,
+        new: &NewGrant,
+        left: Option<Duration>,
+        options: &LockOptions,
+    ) -> Result<Held<G>> {
+        let lease = Lease::new(holder, new.sent_at, left, options.on_lost.clone());
+        let Some(left) = left else {
+            return Held::hold(grant, lease, None, false, (new.sent_at, new.sent_at));
+        };
+        let ends = new.sent_at + left;
+        let (expire, renew_from) = match options.expire {
+            Some(expire) => (expire, ends.checked_sub(expire).unwrap_or(new.sent_at)),
+            None => (left, new.sent_at),
+        };
+        let auto_renew = options.auto_renewal && options.expire.is_some();
+        Held::hold(
+            grant,
+            lease,
+            Some(expire),
+            auto_renew,
+            (new.sent_at, renew_from.min(new.sent_at)),
+        )
+    }
+
     /// Holds `grant`, its lease clock `lease`, and has it renewed from `acquired_at` when
     /// `auto_renew` is set (and the lock expires).
     ///
@@ -195,6 +230,18 @@ impl<G: Grant + Renew> Held<G> {
         auto_renew: bool,
         acquired_at: Instant,
     ) -> Result<Held<G>> {
+        Held::hold(grant, lease, expire, auto_renew, (acquired_at, acquired_at))
+    }
+
+    /// [`new`](Self::new), with renewals due as for a grant made at `renew_from` (before
+    /// `acquired_at` for a grant taken over with less than its whole lease left).
+    fn hold(
+        grant: G,
+        lease: Lease,
+        expire: Option<Duration>,
+        auto_renew: bool,
+        (acquired_at, renew_from): (Instant, Instant),
+    ) -> Result<Held<G>> {
         let mut held = Held {
             grant: Arc::new(grant),
             lease: Arc::new(lease),
@@ -206,7 +253,7 @@ impl<G: Grant + Renew> Held<G> {
         };
         if auto_renew && expire.is_some() {
             let target: Arc<dyn Renew> = held.grant.clone();
-            match renewal::register(held.lease.clone(), target, acquired_at) {
+            match renewal::register(held.lease.clone(), target, renew_from) {
                 Ok(registration) => {
                     held.lease.renewed_from_now();
                     held.renewal = Some(registration);
@@ -299,6 +346,16 @@ impl<G: Grant> Held<G> {
         match released? {
             true => Ok(()),
             false => Err(self.not_acquired()),
+        }
+    }
+
+    /// Lets the grant go without releasing it: renewal stops (a renewal already on the wire
+    /// is not waited for), and nothing is sent on drop. For a guard turned into a lock
+    /// handle, whose grant another process resumes.
+    pub(crate) fn keep(&mut self) {
+        self.released = true;
+        if let Some(renewal) = self.renewal.take() {
+            renewal.cancel();
         }
     }
 

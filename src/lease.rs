@@ -118,6 +118,9 @@ pub(crate) struct Lease {
     lost: AtomicBool,
     /// Renewed by the renewal service: a lease that runs out unrenewed is lost by the clock.
     renewed: AtomicBool,
+    /// The grant's handle was given out: another process may take the grant over at any
+    /// moment, so the clock alone never says it is still ours.
+    handed_out: AtomicBool,
     on_lost: Option<OnLost>,
 }
 
@@ -166,6 +169,7 @@ impl Lease {
             doubt: Mutex::new(None),
             lost: AtomicBool::new(false),
             renewed: AtomicBool::new(false),
+            handed_out: AtomicBool::new(false),
             on_lost,
         }
     }
@@ -206,7 +210,8 @@ impl Lease {
 
     /// Whether the lock is still ours, for `ensure_held`: false once lost; true without a
     /// round trip while the lease is [comfortably valid](Self::comfortably_valid) for a
-    /// lease of `lease`; else what `ask` (a question to Redis) answers.
+    /// lease of `lease` (and its handle was not given out); else what `ask` (a question to
+    /// Redis) answers.
     pub(crate) fn still_held(
         &self,
         lease: Option<Duration>,
@@ -215,10 +220,15 @@ impl Lease {
         if self.is_lost() {
             return Ok(false);
         }
-        if self.comfortably_valid(lease) {
+        if self.comfortably_valid(lease) && !self.handed_out.load(Ordering::Acquire) {
             return Ok(true);
         }
         ask()
+    }
+
+    /// The grant's handle was given out: from now on, only Redis says it is still ours.
+    pub(crate) fn hand_out(&self) {
+        self.handed_out.store(true, Ordering::Release);
     }
 
     /// Records that a request sent at `sent_at` set the remaining lease to `ttl`: the lease

@@ -50,6 +50,11 @@
 //!   than the work ever takes.
 //! - A job that must run once, not once at a time, needs a "done" marker as well as a
 //!   lock: a waiting worker otherwise runs it again after the first finishes.
+//! - To take a lock in one process and hold it in another (a scheduler hands a job's lock
+//!   to its worker; a process restarted in place resumes what it held): a guard's
+//!   [`into_handle`](RedisMutexGuard::into_handle) gives a [`LockHandle`], a string that
+//!   [`RedisMutex::resume`] turns back into a guard there, if the lock still holds exactly
+//!   that grant.
 //!
 //! # How it works
 //!
@@ -162,6 +167,7 @@ mod admin;
 mod conn;
 mod duration;
 mod error;
+mod handle;
 mod held;
 mod keys;
 mod lease;
@@ -181,6 +187,7 @@ pub use admin::{
     reset_owned_by,
 };
 pub use error::{Error, Result, TryLockError};
+pub use handle::{HandleKind, LockHandle};
 pub use lease::{LostLock, LostReason};
 pub use mutex::{ArcRedisMutexGuard, RedisMutex, RedisMutexBuilder, RedisMutexGuard};
 pub use pool::{Pool, PoolBuilder};

@@ -7,6 +7,7 @@ mod calls;
 mod fair;
 mod grant;
 mod guard;
+mod resume;
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -749,19 +750,26 @@ impl RedisMutex {
 
     /// The guard's core for a grant.
     fn core<L: LocalGuard>(&self, local: L, granted: NewGrant) -> Result<Core<L>> {
-        let grant = MutexGrant {
-            on: OnServer::of(&self.pool, &self.name, &granted, &self.options),
-            calls: self.calls.clone(),
-            token: granted.token,
-        };
-        let holder = Holder {
-            name: self.name.clone(),
-            owner_id: self.calls.owner.clone(),
-            fencing_token: Some(granted.token),
-            labels: self.labels.clone(),
-        };
+        let (grant, holder) = self.grant_of(self.calls.clone(), &granted);
         // On failure the grant is released again.
         let held = Held::granted(grant, holder, &granted, &self.options)?;
         Ok(Core::new(held, local, granted.token))
+    }
+
+    /// A grant made on these `calls` (this mutex's, or a resumed grant's, under the owner id
+    /// of its handle), and its holder, as the lease core takes them.
+    fn grant_of(&self, calls: Arc<Calls>, granted: &NewGrant) -> (MutexGrant, Holder) {
+        let holder = Holder {
+            name: self.name.clone(),
+            owner_id: calls.owner.clone(),
+            fencing_token: Some(granted.token),
+            labels: self.labels.clone(),
+        };
+        let grant = MutexGrant {
+            on: OnServer::of(&self.pool, &self.name, granted, &self.options),
+            calls,
+            token: granted.token,
+        };
+        (grant, holder)
     }
 }

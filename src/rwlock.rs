@@ -5,6 +5,7 @@
 mod builder;
 mod grant;
 mod guard;
+mod resume;
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -589,20 +590,27 @@ impl RedisRwLock {
 
     /// The lease core of a grant.
     fn held(&self, mode: Mode, lease_id: String, granted: NewGrant) -> Result<Held<RwGrant>> {
-        let grant = RwGrant {
-            on: OnServer::of(&self.pool, &self.path, &granted, &self.options),
-            keys: self.keys.clone(),
-            mode,
-            lease_id: lease_id.clone(),
-            signal_expire: self.options.signal_expire,
-        };
+        let (grant, holder) = self.grant_of(mode, lease_id, &granted);
+        Held::granted(grant, holder, &granted, &self.options)
+    }
+
+    /// A lease of `mode` with the id `lease_id`, and its holder, as the lease core takes
+    /// them.
+    fn grant_of(&self, mode: Mode, lease_id: String, granted: &NewGrant) -> (RwGrant, Holder) {
         let holder = Holder {
             name: self.path.clone(),
-            owner_id: lease_id.into(),
+            owner_id: lease_id.as_str().into(),
             fencing_token: (mode == Mode::Write).then_some(granted.token),
             labels: self.labels_of(mode),
         };
-        Held::granted(grant, holder, &granted, &self.options)
+        let grant = RwGrant {
+            on: OnServer::of(&self.pool, &self.path, granted, &self.options),
+            keys: self.keys.clone(),
+            mode,
+            lease_id,
+            signal_expire: self.options.signal_expire,
+        };
+        (grant, holder)
     }
 
     /// Withdraws a waiter's registration (on `conn`, or on a connection of its own for a

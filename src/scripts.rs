@@ -277,6 +277,33 @@ impl FromRedisValue for Reset {
     }
 }
 
+/// What `resume.lua` or `rwlock_resume.lua` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// Taken over: the grant's new fencing token (0 for a read lease), and how long its
+    /// lease has left (`None`: it has no expiry).
+    Taken { token: u64, left: Option<Duration> },
+    /// The lock does not hold that grant any more.
+    Gone,
+    /// A key of the lock holds another type.
+    WrongType,
+}
+
+impl FromRedisValue for Resume {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let (outcome, token, left) = <(i64, i64, i64)>::from_redis_value(v)?;
+        Ok(match outcome {
+            1 => Resume::Taken {
+                token: u64::try_from(token).map_err(|_| bad("resume", outcome, token))?,
+                left: u64::try_from(left).ok().map(Duration::from_millis),
+            },
+            0 => Resume::Gone,
+            -1 => Resume::WrongType,
+            _ => return Err(bad("resume", outcome, token)),
+        })
+    }
+}
+
 /// A reply outside a script's documented set.
 fn bad(script: &str, outcome: i64, detail: i64) -> ParsingError {
     ParsingError::from(format!(
@@ -325,6 +352,10 @@ scripts! {
     RWLOCK_CLEAR = "rwlock_clear.lua";
     /// The operator tools: what some mutexes or read-write leases hold, changing nothing.
     LIST = "list.lua";
+    /// Mutex: take over a grant named by a lock handle, with a new fencing token.
+    RESUME = "resume.lua";
+    /// Read-write lock: take over a lease named by a lock handle, under a new lease id.
+    RWLOCK_RESUME = "rwlock_resume.lua";
 }
 
 #[cfg(test)]
@@ -347,6 +378,8 @@ mod tests {
             &RWLOCK_EXTEND,
             &RWLOCK_CLEAR,
             &LIST,
+            &RESUME,
+            &RWLOCK_RESUME,
         ] {
             assert!(lua.source.starts_with("-- "), "{}", lua.source);
             assert!(lua.source.contains("KEYS"), "{}", lua.source);
@@ -360,6 +393,31 @@ mod tests {
 
     fn pair(a: i64, b: i64) -> Value {
         Value::Array(vec![Value::Int(a), Value::Int(b)])
+    }
+
+    #[test]
+    fn resume_replies_decode() {
+        let triple = |a, b, c| Value::Array(vec![Value::Int(a), Value::Int(b), Value::Int(c)]);
+        assert_eq!(
+            decode::<Resume>(triple(1, 9, 1500)).unwrap(),
+            Resume::Taken {
+                token: 9,
+                left: Some(Duration::from_millis(1500))
+            }
+        );
+        assert_eq!(
+            decode::<Resume>(triple(1, 9, -1)).unwrap(),
+            Resume::Taken {
+                token: 9,
+                left: None
+            }
+        );
+        assert_eq!(decode::<Resume>(triple(0, 0, 0)).unwrap(), Resume::Gone);
+        assert_eq!(
+            decode::<Resume>(triple(-1, 0, 0)).unwrap(),
+            Resume::WrongType
+        );
+        assert!(decode::<Resume>(triple(5, 0, 0)).is_err());
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::duration::millis;
 use crate::keys::MutexKeys;
-use crate::scripts::{ACQUIRE, Call, EXTEND, FAIR, RELEASE, UNDO, undo_window};
+use crate::scripts::{ACQUIRE, Call, EXTEND, FAIR, RELEASE, RESUME, UNDO, undo_window};
 
 /// What every script call of one mutex needs to know.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Calls {
     pub(super) keys: MutexKeys,
     pub(super) owner: Arc<str>,
@@ -73,6 +73,29 @@ impl Calls {
             signal_ms: millis(signal_expire),
             fair,
         }
+    }
+
+    /// These calls for a grant held under another owner id: one resumed from a handle.
+    pub(super) fn with_owner(&self, owner: &str) -> Calls {
+        Calls {
+            owner: owner.into(),
+            ..self.clone()
+        }
+    }
+
+    /// `resume.lua`: takes over the grant of this owner id with the fencing token `token`,
+    /// for the attempt `attempt`.
+    pub(super) fn resume(&self, token: u64, attempt: &str) -> Call {
+        let mut call = RESUME.call();
+        call.key(&self.keys.lock)
+            .key(&self.keys.grant)
+            .key(&self.keys.fencing)
+            .arg(&*self.owner)
+            .arg(token)
+            .arg(attempt)
+            .arg(self.released_ms)
+            .arg(millis(MARKER_WITHOUT_EXPIRY));
+        call
     }
 
     /// `acquire.lua` for the attempt `attempt`; `polite` right after our own release.

@@ -11,8 +11,8 @@ use parking_lot::{ArcMutexGuard, MutexGuard, RawMutex};
 
 use super::grant::MutexGrant;
 use super::{LocalState, RedisMutex};
-use crate::Result;
 use crate::held::{Held, guard_methods};
+use crate::{HandleKind, LockHandle, Result};
 
 /// A place in a mutex's local queue: released, in FIFO order, when the guard goes.
 pub(super) trait LocalGuard: DerefMut<Target = LocalState> {
@@ -68,6 +68,20 @@ impl<L: LocalGuard> Core<L> {
 
     fn renew(&self) -> Result<()> {
         self.held.renew()
+    }
+
+    fn handle(&self, name: &str) -> LockHandle {
+        self.held.lease().hand_out();
+        let owner = &self.held.grant().calls.owner;
+        LockHandle::new(HandleKind::Mutex, name, owner, self.fencing_token)
+    }
+
+    /// Lets the grant go without releasing it, and hands the local queue on.
+    fn keep(&mut self) {
+        self.held.keep();
+        if let Some(local) = self.local.take() {
+            local.unlock_fair();
+        }
     }
 }
 
@@ -206,6 +220,50 @@ macro_rules! mutex_guard {
             /// ```
             pub fn renew(&self) -> Result<()> {
                 self.core.renew()
+            }
+
+            /// This grant's [`LockHandle`]: what another process (or this one, later) gives
+            /// to [`RedisMutex::resume`] to hold the same grant. The guard keeps the lock;
+            /// once the handle is resumed, the grant is taken over and this guard no longer
+            /// holds it. From now on [`ensure_held`](Self::ensure_held) asks Redis every
+            /// time (it cannot know from its clock whether the handle was resumed), and the
+            /// guard learns of a takeover there, or at its next renewal;
+            /// [`is_lost`](Self::is_lost), which never asks, may not know before. To hand
+            /// the lock over, use [`into_handle`](Self::into_handle).
+            ///
+            /// # Examples
+            ///
+            /// ```no_run
+            #[doc = doc_setup!($take)]
+            /// let handle = guard.handle();
+            /// assert_eq!(handle.name(), "job");
+            /// assert_eq!(handle.fencing_token(), Some(guard.fencing_token()));
+            /// # Ok::<(), redis_mutex::Error>(())
+            /// ```
+            pub fn handle(&self) -> LockHandle {
+                self.core.handle(&self.mutex.name)
+            }
+
+            /// Gives the lock up without releasing it, for another process to
+            /// [resume](RedisMutex::resume): renewal stops, nothing is sent to Redis, the
+            /// mutex's local queue moves on, and the grant's [`LockHandle`] is returned.
+            /// The lock stays held until it is resumed and released, or until it expires
+            /// (a lock without expiry stays until it is resumed or reset).
+            ///
+            /// # Examples
+            ///
+            /// ```no_run
+            #[doc = doc_setup!($take)]
+            /// let handle = guard.into_handle();
+            /// std::process::Command::new("worker")
+            ///     .env("REDIS_MUTEX_HANDLE", handle.to_string())
+            ///     .spawn()?;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn into_handle(mut self) -> LockHandle {
+                let handle = self.handle();
+                self.core.keep();
+                handle
             }
 
             guard_methods!("lock", doc_setup!($take));

@@ -8,8 +8,9 @@ use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 
 use super::RedisRwLock;
 use super::grant::RwGrant;
-use crate::Result;
 use crate::held::{Held, guard_methods};
+use crate::keys::Mode;
+use crate::{HandleKind, LockHandle, Result};
 
 /// The docs' example setup for a guard of a read-write lock with a 10 s lease.
 macro_rules! doc_setup {
@@ -113,9 +114,10 @@ impl<'a> RedisRwLockWriteGuard<'a> {
 }
 
 /// The methods both guards share, each documented once: `$what` names the lock in the
-/// docs, `$take` binds `guard` in the examples, `$wakes` says whom a release wakes.
+/// docs, `$take` binds `guard` in the examples, `$wakes` says whom a release wakes,
+/// `$resume` names the method that resumes its handle.
 macro_rules! rw_guard_methods {
-    ($guard:ident, $what:literal, $take:literal, $wakes:literal) => {
+    ($guard:ident, $what:literal, $take:literal, $wakes:literal, $resume:literal) => {
         impl fmt::Debug for $guard<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($guard))
@@ -162,6 +164,52 @@ macro_rules! rw_guard_methods {
                 result
             }
 
+            #[doc = concat!("This lease's [`LockHandle`]: what another process (or this one, later) gives to")]
+            #[doc = concat!("[`RedisRwLock::", $resume, "`] to hold the same lease. The guard keeps it; once the")]
+            /// handle is resumed, the lease is taken over and this guard no longer holds it.
+            /// From now on [`ensure_held`](Self::ensure_held) asks Redis every time, and the
+            /// guard learns of a takeover there, or at its next renewal. To hand the lease
+            /// over, use [`into_handle`](Self::into_handle).
+            ///
+            /// # Examples
+            ///
+            /// ```no_run
+            #[doc = doc_setup!($take)]
+            /// let handle = guard.handle();
+            /// assert_eq!(handle.name(), "catalog");
+            /// # Ok::<(), redis_mutex::Error>(())
+            /// ```
+            pub fn handle(&self) -> LockHandle {
+                self.held.lease().hand_out();
+                let grant = self.held.grant();
+                let kind = match grant.mode {
+                    Mode::Read => HandleKind::Read,
+                    Mode::Write => HandleKind::Write,
+                };
+                let token = self.held.lease_token().unwrap_or_default();
+                LockHandle::new(kind, &self.lock.path, &grant.lease_id, token)
+            }
+
+            #[doc = concat!("Gives the ", $what, " up without releasing it, for another process to")]
+            #[doc = concat!("[resume](RedisRwLock::", $resume, "): renewal stops, nothing is sent to Redis, local")]
+            /// threads are let in, and the lease's [`LockHandle`] is returned. The lease
+            /// stays until it is resumed and released, or until it expires.
+            ///
+            /// # Examples
+            ///
+            /// ```no_run
+            #[doc = doc_setup!($take)]
+            /// let handle = guard.into_handle();
+            /// println!("REDIS_MUTEX_HANDLE={handle}");
+            /// # Ok::<(), redis_mutex::Error>(())
+            /// ```
+            pub fn into_handle(mut self) -> LockHandle {
+                let handle = self.handle();
+                self.held.keep();
+                self.pass_on();
+                handle
+            }
+
             guard_methods!($what, doc_setup!($take));
         }
 
@@ -178,12 +226,14 @@ rw_guard_methods!(
     RedisRwLockReadGuard,
     "read lock",
     "let guard = lock.read()?;",
-    "the writers waiting for it"
+    "the writers waiting for it",
+    "resume_read"
 );
 
 rw_guard_methods!(
     RedisRwLockWriteGuard,
     "write lock",
     "let guard = lock.write()?;",
-    "every waiter it held back"
+    "every waiter it held back",
+    "resume_write"
 );

@@ -1,0 +1,155 @@
+//! Lock handles for a [`RedisMutex`]: [`resume`](RedisMutex::resume) takes over a grant
+//! named by a [`LockHandle`], made by a guard's `handle()` or `into_handle()`, perhaps in
+//! another process.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::guard::{Core, LocalGuard};
+use super::{ArcRedisMutexGuard, RedisMutex, RedisMutexGuard};
+use crate::conn::{self, Undone};
+use crate::held::{Held, NewGrant};
+use crate::options::AttemptId;
+use crate::scripts::Resume;
+use crate::wait;
+use crate::{Error, HandleKind, LockHandle, Result};
+
+impl RedisMutex {
+    /// A guard, in this process, for the grant `handle` names (made by a guard's
+    /// [`handle`](RedisMutexGuard::handle) or [`into_handle`](RedisMutexGuard::into_handle),
+    /// perhaps in another process), if and only if the lock still holds exactly that grant.
+    ///
+    /// The grant is taken over: it keeps its owner id (the handle's, which
+    /// [`get_owner_id`](Self::get_owner_id) and python-redis-lock clients go on seeing) and
+    /// its expiry, and gets a new [fencing token](RedisMutexGuard::fencing_token), so the
+    /// handle cannot be resumed twice, and whatever its earlier holder still sends (a
+    /// renewal, a release) leaves the grant alone. The guard's lease clock starts from what
+    /// Redis says is left of the lease, never from the original grant. From then on the
+    /// guard is this mutex's: its auto-renewal (with this mutex's expiry), `on_lost`, fair
+    /// mode and response timeout.
+    ///
+    /// Like [`lock`](Self::lock), it first waits its turn behind the threads of this
+    /// process that hold or wait for the same lock: resume a handle in a process that does
+    /// not lock that name meanwhile, or the grant may run out while it waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when the lock no longer holds that grant: it expired, was
+    /// released or reset, was granted again (even to the same owner id), or the handle was
+    /// resumed already. [`Error::InvalidOptions`] when the handle is not a mutex's of this
+    /// name. [`Error::WrongType`], [`Error::NotReplicated`], and the errors of a request
+    /// when Redis cannot be reached (an unanswered request is undone: the grant is then
+    /// released, and lost to both).
+    ///
+    /// # Examples
+    ///
+    /// A scheduler takes a job's lock and hands it to the worker that runs it, in another
+    /// process:
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis_mutex::{LockHandle, Pool, RedisMutex};
+    ///
+    /// // The scheduler:
+    /// let pool = Pool::new("redis://127.0.0.1/")?;
+    /// let job = RedisMutex::builder(pool, "job:42").expire(Duration::from_secs(30)).build()?;
+    /// let handle = job.lock()?.into_handle().to_string();
+    /// // ... starts the worker with REDIS_MUTEX_HANDLE=<handle> ...
+    ///
+    /// // The worker:
+    /// let handle: LockHandle = std::env::var("REDIS_MUTEX_HANDLE").unwrap().parse()?;
+    /// let pool = Pool::new("redis://127.0.0.1/")?;
+    /// let job = RedisMutex::builder(pool, handle.name()).expire(Duration::from_secs(30)).build()?;
+    /// let guard = job.resume(&handle)?; // renewed from now on
+    /// // ... the job ...
+    /// guard.unlock()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn resume(&self, handle: &LockHandle) -> Result<RedisMutexGuard<'_>> {
+        handle.expect(HandleKind::Mutex, &self.name)?;
+        let core = self.take_over(self.local.lock(), handle)?;
+        Ok(RedisMutexGuard::new(self, core))
+    }
+
+    /// Like [`resume`](Self::resume), for an `Arc<RedisMutex>`: the guard owns a reference
+    /// to the mutex (see [`lock_arc`](Self::lock_arc)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`resume`](Self::resume).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use redis_mutex::{LockHandle, Pool, RedisMutex};
+    ///
+    /// let handle: LockHandle = std::env::var("REDIS_MUTEX_HANDLE").unwrap().parse()?;
+    /// let job = Arc::new(RedisMutex::new(Pool::new("redis://127.0.0.1/")?, handle.name())?);
+    /// let guard = job.resume_arc(&handle)?;
+    /// std::thread::spawn(move || guard.unlock()).join().unwrap()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn resume_arc(self: &Arc<Self>, handle: &LockHandle) -> Result<ArcRedisMutexGuard> {
+        handle.expect(HandleKind::Mutex, &self.name)?;
+        let core = self.take_over(self.local.lock_arc(), handle)?;
+        Ok(ArcRedisMutexGuard::new(self.clone(), core))
+    }
+
+    /// Takes over the grant `handle` names, for the thread holding `local`.
+    fn take_over<L: LocalGuard>(&self, local: L, handle: &LockHandle) -> Result<Core<L>> {
+        let calls = Arc::new(self.calls.with_owner(handle.holder()));
+        let attempt = AttemptId::new();
+        let attempt = attempt.as_str();
+        let call = calls.resume(handle.token(), attempt);
+        let route = &self.keys().lock;
+        let rt = self.options.response_timeout;
+        let undo = |c: &mut conn::Conn, why: &str| -> Undone {
+            wait::undo(
+                c,
+                &self.pool,
+                route,
+                rt,
+                &[calls.undo(attempt).eval()],
+                ("lock", &self.name, why),
+                self.options.expire,
+            )
+        };
+        let conn = conn::checkout(
+            &self.pool,
+            route,
+            self.pool.connection_timeout().min(rt),
+            rt,
+        )?;
+        let sent_at = Instant::now();
+        let (mut conn, reply) = conn::run_grant(
+            &self.pool,
+            route,
+            conn,
+            rt,
+            (&self.name, "resume"),
+            |c| call.invoke::<Resume>(c),
+            |c, e| undo(c, &e.to_string()),
+        )?;
+        let (token, left) = match reply {
+            Resume::Taken { token, left } => (token, left),
+            Resume::Gone => {
+                return Err(Error::LockLost {
+                    name: self.name.to_string(),
+                });
+            }
+            Resume::WrongType => return Err(self.wrong_type()),
+        };
+        wait::replicate(&mut conn, self.options.wait_replicas, rt, &self.name, undo)?;
+        log::debug!(
+            "resumed lock `{}` from a handle (token {} taken over as {token})",
+            self.name,
+            handle.token()
+        );
+        let granted = NewGrant::on(&conn, &self.pool, sent_at, token);
+        drop(conn);
+        let (grant, holder) = self.grant_of(calls, &granted);
+        let held = Held::resumed(grant, holder, &granted, left, &self.options)?;
+        Ok(Core::new(held, local, token))
+    }
+}
