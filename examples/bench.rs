@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use redis::Commands;
-use redis_mutex::{Pool, RedisMutex, Redlock};
+use redis_mutex::{Pool, RedisMutex, RedisSemaphore, Redlock};
 use support::server::RedisServer;
 use support::{proxy, python, server};
 
@@ -49,6 +49,8 @@ const LATE_WAITS: usize = 20;
 const CROWD_THREADS: usize = 64;
 const CROWD_BLOCK: Duration = Duration::from_millis(800);
 const CROWD_BLOCKS: usize = 3;
+/// Semaphore handoffs measured, each a waiter woken by a release.
+const SEMAPHORE_HANDOFFS: usize = 40;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -223,6 +225,22 @@ fn loopback(url: &str, f: &mut Figures) -> BoxResult<()> {
             ),
         );
     }
+
+    let sem = semaphore_figures(url, rtt)?;
+    f.num("semaphore_cycle_vs_mutex", sem.vs_mutex, 3);
+    f.num("semaphore_handoff_p50_rtt", sem.handoff_p50_rtt, 2);
+    f.num("semaphore_handoff_max_rtt", sem.handoff_max_rtt, 2);
+    f.row(
+        "semaphore acquire+release vs mutex lock+unlock",
+        format!("{:.3} of the time (target: within 1.2)", sem.vs_mutex),
+    );
+    f.row(
+        "  semaphore handoff release -> woken waiter",
+        format!(
+            "p50 {:.2} RTT, max {:.2} RTT ({SEMAPHORE_HANDOFFS} handoffs)",
+            sem.handoff_p50_rtt, sem.handoff_max_rtt
+        ),
+    );
 
     let servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
@@ -500,6 +518,78 @@ fn uncontended(
     Ok(Uncontended {
         rtt: median(pings),
         cycles_per_s: [rate(0), rate(1), rate(2)],
+    })
+}
+
+struct SemaphoreFigures {
+    /// Uncontended acquire+release time over the mutex's lock+unlock time.
+    vs_mutex: f64,
+    handoff_p50_rtt: f64,
+    handoff_max_rtt: f64,
+}
+
+/// The semaphore against the mutex, uncontended (acquire+release against lock+unlock, in
+/// alternating blocks on one pool), and the time from a release to the waiter it wakes
+/// holding its permit (a waiter of another "process": its own pool), in round trips.
+fn semaphore_figures(url: &str, rtt: Duration) -> BoxResult<SemaphoreFigures> {
+    let pool = Pool::new(url)?;
+    let mutex = RedisMutex::builder(pool.clone(), "bench:sem-vs")
+        .expire(Duration::from_secs(10))
+        .build()?;
+    let sem = RedisSemaphore::builder(pool.clone(), "bench:sem")
+        .permits(5)
+        .expire(Duration::from_secs(10))
+        .auto_renewal(false)
+        .build()?;
+    let (mut mutex_time, mut sem_time) = (Duration::ZERO, Duration::ZERO);
+    for block in 0..=UNCONTENDED_BLOCKS {
+        let started = Instant::now();
+        for _ in 0..UNCONTENDED_BLOCK_CYCLES {
+            mutex.lock()?.unlock()?;
+        }
+        let between = Instant::now();
+        for _ in 0..UNCONTENDED_BLOCK_CYCLES {
+            sem.acquire()?.release()?;
+        }
+        if block > 0 {
+            mutex_time += between - started;
+            sem_time += between.elapsed();
+        }
+    }
+    let one = RedisSemaphore::builder(pool, "bench:sem-handoff")
+        .permits(1)
+        .expire(Duration::from_secs(10))
+        .build()?;
+    let waiter_pool = Pool::new(url)?;
+    let mut handoffs = Vec::with_capacity(SEMAPHORE_HANDOFFS);
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    for _ in 0..SEMAPHORE_HANDOFFS {
+        let held = one.acquire()?;
+        let waiter = RedisSemaphore::builder(waiter_pool.clone(), "bench:sem-handoff")
+            .permits(1)
+            .expire(Duration::from_secs(10))
+            .build()?;
+        let waiting = thread::spawn(move || -> Result<Instant, String> {
+            let permit = waiter.acquire().map_err(|e| e.to_string())?;
+            let at = Instant::now();
+            permit.release().map_err(|e| e.to_string())?;
+            Ok(at)
+        });
+        // Until the waiter sleeps in BLPOP.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while support::blocked_clients(&mut conn) == 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let released = Instant::now();
+        held.release()?;
+        let woken = waiting.join().map_err(|_| "the waiter panicked")??;
+        handoffs.push((woken - released).as_secs_f64() / rtt.as_secs_f64());
+    }
+    handoffs.sort_by(f64::total_cmp);
+    Ok(SemaphoreFigures {
+        vs_mutex: sem_time.as_secs_f64() / mutex_time.as_secs_f64(),
+        handoff_p50_rtt: handoffs[handoffs.len() / 2],
+        handoff_max_rtt: handoffs[handoffs.len() - 1],
     })
 }
 
@@ -875,7 +965,7 @@ impl RawScripts {
 
     /// One lock+unlock of `name` by `owner` (`expire_ms` 0: no expiry), doing the
     /// library's work: the grant marker written, checked against the grant's token and
-    /// deleted.
+    /// deleted, and the release's note written.
     fn cycle(
         &self,
         conn: &mut redis::Connection,
@@ -883,10 +973,11 @@ impl RawScripts {
         owner: &str,
         expire_ms: u64,
     ) -> BoxResult<()> {
-        let (lock, signal, grant) = (
+        let (lock, signal, grant, released) = (
             format!("lock:{name}"),
             format!("lock-signal:{name}"),
             format!("lock-grant:{name}"),
+            format!("lock-released:{name}"),
         );
         let (_, token): (i64, i64) = self
             .acquire
@@ -905,9 +996,11 @@ impl RawScripts {
             .key(&lock)
             .key(&signal)
             .key(&grant)
+            .key(&released)
             .arg(owner)
             .arg(1000)
             .arg(token)
+            .arg(10_000)
             .invoke(conn)?;
         Ok(())
     }

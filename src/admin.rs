@@ -12,11 +12,19 @@ use std::sync::Arc;
 
 use redis::cluster_routing::Slot;
 
-pub use list::{ListLocks, LockInfo, LockKind, Released, last_release, list_locks, lock_info};
+pub use list::{
+    ListLocks, LockInfo, LockKind, PermitsInfo, Released, last_release, list_locks, lock_info,
+};
 pub use reset::{reset_all, reset_owned_by};
 
 use crate::conn::{self, Conn};
+use crate::duration::millis;
+use crate::keys::{
+    CAPACITY_PREFIX, QUEUE_PREFIX, SEMAPHORE_WAITERS_PREFIX, WAKE_PREFIX, semaphore_sibling,
+};
+use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::pool::Node;
+use crate::scripts::{Call, SEMAPHORE};
 use crate::{Pool, Result};
 
 /// How many keys one `SCAN` step asks for, and so about how many locks one script call
@@ -65,6 +73,27 @@ fn scan(
         }
         cursor = next;
     }
+}
+
+/// A call of `semaphore.lua`'s `op` on the semaphore whose holder set is `holders` (a key a
+/// `SCAN` found). The tools do not know the capacity its users were built with: they pass
+/// the largest, so that a reset wakes every waiter (each tries again, and those the freed
+/// permits are not enough for wait on), and read the capacity from the grants.
+fn semaphore_call(holders: &[u8], op: &str) -> Call {
+    let mut call = SEMAPHORE.call();
+    let mut wake_prefix = semaphore_sibling(holders, WAKE_PREFIX);
+    wake_prefix.push(b':');
+    call.key(holders)
+        .key(semaphore_sibling(holders, CAPACITY_PREFIX))
+        .key(semaphore_sibling(holders, QUEUE_PREFIX))
+        .key(semaphore_sibling(holders, SEMAPHORE_WAITERS_PREFIX))
+        // The fencing counter: neither `reset` nor `state` takes a token.
+        .key(holders)
+        .arg(op)
+        .arg(u32::MAX)
+        .arg(wake_prefix)
+        .arg(millis(DEFAULT_SIGNAL_EXPIRE));
+    call
 }
 
 /// Splits items by the slot of their key (on a cluster; one group otherwise), since a

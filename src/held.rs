@@ -12,7 +12,7 @@ use crate::duration::check_duration;
 use crate::lease::{Holder, Lease};
 use crate::metrics;
 use crate::options::LockOptions;
-use crate::renewal::{self, LaneKey, Registration, Renew, Renewing};
+use crate::renewal::{self, LaneKey, Registration, Renew, Renewal, Renewing};
 use crate::{Error, Pool, Result};
 
 /// A grant an acquire attempt just made, before a guard holds it.
@@ -83,6 +83,52 @@ impl OnServer {
             ttl: options.expire,
             response_timeout: options.response_timeout,
             server: new.server.clone(),
+        }
+    }
+}
+
+impl OnServer {
+    /// Sends `op` (an extend or a check of a grant renewed alone, on a key `route` of its
+    /// lock), the checkout and the reply both bounded by `reply_timeout` (a renewal's share
+    /// of what is left of the lease, or the response timeout); `what` names it in errors.
+    pub(crate) fn send_within<T>(
+        &self,
+        route: &str,
+        reply_timeout: Duration,
+        what: &'static str,
+        op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+    ) -> std::result::Result<T, Failed> {
+        let wait = reply_timeout.min(self.pool.connection_timeout());
+        let mut conn = crate::conn::checkout(&self.pool, route, wait, reply_timeout)
+            .map_err(Failed::Refused)?;
+        conn.set_read_timeout(reply_timeout)
+            .map_err(Failed::Refused)?;
+        crate::conn::run(&self.pool, route, Some(conn), self.response_timeout, op)
+            .map_err(Failed::Refused)?
+            .outcome(&self.name, what)
+    }
+
+    /// One renewal of a grant renewed alone: `send` sets its lease to the lock's expiry (in
+    /// ms) within the time given, and says whether the grant was still ours.
+    pub(crate) fn renew_alone(
+        &self,
+        timeout: Duration,
+        send: impl FnOnce(u64, Duration) -> std::result::Result<bool, Failed>,
+    ) -> Renewal {
+        let ttl = self.ttl.unwrap_or(Duration::MAX);
+        let sent_at = Instant::now();
+        match send(
+            crate::duration::millis(ttl),
+            timeout.min(self.response_timeout),
+        ) {
+            Ok(true) => Renewal::Renewed { sent_at, ttl },
+            Ok(false) => Renewal::Gone { taken: false },
+            Err(Failed::NoReply(e)) => Renewal::MayHaveRun {
+                sent_at,
+                ttl,
+                why: e.to_string(),
+            },
+            Err(Failed::Refused(e)) => Renewal::Failed(e.to_string()),
         }
     }
 }

@@ -9,8 +9,13 @@
 //! share locks with this crate by writing the braces themselves.
 
 mod rwlock;
+mod semaphore;
 
 pub(crate) use rwlock::{Mode, RwKeys, check_path, level_keys, parse_key, path_of};
+pub(crate) use semaphore::{
+    CAPACITY_PREFIX, QUEUE_PREFIX, SemaphoreKeys, WAITERS_PREFIX as SEMAPHORE_WAITERS_PREFIX,
+    WAKE_PREFIX, member, parse_member, semaphore_name_of, semaphore_sibling,
+};
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -29,17 +34,20 @@ pub(crate) enum Family {
     Mutex,
     /// Read-write locks: `rwlock:<kind>:<path>`, a dozen sets and lists per level.
     RwLock,
+    /// Semaphores: `semaphore:<name>`, the holders (and keys beside it).
+    Semaphore,
 }
 
 impl Family {
     /// Every family, in the order the tools walk them.
-    pub(crate) const ALL: [Family; 2] = [Family::Mutex, Family::RwLock];
+    pub(crate) const ALL: [Family; 3] = [Family::Mutex, Family::RwLock, Family::Semaphore];
 
     /// The `SCAN` pattern that finds the family's keys.
     pub(crate) fn pattern(self) -> &'static str {
         match self {
             Family::Mutex => "lock:*",
             Family::RwLock => "rwlock:*",
+            Family::Semaphore => "semaphore:*",
         }
     }
 }
@@ -194,7 +202,14 @@ pub(crate) fn sibling_of(lock_key: &[u8], prefix: &str) -> Vec<u8> {
 /// The lock name a mutex's key stands for, as a person would give it: on a cluster, without
 /// the braces this crate added.
 pub(crate) fn name_of(lock_key: &str, scheme: Scheme) -> &str {
-    let tagged = lock_key.strip_prefix(LOCK_PREFIX).unwrap_or(lock_key);
+    untagged(
+        lock_key.strip_prefix(LOCK_PREFIX).unwrap_or(lock_key),
+        scheme,
+    )
+}
+
+/// A name as it went into a key ([`tagged`]), as it was given.
+fn untagged(tagged: &str, scheme: Scheme) -> &str {
     match scheme {
         Scheme::Cluster => tagged
             .strip_prefix('{')

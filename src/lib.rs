@@ -43,6 +43,8 @@
 //! - [`RedisMutex`]: one holder at a time, for a name. The usual choice.
 //! - [`RedisRwLock`]: readers share, a writer excludes, on the paths of a tree
 //!   (`tenants/42/invoices`); a lock on a path also covers its subtree.
+//! - [`RedisSemaphore`]: at most N holders at once ("at most 5 calls to that API"), each
+//!   grant of permits a lease that a crashed holder gives back (see `docs/semaphore.md`).
 //! - [`Redlock`]: one lock on a majority of independent servers, to survive the loss of a
 //!   minority of them (at a price: see `docs/redlock.md`).
 //! - Auto-renewal (with an expiry) for work of unknown length: a crashed holder frees the
@@ -180,11 +182,12 @@ mod redlock;
 mod renewal;
 mod rwlock;
 mod scripts;
+mod semaphore;
 mod wait;
 
 pub use admin::{
-    ListLocks, LockInfo, LockKind, Released, last_release, list_locks, lock_info, reset_all,
-    reset_owned_by,
+    ListLocks, LockInfo, LockKind, PermitsInfo, Released, last_release, list_locks, lock_info,
+    reset_all, reset_owned_by,
 };
 pub use error::{Error, Result, TryLockError};
 pub use handle::{HandleKind, LockHandle};
@@ -193,6 +196,10 @@ pub use mutex::{ArcRedisMutexGuard, RedisMutex, RedisMutexBuilder, RedisMutexGua
 pub use pool::{Pool, PoolBuilder};
 pub use redlock::{Redlock, RedlockBuilder, RedlockGuard};
 pub use rwlock::{RedisRwLock, RedisRwLockBuilder, RedisRwLockReadGuard, RedisRwLockWriteGuard};
+pub use semaphore::{
+    ArcRedisSemaphorePermit, RedisSemaphore, RedisSemaphoreBuilder, RedisSemaphorePermit,
+    SemaphoreHolder,
+};
 
 pub use r2d2;
 pub use redis;
@@ -201,3 +208,8 @@ pub use redis;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The semaphore page's code, compiled with the doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/semaphore.md")]
+struct SemaphoreDoctests;

@@ -304,6 +304,41 @@ impl FromRedisValue for Resume {
     }
 }
 
+/// What `semaphore.lua` answers to an acquire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Granted, with the fencing token, under this capacity.
+    Granted { token: u64, capacity: u32 },
+    /// Not enough permits free (or, in fair mode, a waiter goes first): how long until the
+    /// earliest holder's lease runs out (`None`: no holder's will).
+    Blocked { left: Option<Duration> },
+    /// More permits asked for than the capacity.
+    OverCapacity { capacity: u32 },
+    /// A key of the semaphore holds another type.
+    WrongType,
+}
+
+impl FromRedisValue for Take {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let (outcome, detail, capacity) = <(i64, i64, i64)>::from_redis_value(v)?;
+        let number = |n: i64| u32::try_from(n).map_err(|_| bad("semaphore", outcome, n));
+        Ok(match outcome {
+            1 => Take::Granted {
+                token: u64::try_from(detail).map_err(|_| bad("semaphore", outcome, detail))?,
+                capacity: number(capacity)?,
+            },
+            0 => Take::Blocked {
+                left: u64::try_from(detail).ok().map(Duration::from_millis),
+            },
+            -2 => Take::OverCapacity {
+                capacity: number(detail)?,
+            },
+            -1 => Take::WrongType,
+            _ => return Err(bad("semaphore", outcome, detail)),
+        })
+    }
+}
+
 /// A reply outside a script's documented set.
 fn bad(script: &str, outcome: i64, detail: i64) -> ParsingError {
     ParsingError::from(format!(
@@ -356,6 +391,9 @@ scripts! {
     RESUME = "resume.lua";
     /// Read-write lock: take over a lease named by a lock handle, under a new lease id.
     RWLOCK_RESUME = "rwlock_resume.lua";
+    /// Semaphore: acquire (or queue), release and wake, extend, leave the queue, set the
+    /// capacity, reset, read the state.
+    SEMAPHORE = "semaphore.lua";
 }
 
 #[cfg(test)]
@@ -380,6 +418,7 @@ mod tests {
             &LIST,
             &RESUME,
             &RWLOCK_RESUME,
+            &SEMAPHORE,
         ] {
             assert!(lua.source.starts_with("-- "), "{}", lua.source);
             assert!(lua.source.contains("KEYS"), "{}", lua.source);
@@ -393,6 +432,34 @@ mod tests {
 
     fn pair(a: i64, b: i64) -> Value {
         Value::Array(vec![Value::Int(a), Value::Int(b)])
+    }
+
+    #[test]
+    fn semaphore_replies_decode() {
+        let triple = |a, b, c| Value::Array(vec![Value::Int(a), Value::Int(b), Value::Int(c)]);
+        assert_eq!(
+            decode::<Take>(triple(1, 7, 5)).unwrap(),
+            Take::Granted {
+                token: 7,
+                capacity: 5
+            }
+        );
+        assert_eq!(
+            decode::<Take>(triple(0, 250, 0)).unwrap(),
+            Take::Blocked {
+                left: Some(Duration::from_millis(250))
+            }
+        );
+        assert_eq!(
+            decode::<Take>(triple(0, -1, 0)).unwrap(),
+            Take::Blocked { left: None }
+        );
+        assert_eq!(
+            decode::<Take>(triple(-2, 3, 0)).unwrap(),
+            Take::OverCapacity { capacity: 3 }
+        );
+        assert_eq!(decode::<Take>(triple(-1, 0, 0)).unwrap(), Take::WrongType);
+        assert!(decode::<Take>(triple(9, 0, 0)).is_err());
     }
 
     #[test]

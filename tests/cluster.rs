@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use redis_mutex::{Pool, RedisMutex, RedisRwLock, reset_all};
+use redis_mutex::{Pool, RedisMutex, RedisRwLock, RedisSemaphore, reset_all};
 use support::cluster::Cluster;
 use support::{HANG, blocked_clients, child_env, eventually, spawn, spawn_child};
 
@@ -98,9 +98,37 @@ fn waiters_on_a_cluster_are_woken_by_the_release() {
 }
 
 #[test]
-fn read_write_locks_keep_a_tree_in_one_slot() {
+fn read_write_locks_and_semaphores_keep_their_keys_in_one_slot() {
     let cluster = Cluster::start(3);
     let pool = cluster.pool();
+    // A semaphore, with a waiter: holders, queue and waiters under its name's tag.
+    let exports = RedisSemaphore::new(pool.clone(), "exports", 2).unwrap();
+    let both = exports.acquire_many(2).unwrap();
+    let waiter = {
+        let other = RedisSemaphore::new(cluster.pool(), "exports", 2).unwrap();
+        spawn("semaphore waiter", move || {
+            other.try_acquire_for(HANG).unwrap().permits()
+        })
+    };
+    let mut conn = cluster.nodes[cluster.primary_of("{exports}")].connection();
+    assert!(eventually(HANG, || conn
+        .keys::<_, Vec<String>>("semaphore-queue:*")
+        .unwrap()
+        .len()
+        == 1));
+    let keys: Vec<String> = conn.keys("semaphore*").unwrap();
+    assert!(keys.iter().all(|k| k.contains("{exports}")), "{keys:?}");
+    let listed: Vec<_> = redis_mutex::list_locks(&pool)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.name == "exports" && l.permits.is_some()),
+        "{listed:?}"
+    );
+    both.release().unwrap();
+    assert_eq!(waiter.join(HANG), 1);
     let tenant = RedisRwLock::new(pool.clone(), "tenants/42").unwrap();
     let tree = RedisRwLock::new(pool, "tenants").unwrap();
     let reading = tenant.read().unwrap();

@@ -5,11 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{by_slot, node_conn, scan_step};
+use super::{by_slot, node_conn, scan_step, semaphore_call};
 use crate::conn::{self, Conn};
 use crate::keys::{
     Family, GRANT_PREFIX, MutexKeys, Scheme, WAITERS_PREFIX, marker_owner, marker_token, name_of,
-    parse_key, path_of, sibling_of,
+    parse_key, parse_member, path_of, semaphore_name_of, sibling_of,
 };
 use crate::pool::Node;
 use crate::scripts::LIST;
@@ -35,8 +35,24 @@ pub struct LockInfo {
     pub waiters: Option<usize>,
     /// The Redis key that holds it: `lock:<name>` (on a cluster `lock:{<name>}`) for a
     /// mutex, a holder set (`rwlock:w:<path>`, `rwlock:r:<path>`) for a read or write
-    /// lease.
+    /// lease, `semaphore:<name>` for a semaphore's permits.
     pub key: String,
+    /// For a grant of semaphore permits: how many it holds, and how many are held of how
+    /// many in all.
+    pub permits: Option<PermitsInfo>,
+}
+
+/// The permits of one grant of a semaphore, as [`LockInfo::permits`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PermitsInfo {
+    /// How many permits this grant holds.
+    pub held: u32,
+    /// How many permits of the semaphore are held now, by every grant.
+    pub in_use: u32,
+    /// The semaphore's capacity: the one set with `set_permits`, else the one the latest
+    /// grant was made under.
+    pub capacity: u32,
 }
 
 /// The kinds of lock [`LockInfo`] reports.
@@ -49,6 +65,9 @@ pub enum LockKind {
     Read,
     /// A write lease of a [`RedisRwLock`](crate::RedisRwLock).
     Write,
+    /// A grant of permits of a [`RedisSemaphore`](crate::RedisSemaphore) (see
+    /// [`LockInfo::permits`]).
+    Semaphore,
     /// Not a lock: the key where a lock of that name would be ([`LockInfo::key`]) holds
     /// another type (a list, a hash, ...), so no lock can be taken under the name until
     /// it is deleted, and every locking call fails with [`Error::WrongType`]. Its
@@ -62,14 +81,16 @@ impl fmt::Display for LockKind {
             LockKind::Mutex => "mutex",
             LockKind::Read => "read",
             LockKind::Write => "write",
+            LockKind::Semaphore => "semaphore",
             LockKind::NotALock => "not a lock",
         })
     }
 }
 
-/// Every lock held now in the pool's database: mutexes (python-redis-lock's too) and read
-/// and write leases, on every primary of a cluster; and the keys where a lock would be that
-/// hold another type ([`LockKind::NotALock`]), since no lock can be taken there. Walks the keyspace with `SCAN` (never
+/// Every lock held now in the pool's database: mutexes (python-redis-lock's too), read and
+/// write leases, and grants of semaphore permits, on every primary of a cluster; and the
+/// keys where a lock would be that hold another type ([`LockKind::NotALock`]), since no
+/// lock can be taken there. Walks the keyspace with `SCAN` (never
 /// `KEYS`), a step at a time as the iterator is consumed, with one script call per step and
 /// slot, so it is safe on a big keyspace. A lock taken or released during the walk may or
 /// may not be listed; a step that fails ends the walk with its error.
@@ -290,6 +311,7 @@ impl ListLocks {
         let found = match kind {
             Family::Mutex => mutexes(conn, keys, self.scheme, cluster)?,
             Family::RwLock => leases(conn, keys, self.scheme, cluster)?,
+            Family::Semaphore => semaphores(conn, keys, self.scheme)?,
         };
         self.found.extend(found);
         *cursor = next;
@@ -382,6 +404,7 @@ fn mutex_info(name: &str, key: &str, reply: redis::Value) -> Result<Option<LockI
         fencing_token,
         waiters: usize::try_from(waiters).ok(),
         key: key.to_owned(),
+        permits: None,
     }))
 }
 
@@ -395,7 +418,62 @@ fn not_a_lock(name: &str, key: &str, expires_in: Option<Duration>) -> LockInfo {
         fencing_token: None,
         waiters: None,
         key: key.to_owned(),
+        permits: None,
     }
+}
+
+/// The grants of the semaphores whose holder sets are `keys`, one call of `semaphore.lua`'s
+/// `state` per semaphore.
+fn semaphores(conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec<LockInfo>> {
+    let bad = || Error::Protocol { what: "list" };
+    let mut found = Vec::new();
+    for key in keys {
+        let text = String::from_utf8_lossy(&key).into_owned();
+        let reply: Vec<redis::Value> = match semaphore_call(&key, "state").invoke(&mut **conn) {
+            Ok(reply) => reply,
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                found.push(not_a_lock(semaphore_name_of(&text, scheme), &text, None));
+                continue;
+            }
+            Err(e) => return Err(conn.fail(e, "semaphore:*", "list")),
+        };
+        let (set, in_use, waiters, rest): (i64, i64, i64, Vec<(String, i64)>) = match &reply[..] {
+            [set, in_use, waiters, rest @ ..] => (
+                redis::from_redis_value(set.clone()).map_err(|_| bad())?,
+                redis::from_redis_value(in_use.clone()).map_err(|_| bad())?,
+                redis::from_redis_value(waiters.clone()).map_err(|_| bad())?,
+                redis::from_redis_value(redis::Value::Array(rest.to_vec())).map_err(|_| bad())?,
+            ),
+            _ => return Err(bad()),
+        };
+        let grants: Vec<_> = rest
+            .iter()
+            .filter_map(|(member, left)| Some((parse_member(member)?, *left)))
+            .collect();
+        // The capacity in force: set_permits', else the latest grant's.
+        let capacity = u32::try_from(set)
+            .ok()
+            .or_else(|| grants.last().map(|((_, capacity, _), _)| *capacity))
+            .unwrap_or_default();
+        let name = semaphore_name_of(&text, scheme);
+        for ((held, _, lease), left) in grants {
+            found.push(LockInfo {
+                name: name.to_owned(),
+                kind: LockKind::Semaphore,
+                owner_id: lease.to_owned(),
+                expires_in: u64::try_from(left).ok().map(Duration::from_millis),
+                fencing_token: None,
+                waiters: usize::try_from(waiters).ok(),
+                key: text.clone(),
+                permits: Some(PermitsInfo {
+                    held,
+                    in_use: u32::try_from(in_use).unwrap_or_default(),
+                    capacity,
+                }),
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// A holder set as `list.lua` reads it: the key's type, and `(lease id, milliseconds left
@@ -447,6 +525,7 @@ fn leases(
             fencing_token: None,
             waiters: None,
             key: key.to_string(),
+            permits: None,
         }));
     }
     Ok(found)

@@ -1,6 +1,6 @@
 //! [`reset_all`] and [`reset_owned_by`]: clear every lock of a pool, or one owner's.
 
-use super::{by_slot, node_conn, scan};
+use super::{by_slot, node_conn, scan, semaphore_call};
 use crate::conn::Conn;
 use crate::duration::millis;
 use crate::keys::{
@@ -20,8 +20,9 @@ enum Whose<'a> {
 
 /// Deletes every lock of this crate's key families in the pool's database, whoever holds
 /// it, wakes their waiters, and returns how many locks it deleted: mutexes (`lock:*`
-/// strings, python-redis-lock's too) and read-write leases (`rwlock:*`). Fencing counters
-/// stay, so tokens keep rising. On a cluster, every primary is walked.
+/// strings, python-redis-lock's too), read-write leases (`rwlock:*`) and grants of
+/// semaphore permits (`semaphore:*`; a capacity set with `set_permits` stays). Fencing
+/// counters stay, so tokens keep rising. On a cluster, every primary is walked.
 ///
 /// **Only from a deploy step, when no process can hold a lock** (all workers stopped). A
 /// holder is not told, and a lock taken while it runs may be deleted too: called by each
@@ -52,8 +53,9 @@ pub fn reset_all(pool: &Pool) -> Result<usize> {
     Ok(cleared)
 }
 
-/// Deletes the locks held by `owner_id` (mutexes, and read and write leases of read-write
-/// locks built with that owner id), wakes their waiters, and returns how many it deleted.
+/// Deletes the locks held by `owner_id` (mutexes, read and write leases of read-write
+/// locks, and grants of semaphore permits, built with that owner id), wakes their waiters,
+/// and returns how many it deleted.
 /// Nobody else's lock is touched.
 ///
 /// Meant for a worker's start-up: a process with a stable owner id (for example
@@ -98,6 +100,7 @@ fn clear(pool: &Pool, whose: Whose<'_>) -> Result<usize> {
             cleared += scan(&mut conn, family.pattern(), |conn, keys| match family {
                 Family::Mutex => clear_mutexes(conn, keys, whose, cluster),
                 Family::RwLock => clear_rwlocks(conn, keys, whose, cluster),
+                Family::Semaphore => clear_semaphores(conn, keys, whose),
             })?;
         }
     }
@@ -135,6 +138,23 @@ fn clear_mutexes(
         deleted += results.iter().filter(|&&r| r == 1).count();
     }
     Ok(deleted)
+}
+
+/// Takes back the permits of the semaphores whose holder sets are `keys` (all of them, or
+/// one owner's), one call per semaphore; returns how many grants it removed.
+fn clear_semaphores(conn: &mut Conn, keys: Vec<Vec<u8>>, whose: Whose<'_>) -> Result<usize> {
+    let mut removed = 0;
+    for key in keys {
+        let mut call = semaphore_call(&key, "reset");
+        if let Whose::Owner(owner) = whose {
+            call.arg(owner);
+        }
+        let n: usize = call
+            .invoke(&mut **conn)
+            .map_err(|e| conn.fail(e, "semaphore:*", "reset"))?;
+        removed += n;
+    }
+    Ok(removed)
 }
 
 fn clear_rwlocks(

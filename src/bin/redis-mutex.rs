@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use redis_mutex::{
-    Error, LockInfo, LockKind, Pool, RedisMutex, RedisRwLock, Released, last_release, list_locks,
-    lock_info, reset_all, reset_owned_by,
+    Error, LockInfo, LockKind, Pool, RedisMutex, RedisRwLock, RedisSemaphore, Released,
+    last_release, list_locks, lock_info, reset_all, reset_owned_by,
 };
 use serde_json::json;
 
@@ -61,7 +61,8 @@ struct Server {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Lists the locks held now: mutexes (python-redis-lock's too), read and write leases.
+    /// Lists the locks held now: mutexes (python-redis-lock's too), read and write leases,
+    /// semaphore permits.
     #[command(
         after_help = "Examples:\n  redis-mutex list\n  redis-mutex list --match 'report*' --json"
     )]
@@ -85,14 +86,17 @@ enum Commands {
     /// Deletes a lock whoever holds it and wakes a waiter. The holder is not told until
     /// its next renewal or release; free only a lock whose holder is gone.
     #[command(
-        after_help = "Examples:\n  redis-mutex reset migrations\n  redis-mutex reset --rwlock tenants/42"
+        after_help = "Examples:\n  redis-mutex reset migrations\n  redis-mutex reset --rwlock tenants/42\n  redis-mutex reset --semaphore exports"
     )]
     Reset {
         /// The lock's name (a read-write lock's path with --rwlock).
         name: String,
         /// NAME is a read-write lock's path: remove every read and write lease on it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "semaphore")]
         rwlock: bool,
+        /// NAME is a semaphore's: take back every permit, and wake its waiters.
+        #[arg(long)]
+        semaphore: bool,
     },
     /// Deletes the locks held by one owner id (what a crashed worker with a stable id
     /// left); nobody else's.
@@ -170,9 +174,16 @@ fn run(cli: Cli) -> redis_mutex::Result<ExitCode> {
     match cli.command {
         Commands::List { pattern, json } => list(&pool, pattern.as_deref(), json),
         Commands::Owner { name, json } => owner(&pool, &name, json),
-        Commands::Reset { name, rwlock } => {
+        Commands::Reset {
+            name,
+            rwlock,
+            semaphore,
+        } => {
             let removed = if rwlock {
                 RedisRwLock::new(pool, name.as_str())?.reset()?
+            } else if semaphore {
+                // The capacity plays no part in a reset.
+                RedisSemaphore::new(pool, name.as_str(), 1)?.reset()? > 0
             } else {
                 RedisMutex::new(pool, name.as_str())?.reset()?
             };
@@ -203,6 +214,16 @@ fn left(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()))
 }
 
+/// A lock's kind as the table shows it: a semaphore's with its permits in use and capacity
+/// (`semaphore 3/5`), and how many this grant holds when more than one.
+fn kind(lock: &LockInfo) -> String {
+    match lock.permits {
+        Some(p) if p.held > 1 => format!("{} {}/{} (x{})", lock.kind, p.in_use, p.capacity, p.held),
+        Some(p) => format!("{} {}/{}", lock.kind, p.in_use, p.capacity),
+        None => lock.kind.to_string(),
+    }
+}
+
 fn opt(n: Option<impl ToString>) -> String {
     n.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
@@ -216,6 +237,11 @@ fn to_json(lock: &LockInfo) -> serde_json::Value {
         "fencing_token": lock.fencing_token,
         "waiters": lock.waiters,
         "key": lock.key,
+        "permits": lock.permits.map(|p| json!({
+            "held": p.held,
+            "in_use": p.in_use,
+            "capacity": p.capacity,
+        })),
     })
 }
 
@@ -247,7 +273,7 @@ fn list(pool: &Pool, pattern: Option<&str>, json: bool) -> redis_mutex::Result<E
         .map(|l| {
             [
                 l.name.clone(),
-                l.kind.to_string(),
+                kind(l),
                 l.owner_id.clone(),
                 left(l.expires_in),
                 opt(l.fencing_token),

@@ -2,7 +2,7 @@
 //! lease core and the renewal service see it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::conn::{self, Conn, Failed};
 use crate::duration::millis;
@@ -34,18 +34,11 @@ impl RwGrant {
         call.key(self.keys.lease_sets(self.mode))
             .arg(&self.lease_id)
             .arg(lease_ms);
-        let wait = reply_timeout.min(self.on.pool.connection_timeout());
-        let rt = self.on.response_timeout;
-        // The checkout (an idle connection's check included) is bounded like the reply.
-        let mut conn = conn::checkout(&self.on.pool, self.route(), wait, reply_timeout)
-            .map_err(Failed::Refused)?;
-        conn.set_read_timeout(reply_timeout)
-            .map_err(Failed::Refused)?;
-        let held = conn::run(&self.on.pool, self.route(), Some(conn), rt, |c| {
-            call.invoke::<Extend>(c)
-        })
-        .map_err(Failed::Refused)?
-        .outcome(&self.on.name, "extend")?;
+        let held = self
+            .on
+            .send_within(self.route(), reply_timeout, "extend", |c| {
+                call.invoke::<Extend>(c)
+            })?;
         Ok(held == Extend::Extended)
     }
 
@@ -107,17 +100,7 @@ impl ServerGrant for RwGrant {
 
 impl RenewAlone for RwGrant {
     fn renew(&self, timeout: Duration) -> Renewal {
-        let ttl = self.on.ttl.unwrap_or(Duration::MAX);
-        let sent_at = Instant::now();
-        match self.send_extend(millis(ttl), timeout.min(self.on.response_timeout)) {
-            Ok(true) => Renewal::Renewed { sent_at, ttl },
-            Ok(false) => Renewal::Gone { taken: false },
-            Err(Failed::NoReply(e)) => Renewal::MayHaveRun {
-                sent_at,
-                ttl,
-                why: e.to_string(),
-            },
-            Err(Failed::Refused(e)) => Renewal::Failed(e.to_string()),
-        }
+        self.on
+            .renew_alone(timeout, |ms, within| self.send_extend(ms, within))
     }
 }

@@ -144,6 +144,8 @@ pub struct Grant {
     pub claim: Claim,
     pub token: u64,
     pub log: String,
+    /// When the call that returned it began: the grant was made after.
+    pub asked: u64,
     /// When the call returned it (the first moment the holder was told).
     pub start: u64,
     /// The last moment the holder was told it held it.
@@ -272,6 +274,7 @@ pub fn check(logs: &[PathBuf], pauses: &[Pause]) -> Checked {
                             claim,
                             token: parts[4].parse().unwrap(),
                             log: log.clone(),
+                            asked: last_call.map_or(start, |(t0, _)| t0),
                             start: if uncertain { u64::MAX } else { start },
                             end: if uncertain { 0 } else { start },
                         },
@@ -358,9 +361,11 @@ fn check_overlaps(list: &[Grant], checked: &mut Checked) {
     }
 }
 
-/// Tokens in the order of the grants: of two grants of one resource (a semaphore's, or two
-/// that conflict) where the first was let go before the second was told it held it, the
-/// second has the higher token.
+/// Tokens in the order of the grants: of two grants that conflict where the first was let
+/// go before the second was told it held it, the second has the higher token; of two grants
+/// of one semaphore where the first was let go before the second was asked for, the same
+/// (two permits may be held at once, so the second may have been granted, with a lower
+/// token, before the first was, and told later).
 fn check_tokens(list: &[Grant], checked: &mut Checked) {
     let mut by_group: BTreeMap<&str, Vec<&Grant>> = BTreeMap::new();
     for grant in list.iter().filter(|g| g.token > 0) {
@@ -377,11 +382,13 @@ fn check_tokens(list: &[Grant], checked: &mut Checked) {
         let mut earlier: Vec<&Grant> = Vec::new();
         for grant in grants {
             for before in &earlier {
-                let comparable = match grant.claim {
-                    Claim::Permits { .. } => before.resource == grant.resource,
-                    _ => conflict(before, grant),
+                let ordered = match grant.claim {
+                    Claim::Permits { .. } => {
+                        before.resource == grant.resource && before.end < grant.asked
+                    }
+                    _ => conflict(before, grant) && before.end < grant.start,
                 };
-                if comparable && before.end < grant.start && grant.token <= before.token {
+                if ordered && grant.token <= before.token {
                     checked
                         .token_regressions
                         .push(format!("`{group}`: {before:?} then {grant:?}"));

@@ -1,0 +1,797 @@
+//! [`RedisSemaphore`]: a counting semaphore whose permits are leases. The builder is in
+//! `builder.rs`, the permits (guards) in `guard.rs`, one grant of permits (what a guard
+//! releases, extends and renews) in `grant.rs`; the keys in `keys`; the protocol in
+//! `docs/semaphore.md`.
+
+mod builder;
+mod grant;
+mod guard;
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::conn::{self, Conn, Undone};
+use crate::duration::millis;
+use crate::held::{Held, NewGrant, OnServer};
+use crate::keys::{Scheme, SemaphoreKeys, member, parse_member};
+use crate::lease::Holder;
+use crate::local::Locals;
+use crate::metrics::Labels;
+use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
+use crate::scripts::{Call, SEMAPHORE, Take};
+use crate::wait::{self, Acquired, Attempt, Wait};
+use crate::{Error, Pool, Result, TryLockError};
+
+pub use builder::RedisSemaphoreBuilder;
+use grant::{SemaphoreGrant, wrong_type};
+pub use guard::{ArcRedisSemaphorePermit, RedisSemaphorePermit};
+
+/// The local side of every semaphore of this process, by pool and name.
+static LOCALS: LazyLock<Locals<Local>> = LazyLock::new(Locals::new);
+
+/// What the threads of this process that use one semaphore share, whichever object they
+/// use: the turn to acquire. One thread at a time asks Redis (and waits there); the others
+/// wait in the process for it to be granted or to give up.
+#[derive(Debug, Default)]
+struct Local {
+    turn: Mutex<()>,
+}
+
+/// A semaphore's defaults: permits whose leases expire, renewed while a permit lives, so
+/// that a crashed holder's permits come back one lease after it died.
+const DEFAULTS: Defaults = Defaults {
+    expire: Some(Duration::from_secs(30)),
+    auto_renewal: true,
+};
+
+/// How long a waiter's queue entry lives unless refreshed; a waiter refreshes it with each
+/// attempt, at most [`REFRESH`] apart. A waiter that died is skipped after this long.
+const ENTRY_TTL: Duration = Duration::from_millis(1500);
+
+/// The longest a waiter sleeps between two attempts: its entry must be refreshed.
+const REFRESH: Duration = Duration::from_millis(500);
+
+/// How long a capacity set by [`RedisSemaphore::set_permits`] is kept after the last
+/// acquire; after that the builders' `permits` apply again.
+const CAPACITY_LIFE: Duration = Duration::from_secs(3600);
+
+/// A counting semaphore held in Redis: at most [`permits`](RedisSemaphoreBuilder::permits)
+/// permits are held at once, across every thread and process that uses its name ("at most
+/// 5 workers call the payment API at once").
+///
+/// Each grant of permits is a lease, as a lock is: it expires (30 s unless
+/// [set](RedisSemaphoreBuilder::expire)) and is renewed while its guard, a
+/// [`RedisSemaphorePermit`], lives; dropping the guard gives the permits back. A holder that
+/// crashes gives its permits back one lease after it died, never "forever" as a plain
+/// counter would.
+///
+/// [`acquire`](Self::acquire) blocks, [`try_acquire`](Self::try_acquire) does not, and
+/// [`try_acquire_for`](Self::try_acquire_for) waits up to a timeout;
+/// [`acquire_many`](Self::acquire_many) takes several permits at once, all or none. Waiters
+/// sleep in `BLPOP` on a wake list of their own and are woken by the releases that free
+/// enough permits for them (a release of two permits wakes two waiters of one), or try again
+/// when the earliest holder's lease runs out. With [`fair`](RedisSemaphoreBuilder::fair),
+/// permits go to waiters in the order they came, and nobody overtakes a waiter that needs
+/// more than is free.
+///
+/// Threads of one process that use the semaphore (through this object, or any other of the
+/// same pool and name) ask Redis one at a time: however many threads wait, one of them waits
+/// in Redis, the others in the process.
+///
+/// The capacity can be changed while in use, with [`set_permits`](Self::set_permits):
+/// holders above a lowered capacity keep their permits, and nobody new gets one until fewer
+/// are held than the capacity.
+///
+/// The keys, scripts and waking are described in `docs/semaphore.md`. On a Redis Cluster
+/// every key of one semaphore carries its name as a hash tag.
+///
+/// # Examples
+///
+/// ```no_run
+/// use redis_mutex::{Pool, RedisSemaphore};
+///
+/// let payments = RedisSemaphore::new(Pool::new("redis://127.0.0.1/")?, "payment-api", 5)?;
+/// let permit = payments.acquire()?; // one of at most five, fleet-wide
+/// // ... call the payment API ...
+/// drop(permit);
+/// # Ok::<(), redis_mutex::Error>(())
+/// ```
+pub struct RedisSemaphore {
+    pool: Pool,
+    name: Arc<str>,
+    keys: Arc<SemaphoreKeys>,
+    /// The capacity it was built with (a capacity set in Redis takes precedence).
+    permits: u32,
+    fair: bool,
+    options: LockOptions,
+    local: Arc<Local>,
+    labels: Labels,
+}
+
+impl fmt::Debug for RedisSemaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSemaphore")
+            .field("name", &self.name)
+            .field("permits", &self.permits)
+            .field("fair", &self.fair)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who holds permits of a semaphore, as [`RedisSemaphore::holders`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SemaphoreHolder {
+    /// The grant's lease id: `<owner id>#<16 hex digits>`.
+    pub lease_id: String,
+    /// The owner id of the semaphore object that was granted the permits.
+    pub owner_id: String,
+    /// How many permits it holds.
+    pub permits: u32,
+    /// How long until its lease runs out, unless renewed; `None` for permits without
+    /// expiry.
+    pub expires_in: Option<Duration>,
+}
+
+/// A semaphore's state, as `semaphore.lua`'s `state` reads it.
+struct State {
+    /// The capacity set by `set_permits`, if any.
+    set: Option<u32>,
+    in_use: u32,
+    holders: Vec<SemaphoreHolder>,
+}
+
+/// A call of `semaphore.lua` for the operation `op`, with the arguments every operation
+/// takes.
+fn script(keys: &SemaphoreKeys, op: &str, capacity: u32, signal_expire: Duration) -> Call {
+    let mut call = SEMAPHORE.call();
+    for key in keys.script_keys() {
+        call.key(key);
+    }
+    call.arg(op)
+        .arg(capacity)
+        .arg(&keys.wake_prefix)
+        .arg(millis(signal_expire));
+    call
+}
+
+/// The docs' example setup: a semaphore of three permits.
+macro_rules! doc_setup {
+    () => {
+        "# use std::time::Duration;\n# use redis_mutex::{Pool, RedisSemaphore, TryLockError};\nlet pool = Pool::new(\"redis://127.0.0.1/\")?;\nlet exports = RedisSemaphore::new(pool, \"exports\", 3)?;"
+    };
+}
+
+impl RedisSemaphore {
+    /// A semaphore named `name` on `pool` with `permits` permits, each a 30 s lease renewed
+    /// while its guard lives, and a random owner id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] for an empty name or 0 permits.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisSemaphore};
+    ///
+    /// let exports = RedisSemaphore::new(Pool::new("redis://127.0.0.1/")?, "exports", 3)?;
+    /// let _permit = exports.acquire()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn new(pool: Pool, name: impl Into<String>, permits: u32) -> Result<RedisSemaphore> {
+        RedisSemaphore::builder(pool, name).permits(permits).build()
+    }
+
+    /// A builder for a semaphore named `name` on `pool`, to set its options;
+    /// [`permits`](RedisSemaphoreBuilder::permits) must be set.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisSemaphore};
+    ///
+    /// let calls = RedisSemaphore::builder(Pool::new("redis://127.0.0.1/")?, "partner-api")
+    ///     .permits(5)
+    ///     .expire(Duration::from_secs(10))
+    ///     .fair(true)
+    ///     .build()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn builder(pool: Pool, name: impl Into<String>) -> RedisSemaphoreBuilder {
+        RedisSemaphoreBuilder {
+            pool,
+            name: name.into(),
+            permits: None,
+            fair: false,
+            options: LockOptionsBuilder::default(),
+        }
+    }
+
+    fn with_options(
+        pool: Pool,
+        name: String,
+        permits: u32,
+        fair: bool,
+        options: LockOptions,
+    ) -> RedisSemaphore {
+        let keys = SemaphoreKeys::new(&name, Scheme::of(&pool));
+        let local = LOCALS.get(&pool, &keys.holders);
+        RedisSemaphore {
+            pool,
+            name: name.into(),
+            keys: Arc::new(keys),
+            permits,
+            fair,
+            labels: Labels::new("semaphore", options.metrics_label.clone()),
+            options,
+            local,
+        }
+    }
+
+    /// The semaphore's name, as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The capacity it was built with. The capacity in force is
+    /// [`set_permits`](Self::set_permits)'s, when one was set.
+    pub fn permits(&self) -> u32 {
+        self.permits
+    }
+
+    /// Whether it is in [fair mode](RedisSemaphoreBuilder::fair).
+    pub fn is_fair(&self) -> bool {
+        self.fair
+    }
+
+    /// The id this semaphore's grants carry in Redis (each as `<owner_id>#<16 hex digits>`).
+    pub fn owner_id(&self) -> &str {
+        &self.options.owner_id
+    }
+
+    /// The lease each grant of permits is taken with.
+    pub fn expire(&self) -> Option<Duration> {
+        self.options.expire
+    }
+
+    /// Blocks until a permit is ours, then returns a guard that gives it back when dropped.
+    ///
+    /// Threads of this process that wait for the semaphore wait their turn locally, first
+    /// come first served; the thread at the head of that queue waits in Redis, woken by a
+    /// release that frees a permit for it, or by the earliest holder's expiry. Each request
+    /// is bounded by the response timeout: a server that stops answering makes `acquire`
+    /// fail, not hang.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Timeout`], [`Error::PoolTimeout`] or
+    /// [`Error::Redis`] when Redis cannot be reached or answers with an error;
+    /// [`Error::WrongType`] when a key of the semaphore holds something else;
+    /// [`Error::InvalidOptions`] (`permits`) when the capacity in force is 0, so that no
+    /// permit can ever be granted; [`Error::NotReplicated`] with `wait_replicas`;
+    /// [`Error::RenewalThread`] with auto-renewal. No permit is held then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// let permit = exports.acquire()?;
+    /// // at most three exports run at once, fleet-wide
+    /// permit.release()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn acquire(&self) -> Result<RedisSemaphorePermit<'_>> {
+        self.acquire_many(1)
+    }
+
+    /// Takes a permit if one is free now, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] when none is free (or, in fair mode, a waiter that came
+    /// first is waiting); [`TryLockError::Error`] for the failures listed under
+    /// [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// match exports.try_acquire() {
+    ///     Ok(_permit) => println!("exporting"),
+    ///     Err(TryLockError::WouldBlock) => println!("three exports run already; later"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<RedisSemaphorePermit<'_>, TryLockError> {
+        self.try_acquire_many(1)
+    }
+
+    /// Waits up to `timeout` for a permit. `Duration::MAX` waits forever.
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] when no permit came free in time; [`TryLockError::Error`]
+    /// for the failures listed under [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// let permit = exports.try_acquire_for(Duration::from_secs(5))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_acquire_for(
+        &self,
+        timeout: Duration,
+    ) -> Result<RedisSemaphorePermit<'_>, TryLockError> {
+        self.try_acquire_many_for(1, timeout)
+    }
+
+    /// Blocks until `n` permits are ours, all at once: it never holds part of them while it
+    /// waits for the rest, so two callers that each want most of the permits cannot hold
+    /// each other up.
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire`](Self::acquire); [`Error::InvalidOptions`] (`permits`) for `n` = 0,
+    /// or more than the capacity in force.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// let big_export = exports.acquire_many(2)?; // leaves one for the others
+    /// assert_eq!(big_export.permits(), 2);
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn acquire_many(&self, n: u32) -> Result<RedisSemaphorePermit<'_>> {
+        let (held, n) = self.take(n, None)?.ok_or(Error::Protocol {
+            what: "a wait without deadline that ended",
+        })?;
+        Ok(RedisSemaphorePermit::new(self, held, n))
+    }
+
+    /// Takes `n` permits if they are free now, all or none, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire) and [`acquire_many`](Self::acquire_many).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// if let Ok(permits) = exports.try_acquire_many(3) {
+    ///     // the whole semaphore: nobody else exports now
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn try_acquire_many(&self, n: u32) -> Result<RedisSemaphorePermit<'_>, TryLockError> {
+        let (held, n) = self
+            .take(n, Some(Instant::now()))?
+            .ok_or(TryLockError::WouldBlock)?;
+        Ok(RedisSemaphorePermit::new(self, held, n))
+    }
+
+    /// Waits up to `timeout` for `n` permits, all or none.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire_for`](Self::try_acquire_for) and
+    /// [`acquire_many`](Self::acquire_many).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// let permits = exports.try_acquire_many_for(2, Duration::from_secs(5))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_acquire_many_for(
+        &self,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<RedisSemaphorePermit<'_>, TryLockError> {
+        let deadline = Instant::now().checked_add(timeout);
+        if deadline.is_none() {
+            return Ok(self.acquire_many(n)?);
+        }
+        let (held, n) = self.take(n, deadline)?.ok_or(TryLockError::WouldBlock)?;
+        Ok(RedisSemaphorePermit::new(self, held, n))
+    }
+
+    /// Like [`acquire_many`](Self::acquire_many), for an `Arc<RedisSemaphore>`: the permit
+    /// owns a reference to the semaphore, so it is `'static` and can move to another thread
+    /// or task with the permits it holds (as tokio's `acquire_many_owned`, or the mutex's
+    /// [`lock_arc`](crate::RedisMutex::lock_arc)). `acquire_arc()` is
+    /// `acquire_many_arc(1)`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire_many`](Self::acquire_many).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use redis_mutex::{Pool, RedisSemaphore};
+    ///
+    /// let exports = Arc::new(RedisSemaphore::new(Pool::new("redis://127.0.0.1/")?, "exports", 3)?);
+    /// let permit = exports.acquire_many_arc(1)?;
+    /// std::thread::spawn(move || {
+    ///     // ... the export, under the permit ...
+    ///     drop(permit);
+    /// });
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn acquire_many_arc(self: &Arc<Self>, n: u32) -> Result<ArcRedisSemaphorePermit> {
+        let (held, n) = self.take(n, None)?.ok_or(Error::Protocol {
+            what: "a wait without deadline that ended",
+        })?;
+        Ok(ArcRedisSemaphorePermit::new(self.clone(), held, n))
+    }
+
+    /// [`acquire_many_arc(1)`](Self::acquire_many_arc).
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use redis_mutex::{Pool, RedisSemaphore};
+    ///
+    /// let exports = Arc::new(RedisSemaphore::new(Pool::new("redis://127.0.0.1/")?, "exports", 3)?);
+    /// let permit = exports.acquire_arc()?;
+    /// std::thread::spawn(move || drop(permit)).join().unwrap();
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn acquire_arc(self: &Arc<Self>) -> Result<ArcRedisSemaphorePermit> {
+        self.acquire_many_arc(1)
+    }
+
+    /// Like [`try_acquire_many_for`](Self::try_acquire_many_for), for an
+    /// `Arc<RedisSemaphore>` (see [`acquire_many_arc`](Self::acquire_many_arc)); a
+    /// `timeout` of zero makes one attempt without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire_many_for`](Self::try_acquire_many_for).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisSemaphore};
+    ///
+    /// let exports = Arc::new(RedisSemaphore::new(Pool::new("redis://127.0.0.1/")?, "exports", 3)?);
+    /// let now = exports.try_acquire_many_arc_for(1, Duration::ZERO);
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn try_acquire_many_arc_for(
+        self: &Arc<Self>,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<ArcRedisSemaphorePermit, TryLockError> {
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return Ok(self.acquire_many_arc(n)?);
+        };
+        let (held, n) = self
+            .take(n, Some(deadline))?
+            .ok_or(TryLockError::WouldBlock)?;
+        Ok(ArcRedisSemaphorePermit::new(self.clone(), held, n))
+    }
+
+    /// How many permits are free now: the capacity in force less those held (0 when a
+    /// lowered capacity is still exceeded). A moment later it may differ.
+    ///
+    /// # Errors
+    ///
+    /// The errors of a request when Redis cannot be reached; [`Error::WrongType`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// let _permit = exports.acquire()?;
+    /// println!("{} of 3 free", exports.available_permits()?);
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn available_permits(&self) -> Result<u32> {
+        let state = self.state()?;
+        Ok(state
+            .set
+            .unwrap_or(self.permits)
+            .saturating_sub(state.in_use))
+    }
+
+    /// Who holds permits now, with how many and for how long, in the order their leases end.
+    ///
+    /// # Errors
+    ///
+    /// The errors of a request when Redis cannot be reached; [`Error::WrongType`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// for holder in exports.holders()? {
+    ///     println!("{} holds {} for {:?} more", holder.owner_id, holder.permits, holder.expires_in);
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn holders(&self) -> Result<Vec<SemaphoreHolder>> {
+        Ok(self.state()?.holders)
+    }
+
+    /// Sets the capacity in force to `permits`, for every user of the semaphore, while it is
+    /// in use and for an hour after the last acquire (after that, the builders' `permits`
+    /// apply again). Raised, it wakes the waiters the new permits are enough for; lowered,
+    /// holders above it keep their permits, and nobody new gets one until fewer are held
+    /// than the capacity. 0 lets nobody new in.
+    ///
+    /// # Errors
+    ///
+    /// The errors of a request when Redis cannot be reached; [`Error::WrongType`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// exports.set_permits(1)?; // the export service is struggling: one at a time
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn set_permits(&self, permits: u32) -> Result<()> {
+        let mut call = self.script("set");
+        call.arg(permits)
+            .arg(millis(CAPACITY_LIFE))
+            .arg(if self.fair { "1" } else { "0" });
+        self.run("set_permits", |c| call.invoke::<redis::Value>(c))?;
+        log::debug!("semaphore `{}`: capacity set to {permits}", self.name);
+        Ok(())
+    }
+
+    /// Takes back every permit, whoever holds it, and wakes the waiters the freed permits
+    /// are enough for. The holders are not told until their next renewal or release: reset
+    /// only a semaphore whose holders are gone. Returns how many grants were removed.
+    ///
+    /// # Errors
+    ///
+    /// The errors of a request when Redis cannot be reached; [`Error::WrongType`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    #[doc = doc_setup!()]
+    /// let removed = exports.reset()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn reset(&self) -> Result<usize> {
+        let call = self.script("reset");
+        let removed = self.run("reset", |c| call.invoke::<usize>(c))?;
+        log::debug!(
+            "semaphore `{}`: reset, {removed} grant(s) removed",
+            self.name
+        );
+        Ok(removed)
+    }
+
+    fn script(&self, op: &str) -> Call {
+        script(&self.keys, op, self.permits, self.options.signal_expire)
+    }
+
+    /// Runs an operation that may be sent twice (a read, a set, a reset).
+    fn run<T>(
+        &self,
+        what: &'static str,
+        op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let route = &self.keys.holders;
+        let mut ran = conn::run_repeatable(&self.pool, route, self.options.response_timeout, op)?;
+        ran.result.map_err(|e| {
+            if e.code() == Some("WRONGTYPE") {
+                return wrong_type(&self.name);
+            }
+            ran.conn.fail(e, &self.name, what)
+        })
+    }
+
+    fn state(&self) -> Result<State> {
+        let call = self.script("state");
+        let reply: Vec<redis::Value> = self.run("state", |c| call.invoke(c))?;
+        let bad = || Error::Protocol { what: "state" };
+        let number = |v: &redis::Value| match v {
+            redis::Value::Int(n) => Ok(*n),
+            _ => Err(bad()),
+        };
+        let [set, in_use, _waiters, rest @ ..] = &reply[..] else {
+            return Err(bad());
+        };
+        let mut holders = Vec::new();
+        for pair in rest.chunks(2) {
+            let [redis::Value::BulkString(member), left] = pair else {
+                return Err(bad());
+            };
+            let member = String::from_utf8_lossy(member);
+            let (permits, _, lease_id) = parse_member(&member).ok_or_else(bad)?;
+            holders.push(SemaphoreHolder {
+                owner_id: lease_id
+                    .rsplit_once('#')
+                    .map_or(lease_id, |(owner, _)| owner)
+                    .to_owned(),
+                lease_id: lease_id.to_owned(),
+                permits,
+                expires_in: u64::try_from(number(left)?).ok().map(Duration::from_millis),
+            });
+        }
+        Ok(State {
+            set: u32::try_from(number(set)?).ok(),
+            in_use: u32::try_from(number(in_use)?).map_err(|_| bad())?,
+            holders,
+        })
+    }
+
+    /// Takes `n` permits in Redis, waiting until `deadline` (`None`: forever), after this
+    /// thread's turn in the process. `Ok(None)` when the deadline passed first.
+    fn take(
+        &self,
+        n: u32,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(Held<SemaphoreGrant>, u32)>> {
+        if n == 0 {
+            return Err(Error::invalid(
+                "permits",
+                "asked for 0 permits; ask for 1 or more",
+            ));
+        }
+        let _turn = match deadline {
+            None => self.local.turn.lock(),
+            Some(deadline) => match self.local.turn.try_lock_until(deadline) {
+                Some(turn) => turn,
+                None => return Ok(None),
+            },
+        };
+        let lease_id = format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>());
+        let waiter = AttemptId::new();
+        let waiter = waiter.as_str();
+        let wake = self.keys.wake(waiter);
+        let signals = [wake.as_str()];
+        let wait = Wait {
+            pool: &self.pool,
+            route: &self.keys.holders,
+            signals: &signals,
+            deadline,
+            response_timeout: self.options.response_timeout,
+            name: &self.name,
+            labels: &self.labels,
+        };
+        let acquired = wait::acquire(&wait, |conn, _woken| {
+            let sent_at = Instant::now();
+            let will_wait = deadline.is_none_or(|deadline| sent_at < deadline);
+            let mut call = self.script("acquire");
+            call.arg(&lease_id)
+                .arg(n)
+                .arg(self.options.expire.map_or(0, millis))
+                .arg(waiter)
+                .arg(if will_wait { millis(ENTRY_TTL) } else { 0 })
+                .arg(if self.fair { "1" } else { "0" })
+                .arg(millis(CAPACITY_LIFE));
+            let (mut conn, reply) = conn::run_grant(
+                &self.pool,
+                &self.keys.holders,
+                conn,
+                self.options.response_timeout,
+                (&self.name, "acquire"),
+                |c| call.invoke::<Take>(c),
+                |c, e| self.undo(c, &lease_id, waiter, &e.to_string()),
+            )?;
+            let found = match reply {
+                Take::Granted { token, capacity } => {
+                    wait::replicate(
+                        &mut conn,
+                        self.options.wait_replicas,
+                        self.options.response_timeout,
+                        &self.name,
+                        |conn, why| self.undo(conn, &lease_id, waiter, why),
+                    )?;
+                    log::debug!("acquired {n} permit(s) of semaphore `{}`", self.name);
+                    let granted = NewGrant::on(&conn, &self.pool, sent_at, token);
+                    Attempt::Granted((granted, capacity))
+                }
+                Take::Blocked { left } => Attempt::Blocked(wait::until_expiry(left).min(REFRESH)),
+                Take::OverCapacity { capacity } => {
+                    return Err(Error::invalid(
+                        "permits",
+                        format!(
+                            "asked for {n} permit(s) of semaphore `{}`, whose capacity is \
+                             {capacity}; ask for fewer, or raise it with set_permits",
+                            self.name
+                        ),
+                    ));
+                }
+                Take::WrongType => return Err(wrong_type(&self.name)),
+            };
+            Ok((conn, found))
+        })?;
+        let (granted, capacity) = match acquired {
+            Acquired::Granted(granted) => granted,
+            Acquired::TimedOut(conn) => {
+                self.leave(conn.map(|conn| *conn), waiter);
+                return Ok(None);
+            }
+            Acquired::Failed(conn, e) => {
+                self.leave(Some(*conn), waiter);
+                return Err(e);
+            }
+        };
+        let grant = SemaphoreGrant {
+            on: OnServer::of(&self.pool, &self.name, &granted, &self.options),
+            keys: self.keys.clone(),
+            member: member(n, capacity, &lease_id),
+            capacity: self.permits,
+            fair: self.fair,
+            signal_expire: self.options.signal_expire,
+        };
+        let holder = Holder {
+            name: self.name.clone(),
+            owner_id: lease_id.as_str().into(),
+            fencing_token: Some(granted.token),
+            labels: self.labels.clone(),
+        };
+        let held = Held::granted(grant, holder, &granted, &self.options)?;
+        Ok(Some((held, n)))
+    }
+
+    /// Undoes an acquire whose reply was lost (or whose grant must not stand): removes the
+    /// attempt's grant, if it was made, and its queue entry, right behind it.
+    fn undo(&self, conn: &mut Conn, lease_id: &str, waiter: &str, why: &str) -> Undone {
+        let mut release = self.script("release");
+        release.arg(lease_id).arg(self.fair_arg()).arg("1");
+        let mut leave = self.script("leave");
+        leave.arg(waiter).arg(self.fair_arg());
+        wait::undo(
+            conn,
+            &self.pool,
+            &self.keys.holders,
+            self.options.response_timeout,
+            &[release.eval(), leave.eval()],
+            ("semaphore", &self.name, why),
+            self.options.expire,
+        )
+    }
+
+    fn fair_arg(&self) -> &'static str {
+        if self.fair { "1" } else { "0" }
+    }
+
+    /// Leaves the queue (on `conn`, or on a connection of its own for a waiter that had
+    /// none), passing on a wake-up meant for us. Best effort: an entry left behind expires
+    /// within [`ENTRY_TTL`].
+    fn leave(&self, conn: Option<Conn>, waiter: &str) {
+        let mut call = self.script("leave");
+        call.arg(waiter).arg(self.fair_arg());
+        let left = match conn {
+            Some(mut conn) => call
+                .invoke::<i64>(&mut *conn)
+                .map_err(|e| conn.fail(e, &self.name, "leave")),
+            None => self.run("leave", |c| call.invoke::<i64>(c)),
+        };
+        if let Err(e) = left {
+            log::debug!(
+                "semaphore `{}`: leaving the queue failed; the entry expires within \
+                 {ENTRY_TTL:?}: {e}",
+                self.name
+            );
+        }
+    }
+}
