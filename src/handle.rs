@@ -201,8 +201,11 @@ impl FromStr for LockHandle {
             other => return Err(bad(&format!("`{other}` is not a kind of grant"))),
         };
         let token = token
-            .parse()
-            .map_err(|_| bad(&format!("`{token}` is not a fencing token")))?;
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| token.parse().ok())
+            .flatten()
+            .ok_or_else(|| bad(&format!("`{token}` is not a fencing token")))?;
         let name = decode(name).ok_or_else(|| bad("the name is not percent-encoded UTF-8"))?;
         let holder =
             decode(holder).ok_or_else(|| bad("the holder is not percent-encoded UTF-8"))?;
@@ -249,6 +252,12 @@ fn decode(field: &str) -> Option<String> {
         match bytes[i] {
             b'%' => {
                 let hex = field.get(i + 1..i + 3)?;
+                if !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+                {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
@@ -310,11 +319,20 @@ mod tests {
             ("redis-mutex:1:mutex:1:a", "not 4"),
             ("redis-mutex:1:lock:1:a:b", "`lock` is not a kind"),
             ("redis-mutex:1:mutex:x:a:b", "`x` is not a fencing token"),
+            ("redis-mutex:1:mutex:+1:a:b", "`+1` is not a fencing token"),
             (
                 "redis-mutex:1:mutex:1:a%zz:b",
                 "name is not percent-encoded",
             ),
             ("redis-mutex:1:mutex:1:a%4:b", "name is not percent-encoded"),
+            (
+                "redis-mutex:1:mutex:1:a%+F:b",
+                "name is not percent-encoded",
+            ),
+            (
+                "redis-mutex:1:mutex:1:a%4a:b",
+                "name is not percent-encoded",
+            ),
             ("redis-mutex:1:mutex:1:a b:b", "name is not percent-encoded"),
             ("redis-mutex:1:mutex:1:%FF:b", "name is not percent-encoded"),
             ("redis-mutex:1:mutex:1::b", "empty"),

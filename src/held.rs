@@ -133,6 +133,47 @@ impl OnServer {
     }
 }
 
+/// A grant renewed alone, by one extend request of its own (a read-write lock's lease, a
+/// semaphore's permits): its extend, check and renewal are all that request.
+pub(crate) trait ExtendAlone: Send + Sync + 'static {
+    fn on(&self) -> &OnServer;
+
+    /// Sets the grant's lease to `lease_ms` (0: only checks it), the request bounded by
+    /// `within`; whether it was still ours.
+    fn send_extend(&self, lease_ms: u64, within: Duration) -> std::result::Result<bool, Failed>;
+
+    /// [`Grant::extend`] by this request.
+    fn extend_alone(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let within = self.on().response_timeout;
+        extend_lease(lease, ttl, || {
+            self.send_extend(crate::duration::millis(ttl), within)
+        })
+    }
+
+    /// [`Grant::check`] by this request.
+    fn check_alone(&self) -> Result<bool> {
+        self.send_extend(0, self.on().response_timeout)
+            .map_err(Failed::into_error)
+    }
+}
+
+impl<G: ExtendAlone> ServerGrant for G {
+    fn on_server(&self) -> &OnServer {
+        self.on()
+    }
+
+    fn renewing(&self) -> Renewing<'_> {
+        Renewing::Alone(self)
+    }
+}
+
+impl<G: ExtendAlone> renewal::RenewAlone for G {
+    fn renew(&self, timeout: Duration) -> Renewal {
+        self.on()
+            .renew_alone(timeout, |ms, within| self.send_extend(ms, within))
+    }
+}
+
 /// A grant of a single-server lock: renewed on its server's lane, bounded by its response
 /// timeout, restoring the lock's expiry; how is its own.
 pub(crate) trait ServerGrant: Send + Sync + 'static {

@@ -123,9 +123,12 @@
 //!   [fencing token](RedisMutexGuard::fencing_token) as well.
 //! - **Failover.** Redis replication is asynchronous: a lock written to a primary that dies
 //!   before replicating it is gone on the new primary, and a second holder can get it.
-//!   [`wait_replicas`](RedisMutexBuilder::wait_replicas) narrows that window;
-//!   [`Redlock`] spreads a lock over independent servers to survive the loss of a minority
-//!   of them. See `docs/deployments.md` and `docs/redlock.md`.
+//!   Measured over 30 Sentinel failovers under contention: 2 such double grants, the
+//!   longest time without a grant 43 ms; over 30 Cluster failovers, none, 210 ms (see
+//!   `docs/deployments.md`). [`wait_replicas`](RedisMutexBuilder::wait_replicas) narrows
+//!   that window (no double grant in the same runs, at the price of grants refused while a
+//!   demoted primary resynchronises); [`Redlock`] spreads a lock over independent servers
+//!   to survive the loss of a minority of them. See `docs/redlock.md`.
 //! - **Restarts without persistence** free every lock the server held.
 //! - **Clocks.** [`RedisMutexGuard::valid_for`] counts on this process's monotonic clock,
 //!   less 1% and 2 ms for drift, from before the acquiring request was sent.

@@ -641,8 +641,13 @@ impl RedisSemaphore {
         })
     }
 
-    /// Takes `n` permits in Redis, waiting until `deadline` (`None`: forever), after this
-    /// thread's turn in the process. `Ok(None)` when the deadline passed first.
+    /// Takes `n` permits, waiting until `deadline` (`None`: forever). `Ok(None)` when the
+    /// deadline passed first.
+    ///
+    /// One attempt first, at once and without queuing: permits free now are taken whatever
+    /// other threads of this process wait for (one that wants more than is free does not
+    /// hold up one that wants less, outside fair mode). Then, to wait, the thread takes its
+    /// turn in the process: one thread at a time waits in Redis.
     fn take(
         &self,
         n: u32,
@@ -654,6 +659,13 @@ impl RedisSemaphore {
                 "asked for 0 permits; ask for 1 or more",
             ));
         }
+        let now = Instant::now();
+        if let Some(taken) = self.take_in_redis(n, Some(now))? {
+            return Ok(Some(taken));
+        }
+        if deadline.is_some_and(|deadline| deadline <= now) {
+            return Ok(None);
+        }
         let _turn = match deadline {
             None => self.local.turn.lock(),
             Some(deadline) => match self.local.turn.try_lock_until(deadline) {
@@ -661,6 +673,16 @@ impl RedisSemaphore {
                 None => return Ok(None),
             },
         };
+        self.take_in_redis(n, deadline)
+    }
+
+    /// Takes `n` permits in Redis, waiting there until `deadline` (`None`: forever): the
+    /// wait loop, and leaving the queue after it when it waited.
+    fn take_in_redis(
+        &self,
+        n: u32,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(Held<SemaphoreGrant>, u32)>> {
         let lease_id = format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>());
         let waiter = AttemptId::new();
         let waiter = waiter.as_str();
@@ -675,9 +697,11 @@ impl RedisSemaphore {
             name: &self.name,
             labels: &self.labels,
         };
+        let mut queued = false;
         let acquired = wait::acquire(&wait, |conn, _woken| {
             let sent_at = Instant::now();
             let will_wait = deadline.is_none_or(|deadline| sent_at < deadline);
+            queued |= will_wait;
             let mut call = self.script("acquire");
             call.arg(&lease_id)
                 .arg(n)
@@ -722,15 +746,25 @@ impl RedisSemaphore {
                 Take::WrongType => return Err(wrong_type(&self.name)),
             };
             Ok((conn, found))
-        })?;
+        });
         let (granted, capacity) = match acquired {
-            Acquired::Granted(granted) => granted,
-            Acquired::TimedOut(conn) => {
-                self.leave(conn.map(|conn| *conn), waiter);
+            Ok(Acquired::Granted(granted)) => granted,
+            Ok(Acquired::TimedOut(conn)) => {
+                if queued {
+                    self.leave(conn.map(|conn| *conn), waiter);
+                }
                 return Ok(None);
             }
-            Acquired::Failed(conn, e) => {
+            Ok(Acquired::Failed(conn, e)) => {
                 self.leave(Some(*conn), waiter);
+                return Err(e);
+            }
+            // An attempt refused (more permits than the capacity, a key of another type) or
+            // failed: its queue entry goes with it, so it holds nobody up.
+            Err(e) => {
+                if queued {
+                    self.leave(None, waiter);
+                }
                 return Err(e);
             }
         };

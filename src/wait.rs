@@ -18,8 +18,10 @@
 use std::time::{Duration, Instant};
 
 use crate::conn::{self, Conn, Undone};
+use crate::held::NewGrant;
 use crate::metrics::{self, Labels};
 use crate::pool::{MIN_TIMEOUT, Redirect, Turn, redirect_of};
+use crate::scripts::Resume;
 use crate::{Pool, Result};
 
 /// How long past a `BLPOP`'s own timeout we wait for the server's reply before unblocking
@@ -347,6 +349,52 @@ pub(crate) fn undo(
             Undone::Failed(matches!(e, crate::Error::Stranded { .. }).then_some(e))
         }
     }
+}
+
+/// Sends `call`, the take-over of a grant named by a lock handle (`resume.lua`,
+/// `rwlock_resume.lua`), on a connection for the lock (`wait.route`), undone with `undo`
+/// when its reply is lost, then waits for `wait_replicas`. The grant taken over and the
+/// lease its server had left (`None`: no expiry).
+///
+/// # Errors
+///
+/// [`Error::LockLost`](crate::Error::LockLost) when the lock no longer holds that grant;
+/// `wrong_type()` when a key holds another type; the request's, or `WAIT`'s, own.
+pub(crate) fn take_over(
+    wait: &Wait<'_>,
+    call: &crate::scripts::Call,
+    wait_replicas: Option<(usize, Duration)>,
+    undo: impl Fn(&mut Conn, &str) -> Undone,
+    wrong_type: impl FnOnce() -> crate::Error,
+) -> Result<(NewGrant, Option<Duration>)> {
+    let rt = wait.response_timeout;
+    let conn = conn::checkout(
+        wait.pool,
+        wait.route,
+        wait.pool.connection_timeout().min(rt),
+        rt,
+    )?;
+    let sent_at = Instant::now();
+    let (mut conn, reply) = conn::run_grant(
+        wait.pool,
+        wait.route,
+        conn,
+        rt,
+        (wait.name, "resume"),
+        |c| call.invoke::<Resume>(c),
+        |c, e| undo(c, &e.to_string()),
+    )?;
+    let (token, left) = match reply {
+        Resume::Taken { token, left } => (token, left),
+        Resume::Gone => {
+            return Err(crate::Error::LockLost {
+                name: wait.name.to_owned(),
+            });
+        }
+        Resume::WrongType => return Err(wrong_type()),
+    };
+    replicate(&mut conn, wait_replicas, rt, wait.name, undo)?;
+    Ok((NewGrant::on(&conn, wait.pool, sent_at, token), left))
 }
 
 /// Until when a grant that nobody holds stands.

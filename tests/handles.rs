@@ -304,6 +304,29 @@ fn other_process(server: &RedisServer, name: &str, fair: bool) -> RedisMutex {
     mutex(server.pool(), name, fair)
 }
 
+/// A lock without expiry keeps its grant marker a week; a handle resumed after that (the
+/// marker gone) still resumes the grant its owner id holds.
+#[test]
+fn a_handle_of_a_lock_without_expiry_outlives_its_marker() {
+    let server = RedisServer::start();
+    let forever = RedisMutex::new(server.pool(), "forever").unwrap();
+    let handle = forever.lock().unwrap().into_handle();
+    let _: () = redis::cmd("DEL")
+        .arg("lock-grant:forever")
+        .query(&mut server.connection())
+        .unwrap();
+    let elsewhere = RedisMutex::new(server.pool(), "forever").unwrap();
+    let resumed = elsewhere.resume(&handle).unwrap();
+    assert!(matches!(
+        RedisMutex::new(server.pool(), "forever")
+            .unwrap()
+            .resume(&handle),
+        Err(Error::LockLost { .. })
+    ));
+    resumed.unlock().unwrap();
+    assert!(!elsewhere.is_locked().unwrap());
+}
+
 #[test]
 fn a_resumed_lease_counts_from_what_the_server_has_left() {
     let server = RedisServer::start();

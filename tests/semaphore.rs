@@ -179,6 +179,70 @@ fn a_release_wakes_as_many_waiters_as_it_freed_permits_for() {
     }
 }
 
+/// A thread of this process that waits for more permits than are free does not hold up
+/// one that wants fewer: `try_acquire` takes a free permit at once, and `acquire` too
+/// (outside fair mode), even while the first waits.
+#[test]
+fn a_thread_waiting_for_many_permits_holds_up_nobody_who_wants_fewer() {
+    let server = RedisServer::start();
+    let sem = Arc::new(semaphore(server.pool(), "many", 3, false));
+    let one = sem.acquire().unwrap();
+    let big = {
+        let sem = sem.clone();
+        spawn("waiter for three", move || {
+            sem.try_acquire_many_arc_for(3, HANG).unwrap().permits()
+        })
+    };
+    assert!(eventually(HANG, || support::blocked_clients(
+        &mut server.connection()
+    ) >= 1));
+    let started = Instant::now();
+    let two = sem.try_acquire().expect("a free permit, taken at once");
+    let three = sem.acquire().expect("a free permit, without waiting");
+    assert!(started.elapsed() < HANG / 4);
+    assert!(matches!(sem.try_acquire(), Err(TryLockError::WouldBlock)));
+    drop((one, two, three));
+    assert_eq!(big.join(HANG), 3);
+}
+
+/// Fair mode: a release that frees permits for several waiters wakes them all, and each gets
+/// in when it comes, whichever comes first (the old way took one per poll).
+#[test]
+fn fair_mode_wakes_every_waiter_a_release_frees_permits_for() {
+    const WAITERS: usize = 6;
+    let server = RedisServer::start();
+    let sem = semaphore(server.pool(), "fair-wake", WAITERS as u32, true);
+    for round in 0..3 {
+        let all = sem.acquire_many(WAITERS as u32).unwrap();
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|_| {
+                let sem = semaphore(server.pool(), "fair-wake", WAITERS as u32, true);
+                spawn("fair waiter", move || {
+                    let permit = sem.try_acquire_for(HANG).unwrap();
+                    let at = Instant::now();
+                    drop(permit);
+                    at
+                })
+            })
+            .collect();
+        assert!(eventually(HANG, || support::blocked_clients(
+            &mut server.connection()
+        ) >= WAITERS as u64));
+        let released = Instant::now();
+        all.release().unwrap();
+        let last = waiters
+            .into_iter()
+            .map(|w| w.join(HANG).saturating_duration_since(released))
+            .max()
+            .unwrap();
+        // A waiter's own poll comes every 500 ms: one by one, the last came after 2 s.
+        assert!(
+            last < Duration::from_secs(1),
+            "round {round}: the last waiter got in {last:?} after the release"
+        );
+    }
+}
+
 #[test]
 fn fair_mode_lets_nobody_overtake_a_waiter() {
     let server = RedisServer::start();

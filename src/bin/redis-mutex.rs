@@ -182,8 +182,9 @@ fn run(cli: Cli) -> redis_mutex::Result<ExitCode> {
             let removed = if rwlock {
                 RedisRwLock::new(pool, name.as_str())?.reset()?
             } else if semaphore {
-                // The capacity plays no part in a reset.
-                RedisSemaphore::new(pool, name.as_str(), 1)?.reset()? > 0
+                // The capacity in force is unknown here: the largest wakes every waiter
+                // (each asks again; those the freed permits are not enough for wait on).
+                RedisSemaphore::new(pool, name.as_str(), u32::MAX)?.reset()? > 0
             } else {
                 RedisMutex::new(pool, name.as_str())?.reset()?
             };

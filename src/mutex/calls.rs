@@ -39,9 +39,10 @@ pub(super) enum FairOp {
 }
 
 /// How long the grant marker of a lock without expiry lives: long past any request of the
-/// grant's that could still arrive, and gone an hour after a client that knows nothing of
-/// it (python-redis-lock, an operator's `DEL`) removed the lock.
-const MARKER_WITHOUT_EXPIRY: Duration = Duration::from_secs(3600);
+/// grant's that could still arrive, and gone a week after a client that knows nothing of
+/// it (python-redis-lock, an operator's `DEL`) removed the lock. Past it, a lock of ours
+/// without expiry has no marker, and its grants are told apart by owner id alone.
+const MARKER_WITHOUT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long a fair waiter's queue entry lives unless refreshed: two refreshes, so one late
 /// refresh does not drop a live waiter, while a dead one is skipped within a second.

@@ -3,16 +3,14 @@
 //! another process.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::guard::{Core, LocalGuard};
 use super::{ArcRedisMutexGuard, RedisMutex, RedisMutexGuard};
 use crate::conn::{self, Undone};
-use crate::held::{Held, NewGrant};
+use crate::held::Held;
 use crate::options::AttemptId;
-use crate::scripts::Resume;
 use crate::wait;
-use crate::{Error, HandleKind, LockHandle, Result};
+use crate::{HandleKind, LockHandle, Result};
 
 impl RedisMutex {
     /// A guard, in this process, for the grant `handle` names (made by a guard's
@@ -25,8 +23,11 @@ impl RedisMutex {
     /// handle cannot be resumed twice, and whatever its earlier holder still sends (a
     /// renewal, a release) leaves the grant alone. The guard's lease clock starts from what
     /// Redis says is left of the lease, never from the original grant. From then on the
-    /// guard is this mutex's: its auto-renewal (with this mutex's expiry), `on_lost`, fair
-    /// mode and response timeout.
+    /// guard is this mutex's: its auto-renewal (with this mutex's expiry: build it with the
+    /// giver's `expire` and `auto_renewal`, or the grant runs out when its lease does),
+    /// `on_lost`, fair mode and response timeout. The grant keeps the handle's owner id:
+    /// [`reset_owned_by`](crate::reset_owned_by) of that id frees it, wherever it was
+    /// resumed.
     ///
     /// Like [`lock`](Self::lock), it first waits its turn behind the threads of this
     /// process that hold or wait for the same lock: resume a handle in a process that does
@@ -85,8 +86,11 @@ impl RedisMutex {
     /// use redis_mutex::{LockHandle, Pool, RedisMutex};
     ///
     /// let handle: LockHandle = std::env::var("REDIS_MUTEX_HANDLE").unwrap().parse()?;
-    /// let job = Arc::new(RedisMutex::new(Pool::new("redis://127.0.0.1/")?, handle.name())?);
-    /// let guard = job.resume_arc(&handle)?;
+    /// let job = RedisMutex::builder(Pool::new("redis://127.0.0.1/")?, handle.name())
+    ///     .expire(std::time::Duration::from_secs(30))
+    ///     .auto_renewal(true)
+    ///     .build()?;
+    /// let guard = Arc::new(job).resume_arc(&handle)?;
     /// std::thread::spawn(move || guard.unlock()).join().unwrap()?;
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
@@ -102,54 +106,33 @@ impl RedisMutex {
         let attempt = AttemptId::new();
         let attempt = attempt.as_str();
         let call = calls.resume(handle.token(), attempt);
-        let route = &self.keys().lock;
         let rt = self.options.response_timeout;
         let undo = |c: &mut conn::Conn, why: &str| -> Undone {
             wait::undo(
                 c,
                 &self.pool,
-                route,
+                &self.keys().lock,
                 rt,
                 &[calls.undo(attempt).eval()],
                 ("lock", &self.name, why),
                 self.options.expire,
             )
         };
-        let conn = conn::checkout(
-            &self.pool,
-            route,
-            self.pool.connection_timeout().min(rt),
-            rt,
+        let (granted, left) = wait::take_over(
+            &self.wait(&[], None),
+            &call,
+            self.options.wait_replicas,
+            undo,
+            || self.wrong_type(),
         )?;
-        let sent_at = Instant::now();
-        let (mut conn, reply) = conn::run_grant(
-            &self.pool,
-            route,
-            conn,
-            rt,
-            (&self.name, "resume"),
-            |c| call.invoke::<Resume>(c),
-            |c, e| undo(c, &e.to_string()),
-        )?;
-        let (token, left) = match reply {
-            Resume::Taken { token, left } => (token, left),
-            Resume::Gone => {
-                return Err(Error::LockLost {
-                    name: self.name.to_string(),
-                });
-            }
-            Resume::WrongType => return Err(self.wrong_type()),
-        };
-        wait::replicate(&mut conn, self.options.wait_replicas, rt, &self.name, undo)?;
         log::debug!(
-            "resumed lock `{}` from a handle (token {} taken over as {token})",
+            "resumed lock `{}` from a handle (token {} taken over as {})",
             self.name,
-            handle.token()
+            handle.token(),
+            granted.token
         );
-        let granted = NewGrant::on(&conn, &self.pool, sent_at, token);
-        drop(conn);
         let (grant, holder) = self.grant_of(calls, &granted);
         let held = Held::resumed(grant, holder, &granted, left, &self.options)?;
-        Ok(Core::new(held, local, token))
+        Ok(Core::new(held, local, granted.token))
     }
 }

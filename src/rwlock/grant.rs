@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use crate::conn::{self, Conn, Failed};
 use crate::duration::millis;
-use crate::held::{Grant, OnServer, ServerGrant, extend_lease};
+use crate::held::{ExtendAlone, Grant, OnServer};
 use crate::keys::{Mode, RwKeys};
 use crate::lease::Lease;
-use crate::renewal::{RenewAlone, Renewal, Renewing};
 use crate::scripts::{Extend, RWLOCK_EXTEND, RWLOCK_RELEASE};
 use crate::{Error, Result};
 
@@ -25,21 +24,6 @@ pub(super) struct RwGrant {
 impl RwGrant {
     fn route(&self) -> &str {
         &self.keys.all()[0]
-    }
-
-    /// Runs the extend script with `lease_ms` (0: only check), its reply bounded by
-    /// `reply_timeout`.
-    fn send_extend(&self, lease_ms: u64, reply_timeout: Duration) -> Result<bool, Failed> {
-        let mut call = RWLOCK_EXTEND.call();
-        call.key(self.keys.lease_sets(self.mode))
-            .arg(&self.lease_id)
-            .arg(lease_ms);
-        let held = self
-            .on
-            .send_within(self.route(), reply_timeout, "extend", |c| {
-                call.invoke::<Extend>(c)
-            })?;
-        Ok(held == Extend::Extended)
     }
 
     fn fail(&self, conn: &mut Conn, e: redis::RedisError, what: &'static str) -> Error {
@@ -76,31 +60,28 @@ impl Grant for RwGrant {
     }
 
     fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        extend_lease(lease, ttl, || {
-            self.send_extend(millis(ttl), self.on.response_timeout)
-        })
+        self.extend_alone(lease, ttl)
     }
 
     fn check(&self) -> Result<bool> {
-        self.send_extend(0, self.on.response_timeout)
-            .map_err(Failed::into_error)
+        self.check_alone()
     }
 }
 
-impl ServerGrant for RwGrant {
-    fn on_server(&self) -> &OnServer {
+/// Each lease alone: its entry is in sorted sets of every level of its path.
+impl ExtendAlone for RwGrant {
+    fn on(&self) -> &OnServer {
         &self.on
     }
 
-    /// Each lease alone: its entry is in sorted sets of every level of its path.
-    fn renewing(&self) -> Renewing<'_> {
-        Renewing::Alone(self)
-    }
-}
-
-impl RenewAlone for RwGrant {
-    fn renew(&self, timeout: Duration) -> Renewal {
-        self.on
-            .renew_alone(timeout, |ms, within| self.send_extend(ms, within))
+    fn send_extend(&self, lease_ms: u64, within: Duration) -> Result<bool, Failed> {
+        let mut call = RWLOCK_EXTEND.call();
+        call.key(self.keys.lease_sets(self.mode))
+            .arg(&self.lease_id)
+            .arg(lease_ms);
+        let held = self
+            .on
+            .send_within(self.route(), within, "extend", |c| call.invoke::<Extend>(c))?;
+        Ok(held == Extend::Extended)
     }
 }

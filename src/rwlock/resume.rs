@@ -3,15 +3,13 @@
 //! [`LockHandle`], made by a guard's `handle()` or `into_handle()`, perhaps in another
 //! process.
 
-use std::time::Instant;
-
 use super::grant::RwGrant;
 use super::{RedisRwLock, RedisRwLockReadGuard, RedisRwLockWriteGuard};
-use crate::conn::{self, Conn};
-use crate::held::{Held, NewGrant};
+use crate::conn::Conn;
+use crate::held::Held;
 use crate::keys::Mode;
-use crate::scripts::{RWLOCK_RESUME, Resume};
-use crate::wait;
+use crate::scripts::RWLOCK_RESUME;
+use crate::wait::{self, Wait};
 use crate::{Error, HandleKind, LockHandle, Result};
 
 impl RedisRwLock {
@@ -94,47 +92,29 @@ impl RedisRwLock {
             .arg(handle.holder())
             .arg(&lease_id)
             .arg(mode.held());
-        let rt = self.options.response_timeout;
         let undo = |c: &mut Conn, why: &str| self.undo(c, mode, &lease_id, why);
-        let route = self.route();
-        let conn = conn::checkout(
-            &self.pool,
-            route,
-            self.pool.connection_timeout().min(rt),
-            rt,
-        )?;
-        let sent_at = Instant::now();
-        let (mut conn, reply) = conn::run_grant(
-            &self.pool,
-            route,
-            conn,
-            rt,
-            (&self.path, "resume"),
-            |c| call.invoke::<Resume>(c),
-            |c, e| undo(c, &e.to_string()),
-        )?;
-        let (token, left) = match reply {
-            Resume::Taken { token, left } => (token, left),
-            Resume::Gone => {
-                return Err(Error::LockLost {
-                    name: self.path.to_string(),
-                });
-            }
-            Resume::WrongType => {
-                return Err(Error::WrongType {
+        let labels = self.labels_of(mode);
+        let wait = Wait {
+            pool: &self.pool,
+            route: self.route(),
+            signals: &[],
+            deadline: None,
+            response_timeout: self.options.response_timeout,
+            name: &self.path,
+            labels: &labels,
+        };
+        let (granted, left) =
+            wait::take_over(&wait, &call, self.options.wait_replicas, undo, || {
+                Error::WrongType {
                     name: self.path.to_string(),
                     key: None,
-                });
-            }
-        };
-        wait::replicate(&mut conn, self.options.wait_replicas, rt, &self.path, undo)?;
+                }
+            })?;
         log::debug!(
             "resumed {} lock `{}` from a handle, as lease {lease_id}",
             mode.name(),
             self.path
         );
-        let granted = NewGrant::on(&conn, &self.pool, sent_at, token);
-        drop(conn);
         let (grant, holder) = self.grant_of(mode, lease_id.clone(), &granted);
         Held::resumed(grant, holder, &granted, left, &self.options)
     }

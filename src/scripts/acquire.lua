@@ -14,10 +14,11 @@
 --          only if the marker still names this attempt
 -- ARGV[5]: how long the marker lives at least, in milliseconds (long enough for an undo
 --          to follow); it lives as long as the lock if that is longer. A lock without expiry
---          gets a long one (an hour): the marker never outlives a lock that a client
+--          gets a long one (a week): the marker never outlives a lock that a client
 --          knowing nothing of it (python-redis-lock, an operator's DEL) removed by more
 --          than that
--- Returns {1, token} when granted, token being the fencing token (see fence below);
+-- Returns {1, token} when granted (or when the lock holds this attempt's grant already: the
+-- same request sent again), token being the fencing token (see fence below);
 -- {0, pttl} when held, pttl being the holder's remaining milliseconds or -1 for a holder
 -- without expiry; {2, 0} when left to a woken waiter; {-1, 0} when the key holds another
 -- type than string: no lock can be taken there.
@@ -42,6 +43,13 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then
     if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
         return {-1, 0}
+    end
+    -- This very attempt's grant, sent again (its connection closed before the reply, and
+    -- the undo sent after it reached the server first): granted, once.
+    local marker = redis.call('GET', KEYS[4])
+    if marker and string.sub(marker, 1, #ARGV[4] + 1) == ARGV[4] .. '|'
+        and redis.call('GET', KEYS[1]) == ARGV[1] then
+        return {1, tonumber(string.match(marker, '^[^|]*|(%d+)|'))}
     end
     return {0, redis.call('PTTL', KEYS[1])}
 end

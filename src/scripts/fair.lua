@@ -17,7 +17,7 @@
 -- ARGV[5]: how long our queue entry lives unless refreshed, in milliseconds; '0' not to
 --          queue (a try_lock)
 -- ARGV[6]: how long a grant marker lives at least, in milliseconds (for a lock without
---          expiry, an hour: no marker is left without an expiry)
+--          expiry, a week: no marker is left without an expiry)
 -- ARGV[7]: the prefix of the waiters' wake lists (lock-wake:<name>:); a waiter's list is
 --          the prefix and its id. It carries the lock's hash tag, so on a cluster every
 --          waiter's list shares the lock's slot; the release names the list of the waiter

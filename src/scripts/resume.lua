@@ -11,7 +11,7 @@
 -- ARGV[3]: this attempt's id: an undo after a lost reply removes the grant only if the
 --          marker still names this attempt
 -- ARGV[4]: how long the marker lives at least, in milliseconds
--- ARGV[5]: how long the marker of a lock without expiry lives, in milliseconds
+-- ARGV[5]: how long the marker of a lock without expiry lives, in milliseconds (a week)
 -- Returns {1, token, pttl} when taken over, token being the new fencing token and pttl
 -- the lock's remaining milliseconds (-1 without expiry); {0, 0, 0} when the lock does not
 -- hold that grant any more (it expired, was released or reset, or was granted again, even
@@ -24,7 +24,13 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return {0, 0, 0}
 end
 local marker = redis.call('GET', KEYS[2])
-if not marker or string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[2] then
+if marker and string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[2] then
+    return {0, 0, 0}
+end
+-- No marker: a lock with an expiry lost it with the grant (a python client's grant, or
+-- ours past its lease: not the handle's); a lock without expiry outlived its marker (a
+-- week), and the owner id alone says whose it is.
+if not marker and redis.call('PTTL', KEYS[1]) ~= -1 then
     return {0, 0, 0}
 end
 -- The new token first: a script is not rolled back when a command fails. As in

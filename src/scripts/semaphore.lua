@@ -153,15 +153,22 @@ if op == 'acquire' then
         redis.call('PEXPIRE', KEYS[2], ARGV[11])
     end
     if wanted > cap then
+        remove_waiter(me)
+        wake(cap - used, fair)
         return {-2, cap, 0}
     end
-    -- In fair mode, a waiter that came first goes first.
-    local ahead = false
+    -- In fair mode, the waiters that came first go first: we fit only with all of them
+    -- (they were woken for what is free, and may not have come yet).
+    local ahead = 0
     if fair then
-        local live = live_waiters()
-        ahead = live[1] ~= nil and live[1][1] ~= me
+        for _, waiter in ipairs(live_waiters()) do
+            if waiter[1] == me then
+                break
+            end
+            ahead = ahead + waiter[2]
+        end
     end
-    if used + wanted <= cap and not ahead then
+    if used + ahead + wanted <= cap then
         local token = fence()
         local member = wanted .. '/' .. cap .. ':' .. ARGV[5]
         if ARGV[7] == '0' then
@@ -185,6 +192,8 @@ if op == 'acquire' then
     end
     return {0, tonumber(first[2]) - now, 0}
 elseif op == 'release' then
+    -- A lease that ran out is no longer ours, even before a sweep removed it: 0 then.
+    local score
     local member = ARGV[5]
     if ARGV[7] == '1' then
         member = nil
@@ -197,13 +206,18 @@ elseif op == 'release' then
             return 0
         end
     end
-    local removed = redis.call('ZREM', KEYS[1], member)
-    if removed == 1 then
-        local free = capacity() - in_use()
-        touch_holders()
-        wake(free, ARGV[6] == '1')
+    score = redis.call('ZSCORE', KEYS[1], member)
+    if not score then
+        return 0
     end
-    return removed
+    redis.call('ZREM', KEYS[1], member)
+    local free = capacity() - in_use()
+    touch_holders()
+    wake(free, ARGV[6] == '1')
+    if score ~= 'inf' and tonumber(score) <= now then
+        return 0
+    end
+    return 1
 elseif op == 'extend' then
     local score = redis.call('ZSCORE', KEYS[1], ARGV[5])
     if not score or (score ~= 'inf' and tonumber(score) <= now) then

@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use super::script;
 use crate::conn::{self, Failed};
-use crate::duration::millis;
-use crate::held::{Grant, OnServer, ServerGrant, extend_lease};
+use crate::held::{ExtendAlone, Grant, OnServer};
 use crate::keys::SemaphoreKeys;
 use crate::lease::Lease;
-use crate::renewal::{RenewAlone, Renewal, Renewing};
 use crate::scripts::Call;
 use crate::{Error, Result};
 
@@ -30,19 +28,6 @@ pub(super) struct SemaphoreGrant {
 impl SemaphoreGrant {
     fn call(&self, op: &str) -> Call {
         script(&self.keys, op, self.capacity, self.signal_expire)
-    }
-
-    /// Runs the extend operation with `lease_ms` (0: only check), its reply bounded by
-    /// `reply_timeout`.
-    fn send_extend(&self, lease_ms: u64, reply_timeout: Duration) -> Result<bool, Failed> {
-        let mut call = self.call("extend");
-        call.arg(&self.member).arg(lease_ms);
-        let live = self
-            .on
-            .send_within(&self.keys.holders, reply_timeout, "extend", |c| {
-                call.invoke::<i64>(c)
-            })?;
-        Ok(live == 1)
     }
 }
 
@@ -70,32 +55,29 @@ impl Grant for SemaphoreGrant {
     }
 
     fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        extend_lease(lease, ttl, || {
-            self.send_extend(millis(ttl), self.on.response_timeout)
-        })
+        self.extend_alone(lease, ttl)
     }
 
     fn check(&self) -> Result<bool> {
-        self.send_extend(0, self.on.response_timeout)
-            .map_err(Failed::into_error)
+        self.check_alone()
     }
 }
 
-impl ServerGrant for SemaphoreGrant {
-    fn on_server(&self) -> &OnServer {
+/// Each grant alone: a semaphore's holders are few, and each is one member.
+impl ExtendAlone for SemaphoreGrant {
+    fn on(&self) -> &OnServer {
         &self.on
     }
 
-    /// Each grant alone: a semaphore's holders are few, and each is one member.
-    fn renewing(&self) -> Renewing<'_> {
-        Renewing::Alone(self)
-    }
-}
-
-impl RenewAlone for SemaphoreGrant {
-    fn renew(&self, timeout: Duration) -> Renewal {
-        self.on
-            .renew_alone(timeout, |ms, within| self.send_extend(ms, within))
+    fn send_extend(&self, lease_ms: u64, within: Duration) -> Result<bool, Failed> {
+        let mut call = self.call("extend");
+        call.arg(&self.member).arg(lease_ms);
+        let live = self
+            .on
+            .send_within(&self.keys.holders, within, "extend", |c| {
+                call.invoke::<i64>(c)
+            })?;
+        Ok(live == 1)
     }
 }
 
