@@ -12,6 +12,9 @@ use crate::{Error, Pool, Result};
 /// How many redirections or refusals one command follows before giving up.
 const MAX_REDIRECTS: u32 = 16;
 
+/// The least time left for a call sent again after its connection turned out closed.
+const MIN_RETRY: Duration = Duration::from_millis(10);
+
 /// The first pause after a refusal that may pass (`TRYAGAIN`, `LOADING`, ...); doubled on
 /// each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
@@ -64,7 +67,9 @@ impl<T> Ran<T> {
 ///
 /// A pooled connection that turns out to have been closed before any reply came (a server
 /// restart, an idle connection cut by the network) fails no call: once its undo is
-/// answered on another connection, nothing of the call stands, and it goes again there.
+/// answered on another connection, nothing of the call stands, and it goes again there,
+/// within what is left of the time `conn` allowed for its reply (the caller's bound), and
+/// not at all when too little is left.
 pub(crate) fn run_grant<T>(
     pool: &Pool,
     route: &str,
@@ -75,6 +80,9 @@ pub(crate) fn run_grant<T>(
     mut undo: impl FnMut(&mut Conn, &redis::RedisError) -> Undone,
 ) -> Result<(Conn, T)> {
     let mut conn = conn;
+    // What the caller allowed for the reply: a call sent again shares it.
+    let budget = conn.read_timeout();
+    let started = Instant::now();
     // Every idle connection may have been closed by the same event: each is tried once.
     let mut retries = pool.config().max_size.saturating_sub(1);
     loop {
@@ -85,8 +93,10 @@ pub(crate) fn run_grant<T>(
             Err(e) => e,
         };
         let closed = ran.conn.reused && !reply_pending(&e);
-        match undo(&mut ran.conn, &e) {
-            Undone::Answered if closed && retries > 0 => {
+        let undone = undo(&mut ran.conn, &e);
+        let left = budget.saturating_sub(started.elapsed());
+        match undone {
+            Undone::Answered if closed && retries > 0 && left >= MIN_RETRY => {
                 retries -= 1;
                 log::debug!(
                     "a pooled connection to {} was closed before {what} `{name}` got its \
@@ -95,8 +105,9 @@ pub(crate) fn run_grant<T>(
                 );
                 ran.conn.mark_broken();
                 drop(ran.conn);
-                let wait = pool.config().connection_timeout.min(response_timeout);
+                let wait = pool.config().connection_timeout.min(left);
                 conn = checkout(pool, route, wait, response_timeout)?;
+                conn.set_read_timeout(budget.saturating_sub(started.elapsed()))?;
             }
             undone => {
                 let error = ran.conn.fail(e, name, what);

@@ -40,9 +40,9 @@ const UNDO_REPLY_WAIT: Duration = Duration::from_millis(1);
 ///   runs them after the lost call, however late that comes; their replies are not waited
 ///   for (see [`UNDO_REPLY_WAIT`]);
 /// - on a fresh connection to that server when `conn` broke, since the lost call then ran
-///   already or never will, waiting for the answers (a pooled connection closed by the same
-///   event is passed over): [`Undone::Answered`] tells the caller that it may send the call
-///   again;
+///   already or never will, waiting for the answers within the time `conn` allowed for its
+///   reply (a pooled connection closed by the same event is passed over):
+///   [`Undone::Answered`] tells the caller that it may send the call again;
 /// - when a failover or a slot migration put `route` on another server meanwhile, on that
 ///   server, waiting for the answers: the lost call's effect, if it reached the new primary
 ///   before it took over, is there, and a demoted server's writes are lost anyway.
@@ -64,7 +64,9 @@ pub(crate) fn undo_after_lost_reply(
     }
     let wait = pool.config().connection_timeout.min(response_timeout);
     if serves {
-        return send_awaited(pool, route, response_timeout, commands).map(|()| Undone::Answered);
+        // Within the time the lost call had for its reply: the caller's bound.
+        let within = conn.read_timeout().min(response_timeout);
+        return send_awaited(pool, route, within, commands).map(|()| Undone::Answered);
     }
     let stranded = |_| Error::Stranded {
         name: name.to_owned(),
