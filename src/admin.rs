@@ -20,7 +20,8 @@ pub use reset::{reset_all, reset_owned_by};
 use crate::conn::{self, Conn};
 use crate::duration::millis;
 use crate::keys::{
-    CAPACITY_PREFIX, QUEUE_PREFIX, SEMAPHORE_WAITERS_PREFIX, WAKE_PREFIX, semaphore_sibling,
+    CAPACITY_PREFIX, QUEUE_PREFIX, SEMAPHORE_RELEASED_PREFIX, SEMAPHORE_WAITERS_PREFIX,
+    WAKE_PREFIX, semaphore_sibling,
 };
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::pool::Node;
@@ -89,6 +90,7 @@ fn semaphore_call(holders: &[u8], op: &str) -> Call {
         .key(semaphore_sibling(holders, SEMAPHORE_WAITERS_PREFIX))
         // The fencing counter: neither `reset` nor `state` takes a token.
         .key(holders)
+        .key(semaphore_sibling(holders, SEMAPHORE_RELEASED_PREFIX))
         .arg(op)
         .arg(u32::MAX)
         .arg(wake_prefix)

@@ -13,8 +13,9 @@ mod semaphore;
 
 pub(crate) use rwlock::{Mode, RwKeys, check_path, level_keys, parse_key, path_of};
 pub(crate) use semaphore::{
-    CAPACITY_PREFIX, QUEUE_PREFIX, SemaphoreKeys, WAITERS_PREFIX as SEMAPHORE_WAITERS_PREFIX,
-    WAKE_PREFIX, member, parse_member, semaphore_name_of, semaphore_sibling,
+    CAPACITY_PREFIX, QUEUE_PREFIX, RELEASED_PREFIX as SEMAPHORE_RELEASED_PREFIX, SemaphoreKeys,
+    WAITERS_PREFIX as SEMAPHORE_WAITERS_PREFIX, WAKE_PREFIX, member, parse_member,
+    semaphore_name_of, semaphore_sibling,
 };
 
 use std::collections::HashMap;

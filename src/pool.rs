@@ -153,8 +153,9 @@ impl Node {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
             health: health.clone(),
+            detached: false,
         };
-        let spare = manager.clone_settings();
+        let spare = manager.detached();
         let pool = r2d2::Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(config.min_idle))

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use redis_mutex::{Error, LostReason, Pool, RedisMutex, RedisRwLock, TryLockError};
+use redis_mutex::{Error, LostReason, Pool, RedisMutex, RedisRwLock, RedisSemaphore, TryLockError};
 use support::proxy::FaultProxy;
 use support::{HANG, RedisServer, Task, blocked_clients, command_calls, eventually, spawn};
 
@@ -339,6 +339,175 @@ fn a_restart_between_calls_fails_no_call() {
     }
 }
 
+/// A release that ran, but whose reply was lost with its connection (closed before any
+/// reply came), is sent again on another connection: every kind is told it happened, never
+/// "not acquired", and the lock is free at once for everyone else.
+#[test]
+fn a_release_whose_reply_is_cut_off_is_told_it_happened_in_every_kind() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let pool = proxy.pool_with(Pool::builder().max_size(4).min_idle(0));
+    // Arms the proxy, releases, and checks that the release was sent again (on a new
+    // connection) and answered as done. Each kind has released once before, so that its
+    // script is loaded: the reply cut off is the release's own, not a `NOSCRIPT`.
+    let cut_release = |what: &str, release: &mut dyn FnMut() -> redis_mutex::Result<()>| {
+        let accepted = proxy.accepted();
+        proxy.cut_before_next_reply();
+        release().unwrap_or_else(|e| panic!("{what}: a release that happened: {e}"));
+        assert!(
+            proxy.accepted() > accepted,
+            "{what}: the release was not sent again"
+        );
+    };
+    for fair in [false, true] {
+        let name = format!("cut-release-{fair}");
+        let mutex = RedisMutex::builder(pool.clone(), &*name)
+            .fair(fair)
+            .auto_renewal(false)
+            .build()
+            .unwrap();
+        mutex.lock().unwrap().unlock().unwrap();
+        let mut guard = Some(mutex.lock().unwrap());
+        cut_release(&format!("mutex (fair: {fair})"), &mut || {
+            guard.take().unwrap().unlock()
+        });
+        let other = RedisMutex::new(server.pool(), &*name).unwrap();
+        assert!(
+            other.try_lock().is_ok(),
+            "fair: {fair}: the lock is still held"
+        );
+    }
+    let tree = RedisRwLock::builder(pool.clone(), "cut/release")
+        .auto_renewal(false)
+        .build()
+        .unwrap();
+    tree.read().unwrap().unlock().unwrap();
+    let mut read = Some(tree.read().unwrap());
+    cut_release("read lock", &mut || read.take().unwrap().unlock());
+    let mut write = Some(tree.write().unwrap());
+    cut_release("write lock", &mut || write.take().unwrap().unlock());
+    let other = RedisRwLock::new(server.pool(), "cut/release").unwrap();
+    assert!(other.try_write().is_ok(), "the write lock is still held");
+    let semaphore = RedisSemaphore::builder(pool.clone(), "cut-release")
+        .permits(2)
+        .auto_renewal(false)
+        .build()
+        .unwrap();
+    semaphore.acquire().unwrap().release().unwrap();
+    let kept = semaphore.acquire().unwrap();
+    let mut permit = Some(semaphore.acquire().unwrap());
+    cut_release("semaphore permit", &mut || permit.take().unwrap().release());
+    kept.release().unwrap();
+    assert_eq!(semaphore.available_permits().unwrap(), 2);
+}
+
+/// A lock request whose connection closed before its reply is undone on another
+/// connection and sent again; through a proxy, its first copy may still reach the server
+/// after the undo. Each kind's script then grants that request once, as the holder it is,
+/// never blocks it behind its own grant (which nobody would hold until it expired).
+#[test]
+fn a_lock_request_that_arrives_twice_is_granted_once_in_every_kind() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    // The mutex: the same attempt id, twice.
+    let acquire = redis::Script::new(include_str!("../src/scripts/acquire.lua"));
+    let mutex = |conn: &mut redis::Connection, attempt: &str| -> (i64, u64) {
+        acquire
+            .key("lock:twice")
+            .key("lock-signal:twice")
+            .key("lock-fencing-counter")
+            .key("lock-grant:twice")
+            .arg("holder")
+            .arg(30_000)
+            .arg("0")
+            .arg(attempt)
+            .arg(10_000)
+            .invoke(conn)
+            .unwrap()
+    };
+    let first = mutex(&mut conn, "a1");
+    assert_eq!(first.0, 1);
+    assert_eq!(mutex(&mut conn, "a1"), first, "the same request, again");
+    assert_eq!(
+        mutex(&mut conn, "a2").0,
+        0,
+        "another request of the same owner"
+    );
+
+    // The read-write lock: the same lease id, twice.
+    let acquire = redis::Script::new(include_str!("../src/scripts/rwlock_acquire.lua"));
+    let kinds = [
+        "w", "r", "wb", "rb", "qw", "qr", "qwb", "qrb", "wake-w", "wake-r", "wake-wb", "wake-rb",
+    ];
+    let rwlock = |conn: &mut redis::Connection, mode: &str, lease: &str| -> (i64, u64) {
+        let mut call = acquire.prepare_invoke();
+        for kind in kinds {
+            call.key(format!("rwlock:{kind}:twice"));
+        }
+        call.key("lock-fencing-counter")
+            .arg(mode)
+            .arg(lease)
+            .arg(30_000)
+            .arg(0)
+            .invoke(conn)
+            .unwrap()
+    };
+    let (granted, token) = rwlock(&mut conn, "w", "w1");
+    assert_eq!(granted, 1);
+    let again = rwlock(&mut conn, "w", "w1");
+    assert!(
+        again.0 == 1 && again.1 > token,
+        "the same write request, again: {again:?}"
+    );
+    assert_eq!(rwlock(&mut conn, "w", "w2").0, 0, "another writer");
+    let writers: u64 = conn.zcard("rwlock:w:twice").unwrap();
+    assert_eq!(writers, 1);
+    let _: () = conn.del("rwlock:w:twice").unwrap();
+    assert_eq!(rwlock(&mut conn, "r", "r1").0, 1);
+    assert_eq!(
+        rwlock(&mut conn, "r", "r1").0,
+        1,
+        "the same read request, again"
+    );
+    let readers: u64 = conn.zcard("rwlock:r:twice").unwrap();
+    assert_eq!(readers, 1);
+
+    // The semaphore (capacity 3): the same lease id asking for 2 permits, twice.
+    let script = redis::Script::new(include_str!("../src/scripts/semaphore.lua"));
+    let semaphore = |conn: &mut redis::Connection, lease: &str, waiter: &str| -> (i64, u64, u32) {
+        script
+            .key("semaphore:twice")
+            .key("semaphore-capacity:twice")
+            .key("semaphore-queue:twice")
+            .key("semaphore-waiters:twice")
+            .key("lock-fencing-counter")
+            .key("semaphore-released:twice")
+            .arg("acquire")
+            .arg(3)
+            .arg("semaphore-wake:twice:")
+            .arg(1000)
+            .arg(lease)
+            .arg(2)
+            .arg(30_000)
+            .arg(waiter)
+            .arg(0)
+            .arg("0")
+            .arg(3_600_000)
+            .invoke(conn)
+            .unwrap()
+    };
+    let (granted, token, capacity) = semaphore(&mut conn, "s1", "q1");
+    assert_eq!((granted, capacity), (1, 3));
+    let again = semaphore(&mut conn, "s1", "q1");
+    assert!(
+        again.0 == 1 && again.1 > token && again.2 == 3,
+        "the same request, again: {again:?}"
+    );
+    let holders: Vec<String> = conn.zrange("semaphore:twice", 0, -1).unwrap();
+    assert_eq!(holders, ["2/3:s1"], "two permits held once");
+    assert_eq!(semaphore(&mut conn, "s2", "q2").0, 0, "two more do not fit");
+}
+
 /// Scenario 3: waiters blocked in `BLPOP` have their connections cut.
 #[test]
 fn waiters_whose_connections_are_cut_return_in_time_and_leave_no_broken_connection() {
@@ -497,7 +666,17 @@ fn a_stalled_or_refusing_server_fails_calls_in_time_and_the_pool_works_after_hea
 
     proxy.heal();
     guard.unlock().unwrap();
-    let recovered = (0..8).any(|_| waiter.try_lock_for(Duration::from_secs(1)).is_ok());
+    // The first lock after healing may come on a connection made on the caller's thread
+    // (the pool's own attempts may be a backoff away): its unlock, right after, must not
+    // wait for the pool either.
+    let recovered = (0..8).any(|_| match waiter.try_lock_for(Duration::from_secs(1)) {
+        Ok(guard) => {
+            let unlocked = guard.unlock();
+            unlocked.unwrap_or_else(|e| panic!("the first unlock after healing: {e}"));
+            true
+        }
+        Err(_) => false,
+    });
     assert!(recovered, "the pool never worked again after healing");
     for cycle in 0..10 {
         let guard = waiter.try_lock_for(Duration::from_secs(1));

@@ -118,6 +118,9 @@ pub(crate) struct RwKeys {
     levels: usize,
     /// The fencing counter write locks take their tokens from.
     pub(crate) fencing: String,
+    /// `rwlock:released:<path>`: the leases of the path released moments ago → until when
+    /// that is remembered, so that a release sent twice is told it happened.
+    pub(crate) released: String,
 }
 
 impl RwKeys {
@@ -131,6 +134,7 @@ impl RwKeys {
             .collect();
         RwKeys {
             fencing: fencing_counter(&all[0], scheme),
+            released: key("released", path, root, scheme),
             all,
             levels: levels.len(),
         }

@@ -11,6 +11,7 @@ pub(crate) const CAPACITY_PREFIX: &str = "semaphore-capacity:";
 pub(crate) const QUEUE_PREFIX: &str = "semaphore-queue:";
 pub(crate) const WAITERS_PREFIX: &str = "semaphore-waiters:";
 pub(crate) const WAKE_PREFIX: &str = "semaphore-wake:";
+pub(crate) const RELEASED_PREFIX: &str = "semaphore-released:";
 
 /// Every key of one semaphore.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub(crate) struct SemaphoreKeys {
     pub(crate) wake_prefix: String,
     /// The fencing counter its grants take their tokens from.
     pub(crate) fencing: String,
+    /// `semaphore-released:<name>`: the members released moments ago → until when that is
+    /// remembered, so that a release sent twice is told it happened.
+    pub(crate) released: String,
 }
 
 impl SemaphoreKeys {
@@ -42,6 +46,7 @@ impl SemaphoreKeys {
             queue: format!("{QUEUE_PREFIX}{tagged}"),
             waiters: format!("{WAITERS_PREFIX}{tagged}"),
             wake_prefix: format!("{WAKE_PREFIX}{tagged}:"),
+            released: format!("{RELEASED_PREFIX}{tagged}"),
             holders,
         }
     }
@@ -52,14 +57,16 @@ impl SemaphoreKeys {
     }
 
     /// The keys every call of `semaphore.lua` takes, in its order: the holders, the
-    /// capacity, the queue, the waiters and the fencing counter.
-    pub(crate) fn script_keys(&self) -> [&str; 5] {
+    /// capacity, the queue, the waiters, the fencing counter and the releases of a moment
+    /// ago.
+    pub(crate) fn script_keys(&self) -> [&str; 6] {
         [
             &self.holders,
             &self.capacity,
             &self.queue,
             &self.waiters,
             &self.fencing,
+            &self.released,
         ]
     }
 }

@@ -102,6 +102,15 @@ impl Node {
         }
     }
 
+    /// Whether the pool has every connection it may have (busy or idle); a foreign pool is
+    /// taken to.
+    fn is_full(&self) -> bool {
+        match &self.pool {
+            NodePool::Own(pool) => pool.state().connections >= pool.max_size(),
+            NodePool::Foreign(_) => true,
+        }
+    }
+
     /// `pooled`, unless it is stale (to a server Sentinel no longer names): then it is
     /// closed.
     fn fresh(&self, mut pooled: Pooled) -> Option<Pooled> {
@@ -136,10 +145,17 @@ impl Node {
         }
         let started = Instant::now();
         if let Some(failure) = self.health.failure() {
-            return match &self.manager {
-                Some(manager) => Ok(Pooled::Detached(r2d2::ManageConnection::connect(manager)?)),
-                None => Err(failure),
+            let Some(manager) = &self.manager else {
+                return Err(failure);
             };
+            let link = r2d2::ManageConnection::connect(manager)?;
+            // The server is back. Until the pool's own attempts, which may still be a
+            // backoff away, have made the connections it lacks, the next caller that finds
+            // none idle connects on its thread too rather than wait for them.
+            if self.is_full() {
+                self.health.connected();
+            }
+            return Ok(Pooled::Detached(link));
         }
         // A first share of the wait long enough for one connection attempt to end, watching
         // for it to fail.

@@ -57,16 +57,21 @@ pub(crate) struct Manager {
     pub(super) connect_timeout: Duration,
     pub(super) response_timeout: Duration,
     pub(super) health: Arc<Health>,
+    /// Makes connections outside the pool, on a caller's thread (see
+    /// [`Node::get`](super::Node::get)): its failures count for the server's health, its
+    /// successes do not, since the pool's own attempts may still be a backoff away.
+    pub(super) detached: bool,
 }
 
 impl Manager {
-    /// The same settings and health, for a second manager of the same server.
-    pub(super) fn clone_settings(&self) -> Manager {
+    /// The same settings and health, for connections made outside the pool.
+    pub(super) fn detached(&self) -> Manager {
         Manager {
             target: self.target.clone(),
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             health: self.health.clone(),
+            detached: true,
         }
     }
 }
@@ -84,7 +89,9 @@ impl r2d2::ManageConnection for Manager {
         };
         match connected {
             Ok(link) => {
-                self.health.connected();
+                if !self.detached {
+                    self.health.connected();
+                }
                 Ok(link)
             }
             Err(failure) => Err(self.health.failed(failure)),

@@ -9,7 +9,7 @@ use crate::duration::millis;
 use crate::held::{ExtendAlone, Grant, OnServer};
 use crate::keys::{Mode, RwKeys};
 use crate::lease::Lease;
-use crate::scripts::{Extend, RWLOCK_EXTEND, RWLOCK_RELEASE};
+use crate::scripts::{Extend, RWLOCK_EXTEND, RWLOCK_RELEASE, undo_window};
 use crate::{Error, Result};
 
 /// One lease on a path: enough to release, extend, check and renew it without the lock.
@@ -46,9 +46,11 @@ impl Grant for RwGrant {
     fn release(&self) -> Result<bool> {
         let mut call = RWLOCK_RELEASE.call();
         call.key(self.keys.all())
+            .key(&self.keys.released)
             .arg(self.mode.held())
             .arg(&self.lease_id)
-            .arg(millis(self.signal_expire));
+            .arg(millis(self.signal_expire))
+            .arg(millis(undo_window(self.on.response_timeout)));
         let mut ran =
             conn::run_repeatable(&self.on.pool, self.route(), self.on.response_timeout, |c| {
                 call.invoke::<i64>(c)

@@ -14,12 +14,13 @@
 --    8 rwlock:qrb:<p>   readers waiting for a path below <p>
 --    9..12              the wake lists, not used here (see rwlock_release.lua)
 -- ARGV[1]: 'r' for a read lock, 'w' for a write lock
--- ARGV[2]: our lease id
+-- ARGV[2]: our lease id, unique to this request
 -- ARGV[3]: the lease in milliseconds, or '0' for one that never expires
 -- ARGV[4]: when blocked, how long to stay registered as a waiter, in milliseconds; '0' not
 --          to register
--- Returns {1, token} when granted, token being the fencing token (see fence) for a
--- writer and 0 for a reader; {0, ms} when blocked, ms being the time until the earliest
+-- Returns {1, token} when granted (or when our lease holds the path already: this very
+-- request sent again, granted once, with a new token), token being the fencing token (see
+-- fence) for a writer and 0 for a reader; {0, ms} when blocked, ms being the time until the earliest
 -- expiry among the entries that block us, or -1 when none of them expires; {-1, i} when
 -- KEYS[i] holds another type than a sorted set (nothing is changed then).
 local time = redis.call('TIME')
@@ -61,7 +62,14 @@ local function check(k)
     end
 end
 
-if write then
+-- This very request, sent again (its connection closed before the reply, and the undo sent
+-- after it reached the server first): granted once, its lease counted from now.
+local mine = redis.call('ZSCORE', key(path, write and 1 or 2), lease)
+local again = mine and (mine == 'inf' or tonumber(mine) > now)
+
+if again then
+    -- Nothing blocks it: it holds the path already.
+elseif write then
     -- Anyone holding the path, an ancestor or a descendant.
     for _, kind in ipairs({1, 2, 3, 4}) do
         check(key(path, kind))

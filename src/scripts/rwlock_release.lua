@@ -7,16 +7,31 @@
 --   11 rwlock:wake-wb:<p>   writers waiting for a path below <p> block on it
 --   12 rwlock:wake-rb:<p>   readers waiting for a path below <p> block on it
 --   Waking a list replaces it by one element per live waiter of its set (5, 6, 7, 8).
+--   Then, for the release of a held lock, one more key: the releases of a moment ago
+--   (rwlock:released:<path>), a sorted set, lease id -> until when its release is
+--   remembered (ms since 1970), so that a release sent again (its first reply lost with its
+--   connection) is told it happened
 -- ARGV[1]: the entry: 'r' or 'w' for a held read or write lock, 'qr' or 'qw' for a
 --          registration as a waiting reader or writer
 -- ARGV[2]: our lease id; or '*' for every live entry of that kind on the path (a reset)
 -- ARGV[3]: how long a wake-up waits for its waiter, in milliseconds
--- Returns the number of live entries removed (1 for one lease that was ours), whose
--- waiters are then woken; 0 when the entry was gone or had expired (an expired entry is
--- removed; nobody is woken).
+-- ARGV[4]: with the releases' key, how long a release is remembered, in milliseconds
+-- Returns the number of live entries removed (1 for one lease that was ours, or whose
+-- release happened moments ago: the same release sent again), whose waiters are then
+-- woken; 0 when the entry was gone or had expired (an expired entry is removed; nobody is
+-- woken).
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local path = #KEYS / 12
+local path = math.floor(#KEYS / 12)
+local released = nil
+if #KEYS % 12 == 1 then
+    released = KEYS[#KEYS]
+    -- Checked before anything is written: a script is not rolled back.
+    local kind = redis.call('TYPE', released)['ok']
+    if kind ~= 'zset' and kind ~= 'none' then
+        return redis.error_reply('WRONGTYPE ' .. released .. ' holds a ' .. kind)
+    end
+end
 local function key(level, kind)
     return KEYS[(level - 1) * 12 + kind]
 end
@@ -56,8 +71,19 @@ touch(key(path, at))
 for level = 1, path - 1 do
     touch(key(level, below))
 end
+if released then
+    redis.call('ZREMRANGEBYSCORE', released, '-inf', ms(now))
+end
 if live == 0 then
+    if released and redis.call('ZSCORE', released, ARGV[2]) then
+        return 1
+    end
     return 0
+end
+if released then
+    redis.call('ZADD', released, ms(now + tonumber(ARGV[4])), ARGV[2])
+    local last = redis.call('ZRANGE', released, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', released, last[2])
 end
 
 local function wake(list, waiting)

@@ -8,6 +8,9 @@
 -- KEYS[3]: the queue (semaphore-queue:<name>): waiter id -> when it came, in microseconds
 -- KEYS[4]: the waiters (semaphore-waiters:<name>): waiter id -> "<permits>|<end of entry>"
 -- KEYS[5]: the fencing counter (lock-fencing-counter, or one per slot on a cluster)
+-- KEYS[6]: the releases of a moment ago (semaphore-released:<name>): a sorted set, member ->
+--          until when its release is remembered (ms since 1970), so that a release sent
+--          again (its first reply lost with its connection) is told it happened
 -- ARGV[1]: 'acquire', 'release', 'extend', 'leave', 'set', 'reset' or 'state'
 -- ARGV[2]: the capacity the caller was built with, used while KEYS[2] does not exist
 -- ARGV[3]: the prefix of the waiters' wake lists (semaphore-wake:<name>:); a waiter's list
@@ -15,14 +18,16 @@
 --          the lists share its slot; they are named here, not in KEYS, as fair.lua's are
 -- ARGV[4]: how long a wake-up stays in its list, in milliseconds
 -- Per operation, from ARGV[5]:
---   acquire: ARGV[5] our lease id, ARGV[6] the permits, ARGV[7] the
+--   acquire: ARGV[5] our lease id (unique to this request: when a member with it holds
+--            permits already, this very request was sent again and is granted once), ARGV[6] the permits, ARGV[7] the
 --            lease in ms ('0': never expires), ARGV[8] our waiter id, ARGV[9] how long our
 --            queue entry lives unless refreshed, in ms ('0': not to queue, a try), ARGV[10]
 --            '1' for fair mode (no permit is taken while a waiter that came first waits),
 --            ARGV[11] how long a capacity set by set_permits is kept after this use (ms)
 --   release: ARGV[5] the member to remove (or, with ARGV[7] = '1', the lease id whose
 --            member to remove: an undo, which does not know the capacity it was granted
---            under), ARGV[6] '1' for fair mode
+--            under), ARGV[6] '1' for fair mode, ARGV[8] how long the release is
+--            remembered, in ms (KEYS[6]; '0' or none: not at all)
 --   extend:  ARGV[5] the member, ARGV[6] its new lease in ms ('0': only check it)
 --   leave:   ARGV[5] our waiter id, ARGV[6] '1' for fair mode
 --   set:     ARGV[5] the new capacity, ARGV[6] how long it is kept (ms), ARGV[7] fair mode
@@ -32,8 +37,9 @@
 -- "<permits>/<capacity>:<lease id>"); {0, ms, 0} when not, ms being the time until the
 -- earliest holder's lease runs out (-1 when none will); {-2, capacity, 0} when more
 -- permits are asked for than the capacity; {-1, 0, 0} when a key holds another type
--- (nothing is changed then). For 'release': 1 when the member was ours and removed, 0 when
--- it was gone (expired or reset). For 'extend': 1 when the member is live (and now has the
+-- (nothing is changed then). For 'release': 1 when the member was ours and removed (or its
+-- release happened moments ago: the same release sent again), 0 when it was gone (expired
+-- or reset). For 'extend': 1 when the member is live (and now has the
 -- new lease), 0 when it is gone. For 'leave': 1. For 'set': {capacity, permits in use}. For
 -- 'reset': how many members were removed. For 'state': {capacity set by set_permits or -1,
 -- permits in use, live waiters, member, ms left or -1, ...}.
@@ -44,10 +50,10 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local op = ARGV[1]
 
-local expected = {'zset', 'string', 'zset', 'hash'}
-for i = 1, 4 do
-    local kind = redis.call('TYPE', KEYS[i])['ok']
-    if kind ~= expected[i] and kind ~= 'none' then
+local expected = {'zset', 'string', 'zset', 'hash', nil, 'zset'}
+for i = 1, 6 do
+    local kind = expected[i] and redis.call('TYPE', KEYS[i])['ok']
+    if kind and kind ~= expected[i] and kind ~= 'none' then
         if op == 'acquire' then
             return {-1, 0, 0}
         end
@@ -127,6 +133,16 @@ local function wake(free, fair)
     end
 end
 
+-- The holders' member of the lease id `lease`, if it holds permits.
+local function member_of(lease)
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+        if string.match(m, '^%d+/%d+:(.*)$') == lease then
+            return m
+        end
+    end
+    return nil
+end
+
 local function remove_waiter(id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('HDEL', KEYS[4], id)
@@ -151,6 +167,17 @@ if op == 'acquire' then
     local cap = capacity()
     if redis.call('EXISTS', KEYS[2]) == 1 then
         redis.call('PEXPIRE', KEYS[2], ARGV[11])
+    end
+    -- This very request, sent again (its connection closed before the reply, and the undo
+    -- sent after it reached the server first): granted once, its lease counted from now.
+    local own = member_of(ARGV[5])
+    if own then
+        local token = fence()
+        redis.call('ZADD', KEYS[1], ARGV[7] == '0' and 'inf' or now + tonumber(ARGV[7]), own)
+        touch_holders()
+        remove_waiter(me)
+        live_waiters()
+        return {1, tonumber(token), tonumber(string.match(own, '^%d+/(%d+):'))}
     end
     if wanted > cap then
         remove_waiter(me)
@@ -193,22 +220,18 @@ if op == 'acquire' then
     return {0, tonumber(first[2]) - now, 0}
 elseif op == 'release' then
     -- A lease that ran out is no longer ours, even before a sweep removed it: 0 then.
-    local score
     local member = ARGV[5]
     if ARGV[7] == '1' then
-        member = nil
-        for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-            if string.match(m, '^%d+/%d+:(.*)$') == ARGV[5] then
-                member = m
-            end
-        end
+        member = member_of(ARGV[5])
         if not member then
             return 0
         end
     end
-    score = redis.call('ZSCORE', KEYS[1], member)
+    local score = redis.call('ZSCORE', KEYS[1], member)
     if not score then
-        return 0
+        -- This release, sent again: it happened.
+        redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+        return redis.call('ZSCORE', KEYS[6], member) and 1 or 0
     end
     redis.call('ZREM', KEYS[1], member)
     local free = capacity() - in_use()
@@ -216,6 +239,13 @@ elseif op == 'release' then
     wake(free, ARGV[6] == '1')
     if score ~= 'inf' and tonumber(score) <= now then
         return 0
+    end
+    local remember = tonumber(ARGV[8] or '0')
+    if remember > 0 then
+        redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+        redis.call('ZADD', KEYS[6], now + remember, member)
+        local last = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
+        redis.call('PEXPIREAT', KEYS[6], last[2])
     end
     return 1
 elseif op == 'extend' then

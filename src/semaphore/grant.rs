@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use super::script;
 use crate::conn::{self, Failed};
+use crate::duration::millis;
 use crate::held::{ExtendAlone, Grant, OnServer};
 use crate::keys::SemaphoreKeys;
 use crate::lease::Lease;
-use crate::scripts::Call;
+use crate::scripts::{Call, undo_window};
 use crate::{Error, Result};
 
 /// One grant of permits: enough to release, extend, check and renew it without the
@@ -43,7 +44,9 @@ impl Grant for SemaphoreGrant {
     fn release(&self) -> Result<bool> {
         let mut call = self.call("release");
         call.arg(&self.member)
-            .arg(if self.fair { "1" } else { "0" });
+            .arg(if self.fair { "1" } else { "0" })
+            .arg("0")
+            .arg(millis(undo_window(self.on.response_timeout)));
         let route = &self.keys.holders;
         let mut ran = conn::run_repeatable(&self.on.pool, route, self.on.response_timeout, |c| {
             call.invoke::<i64>(c)

@@ -41,6 +41,9 @@ struct State {
     latency: Duration,
     stalled: bool,
     refusing: bool,
+    /// Armed by [`FaultProxy::cut_before_next_reply`]: the next reply from the server
+    /// closes its connection instead of being forwarded.
+    cut_next_reply: bool,
     shutdown: bool,
     /// Open connections by id.
     links: HashMap<u64, Link>,
@@ -141,6 +144,13 @@ impl FaultProxy {
         }
         drop(state);
         self.shared.changed.notify_all();
+    }
+
+    /// The next reply the server sends, on any connection, is not forwarded: its connection
+    /// is closed on both sides instead (the request ran; the client sees the connection
+    /// closed before any reply came). Once.
+    pub fn cut_before_next_reply(&self) {
+        self.update(|s| s.cut_next_reply = true);
     }
 
     /// Takes new connections and hangs up on them at once while `refuse` is true.
@@ -283,7 +293,7 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>)
 fn spawn_pump(
     shared: &Arc<Shared>,
     id: u64,
-    direction: &str,
+    direction: &'static str,
     from: TcpStream,
     to: TcpStream,
     cut: Arc<AtomicBool>,
@@ -292,7 +302,7 @@ fn spawn_pump(
     thread::Builder::new()
         .name(format!("fault-proxy-{id}-{direction}"))
         .spawn(move || {
-            pump(&shared, &from, &to, &cut);
+            pump(&shared, &from, &to, &cut, direction == "down");
             // Whichever direction ends first ends the connection for both.
             from.shutdown(Shutdown::Both).ok();
             to.shutdown(Shutdown::Both).ok();
@@ -303,7 +313,7 @@ fn spawn_pump(
 
 /// Forwards chunks from `from` to `to` until either side closes, the link is cut or the
 /// proxy shuts down, honouring latency and stalls.
-fn pump(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream, cut: &AtomicBool) {
+fn pump(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream, cut: &AtomicBool, down: bool) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -312,6 +322,10 @@ fn pump(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream, cut: &AtomicB
         };
         let received = Instant::now();
         let mut state = shared.state.lock().unwrap();
+        if down && std::mem::take(&mut state.cut_next_reply) {
+            cut.store(true, Ordering::SeqCst);
+            return;
+        }
         state.held += 1;
         loop {
             if state.shutdown || cut.load(Ordering::SeqCst) {
