@@ -755,14 +755,20 @@ impl RedisSemaphore {
                 }
                 return Ok(None);
             }
-            Ok(Acquired::Failed(conn, e)) => {
-                self.leave(Some(*conn), waiter);
+            // The server stopped answering: the leave goes right behind the request that was
+            // not answered, without waiting for an answer that may never come.
+            Ok(Acquired::Failed(mut conn, e)) => {
+                self.leave_unanswered(&mut conn, waiter);
                 return Err(e);
             }
-            // An attempt refused (more permits than the capacity, a key of another type) or
-            // failed: its queue entry goes with it, so it holds nobody up.
+            // An attempt refused (more permits than the capacity, a key of another type): its
+            // queue entry goes with it, so it holds nobody up. An attempt that got no answer
+            // was undone with its entry; one that found no connection leaves its entry to
+            // expire rather than wait again for a server that is not answering.
             Err(e) => {
-                if queued {
+                let answered =
+                    !(e.is_timeout() || e.is_unreachable() || matches!(e, Error::Stranded { .. }));
+                if queued && answered {
                     self.leave(None, waiter);
                 }
                 return Err(e);
@@ -806,6 +812,24 @@ impl RedisSemaphore {
 
     fn fair_arg(&self) -> &'static str {
         if self.fair { "1" } else { "0" }
+    }
+
+    /// Leaves the queue on `conn`, whose last request got no answer, without waiting for
+    /// one; nothing is sent on a connection that is closed. Its entry, if left, expires
+    /// within [`ENTRY_TTL`].
+    fn leave_unanswered(&self, conn: &mut Conn, waiter: &str) {
+        if !conn.is_open() {
+            return;
+        }
+        let mut leave = self.script("leave");
+        leave.arg(waiter).arg(self.fair_arg());
+        if let Err(e) = conn::send_unwaited(conn, &[leave.eval()], self.options.response_timeout) {
+            log::debug!(
+                "semaphore `{}`: leaving the queue failed; the entry expires within \
+                 {ENTRY_TTL:?}: {e}",
+                self.name
+            );
+        }
     }
 
     /// Leaves the queue (on `conn`, or on a connection of its own for a waiter that had

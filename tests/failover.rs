@@ -95,7 +95,8 @@ fn failover_worker() {
                         } else {
                             Duration::ZERO
                         };
-                    let (_, got) = log.call("TryLockFor", Some(bound), || mutex.try_lock_for(wait));
+                    let (asked, got) =
+                        log.call("TryLockFor", Some(bound), || mutex.try_lock_for(wait));
                     let guard = match got {
                         Ok(guard) => guard,
                         Err(TryLockError::WouldBlock) => continue,
@@ -105,7 +106,13 @@ fn failover_worker() {
                         }
                     };
                     let id = format!("{worker}-{t}-{jobs}");
-                    log.grant(&id, name, &Claim::Exclusive, guard.fencing_token(), &owner);
+                    log.grant(
+                        &id,
+                        name,
+                        (&Claim::Exclusive, guard.fencing_token()),
+                        &owner,
+                        asked,
+                    );
                     let step_bound = Some(RESPONSE_TIMEOUT * 2 + SLACK);
                     for _ in 0..rng.random_range(0..4) {
                         thread::sleep(Duration::from_millis(rng.random_range(0..60)));

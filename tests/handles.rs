@@ -386,10 +386,11 @@ fn two_processes_resuming_one_handle_never_both_hold_it() {
         for round in 0..ROUNDS {
             let name = format!("race-{fair}");
             let holder = mutex(server.pool(), &name, fair);
-            let (_, original) = log.call("lock", None, || holder.lock());
+            let (asked, original) = log.call("lock", None, || holder.lock());
             let original = original.unwrap();
             let id = format!("{fair}-{round}-original");
-            log.grant(&id, &name, &claim, original.fencing_token(), "original");
+            let token = original.fencing_token();
+            log.grant(&id, &name, (&claim, token), "original", asked);
             let handle = original.handle();
             let racers: Vec<_> = (0..2)
                 .map(|r| {
@@ -402,12 +403,13 @@ fn two_processes_resuming_one_handle_never_both_hold_it() {
                     );
                     spawn("racer", move || {
                         let lock = mutex(pool, &name, fair);
-                        let (_, resumed) = log.call("resume", None, || lock.resume(&handle));
+                        let (asked, resumed) = log.call("resume", None, || lock.resume(&handle));
                         let Ok(guard) = resumed else {
                             return false;
                         };
                         let id = format!("{fair}-{round}-racer-{r}");
-                        log.grant(&id, &name, &claim, guard.fencing_token(), "racer");
+                        let token = guard.fencing_token();
+                        log.grant(&id, &name, (&claim, token), "racer", asked);
                         for _ in 0..3 {
                             let asked = now();
                             if guard.ensure_held().is_ok() {

@@ -221,7 +221,7 @@ fn nemesis_worker() {
                                 .build()
                                 .unwrap();
                             let what = format!("semaphore{n}-{}", op.name());
-                            let (_, got) = log.call(&what, op.bound(), || match op {
+                            let (asked, got) = log.call(&what, op.bound(), || match op {
                                 Op::Lock => semaphore.acquire_many(n).map_err(TryLockError::from),
                                 Op::TryLock => semaphore.try_acquire_many(n),
                                 Op::TryLockFor(wait) => semaphore.try_acquire_many_for(n, wait),
@@ -233,7 +233,7 @@ fn nemesis_worker() {
                                         n,
                                         capacity: SEMAPHORE_PERMITS,
                                     };
-                                    log.grant(&id, SEMAPHORE, &claim, token, &owner);
+                                    log.grant(&id, SEMAPHORE, (&claim, token), &owner, asked);
                                     hold(&log, &mut rng, &id, extend, permit);
                                 }
                                 Err(TryLockError::WouldBlock) => {}
@@ -254,7 +254,7 @@ fn nemesis_worker() {
                                 .build()
                                 .unwrap();
                             let what = format!("{}{}", if fair { "fair-" } else { "" }, op.name());
-                            let (_, got) = log.call(&what, op.bound(), || match op {
+                            let (asked, got) = log.call(&what, op.bound(), || match op {
                                 Op::Lock => mutex.lock().map_err(TryLockError::from),
                                 Op::TryLock => mutex.try_lock(),
                                 Op::TryLockFor(wait) => mutex.try_lock_for(wait),
@@ -262,7 +262,7 @@ fn nemesis_worker() {
                             match got {
                                 Ok(guard) => {
                                     let token = guard.fencing_token();
-                                    log.grant(&id, name, &Claim::Exclusive, token, &owner);
+                                    log.grant(&id, name, (&Claim::Exclusive, token), &owner, asked);
                                     hold(&log, &mut rng, &id, extend, guard);
                                 }
                                 Err(TryLockError::WouldBlock) => {}
@@ -283,7 +283,7 @@ fn nemesis_worker() {
                             let what =
                                 format!("{}-{}", if write { "write" } else { "read" }, op.name());
                             if write {
-                                let (_, got) = log.call(&what, op.bound(), || match op {
+                                let (asked, got) = log.call(&what, op.bound(), || match op {
                                     Op::Lock => lock.write().map_err(TryLockError::from),
                                     Op::TryLock => lock.try_write(),
                                     Op::TryLockFor(wait) => lock.try_write_for(wait),
@@ -291,21 +291,21 @@ fn nemesis_worker() {
                                 match got {
                                     Ok(guard) => {
                                         let token = guard.fencing_token();
-                                        log.grant(&id, path, &Claim::Write, token, &owner);
+                                        log.grant(&id, path, (&Claim::Write, token), &owner, asked);
                                         hold(&log, &mut rng, &id, extend, guard);
                                     }
                                     Err(TryLockError::WouldBlock) => {}
                                     Err(_) => after_error(&mut rng),
                                 }
                             } else {
-                                let (_, got) = log.call(&what, op.bound(), || match op {
+                                let (asked, got) = log.call(&what, op.bound(), || match op {
                                     Op::Lock => lock.read().map_err(TryLockError::from),
                                     Op::TryLock => lock.try_read(),
                                     Op::TryLockFor(wait) => lock.try_read_for(wait),
                                 });
                                 match got {
                                     Ok(guard) => {
-                                        log.grant(&id, path, &Claim::Read, 0, &owner);
+                                        log.grant(&id, path, (&Claim::Read, 0), &owner, asked);
                                         hold(&log, &mut rng, &id, extend, guard);
                                     }
                                     Err(TryLockError::WouldBlock) => {}
@@ -378,7 +378,7 @@ fn nemesis_redlock_worker() {
                     } else {
                         ("redlock-try_lock", round + RESPONSE_TIMEOUT * 2 + SLACK)
                     };
-                    let (_, got) = log.call(what, Some(call_bound), || {
+                    let (asked, got) = log.call(what, Some(call_bound), || {
                         if blocking {
                             redlock
                                 .lock(resource, REDLOCK_TTL)
@@ -390,7 +390,7 @@ fn nemesis_redlock_worker() {
                     match got {
                         Ok(guard) => {
                             let owner = format!("w{worker}-{}", guard.owner_id());
-                            log.grant(&id, resource, &Claim::Exclusive, 0, &owner);
+                            log.grant(&id, resource, (&Claim::Exclusive, 0), &owner, asked);
                             let extend = (!extended).then_some(REDLOCK_TTL);
                             hold(&log, &mut rng, &id, extend, guard);
                         }

@@ -53,14 +53,15 @@ fn never_more_permits_are_held_than_the_capacity() {
                     for cycle in 0..CYCLES {
                         let n = 1 + (t + cycle) as u32 % 2;
                         let sem = semaphore(pool.clone(), "api", CAPACITY, fair);
-                        let (_, got) = log.call("acquire", None, || sem.acquire_many(n));
+                        let (asked, got) = log.call("acquire", None, || sem.acquire_many(n));
                         let permit = got.unwrap();
                         let id = format!("{fair}-{t}-{cycle}");
                         let claim = Claim::Permits {
                             n,
                             capacity: CAPACITY,
                         };
-                        log.grant(&id, "api", &claim, permit.fencing_token(), "holder");
+                        let token = permit.fencing_token();
+                        log.grant(&id, "api", (&claim, token), "holder", asked);
                         thread::sleep(Duration::from_millis(3));
                         let asked = now();
                         permit.ensure_held().unwrap();
@@ -337,12 +338,14 @@ fn set_permits_under_load_never_lets_more_in_than_the_highest_capacity() {
                 while now() < stop {
                     cycle += 1;
                     let sem = semaphore(pool.clone(), "load", 3, t % 2 == 0);
+                    let started = now();
                     let Ok(permit) = sem.try_acquire_for(Duration::from_millis(200)) else {
                         continue;
                     };
                     let id = format!("{t}-{cycle}");
                     let claim = Claim::Permits { n: 1, capacity: 3 };
-                    log.grant(&id, "load", &claim, permit.fencing_token(), "holder");
+                    let token = permit.fencing_token();
+                    log.grant(&id, "load", (&claim, token), "holder", started);
                     thread::sleep(Duration::from_millis(5));
                     let asked = now();
                     if permit.release().is_ok() {

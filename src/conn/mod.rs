@@ -19,7 +19,7 @@ use std::time::Duration;
 pub(crate) use checkout::{checkout, checkout_node};
 pub(crate) use errors::{classify, reply_lost, reply_pending};
 pub(crate) use run::{Failed, run, run_grant, run_repeatable};
-pub(crate) use undo::{Undone, undo_after_lost_reply};
+pub(crate) use undo::{Undone, send_unwaited, undo_after_lost_reply};
 
 /// Whether `conn`'s server is the one to send a request about the key `route` to: not
 /// stale, and on a cluster the primary of the key's slot, as far as the slot map knows.

@@ -107,7 +107,7 @@ fn send_awaited(
 }
 
 /// Sends `commands` on `target` without waiting for their replies.
-fn send_unwaited(
+pub(crate) fn send_unwaited(
     target: &mut Conn,
     commands: &[redis::Cmd],
     response_timeout: Duration,

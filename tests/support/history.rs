@@ -113,10 +113,19 @@ impl Log {
     }
 
     /// A grant, right after the call that returned it: its id (unique in the run), what it
-    /// holds, its fencing token (0: none), and the owner (`w<pid>-…`, for pauses).
-    pub fn grant(&self, id: &str, resource: &str, claim: &Claim, token: u64, owner: &str) {
+    /// holds, its fencing token (0: none), the owner (`w<pid>-…`, for pauses), and when
+    /// that call started (as [`call`](Self::call) returned it: the threads of a process
+    /// share its log, so the line before a grant may be another thread's call).
+    pub fn grant(
+        &self,
+        id: &str,
+        resource: &str,
+        (claim, token): (&Claim, u64),
+        owner: &str,
+        asked: u64,
+    ) {
         self.line(format_args!(
-            "grant {id} {resource} {} {token} {} {owner}",
+            "grant {id} {resource} {} {token} {} {owner} {asked}",
             claim.word(),
             now()
         ));
@@ -228,8 +237,6 @@ pub fn check(logs: &[PathBuf], pauses: &[Pause]) -> Checked {
                     .any(|p| p.pid == pid && p.from <= to && from <= p.to)
             })
         };
-        // The call before a grant line is the one that returned it.
-        let mut last_call: Option<(u64, u64)> = None;
         for line in text.lines() {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts[0] {
@@ -238,7 +245,6 @@ pub fn check(logs: &[PathBuf], pauses: &[Pause]) -> Checked {
                     let (t0, t1): (u64, u64) =
                         (parts[2].parse().unwrap(), parts[3].parse().unwrap());
                     let bound: u64 = parts[4].parse().unwrap();
-                    last_call = Some((t0, t1));
                     if bound > 0 && !paused(t0, t1) {
                         let took = t1 - t0;
                         let share = took as f64 / bound as f64;
@@ -258,11 +264,12 @@ pub fn check(logs: &[PathBuf], pauses: &[Pause]) -> Checked {
                         }
                     }
                 }
-                "grant" if parts.len() >= 7 => {
+                "grant" if parts.len() >= 8 => {
                     let start: u64 = parts[5].parse().unwrap();
+                    let asked: u64 = parts[7].parse().unwrap();
                     // A pause between the return and the clock read would date the grant
                     // late: such a grant counts only through its later confirmations.
-                    let uncertain = last_call.is_some_and(|(t0, _)| paused(t0, start));
+                    let uncertain = paused(asked, start);
                     let claim = Claim::parse(parts[3]);
                     checked.grants += 1;
                     *checked.by_claim.entry(parts[3].to_owned()).or_default() += 1;
@@ -274,7 +281,7 @@ pub fn check(logs: &[PathBuf], pauses: &[Pause]) -> Checked {
                             claim,
                             token: parts[4].parse().unwrap(),
                             log: log.clone(),
-                            asked: last_call.map_or(start, |(t0, _)| t0),
+                            asked,
                             start: if uncertain { u64::MAX } else { start },
                             end: if uncertain { 0 } else { start },
                         },
