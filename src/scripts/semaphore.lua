@@ -65,14 +65,18 @@ local function permits_of(member)
     return tonumber(string.match(member, '^(%d+)/')) or 0
 end
 
--- Removes the holders whose lease ran out; returns the permits the others hold.
-local function in_use()
+-- Removes the holders whose lease ran out; returns the permits the others hold, and the
+-- member of the lease id `lease` among them (if one is given, and holds permits).
+local function in_use(lease)
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-    local used = 0
+    local used, mine = 0, nil
     for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
         used = used + permits_of(member)
+        if lease and string.match(member, '^%d+/%d+:(.*)$') == lease then
+            mine = member
+        end
     end
-    return used
+    return used, mine
 end
 
 local function capacity()
@@ -149,6 +153,15 @@ local function remove_waiter(id)
     redis.call('DEL', ARGV[3] .. id)
 end
 
+-- A granted waiter leaves the queue, if there is one (an uncontended grant costs no more):
+-- without a queue a wake-up left for it is a hint nobody reads, which expires.
+local function granted(id)
+    if redis.call('EXISTS', KEYS[3]) == 1 then
+        remove_waiter(id)
+        live_waiters()
+    end
+end
+
 -- As in acquire.lua: the counter's next value, never below the server's clock in
 -- microseconds.
 local function fence()
@@ -163,20 +176,20 @@ end
 if op == 'acquire' then
     local wanted, me = tonumber(ARGV[6]), ARGV[8]
     local fair = ARGV[10] == '1'
-    local used = in_use()
-    local cap = capacity()
-    if redis.call('EXISTS', KEYS[2]) == 1 then
+    -- With our own member, if this very request holds permits already: it was sent again
+    -- (its connection closed before the reply, and the undo sent after it reached the
+    -- server first), and is granted once, its lease counted from now.
+    local used, own = in_use(ARGV[5])
+    local set = redis.call('GET', KEYS[2])
+    local cap = tonumber(set or ARGV[2])
+    if set then
         redis.call('PEXPIRE', KEYS[2], ARGV[11])
     end
-    -- This very request, sent again (its connection closed before the reply, and the undo
-    -- sent after it reached the server first): granted once, its lease counted from now.
-    local own = member_of(ARGV[5])
     if own then
         local token = fence()
         redis.call('ZADD', KEYS[1], ARGV[7] == '0' and 'inf' or now + tonumber(ARGV[7]), own)
         touch_holders()
-        remove_waiter(me)
-        live_waiters()
+        granted(me)
         return {1, tonumber(token), tonumber(string.match(own, '^%d+/(%d+):'))}
     end
     if wanted > cap then
@@ -204,8 +217,7 @@ if op == 'acquire' then
             redis.call('ZADD', KEYS[1], now + tonumber(ARGV[7]), member)
         end
         touch_holders()
-        remove_waiter(me)
-        live_waiters()
+        granted(me)
         return {1, tonumber(token), cap}
     end
     if ARGV[9] ~= '0' then
@@ -234,9 +246,10 @@ elseif op == 'release' then
         return redis.call('ZSCORE', KEYS[6], member) and 1 or 0
     end
     redis.call('ZREM', KEYS[1], member)
-    local free = capacity() - in_use()
     touch_holders()
-    wake(free, ARGV[6] == '1')
+    if redis.call('EXISTS', KEYS[3]) == 1 then
+        wake(capacity() - in_use(), ARGV[6] == '1')
+    end
     if score ~= 'inf' and tonumber(score) <= now then
         return 0
     end
