@@ -109,6 +109,10 @@ pub(crate) struct Node {
     primary: Option<Arc<Primary>>,
     /// On a cluster: the node was dropped from the slot map (it serves no slot any more).
     retired: AtomicBool,
+    /// When a connection was last made on a caller's thread because the pool's last
+    /// attempt had failed: for a while after, the pool's own attempts may still be a
+    /// backoff away (see `Node::get`).
+    detached_at: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 /// An r2d2 pool of this crate's, or one given to [`Pool::try_from`].
@@ -153,9 +157,8 @@ impl Node {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
             health: health.clone(),
-            detached: false,
         };
-        let spare = manager.detached();
+        let spare = manager.clone_settings();
         let pool = r2d2::Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(config.min_idle))
@@ -171,6 +174,7 @@ impl Node {
             blocking: Blocking::new(config.max_size),
             primary,
             retired: AtomicBool::new(false),
+            detached_at: parking_lot::Mutex::new(None),
         })
     }
 
@@ -387,6 +391,7 @@ impl TryFrom<r2d2::Pool<redis::Client>> for Pool {
             blocking: Blocking::new(config.max_size),
             primary: None,
             retired: AtomicBool::new(false),
+            detached_at: parking_lot::Mutex::new(None),
         });
         Ok(Pool::with_topology(config, Topology::Single(node)))
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_mutex::{Pool, RedisMutex, reset_all};
-use support::{RedisServer, command_calls, command_stats, spawn};
+use support::{RedisServer, command_calls, command_stats, eventually, spawn};
 
 /// Held by the tests that load the machine or time the server, so that they do not run at
 /// the same time.
@@ -206,8 +206,12 @@ fn a_hundred_thousand_locks_leave_no_key_behind() {
         );
         longest = longest.max(pttl);
     }
-    // Waiting for their expiry: nothing announces it. Then nothing per lock is left at all.
-    thread::sleep(Duration::from_millis(longest.max(0) as u64 + 50));
+    // Waiting for their expiry: nothing announces it, and the sample's longest life is not
+    // every key's. Within a marker's life from now, nothing per lock is left at all.
+    println!("the longest life left of the sampled markers and notes: {longest} ms");
+    eventually(GRANT_MARKER_LIFE + Duration::from_secs(1), || {
+        !live_keys(&mut conn).iter().any(|k| k.contains("hygiene-"))
+    });
     let left = live_keys(&mut conn);
     let ours: Vec<&String> = left.iter().filter(|k| k.contains("hygiene-")).collect();
     assert!(

@@ -296,7 +296,6 @@ impl PoolBuilder {
             connect_timeout: self.config.connect_timeout,
             response_timeout: self.config.response_timeout,
             health: Arc::new(Health::new(server.clone())),
-            detached: false,
         };
         if !self.lazy {
             r2d2::ManageConnection::connect(&manager)?;

@@ -71,6 +71,10 @@ impl Drop for Pooled {
     }
 }
 
+/// How long after a connection made on a caller's thread the pool counts as recovering:
+/// r2d2's attempts back off up to a second (`R2D2_RETRY_CAP`).
+const RECOVERY: Duration = Duration::from_secs(1);
+
 /// The first and the longest slice of [`Node::get_watching_health`]'s wait.
 const HEALTH_SLICES: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(200));
 
@@ -102,12 +106,26 @@ impl Node {
         }
     }
 
-    /// Whether the pool has every connection it may have (busy or idle); a foreign pool is
-    /// taken to.
-    fn is_full(&self) -> bool {
-        match &self.pool {
-            NodePool::Own(pool) => pool.state().connections >= pool.max_size(),
-            NodePool::Foreign(_) => true,
+    /// Whether a connection was made on a caller's thread, the pool's last attempt having
+    /// failed, less than [`RECOVERY`] ago, and the pool still lacks connections it may
+    /// have: its own attempts back off up to a second after failing, and a caller would
+    /// wait for them in vain.
+    fn recovering(&self) -> bool {
+        let recent = self
+            .detached_at
+            .lock()
+            .is_some_and(|at| at.elapsed() < RECOVERY);
+        recent
+            && match &self.pool {
+                NodePool::Own(pool) => pool.state().connections < pool.max_size(),
+                NodePool::Foreign(_) => false,
+            }
+    }
+
+    fn pool_timeout(&self, wait: Duration) -> Error {
+        Error::PoolTimeout {
+            server: self.server().to_owned(),
+            after: wait,
         }
     }
 
@@ -144,16 +162,17 @@ impl Node {
             return Ok(pooled);
         }
         let started = Instant::now();
-        if let Some(failure) = self.health.failure() {
+        // The pool's last attempt failed, or its attempts may still be a backoff away after
+        // a failure (a connection was made here for that less than `RECOVERY` ago, and it
+        // lacks some): connect on this thread rather than wait for it.
+        let failure = self.health.failure();
+        if failure.is_some() || self.recovering() {
             let Some(manager) = &self.manager else {
-                return Err(failure);
+                return Err(failure.unwrap_or_else(|| self.pool_timeout(wait)));
             };
             let link = r2d2::ManageConnection::connect(manager)?;
-            // The server is back. Until the pool's own attempts, which may still be a
-            // backoff away, have made the connections it lacks, the next caller that finds
-            // none idle connects on its thread too rather than wait for them.
-            if self.is_full() {
-                self.health.connected();
+            if failure.is_some() {
+                *self.detached_at.lock() = Some(Instant::now());
             }
             return Ok(Pooled::Detached(link));
         }
@@ -165,10 +184,9 @@ impl Node {
         }
         let left = wait.saturating_sub(started.elapsed());
         self.get_timeout(left).ok_or_else(|| {
-            self.health.failure().unwrap_or_else(|| Error::PoolTimeout {
-                server: self.server().to_owned(),
-                after: wait,
-            })
+            self.health
+                .failure()
+                .unwrap_or_else(|| self.pool_timeout(wait))
         })
     }
 

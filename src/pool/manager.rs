@@ -57,21 +57,16 @@ pub(crate) struct Manager {
     pub(super) connect_timeout: Duration,
     pub(super) response_timeout: Duration,
     pub(super) health: Arc<Health>,
-    /// Makes connections outside the pool, on a caller's thread (see
-    /// [`Node::get`](super::Node::get)): its failures count for the server's health, its
-    /// successes do not, since the pool's own attempts may still be a backoff away.
-    pub(super) detached: bool,
 }
 
 impl Manager {
-    /// The same settings and health, for connections made outside the pool.
-    pub(super) fn detached(&self) -> Manager {
+    /// The same settings and health, for a second manager of the same server.
+    pub(super) fn clone_settings(&self) -> Manager {
         Manager {
             target: self.target.clone(),
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             health: self.health.clone(),
-            detached: true,
         }
     }
 }
@@ -89,9 +84,7 @@ impl r2d2::ManageConnection for Manager {
         };
         match connected {
             Ok(link) => {
-                if !self.detached {
-                    self.health.connected();
-                }
+                self.health.connected();
                 Ok(link)
             }
             Err(failure) => Err(self.health.failed(failure)),
