@@ -797,14 +797,12 @@ impl RedisSemaphore {
     fn undo(&self, conn: &mut Conn, lease_id: &str, waiter: &str, why: &str) -> Undone {
         let mut release = self.script("release");
         release.arg(lease_id).arg(self.fair_arg()).arg("1");
-        let mut leave = self.script("leave");
-        leave.arg(waiter).arg(self.fair_arg());
         wait::undo(
             conn,
             &self.pool,
             &self.keys.holders,
             self.options.response_timeout,
-            &[release.eval(), leave.eval()],
+            &[release.eval(), self.leave_call(waiter).eval()],
             ("semaphore", &self.name, why),
             self.options.expire,
         )
@@ -821,14 +819,9 @@ impl RedisSemaphore {
         if !conn.is_open() {
             return;
         }
-        let mut leave = self.script("leave");
-        leave.arg(waiter).arg(self.fair_arg());
-        if let Err(e) = conn::send_unwaited(conn, &[leave.eval()], self.options.response_timeout) {
-            log::debug!(
-                "semaphore `{}`: leaving the queue failed; the entry expires within \
-                 {ENTRY_TTL:?}: {e}",
-                self.name
-            );
+        let leave = self.leave_call(waiter).eval();
+        if let Err(e) = conn::send_unwaited(conn, &[leave], self.options.response_timeout) {
+            self.leave_failed(&e);
         }
     }
 
@@ -836,8 +829,7 @@ impl RedisSemaphore {
     /// none), passing on a wake-up meant for us. Best effort: an entry left behind expires
     /// within [`ENTRY_TTL`].
     fn leave(&self, conn: Option<Conn>, waiter: &str) {
-        let mut call = self.script("leave");
-        call.arg(waiter).arg(self.fair_arg());
+        let call = self.leave_call(waiter);
         let left = match conn {
             Some(mut conn) => call
                 .invoke::<i64>(&mut *conn)
@@ -845,11 +837,22 @@ impl RedisSemaphore {
             None => self.run("leave", |c| call.invoke::<i64>(c)),
         };
         if let Err(e) = left {
-            log::debug!(
-                "semaphore `{}`: leaving the queue failed; the entry expires within \
-                 {ENTRY_TTL:?}: {e}",
-                self.name
-            );
+            self.leave_failed(&e);
         }
+    }
+
+    /// The script call that takes `waiter` out of the queue.
+    fn leave_call(&self, waiter: &str) -> Call {
+        let mut call = self.script("leave");
+        call.arg(waiter).arg(self.fair_arg());
+        call
+    }
+
+    fn leave_failed(&self, e: &Error) {
+        log::debug!(
+            "semaphore `{}`: leaving the queue failed; the entry expires within \
+             {ENTRY_TTL:?}: {e}",
+            self.name
+        );
     }
 }

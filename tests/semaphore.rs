@@ -26,6 +26,27 @@ fn semaphore(pool: Pool, name: &str, permits: u32, fair: bool) -> RedisSemaphore
 }
 
 /// A small pool: the threads below outnumber its connections.
+/// `n` threads, each with a semaphore object of its own, each waiting for one permit;
+/// each returns when it got it (and gives it back at once).
+fn waiters(
+    server: &RedisServer,
+    name: &str,
+    (permits, fair): (u32, bool),
+    n: usize,
+) -> Vec<support::Task<Instant>> {
+    (0..n)
+        .map(|_| {
+            let sem = semaphore(server.pool(), name, permits, fair);
+            spawn("waiter", move || {
+                let permit = sem.try_acquire_for(HANG).unwrap();
+                let at = Instant::now();
+                drop(permit);
+                at
+            })
+        })
+        .collect()
+}
+
 fn small_pool(server: &RedisServer) -> Pool {
     server.pool_with(Pool::builder().max_size(4))
 }
@@ -153,17 +174,7 @@ fn a_release_wakes_as_many_waiters_as_it_freed_permits_for() {
         let name = format!("wake-{fair}");
         let holder = semaphore(server.pool(), &name, 2, fair);
         let both = holder.acquire_many(2).unwrap();
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let sem = semaphore(server.pool(), &name, 2, fair);
-                spawn("waiter", move || {
-                    let permit = sem.try_acquire_for(HANG).unwrap();
-                    let at = Instant::now();
-                    drop(permit);
-                    at
-                })
-            })
-            .collect();
+        let waiters = waiters(&server, &name, (2, fair), 2);
         // Both wait in Redis.
         assert!(eventually(HANG, || support::blocked_clients(
             &mut server.connection()
@@ -215,17 +226,7 @@ fn fair_mode_wakes_every_waiter_a_release_frees_permits_for() {
     let sem = semaphore(server.pool(), "fair-wake", WAITERS as u32, true);
     for round in 0..3 {
         let all = sem.acquire_many(WAITERS as u32).unwrap();
-        let waiters: Vec<_> = (0..WAITERS)
-            .map(|_| {
-                let sem = semaphore(server.pool(), "fair-wake", WAITERS as u32, true);
-                spawn("fair waiter", move || {
-                    let permit = sem.try_acquire_for(HANG).unwrap();
-                    let at = Instant::now();
-                    drop(permit);
-                    at
-                })
-            })
-            .collect();
+        let waiters = waiters(&server, "fair-wake", (WAITERS as u32, true), WAITERS);
         assert!(eventually(HANG, || support::blocked_clients(
             &mut server.connection()
         ) >= WAITERS as u64));

@@ -82,8 +82,7 @@ if live == 0 then
 end
 if released then
     redis.call('ZADD', released, ms(now + tonumber(ARGV[4])), ARGV[2])
-    local last = redis.call('ZRANGE', released, -1, -1, 'WITHSCORES')
-    redis.call('PEXPIREAT', released, last[2])
+    touch(released)
 end
 
 local function wake(list, waiting)

@@ -65,6 +65,10 @@ local function permits_of(member)
     return tonumber(string.match(member, '^(%d+)/')) or 0
 end
 
+local function lease_of(member)
+    return string.match(member, '^%d+/%d+:(.*)$')
+end
+
 -- Removes the holders whose lease ran out; returns the permits the others hold, and the
 -- member of the lease id `lease` among them (if one is given, and holds permits).
 local function in_use(lease)
@@ -72,7 +76,7 @@ local function in_use(lease)
     local used, mine = 0, nil
     for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
         used = used + permits_of(member)
-        if lease and string.match(member, '^%d+/%d+:(.*)$') == lease then
+        if lease and lease_of(member) == lease then
             mine = member
         end
     end
@@ -83,16 +87,17 @@ local function capacity()
     return tonumber(redis.call('GET', KEYS[2]) or ARGV[2])
 end
 
--- The holders' set lives as long as its last lease.
-local function touch_holders()
-    local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+-- A sorted set of ends (the holders' leases, the release notes) lives as long as its last
+-- entry.
+local function touch(key)
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
     if last[1] == nil then
         return
     end
     if last[2] == 'inf' then
-        redis.call('PERSIST', KEYS[1])
+        redis.call('PERSIST', key)
     else
-        redis.call('PEXPIREAT', KEYS[1], last[2])
+        redis.call('PEXPIREAT', key, last[2])
     end
 end
 
@@ -140,7 +145,7 @@ end
 -- The holders' member of the lease id `lease`, if it holds permits.
 local function member_of(lease)
     for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-        if string.match(m, '^%d+/%d+:(.*)$') == lease then
+        if lease_of(m) == lease then
             return m
         end
     end
@@ -188,7 +193,7 @@ if op == 'acquire' then
     if own then
         local token = fence()
         redis.call('ZADD', KEYS[1], ARGV[7] == '0' and 'inf' or now + tonumber(ARGV[7]), own)
-        touch_holders()
+        touch(KEYS[1])
         granted(me)
         return {1, tonumber(token), tonumber(string.match(own, '^%d+/(%d+):'))}
     end
@@ -216,7 +221,7 @@ if op == 'acquire' then
         else
             redis.call('ZADD', KEYS[1], now + tonumber(ARGV[7]), member)
         end
-        touch_holders()
+        touch(KEYS[1])
         granted(me)
         return {1, tonumber(token), cap}
     end
@@ -246,7 +251,7 @@ elseif op == 'release' then
         return redis.call('ZSCORE', KEYS[6], member) and 1 or 0
     end
     redis.call('ZREM', KEYS[1], member)
-    touch_holders()
+    touch(KEYS[1])
     if redis.call('EXISTS', KEYS[3]) == 1 then
         wake(capacity() - in_use(), ARGV[6] == '1')
     end
@@ -257,8 +262,7 @@ elseif op == 'release' then
     if remember > 0 then
         redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
         redis.call('ZADD', KEYS[6], now + remember, member)
-        local last = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
-        redis.call('PEXPIREAT', KEYS[6], last[2])
+        touch(KEYS[6])
     end
     return 1
 elseif op == 'extend' then
@@ -268,7 +272,7 @@ elseif op == 'extend' then
     end
     if ARGV[6] ~= '0' then
         redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[6]), ARGV[5])
-        touch_holders()
+        touch(KEYS[1])
     end
     return 1
 elseif op == 'leave' then
@@ -284,7 +288,7 @@ elseif op == 'set' then
 elseif op == 'reset' then
     local removed = 0
     for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-        local lease = string.match(member, '^%d+/%d+:(.*)$') or ''
+        local lease = lease_of(member) or ''
         local owner = string.match(lease, '^(.*)#%x+$') or lease
         if not ARGV[5] or owner == ARGV[5] then
             redis.call('ZREM', KEYS[1], member)
@@ -292,7 +296,7 @@ elseif op == 'reset' then
         end
     end
     if removed > 0 then
-        touch_holders()
+        touch(KEYS[1])
         -- Every waiter that fits now, whatever the mode: a reset is no release in order.
         wake(capacity() - in_use(), false)
     end
