@@ -761,13 +761,12 @@ impl RedisSemaphore {
                 self.leave_unanswered(&mut conn, waiter);
                 return Err(e);
             }
-            // An attempt refused (more permits than the capacity, a key of another type): its
-            // queue entry goes with it, so it holds nobody up. An attempt that got no answer
-            // was undone with its entry; one that found no connection leaves its entry to
-            // expire rather than wait again for a server that is not answering.
+            // An attempt refused (more permits than the capacity, a key of another type), or
+            // whose connection was refused or reset: its queue entry goes with it, so it
+            // holds nobody up. An attempt that got no answer in time was undone with its
+            // entry; a leave now would wait again for a server that is not answering.
             Err(e) => {
-                let answered =
-                    !(e.is_timeout() || e.is_unreachable() || matches!(e, Error::Stranded { .. }));
+                let answered = !(e.is_timeout() || matches!(e, Error::Stranded { .. }));
                 if queued && answered {
                     self.leave(None, waiter);
                 }

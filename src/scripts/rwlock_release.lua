@@ -16,6 +16,7 @@
 -- ARGV[2]: our lease id; or '*' for every live entry of that kind on the path (a reset)
 -- ARGV[3]: how long a wake-up waits for its waiter, in milliseconds
 -- ARGV[4]: with the releases' key, how long a release is remembered, in milliseconds
+--          (without it, nothing is remembered)
 -- Returns the number of live entries removed (1 for one lease that was ours, or whose
 -- release happened moments ago: the same release sent again), whose waiters are then
 -- woken; 0 when the entry was gone or had expired (an expired entry is removed; nobody is
@@ -24,7 +25,7 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local path = math.floor(#KEYS / 12)
 local released = nil
-if #KEYS % 12 == 1 then
+if #KEYS % 12 == 1 and ARGV[4] then
     released = KEYS[#KEYS]
     -- Checked before anything is written: a script is not rolled back.
     local kind = redis.call('TYPE', released)['ok']
