@@ -12,6 +12,7 @@ mod builder;
 mod checkout;
 mod cluster;
 mod health;
+mod link;
 mod manager;
 mod sentinel;
 
@@ -24,8 +25,9 @@ pub(crate) use blocking::{Blocking, Turn};
 pub(crate) use checkout::Pooled;
 pub(crate) use cluster::{Cluster, Redirect, redirect_of};
 pub(crate) use health::Health;
+pub(crate) use link::{Link, LinkState};
+pub(crate) use manager::Manager;
 use manager::Target;
-pub(crate) use manager::{Link, LinkState, Manager};
 use sentinel::Primary;
 
 pub use builder::PoolBuilder;
@@ -157,6 +159,7 @@ impl Node {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
             health: health.clone(),
+            primary: primary.clone(),
         };
         let spare = manager.clone_settings();
         let pool = r2d2::Pool::builder()

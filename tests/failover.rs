@@ -1,9 +1,11 @@
 //! What a failover costs, measured: worker processes (default and fair mode, auto-renewal on
 //! and off) loop on a few locks behind Sentinel or on a Redis Cluster while the primary is
 //! failed over again and again; then the history checker (`support::history`) reads every
-//! call and grant. For each run it reports the double grants (and the failovers they fell
-//! in), the longest unavailability (from the failover command to the next grant), token
-//! regressions and calls past their bound.
+//! call and grant. Behind Sentinel each failover is led by a sentinel chosen at random, or
+//! is a real election (the primary paused past `down-after-milliseconds`), as production
+//! sees them. For each run it reports, per failover, who led it, the double grants that
+//! followed it and the gap between grants around it, and for the run the token regressions
+//! and calls past their bound.
 //!
 //! A grant made on the old primary in the moments before the switch is announced, and not
 //! replicated, is lost with it: its holder goes on believing it holds the lock while another
@@ -140,13 +142,16 @@ fn failover_worker() {
 struct Failover {
     started: u64,
     done: u64,
+    /// Who led it: "sentinel 2", "election (sentinel 0)", "CLUSTER FAILOVER", ...
+    how: String,
 }
 
 /// What a run came to.
 struct Run {
     checked: Checked,
     failovers: Vec<Failover>,
-    /// The grants of each failover, from its command to the first grant after it.
+    /// For each failover, the longest gap between two grants around it: the last grant
+    /// before it ended (or began) and the next one.
     unavailable: Vec<Duration>,
     /// Double grants, by the failover they followed.
     per_failover: Vec<usize>,
@@ -159,7 +164,7 @@ fn run(
     urls: Vec<String>,
     replicas: bool,
     count: usize,
-    mut fail_over: impl FnMut(usize),
+    mut fail_over: impl FnMut(usize) -> String,
 ) -> Run {
     let seed: u64 = std::env::var("FAILOVER_SEED")
         .ok()
@@ -196,10 +201,11 @@ fn run(
     let mut failovers = Vec::new();
     for i in 0..count {
         let started = now();
-        fail_over(i);
+        let how = fail_over(i);
         failovers.push(Failover {
             started,
             done: now(),
+            how,
         });
         // Grants come again, then a while of normal work before the next failover.
         let resumed = support::eventually(Duration::from_secs(30), || {
@@ -217,12 +223,13 @@ fn run(
     let unavailable = failovers
         .iter()
         .map(|f| {
-            let next = grants
-                .iter()
-                .find(|&&t| t > f.started)
-                .copied()
-                .unwrap_or(u64::MAX);
-            Duration::from_nanos(next.saturating_sub(f.started))
+            let gap = grants
+                .windows(2)
+                .filter(|pair| pair[1] >= f.started && pair[0] <= f.done)
+                .map(|pair| pair[1] - pair[0])
+                .max()
+                .unwrap_or(0);
+            Duration::from_nanos(gap)
         })
         .collect();
     // Each double grant counts for the last failover that began before it.
@@ -269,13 +276,19 @@ fn report(what: &str, seed: u64, run: &Run) {
     let hit = run.per_failover.iter().filter(|&&n| n > 0).count();
     println!(
         "failover ({what}, seed {seed}): {} failovers (each took {:?} at most); {}; double \
-         grants in {hit} of {} failovers ({:?}); the longest unavailability {longest:?}",
+         grants in {hit} of {} failovers ({:?}); the longest gap between grants {longest:?}",
         run.failovers.len(),
         failover_times.iter().max().copied().unwrap_or_default(),
         run.checked.summary(),
         run.failovers.len(),
         run.per_failover,
     );
+    for (i, f) in run.failovers.iter().enumerate() {
+        println!(
+            "  failover {i}: {}; gap between grants {:?}; {} double grants after it",
+            f.how, run.unavailable[i], run.per_failover[i]
+        );
+    }
 }
 
 /// What every run asserts: tokens never go back, every call keeps its bound (and `run`, that
@@ -307,15 +320,30 @@ fn failovers() -> usize {
 
 #[test]
 fn sentinel_failovers_under_contention() {
+    let seed: u64 = std::env::var("FAILOVER_LEADER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("failover leaders: seed {seed} (FAILOVER_LEADER_SEED={seed} repeats them)");
+    let mut leaders = StdRng::seed_from_u64(seed);
     for replicas in [false, true] {
-        let set = Sentinels::start();
+        let mut set = Sentinels::start();
         let what = if replicas {
             "Sentinel, wait_replicas(1)"
         } else {
             "Sentinel"
         };
+        // A quarter are real elections; the rest are led by a sentinel chosen at random.
         let run = run(what, "sentinel", set.urls(), replicas, failovers(), |_| {
-            set.failover();
+            if leaders.random_bool(0.25) {
+                let promotion = set.elect();
+                let leader = promotion.leader.map_or("?".to_owned(), |l| l.to_string());
+                format!("election, led by sentinel {leader}")
+            } else {
+                let k = leaders.random_range(0..set.sentinels.len());
+                set.failover_led_by(k);
+                format!("SENTINEL FAILOVER led by sentinel {k}")
+            }
         });
         assert_sound(&run);
     }
@@ -337,8 +365,10 @@ fn cluster_failovers_under_contention() {
             let primary = cluster.primary_of_slot(slot);
             if i % 2 == 0 {
                 cluster.failover(primary);
+                "CLUSTER FAILOVER".to_owned()
             } else {
                 cluster.force_failover(primary);
+                "forced (primary paused)".to_owned()
             }
         });
         assert_sound(&run);

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use redis::{ConnectionInfo, IntoConnectionInfo};
 
-use super::manager::{self, SentinelTarget, Target};
+use super::link;
+use super::manager::Target;
+use super::sentinel::SentinelTarget;
 use super::{
     Cluster, Config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE,
     DEFAULT_RESPONSE_TIMEOUT, Health, MIN_MAX_SIZE, Manager, Node, Pool, Topology, too_small,
@@ -179,10 +181,10 @@ impl PoolBuilder {
     fn build_with_info(self, info: ConnectionInfo) -> Result<Pool> {
         self.check()?;
         let info = self.credentials(info);
-        let server = manager::server_name(&info);
+        let server = link::server_name(&info);
         if !self.lazy {
             // Fails fast, naming the server, instead of letting the first lock wait it out.
-            manager::connect(
+            link::connect(
                 &info,
                 self.config.connect_timeout,
                 self.config.response_timeout,
@@ -277,7 +279,7 @@ impl PoolBuilder {
             .map(|url| parse_url("sentinels", url))
             .collect::<Result<Vec<_>>>()?;
         let node = self.credentials(sentinels[0].clone());
-        let names: Vec<String> = sentinels.iter().map(manager::server_name).collect();
+        let names: Vec<String> = sentinels.iter().map(link::server_name).collect();
         let server = format!("primary `{service}` (via sentinel {})", names.join(", "));
         let target = Target::Sentinel(SentinelTarget {
             // The sentinels themselves take no database number.
@@ -296,6 +298,7 @@ impl PoolBuilder {
             connect_timeout: self.config.connect_timeout,
             response_timeout: self.config.response_timeout,
             health: Arc::new(Health::new(server.clone())),
+            primary: None,
         };
         if !self.lazy {
             r2d2::ManageConnection::connect(&manager)?;
@@ -430,6 +433,6 @@ mod tests {
         assert_eq!(info.redis_settings().username(), Some("u"));
         assert_eq!(info.redis_settings().password(), Some("p"));
         assert_eq!(info.redis_settings().db(), 2);
-        assert_eq!(manager::server_name(&info), "h:1");
+        assert_eq!(link::server_name(&info), "h:1");
     }
 }

@@ -14,7 +14,8 @@ use parking_lot::{Mutex, RwLock};
 use redis::cluster_routing::Slot;
 use redis::{ConnectionInfo, ServerErrorKind, Value};
 
-use super::manager::{self, Target};
+use super::link;
+use super::manager::Target;
 use super::{Config, Node};
 use crate::{Error, Result};
 
@@ -153,7 +154,7 @@ impl Cluster {
             .entry(addr.to_owned())
             .or_insert_with(|| {
                 let (host, port) = split_addr(addr);
-                let info = manager::at(&self.seeds[0], host, port);
+                let info = link::at(&self.seeds[0], host, port);
                 Node::new(Target::Direct(info), addr.to_owned(), &self.config)
             })
             .clone()
@@ -210,7 +211,7 @@ impl Cluster {
     }
 
     fn describe(&self) -> String {
-        let names: Vec<String> = self.seeds.iter().map(manager::server_name).collect();
+        let names: Vec<String> = self.seeds.iter().map(link::server_name).collect();
         format!("the cluster at {}", names.join(", "))
     }
 
@@ -222,12 +223,12 @@ impl Cluster {
             .read()
             .primaries
             .iter()
-            .map(|(_, host, port)| manager::at(&self.seeds[0], host, *port))
+            .map(|(_, host, port)| link::at(&self.seeds[0], host, *port))
             .collect();
         let mut last_error = None;
         for info in known.iter().chain(&self.seeds) {
-            let server = manager::server_name(info);
-            let reply = manager::connect(
+            let server = link::server_name(info);
+            let reply = link::connect(
                 info,
                 self.config.connect_timeout,
                 self.config.response_timeout,
