@@ -364,6 +364,11 @@ impl<G: Grant> Held<G> {
         &self.lease
     }
 
+    /// The lease, shared: for the note of a grant in its lock's local side.
+    pub(crate) fn lease_arc(&self) -> &Arc<Lease> {
+        &self.lease
+    }
+
     /// The grant's fencing token, if it has one.
     pub(crate) fn lease_token(&self) -> Option<u64> {
         self.lease.fencing_token()

@@ -78,9 +78,11 @@
 //! - In [fair mode](RedisMutexBuilder::fair), waiters queue in Redis in order of arrival,
 //!   and a release hands the lock straight to the first of them: its wake-up is its grant.
 //! - **What waiting costs.** Every [`RedisMutex`] of one [`Pool`] and name in a process
-//!   shares one local queue, whether threads share one mutex or each builds its own: one
-//!   thread waits in Redis, on one connection, and the others wait in the process without a
-//!   call. A grant costs two script calls (the acquire and the release), and a waiter in
+//!   shares one local side, whether threads share one mutex or each builds its own: one
+//!   waiting thread waits in Redis, on one connection, and the others wait in the process
+//!   for their turn to, without a call. A thread that holds the lock takes no turn: when
+//!   its grant ends (released, reset, expired), the waiter of its process is woken as one
+//!   of any other process is. A grant costs two script calls (the acquire and the release), and a waiter in
 //!   Redis one more per second it waits (500 ms in fair mode); 64 threads on one name
 //!   measure 2.0 calls per grant (`docs/performance.md`). All but one of a pool's
 //!   connections may wait at once, so a holder can always release; a process that waits

@@ -1,92 +1,327 @@
 //! The local side of waiting: every lock object of one pool and one name in this process
-//! shares one local queue, so that its threads wait for each other in the process and one
-//! of them at a time waits in Redis, however many objects they built. (As Redisson shares
-//! one subscription per lock name and client.)
+//! shares one [`Local`], so that however many objects its threads built, one of them at a
+//! time waits in Redis for that lock (as Redisson shares one subscription per lock name and
+//! client), and the others wait in the process for their turn to.
 //!
-//! A lock kind keeps its queues in a [`Locals`] of its own, keyed by the pool and a key of
-//! the lock; a queue lives as long as a lock object uses it.
+//! It orders waiters, never holders. A thread that holds a grant holds no turn: another
+//! thread of its process waits in Redis like a thread of any other process, and is woken
+//! by the same release, reset or expiry at the same moment. What a holder leaves here is a
+//! note of its lease ([`Holding`]), so that a waiter of its process need not send an
+//! attempt it knows will fail (see [`Local::held_for`]).
+//!
+//! A lock kind keeps its `Local`s in a [`Locals`] of its own, keyed by the pool and a key
+//! of the lock; one lives as long as a lock object uses it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::Pool;
+use crate::lease::Lease;
 
-/// The local queues of one lock kind, by pool and lock key.
-pub(crate) struct Locals<T> {
-    queues: Mutex<Queues<T>>,
+/// The `Local`s of one lock kind, by pool and lock key.
+pub(crate) struct Locals {
+    by_key: Mutex<Queues>,
 }
 
-struct Queues<T> {
-    by_key: HashMap<(u64, String), Weak<T>>,
+struct Queues {
+    by_key: HashMap<(u64, String), Weak<Local>>,
     /// How many entries there were after the last sweep of dead ones: the next sweep comes
     /// when there are twice as many, so sweeping costs O(1) per call over time.
     swept_at: usize,
 }
 
-impl<T: Default> Locals<T> {
-    pub(crate) fn new() -> Locals<T> {
+impl Locals {
+    pub(crate) fn new() -> Locals {
         Locals {
-            queues: Mutex::new(Queues {
+            by_key: Mutex::new(Queues {
                 by_key: HashMap::new(),
                 swept_at: 0,
             }),
         }
     }
 
-    /// The queue of the lock `key` on `pool`, shared with every other object of that lock
+    /// The `Local` of the lock `key` on `pool`, shared with every other object of that lock
     /// in this process; made if none lives.
-    pub(crate) fn get(&self, pool: &Pool, key: &str) -> Arc<T> {
-        let mut queues = self.queues.lock();
+    pub(crate) fn get(&self, pool: &Pool, key: &str) -> Arc<Local> {
+        let mut queues = self.by_key.lock();
         let id = (pool.id(), key.to_owned());
-        if let Some(queue) = queues.by_key.get(&id).and_then(Weak::upgrade) {
-            return queue;
+        if let Some(local) = queues.by_key.get(&id).and_then(Weak::upgrade) {
+            return local;
         }
-        let queue = Arc::new(T::default());
-        queues.by_key.insert(id, Arc::downgrade(&queue));
+        let local = Arc::new(Local::default());
+        queues.by_key.insert(id, Arc::downgrade(&local));
         if queues.by_key.len() > 2 * queues.swept_at.max(32) {
-            queues.by_key.retain(|_, queue| queue.strong_count() > 0);
+            queues.by_key.retain(|_, local| local.strong_count() > 0);
             queues.swept_at = queues.by_key.len();
         }
-        queue
+        local
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.queues.lock().by_key.len()
+        self.by_key.lock().by_key.len()
+    }
+}
+
+/// The threads of this process that wait for one lock, and the grants they hold.
+#[derive(Debug, Default)]
+pub(crate) struct Local {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The threads waiting for their turn, as `(ticket, need)`, in the order they came.
+    queue: Vec<(u64, u32)>,
+    /// The thread whose turn it is: it waits in Redis.
+    turn: Option<TurnState>,
+    next_ticket: u64,
+    /// The grants this process's threads hold, by id.
+    held: Vec<(u64, Weak<Lease>)>,
+    /// When one of them was last released in Redis, and found ours.
+    released_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct TurnState {
+    ticket: u64,
+    need: u32,
+    /// A thread that needs less came: this one should give its turn up.
+    give_way: bool,
+    /// The id this thread waits under in Redis, if it has one: where a request to give way
+    /// is pushed, and whom a release by this process may hand the lock to at once.
+    waiter: Option<String>,
+}
+
+impl State {
+    /// The ticket whose turn is next: the smallest need, the earliest among equals.
+    fn next(&self) -> Option<u64> {
+        let mut best: Option<(u64, u32)> = None;
+        for &(ticket, need) in &self.queue {
+            if best.is_none_or(|(_, n)| need < n) {
+                best = Some((ticket, need));
+            }
+        }
+        best.map(|(ticket, _)| ticket)
+    }
+}
+
+/// This thread's turn to wait in Redis; the next thread's comes when it is dropped.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    local: Arc<Local>,
+    ticket: u64,
+}
+
+/// A grant held by a thread of this process, noted until dropped.
+#[derive(Debug)]
+pub(crate) struct Holding {
+    local: Arc<Local>,
+    id: u64,
+}
+
+impl Local {
+    /// Waits until it is this thread's turn to wait in Redis, until `deadline` (`None`: as
+    /// long as it takes); `None` when the deadline passed first.
+    ///
+    /// Turns go to the threads that `need` least first (a semaphore's permits; 1 for the
+    /// other kinds, and in fair mode), in the order they came among equals. A thread that
+    /// needs less than the one whose turn it is asks it to give way: `nudge` gets the id
+    /// that thread waits under in Redis, if it said ([`Turn::waits_as`]), to end its wait
+    /// there at once.
+    pub(crate) fn turn(
+        self: &Arc<Self>,
+        need: u32,
+        deadline: Option<Instant>,
+        nudge: impl FnOnce(&str),
+    ) -> Option<Turn> {
+        let mut state = self.state.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push((ticket, need));
+        let mut nudge = Some(nudge);
+        loop {
+            if state.turn.is_none() && state.next() == Some(ticket) {
+                state.queue.retain(|&(t, _)| t != ticket);
+                state.turn = Some(TurnState {
+                    ticket,
+                    need,
+                    give_way: false,
+                    waiter: None,
+                });
+                return Some(Turn {
+                    local: self.clone(),
+                    ticket,
+                });
+            }
+            if let Some(turn) = &mut state.turn
+                && need < turn.need
+                && !turn.give_way
+            {
+                turn.give_way = true;
+                if let (Some(waiter), Some(nudge)) = (turn.waiter.clone(), nudge.take()) {
+                    drop(state);
+                    nudge(&waiter);
+                    state = self.state.lock();
+                    continue;
+                }
+            }
+            let timed_out = match deadline {
+                Some(deadline) => self.changed.wait_until(&mut state, deadline).timed_out(),
+                None => {
+                    self.changed.wait(&mut state);
+                    false
+                }
+            };
+            if timed_out {
+                state.queue.retain(|&(t, _)| t != ticket);
+                self.changed.notify_all();
+                return None;
+            }
+        }
+    }
+
+    /// Notes a grant a thread of this process holds, with its lease, until the returned
+    /// `Holding` is dropped.
+    pub(crate) fn hold(self: &Arc<Self>, lease: &Arc<Lease>) -> Holding {
+        let mut state = self.state.lock();
+        let id = state.next_ticket;
+        state.next_ticket += 1;
+        state.held.push((id, Arc::downgrade(lease)));
+        Holding {
+            local: self.clone(),
+            id,
+        }
+    }
+
+    /// How long a grant held by a thread of this process stands in Redis at least, from
+    /// what its lease clock knows: `None` when none does (none is held, or each was lost or
+    /// ran out), `Some(None)` for one without expiry. A waiter of this process need not
+    /// try a lock that one of these holds exclusively before then: it is woken by the
+    /// release, or a reset, if either comes first.
+    pub(crate) fn held_for(&self) -> Option<Option<Duration>> {
+        let state = self.state.lock();
+        let mut longest: Option<Option<Duration>> = None;
+        for (_, lease) in &state.held {
+            let Some(lease) = lease.upgrade() else {
+                continue;
+            };
+            if lease.is_lost() {
+                continue;
+            }
+            let left = match lease.valid_for() {
+                Some(left) if left.is_zero() => continue,
+                left => left,
+            };
+            longest = Some(match (longest, left) {
+                (Some(None), _) | (_, None) => None,
+                (Some(Some(a)), Some(b)) => Some(a.max(b)),
+                (None, Some(b)) => Some(b),
+            });
+        }
+        longest
+    }
+
+    /// The id under which this process's thread whose turn it is waits in Redis, if any.
+    pub(crate) fn waiter(&self) -> Option<String> {
+        self.state.lock().turn.as_ref()?.waiter.clone()
+    }
+
+    /// When a thread of this process last released the lock in Redis (and it was ours),
+    /// once: the next acquire asks for it.
+    pub(crate) fn take_released_at(&self) -> Option<Instant> {
+        self.state.lock().released_at.take()
+    }
+}
+
+impl Turn {
+    /// Says under which id this thread waits in Redis (its wake list's): a thread that
+    /// needs less wakes it there to have it give way, and a release by this process knows
+    /// it for a live waiter.
+    pub(crate) fn waits_as(&self, waiter: &str) {
+        if let Some(turn) = &mut self.local.state.lock().turn
+            && turn.ticket == self.ticket
+        {
+            turn.waiter = Some(waiter.to_owned());
+        }
+    }
+
+    /// Whether a thread that needs less came since: this one should give its turn up (and
+    /// queue for it again).
+    pub(crate) fn should_give_way(&self) -> bool {
+        self.local
+            .state
+            .lock()
+            .turn
+            .as_ref()
+            .is_some_and(|turn| turn.ticket == self.ticket && turn.give_way)
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut state = self.local.state.lock();
+        if state.turn.as_ref().is_some_and(|t| t.ticket == self.ticket) {
+            state.turn = None;
+        }
+        self.local.changed.notify_all();
+    }
+}
+
+impl Holding {
+    /// The grant was released in Redis, and was ours.
+    pub(crate) fn released(&self) {
+        self.local.state.lock().released_at = Some(Instant::now());
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.local
+            .state
+            .lock()
+            .held
+            .retain(|(id, _)| *id != self.id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::Holder;
+    use crate::metrics::Labels;
 
     #[test]
-    fn objects_of_one_lock_share_a_queue_and_others_do_not() {
-        let locals: Locals<Mutex<u32>> = Locals::new();
+    fn objects_of_one_lock_share_a_local_and_others_do_not() {
+        let locals = Locals::new();
         let pool = crate::pool::tests::unconnected();
         let other_pool = crate::pool::tests::unconnected();
         let a = locals.get(&pool, "lock:a");
-        *a.lock() = 7;
-        assert_eq!(
-            *locals.get(&pool.clone(), "lock:a").lock(),
-            7,
+        assert!(
+            Arc::ptr_eq(&a, &locals.get(&pool.clone(), "lock:a")),
             "a clone of the pool"
         );
-        assert_eq!(*locals.get(&pool, "lock:b").lock(), 0, "another name");
-        assert_eq!(*locals.get(&other_pool, "lock:a").lock(), 0, "another pool");
-        drop(a);
-        assert_eq!(
-            *locals.get(&pool, "lock:a").lock(),
-            0,
-            "made anew once unused"
+        assert!(
+            !Arc::ptr_eq(&a, &locals.get(&pool, "lock:b")),
+            "another name"
         );
+        assert!(
+            !Arc::ptr_eq(&a, &locals.get(&other_pool, "lock:a")),
+            "another pool"
+        );
+        let weak = Arc::downgrade(&a);
+        drop(a);
+        drop(locals.get(&pool, "lock:a"));
+        assert!(weak.upgrade().is_none(), "made anew once unused");
     }
 
     #[test]
-    fn queues_nobody_uses_are_swept() {
-        let locals: Locals<Mutex<u32>> = Locals::new();
+    fn locals_nobody_uses_are_swept() {
+        let locals = Locals::new();
         let pool = crate::pool::tests::unconnected();
         let kept: Vec<_> = (0..10)
             .map(|i| locals.get(&pool, &format!("kept:{i}")))
@@ -96,9 +331,96 @@ mod tests {
         }
         assert!(
             locals.len() <= 100,
-            "{} entries for 10 live queues",
+            "{} entries for 10 live locals",
             locals.len()
         );
         assert_eq!(kept.len(), 10);
+    }
+
+    fn lease(ttl: Option<Duration>) -> Arc<Lease> {
+        let holder = Holder {
+            name: "a".into(),
+            owner_id: "o".into(),
+            fencing_token: None,
+            labels: Labels::new("mutex", None),
+        };
+        Arc::new(Lease::new(holder, Instant::now(), ttl, None))
+    }
+
+    #[test]
+    fn turns_go_one_at_a_time_in_order_and_a_deadline_ends_the_wait() {
+        let local = Arc::new(Local::default());
+        let first = local.turn(1, None, |_| {}).unwrap();
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(
+            local.turn(1, Some(soon), |_| {}).is_none(),
+            "one turn at a time"
+        );
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiters: Vec<_> = (0..3)
+            .map(|i| {
+                let (queued, order) = (local.clone(), order.clone());
+                let waiter = std::thread::spawn(move || {
+                    let turn = queued.turn(1, None, |_| {}).unwrap();
+                    order.lock().push(i);
+                    drop(turn);
+                });
+                while local.state.lock().queue.len() < i + 1 {
+                    std::thread::yield_now();
+                }
+                waiter
+            })
+            .collect();
+        drop(first);
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        assert_eq!(*order.lock(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_smaller_need_asks_the_turn_to_give_way_and_goes_first() {
+        let local = Arc::new(Local::default());
+        let big = local.turn(3, None, |_| {}).unwrap();
+        big.waits_as("big");
+        assert_eq!(local.waiter().as_deref(), Some("big"));
+        let nudged = Arc::new(Mutex::new(None));
+        let small = {
+            let (local, nudged) = (local.clone(), nudged.clone());
+            std::thread::spawn(move || {
+                let turn = local
+                    .turn(1, None, |list| *nudged.lock() = Some(list.to_owned()))
+                    .unwrap();
+                drop(turn);
+            })
+        };
+        while !big.should_give_way() {
+            std::thread::yield_now();
+        }
+        assert_eq!(nudged.lock().as_deref(), Some("big"));
+        drop(big);
+        small.join().unwrap();
+    }
+
+    #[test]
+    fn holders_take_no_turn_and_say_how_long_they_block() {
+        let local = Arc::new(Local::default());
+        assert_eq!(local.held_for(), None);
+        let short = lease(Some(Duration::from_secs(10)));
+        let holding = local.hold(&short);
+        // A holder takes no turn: a waiter of its process gets one at once.
+        drop(local.turn(1, Some(Instant::now()), |_| {}).unwrap());
+        let left = local.held_for().unwrap().unwrap();
+        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10));
+        let forever = lease(None);
+        let also = local.hold(&forever);
+        assert_eq!(local.held_for(), Some(None));
+        drop(also);
+        short.mark_lost_quietly("test");
+        assert_eq!(local.held_for(), None, "a lost grant blocks nobody");
+        holding.released();
+        drop(holding);
+        assert!(local.take_released_at().is_some());
+        assert!(local.take_released_at().is_none());
     }
 }

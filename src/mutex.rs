@@ -13,14 +13,12 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use crate::conn::{self, Conn, Undone};
 use crate::duration::millis;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{MutexKeys, Scheme};
 use crate::lease::Holder;
-use crate::local::Locals;
+use crate::local::{Local, Locals};
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
 use crate::scripts::{Acquire, Call, RESET, Reset, undo_window};
@@ -30,11 +28,11 @@ use crate::{Error, Pool, Result, TryLockError};
 pub use builder::RedisMutexBuilder;
 use calls::Calls;
 use grant::MutexGrant;
+use guard::Core;
 pub use guard::{ArcRedisMutexGuard, RedisMutexGuard};
-use guard::{Core, LocalGuard};
 
-/// The local queues of every mutex of this process, by pool and lock key.
-static LOCALS: LazyLock<Locals<Mutex<LocalState>>> = LazyLock::new(Locals::new);
+/// The local side of every mutex of this process, by pool and lock key.
+static LOCALS: LazyLock<Locals> = LazyLock::new(Locals::new);
 
 /// A mutex's defaults: python-redis-lock's (no expiry, no renewal).
 const DEFAULTS: Defaults = Defaults {
@@ -49,12 +47,15 @@ const DEFAULTS: Defaults = Defaults {
 /// lock when dropped. [`with_lock`](Self::with_lock) runs a closure under the lock, and
 /// [`lock_arc`](Self::lock_arc) gives an owned guard for an `Arc<RedisMutex>`.
 ///
-/// Threads of one process queue locally first, whether they share a `RedisMutex` (through
-/// an [`Arc`]) or each builds its own for the same [`Pool`] and name (as a worker pool builds
-/// one per job): however many of them wait, one of them talks to Redis about this lock at a
-/// time, and a thread waits for a local holder to drop its guard. Waiters do not poll: they
-/// sleep in `BLPOP` on the lock's signal list and a release wakes one of them. See the
-/// [crate docs](crate) for the protocol and its guarantees.
+/// Threads of one process that wait take turns locally first, whether they share a
+/// `RedisMutex` (through an [`Arc`]) or each builds its own for the same [`Pool`] and name
+/// (as a worker pool builds one per job): however many of them wait, one of them waits in
+/// Redis for this lock at a time. The local turns order waiters, never holders: a thread of
+/// this process that holds the lock keeps nobody waiting in the process, and the waiter is
+/// woken by its release, a reset or its expiry at the same moment as a waiter of any other
+/// process. Waiters do not poll: they sleep in `BLPOP` on the lock's signal list and a
+/// release wakes one of them. See the [crate docs](crate) for the protocol and its
+/// guarantees.
 ///
 /// # Examples
 ///
@@ -79,9 +80,9 @@ pub struct RedisMutex {
     calls: Arc<Calls>,
     options: LockOptions,
     labels: Labels,
-    /// The local queue, shared by every mutex of this pool and name in the process: held
-    /// for as long as a guard of one of them lives.
-    local: Arc<Mutex<LocalState>>,
+    /// The local side, shared by every mutex of this pool and name in the process: which
+    /// of its waiting threads waits in Redis, and the grants its threads hold.
+    local: Arc<Local>,
 }
 
 impl fmt::Debug for RedisMutex {
@@ -92,14 +93,6 @@ impl fmt::Debug for RedisMutex {
             .field("fair", &self.calls.fair)
             .finish_non_exhaustive()
     }
-}
-
-/// What the threads of this process that wait for one lock pass on to each other.
-#[derive(Debug, Default)]
-struct LocalState {
-    /// When a mutex of this process last released the lock in Redis, if it did so
-    /// successfully.
-    released_at: Option<Instant>,
 }
 
 /// Refuses a name no lock can have.
@@ -221,11 +214,10 @@ impl RedisMutex {
     /// Blocks until the lock is ours, then returns a guard that releases it when dropped.
     ///
     /// Threads of this process that wait for the lock (through this mutex, or any other of
-    /// the same pool and name) wait their turn locally, first come first served; the thread
-    /// at the head of that queue waits in Redis, woken by the release of whoever holds it,
-    /// or by the holder's expiry. Each request to Redis is
-    /// bounded by the response timeout: a server that stops answering makes `lock` fail,
-    /// not hang.
+    /// the same pool and name) take turns, first come first served, to be the one that
+    /// waits in Redis, woken by the release of whoever holds it (a thread of this process
+    /// or of another), a reset, or the holder's expiry. Each request to Redis is bounded by
+    /// the response timeout: a server that stops answering makes `lock` fail, not hang.
     ///
     /// Locking again from the thread that holds the guard waits forever, as with
     /// [`std::sync::Mutex`].
@@ -262,8 +254,7 @@ impl RedisMutex {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn lock(&self) -> Result<RedisMutexGuard<'_>> {
-        let local = self.local.lock();
-        let core = self.acquire(local, None)?.ok_or(Error::Protocol {
+        let core = self.acquire(None)?.ok_or(Error::Protocol {
             what: "a wait without deadline that ended",
         })?;
         Ok(RedisMutexGuard::new(self, core))
@@ -274,8 +265,9 @@ impl RedisMutex {
     /// # Errors
     ///
     /// [`TryLockError::WouldBlock`] when the lock is held, by another process or by
-    /// another thread of this one (through any mutex of the same pool and name, without a
-    /// round trip); [`TryLockError::Error`] for the failures listed under
+    /// another thread of this one. Either way it asks Redis (one round trip), as a thread
+    /// of another process would: a grant of this process's may have expired, or been reset,
+    /// or lost with a restart. [`TryLockError::Error`] for the failures listed under
     /// [`lock`](Self::lock).
     ///
     /// # Examples
@@ -292,9 +284,8 @@ impl RedisMutex {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_lock(&self) -> Result<RedisMutexGuard<'_>, TryLockError> {
-        let local = self.local.try_lock().ok_or(TryLockError::WouldBlock)?;
         let core = self
-            .acquire(local, Some(Instant::now()))?
+            .acquire(Some(Instant::now()))?
             .ok_or(TryLockError::WouldBlock)?;
         Ok(RedisMutexGuard::new(self, core))
     }
@@ -329,12 +320,8 @@ impl RedisMutex {
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return Ok(self.lock()?);
         };
-        let local = self
-            .local
-            .try_lock_until(deadline)
-            .ok_or(TryLockError::WouldBlock)?;
         let core = self
-            .acquire(local, Some(deadline))?
+            .acquire(Some(deadline))?
             .ok_or(TryLockError::WouldBlock)?;
         Ok(RedisMutexGuard::new(self, core))
     }
@@ -364,8 +351,7 @@ impl RedisMutex {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn lock_arc(self: &Arc<Self>) -> Result<ArcRedisMutexGuard> {
-        let local = self.local.lock_arc();
-        let core = self.acquire(local, None)?.ok_or(Error::Protocol {
+        let core = self.acquire(None)?.ok_or(Error::Protocol {
             what: "a wait without deadline that ended",
         })?;
         Ok(ArcRedisMutexGuard::new(self.clone(), core))
@@ -391,9 +377,8 @@ impl RedisMutex {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn try_lock_arc(self: &Arc<Self>) -> Result<ArcRedisMutexGuard, TryLockError> {
-        let local = self.local.try_lock_arc().ok_or(TryLockError::WouldBlock)?;
         let core = self
-            .acquire(local, Some(Instant::now()))?
+            .acquire(Some(Instant::now()))?
             .ok_or(TryLockError::WouldBlock)?;
         Ok(ArcRedisMutexGuard::new(self.clone(), core))
     }
@@ -423,12 +408,8 @@ impl RedisMutex {
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return Ok(self.lock_arc()?);
         };
-        let local = self
-            .local
-            .try_lock_arc_until(deadline)
-            .ok_or(TryLockError::WouldBlock)?;
         let core = self
-            .acquire(local, Some(deadline))?
+            .acquire(Some(deadline))?
             .ok_or(TryLockError::WouldBlock)?;
         Ok(ArcRedisMutexGuard::new(self.clone(), core))
     }
@@ -596,19 +577,26 @@ impl RedisMutex {
         }
     }
 
-    /// Takes the lock in Redis for the thread holding `local`, waiting until `deadline`
-    /// (`None`: forever). `Ok(None)` when the deadline passed with the lock held elsewhere.
-    fn acquire<L: LocalGuard>(
-        &self,
-        mut local: L,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Core<L>>> {
-        let granted = if self.calls.fair {
-            self.acquire_fair(deadline)?
-        } else {
-            self.acquire_plain(&mut local, deadline)?
+    /// Takes the lock, waiting until `deadline` (`None`: forever); `Ok(None)` when the
+    /// deadline passed with the lock held elsewhere. A call that may wait first takes its
+    /// turn in the process: one thread of this process at a time waits in Redis. A `try_`
+    /// call with nothing to wait for makes its one attempt without a turn, as a thread of
+    /// another process would.
+    fn acquire(&self, deadline: Option<Instant>) -> Result<Option<Core>> {
+        let turn = match deadline {
+            Some(deadline) if deadline <= Instant::now() => None,
+            _ => match self.local.turn(1, deadline, |_| {}) {
+                Some(turn) => Some(turn),
+                None => return Ok(None),
+            },
         };
-        granted.map(|granted| self.core(local, granted)).transpose()
+        let granted = if self.calls.fair {
+            self.acquire_fair(deadline, turn.as_ref())?
+        } else {
+            self.acquire_plain(deadline, turn.is_some())?
+        };
+        drop(turn);
+        granted.map(|granted| self.core(granted)).transpose()
     }
 
     /// What waiting for this lock waits on.
@@ -621,24 +609,33 @@ impl RedisMutex {
             response_timeout: self.options.response_timeout,
             name: &self.name,
             labels: &self.labels,
+            first_nap: None,
         }
     }
 
-    /// Takes the lock with python-redis-lock's protocol (and a grant marker).
-    fn acquire_plain(
-        &self,
-        local: &mut LocalState,
-        deadline: Option<Instant>,
-    ) -> Result<Option<NewGrant>> {
-        // Right after our own release, a waiter it woke may be on its way: let it go first
-        // rather than win a race that sends it to the back of the queue. Past half the
-        // signal's life an absent signal may have expired instead, so be plain again.
-        let mut polite = local
-            .released_at
-            .take()
-            .is_some_and(|at| at.elapsed() < self.options.signal_expire / 2);
+    /// Takes the lock with python-redis-lock's protocol (and a grant marker). `waiting`:
+    /// the thread has its process's turn to wait in Redis.
+    fn acquire_plain(&self, deadline: Option<Instant>, waiting: bool) -> Result<Option<NewGrant>> {
         let signals = [self.keys().signal.as_str()];
-        let acquired = wait::acquire(&self.wait(&signals, deadline), |conn, _woken| {
+        let mut wait = self.wait(&signals, deadline);
+        // A grant of this process's that stands until then at least: the first attempt
+        // would fail. Woken by its release or a reset, or once it runs out, the waiter
+        // tries then, as a waiter of any other process would.
+        if waiting && let Some(held) = self.local.held_for() {
+            wait.first_nap = Some(held.map_or(wait::MAX_WAIT, |left| {
+                left + crate::lease::clock_margin(left, 0.01)
+            }));
+        }
+        // Right after a release of this process, a waiter it woke may be on its way: let it
+        // go first rather than win a race that sends it to the back of the queue. Past half
+        // the signal's life an absent signal may have expired instead, so be plain again.
+        // Never after a wake-up: the signal that woke us is ours, popped.
+        let mut polite = wait.first_nap.is_none()
+            && self
+                .local
+                .take_released_at()
+                .is_some_and(|at| at.elapsed() < self.options.signal_expire / 2);
+        let acquired = wait::acquire(&wait, |conn, _woken| {
             let attempt = AttemptId::new();
             let attempt = attempt.as_str();
             let polite = std::mem::take(&mut polite);
@@ -659,7 +656,8 @@ impl RedisMutex {
         })?;
         Ok(match acquired {
             Acquired::Granted(granted) => Some(granted),
-            Acquired::TimedOut(_) => None,
+            // Its attempts never give way.
+            Acquired::TimedOut(_) | Acquired::GaveWay(_) => None,
             Acquired::Failed(_, e) => return Err(e),
         })
     }
@@ -749,11 +747,11 @@ impl RedisMutex {
     }
 
     /// The guard's core for a grant.
-    fn core<L: LocalGuard>(&self, local: L, granted: NewGrant) -> Result<Core<L>> {
+    fn core(&self, granted: NewGrant) -> Result<Core> {
         let (grant, holder) = self.grant_of(self.calls.clone(), &granted);
         // On failure the grant is released again.
         let held = Held::granted(grant, holder, &granted, &self.options)?;
-        Ok(Core::new(held, local, granted.token))
+        Ok(Core::new(held, &self.local, granted.token))
     }
 
     /// A grant made on these `calls` (this mutex's, or a resumed grant's, under the owner id
@@ -769,6 +767,7 @@ impl RedisMutex {
             on: OnServer::of(&self.pool, &self.name, granted, &self.options),
             calls,
             token: granted.token,
+            local: self.local.clone(),
         };
         (grant, holder)
     }

@@ -11,14 +11,12 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
-
 use crate::conn::{self, Conn, Undone};
 use crate::duration::millis;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{Mode, RwKeys, Scheme};
 use crate::lease::Holder;
-use crate::local::Locals;
+use crate::local::{Local, Locals};
 use crate::metrics::Labels;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
 use crate::scripts::{Acquire, RWLOCK_ACQUIRE, RWLOCK_RELEASE};
@@ -30,17 +28,7 @@ use grant::RwGrant;
 pub use guard::{RedisRwLockReadGuard, RedisRwLockWriteGuard};
 
 /// The local side of every read-write lock of this process, by pool and path.
-static LOCALS: LazyLock<Locals<Local>> = LazyLock::new(Locals::new);
-
-/// What the threads of this process that use one path share, whichever lock object they
-/// use: the local lock, and the turn to wait in Redis as a reader.
-#[derive(Debug, Default)]
-struct Local {
-    /// Held, shared or exclusive, for as long as a guard lives.
-    lock: RwLock<()>,
-    /// Local readers wait in Redis one at a time.
-    read_turn: Mutex<()>,
-}
+static LOCALS: LazyLock<Locals> = LazyLock::new(Locals::new);
 
 /// How long a waiter's registration lasts unless the waiter renews it, which it does with
 /// every attempt (at most [`wait::MAX_WAIT`] apart). A waiting writer that crashed holds new
@@ -86,12 +74,13 @@ const DEFAULTS: Defaults = Defaults {
 ///
 /// # Threads of one process
 ///
-/// Threads that use a path through one `RedisRwLock` (shared through an [`Arc`]) or through
-/// their own (of the same [`Pool`], path and separator) also exclude each other locally,
-/// through a [`parking_lot::RwLock`](https://docs.rs/parking_lot/0.12/parking_lot/type.RwLock.html): local readers share, a local writer waits for them,
-/// and a waiting local writer keeps new local readers out. Each read guard is its own lease
-/// in Redis. Readers that have to wait in Redis do so one at a time, so however many local
-/// threads wait, one connection blocks in `BLPOP`.
+/// Threads that wait for a path through one `RedisRwLock` (shared through an [`Arc`]) or
+/// through their own (of the same [`Pool`], path and separator) take turns, first come
+/// first served, to be the one that waits in Redis, so however many local threads wait, one
+/// connection blocks in `BLPOP`. Redis alone decides who holds what: a thread of this
+/// process that holds the path keeps nobody waiting in the process, and when its lease is
+/// released, reset or runs out, the waiter of its process is woken as any other is. Each
+/// read guard is its own lease in Redis; `try_` calls ask Redis once, without a turn.
 ///
 /// # Differences from `std::sync::RwLock`
 ///
@@ -268,14 +257,10 @@ impl RedisRwLock {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn read(&self) -> Result<RedisRwLockReadGuard<'_>> {
-        let local = self.local.lock.read();
-        let turn = self.local.read_turn.lock();
-        let held = self.acquire(Mode::Read, None);
-        drop(turn);
-        let held = held?.ok_or(Error::Protocol {
+        let held = self.acquire(Mode::Read, None)?.ok_or(Error::Protocol {
             what: "a wait without deadline that ended",
         })?;
-        Ok(RedisRwLockReadGuard::new(self, local, held))
+        Ok(RedisRwLockReadGuard::new(self, held))
     }
 
     /// Blocks until the write lock on the path is ours, then returns a guard that releases
@@ -299,11 +284,10 @@ impl RedisRwLock {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn write(&self) -> Result<RedisRwLockWriteGuard<'_>> {
-        let local = self.local.lock.write();
         let held = self.acquire(Mode::Write, None)?.ok_or(Error::Protocol {
             what: "a wait without deadline that ended",
         })?;
-        Ok(RedisRwLockWriteGuard::new(self, local, held))
+        Ok(RedisRwLockWriteGuard::new(self, held))
     }
 
     /// Makes one attempt at a read lock, without waiting.
@@ -327,12 +311,10 @@ impl RedisRwLock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_read(&self) -> Result<RedisRwLockReadGuard<'_>, TryLockError> {
-        let local = self.local.lock.try_read().ok_or(TryLockError::WouldBlock)?;
-        // One attempt needs no turn: it does not wait in Redis.
         let held = self
             .acquire(Mode::Read, Some(Instant::now()))?
             .ok_or(TryLockError::WouldBlock)?;
-        Ok(RedisRwLockReadGuard::new(self, local, held))
+        Ok(RedisRwLockReadGuard::new(self, held))
     }
 
     /// Makes one attempt at the write lock, without waiting (and without holding readers
@@ -355,15 +337,10 @@ impl RedisRwLock {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn try_write(&self) -> Result<RedisRwLockWriteGuard<'_>, TryLockError> {
-        let local = self
-            .local
-            .lock
-            .try_write()
-            .ok_or(TryLockError::WouldBlock)?;
         let held = self
             .acquire(Mode::Write, Some(Instant::now()))?
             .ok_or(TryLockError::WouldBlock)?;
-        Ok(RedisRwLockWriteGuard::new(self, local, held))
+        Ok(RedisRwLockWriteGuard::new(self, held))
     }
 
     /// Waits up to `timeout` for a read lock.
@@ -394,20 +371,10 @@ impl RedisRwLock {
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return Ok(self.read()?);
         };
-        let local = self
-            .local
-            .lock
-            .try_read_until(deadline)
+        let held = self
+            .acquire(Mode::Read, Some(deadline))?
             .ok_or(TryLockError::WouldBlock)?;
-        let turn = self
-            .local
-            .read_turn
-            .try_lock_until(deadline)
-            .ok_or(TryLockError::WouldBlock)?;
-        let held = self.acquire(Mode::Read, Some(deadline));
-        drop(turn);
-        let held = held?.ok_or(TryLockError::WouldBlock)?;
-        Ok(RedisRwLockReadGuard::new(self, local, held))
+        Ok(RedisRwLockReadGuard::new(self, held))
     }
 
     /// Waits up to `timeout` for the write lock. While it waits, new readers of
@@ -441,15 +408,10 @@ impl RedisRwLock {
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return Ok(self.write()?);
         };
-        let local = self
-            .local
-            .lock
-            .try_write_until(deadline)
-            .ok_or(TryLockError::WouldBlock)?;
         let held = self
             .acquire(Mode::Write, Some(deadline))?
             .ok_or(TryLockError::WouldBlock)?;
-        Ok(RedisRwLockWriteGuard::new(self, local, held))
+        Ok(RedisRwLockWriteGuard::new(self, held))
     }
 
     /// Frees the path: removes every read and write lease held on it, whoever holds them,
@@ -506,9 +468,18 @@ impl RedisRwLock {
         self.labels.of_kind(mode.name())
     }
 
-    /// Takes a lock of `mode` in Redis, waiting until `deadline` (`None`: forever).
-    /// `Ok(None)` when the deadline passed with the path blocked.
+    /// Takes a lock of `mode`, waiting until `deadline` (`None`: forever). `Ok(None)` when
+    /// the deadline passed with the path blocked. A call that may wait first takes its turn
+    /// in the process: one thread of this process at a time waits in Redis for the path. A
+    /// `try_` call with nothing to wait for makes its one attempt without a turn.
     fn acquire(&self, mode: Mode, deadline: Option<Instant>) -> Result<Option<Held<RwGrant>>> {
+        let _turn = match deadline {
+            Some(deadline) if deadline <= Instant::now() => None,
+            _ => match self.local.turn(1, deadline, |_| {}) {
+                Some(turn) => Some(turn),
+                None => return Ok(None),
+            },
+        };
         let lease_id = format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>());
         let expire_ms = self.options.expire.map_or(0, millis);
         let wake_lists = self.keys.wake_lists(mode);
@@ -522,6 +493,7 @@ impl RedisRwLock {
             response_timeout: self.options.response_timeout,
             name: &self.path,
             labels: &labels,
+            first_nap: None,
         };
         let mut registered = false;
         let acquired = wait::acquire(&wait, |conn, _woken| {
@@ -579,6 +551,11 @@ impl RedisRwLock {
                 if registered {
                     self.cancel_wait(conn.map(|conn| *conn), mode, &lease_id);
                 }
+                return Ok(None);
+            }
+            // Its attempts never give way.
+            Acquired::GaveWay(conn) => {
+                self.cancel_wait(Some(*conn), mode, &lease_id);
                 return Ok(None);
             }
             // The waiting entry expires within `WAITING_TTL`; withdrawing it now would

@@ -11,14 +11,12 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use crate::conn::{self, Conn, Undone};
 use crate::duration::millis;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{Scheme, SemaphoreKeys, member, parse_member};
 use crate::lease::Holder;
-use crate::local::Locals;
+use crate::local::{Local, Locals, Turn};
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
 use crate::scripts::{Call, SEMAPHORE, Take};
@@ -30,15 +28,7 @@ use grant::{SemaphoreGrant, wrong_type};
 pub use guard::{ArcRedisSemaphorePermit, RedisSemaphorePermit};
 
 /// The local side of every semaphore of this process, by pool and name.
-static LOCALS: LazyLock<Locals<Local>> = LazyLock::new(Locals::new);
-
-/// What the threads of this process that use one semaphore share, whichever object they
-/// use: the turn to acquire. One thread at a time asks Redis (and waits there); the others
-/// wait in the process for it to be granted or to give up.
-#[derive(Debug, Default)]
-struct Local {
-    turn: Mutex<()>,
-}
+static LOCALS: LazyLock<Locals> = LazyLock::new(Locals::new);
 
 /// A semaphore's defaults: permits whose leases expire, renewed while a permit lives, so
 /// that a crashed holder's permits come back one lease after it died.
@@ -53,6 +43,14 @@ const ENTRY_TTL: Duration = Duration::from_millis(1500);
 
 /// The longest a waiter sleeps between two attempts: its entry must be refreshed.
 const REFRESH: Duration = Duration::from_millis(500);
+
+/// How one call's taking of permits in Redis ended.
+enum Taken {
+    Granted((Held<SemaphoreGrant>, u32)),
+    TimedOut,
+    /// A thread of this process that wants fewer permits came: it waits in Redis instead.
+    GaveWay,
+}
 
 /// How long a capacity set by [`RedisSemaphore::set_permits`] is kept after the last
 /// acquire; after that the builders' `permits` apply again.
@@ -262,11 +260,11 @@ impl RedisSemaphore {
 
     /// Blocks until a permit is ours, then returns a guard that gives it back when dropped.
     ///
-    /// Threads of this process that wait for the semaphore wait their turn locally, first
-    /// come first served; the thread at the head of that queue waits in Redis, woken by a
-    /// release that frees a permit for it, or by the earliest holder's expiry. Each request
-    /// is bounded by the response timeout: a server that stops answering makes `acquire`
-    /// fail, not hang.
+    /// Threads of this process that wait for the semaphore take turns to be the one that
+    /// waits in Redis: the one that wants fewest permits (in fair mode, the first that
+    /// came), woken by a release that frees enough permits for it, or by the earliest
+    /// holder's expiry. Holding permits takes no turn. Each request is bounded by the
+    /// response timeout: a server that stops answering makes `acquire` fail, not hang.
     ///
     /// # Errors
     ///
@@ -644,10 +642,12 @@ impl RedisSemaphore {
     /// Takes `n` permits, waiting until `deadline` (`None`: forever). `Ok(None)` when the
     /// deadline passed first.
     ///
-    /// One attempt first, at once and without queuing: permits free now are taken whatever
+    /// One attempt first, at once and without a turn: permits free now are taken whatever
     /// other threads of this process wait for (one that wants more than is free does not
     /// hold up one that wants less, outside fair mode). Then, to wait, the thread takes its
-    /// turn in the process: one thread at a time waits in Redis.
+    /// turn in the process: one thread at a time waits in Redis, the one that wants fewest
+    /// permits (in fair mode, the first that came); a thread that wants fewer than the one
+    /// waiting has it give way.
     fn take(
         &self,
         n: u32,
@@ -660,20 +660,51 @@ impl RedisSemaphore {
             ));
         }
         let now = Instant::now();
-        if let Some(taken) = self.take_in_redis(n, Some(now))? {
+        if let Taken::Granted(taken) = self.take_in_redis(n, Some(now), None)? {
             return Ok(Some(taken));
         }
         if deadline.is_some_and(|deadline| deadline <= now) {
             return Ok(None);
         }
-        let _turn = match deadline {
-            None => self.local.turn.lock(),
-            Some(deadline) => match self.local.turn.try_lock_until(deadline) {
-                Some(turn) => turn,
-                None => return Ok(None),
-            },
-        };
-        self.take_in_redis(n, deadline)
+        let need = if self.fair { 1 } else { n };
+        loop {
+            let Some(turn) = self.local.turn(need, deadline, |waiter| self.nudge(waiter)) else {
+                return Ok(None);
+            };
+            match self.take_in_redis(n, deadline, Some(&turn))? {
+                Taken::Granted(taken) => return Ok(Some(taken)),
+                Taken::TimedOut => return Ok(None),
+                // A thread that wants fewer goes first; queue again behind it.
+                Taken::GaveWay => {}
+            }
+        }
+    }
+
+    /// Ends the wait in Redis of the thread whose turn it is (it waits as `waiter`), so
+    /// that it gives way to one that wants fewer permits. Best effort: it looks again
+    /// within [`REFRESH`] anyway.
+    fn nudge(&self, waiter: &str) {
+        let list = self.keys.wake(waiter);
+        let list = list.as_str();
+        let ms = millis(self.options.signal_expire);
+        let pushed = self.run("nudge", |c| {
+            redis::pipe()
+                .cmd("LPUSH")
+                .arg(list)
+                .arg(0)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(list)
+                .arg(ms)
+                .ignore()
+                .query::<()>(&mut **c)
+        });
+        if let Err(e) = pushed {
+            log::debug!(
+                "semaphore `{}`: waking a waiter to give way failed: {e}",
+                self.name
+            );
+        }
     }
 
     /// Takes `n` permits in Redis, waiting there until `deadline` (`None`: forever): the
@@ -682,11 +713,15 @@ impl RedisSemaphore {
         &self,
         n: u32,
         deadline: Option<Instant>,
-    ) -> Result<Option<(Held<SemaphoreGrant>, u32)>> {
+        turn: Option<&Turn>,
+    ) -> Result<Taken> {
         let lease_id = format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>());
         let waiter = AttemptId::new();
         let waiter = waiter.as_str();
         let wake = self.keys.wake(waiter);
+        if let Some(turn) = turn {
+            turn.waits_as(waiter);
+        }
         let signals = [wake.as_str()];
         let wait = Wait {
             pool: &self.pool,
@@ -696,9 +731,13 @@ impl RedisSemaphore {
             response_timeout: self.options.response_timeout,
             name: &self.name,
             labels: &self.labels,
+            first_nap: None,
         };
         let mut queued = false;
         let acquired = wait::acquire(&wait, |conn, _woken| {
+            if queued && turn.is_some_and(Turn::should_give_way) {
+                return Ok((conn, Attempt::GiveWay));
+            }
             let sent_at = Instant::now();
             let will_wait = deadline.is_none_or(|deadline| sent_at < deadline);
             queued |= will_wait;
@@ -753,7 +792,11 @@ impl RedisSemaphore {
                 if queued {
                     self.leave(conn.map(|conn| *conn), waiter);
                 }
-                return Ok(None);
+                return Ok(Taken::TimedOut);
+            }
+            Ok(Acquired::GaveWay(conn)) => {
+                self.leave(Some(*conn), waiter);
+                return Ok(Taken::GaveWay);
             }
             // The server stopped answering: the leave goes right behind the request that was
             // not answered, without waiting for an answer that may never come.
@@ -788,7 +831,7 @@ impl RedisSemaphore {
             labels: self.labels.clone(),
         };
         let held = Held::granted(grant, holder, &granted, &self.options)?;
-        Ok(Some((held, n)))
+        Ok(Taken::Granted((held, n)))
     }
 
     /// Undoes an acquire whose reply was lost (or whose grant must not stand): removes the

@@ -30,7 +30,7 @@ use crate::{Pool, Result};
 const BLPOP_GRACE: Duration = Duration::from_millis(1);
 
 /// The longest a waiter sleeps before trying again: what a lost wake-up costs at most.
-const MAX_WAIT: Duration = Duration::from_millis(1000);
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(1000);
 
 /// What one acquire attempt found.
 #[derive(Debug)]
@@ -40,6 +40,9 @@ pub(crate) enum Attempt<T> {
     /// Held elsewhere: try again once woken, or after at most this long (the holder's
     /// remaining lease, say), whichever comes first.
     Blocked(Duration),
+    /// No attempt: this thread gives its turn to wait in Redis up to another of its
+    /// process (a semaphore's waiter that wants fewer permits).
+    GiveWay,
 }
 
 /// How the loop ended.
@@ -53,6 +56,9 @@ pub(crate) enum Acquired<T> {
     /// reply outstanding, is given back so that the caller's clean-up goes right behind
     /// that request, without waiting for an answer (see [`conn::undo_after_lost_reply`]).
     Failed(Box<Conn>, crate::Error),
+    /// The attempt gave its turn up ([`Attempt::GiveWay`]); the connection is given back
+    /// for the clean-up the caller owes.
+    GaveWay(Box<Conn>),
 }
 
 /// How [`wait_for_signal`] ended.
@@ -75,6 +81,10 @@ pub(crate) struct Wait<'a> {
     pub(crate) name: &'a str,
     /// The labels of the lock's metrics.
     pub(crate) labels: &'a Labels,
+    /// Wait in Redis this long before the first attempt (at most [`MAX_WAIT`]): a grant
+    /// of this process stands until then at least, so the attempt would fail. A release or
+    /// a reset that comes first ends the wait.
+    pub(crate) first_nap: Option<Duration>,
 }
 
 /// A wake-up: the list that was pushed to, and what was pushed. The `BLPOP` that popped it
@@ -98,6 +108,7 @@ pub(crate) fn acquire<T>(
     let mut woken = None;
     let mut contended = false;
     let mut turn: Option<Turn> = None;
+    let mut skip_attempt = wait.first_nap;
     loop {
         if !conn::serves(&conn, wait.pool, wait.route) {
             // The server was demoted (or the slot moved) while we waited on it: an attempt
@@ -107,14 +118,20 @@ pub(crate) fn acquire<T>(
             conn = checkout_for_lock(wait)?;
         }
         conn.set_read_timeout(reply_wait(wait))?;
-        let (back, found) = attempt(conn, woken.take())?;
-        conn = back;
-        let mut nap = match found {
-            Attempt::Granted(granted) => {
-                metrics::acquired(wait.labels, started.elapsed(), contended);
-                return Ok(Acquired::Granted(granted));
+        let mut nap = match skip_attempt.take() {
+            Some(nap) => nap.min(MAX_WAIT),
+            None => {
+                let (back, found) = attempt(conn, woken.take())?;
+                conn = back;
+                match found {
+                    Attempt::Granted(granted) => {
+                        metrics::acquired(wait.labels, started.elapsed(), contended);
+                        return Ok(Acquired::Granted(granted));
+                    }
+                    Attempt::Blocked(hint) => hint.min(MAX_WAIT),
+                    Attempt::GiveWay => return Ok(Acquired::GaveWay(Box::new(conn))),
+                }
             }
-            Attempt::Blocked(hint) => hint.min(MAX_WAIT),
         };
         contended = true;
         if let Some(deadline) = wait.deadline {
@@ -262,6 +279,17 @@ fn wait_for_signal(mut conn: Conn, wait: &Wait<'_>, nap: Duration) -> Result<Wai
             if redirect_of(&e) == Some(Redirect::Demoted) {
                 conn.mark_broken();
             }
+            drop(conn);
+            Ok(Waited::Next(checkout_for_lock(wait)?, None))
+        }
+        // The connection broke (a restart, a proxy that cut it): the lock may be free now,
+        // since a restart without persistence frees every lock. Try again on another.
+        Err(e) if conn::reply_lost(&e) => {
+            log::debug!(
+                "waiting for lock `{}` ended with a broken connection ({e}); trying again",
+                wait.name
+            );
+            conn.mark_broken();
             drop(conn);
             Ok(Waited::Next(checkout_for_lock(wait)?, None))
         }

@@ -5,7 +5,10 @@
 //! every call kept its bound, and that no key is left.
 //!
 //! Each worker runs more threads than its pool has connections, and each thread builds a
-//! new lock object for every job, as worker pools do. Two runs:
+//! new lock object for every job, as worker pools do. Now and then a holder gets stuck: it
+//! keeps its guard past its lease, or (with a renewed lease) until an operator resets the
+//! lock under it, while the other threads of its process go on; the checker counts how
+//! often they took the lock while it was stuck. Two runs:
 //! - on one server: mutexes in the default mode and in fair mode (auto-renewed or not),
 //!   read-write locks on a tree of paths (a writer overlaps nobody on its path, its
 //!   ancestors or its subtree; readers overlap only readers), and a semaphore of three
@@ -66,6 +69,9 @@ const SLACK: Duration = Duration::from_millis(500);
 /// The lease of an auto-renewed lock, and of a plain one.
 const RENEWED_LEASE: Duration = Duration::from_millis(600);
 const PLAIN_LEASE: Duration = Duration::from_millis(800);
+
+/// How often a holder gets stuck, of the grants of the one-server run.
+const STUCK: f64 = 0.04;
 
 /// A Redlock's instance timeout, ttl and retries.
 const INSTANCE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -169,6 +175,33 @@ fn hold(log: &Log, rng: &mut StdRng, id: &str, extend: Option<Duration>, guard: 
     }
 }
 
+/// Now and then (see [`STUCK`]) the holder of grant `id` on `resource` gets stuck, its
+/// guard alive: past its lease, or, with a `renewed` one, until an operator resets the lock
+/// under it (`reset`, logged).
+fn maybe_stuck(
+    log: &Log,
+    rng: &mut StdRng,
+    (id, resource): (&str, &str),
+    renewed: bool,
+    reset: impl FnOnce() -> bool,
+) {
+    if !rng.random_bool(STUCK) {
+        return;
+    }
+    let from = now();
+    if renewed {
+        thread::sleep(ms(rng, 100, 500));
+        let t0 = now();
+        if reset() {
+            log.reset(resource, t0);
+        }
+        thread::sleep(ms(rng, 100, 500));
+    } else {
+        thread::sleep(PLAIN_LEASE + ms(rng, 50, 500));
+    }
+    log.stuck(id, resource, from, now());
+}
+
 /// What to do after a failed call: the nemesis is at work, so breathe, then go on.
 fn after_error(rng: &mut StdRng) {
     thread::sleep(Duration::from_millis(rng.random_range(0..50)));
@@ -192,10 +225,15 @@ fn nemesis_worker() {
         .connect_lazy(true)
         .build(&url)
         .unwrap();
+    // An operator's: straight to the server, past the faults of the proxy.
+    let operator = Pool::builder()
+        .connect_lazy(true)
+        .build(&child_env("SERVER_URL"))
+        .unwrap();
     let worker = std::process::id();
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (log, pool) = (log.clone(), pool.clone());
+            let (log, pool, operator) = (log.clone(), pool.clone(), operator.clone());
             let mut rng = StdRng::seed_from_u64(seed ^ (t as u64 + 1).wrapping_mul(0x9e37));
             thread::spawn(move || {
                 let mut jobs = 0u64;
@@ -263,6 +301,11 @@ fn nemesis_worker() {
                                 Ok(guard) => {
                                     let token = guard.fencing_token();
                                     log.grant(&id, name, (&Claim::Exclusive, token), &owner, asked);
+                                    maybe_stuck(&log, &mut rng, (&id, name), renewed, || {
+                                        RedisMutex::new(operator.clone(), name)
+                                            .and_then(|m| m.reset())
+                                            .is_ok()
+                                    });
                                     hold(&log, &mut rng, &id, extend, guard);
                                 }
                                 Err(TryLockError::WouldBlock) => {}
@@ -292,6 +335,12 @@ fn nemesis_worker() {
                                     Ok(guard) => {
                                         let token = guard.fencing_token();
                                         log.grant(&id, path, (&Claim::Write, token), &owner, asked);
+                                        let reset = || {
+                                            RedisRwLock::new(operator.clone(), path)
+                                                .and_then(|l| l.reset())
+                                                .is_ok()
+                                        };
+                                        maybe_stuck(&log, &mut rng, (&id, path), renewed, reset);
                                         hold(&log, &mut rng, &id, extend, guard);
                                     }
                                     Err(TryLockError::WouldBlock) => {}
@@ -608,7 +657,7 @@ fn nobody_is_let_in_twice_on_one_server_in_any_mode_under_a_nemesis() {
     let mut workers = Workers::start(
         "nemesis_worker",
         dir.clone(),
-        vec![("PROXY_URL", proxy.url())],
+        vec![("PROXY_URL", proxy.url()), ("SERVER_URL", server.url())],
         nanos(Duration::from_secs(seconds)),
         seed,
     );
@@ -627,6 +676,17 @@ fn nobody_is_let_in_twice_on_one_server_in_any_mode_under_a_nemesis() {
         );
     }
     report("one server", &checked, &faults, seed);
+    println!(
+        "nemesis (one server): {} holders got stuck; their own process took the lock while \
+         they were, {} times; {} grants ended by an operator's reset",
+        checked.stuck, checked.passed_stuck, checked.ended_by_reset
+    );
+    assert!(
+        checked.stuck < 5 || checked.passed_stuck > 0,
+        "{} holders got stuck and the threads of their own process never took the lock \
+         meanwhile (seed {seed})",
+        checked.stuck
+    );
     assert_no_key_left(
         &mut server.connection(),
         &["lock:*", "lock-*", "rwlock:*", "semaphore*"],

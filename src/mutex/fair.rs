@@ -22,8 +22,9 @@ use super::RedisMutex;
 use super::calls::{ENTRY_TTL, FairOp};
 use crate::conn::{self, Conn, Undone};
 use crate::held::NewGrant;
+use crate::local::Turn;
 use crate::options::AttemptId;
-use crate::wait::{self, Acquired, Attempt, Woken};
+use crate::wait::{self, Acquired, Attempt};
 use crate::{Error, Result};
 
 /// How often a waiting fair waiter refreshes its queue entry: its `BLPOP` never waits
@@ -33,9 +34,17 @@ pub(super) const REFRESH: Duration = Duration::from_millis(500);
 impl RedisMutex {
     /// Takes the lock in fair mode, waiting until `deadline` (`None`: forever). `Ok(None)`
     /// when the deadline passed with the lock held elsewhere (having left the queue).
-    pub(super) fn acquire_fair(&self, deadline: Option<Instant>) -> Result<Option<NewGrant>> {
+    pub(super) fn acquire_fair(
+        &self,
+        deadline: Option<Instant>,
+        turn: Option<&Turn>,
+    ) -> Result<Option<NewGrant>> {
         let waiter = AttemptId::new();
         let waiter = waiter.as_str();
+        // A release by a thread of this process may hand us the lock as it is.
+        if let Some(turn) = turn {
+            turn.waits_as(waiter);
+        }
         let wake = self.keys().wake(waiter);
         // Our own list carries our grant; the signal list wakes us when a client that is
         // not fair releases (python-redis-lock, or a mutex without `fair`).
@@ -43,12 +52,17 @@ impl RedisMutex {
         // When the last attempt was sent: a grant that wakes us was made after it ran.
         let mut last_attempt: Option<Instant> = None;
         let acquired = wait::acquire(&self.wait(&signals, deadline), |mut conn, woken| {
-            if let (Some(Woken { list, value }), Some(sent_at)) = (&woken, last_attempt)
-                && *list == wake
-                && self.options.expire.is_some()
-            {
-                // Handed over by a release: the wake-up is the grant.
-                let token = value.parse().map_err(|_| Error::Protocol {
+            // Handed over by a release: the wake-up is the grant, unless a lock without
+            // expiry was handed over with a provisional one, which an attempt claims.
+            let handed = woken.as_ref().filter(|w| w.list == wake).map(|w| {
+                let (token, kept) = match w.value.strip_suffix("|kept") {
+                    Some(token) => (token, true),
+                    None => (w.value.as_str(), false),
+                };
+                (token, kept || self.options.expire.is_some())
+            });
+            if let (Some((token, true)), Some(sent_at)) = (handed, last_attempt) {
+                let token = token.parse().map_err(|_| Error::Protocol {
                     what: "a fair handoff",
                 })?;
                 let granted = self.granted(&mut conn, waiter, sent_at, token)?;
@@ -70,6 +84,11 @@ impl RedisMutex {
             Acquired::Granted(granted) => Ok(Some(granted)),
             Acquired::TimedOut(conn) => {
                 self.leave_on(conn.map(|conn| *conn), waiter);
+                Ok(None)
+            }
+            // Its attempts never give way.
+            Acquired::GaveWay(conn) => {
+                self.leave_on(Some(*conn), waiter);
                 Ok(None)
             }
             // A grant may have been handed to us meanwhile: pass it on, right behind the

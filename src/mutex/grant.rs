@@ -12,6 +12,7 @@ use crate::conn::{self, Failed};
 use crate::held::{Grant, OnServer, ServerGrant, extend_lease};
 use crate::keys::{hash_tag, marker_token};
 use crate::lease::Lease;
+use crate::local::Local;
 use crate::renewal::{Batch, BatchKey, BatchPart, Renewing};
 use crate::scripts::{EXTEND, Extend, Release};
 
@@ -24,6 +25,10 @@ pub(super) struct MutexGrant {
     /// lasts: a release, extend or check of this grant leaves a later grant to the same
     /// owner id alone (a call of ours that came late, or was sent twice, must not touch it).
     pub(super) token: u64,
+    /// The mutex's local side: in fair mode, a release hands the lock to a waiter of this
+    /// process that it knows is live as it is, without the claim a lock without expiry
+    /// needs otherwise.
+    pub(super) local: Arc<Local>,
 }
 
 impl MutexGrant {
@@ -54,7 +59,8 @@ impl Grant for MutexGrant {
     }
 
     fn release(&self) -> Result<bool> {
-        let call = self.calls.release(self.token);
+        let ours = self.calls.fair.then(|| self.local.waiter()).flatten();
+        let call = self.calls.release(self.token, ours.as_deref());
         let released = self.run("release", |c| call.invoke::<Release>(c));
         Ok(released.map_err(Failed::into_error)? != Release::NotOurs)
     }

@@ -1,68 +1,44 @@
 //! The guards of a [`RedisMutex`]: [`RedisMutexGuard`], which borrows the mutex, and
 //! [`ArcRedisMutexGuard`], which owns an `Arc` of it. Both are a [`Core`]: the held grant and
-//! the place in the local queue.
+//! the note of it in the mutex's local side.
 
 use std::fmt;
-use std::ops::DerefMut;
 use std::sync::Arc;
-use std::time::Instant;
 
-use parking_lot::{ArcMutexGuard, MutexGuard, RawMutex};
-
+use super::RedisMutex;
 use super::grant::MutexGrant;
-use super::{LocalState, RedisMutex};
 use crate::held::{Held, guard_methods};
+use crate::local::{Holding, Local};
 use crate::{HandleKind, LockHandle, Result};
 
-/// A place in a mutex's local queue: released, in FIFO order, when the guard goes.
-pub(super) trait LocalGuard: DerefMut<Target = LocalState> {
-    fn unlock_fair(self);
-}
-
-impl LocalGuard for MutexGuard<'_, LocalState> {
-    fn unlock_fair(self) {
-        MutexGuard::unlock_fair(self);
-    }
-}
-
-impl LocalGuard for ArcMutexGuard<RawMutex, LocalState> {
-    fn unlock_fair(self) {
-        ArcMutexGuard::unlock_fair(self);
-    }
-}
-
-/// What both guards hold.
-pub(super) struct Core<L: LocalGuard> {
+/// What both guards hold: the grant, and the note of it in the mutex's local side (which
+/// takes no turn from the process's waiters; see `local.rs`).
+pub(super) struct Core {
     held: Held<MutexGrant>,
-    /// `None` once released.
-    local: Option<L>,
+    holding: Holding,
     fencing_token: u64,
 }
 
-impl<L: LocalGuard> Core<L> {
-    pub(super) fn new(held: Held<MutexGrant>, local: L, fencing_token: u64) -> Core<L> {
+impl Core {
+    pub(super) fn new(held: Held<MutexGrant>, local: &Arc<Local>, fencing_token: u64) -> Core {
+        let holding = local.hold(held.lease_arc());
         Core {
             held,
-            local: Some(local),
+            holding,
             fencing_token,
         }
     }
 
-    /// Hands the local queue on, noting a successful release for the polite re-acquire.
-    fn pass_on(&mut self) {
-        if let Some(mut local) = self.local.take() {
-            if self.held.released_ours() {
-                local.released_at = Some(Instant::now());
-            }
-            // Hand over in FIFO order: an unfair unlock would let this thread, locking
-            // again at once, keep the lock from local waiters.
-            local.unlock_fair();
+    /// Notes a release that found the grant ours, for the polite acquire that follows it.
+    fn note_release(&self) {
+        if self.held.released_ours() {
+            self.holding.released();
         }
     }
 
     fn unlock(&mut self) -> Result<()> {
         let result = self.held.unlock();
-        self.pass_on();
+        self.note_release();
         result
     }
 
@@ -76,19 +52,16 @@ impl<L: LocalGuard> Core<L> {
         LockHandle::new(HandleKind::Mutex, name, owner, self.fencing_token)
     }
 
-    /// Lets the grant go without releasing it, and hands the local queue on.
+    /// Lets the grant go without releasing it.
     fn keep(&mut self) {
         self.held.keep();
-        if let Some(local) = self.local.take() {
-            local.unlock_fair();
-        }
     }
 }
 
-impl<L: LocalGuard> Drop for Core<L> {
+impl Drop for Core {
     fn drop(&mut self) {
         self.held.release_on_drop();
-        self.pass_on();
+        self.note_release();
     }
 }
 
@@ -108,7 +81,7 @@ macro_rules! doc_setup {
 /// Holds a [`RedisMutex`] until dropped or [unlocked](Self::unlock).
 ///
 /// Dropping the guard releases the lock in Redis (a failure then is logged at WARN, since
-/// `drop` cannot return it) and hands the mutex to the next local waiter. To see whether
+/// `drop` cannot return it), which wakes one waiter. To see whether
 /// the release worked, call [`unlock`](Self::unlock) instead.
 ///
 /// Unlike [`std::sync::MutexGuard`], the guard may be sent to another thread, which can
@@ -116,7 +89,7 @@ macro_rules! doc_setup {
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct RedisMutexGuard<'a> {
     mutex: &'a RedisMutex,
-    core: Core<MutexGuard<'a, LocalState>>,
+    core: Core,
 }
 
 /// Holds a [`RedisMutex`] shared through an [`Arc`] until dropped or
@@ -126,7 +99,7 @@ pub struct RedisMutexGuard<'a> {
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct ArcRedisMutexGuard {
     mutex: Arc<RedisMutex>,
-    core: Core<ArcMutexGuard<RawMutex, LocalState>>,
+    core: Core,
 }
 
 /// The methods both guards share, documented once for each.
@@ -245,8 +218,8 @@ macro_rules! mutex_guard {
             }
 
             /// Gives the lock up without releasing it, for another process to
-            /// [resume](RedisMutex::resume): renewal stops, nothing is sent to Redis, the
-            /// mutex's local queue moves on, and the grant's [`LockHandle`] is returned.
+            /// [resume](RedisMutex::resume): renewal stops, nothing is sent to Redis,
+            /// and the grant's [`LockHandle`] is returned.
             /// The lock stays held until it is resumed and released, or until it expires
             /// (a lock without expiry stays until it is resumed or reset).
             ///
@@ -278,16 +251,13 @@ mutex_guard!(
 );
 
 impl<'a> RedisMutexGuard<'a> {
-    pub(super) fn new(mutex: &'a RedisMutex, core: Core<MutexGuard<'a, LocalState>>) -> Self {
+    pub(super) fn new(mutex: &'a RedisMutex, core: Core) -> Self {
         RedisMutexGuard { mutex, core }
     }
 }
 
 impl ArcRedisMutexGuard {
-    pub(super) fn new(
-        mutex: Arc<RedisMutex>,
-        core: Core<ArcMutexGuard<RawMutex, LocalState>>,
-    ) -> Self {
+    pub(super) fn new(mutex: Arc<RedisMutex>, core: Core) -> Self {
         ArcRedisMutexGuard { mutex, core }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::guard::{Core, LocalGuard};
+use super::guard::Core;
 use super::{ArcRedisMutexGuard, RedisMutex, RedisMutexGuard};
 use crate::conn::{self, Undone};
 use crate::held::Held;
@@ -29,9 +29,8 @@ impl RedisMutex {
     /// [`reset_owned_by`](crate::reset_owned_by) of that id frees it, wherever it was
     /// resumed.
     ///
-    /// Like [`lock`](Self::lock), it first waits its turn behind the threads of this
-    /// process that hold or wait for the same lock: resume a handle in a process that does
-    /// not lock that name meanwhile, or the grant may run out while it waits.
+    /// It waits for nothing: one request, bounded by the response timeout, takes the grant
+    /// over or finds it gone, whatever the threads of this process hold or wait for.
     ///
     /// # Errors
     ///
@@ -68,7 +67,7 @@ impl RedisMutex {
     /// ```
     pub fn resume(&self, handle: &LockHandle) -> Result<RedisMutexGuard<'_>> {
         handle.expect(HandleKind::Mutex, &self.name)?;
-        let core = self.take_over(self.local.lock(), handle)?;
+        let core = self.take_over(handle)?;
         Ok(RedisMutexGuard::new(self, core))
     }
 
@@ -96,12 +95,12 @@ impl RedisMutex {
     /// ```
     pub fn resume_arc(self: &Arc<Self>, handle: &LockHandle) -> Result<ArcRedisMutexGuard> {
         handle.expect(HandleKind::Mutex, &self.name)?;
-        let core = self.take_over(self.local.lock_arc(), handle)?;
+        let core = self.take_over(handle)?;
         Ok(ArcRedisMutexGuard::new(self.clone(), core))
     }
 
     /// Takes over the grant `handle` names, for the thread holding `local`.
-    fn take_over<L: LocalGuard>(&self, local: L, handle: &LockHandle) -> Result<Core<L>> {
+    fn take_over(&self, handle: &LockHandle) -> Result<Core> {
         let calls = Arc::new(self.calls.with_owner(handle.holder()));
         let attempt = AttemptId::new();
         let attempt = attempt.as_str();
@@ -133,6 +132,6 @@ impl RedisMutex {
         );
         let (grant, holder) = self.grant_of(calls, &granted);
         let held = Held::resumed(grant, holder, &granted, left, &self.options)?;
-        Ok(Core::new(held, local, granted.token))
+        Ok(Core::new(held, &self.local, granted.token))
     }
 }

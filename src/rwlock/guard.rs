@@ -1,10 +1,8 @@
 //! The guards of a [`RedisRwLock`]: [`RedisRwLockReadGuard`] and [`RedisRwLockWriteGuard`],
-//! each a held lease ([`Held`]) and a place in the local lock, read or write. The methods
+//! each a held lease ([`Held`]). The methods
 //! they share are written once, in `rw_guard_methods!`, with their docs.
 
 use std::fmt;
-
-use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 
 use super::RedisRwLock;
 use super::grant::RwGrant;
@@ -29,69 +27,33 @@ macro_rules! doc_setup {
 /// [unlocked](Self::unlock).
 ///
 /// Dropping the guard releases the lease in Redis (a failure then is logged at WARN, since
-/// `drop` cannot return it), wakes the writers it held back, and lets local writers in. To
-/// see whether the release worked, call [`unlock`](Self::unlock) instead.
+/// `drop` cannot return it), wakes the writers it held back. To see whether the release worked, call [`unlock`](Self::unlock) instead.
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct RedisRwLockReadGuard<'a> {
     lock: &'a RedisRwLock,
     held: Held<RwGrant>,
-    /// `None` once released.
-    local: Option<RwLockReadGuard<'a, ()>>,
 }
 
 /// Holds the write lock on a [`RedisRwLock`]'s path until dropped or
 /// [unlocked](Self::unlock).
 ///
 /// Dropping the guard releases the lease in Redis (a failure then is logged at WARN, since
-/// `drop` cannot return it), wakes the readers and writers it held back, and lets local
-/// threads in. To see whether the release worked, call [`unlock`](Self::unlock) instead.
+/// `drop` cannot return it), wakes the readers and writers it held back. To see whether the release worked, call [`unlock`](Self::unlock) instead.
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct RedisRwLockWriteGuard<'a> {
     lock: &'a RedisRwLock,
     held: Held<RwGrant>,
-    /// `None` once released.
-    local: Option<RwLockWriteGuard<'a, ()>>,
 }
 
 impl<'a> RedisRwLockReadGuard<'a> {
-    pub(super) fn new(
-        lock: &'a RedisRwLock,
-        local: RwLockReadGuard<'a, ()>,
-        held: Held<RwGrant>,
-    ) -> Self {
-        RedisRwLockReadGuard {
-            lock,
-            held,
-            local: Some(local),
-        }
-    }
-
-    /// Lets local threads in (in FIFO order), once.
-    fn pass_on(&mut self) {
-        if let Some(local) = self.local.take() {
-            RwLockReadGuard::unlock_fair(local);
-        }
+    pub(super) fn new(lock: &'a RedisRwLock, held: Held<RwGrant>) -> Self {
+        RedisRwLockReadGuard { lock, held }
     }
 }
 
 impl<'a> RedisRwLockWriteGuard<'a> {
-    pub(super) fn new(
-        lock: &'a RedisRwLock,
-        local: RwLockWriteGuard<'a, ()>,
-        held: Held<RwGrant>,
-    ) -> Self {
-        RedisRwLockWriteGuard {
-            lock,
-            held,
-            local: Some(local),
-        }
-    }
-
-    /// Lets local threads in (in FIFO order), once.
-    fn pass_on(&mut self) {
-        if let Some(local) = self.local.take() {
-            RwLockWriteGuard::unlock_fair(local);
-        }
+    pub(super) fn new(lock: &'a RedisRwLock, held: Held<RwGrant>) -> Self {
+        RedisRwLockWriteGuard { lock, held }
     }
 
     /// This grant's fencing token: strictly greater than the token of every earlier write
@@ -160,7 +122,6 @@ macro_rules! rw_guard_methods {
             /// ```
             pub fn unlock(mut self) -> Result<()> {
                 let result = self.held.unlock();
-                self.pass_on();
                 result
             }
 
@@ -191,8 +152,8 @@ macro_rules! rw_guard_methods {
             }
 
             #[doc = concat!("Gives the ", $what, " up without releasing it, for another process to")]
-            #[doc = concat!("[resume](RedisRwLock::", $resume, "): renewal stops, nothing is sent to Redis, local")]
-            /// threads are let in, and the lease's [`LockHandle`] is returned. The lease
+            #[doc = concat!("[resume](RedisRwLock::", $resume, "): renewal stops, nothing is sent to Redis,")]
+            /// and the lease's [`LockHandle`] is returned. The lease
             /// stays until it is resumed and released, or until it expires.
             ///
             /// # Examples
@@ -206,7 +167,6 @@ macro_rules! rw_guard_methods {
             pub fn into_handle(mut self) -> LockHandle {
                 let handle = self.handle();
                 self.held.keep();
-                self.pass_on();
                 handle
             }
 
@@ -216,7 +176,6 @@ macro_rules! rw_guard_methods {
         impl Drop for $guard<'_> {
             fn drop(&mut self) {
                 self.held.release_on_drop();
-                self.pass_on();
             }
         }
     };

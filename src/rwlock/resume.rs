@@ -22,8 +22,9 @@ impl RedisRwLock {
     /// `#`, and the same expiry), so the handle cannot be resumed twice and whatever its
     /// earlier holder still sends leaves it alone. The guard's lease clock starts from what
     /// Redis says is left of the lease. From then on the guard is this lock's: its
-    /// auto-renewal (with this lock's expiry), `on_lost` and response timeout. Like
-    /// [`read`](Self::read), it first waits its turn behind a local writer.
+    /// auto-renewal (with this lock's expiry), `on_lost` and response timeout. It waits
+    /// for nothing: one request, bounded by the response timeout, takes the lease over or
+    /// finds it gone.
     ///
     /// # Errors
     ///
@@ -45,17 +46,15 @@ impl RedisRwLock {
     /// ```
     pub fn resume_read(&self, handle: &LockHandle) -> Result<RedisRwLockReadGuard<'_>> {
         handle.expect(HandleKind::Read, &self.path)?;
-        let local = self.local.lock.read();
         let held = self.take_over(Mode::Read, handle)?;
-        Ok(RedisRwLockReadGuard::new(self, local, held))
+        Ok(RedisRwLockReadGuard::new(self, held))
     }
 
     /// A write guard for the write lease `handle` names: as
     /// [`resume_read`](Self::resume_read), for a write lease (made by a write guard's
     /// [`handle`](RedisRwLockWriteGuard::handle) or
     /// [`into_handle`](RedisRwLockWriteGuard::into_handle)). The lease gets a new
-    /// [fencing token](RedisRwLockWriteGuard::fencing_token). Like [`write`](Self::write),
-    /// it first waits its turn behind the threads of this process that hold the path.
+    /// [fencing token](RedisRwLockWriteGuard::fencing_token).
     ///
     /// # Errors
     ///
@@ -74,9 +73,8 @@ impl RedisRwLock {
     /// ```
     pub fn resume_write(&self, handle: &LockHandle) -> Result<RedisRwLockWriteGuard<'_>> {
         handle.expect(HandleKind::Write, &self.path)?;
-        let local = self.local.lock.write();
         let held = self.take_over(Mode::Write, handle)?;
-        Ok(RedisRwLockWriteGuard::new(self, local, held))
+        Ok(RedisRwLockWriteGuard::new(self, held))
     }
 
     /// Takes over the lease of `mode` that `handle` names, under a new lease id.
@@ -102,6 +100,7 @@ impl RedisRwLock {
             response_timeout: self.options.response_timeout,
             name: &self.path,
             labels: &labels,
+            first_nap: None,
         };
         let (granted, left) =
             wait::take_over(&wait, &call, self.options.wait_replicas, undo, || {

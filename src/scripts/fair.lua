@@ -30,6 +30,9 @@
 --          claims it, in milliseconds (a few lives of a queue entry: the waiter was live
 --          a moment ago)
 -- ARGV[11]: how long a release's tombstone stays, in milliseconds
+-- ARGV[12]: for 'release', a waiter of the releasing process that is live as it releases
+--          (or ''): a lock without expiry handed to it needs no provisional expiry, nor a
+--          claim; its wake-up says so ('<token>|kept')
 -- Returns, for 'acquire': {1, token} when granted, or when the lock holds a grant handed to
 -- us that we had not taken yet (its wake-up was not read, or was lost with a reply, or the
 -- lock has no expiry and the handoff's provisional one must be lifted): it is claimed then,
@@ -106,21 +109,27 @@ end
 -- Hands the lock to the first live waiter: grants it and pushes the token to its list,
 -- which wakes it. False when nobody is queued. A lock without expiry is handed over with
 -- an expiry of ARGV[10] milliseconds, which the waiter's claim lifts: a waiter that died
--- before it could take its grant holds nobody up for longer than that.
+-- before it could take its grant holds nobody up for longer than that. Handed by a release
+-- to a waiter of the releaser's own process (ARGV[12]), live as it releases, it keeps no
+-- expiry: its wake-up is its grant, as with one.
 local function hand_over()
     local head = live_head()
     if not head then
         return false
     end
     remove(head[1])
-    local expire = head[2]
+    local expire, value = head[2], nil
     if expire == '0' then
-        expire = ARGV[10]
+        if op == 'release' and head[1] == ARGV[12] then
+            value = '|kept'
+        else
+            expire = ARGV[10]
+        end
     end
     local token = grant(head[1], expire, head[3])
     local wake = ARGV[7] .. head[1]
     redis.call('DEL', wake)
-    redis.call('RPUSH', wake, token)
+    redis.call('RPUSH', wake, token .. (value or ''))
     redis.call('PEXPIRE', wake, ARGV[8])
     return true
 end

@@ -135,6 +135,20 @@ impl Log {
     pub fn held(&self, id: &str, at: u64) {
         self.line(format_args!("held {id} {at}"));
     }
+
+    /// An operator reset `resource` by a call that began at `at`: every grant of it made
+    /// before ends there, whatever its holder is told later (it learns at its next round
+    /// trip, as documented).
+    pub fn reset(&self, resource: &str, at: u64) {
+        self.line(format_args!("reset {resource} {at}"));
+    }
+
+    /// The holder of grant `id` on `resource` was stuck from `from` to `to`, its guard
+    /// alive: the threads of its process should take the lock meanwhile once its grant is
+    /// gone (expired or reset).
+    pub fn stuck(&self, id: &str, resource: &str, from: u64, to: u64) {
+        self.line(format_args!("stuck {id} {resource} {from} {to}"));
+    }
 }
 
 /// A process's pause by the nemesis: no call of that process overlapping it is held to
@@ -174,6 +188,15 @@ pub struct Checked {
     pub late_calls: Vec<String>,
     /// The longest call, as a share of its bound.
     pub worst_call: (f64, String),
+    /// Holders that got stuck with their guard alive, of an exclusive lock (a mutex, a
+    /// write lock).
+    pub stuck: usize,
+    /// Of those, how many times a thread of the stuck holder's own process took the lock
+    /// while it was stuck.
+    pub passed_stuck: usize,
+    /// Grants whose holder was told it held them after an operator's reset: their
+    /// interval ends at the reset.
+    pub ended_by_reset: usize,
 }
 
 impl Checked {
@@ -224,6 +247,9 @@ fn pid_of(text: &str) -> Option<u32> {
 pub fn check(logs: &[PathBuf], pauses: &[Pause]) -> Checked {
     let mut checked = Checked::default();
     let mut grants: HashMap<String, Grant> = HashMap::new();
+    // Resets (resource, when), and stuck holders (grant id, resource, from, to, log).
+    let mut resets: Vec<(String, u64)> = Vec::new();
+    let mut stuck: Vec<(String, String, u64, u64, String)> = Vec::new();
     for path in logs {
         let log = path.file_name().unwrap().to_string_lossy().into_owned();
         let Ok(text) = std::fs::read_to_string(path) else {
@@ -294,9 +320,45 @@ pub fn check(logs: &[PathBuf], pauses: &[Pause]) -> Checked {
                         grant.end = grant.end.max(at);
                     }
                 }
+                "reset" if parts.len() >= 3 => {
+                    resets.push((parts[1].to_owned(), parts[2].parse().unwrap()));
+                }
+                "stuck" if parts.len() >= 5 => stuck.push((
+                    parts[1].to_owned(),
+                    parts[2].to_owned(),
+                    parts[3].parse().unwrap(),
+                    parts[4].parse().unwrap(),
+                    log.clone(),
+                )),
                 _ => {}
             }
         }
+    }
+    // A reset ends every grant of its resource made before it, at the reset.
+    for (resource, at) in &resets {
+        for grant in grants.values_mut() {
+            if grant.resource == *resource && grant.start < *at && grant.end > *at {
+                grant.end = *at;
+                checked.ended_by_reset += 1;
+            }
+        }
+    }
+    for (id, resource, from, to, log) in &stuck {
+        let Some(held) = grants.get(id) else { continue };
+        if !matches!(held.claim, Claim::Exclusive | Claim::Write) {
+            continue;
+        }
+        checked.stuck += 1;
+        checked.passed_stuck += grants
+            .values()
+            .filter(|g| {
+                g.log == *log
+                    && g.id != *id
+                    && g.resource == *resource
+                    && g.asked >= *from
+                    && g.start < *to
+            })
+            .count();
     }
     check_grants(grants.into_values().collect(), &mut checked);
     checked
