@@ -18,7 +18,6 @@ pub use list::{
 pub use reset::{reset_all, reset_owned_by};
 
 use crate::conn::{self, Conn};
-use crate::duration::millis;
 use crate::keys::{
     CAPACITY_PREFIX, QUEUE_PREFIX, SEMAPHORE_RELEASED_PREFIX, SEMAPHORE_WAITERS_PREFIX,
     WAKE_PREFIX, semaphore_sibling,
@@ -26,6 +25,7 @@ use crate::keys::{
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::pool::Node;
 use crate::scripts::{Call, SEMAPHORE};
+use crate::time::{Deadline, millis};
 use crate::{Pool, Result};
 
 /// How many keys one `SCAN` step asks for, and so about how many locks one script call
@@ -34,13 +34,7 @@ const SCAN_COUNT: usize = 500;
 
 /// A connection to one primary, for walking its keys.
 fn node_conn(pool: &Pool, node: &Arc<Node>) -> Result<Conn> {
-    let config = pool.config();
-    conn::checkout_node(
-        node,
-        config.connection_timeout.min(config.response_timeout),
-        config.response_timeout,
-        config.connect_timeout,
-    )
+    conn::checkout_node(pool, node, Deadline::after(pool.response_timeout()))
 }
 
 /// One `SCAN` step on `conn` from `cursor`: the next cursor (0: done) and the keys found.

@@ -1,18 +1,24 @@
 //! The lease core every guard is built on: a grant held in Redis, its lease clock, its
 //! registration with the renewal service, and the calls every guard offers (`unlock`,
-//! `extend`, `is_held`, `ensure_held`, `valid_for`, `is_lost`). A lock kind says how to
-//! release, extend and check one of its grants by implementing [`Grant`]; everything else
-//! is here, once.
+//! `extend`, `is_held`, `ensure_held`, `valid_for`, `is_lost`), once for every kind.
+//!
+//! A kind says what its grants are by implementing [`ServerGrant`] (a grant on one server:
+//! its release call, and its part of a call of its extend script), or, for a Redlock,
+//! [`Grant`] and [`Renew`] itself. Every extend of a single-server grant, by its guard or
+//! by the renewal service, is one call of its kind's extend script, sent by
+//! [`renewal::extend`] and read back into a [`Renewal`] that the lease applies
+//! ([`Lease::apply`]): one hop, one mapping.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conn::{Conn, Failed};
-use crate::duration::check_duration;
+use crate::conn::{self, Conn};
 use crate::lease::{Holder, Lease};
 use crate::metrics;
 use crate::options::LockOptions;
 use crate::renewal::{self, LaneKey, Registration, Renew, Renewal, Renewing};
+use crate::scripts::{Call, Extend, Lua};
+use crate::time::{Deadline, check_duration, millis};
 use crate::{Error, Pool, Result};
 
 /// A grant an acquire attempt just made, before a guard holds it.
@@ -37,7 +43,7 @@ impl NewGrant {
     }
 }
 
-/// One grant of a lock kind: the requests a guard makes about it.
+/// One grant as a guard sees it: the requests it makes about it.
 pub(crate) trait Grant: Send + Sync + 'static {
     /// What the lock is called in logs: "lock", "read lock", "redlock", ...
     fn kind(&self) -> &'static str;
@@ -56,8 +62,7 @@ pub(crate) trait Grant: Send + Sync + 'static {
     fn check(&self) -> Result<bool>;
 }
 
-/// Where a grant of a single-server lock lives, and what bounds its requests: the part of
-/// every such grant the renewal service needs.
+/// Where a grant of a single-server lock lives, and what bounds its requests.
 pub(crate) struct OnServer {
     pub(crate) pool: Pool,
     /// The lock's name (a read-write lock's path).
@@ -87,110 +92,71 @@ impl OnServer {
     }
 }
 
-impl OnServer {
-    /// Sends `op` (an extend or a check of a grant renewed alone, on a key `route` of its
-    /// lock), the checkout and the reply both bounded by `reply_timeout` (a renewal's share
-    /// of what is left of the lease, or the response timeout); `what` names it in errors.
-    pub(crate) fn send_within<T>(
-        &self,
-        route: &str,
-        reply_timeout: Duration,
-        what: &'static str,
-        op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
-    ) -> std::result::Result<T, Failed> {
-        let wait = reply_timeout.min(self.pool.connection_timeout());
-        let mut conn = crate::conn::checkout(&self.pool, route, wait, reply_timeout)
-            .map_err(Failed::Refused)?;
-        conn.set_read_timeout(reply_timeout)
-            .map_err(Failed::Refused)?;
-        crate::conn::run(&self.pool, route, Some(conn), self.response_timeout, op)
-            .map_err(Failed::Refused)?
-            .outcome(&self.name, what)
-    }
+/// A grant of a lock on one server (a mutex's, a read or write lease, a semaphore's
+/// permits): what its kind says about it. [`Grant`] and [`Renew`] come with it.
+pub(crate) trait ServerGrant: Send + Sync + 'static {
+    /// What the lock is called in logs.
+    fn kind(&self) -> &'static str;
 
-    /// One renewal of a grant renewed alone: `send` sets its lease to the lock's expiry (in
-    /// ms) within the time given, and says whether the grant was still ours.
-    pub(crate) fn renew_alone(
-        &self,
-        timeout: Duration,
-        send: impl FnOnce(u64, Duration) -> std::result::Result<bool, Failed>,
-    ) -> Renewal {
-        let ttl = self.ttl.unwrap_or(Duration::MAX);
-        let sent_at = Instant::now();
-        match send(
-            crate::duration::millis(ttl),
-            timeout.min(self.response_timeout),
-        ) {
-            Ok(true) => Renewal::Renewed { sent_at, ttl },
-            Ok(false) => Renewal::Gone { taken: false },
-            Err(Failed::NoReply(e)) => Renewal::MayHaveRun {
-                sent_at,
-                ttl,
-                why: e.to_string(),
-            },
-            Err(Failed::Refused(e)) => Renewal::Failed(e.to_string()),
-        }
-    }
-}
-
-/// A grant renewed alone, by one extend request of its own (a read-write lock's lease, a
-/// semaphore's permits): its extend, check and renewal are all that request.
-pub(crate) trait ExtendAlone: Send + Sync + 'static {
     fn on(&self) -> &OnServer;
 
-    /// Sets the grant's lease to `lease_ms` (0: only checks it), the request bounded by
-    /// `within`; whether it was still ours.
-    fn send_extend(&self, lease_ms: u64, within: Duration) -> std::result::Result<bool, Failed>;
+    /// A key of the lock: routes its requests. Grants whose routes share a hash tag are
+    /// renewed together.
+    fn route(&self) -> &str;
 
-    /// [`Grant::extend`] by this request.
-    fn extend_alone(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let within = self.on().response_timeout;
-        extend_lease(lease, ttl, || {
-            self.send_extend(crate::duration::millis(ttl), within)
-        })
-    }
+    /// The call that releases the grant; it answers a positive number when the grant was
+    /// ours (or its release happened a moment ago: the same release sent again).
+    fn release_call(&self) -> Call;
 
-    /// [`Grant::check`] by this request.
-    fn check_alone(&self) -> Result<bool> {
-        self.send_extend(0, self.on().response_timeout)
-            .map_err(Failed::into_error)
-    }
+    /// The script that extends grants of this kind, any number in one call, answering one
+    /// [`Extend`](crate::scripts::Extend) per grant.
+    fn extend_script(&self) -> &'static Lua;
+
+    /// Adds the grant's part to a call of [`extend_script`](Self::extend_script): set its
+    /// lease to `lease_ms`, or only check it (`0`).
+    fn extend_part(&self, call: &mut Call, lease_ms: u64);
 }
 
-impl<G: ExtendAlone> ServerGrant for G {
-    fn on_server(&self) -> &OnServer {
-        self.on()
+impl<G: ServerGrant> Grant for G {
+    fn kind(&self) -> &'static str {
+        ServerGrant::kind(self)
     }
 
-    fn renewing(&self) -> Renewing<'_> {
-        Renewing::Alone(self)
+    fn name(&self) -> &str {
+        &self.on().name
     }
-}
 
-impl<G: ExtendAlone> renewal::RenewAlone for G {
-    fn renew(&self, timeout: Duration) -> Renewal {
-        self.on()
-            .renew_alone(timeout, |ms, within| self.send_extend(ms, within))
+    fn release(&self) -> Result<bool> {
+        let on = self.on();
+        let call = self.release_call();
+        let deadline = Deadline::after(on.response_timeout);
+        let mut ran =
+            conn::run_repeatable(&on.pool, self.route(), deadline, |c| call.invoke::<i64>(c))?;
+        match ran.result {
+            Ok(released) => Ok(released > 0),
+            Err(e) => Err(ran.conn.fail(e, &on.name, "release")),
+        }
     }
-}
 
-/// A grant of a single-server lock: renewed on its server's lane, bounded by its response
-/// timeout, restoring the lock's expiry; how is its own.
-pub(crate) trait ServerGrant: Send + Sync + 'static {
-    fn on_server(&self) -> &OnServer;
+    fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let (extended, renewal) = extend_one(self, ttl)?;
+        lease.apply(&renewal);
+        extended
+    }
 
-    /// How the grant is renewed: see [`Renew::renewing`].
-    fn renewing(&self) -> Renewing<'_>;
+    fn check(&self) -> Result<bool> {
+        extend_one(self, Duration::ZERO)?.0
+    }
 }
 
 impl<G: ServerGrant> Renew for G {
     fn ttl(&self) -> Duration {
         // Only grants with an expiry are renewed.
-        self.on_server().ttl.unwrap_or(Duration::MAX)
+        self.on().ttl.unwrap_or(Duration::MAX)
     }
 
     fn lane(&self) -> LaneKey {
-        let on = self.on_server();
+        let on = self.on();
         LaneKey::Pool {
             pool: on.pool.id(),
             server: on.server.clone(),
@@ -198,37 +164,31 @@ impl<G: ServerGrant> Renew for G {
     }
 
     fn bound(&self) -> Duration {
-        self.on_server().response_timeout
+        self.on().response_timeout
     }
 
     fn renewing(&self) -> Renewing<'_> {
-        ServerGrant::renewing(self)
+        Renewing::Batched(self)
     }
 }
 
-/// Sends an extend of a single-server grant to `ttl` (`send` says whether the grant was still
-/// ours), and moves `lease` with what came of it: on from when it was sent when it was
-/// extended, cut to `ttl` from then when its reply was lost (it may still run).
-///
-/// Errors: the request's.
-pub(crate) fn extend_lease(
-    lease: &Lease,
-    ttl: Duration,
-    send: impl FnOnce() -> std::result::Result<bool, Failed>,
-) -> Result<bool> {
-    let sent_at = Instant::now();
-    match send() {
-        Ok(true) => {
-            lease.extended(sent_at, ttl);
-            Ok(true)
-        }
-        Ok(false) => Ok(false),
-        Err(Failed::NoReply(e)) => {
-            lease.lost_reply(sent_at, ttl);
-            Err(e)
-        }
-        Err(Failed::Refused(e)) => Err(e),
-    }
+/// Sends an extend of one grant to `ttl` (zero: a check), within its response timeout:
+/// whether it was ours (or the request's error), and what that means for its lease.
+fn extend_one(grant: &dyn ServerGrant, ttl: Duration) -> Result<(Result<bool>, Renewal)> {
+    let deadline = Deadline::after(grant.on().response_timeout);
+    let (sent_at, sent) = renewal::extend(&[(grant, ttl)], deadline);
+    let outcome = sent.as_ref().map(|extended| extended[0]);
+    let renewal = renewal::renewal(sent_at, ttl, outcome);
+    let ours = match sent {
+        Ok(extended) => Ok(extended[0] == Extend::Extended),
+        Err(failed) => Err(failed.into_error()),
+    };
+    Ok((ours, renewal))
+}
+
+/// The lease, in milliseconds, an extend of `ttl` asks for (`0`: a check).
+pub(crate) fn lease_ms(ttl: Duration) -> u64 {
+    if ttl.is_zero() { 0 } else { millis(ttl) }
 }
 
 /// A grant held by a guard. Dropping it does nothing: guards call

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::metrics::{self, Labels};
+use crate::renewal::Renewal;
 
 /// A callback run once when a held lock is found lost.
 pub(crate) type OnLost = Arc<dyn Fn(&LostLock) + Send + Sync>;
@@ -261,6 +262,18 @@ impl Lease {
             *doubt = Some(doubt.map_or(ttl, |d| d.min(ttl)));
         }
         self.shorten_to(lease_end(sent_at, ttl));
+    }
+
+    /// Moves the lease with what a renewal or an extend came to: on from when it was sent
+    /// when it was renewed, cut to its ttl from then when its reply was lost (it may still
+    /// run); nothing otherwise.
+    pub(crate) fn apply(&self, renewal: &Renewal) {
+        match *renewal {
+            Renewal::Renewed { sent_at, ttl } => self.extended(sent_at, ttl),
+            Renewal::RenewedUntil { valid_until, .. } => self.extend_to(valid_until),
+            Renewal::MayHaveRun { sent_at, ttl, .. } => self.lost_reply(sent_at, ttl),
+            Renewal::Gone { .. } | Renewal::Failed(_) => {}
+        }
     }
 
     /// The shortest lease a later request can count on (see [`lost_reply`](Self::lost_reply)).

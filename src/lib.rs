@@ -170,9 +170,9 @@
     unreachable_pub
 )]
 
+mod acquire;
 mod admin;
 mod conn;
-mod duration;
 mod error;
 mod handle;
 mod held;
@@ -188,6 +188,7 @@ mod renewal;
 mod rwlock;
 mod scripts;
 mod semaphore;
+mod time;
 mod wait;
 
 pub use admin::{

@@ -13,20 +13,22 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Conn, Undone};
-use crate::duration::millis;
+use crate::acquire::{self, Attempt, Found, Lock, Outcome, Request};
+use crate::conn;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{MutexKeys, Scheme};
 use crate::lease::Holder;
+use crate::lease::clock_margin;
 use crate::local::{Local, Locals};
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
-use crate::scripts::{Acquire, Call, RESET, Reset, undo_window};
-use crate::wait::{self, Acquired, Attempt, Wait};
+use crate::scripts::{self, Call, RESET, Reset, undo_window};
+use crate::time::{Deadline, millis};
 use crate::{Error, Pool, Result, TryLockError};
 
 pub use builder::RedisMutexBuilder;
 use calls::Calls;
+use fair::Fair;
 use grant::MutexGrant;
 use guard::Core;
 pub use guard::{ArcRedisMutexGuard, RedisMutexGuard};
@@ -524,7 +526,7 @@ impl RedisMutex {
     /// ```
     pub fn get_owner_id(&self) -> Result<Option<String>> {
         let key = &self.keys().lock;
-        let mut ran = conn::run_repeatable(&self.pool, key, self.options.response_timeout, |c| {
+        let mut ran = conn::run_repeatable(&self.pool, key, self.deadline(), |c| {
             redis::cmd("GET").arg(key).query(c)
         })?;
         ran.result.map_err(|e| ran.conn.fail(e, &self.name, "GET"))
@@ -560,10 +562,9 @@ impl RedisMutex {
             .key(&keys.signal)
             .key(&keys.grant)
             .key(&keys.released);
-        let mut ran =
-            conn::run_repeatable(&self.pool, &keys.lock, self.options.response_timeout, |c| {
-                call.invoke::<Vec<Reset>>(c)
-            })?;
+        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
+            call.invoke::<Vec<Reset>>(c)
+        })?;
         let reset = ran
             .result
             .map_err(|e| ran.conn.fail(e, &self.name, "reset"))?;
@@ -590,114 +591,38 @@ impl RedisMutex {
                 None => return Ok(None),
             },
         };
-        let granted = if self.calls.fair {
-            self.acquire_fair(deadline, turn.as_ref())?
+        let lock = self.lock_ref();
+        let outcome = if self.calls.fair {
+            acquire::acquire(&lock, &mut Fair::new(self, turn.as_ref()), deadline)?
         } else {
-            self.acquire_plain(deadline, turn.is_some())?
+            acquire::acquire(&lock, &mut Plain::new(self, turn.is_some()), deadline)?
         };
         drop(turn);
-        granted.map(|granted| self.core(granted)).transpose()
+        match outcome {
+            Outcome::Granted(granted, ()) => self.core(granted).map(Some),
+            Outcome::TimedOut | Outcome::GaveWay => Ok(None),
+        }
     }
 
-    /// What waiting for this lock waits on.
-    fn wait<'a>(&'a self, signals: &'a [&'a str], deadline: Option<Instant>) -> Wait<'a> {
-        Wait {
+    /// The deadline of a request sent now: one response timeout.
+    fn deadline(&self) -> Deadline {
+        Deadline::after(self.options.response_timeout)
+    }
+
+    /// What the acquire driver needs of this lock.
+    fn lock_ref(&self) -> Lock<'_> {
+        Lock {
             pool: &self.pool,
             route: &self.keys().lock,
-            signals,
-            deadline,
-            response_timeout: self.options.response_timeout,
             name: &self.name,
-            labels: &self.labels,
-            first_nap: None,
-        }
-    }
-
-    /// Takes the lock with python-redis-lock's protocol (and a grant marker). `waiting`:
-    /// the thread has its process's turn to wait in Redis.
-    fn acquire_plain(&self, deadline: Option<Instant>, waiting: bool) -> Result<Option<NewGrant>> {
-        let signals = [self.keys().signal.as_str()];
-        let mut wait = self.wait(&signals, deadline);
-        // A grant of this process's that stands until then at least: the first attempt
-        // would fail. Woken by its release or a reset, or once it runs out, the waiter
-        // tries then, as a waiter of any other process would.
-        if waiting && let Some(held) = self.local.held_for() {
-            wait.first_nap = Some(held.map_or(wait::MAX_WAIT, |left| {
-                left + crate::lease::clock_margin(left, 0.01)
-            }));
-        }
-        // Right after a release of this process, a waiter it woke may be on its way: let it
-        // go first rather than win a race that sends it to the back of the queue. Past half
-        // the signal's life an absent signal may have expired instead, so be plain again.
-        // Never after a wake-up: the signal that woke us is ours, popped.
-        let mut polite = wait.first_nap.is_none()
-            && self
-                .local
-                .take_released_at()
-                .is_some_and(|at| at.elapsed() < self.options.signal_expire / 2);
-        let acquired = wait::acquire(&wait, |conn, _woken| {
-            let attempt = AttemptId::new();
-            let attempt = attempt.as_str();
-            let polite = std::mem::take(&mut polite);
-            let call = self.calls.acquire(attempt, polite);
-            // Sent again after a closed connection, our release's signal may be gone with a
-            // restart rather than taken by a waiter: then the call is a plain one.
-            let plain = polite.then(|| self.calls.acquire(attempt, false));
-            // A woken waiter's acquire is a round trip away; if it died on the way, half the
-            // signal's life bounds how long the lock stays free.
-            let left_to_waiter = self.options.signal_expire / 2;
-            self.send_acquire(
-                conn,
-                (&call, plain.as_ref()),
-                attempt,
-                (left_to_waiter, Duration::MAX),
-                |c, e| self.undo(c, attempt, &e.to_string()),
-            )
-        })?;
-        Ok(match acquired {
-            Acquired::Granted(granted) => Some(granted),
-            // Its attempts never give way.
-            Acquired::TimedOut(_) | Acquired::GaveWay(_) => None,
-            Acquired::Failed(_, e) => return Err(e),
-        })
-    }
-
-    /// Sends `calls.0`, the acquire of `attempt` (in fair mode, a waiter), on `conn`; undoes
-    /// it with `undo` when its reply is lost. `calls.1`, if given, is what goes when the
-    /// call is sent again (see [`conn::run_grant`]). Held elsewhere, the lock is waited for
-    /// until its holder's lease runs out, at most `naps.1`; left to another waiter,
-    /// `naps.0`.
-    fn send_acquire(
-        &self,
-        conn: Conn,
-        (mut call, again): (&Call, Option<&Call>),
-        attempt: &str,
-        naps: (Duration, Duration),
-        undo: impl FnMut(&mut Conn, &redis::RedisError) -> Undone,
-    ) -> Result<(Conn, Attempt<NewGrant>)> {
-        let sent_at = Instant::now();
-        let (mut conn, reply) = conn::run_grant(
-            &self.pool,
-            &self.keys().lock,
-            conn,
-            self.options.response_timeout,
-            (&self.name, "acquire"),
-            |c| {
-                let sent = call.invoke::<Acquire>(c);
-                call = again.unwrap_or(call);
-                sent
+            kind: if self.calls.fair {
+                "lock (fair)"
+            } else {
+                "lock"
             },
-            undo,
-        )?;
-        let found = match reply {
-            Acquire::Granted { token } => {
-                Attempt::Granted(self.granted(&mut conn, attempt, sent_at, token)?)
-            }
-            Acquire::WrongType { .. } => return Err(self.wrong_type()),
-            Acquire::LeftToWaiter => Attempt::Blocked(naps.0),
-            Acquire::Held { left } => Attempt::Blocked(wait::until_expiry(left).min(naps.1)),
-        };
-        Ok((conn, found))
+            options: &self.options,
+            labels: &self.labels,
+        }
     }
 
     /// The error for a lock key that holds another type.
@@ -706,44 +631,6 @@ impl RedisMutex {
             name: self.name.to_string(),
             key: Some(self.keys().lock.clone()),
         }
-    }
-
-    /// A grant of ours by `attempt` (in fair mode, the waiter), made on `conn` by a request
-    /// sent at `sent_at` (or handed over after it ran): checks the replicas if asked to.
-    fn granted(
-        &self,
-        conn: &mut Conn,
-        attempt: &str,
-        sent_at: Instant,
-        token: u64,
-    ) -> Result<NewGrant> {
-        wait::replicate(
-            conn,
-            self.options.wait_replicas,
-            self.options.response_timeout,
-            &self.name,
-            |conn, why| self.undo(conn, attempt, why),
-        )?;
-        let mode = if self.calls.fair { " (fair)" } else { "" };
-        log::debug!("acquired lock `{}`{mode}", self.name);
-        Ok(NewGrant::on(conn, &self.pool, sent_at, token))
-    }
-
-    /// Undoes the grant of `attempt`, whose reply was lost (or that must not stand): Redis
-    /// may have granted it, or may still, leaving a lock held by nobody. Releases it, right
-    /// behind the acquire on the same connection (see [`wait::undo`]), and only if the
-    /// grant marker still names this attempt: never a grant made since. Returns the error
-    /// of a failover that moved the lock before the undo could reach it.
-    fn undo(&self, conn: &mut Conn, attempt: &str, why: &str) -> Undone {
-        wait::undo(
-            conn,
-            &self.pool,
-            &self.keys().lock,
-            self.options.response_timeout,
-            &[self.calls.undo(attempt).eval()],
-            ("lock", &self.name, why),
-            self.options.expire,
-        )
     }
 
     /// The guard's core for a grant.
@@ -770,5 +657,90 @@ impl RedisMutex {
             local: self.local.clone(),
         };
         (grant, holder)
+    }
+}
+
+/// An acquire with python-redis-lock's protocol (and a grant marker): each attempt is a
+/// `SET NX` of its own, undone by its own id when its reply is lost; nothing is queued.
+struct Plain<'a> {
+    mutex: &'a RedisMutex,
+    /// The id of the last attempt: its undo removes its grant and no other.
+    attempt: AttemptId,
+    /// Right after a release of this process, a waiter it woke may be on its way: the first
+    /// attempt lets it go first rather than win a race that sends it to the back of the
+    /// queue. Past half the signal's life an absent signal may have expired instead, so be
+    /// plain again. Never after a wake-up: the signal that woke us is ours, popped.
+    polite: bool,
+    /// A grant of this process stands until then at least: the first attempt would fail.
+    /// Woken by its release or a reset, or once it runs out, the waiter tries then, as a
+    /// waiter of any other process would.
+    first_nap: Option<Duration>,
+}
+
+impl<'a> Plain<'a> {
+    /// An acquire of `mutex`; `waiting`: by the thread whose turn it is to wait in Redis.
+    fn new(mutex: &'a RedisMutex, waiting: bool) -> Plain<'a> {
+        let first_nap = waiting
+            .then(|| mutex.local.held_for())
+            .flatten()
+            .map(|held| held.map_or(acquire::MAX_WAIT, |left| left + clock_margin(left, 0.01)));
+        let polite = first_nap.is_none()
+            && mutex
+                .local
+                .take_released_at()
+                .is_some_and(|at| at.elapsed() < mutex.options.signal_expire / 2);
+        Plain {
+            mutex,
+            attempt: AttemptId::new(),
+            polite,
+            first_nap,
+        }
+    }
+}
+
+impl Request for Plain<'_> {
+    type Reply = scripts::Acquire;
+    type Extra = ();
+    const QUEUES: bool = false;
+
+    fn signals(&self) -> Vec<String> {
+        vec![self.mutex.keys().signal.clone()]
+    }
+
+    fn attempt(&mut self, _queue: bool) -> Attempt {
+        self.attempt = AttemptId::new();
+        let polite = std::mem::take(&mut self.polite);
+        let calls = &self.mutex.calls;
+        Attempt {
+            call: calls.acquire(self.attempt.as_str(), polite),
+            // Sent again after a closed connection, our release's signal may be gone with a
+            // restart rather than taken by a waiter: then the call is a plain one.
+            again: polite.then(|| calls.acquire(self.attempt.as_str(), false)),
+        }
+    }
+
+    fn read(&mut self, reply: scripts::Acquire) -> Result<Found<()>> {
+        Ok(match reply {
+            scripts::Acquire::Granted { token } => Found::Granted { token, extra: () },
+            scripts::Acquire::Held { left } => Found::Blocked(acquire::until_expiry(left)),
+            // A woken waiter's acquire is a round trip away; if it died on the way, half
+            // the signal's life bounds how long the lock stays free.
+            scripts::Acquire::LeftToWaiter => Found::Blocked(self.mutex.options.signal_expire / 2),
+            scripts::Acquire::WrongType { .. } => return Err(self.mutex.wrong_type()),
+        })
+    }
+
+    /// Releases the attempt's grant, only if the grant marker still names the attempt:
+    /// never a grant made since.
+    fn undo(&self) -> Vec<Call> {
+        vec![self.mutex.calls.undo(self.attempt.as_str())]
+    }
+
+    fn withdraw(&self) -> Option<Call> {
+        None
+    }
+
+    fn first_nap(&self) -> Option<Duration> {
+        self.first_nap
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rand::RngCore;
 
-use crate::duration::{MAX_DURATION, check_duration};
 use crate::lease::{LostLock, OnLost};
+use crate::time::{MAX_DURATION, check_duration};
 use crate::{Error, Pool, Result};
 
 /// How long a release signal waits for a waiter before Redis drops it (python-redis-lock's

@@ -11,16 +11,16 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Conn, Undone};
-use crate::duration::millis;
+use crate::acquire::{self, Attempt, ENTRY_TTL, Found, Lock, Outcome, Request};
+use crate::conn;
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{Mode, RwKeys, Scheme};
 use crate::lease::Holder;
 use crate::local::{Local, Locals};
 use crate::metrics::Labels;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
-use crate::scripts::{Acquire, RWLOCK_ACQUIRE, RWLOCK_RELEASE};
-use crate::wait::{self, Acquired, Attempt, Wait};
+use crate::scripts::{self, Call, RWLOCK_ACQUIRE, RWLOCK_RELEASE};
+use crate::time::{Deadline, millis};
 use crate::{Error, Pool, Result, TryLockError};
 
 pub use builder::RedisRwLockBuilder;
@@ -29,11 +29,6 @@ pub use guard::{RedisRwLockReadGuard, RedisRwLockWriteGuard};
 
 /// The local side of every read-write lock of this process, by pool and path.
 static LOCALS: LazyLock<Locals> = LazyLock::new(Locals::new);
-
-/// How long a waiter's registration lasts unless the waiter renews it, which it does with
-/// every attempt (at most [`wait::MAX_WAIT`] apart). A waiting writer that crashed holds new
-/// readers back for at most this long.
-const WAITING_TTL: Duration = Duration::from_millis(2000);
 
 /// The default separator of path segments.
 const DEFAULT_SEPARATOR: char = '/';
@@ -444,12 +439,10 @@ impl RedisRwLock {
                 .arg(mode.held())
                 .arg("*")
                 .arg(millis(self.options.signal_expire));
-            let mut ran = conn::run_repeatable(
-                &self.pool,
-                self.route(),
-                self.options.response_timeout,
-                |c| call.invoke::<i64>(c),
-            )?;
+            let deadline = Deadline::after(self.options.response_timeout);
+            let mut ran = conn::run_repeatable(&self.pool, self.route(), deadline, |c| {
+                call.invoke::<i64>(c)
+            })?;
             removed |= ran
                 .result
                 .map_err(|e| ran.conn.fail(e, &self.path, "reset"))?
@@ -473,96 +466,41 @@ impl RedisRwLock {
     /// in the process: one thread of this process at a time waits in Redis for the path. A
     /// `try_` call with nothing to wait for makes its one attempt without a turn.
     fn acquire(&self, mode: Mode, deadline: Option<Instant>) -> Result<Option<Held<RwGrant>>> {
-        let _turn = match deadline {
+        let turn = match deadline {
             Some(deadline) if deadline <= Instant::now() => None,
             _ => match self.local.turn(1, deadline, |_| {}) {
                 Some(turn) => Some(turn),
                 None => return Ok(None),
             },
         };
-        let lease_id = format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>());
-        let expire_ms = self.options.expire.map_or(0, millis);
-        let wake_lists = self.keys.wake_lists(mode);
-        let wake_lists: Vec<&str> = wake_lists.iter().map(String::as_str).collect();
         let labels = self.labels_of(mode);
-        let wait = Wait {
+        let lock = self.lock_ref(mode, &labels);
+        let mut request = RwRequest {
+            lock: self,
+            mode,
+            lease_id: format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>()),
+        };
+        let outcome = acquire::acquire(&lock, &mut request, deadline)?;
+        drop(turn);
+        match outcome {
+            Outcome::Granted(granted, ()) => self.held(mode, request.lease_id, granted).map(Some),
+            Outcome::TimedOut | Outcome::GaveWay => Ok(None),
+        }
+    }
+
+    /// What the acquire driver needs of this lock, for a lease of `mode`.
+    fn lock_ref<'a>(&'a self, mode: Mode, labels: &'a Labels) -> Lock<'a> {
+        Lock {
             pool: &self.pool,
-            route: &self.keys.all()[0],
-            signals: &wake_lists,
-            deadline,
-            response_timeout: self.options.response_timeout,
+            route: self.route(),
             name: &self.path,
-            labels: &labels,
-            first_nap: None,
-        };
-        let mut registered = false;
-        let acquired = wait::acquire(&wait, |conn, _woken| {
-            let sent_at = Instant::now();
-            // Only a caller that will wait holds writers' places (or counts for wake-ups).
-            let will_wait = deadline.is_none_or(|deadline| sent_at < deadline);
-            let mut call = RWLOCK_ACQUIRE.call();
-            call.key(self.keys.all())
-                .key(&self.keys.fencing)
-                .arg(mode.held())
-                .arg(&lease_id)
-                .arg(expire_ms)
-                .arg(if will_wait { millis(WAITING_TTL) } else { 0 });
-            let (mut conn, reply) = conn::run_grant(
-                &self.pool,
-                self.route(),
-                conn,
-                self.options.response_timeout,
-                (&self.path, "acquire"),
-                |c| call.invoke::<Acquire>(c),
-                |c, e| self.undo(c, mode, &lease_id, &e.to_string()),
-            )?;
-            let found = match reply {
-                Acquire::Granted { token } => {
-                    wait::replicate(
-                        &mut conn,
-                        self.options.wait_replicas,
-                        self.options.response_timeout,
-                        &self.path,
-                        |conn, why| self.undo(conn, mode, &lease_id, why),
-                    )?;
-                    log::debug!("acquired {} lock `{}`", mode.name(), self.path);
-                    Attempt::Granted(NewGrant::on(&conn, &self.pool, sent_at, token))
-                }
-                Acquire::Held { left } => {
-                    registered |= will_wait;
-                    Attempt::Blocked(wait::until_expiry(left))
-                }
-                Acquire::WrongType { key } => {
-                    return Err(Error::WrongType {
-                        name: self.path.to_string(),
-                        key: key
-                            .checked_sub(1)
-                            .and_then(|at| self.keys.all().get(at))
-                            .cloned(),
-                    });
-                }
-                Acquire::LeftToWaiter => return Err(Error::Protocol { what: "acquire" }),
-            };
-            Ok((conn, found))
-        })?;
-        let granted = match acquired {
-            Acquired::Granted(granted) => granted,
-            Acquired::TimedOut(conn) => {
-                if registered {
-                    self.cancel_wait(conn.map(|conn| *conn), mode, &lease_id);
-                }
-                return Ok(None);
-            }
-            // Its attempts never give way.
-            Acquired::GaveWay(conn) => {
-                self.cancel_wait(Some(*conn), mode, &lease_id);
-                return Ok(None);
-            }
-            // The waiting entry expires within `WAITING_TTL`; withdrawing it now would
-            // wait on a server that stopped answering.
-            Acquired::Failed(_, e) => return Err(e),
-        };
-        self.held(mode, lease_id, granted).map(Some)
+            kind: match mode {
+                Mode::Read => "read lock",
+                Mode::Write => "write lock",
+            },
+            options: &self.options,
+            labels,
+        }
     }
 
     /// The lease core of a grant.
@@ -590,37 +528,8 @@ impl RedisRwLock {
         (grant, holder)
     }
 
-    /// Withdraws a waiter's registration (on `conn`, or on a connection of its own for a
-    /// waiter that had none), so that a writer that gave up stops holding readers back at
-    /// once. Best effort: a registration left behind expires by itself.
-    fn cancel_wait(&self, conn: Option<Conn>, mode: Mode, lease_id: &str) {
-        let call = self.release_call(mode.waiting(), lease_id);
-        let cancelled = match conn {
-            Some(mut conn) => call
-                .invoke::<i64>(&mut *conn)
-                .map_err(|e| conn.fail(e, &self.path, "cancel")),
-            None => conn::run(
-                &self.pool,
-                self.route(),
-                None,
-                self.options.response_timeout,
-                |c| call.invoke::<i64>(c),
-            )
-            .and_then(|mut ran| {
-                ran.result
-                    .map_err(|e| ran.conn.fail(e, &self.path, "cancel"))
-            }),
-        };
-        if let Err(e) = cancelled {
-            log::debug!(
-                "withdrawing a {} waiter of `{}` failed; it expires within {WAITING_TTL:?}: {e}",
-                mode.name(),
-                self.path
-            );
-        }
-    }
-
-    fn release_call(&self, entry: &str, lease_id: &str) -> crate::scripts::Call {
+    /// A call that removes the entry `entry` of `lease_id` and wakes whom it held back.
+    fn release_call(&self, entry: &str, lease_id: &str) -> Call {
         let mut call = RWLOCK_RELEASE.call();
         call.key(self.keys.all())
             .arg(entry)
@@ -628,22 +537,65 @@ impl RedisRwLock {
             .arg(millis(self.options.signal_expire));
         call
     }
+}
 
-    /// Undoes an acquire whose reply was lost (or whose grant must not stand): Redis may
-    /// have granted it or registered us anyway, or may still, leaving an entry held by
-    /// nobody. Removes both, right behind the acquire (see [`wait::undo`]), as plain
-    /// `EVAL`s; the lease id is this attempt's own, so nothing else is touched.
-    fn undo(&self, conn: &mut Conn, mode: Mode, lease_id: &str, why: &str) -> Undone {
-        let releases =
-            [mode.held(), mode.waiting()].map(|entry| self.release_call(entry, lease_id).eval());
-        wait::undo(
-            conn,
-            &self.pool,
-            &self.keys.all()[0],
-            self.options.response_timeout,
-            &releases,
-            (&format!("{} lock", mode.name()), &self.path, why),
-            self.options.expire,
-        )
+/// An acquire of a read or write lease: one lease id for the whole call, which the grant,
+/// the waiter's registration and their undo all name.
+struct RwRequest<'a> {
+    lock: &'a RedisRwLock,
+    mode: Mode,
+    lease_id: String,
+}
+
+impl Request for RwRequest<'_> {
+    type Reply = scripts::Acquire;
+    type Extra = ();
+    const QUEUES: bool = true;
+
+    fn signals(&self) -> Vec<String> {
+        self.lock.keys.wake_lists(self.mode)
+    }
+
+    /// Takes the lease, or, refused, registers as a waiter (`queue`): a waiting writer
+    /// holds new readers back, and a release wakes only registered waiters.
+    fn attempt(&mut self, queue: bool) -> Attempt {
+        let keys = &self.lock.keys;
+        let mut call = RWLOCK_ACQUIRE.call();
+        call.key(keys.all())
+            .key(&keys.fencing)
+            .arg(self.mode.held())
+            .arg(&self.lease_id)
+            .arg(self.lock.options.expire.map_or(0, millis))
+            .arg(if queue { millis(ENTRY_TTL) } else { 0 });
+        call.into()
+    }
+
+    fn read(&mut self, reply: scripts::Acquire) -> Result<Found<()>> {
+        Ok(match reply {
+            scripts::Acquire::Granted { token } => Found::Granted { token, extra: () },
+            scripts::Acquire::Held { left } => Found::Blocked(acquire::until_expiry(left)),
+            scripts::Acquire::WrongType { key } => {
+                return Err(Error::WrongType {
+                    name: self.lock.path.to_string(),
+                    key: key
+                        .checked_sub(1)
+                        .and_then(|at| self.lock.keys.all().get(at))
+                        .cloned(),
+                });
+            }
+            scripts::Acquire::LeftToWaiter => return Err(Error::Protocol { what: "acquire" }),
+        })
+    }
+
+    /// Removes the lease and the registration this request's id may have left.
+    fn undo(&self) -> Vec<Call> {
+        [self.mode.held(), self.mode.waiting()]
+            .into_iter()
+            .map(|entry| self.lock.release_call(entry, &self.lease_id))
+            .collect()
+    }
+
+    fn withdraw(&self) -> Option<Call> {
+        Some(self.lock.release_call(self.mode.waiting(), &self.lease_id))
     }
 }

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, ParsingError, RedisResult, Script, ToRedisArgs, Value};
 
+use crate::conn::Conn;
+
 /// How long after a request a second copy of it (or its undo) may still come: twice the
 /// response timeout, at least 10 s (an undo is sent at most a response timeout after its
 /// call, right behind it). The least a grant marker lives, and how long a release's
@@ -31,16 +33,23 @@ pub(crate) fn undo_window(response_timeout: Duration) -> Duration {
 
 /// A script and its source.
 pub(crate) struct Lua {
+    name: &'static str,
     script: Script,
     source: &'static str,
 }
 
 impl Lua {
-    fn new(source: &'static str) -> Lua {
+    fn new(name: &'static str, source: &'static str) -> Lua {
         Lua {
+            name,
             script: Script::new(source),
             source,
         }
+    }
+
+    /// The script's name: its file's, without `.lua`.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
     }
 
     /// A call of this script, to be given keys and arguments.
@@ -140,16 +149,17 @@ impl Call {
         cmd
     }
 
-    /// Runs the call as `EVALSHA`, loading the script first if the server lacks it.
-    pub(crate) fn invoke<T: FromRedisValue>(
-        &self,
-        conn: &mut dyn redis::ConnectionLike,
-    ) -> RedisResult<T> {
+    /// Runs the call as `EVALSHA`, loading the script first if the server lacks it; the
+    /// load and the second `EVALSHA` share the deadline of the first.
+    pub(crate) fn invoke<T: FromRedisValue>(&self, conn: &mut Conn) -> RedisResult<T> {
         let cmd = self.command("EVALSHA", self.lua.script.get_hash());
-        match cmd.query(conn) {
+        match cmd.query(&mut **conn) {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.lua.script.load(conn)?;
-                cmd.query(conn)
+                // A socket whose timeout cannot be set fails the next read anyway.
+                conn.keep_deadline().ok();
+                self.lua.script.load(&mut **conn)?;
+                conn.keep_deadline().ok();
+                cmd.query(&mut **conn)
             }
             result => result,
         }
@@ -163,13 +173,9 @@ impl Call {
 
     /// Runs the call as [`eval`](Self::eval) when `pending`, else as
     /// [`invoke`](Self::invoke).
-    pub(crate) fn run<T: FromRedisValue>(
-        &self,
-        conn: &mut dyn redis::ConnectionLike,
-        pending: bool,
-    ) -> RedisResult<T> {
+    pub(crate) fn run<T: FromRedisValue>(&self, conn: &mut Conn, pending: bool) -> RedisResult<T> {
         if pending {
-            self.eval().query(conn)
+            self.eval().query(&mut **conn)
         } else {
             self.invoke(conn)
         }
@@ -351,7 +357,9 @@ macro_rules! scripts {
         $(
             $(#[$doc])*
             pub(crate) static $name: LazyLock<Lua> =
-                LazyLock::new(|| Lua::new(include_str!(concat!("scripts/", $file))));
+                LazyLock::new(|| {
+                    Lua::new($file.trim_end_matches(".lua"), include_str!(concat!("scripts/", $file)))
+                });
         )*
     };
 }
@@ -380,8 +388,9 @@ scripts! {
     RWLOCK_ACQUIRE = "rwlock_acquire.lua";
     /// Read-write lock: remove a held lock or a waiter's registration, then wake its waiters.
     RWLOCK_RELEASE = "rwlock_release.lua";
-    /// Read-write lock: compare-and-extend of one held lock, or a check that it is still ours.
-    RWLOCK_EXTEND = "rwlock_extend.lua";
+    /// Read-write leases and semaphore permits: compare-and-extend (or check) of any number
+    /// of sorted-set leases in one call.
+    LEASE_EXTEND = "lease_extend.lua";
     /// Read-write lock: remove every lease (or one owner's) from whole levels, for the
     /// operator tools.
     RWLOCK_CLEAR = "rwlock_clear.lua";
@@ -413,7 +422,7 @@ mod tests {
             &REDLOCK_EXTEND,
             &RWLOCK_ACQUIRE,
             &RWLOCK_RELEASE,
-            &RWLOCK_EXTEND,
+            &LEASE_EXTEND,
             &RWLOCK_CLEAR,
             &LIST,
             &RESUME,

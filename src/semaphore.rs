@@ -11,8 +11,8 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Conn, Undone};
-use crate::duration::millis;
+use crate::acquire::{self, Attempt, ENTRY_TTL, Found, Lock, Outcome, Request};
+use crate::conn::{self, Conn};
 use crate::held::{Held, NewGrant, OnServer};
 use crate::keys::{Scheme, SemaphoreKeys, member, parse_member};
 use crate::lease::Holder;
@@ -20,7 +20,7 @@ use crate::local::{Local, Locals, Turn};
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
 use crate::scripts::{Call, SEMAPHORE, Take};
-use crate::wait::{self, Acquired, Attempt, Wait};
+use crate::time::{Deadline, millis};
 use crate::{Error, Pool, Result, TryLockError};
 
 pub use builder::RedisSemaphoreBuilder;
@@ -36,21 +36,6 @@ const DEFAULTS: Defaults = Defaults {
     expire: Some(Duration::from_secs(30)),
     auto_renewal: true,
 };
-
-/// How long a waiter's queue entry lives unless refreshed; a waiter refreshes it with each
-/// attempt, at most [`REFRESH`] apart. A waiter that died is skipped after this long.
-const ENTRY_TTL: Duration = Duration::from_millis(1500);
-
-/// The longest a waiter sleeps between two attempts: its entry must be refreshed.
-const REFRESH: Duration = Duration::from_millis(500);
-
-/// How one call's taking of permits in Redis ended.
-enum Taken {
-    Granted((Held<SemaphoreGrant>, u32)),
-    TimedOut,
-    /// A thread of this process that wants fewer permits came: it waits in Redis instead.
-    GaveWay,
-}
 
 /// How long a capacity set by [`RedisSemaphore::set_permits`] is kept after the last
 /// acquire; after that the builders' `permits` apply again.
@@ -595,7 +580,8 @@ impl RedisSemaphore {
         op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let route = &self.keys.holders;
-        let mut ran = conn::run_repeatable(&self.pool, route, self.options.response_timeout, op)?;
+        let deadline = Deadline::after(self.options.response_timeout);
+        let mut ran = conn::run_repeatable(&self.pool, route, deadline, op)?;
         ran.result.map_err(|e| {
             if e.code() == Some("WRONGTYPE") {
                 return wrong_type(&self.name);
@@ -660,8 +646,8 @@ impl RedisSemaphore {
             ));
         }
         let now = Instant::now();
-        if let Taken::Granted(taken) = self.take_in_redis(n, Some(now), None)? {
-            return Ok(Some(taken));
+        if let Outcome::Granted(granted, taken) = self.take_in_redis(n, Some(now), None)? {
+            return self.held(granted, taken).map(Some);
         }
         if deadline.is_some_and(|deadline| deadline <= now) {
             return Ok(None);
@@ -672,17 +658,66 @@ impl RedisSemaphore {
                 return Ok(None);
             };
             match self.take_in_redis(n, deadline, Some(&turn))? {
-                Taken::Granted(taken) => return Ok(Some(taken)),
-                Taken::TimedOut => return Ok(None),
+                Outcome::Granted(granted, taken) => return self.held(granted, taken).map(Some),
+                Outcome::TimedOut => return Ok(None),
                 // A thread that wants fewer goes first; queue again behind it.
-                Taken::GaveWay => {}
+                Outcome::GaveWay => {}
             }
         }
     }
 
+    /// Takes `n` permits in Redis, waiting there until `deadline` (`None`: forever), by the
+    /// thread whose `turn` it is to wait in Redis, if it has one.
+    fn take_in_redis(
+        &self,
+        n: u32,
+        deadline: Option<Instant>,
+        turn: Option<&Turn>,
+    ) -> Result<Outcome<Taken>> {
+        let request = &mut TakeRequest {
+            semaphore: self,
+            n,
+            lease_id: format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>()),
+            waiter: AttemptId::new(),
+            turn,
+        };
+        if let Some(turn) = turn {
+            turn.waits_as(request.waiter.as_str());
+        }
+        let lock = Lock {
+            pool: &self.pool,
+            route: &self.keys.holders,
+            name: &self.name,
+            kind: "semaphore",
+            options: &self.options,
+            labels: &self.labels,
+        };
+        acquire::acquire(&lock, request, deadline)
+    }
+
+    /// The lease core of a grant of permits.
+    fn held(&self, granted: NewGrant, taken: Taken) -> Result<(Held<SemaphoreGrant>, u32)> {
+        let grant = SemaphoreGrant {
+            on: OnServer::of(&self.pool, &self.name, &granted, &self.options),
+            keys: self.keys.clone(),
+            member: member(taken.n, taken.capacity, &taken.lease_id),
+            capacity: self.permits,
+            fair: self.fair,
+            signal_expire: self.options.signal_expire,
+        };
+        let holder = Holder {
+            name: self.name.clone(),
+            owner_id: taken.lease_id.as_str().into(),
+            fencing_token: Some(granted.token),
+            labels: self.labels.clone(),
+        };
+        let held = Held::granted(grant, holder, &granted, &self.options)?;
+        Ok((held, taken.n))
+    }
+
     /// Ends the wait in Redis of the thread whose turn it is (it waits as `waiter`), so
     /// that it gives way to one that wants fewer permits. Best effort: it looks again
-    /// within [`REFRESH`] anyway.
+    /// within [`HEARTBEAT`](acquire::HEARTBEAT) anyway.
     fn nudge(&self, waiter: &str) {
         let list = self.keys.wake(waiter);
         let list = list.as_str();
@@ -707,180 +742,8 @@ impl RedisSemaphore {
         }
     }
 
-    /// Takes `n` permits in Redis, waiting there until `deadline` (`None`: forever): the
-    /// wait loop, and leaving the queue after it when it waited.
-    fn take_in_redis(
-        &self,
-        n: u32,
-        deadline: Option<Instant>,
-        turn: Option<&Turn>,
-    ) -> Result<Taken> {
-        let lease_id = format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>());
-        let waiter = AttemptId::new();
-        let waiter = waiter.as_str();
-        let wake = self.keys.wake(waiter);
-        if let Some(turn) = turn {
-            turn.waits_as(waiter);
-        }
-        let signals = [wake.as_str()];
-        let wait = Wait {
-            pool: &self.pool,
-            route: &self.keys.holders,
-            signals: &signals,
-            deadline,
-            response_timeout: self.options.response_timeout,
-            name: &self.name,
-            labels: &self.labels,
-            first_nap: None,
-        };
-        let mut queued = false;
-        let acquired = wait::acquire(&wait, |conn, _woken| {
-            if queued && turn.is_some_and(Turn::should_give_way) {
-                return Ok((conn, Attempt::GiveWay));
-            }
-            let sent_at = Instant::now();
-            let will_wait = deadline.is_none_or(|deadline| sent_at < deadline);
-            queued |= will_wait;
-            let mut call = self.script("acquire");
-            call.arg(&lease_id)
-                .arg(n)
-                .arg(self.options.expire.map_or(0, millis))
-                .arg(waiter)
-                .arg(if will_wait { millis(ENTRY_TTL) } else { 0 })
-                .arg(if self.fair { "1" } else { "0" })
-                .arg(millis(CAPACITY_LIFE));
-            let (mut conn, reply) = conn::run_grant(
-                &self.pool,
-                &self.keys.holders,
-                conn,
-                self.options.response_timeout,
-                (&self.name, "acquire"),
-                |c| call.invoke::<Take>(c),
-                |c, e| self.undo(c, &lease_id, waiter, &e.to_string()),
-            )?;
-            let found = match reply {
-                Take::Granted { token, capacity } => {
-                    wait::replicate(
-                        &mut conn,
-                        self.options.wait_replicas,
-                        self.options.response_timeout,
-                        &self.name,
-                        |conn, why| self.undo(conn, &lease_id, waiter, why),
-                    )?;
-                    log::debug!("acquired {n} permit(s) of semaphore `{}`", self.name);
-                    let granted = NewGrant::on(&conn, &self.pool, sent_at, token);
-                    Attempt::Granted((granted, capacity))
-                }
-                Take::Blocked { left } => Attempt::Blocked(wait::until_expiry(left).min(REFRESH)),
-                Take::OverCapacity { capacity } => {
-                    return Err(Error::invalid(
-                        "permits",
-                        format!(
-                            "asked for {n} permit(s) of semaphore `{}`, whose capacity is \
-                             {capacity}; ask for fewer, or raise it with set_permits",
-                            self.name
-                        ),
-                    ));
-                }
-                Take::WrongType => return Err(wrong_type(&self.name)),
-            };
-            Ok((conn, found))
-        });
-        let (granted, capacity) = match acquired {
-            Ok(Acquired::Granted(granted)) => granted,
-            Ok(Acquired::TimedOut(conn)) => {
-                if queued {
-                    self.leave(conn.map(|conn| *conn), waiter);
-                }
-                return Ok(Taken::TimedOut);
-            }
-            Ok(Acquired::GaveWay(conn)) => {
-                self.leave(Some(*conn), waiter);
-                return Ok(Taken::GaveWay);
-            }
-            // The server stopped answering: the leave goes right behind the request that was
-            // not answered, without waiting for an answer that may never come.
-            Ok(Acquired::Failed(mut conn, e)) => {
-                self.leave_unanswered(&mut conn, waiter);
-                return Err(e);
-            }
-            // An attempt refused (more permits than the capacity, a key of another type), or
-            // whose connection was refused or reset: its queue entry goes with it, so it
-            // holds nobody up. An attempt that got no answer in time was undone with its
-            // entry; a leave now would wait again for a server that is not answering.
-            Err(e) => {
-                let answered = !(e.is_timeout() || matches!(e, Error::Stranded { .. }));
-                if queued && answered {
-                    self.leave(None, waiter);
-                }
-                return Err(e);
-            }
-        };
-        let grant = SemaphoreGrant {
-            on: OnServer::of(&self.pool, &self.name, &granted, &self.options),
-            keys: self.keys.clone(),
-            member: member(n, capacity, &lease_id),
-            capacity: self.permits,
-            fair: self.fair,
-            signal_expire: self.options.signal_expire,
-        };
-        let holder = Holder {
-            name: self.name.clone(),
-            owner_id: lease_id.as_str().into(),
-            fencing_token: Some(granted.token),
-            labels: self.labels.clone(),
-        };
-        let held = Held::granted(grant, holder, &granted, &self.options)?;
-        Ok(Taken::Granted((held, n)))
-    }
-
-    /// Undoes an acquire whose reply was lost (or whose grant must not stand): removes the
-    /// attempt's grant, if it was made, and its queue entry, right behind it.
-    fn undo(&self, conn: &mut Conn, lease_id: &str, waiter: &str, why: &str) -> Undone {
-        let mut release = self.script("release");
-        release.arg(lease_id).arg(self.fair_arg()).arg("1");
-        wait::undo(
-            conn,
-            &self.pool,
-            &self.keys.holders,
-            self.options.response_timeout,
-            &[release.eval(), self.leave_call(waiter).eval()],
-            ("semaphore", &self.name, why),
-            self.options.expire,
-        )
-    }
-
     fn fair_arg(&self) -> &'static str {
         if self.fair { "1" } else { "0" }
-    }
-
-    /// Leaves the queue on `conn`, whose last request got no answer, without waiting for
-    /// one; nothing is sent on a connection that is closed. Its entry, if left, expires
-    /// within [`ENTRY_TTL`].
-    fn leave_unanswered(&self, conn: &mut Conn, waiter: &str) {
-        if !conn.is_open() {
-            return;
-        }
-        let leave = self.leave_call(waiter).eval();
-        if let Err(e) = conn::send_unwaited(conn, &[leave], self.options.response_timeout) {
-            self.leave_failed(&e);
-        }
-    }
-
-    /// Leaves the queue (on `conn`, or on a connection of its own for a waiter that had
-    /// none), passing on a wake-up meant for us. Best effort: an entry left behind expires
-    /// within [`ENTRY_TTL`].
-    fn leave(&self, conn: Option<Conn>, waiter: &str) {
-        let call = self.leave_call(waiter);
-        let left = match conn {
-            Some(mut conn) => call
-                .invoke::<i64>(&mut *conn)
-                .map_err(|e| conn.fail(e, &self.name, "leave")),
-            None => self.run("leave", |c| call.invoke::<i64>(c)),
-        };
-        if let Err(e) = left {
-            self.leave_failed(&e);
-        }
     }
 
     /// The script call that takes `waiter` out of the queue.
@@ -889,12 +752,88 @@ impl RedisSemaphore {
         call.arg(waiter).arg(self.fair_arg());
         call
     }
+}
 
-    fn leave_failed(&self, e: &Error) {
-        log::debug!(
-            "semaphore `{}`: leaving the queue failed; the entry expires within \
-             {ENTRY_TTL:?}: {e}",
-            self.name
-        );
+/// What a grant of permits carries besides its token.
+struct Taken {
+    n: u32,
+    lease_id: String,
+    /// The capacity it was granted under.
+    capacity: u32,
+}
+
+/// An acquire of `n` permits: one lease id and one waiter id for the whole call.
+struct TakeRequest<'a> {
+    semaphore: &'a RedisSemaphore,
+    n: u32,
+    lease_id: String,
+    waiter: AttemptId,
+    /// The turn to wait in Redis of the thread that asks, if it has one.
+    turn: Option<&'a Turn>,
+}
+
+impl Request for TakeRequest<'_> {
+    type Reply = Take;
+    type Extra = Taken;
+    const QUEUES: bool = true;
+
+    fn signals(&self) -> Vec<String> {
+        vec![self.semaphore.keys.wake(self.waiter.as_str())]
+    }
+
+    fn attempt(&mut self, queue: bool) -> Attempt {
+        let semaphore = self.semaphore;
+        let mut call = semaphore.script("acquire");
+        call.arg(&self.lease_id)
+            .arg(self.n)
+            .arg(semaphore.options.expire.map_or(0, millis))
+            .arg(self.waiter.as_str())
+            .arg(if queue { millis(ENTRY_TTL) } else { 0 })
+            .arg(semaphore.fair_arg())
+            .arg(millis(CAPACITY_LIFE));
+        call.into()
+    }
+
+    fn read(&mut self, reply: Take) -> Result<Found<Taken>> {
+        Ok(match reply {
+            Take::Granted { token, capacity } => Found::Granted {
+                token,
+                extra: Taken {
+                    n: self.n,
+                    lease_id: std::mem::take(&mut self.lease_id),
+                    capacity,
+                },
+            },
+            Take::Blocked { left } => Found::Blocked(acquire::until_expiry(left)),
+            Take::OverCapacity { capacity } => {
+                return Err(Error::invalid(
+                    "permits",
+                    format!(
+                        "asked for {} permit(s) of semaphore `{}`, whose capacity is \
+                         {capacity}; ask for fewer, or raise it with set_permits",
+                        self.n, self.semaphore.name
+                    ),
+                ));
+            }
+            Take::WrongType => return Err(wrong_type(&self.semaphore.name)),
+        })
+    }
+
+    /// Removes the attempt's grant, if it was made, and its queue entry.
+    fn undo(&self) -> Vec<Call> {
+        let mut release = self.semaphore.script("release");
+        release
+            .arg(&self.lease_id)
+            .arg(self.semaphore.fair_arg())
+            .arg("1");
+        vec![release, self.semaphore.leave_call(self.waiter.as_str())]
+    }
+
+    fn withdraw(&self) -> Option<Call> {
+        Some(self.semaphore.leave_call(self.waiter.as_str()))
+    }
+
+    fn give_way(&self) -> bool {
+        self.turn.is_some_and(Turn::should_give_way)
     }
 }

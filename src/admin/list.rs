@@ -13,6 +13,7 @@ use crate::keys::{
 };
 use crate::pool::Node;
 use crate::scripts::LIST;
+use crate::time::Deadline;
 use crate::{Error, Pool, Result};
 
 /// A lock held now, as [`list_locks`] and [`lock_info`] report it.
@@ -154,9 +155,12 @@ pub fn lock_info(pool: &Pool, name: &str) -> Result<Option<LockInfo>> {
         .key(&keys.lock)
         .key(&keys.grant)
         .key(&keys.waiters);
-    let mut ran = conn::run_repeatable(pool, &keys.lock, pool.response_timeout(), |c| {
-        call.invoke::<Vec<redis::Value>>(c)
-    })?;
+    let mut ran = conn::run_repeatable(
+        pool,
+        &keys.lock,
+        Deadline::after(pool.response_timeout()),
+        |c| call.invoke::<Vec<redis::Value>>(c),
+    )?;
     let reply = ran
         .result
         .map_err(|e| ran.conn.fail(e, name, "lock_info"))?;
@@ -224,11 +228,16 @@ pub fn last_release(pool: &Pool, name: &str) -> Result<Option<Released>> {
         return Err(Error::invalid("name", "the lock name is empty"));
     }
     let keys = MutexKeys::new(name, Scheme::of(pool));
-    let mut ran = conn::run_repeatable(pool, &keys.lock, pool.response_timeout(), |c| {
-        redis::cmd("GET")
-            .arg(&keys.released)
-            .query::<Option<String>>(&mut **c)
-    })?;
+    let mut ran = conn::run_repeatable(
+        pool,
+        &keys.lock,
+        Deadline::after(pool.response_timeout()),
+        |c| {
+            redis::cmd("GET")
+                .arg(&keys.released)
+                .query::<Option<String>>(&mut **c)
+        },
+    )?;
     let note = ran
         .result
         .map_err(|e| ran.conn.fail(e, name, "last_release"))?;
@@ -345,9 +354,7 @@ fn list_script<T: redis::FromRedisValue>(
                 call.key(sibling_of(key, prefix));
             }
         }
-        let reply: Vec<T> = call
-            .invoke(&mut **conn)
-            .map_err(|e| conn.fail(e, "", "list"))?;
+        let reply: Vec<T> = call.invoke(conn).map_err(|e| conn.fail(e, "", "list"))?;
         if reply.len() != group.len() {
             return Err(Error::Protocol { what: "list" });
         }
@@ -429,7 +436,7 @@ fn semaphores(conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec
     let mut found = Vec::new();
     for key in keys {
         let text = String::from_utf8_lossy(&key).into_owned();
-        let reply: Vec<redis::Value> = match semaphore_call(&key, "state").invoke(&mut **conn) {
+        let reply: Vec<redis::Value> = match semaphore_call(&key, "state").invoke(conn) {
             Ok(reply) => reply,
             Err(e) if e.code() == Some("WRONGTYPE") => {
                 found.push(not_a_lock(semaphore_name_of(&text, scheme), &text, None));

@@ -2,13 +2,13 @@
 
 use super::{by_slot, node_conn, scan, semaphore_call};
 use crate::conn::Conn;
-use crate::duration::millis;
 use crate::keys::{
     Family, GRANT_PREFIX, LOCK_PREFIX, RELEASED_PREFIX, SIGNAL_PREFIX, level_keys, parse_key,
     sibling_of,
 };
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::scripts::{RESET, RWLOCK_CLEAR, undo_window};
+use crate::time::millis;
 use crate::{Error, Pool, Result};
 
 /// Whose locks to clear.
@@ -130,7 +130,7 @@ fn clear_mutexes(
                 .key(sibling_of(key, RELEASED_PREFIX));
         }
         let results: Vec<i64> = call
-            .invoke(&mut **conn)
+            .invoke(conn)
             .map_err(|e| conn.fail(e, LOCK_PREFIX, "reset"))?;
         if results.len() != group.len() {
             return Err(Error::Protocol { what: "reset" });
@@ -150,7 +150,7 @@ fn clear_semaphores(conn: &mut Conn, keys: Vec<Vec<u8>>, whose: Whose<'_>) -> Re
             call.arg(owner);
         }
         let n: usize = call
-            .invoke(&mut **conn)
+            .invoke(conn)
             .map_err(|e| conn.fail(e, "semaphore:*", "reset"))?;
         removed += n;
     }
@@ -187,7 +187,7 @@ fn clear_rwlocks(
             call.key(level_keys(level));
         }
         let n: i64 = call
-            .invoke(&mut **conn)
+            .invoke(conn)
             .map_err(|e| conn.fail(e, "rwlock:*", "reset"))?;
         removed += usize::try_from(n).unwrap_or(0);
     }

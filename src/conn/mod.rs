@@ -6,6 +6,10 @@
 //! Nothing here sends a command twice unless the server said it did not run it (`MOVED`,
 //! `ASK`, `TRYAGAIN`, `READONLY`, ...): a command whose reply was lost is the caller's to
 //! undo, on the same connection (see [`undo_after_lost_reply`]).
+//!
+//! Every request is bounded by a [`Deadline`] that its caller passes down: the checkout,
+//! the request's reads (a script reload's included), a resend and an undo all wait at most
+//! until then.
 
 mod checkout;
 mod errors;
@@ -31,27 +35,49 @@ pub(crate) fn serves(conn: &Conn, pool: &Pool, route: &str) -> bool {
 }
 
 use crate::pool::{LinkState, MIN_TIMEOUT, Node, Pooled};
+use crate::time::Deadline;
 use crate::{Error, Pool, Result};
 
 /// A connection checked out of a pool, returned to it when dropped.
-pub(super) struct Conn {
+pub(crate) struct Conn {
     link: Pooled,
     node: Arc<Node>,
     /// It was used before it went back to the pool (not made for this checkout): the server
     /// or the network may have closed it meanwhile.
     reused: bool,
+    /// When the request on it must be answered by: its reads wait until then at most.
+    deadline: Deadline,
 }
 
 impl Conn {
-    /// A connection of `node`'s pool, its replies bounded by `response_timeout`.
-    fn new(link: Pooled, node: Arc<Node>, response_timeout: Duration) -> Result<Conn> {
+    /// A connection of `node`'s pool, its replies due by `deadline`.
+    fn new(link: Pooled, node: Arc<Node>, deadline: Deadline) -> Result<Conn> {
         let mut conn = Conn {
             link,
             node,
             reused: false,
+            deadline,
         };
-        conn.set_timeout(response_timeout)?;
+        conn.answer_by(deadline)?;
         Ok(conn)
+    }
+
+    /// Bounds the reads of the next request by `deadline` (at least 1 ms from now); writes
+    /// keep the pool's response timeout, so that no command is ever cut half-written.
+    pub(crate) fn answer_by(&mut self, deadline: Deadline) -> Result<()> {
+        self.deadline = deadline;
+        self.set_read_timeout(deadline.left())
+    }
+
+    /// When the request on it must be answered by.
+    pub(crate) fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// Bounds the next read by what is left of the request's deadline: before each step of
+    /// a request made of several (a script that has to be loaded first).
+    pub(crate) fn keep_deadline(&mut self) -> Result<()> {
+        self.set_read_timeout(self.deadline.left())
     }
 
     fn parts(&mut self) -> (&mut redis::Connection, &mut LinkState) {
@@ -73,12 +99,13 @@ impl Conn {
     }
 
     /// The read timeout now in force.
-    pub(super) fn read_timeout(&mut self) -> Duration {
+    pub(crate) fn read_timeout(&mut self) -> Duration {
         self.parts().1.read_timeout.unwrap_or(Duration::ZERO)
     }
 
-    /// Bounds the next reads and writes by `timeout` (at least 1 ms).
-    pub(super) fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+    /// Bounds the next reads and writes by `timeout` (at least 1 ms): for a connection of
+    /// its own (a Redlock instance's), whose writes share the bound.
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.set_read_timeout(timeout)?;
         self.set_socket_timeout(
             timeout,
@@ -88,7 +115,7 @@ impl Conn {
     }
 
     /// Bounds the next reads by `timeout` (at least 1 ms); writes keep theirs.
-    pub(super) fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
+    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
         self.set_socket_timeout(
             timeout,
             |state| &mut state.read_timeout,
@@ -139,9 +166,10 @@ impl Conn {
         redis::ConnectionLike::is_open(self.connection())
     }
 
-    /// Another idle connection to the same server, if one is free now.
-    pub(super) fn spare(&self, response_timeout: Duration) -> Option<Conn> {
-        Conn::new(self.node.try_get()?, self.node.clone(), response_timeout).ok()
+    /// Another idle connection to the same server, if one is free now, its replies due by
+    /// `deadline`.
+    pub(crate) fn spare(&self, deadline: Deadline) -> Option<Conn> {
+        Conn::new(self.node.try_get()?, self.node.clone(), deadline).ok()
     }
 
     /// This crate's error for `e`, a failure of `what` on this connection, about the lock

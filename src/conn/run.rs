@@ -3,10 +3,11 @@
 //! undo when the reply is lost.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Conn, Undone, checkout, checkout_node, reply_lost, reply_pending};
 use crate::pool::{Redirect, redirect_of};
+use crate::time::Deadline;
 use crate::{Error, Pool, Result};
 
 /// How many redirections or refusals one command follows before giving up.
@@ -59,58 +60,52 @@ impl<T> Ran<T> {
     }
 }
 
-/// [`run`] for a call that may grant a lock (`what` names it in errors). When its reply is
-/// lost, Redis may have run it or may still: `undo` then runs on the same connection
-/// before the error is returned, so that no grant is left that nobody holds; an error
-/// `undo` returns (a grant it could not undo) is returned instead of the call's own. Every
-/// granting call goes through here.
+/// [`run`] for a call that may grant a lock (`what` names it in errors about the lock
+/// `lock`), on `conn`, whose deadline bounds it. When its reply is lost, Redis may have run
+/// it or may still: `undo` then runs on the same connection before the error is returned,
+/// so that no grant is left that nobody holds; an error `undo` returns (a grant it could
+/// not undo) is returned instead of the call's own. Every granting call goes through here.
 ///
 /// A pooled connection that turns out to have been closed before any reply came (a server
 /// restart, an idle connection cut by the network) fails no call: once its undo is
 /// answered on another connection, nothing of the call stands, and it goes again there,
-/// within what is left of the time `conn` allowed for its reply (the caller's bound), and
-/// not at all when too little is left.
+/// within what is left of the same deadline, and not at all when too little is left.
 pub(crate) fn run_grant<T>(
     pool: &Pool,
     route: &str,
     conn: Conn,
-    response_timeout: Duration,
-    (name, what): (&str, &'static str),
+    lock: &str,
+    what: &'static str,
     mut op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
     mut undo: impl FnMut(&mut Conn, &redis::RedisError) -> Undone,
 ) -> Result<(Conn, T)> {
     let mut conn = conn;
-    // What the caller allowed for the reply: a call sent again shares it.
-    let budget = conn.read_timeout();
-    let started = Instant::now();
+    let deadline = conn.deadline();
     // Every idle connection may have been closed by the same event: each is tried once.
     let mut retries = pool.config().max_size.saturating_sub(1);
     loop {
-        let mut ran = run(pool, route, Some(conn), response_timeout, &mut op)?;
+        let mut ran = run(pool, route, Some(conn), deadline, &mut op)?;
         let e = match ran.result {
             Ok(reply) => return Ok((ran.conn, reply)),
-            Err(e) if !reply_lost(&e) => return Err(ran.conn.fail(e, name, what)),
+            Err(e) if !reply_lost(&e) => return Err(ran.conn.fail(e, lock, what)),
             Err(e) => e,
         };
         let closed = ran.conn.reused && !reply_pending(&e);
         let undone = undo(&mut ran.conn, &e);
-        let left = budget.saturating_sub(started.elapsed());
         match undone {
-            Undone::Answered if closed && retries > 0 && left >= MIN_RETRY => {
+            Undone::Answered if closed && retries > 0 && deadline.left() >= MIN_RETRY => {
                 retries -= 1;
                 log::debug!(
-                    "a pooled connection to {} was closed before {what} `{name}` got its \
+                    "a pooled connection to {} was closed before {what} `{lock}` got its \
                      reply; undone, sending again",
                     ran.conn.server()
                 );
                 ran.conn.mark_broken();
                 drop(ran.conn);
-                let wait = pool.config().connection_timeout.min(left);
-                conn = checkout(pool, route, wait, response_timeout)?;
-                conn.set_read_timeout(budget.saturating_sub(started.elapsed()))?;
+                conn = checkout(pool, route, deadline)?;
             }
             undone => {
-                let error = ran.conn.fail(e, name, what);
+                let error = ran.conn.fail(e, lock, what);
                 return Err(undone.stranded().unwrap_or(error));
             }
         }
@@ -119,7 +114,7 @@ pub(crate) fn run_grant<T>(
 
 /// Runs `op` (one command or one script call, on `conn` if given, else on a connection
 /// checked out for `route`), following the cluster's redirections and retrying the
-/// refusals that say the command did not run, within about `response_timeout`.
+/// refusals that say the command did not run, all by `deadline`.
 ///
 /// Only a failure to get a connection is an `Err`; the command's own failure is in
 /// [`Ran::result`], with the connection, so that the caller can tell a lost reply (see
@@ -128,14 +123,15 @@ pub(crate) fn run<T>(
     pool: &Pool,
     route: &str,
     conn: Option<Conn>,
-    response_timeout: Duration,
+    deadline: Deadline,
     mut op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
 ) -> Result<Ran<T>> {
-    let started = Instant::now();
-    let wait = pool.config().connection_timeout.min(response_timeout);
     let mut conn = match conn {
-        Some(conn) => conn,
-        None => checkout(pool, route, wait, response_timeout)?,
+        Some(mut conn) => {
+            conn.answer_by(deadline)?;
+            conn
+        }
+        None => checkout(pool, route, deadline)?,
     };
     let mut backoff = FIRST_BACKOFF;
     let mut asking = false;
@@ -152,8 +148,7 @@ pub(crate) fn run<T>(
             Err(e) => redirect_of(e),
             Ok(_) => None,
         };
-        let left = response_timeout.saturating_sub(started.elapsed());
-        let Some(redirect) = redirect.filter(|_| !left.is_zero()) else {
+        let Some(redirect) = redirect.filter(|_| !deadline.passed()) else {
             return Ok(Ran { conn, result });
         };
         log::trace!("{} refused a command: {redirect:?}", conn.server());
@@ -161,17 +156,11 @@ pub(crate) fn run<T>(
         conn = match (redirect, cluster) {
             (Redirect::Moved { slot, addr }, Some(cluster)) => {
                 cluster.moved(slot, &addr);
-                checkout(pool, route, wait.min(left), response_timeout)?
+                checkout(pool, route, deadline)?
             }
             (Redirect::Ask { addr }, Some(cluster)) => {
                 asking = true;
-                let node = cluster.node(&addr);
-                checkout_node(
-                    &node,
-                    wait.min(left),
-                    response_timeout,
-                    pool.config().connect_timeout,
-                )?
+                checkout_node(pool, &cluster.node(&addr), deadline)?
             }
             (Redirect::Moved { .. } | Redirect::Ask { .. }, None) => {
                 return Err(Error::invalid(
@@ -184,9 +173,9 @@ pub(crate) fn run<T>(
             }
             (Redirect::Later, _) => {
                 drop(conn);
-                thread::sleep(backoff.min(left));
+                thread::sleep(backoff.min(deadline.left()));
                 backoff = backoff.saturating_mul(2);
-                checkout(pool, route, wait.min(left), response_timeout)?
+                checkout(pool, route, deadline)?
             }
             (Redirect::Demoted, cluster) => {
                 conn.mark_broken();
@@ -194,7 +183,7 @@ pub(crate) fn run<T>(
                 if let Some(cluster) = cluster {
                     cluster.refresh().ok();
                 }
-                checkout(pool, route, wait.min(left), response_timeout)?
+                checkout(pool, route, deadline)?
             }
         };
     }
@@ -210,12 +199,12 @@ pub(crate) fn run<T>(
 pub(crate) fn run_repeatable<T>(
     pool: &Pool,
     route: &str,
-    response_timeout: Duration,
+    deadline: Deadline,
     mut op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
 ) -> Result<Ran<T>> {
     // Every idle connection may have been closed by the same event: try each at most once.
     for _ in 0..pool.config().max_size {
-        let mut ran = run(pool, route, None, response_timeout, &mut op)?;
+        let mut ran = run(pool, route, None, deadline, &mut op)?;
         let closed = match &ran.result {
             Err(e) => ran.conn.reused && reply_lost(e) && !reply_pending(e),
             Ok(_) => false,
@@ -229,5 +218,5 @@ pub(crate) fn run_repeatable<T>(
         );
         ran.conn.mark_broken();
     }
-    run(pool, route, None, response_timeout, op)
+    run(pool, route, None, deadline, op)
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{Conn, checkout, reply_pending, serves};
+use crate::time::Deadline;
 use crate::{Error, Pool, Result};
 
 /// What became of an undo.
@@ -40,12 +41,13 @@ const UNDO_REPLY_WAIT: Duration = Duration::from_millis(1);
 ///   runs them after the lost call, however late that comes; their replies are not waited
 ///   for (see [`UNDO_REPLY_WAIT`]);
 /// - on a fresh connection to that server when `conn` broke, since the lost call then ran
-///   already or never will, waiting for the answers within the time `conn` allowed for its
-///   reply (a pooled connection closed by the same event is passed over):
-///   [`Undone::Answered`] tells the caller that it may send the call again;
+///   already or never will, waiting for the answers until the lost call's deadline (a
+///   pooled connection closed by the same event is passed over): [`Undone::Answered`]
+///   tells the caller that it may send the call again;
 /// - when a failover or a slot migration put `route` on another server meanwhile, on that
-///   server, waiting for the answers: the lost call's effect, if it reached the new primary
-///   before it took over, is there, and a demoted server's writes are lost anyway.
+///   server, waiting for the answers one response timeout more (the one exception to a
+///   call's bound): the lost call's effect, if it reached the new primary before it took
+///   over, is there, and a demoted server's writes are lost anyway.
 ///
 /// # Errors
 ///
@@ -54,25 +56,23 @@ const UNDO_REPLY_WAIT: Duration = Duration::from_millis(1);
 pub(crate) fn undo_after_lost_reply(
     conn: &mut Conn,
     pool: &Pool,
-    (route, name): (&str, &str),
-    response_timeout: Duration,
+    route: &str,
+    name: &str,
     commands: &[redis::Cmd],
 ) -> Result<Undone> {
     let serves = serves(conn, pool, route);
     if conn.is_open() && serves {
-        return send_unwaited(conn, commands, response_timeout).map(|()| Undone::Sent);
+        return send_unwaited(conn, commands).map(|()| Undone::Sent);
     }
-    let wait = pool.config().connection_timeout.min(response_timeout);
     if serves {
-        // Within the time the lost call had for its reply: the caller's bound.
-        let within = conn.read_timeout().min(response_timeout);
-        return send_awaited(pool, route, within, commands).map(|()| Undone::Answered);
+        return send_awaited(pool, route, conn.deadline(), commands).map(|()| Undone::Answered);
     }
     let stranded = |_| Error::Stranded {
         name: name.to_owned(),
         server: conn.server().to_owned(),
     };
-    let mut primary = checkout(pool, route, wait, response_timeout).map_err(stranded)?;
+    let deadline = Deadline::after(pool.response_timeout());
+    let mut primary = checkout(pool, route, deadline).map_err(stranded)?;
     log::debug!(
         "undoing a request to {} on {}, which serves its key now",
         conn.server(),
@@ -92,10 +92,10 @@ pub(crate) fn undo_after_lost_reply(
 fn send_awaited(
     pool: &Pool,
     route: &str,
-    response_timeout: Duration,
+    deadline: Deadline,
     commands: &[redis::Cmd],
 ) -> Result<()> {
-    let ran = super::run_repeatable(pool, route, response_timeout, |c| {
+    let ran = super::run_repeatable(pool, route, deadline, |c| {
         let mut pipe = redis::pipe();
         for command in commands {
             pipe.add_command(command.clone()).ignore();
@@ -107,15 +107,10 @@ fn send_awaited(
 }
 
 /// Sends `commands` on `target` without waiting for their replies.
-pub(crate) fn send_unwaited(
-    target: &mut Conn,
-    commands: &[redis::Cmd],
-    response_timeout: Duration,
-) -> Result<()> {
+pub(crate) fn send_unwaited(target: &mut Conn, commands: &[redis::Cmd]) -> Result<()> {
     for command in commands {
         target.set_read_timeout(UNDO_REPLY_WAIT)?;
         let sent = command.query::<redis::Value>(&mut **target);
-        target.set_read_timeout(response_timeout)?;
         match sent {
             Ok(_) => {}
             // Sent; its reply is not waited for, nor left for the connection's next user.

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::duration::millis;
 use crate::keys::MutexKeys;
-use crate::scripts::{ACQUIRE, Call, EXTEND, FAIR, RELEASE, RESUME, UNDO, undo_window};
+use crate::scripts::{ACQUIRE, Call, FAIR, RELEASE, RESUME, UNDO, undo_window};
+use crate::time::millis;
 
 /// What every script call of one mutex needs to know.
 #[derive(Debug, Clone)]
@@ -44,10 +44,6 @@ pub(super) enum FairOp<'a> {
 /// it (python-redis-lock, an operator's `DEL`) removed the lock. Past it, a lock of ours
 /// without expiry has no marker, and its grants are told apart by owner id alone.
 const MARKER_WITHOUT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// How long a fair waiter's queue entry lives unless refreshed: two refreshes, so one late
-/// refresh does not drop a live waiter, while a dead one is skipped within a second.
-pub(super) const ENTRY_TTL: Duration = Duration::from_millis(1000);
 
 /// How long a lock without expiry handed to a fair waiter lives until the waiter claims
 /// it: a few entry lives (the waiter was live a moment ago), so that one that died
@@ -180,19 +176,12 @@ impl Calls {
     }
 
     /// Adds the compare-and-extend of the grant with `token` to a call of `extend.lua`, which
-    /// extends any number of locks of one slot at once.
-    pub(super) fn extend_into(&self, call: &mut Call, ttl: Duration, token: u64) {
+    /// extends any number of locks of one slot at once: to `lease_ms` (`0`: only checks it).
+    pub(super) fn extend_into(&self, call: &mut Call, lease_ms: u64, token: u64) {
         call.key(&self.keys.lock)
             .key(&self.keys.grant)
             .arg(&*self.owner)
-            .arg(millis(ttl))
+            .arg(lease_ms)
             .arg(token);
-    }
-
-    /// A call of `extend.lua` for the grant with `token` alone.
-    pub(super) fn extend(&self, ttl: Duration, token: u64) -> Call {
-        let mut call = EXTEND.call();
-        self.extend_into(&mut call, ttl, token);
-        call
     }
 }

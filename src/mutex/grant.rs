@@ -4,17 +4,11 @@
 //! call.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::calls::Calls;
-use crate::Result;
-use crate::conn::{self, Failed};
-use crate::held::{Grant, OnServer, ServerGrant, extend_lease};
-use crate::keys::{hash_tag, marker_token};
-use crate::lease::Lease;
+use crate::held::{OnServer, ServerGrant};
 use crate::local::Local;
-use crate::renewal::{Batch, BatchKey, BatchPart, Renewing};
-use crate::scripts::{EXTEND, Extend, Release};
+use crate::scripts::{Call, EXTEND, Lua};
 
 /// One grant of a mutex: enough to release, extend, check and renew it without the mutex.
 pub(super) struct MutexGrant {
@@ -31,95 +25,31 @@ pub(super) struct MutexGrant {
     pub(super) local: Arc<Local>,
 }
 
-impl MutexGrant {
-    fn route(&self) -> &str {
-        &self.calls.keys.lock
-    }
-
-    /// Runs `op` on a connection for the lock, sending it once more when a pooled
-    /// connection turns out closed; its failure becomes this crate's error for `what`.
-    fn run<T>(
-        &self,
-        what: &'static str,
-        op: impl FnMut(&mut conn::Conn) -> redis::RedisResult<T>,
-    ) -> std::result::Result<T, Failed> {
-        conn::run_repeatable(&self.on.pool, self.route(), self.on.response_timeout, op)
-            .map_err(Failed::Refused)?
-            .outcome(&self.on.name, what)
-    }
-}
-
-impl Grant for MutexGrant {
+impl ServerGrant for MutexGrant {
     fn kind(&self) -> &'static str {
         "lock"
     }
 
-    fn name(&self) -> &str {
-        &self.on.name
-    }
-
-    fn release(&self) -> Result<bool> {
-        let ours = self.calls.fair.then(|| self.local.waiter()).flatten();
-        let call = self.calls.release(self.token, ours.as_deref());
-        let released = self.run("release", |c| call.invoke::<Release>(c));
-        Ok(released.map_err(Failed::into_error)? != Release::NotOurs)
-    }
-
-    fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let call = self.calls.extend(ttl, self.token);
-        extend_lease(lease, ttl, || {
-            let extended = self.run("extend", |c| call.invoke::<Vec<Extend>>(c))?;
-            Ok(extended.first() == Some(&Extend::Extended))
-        })
-    }
-
-    fn check(&self) -> Result<bool> {
-        // The lock and its marker share a slot on a cluster.
-        let keys = &self.calls.keys;
-        let (owner, marker) = self
-            .run("MGET", |c| {
-                redis::cmd("MGET")
-                    .arg(&keys.lock)
-                    .arg(&keys.grant)
-                    .query::<(Option<String>, Option<String>)>(c)
-            })
-            .map_err(Failed::into_error)?;
-        Ok(owner.as_deref() == Some(&*self.calls.owner)
-            && marker.is_none_or(|m| marker_token(&m) == Some(self.token)))
-    }
-}
-
-impl ServerGrant for MutexGrant {
-    fn on_server(&self) -> &OnServer {
+    fn on(&self) -> &OnServer {
         &self.on
+    }
+
+    fn route(&self) -> &str {
+        &self.calls.keys.lock
+    }
+
+    fn release_call(&self) -> Call {
+        let ours = self.calls.fair.then(|| self.local.waiter()).flatten();
+        self.calls.release(self.token, ours.as_deref())
     }
 
     /// Locks of one pool (on a cluster, of one hash tag, so one slot) and one response
     /// timeout are renewed together, in one call of `extend.lua`.
-    fn renewing(&self) -> Renewing<'_> {
-        let lock = &self.calls.keys.lock;
-        Renewing::Batched(Batch {
-            key: BatchKey {
-                script: "extend",
-                pool: self.on.pool.id(),
-                tag: self
-                    .on
-                    .pool
-                    .is_cluster()
-                    .then(|| hash_tag(lock).unwrap_or(lock).into()),
-                response_timeout: self.on.response_timeout,
-            },
-            pool: &self.on.pool,
-            route: lock,
-            script: &EXTEND,
-            part: self,
-        })
+    fn extend_script(&self) -> &'static Lua {
+        &EXTEND
     }
-}
 
-impl BatchPart for MutexGrant {
-    fn add_to(&self, call: &mut crate::scripts::Call) {
-        let ttl = self.on.ttl.unwrap_or(Duration::MAX);
-        self.calls.extend_into(call, ttl, self.token);
+    fn extend_part(&self, call: &mut Call, lease_ms: u64) {
+        self.calls.extend_into(call, lease_ms, self.token);
     }
 }

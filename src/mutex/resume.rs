@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use super::guard::Core;
 use super::{ArcRedisMutexGuard, RedisMutex, RedisMutexGuard};
-use crate::conn::{self, Undone};
+use crate::acquire;
 use crate::held::Held;
 use crate::options::AttemptId;
-use crate::wait;
 use crate::{HandleKind, LockHandle, Result};
 
 impl RedisMutex {
@@ -103,27 +102,10 @@ impl RedisMutex {
     fn take_over(&self, handle: &LockHandle) -> Result<Core> {
         let calls = Arc::new(self.calls.with_owner(handle.holder()));
         let attempt = AttemptId::new();
-        let attempt = attempt.as_str();
-        let call = calls.resume(handle.token(), attempt);
-        let rt = self.options.response_timeout;
-        let undo = |c: &mut conn::Conn, why: &str| -> Undone {
-            wait::undo(
-                c,
-                &self.pool,
-                &self.keys().lock,
-                rt,
-                &[calls.undo(attempt).eval()],
-                ("lock", &self.name, why),
-                self.options.expire,
-            )
-        };
-        let (granted, left) = wait::take_over(
-            &self.wait(&[], None),
-            &call,
-            self.options.wait_replicas,
-            undo,
-            || self.wrong_type(),
-        )?;
+        let call = calls.resume(handle.token(), attempt.as_str());
+        let undo = [calls.undo(attempt.as_str())];
+        let (granted, left) =
+            acquire::take_over(&self.lock_ref(), &call, &undo, || self.wrong_type())?;
         log::debug!(
             "resumed lock `{}` from a handle (token {} taken over as {})",
             self.name,

@@ -323,7 +323,7 @@ impl PoolBuilder {
             ("response_timeout", c.response_timeout),
             ("connect_timeout", c.connect_timeout),
         ] {
-            crate::duration::check_duration(field, d)?;
+            crate::time::check_duration(field, d)?;
         }
         Ok(())
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Redlock;
-use crate::duration::MAX_DURATION;
 use crate::options::MIN_RENEWED_EXPIRE;
+use crate::time::MAX_DURATION;
 use crate::{Error, Pool, Result};
 
 pub(super) const DEFAULT_RETRY_COUNT: u32 = 3;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::conn::{self, Conn};
+use crate::time::Deadline;
 use crate::{Pool, Result};
 
 /// The result of one request to one instance.
@@ -56,7 +57,7 @@ pub(super) fn request<T>(
                 Err(e) => return failed(e, in_doubt, Some(conn)),
             },
             None if left.is_zero() => return failed(timed_out(), in_doubt, None),
-            None => match conn::checkout(pool, key, left, socket_timeout(left)) {
+            None => match conn::checkout(pool, key, Deadline::after(socket_timeout(left))) {
                 Ok(conn) => conn,
                 Err(e) => return failed(e, in_doubt, None),
             },
@@ -68,7 +69,8 @@ pub(super) fn request<T>(
         tries += 1;
         // Redirections (a cluster's MOVED, ASK) are followed; only a command the server
         // said it did not run is sent again.
-        let ran = conn::run(pool, key, Some(conn), left, |c| op(c, had_pending));
+        let deadline = Deadline::after(socket_timeout(left));
+        let ran = conn::run(pool, key, Some(conn), deadline, |c| op(c, had_pending));
         let mut ran = match ran {
             Ok(ran) => ran,
             Err(e) => return failed(e, in_doubt, None),

@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn validity_of_the_longest_ttl_does_not_overflow() {
-        let ttl = crate::duration::MAX_DURATION;
+        let ttl = crate::time::MAX_DURATION;
         let left = validity(ttl, MS, 0.999).unwrap();
         assert!(left < ttl / 100, "{left:?}");
     }

@@ -1,29 +1,93 @@
-//! Renewing a batch of leases in one script call: the call is built from every lease's part,
-//! sent on one connection with its reply bounded by the leases' time left, and its answer
-//! (one [`Extend`] per part) read back into one [`Renewal`] per lease. The lock kinds that
-//! renew in batches only say what their part of the call is ([`BatchPart`]).
+//! Extending single-server grants: one call of their kind's extend script, any number of
+//! grants of one batch key in it, each adding its part; its answer (one
+//! [`Extend`] per part) read back into one [`Renewal`] per grant ([`renewal`], the one
+//! mapping of an extend's outcome). A guard's own `extend` and `is_held` are a batch of
+//! one, sent the same way.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Batch, Renewal};
+use super::{BatchKey, Renewal};
 use crate::conn::{self, Failed};
+use crate::held::{ServerGrant, lease_ms};
+use crate::keys::hash_tag;
 use crate::scripts::Extend;
+use crate::time::Deadline;
 
-/// Renews `batch` (leases of one batch key, each with its ttl) in one call within about
-/// `timeout`: one outcome per lease, in order. Only the reply is bounded by `timeout` (the
-/// lease left): a write cut short by a tiny timeout would leave half a command on a pooled
-/// connection.
-pub(super) fn renew(batch: &[(Batch<'_>, Duration)], timeout: Duration) -> Vec<Renewal> {
-    let Some((first, _)) = batch.first() else {
+/// The batch key of `grant`: its script, pool, slot (on a cluster) and response timeout.
+pub(super) fn key_of(grant: &dyn ServerGrant) -> BatchKey {
+    let on = grant.on();
+    let route = grant.route();
+    BatchKey {
+        script: grant.extend_script().name(),
+        pool: on.pool.id(),
+        tag: on
+            .pool
+            .is_cluster()
+            .then(|| Arc::from(hash_tag(route).unwrap_or(route))),
+        response_timeout: on.response_timeout,
+    }
+}
+
+/// Sends one call of the extend script of `grants` (of one batch key), each setting its
+/// lease to its `Duration` (zero: only checking it), its reply due by `deadline`: when it
+/// was sent, and one answer per grant, in order, or how the call failed.
+pub(crate) fn extend(
+    grants: &[(&dyn ServerGrant, Duration)],
+    deadline: Deadline,
+) -> (Instant, Result<Vec<Extend>, Failed>) {
+    let sent_at = Instant::now();
+    let Some(&(first, _)) = grants.first() else {
+        return (sent_at, Ok(Vec::new()));
+    };
+    let mut call = first.extend_script().call();
+    for &(grant, ttl) in grants {
+        grant.extend_part(&mut call, lease_ms(ttl));
+    }
+    let on = first.on();
+    let route = first.route();
+    let sent = conn::run(&on.pool, route, None, deadline, |c| {
+        call.invoke::<Vec<Extend>>(c)
+    })
+    .map_err(Failed::Refused)
+    .and_then(|ran| ran.outcome(&on.name, "extend"))
+    .and_then(|extended| {
+        if extended.len() == grants.len() {
+            return Ok(extended);
+        }
+        Err(Failed::Refused(crate::Error::Protocol { what: "extend" }))
+    });
+    (sent_at, sent)
+}
+
+/// What one grant's part of an extend sent at `sent_at` with the lease `ttl` came to: the
+/// one mapping of an extend's outcome, for a guard's extend and the renewal service alike.
+pub(crate) fn renewal(
+    sent_at: Instant,
+    ttl: Duration,
+    outcome: Result<Extend, &Failed>,
+) -> Renewal {
+    match outcome {
+        Ok(Extend::Extended) => Renewal::Renewed { sent_at, ttl },
+        Ok(Extend::Gone) => Renewal::Gone { taken: false },
+        Ok(Extend::Taken) => Renewal::Gone { taken: true },
+        Err(Failed::Refused(e)) => Renewal::Failed(e.to_string()),
+        Err(Failed::NoReply(e)) => Renewal::MayHaveRun {
+            sent_at,
+            ttl,
+            why: e.to_string(),
+        },
+    }
+}
+
+/// Renews `batch` (grants of one batch key, each with its ttl) in one call, due within
+/// `timeout` (the shortest lease left): one outcome per grant, in order.
+pub(super) fn renew(batch: &[(&dyn ServerGrant, Duration)], timeout: Duration) -> Vec<Renewal> {
+    let Some(&(first, _)) = batch.first() else {
         return Vec::new();
     };
-    let mut call = first.script.call();
-    for (lease, _) in batch {
-        lease.part.add_to(&mut call);
-    }
-    let reply_timeout = timeout.min(first.key.response_timeout);
-    let sent_at = Instant::now();
-    let sent = send(first, reply_timeout, |c| call.invoke::<Vec<Extend>>(c));
+    let deadline = Deadline::after(timeout.min(first.on().response_timeout));
+    let (sent_at, sent) = extend(batch, deadline);
     log::trace!(
         "renewed {} lease(s) in one call: {}",
         batch.len(),
@@ -33,54 +97,15 @@ pub(super) fn renew(batch: &[(Batch<'_>, Duration)], timeout: Duration) -> Vec<R
             Err(Failed::NoReply(_)) => "no reply",
         }
     );
-    match sent {
-        Ok(extended) if extended.len() == batch.len() => extended
-            .into_iter()
-            .zip(batch)
-            .map(|(outcome, &(_, ttl))| match outcome {
-                Extend::Extended => Renewal::Renewed { sent_at, ttl },
-                Extend::Gone => Renewal::Gone { taken: false },
-                Extend::Taken => Renewal::Gone { taken: true },
-            })
-            .collect(),
-        Ok(extended) => {
-            let why = format!(
-                "the renewal script answered {} times for {} leases",
-                extended.len(),
-                batch.len()
-            );
-            batch.iter().map(|_| Renewal::Failed(why.clone())).collect()
-        }
-        Err(Failed::Refused(e)) => batch
-            .iter()
-            .map(|_| Renewal::Failed(e.to_string()))
-            .collect(),
-        Err(Failed::NoReply(e)) => batch
-            .iter()
-            .map(|&(_, ttl)| Renewal::MayHaveRun {
-                sent_at,
-                ttl,
-                why: e.to_string(),
-            })
-            .collect(),
-    }
-}
-
-/// Sends `op` on a connection of the batch's pool, with its reply bounded by
-/// `reply_timeout`.
-fn send<T>(
-    batch: &Batch<'_>,
-    reply_timeout: Duration,
-    op: impl FnMut(&mut conn::Conn) -> redis::RedisResult<T>,
-) -> Result<T, Failed> {
-    let rt = batch.key.response_timeout;
-    let wait = reply_timeout.min(batch.pool.connection_timeout());
-    // The checkout (an idle connection's check included) is bounded like the reply.
-    let mut conn =
-        conn::checkout(batch.pool, batch.route, wait, reply_timeout).map_err(Failed::Refused)?;
-    conn.set_read_timeout(reply_timeout)
-        .map_err(Failed::Refused)?;
-    conn::run(batch.pool, batch.route, Some(conn), rt, op)
-        .map_err(Failed::Refused)?
-        .outcome(batch.route, "renew")
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, ttl))| {
+            let outcome = match &sent {
+                Ok(extended) => Ok(extended[i]),
+                Err(failed) => Err(failed),
+            };
+            renewal(sent_at, ttl, outcome)
+        })
+        .collect()
 }

@@ -287,19 +287,13 @@ type Lost = Vec<(Arc<Lease>, LostReason, String)>;
 fn apply(job: &Job, outcome: Renewal, lost: &mut Lost) -> Option<Instant> {
     let lease = &job.lease;
     let ttl = job.target.ttl();
+    lease.apply(&outcome);
     match outcome {
         Renewal::Renewed { sent_at, ttl } => {
-            lease.extended(sent_at, ttl);
             let ttl = lease.doubt().map_or(ttl, |doubt| doubt.min(ttl));
             Some(next_due(sent_at, ttl))
         }
-        Renewal::RenewedUntil {
-            sent_at,
-            valid_until,
-        } => {
-            lease.extend_to(valid_until);
-            Some(next_due(sent_at, ttl))
-        }
+        Renewal::RenewedUntil { sent_at, .. } => Some(next_due(sent_at, ttl)),
         Renewal::Gone { taken } => {
             let reason = lease.why_gone(taken);
             let why = match taken {
@@ -309,9 +303,8 @@ fn apply(job: &Job, outcome: Renewal, lost: &mut Lost) -> Option<Instant> {
             lost.push((lease.clone(), reason, why.to_owned()));
             None
         }
-        Renewal::MayHaveRun { sent_at, ttl, why } => {
+        Renewal::MayHaveRun { ttl, why, .. } => {
             metrics::renewal_failed(lease.labels());
-            lease.lost_reply(sent_at, ttl);
             retry_or_lose(lease, ttl, why, lost)
         }
         Renewal::Failed(why) => {
@@ -361,7 +354,7 @@ fn renew(jobs: &[(u64, Arc<Job>)], ends: Option<Instant>) -> Vec<Renewal> {
     let mut singles = Vec::new();
     for (i, (_, job)) in jobs.iter().enumerate() {
         match job.target.renewing() {
-            Renewing::Batched(batch) => batches.entry(batch.key).or_default().push(i),
+            Renewing::Batched(grant) => batches.entry(batch::key_of(grant)).or_default().push(i),
             Renewing::Alone(_) => singles.push(i),
         }
     }
@@ -442,7 +435,7 @@ fn renew_batches(
             let parts: Vec<_> = chunk
                 .iter()
                 .filter_map(|&i| match jobs[i].1.target.renewing() {
-                    Renewing::Batched(part) => Some((part, jobs[i].1.target.ttl())),
+                    Renewing::Batched(grant) => Some((grant, jobs[i].1.target.ttl())),
                     Renewing::Alone(_) => None,
                 })
                 .collect();

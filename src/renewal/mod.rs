@@ -6,8 +6,9 @@
 //! (`lane`), so that a stalled server delays only its own leases; with one server, one
 //! thread does it all. A lane sleeps on its [`Scheduler`](scheduler::Scheduler) until a
 //! renewal is due, then renews everything due about then: a lease renewed alone by its own
-//! call ([`RenewAlone`]), leases of one [`BatchKey`] in one call (`batch`), to which each
-//! adds its part ([`BatchPart`]). A batch key names its script, so a batch holds parts of
+//! call ([`RenewAlone`]: a Redlock's round), leases of single-server grants of one
+//! [`BatchKey`] in one call of their extend script (`batch`), to which each adds its part
+//! ([`ServerGrant::extend_part`]). A batch key names its script, so a batch holds parts of
 //! one shape only.
 //!
 //! Cancelling (a guard dropped or unlocked) takes the lease off its lane at once, so that
@@ -24,9 +25,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub(crate) use batch::{extend, renewal};
+
+use crate::Result;
+use crate::held::ServerGrant;
 use crate::lease::Lease;
-use crate::scripts::{Call, Lua};
-use crate::{Pool, Result};
 
 /// Which thread renews a lease: leases of one lane share a server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,36 +56,18 @@ pub(super) trait Renew: Send + Sync + 'static {
 }
 
 /// How a lease is renewed.
-pub(super) enum Renewing<'a> {
-    /// By a call of its own (a Redlock's round on several servers, say).
+pub(crate) enum Renewing<'a> {
+    /// By a call of its own (a Redlock's round on several servers).
     Alone(&'a dyn RenewAlone),
-    /// With every lease of the same batch key, in one call.
-    Batched(Batch<'a>),
+    /// With every grant of the same batch key, in one call of their extend script.
+    Batched(&'a dyn ServerGrant),
 }
 
 /// A lease renewed by a call of its own.
-pub(super) trait RenewAlone {
+pub(crate) trait RenewAlone {
     /// Renews the lease once, within about `timeout` (what the lease has left: a later
     /// answer is of no use).
     fn renew(&self, timeout: Duration) -> Renewal;
-}
-
-/// A lease's part in a batch call: the keys and arguments of its compare-and-extend.
-pub(super) trait BatchPart {
-    /// Adds the part to `call`, a call of its batch's script, to restore its ttl.
-    fn add_to(&self, call: &mut Call);
-}
-
-/// A lease renewed in a batch: leases whose `key` is the same are renewed together, by one
-/// call of `script` on `pool` routed by `route` (a key of the lease: every lease of a batch
-/// lives in the same slot), to which each adds its `part`. The script answers one
-/// [`Extend`](crate::scripts::Extend) per part, in order.
-pub(super) struct Batch<'a> {
-    pub(super) key: BatchKey,
-    pub(super) pool: &'a Pool,
-    pub(super) route: &'a str,
-    pub(super) script: &'static Lua,
-    pub(super) part: &'a dyn BatchPart,
 }
 
 /// What the leases of one batch share: the script, the pool, the slot (on a cluster) and the
@@ -90,11 +75,11 @@ pub(super) struct Batch<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct BatchKey {
     /// The script's name: leases of different scripts never share a call.
-    pub(super) script: &'static str,
-    pub(super) pool: u64,
+    script: &'static str,
+    pool: u64,
     /// On a cluster, the hash tag of the leases' keys: one slot per call.
-    pub(super) tag: Option<Arc<str>>,
-    pub(super) response_timeout: Duration,
+    tag: Option<Arc<str>>,
+    response_timeout: Duration,
 }
 
 /// What became of one renewal.

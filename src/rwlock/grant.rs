@@ -4,34 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conn::{self, Conn, Failed};
-use crate::duration::millis;
-use crate::held::{ExtendAlone, Grant, OnServer};
+use crate::held::{OnServer, ServerGrant};
 use crate::keys::{Mode, RwKeys};
-use crate::lease::Lease;
-use crate::scripts::{Extend, RWLOCK_EXTEND, RWLOCK_RELEASE, undo_window};
-use crate::{Error, Result};
+use crate::scripts::{Call, LEASE_EXTEND, Lua, RWLOCK_RELEASE, undo_window};
+use crate::time::millis;
 
-/// One lease on a path: enough to release, extend, check and renew it without the lock.
+/// One read or write lease: enough to release, extend, check and renew it without the lock.
 pub(super) struct RwGrant {
     pub(super) on: OnServer,
     pub(super) keys: Arc<RwKeys>,
     pub(super) mode: Mode,
+    /// The lease's id, its entry in the path's holder set and its ancestors'.
     pub(super) lease_id: String,
+    /// How long a wake-up waits in its list.
     pub(super) signal_expire: Duration,
 }
 
-impl RwGrant {
-    fn route(&self) -> &str {
-        &self.keys.all()[0]
-    }
-
-    fn fail(&self, conn: &mut Conn, e: redis::RedisError, what: &'static str) -> Error {
-        conn.fail(e, &self.on.name, what)
-    }
-}
-
-impl Grant for RwGrant {
+impl ServerGrant for RwGrant {
     fn kind(&self) -> &'static str {
         match self.mode {
             Mode::Read => "read lock",
@@ -39,11 +28,17 @@ impl Grant for RwGrant {
         }
     }
 
-    fn name(&self) -> &str {
-        &self.on.name
+    fn on(&self) -> &OnServer {
+        &self.on
     }
 
-    fn release(&self) -> Result<bool> {
+    fn route(&self) -> &str {
+        &self.keys.all()[0]
+    }
+
+    /// Removes the lease, wakes whom it held back, and notes the release for a moment, so
+    /// that the same release sent again is told it happened.
+    fn release_call(&self) -> Call {
         let mut call = RWLOCK_RELEASE.call();
         call.key(self.keys.all())
             .key(&self.keys.released)
@@ -51,39 +46,18 @@ impl Grant for RwGrant {
             .arg(&self.lease_id)
             .arg(millis(self.signal_expire))
             .arg(millis(undo_window(self.on.response_timeout)));
-        let mut ran =
-            conn::run_repeatable(&self.on.pool, self.route(), self.on.response_timeout, |c| {
-                call.invoke::<i64>(c)
-            })?;
-        match ran.result {
-            Ok(released) => Ok(released > 0),
-            Err(e) => Err(self.fail(&mut ran.conn, e, "release")),
-        }
+        call
     }
 
-    fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        self.extend_alone(lease, ttl)
+    fn extend_script(&self) -> &'static Lua {
+        &LEASE_EXTEND
     }
 
-    fn check(&self) -> Result<bool> {
-        self.check_alone()
-    }
-}
-
-/// Each lease alone: its entry is in sorted sets of every level of its path.
-impl ExtendAlone for RwGrant {
-    fn on(&self) -> &OnServer {
-        &self.on
-    }
-
-    fn send_extend(&self, lease_ms: u64, within: Duration) -> Result<bool, Failed> {
-        let mut call = RWLOCK_EXTEND.call();
-        call.key(self.keys.lease_sets(self.mode))
+    fn extend_part(&self, call: &mut Call, lease_ms: u64) {
+        let sets = self.keys.lease_sets(self.mode);
+        call.arg(sets.len())
             .arg(&self.lease_id)
-            .arg(lease_ms);
-        let held = self
-            .on
-            .send_within(self.route(), within, "extend", |c| call.invoke::<Extend>(c))?;
-        Ok(held == Extend::Extended)
+            .arg(lease_ms)
+            .key(sets);
     }
 }

@@ -5,11 +5,10 @@
 
 use super::grant::RwGrant;
 use super::{RedisRwLock, RedisRwLockReadGuard, RedisRwLockWriteGuard};
-use crate::conn::Conn;
+use crate::acquire;
 use crate::held::Held;
 use crate::keys::Mode;
-use crate::scripts::RWLOCK_RESUME;
-use crate::wait::{self, Wait};
+use crate::scripts::{Call, RWLOCK_RESUME};
 use crate::{Error, HandleKind, LockHandle, Result};
 
 impl RedisRwLock {
@@ -90,25 +89,17 @@ impl RedisRwLock {
             .arg(handle.holder())
             .arg(&lease_id)
             .arg(mode.held());
-        let undo = |c: &mut Conn, why: &str| self.undo(c, mode, &lease_id, why);
+        let undo: Vec<Call> = [mode.held(), mode.waiting()]
+            .into_iter()
+            .map(|entry| self.release_call(entry, &lease_id))
+            .collect();
         let labels = self.labels_of(mode);
-        let wait = Wait {
-            pool: &self.pool,
-            route: self.route(),
-            signals: &[],
-            deadline: None,
-            response_timeout: self.options.response_timeout,
-            name: &self.path,
-            labels: &labels,
-            first_nap: None,
+        let wrong_type = || Error::WrongType {
+            name: self.path.to_string(),
+            key: None,
         };
         let (granted, left) =
-            wait::take_over(&wait, &call, self.options.wait_replicas, undo, || {
-                Error::WrongType {
-                    name: self.path.to_string(),
-                    key: None,
-                }
-            })?;
+            acquire::take_over(&self.lock_ref(mode, &labels), &call, &undo, wrong_type)?;
         log::debug!(
             "resumed {} lock `{}` from a handle, as lease {lease_id}",
             mode.name(),

@@ -5,86 +5,62 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::script;
-use crate::conn::{self, Failed};
-use crate::duration::millis;
-use crate::held::{ExtendAlone, Grant, OnServer};
+use crate::Error;
+use crate::held::{OnServer, ServerGrant};
 use crate::keys::SemaphoreKeys;
-use crate::lease::Lease;
-use crate::scripts::{Call, undo_window};
-use crate::{Error, Result};
+use crate::scripts::{Call, LEASE_EXTEND, Lua, undo_window};
+use crate::time::millis;
 
-/// One grant of permits: enough to release, extend, check and renew it without the
-/// semaphore.
+/// The permits one guard holds: enough to release, extend, check and renew them without
+/// the semaphore.
 pub(super) struct SemaphoreGrant {
     pub(super) on: OnServer,
     pub(super) keys: Arc<SemaphoreKeys>,
-    /// Its member of the holder set: `<permits>/<capacity>:<lease id>`.
+    /// Its entry in the holder set: `<permits>/<capacity>:<lease id>`.
     pub(super) member: String,
-    /// The capacity the semaphore was built with, which the script needs for waking.
+    /// The capacity the semaphore was built with (the script's fallback).
     pub(super) capacity: u32,
     pub(super) fair: bool,
+    /// How long a wake-up waits in its list.
     pub(super) signal_expire: Duration,
 }
 
-impl SemaphoreGrant {
-    fn call(&self, op: &str) -> Call {
-        script(&self.keys, op, self.capacity, self.signal_expire)
-    }
-}
-
-impl Grant for SemaphoreGrant {
+impl ServerGrant for SemaphoreGrant {
     fn kind(&self) -> &'static str {
         "semaphore permit"
     }
 
-    fn name(&self) -> &str {
-        &self.on.name
-    }
-
-    fn release(&self) -> Result<bool> {
-        let mut call = self.call("release");
-        call.arg(&self.member)
-            .arg(if self.fair { "1" } else { "0" })
-            .arg("0")
-            .arg(millis(undo_window(self.on.response_timeout)));
-        let route = &self.keys.holders;
-        let mut ran = conn::run_repeatable(&self.on.pool, route, self.on.response_timeout, |c| {
-            call.invoke::<i64>(c)
-        })?;
-        match ran.result {
-            Ok(released) => Ok(released == 1),
-            Err(e) => Err(ran.conn.fail(e, &self.on.name, "release")),
-        }
-    }
-
-    fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        self.extend_alone(lease, ttl)
-    }
-
-    fn check(&self) -> Result<bool> {
-        self.check_alone()
-    }
-}
-
-/// Each grant alone: a semaphore's holders are few, and each is one member.
-impl ExtendAlone for SemaphoreGrant {
     fn on(&self) -> &OnServer {
         &self.on
     }
 
-    fn send_extend(&self, lease_ms: u64, within: Duration) -> Result<bool, Failed> {
-        let mut call = self.call("extend");
-        call.arg(&self.member).arg(lease_ms);
-        let live = self
-            .on
-            .send_within(&self.keys.holders, within, "extend", |c| {
-                call.invoke::<i64>(c)
-            })?;
-        Ok(live == 1)
+    fn route(&self) -> &str {
+        &self.keys.holders
+    }
+
+    /// Gives the permits back, wakes the waiters they are enough for, and notes the
+    /// release for a moment, so that the same release sent again is told it happened.
+    fn release_call(&self) -> Call {
+        let mut call = script(&self.keys, "release", self.capacity, self.signal_expire);
+        call.arg(&self.member)
+            .arg(if self.fair { "1" } else { "0" })
+            .arg("0")
+            .arg(millis(undo_window(self.on.response_timeout)));
+        call
+    }
+
+    fn extend_script(&self) -> &'static Lua {
+        &LEASE_EXTEND
+    }
+
+    fn extend_part(&self, call: &mut Call, lease_ms: u64) {
+        call.arg(1)
+            .arg(&self.member)
+            .arg(lease_ms)
+            .key(&self.keys.holders);
     }
 }
 
-/// The error for a semaphore whose keys hold another type.
 pub(super) fn wrong_type(name: &str) -> Error {
     Error::WrongType {
         name: name.to_owned(),

@@ -1,0 +1,438 @@
+//! The one acquire driver. Every lock kind that waits in Redis (the mutex in either mode,
+//! the read-write lock, the semaphore) takes its grants through [`acquire`], as tokio's
+//! Mutex, RwLock and Semaphore all stand on one `batch_semaphore`.
+//!
+//! A kind says what is its own in a [`Request`]: the attempt call, what a reply means, the
+//! calls that undo an attempt and withdraw a waiter, the lists it waits on. The driver owns
+//! the rest, once for every kind: sending each attempt within its deadline, undoing an
+//! attempt whose reply was lost, waiting for replicas, the grant, the wait in Redis between
+//! attempts (`wait.rs`), and withdrawing a waiter that stops waiting, whether its deadline
+//! passed, it gave way, the server stopped answering or an attempt was refused.
+//!
+//! A call that waits until `until` returns by `until` plus one response timeout: every
+//! request it sends is due within one response timeout and never after that end
+//! ([`Deadline::of_request`]), a withdrawal after the end is sent without waiting for its
+//! reply, and only `wait_replicas` (its own timeout) or an undo that a failover sends to
+//! a new primary adds to it.
+
+use std::time::{Duration, Instant};
+
+use redis::FromRedisValue;
+
+use crate::conn::{self, Conn, Undone};
+use crate::held::NewGrant;
+use crate::metrics::{self, Labels};
+use crate::options::LockOptions;
+use crate::scripts::{Call, Resume};
+use crate::time::Deadline;
+use crate::wait::{Waited, Waiting, Woken};
+use crate::{Error, Pool, Result};
+
+/// How often a waiter that is queued in Redis (fair mode, a read-write lock, a semaphore)
+/// tries again at least, which refreshes its entry: an entry lives [`ENTRY_TTL`], so that
+/// a waiter that died, was paused or gave up holds nobody up for longer.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long a waiter's entry lives unless refreshed: three heartbeats, so that one late
+/// refresh does not drop a live waiter.
+pub(crate) const ENTRY_TTL: Duration = Duration::from_millis(1500);
+
+/// The longest a waiter that is not queued sleeps before trying again: what a lost wake-up
+/// costs at most.
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(1000);
+
+/// What the driver needs of a lock, whatever its kind.
+pub(crate) struct Lock<'a> {
+    pub(crate) pool: &'a Pool,
+    /// A key of the lock: routes its requests.
+    pub(crate) route: &'a str,
+    /// The lock's name (a read-write lock's path), for errors and logs.
+    pub(crate) name: &'a str,
+    /// What it is called in logs: "lock", "write lock", "semaphore", ...
+    pub(crate) kind: &'static str,
+    pub(crate) options: &'a LockOptions,
+    pub(crate) labels: &'a Labels,
+}
+
+/// One attempt's script call, and what goes instead if it has to be sent again after its
+/// connection closed (see [`conn::run_grant`]).
+pub(crate) struct Attempt {
+    pub(crate) call: Call,
+    pub(crate) again: Option<Call>,
+}
+
+impl From<Call> for Attempt {
+    fn from(call: Call) -> Attempt {
+        Attempt { call, again: None }
+    }
+}
+
+/// What an attempt found.
+pub(crate) enum Found<E> {
+    /// Ours, with the fencing token (0 for a read lease) and what else the kind's grant
+    /// carries.
+    Granted { token: u64, extra: E },
+    /// Not now: try again once woken, or after at most this long (the holder's remaining
+    /// lease, say).
+    Blocked(Duration),
+}
+
+/// How an acquire call ended.
+pub(crate) enum Outcome<E> {
+    Granted(NewGrant, E),
+    /// The deadline passed first.
+    TimedOut,
+    /// It gave its turn to wait in Redis up to another thread of its process (see
+    /// [`Request::give_way`]); it takes its turn again.
+    GaveWay,
+}
+
+/// What one lock kind says about its acquire requests; [`acquire`] does the rest.
+pub(crate) trait Request {
+    /// The reply of an attempt.
+    type Reply: FromRedisValue;
+    /// What a grant carries besides its token (a semaphore's: the capacity it was made
+    /// under).
+    type Extra;
+    /// Whether a refused attempt that will wait leaves an entry in Redis (a waiter's place),
+    /// which must be refreshed every [`HEARTBEAT`] and withdrawn when it stops waiting.
+    const QUEUES: bool;
+
+    /// The lists a release pushes to, on which it waits.
+    fn signals(&self) -> Vec<String>;
+
+    /// The next attempt; `queue`: refused, it will wait (and, if it [queues](Self::QUEUES),
+    /// keeps its place for [`ENTRY_TTL`]).
+    fn attempt(&mut self, queue: bool) -> Attempt;
+
+    /// What the reply of the attempt means.
+    fn read(&mut self, reply: Self::Reply) -> Result<Found<Self::Extra>>;
+
+    /// A grant that came with a wake-up (a fair handover), if this one is.
+    fn woken(&mut self, _woken: &Woken) -> Result<Option<(u64, Self::Extra)>> {
+        Ok(None)
+    }
+
+    /// What undoes the last attempt when its reply was lost, or its grant must not stand:
+    /// its grant and its entry, if Redis made them, and nothing else's.
+    fn undo(&self) -> Vec<Call>;
+
+    /// What takes its entry out of the queue, passing on a grant handed to it meanwhile
+    /// (for a request that [queues](Self::QUEUES)).
+    fn withdraw(&self) -> Option<Call>;
+
+    /// How long to wait before the first attempt, when it would surely fail (a grant of
+    /// this process stands until then).
+    fn first_nap(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether to give its turn to wait in Redis up to another thread of its process.
+    fn give_way(&self) -> bool {
+        false
+    }
+}
+
+/// Takes `lock` for `request`, waiting until `until` (`None`: as long as it takes); see
+/// the module docs.
+///
+/// # Errors
+///
+/// A request's failure ([`Error::Unreachable`], [`Error::Timeout`], ...), the error its
+/// kind reads in a reply (`WrongType`, ...), [`Error::NotReplicated`], [`Error::Stranded`];
+/// a waiter's entry is withdrawn first.
+pub(crate) fn acquire<R: Request>(
+    lock: &Lock<'_>,
+    request: &mut R,
+    until: Option<Instant>,
+) -> Result<Outcome<R::Extra>> {
+    let started = Instant::now();
+    let signals = request.signals();
+    let rt = lock.options.response_timeout;
+    let mut waiting = Waiting::new(lock.pool, lock.route, lock.name, &signals, until, rt);
+    let mut conn = waiting.checkout()?;
+    let mut woken: Option<Woken> = None;
+    // Whether an attempt left an entry to withdraw, and when the last was sent.
+    let (mut queued, mut last_sent) = (false, None::<Instant>);
+    let mut nap = request.first_nap();
+    let contended = nap.is_some();
+    loop {
+        if nap.is_none() {
+            if queued && request.give_way() {
+                withdraw(lock, request, Some(conn), &waiting, false);
+                return Ok(Outcome::GaveWay);
+            }
+            // A grant that came with the wake-up, made after the last attempt ran: its lease
+            // counts from before that attempt was sent.
+            let handed = match (woken.take(), last_sent) {
+                (Some(w), Some(_)) => request.woken(&w)?,
+                _ => None,
+            };
+            let found = match handed {
+                Some((token, extra)) => Found::Granted { token, extra },
+                None => {
+                    conn = waiting.serving(conn)?;
+                    let queue = until.is_none_or(|until| Instant::now() < until);
+                    let sent_at = Instant::now();
+                    let (back, found) = attempt(lock, request, conn, &waiting, queue)?;
+                    conn = back;
+                    last_sent = Some(sent_at);
+                    queued |= R::QUEUES && queue;
+                    found
+                }
+            };
+            match found {
+                Found::Granted { token, extra } => {
+                    let sent_at = last_sent.unwrap_or(started);
+                    replicate(lock, &request.undo(), &mut conn)?;
+                    log::debug!("acquired {} `{}`", lock.kind, lock.name);
+                    metrics::acquired(lock.labels, started.elapsed(), contended || queued);
+                    return Ok(Outcome::Granted(
+                        NewGrant::on(&conn, lock.pool, sent_at, token),
+                        extra,
+                    ));
+                }
+                Found::Blocked(hint) => nap = Some(hint),
+            }
+        }
+        let mut pause = nap.take().unwrap_or(MAX_WAIT).min(MAX_WAIT);
+        if R::QUEUES {
+            pause = pause.min(HEARTBEAT);
+        }
+        if let Some(until) = until {
+            let now = Instant::now();
+            if now >= until {
+                timed_out(lock, until, started);
+                withdraw(
+                    lock,
+                    request,
+                    Some(conn).filter(|_| queued),
+                    &waiting,
+                    false,
+                );
+                return Ok(Outcome::TimedOut);
+            }
+            pause = pause.min(until - now);
+        }
+        match waiting.sleep(conn, pause)? {
+            Waited::Next(next, signal) => (conn, woken) = (next, signal),
+            Waited::TimedOut => {
+                timed_out(lock, until.unwrap_or(started), started);
+                if queued {
+                    withdraw(lock, request, None, &waiting, false);
+                }
+                return Ok(Outcome::TimedOut);
+            }
+            // A grant may have been handed to us meanwhile: the withdrawal passes it on,
+            // right behind the request that was not answered.
+            Waited::Failed(mut conn, e) => {
+                let withdrawal: Vec<Call> = request.withdraw().into_iter().collect();
+                let stranded = queued
+                    .then(|| undo_because(lock, &withdrawal, &mut conn, &e.to_string()))
+                    .and_then(Undone::stranded);
+                return Err(stranded.unwrap_or(e));
+            }
+        }
+    }
+}
+
+/// Sends one attempt of `request` on `conn`, undone when its reply is lost, and reads what
+/// it found. A refused attempt (an error reply, or one its kind reads as an error)
+/// withdraws the waiter's entry first.
+fn attempt<R: Request>(
+    lock: &Lock<'_>,
+    request: &mut R,
+    mut conn: Conn,
+    waiting: &Waiting<'_>,
+    queue: bool,
+) -> Result<(Conn, Found<R::Extra>)> {
+    let Attempt { call, again } = request.attempt(queue);
+    let undo_calls = request.undo();
+    let mut first = true;
+    conn.answer_by(waiting.request())?;
+    let sent = conn::run_grant(
+        lock.pool,
+        lock.route,
+        conn,
+        lock.name,
+        "acquire",
+        |c| {
+            let this = match (std::mem::take(&mut first), &again) {
+                (false, Some(again)) => again,
+                _ => &call,
+            };
+            this.invoke::<R::Reply>(c)
+        },
+        |c, e| undo_because(lock, &undo_calls, c, &e.to_string()),
+    );
+    // An attempt that got no answer was undone with its entry; one that was answered
+    // (refused), or never sent, leaves its entry to withdraw.
+    let withdraw_after = |request: &R, e: &Error| {
+        let answered = !(e.is_timeout() || matches!(e, Error::Stranded { .. }));
+        if R::QUEUES && queue && answered {
+            withdraw(lock, request, None, waiting, false);
+        }
+    };
+    let (conn, reply) = match sent {
+        Ok(sent) => sent,
+        Err(e) => {
+            withdraw_after(request, &e);
+            return Err(e);
+        }
+    };
+    match request.read(reply) {
+        Ok(found) => Ok((conn, found)),
+        Err(e) => {
+            withdraw_after(request, &e);
+            Err(e)
+        }
+    }
+}
+
+/// Withdraws `request`'s entry, if it has one: on `conn` if given (else on a connection of
+/// its own), within what is left of the call's bound, or, once that has passed (or the
+/// connection has a reply `pending`), sent without waiting for its reply. Best effort: an
+/// entry left behind expires within [`ENTRY_TTL`].
+fn withdraw<R: Request>(
+    lock: &Lock<'_>,
+    request: &R,
+    conn: Option<Conn>,
+    waiting: &Waiting<'_>,
+    pending: bool,
+) {
+    let Some(call) = request.withdraw() else {
+        return;
+    };
+    let deadline = waiting.request();
+    let conn = match conn {
+        Some(conn) => Ok(conn),
+        None => conn::checkout(lock.pool, lock.route, deadline),
+    };
+    let left = conn.and_then(|mut conn| {
+        if pending || deadline.passed() {
+            return conn::send_unwaited(&mut conn, &[call.eval()]);
+        }
+        conn.answer_by(deadline)?;
+        call.invoke::<redis::Value>(&mut conn)
+            .map(drop)
+            .map_err(|e| conn.fail(e, lock.name, "withdraw"))
+    });
+    if let Err(e) = left {
+        log::debug!(
+            "{} `{}`: withdrawing a waiter failed; its entry expires within {ENTRY_TTL:?}: {e}",
+            lock.kind,
+            lock.name
+        );
+    }
+}
+
+/// Counts a call that could wait and waited in vain (not a mere `try_lock`).
+fn timed_out(lock: &Lock<'_>, until: Instant, started: Instant) {
+    if until > started {
+        metrics::timed_out(lock.labels);
+    }
+}
+
+/// With `wait_replicas`: waits for the replicas to acknowledge the grant just made on
+/// `conn`, and when too few do (or the wait fails), undoes it and fails.
+///
+/// # Errors
+///
+/// [`Error::NotReplicated`], or the `WAIT`'s own error (or the undo's, a grant stranded by a
+/// failover).
+fn replicate(lock: &Lock<'_>, undo_calls: &[Call], conn: &mut Conn) -> Result<()> {
+    let Some((wanted, timeout)) = lock.options.wait_replicas else {
+        return Ok(());
+    };
+    conn.set_read_timeout(timeout + lock.options.response_timeout)?;
+    let acked = redis::cmd("WAIT")
+        .arg(wanted)
+        .arg(crate::time::millis(timeout))
+        .query::<i64>(&mut **conn);
+    let why = match acked {
+        Ok(acked) if usize::try_from(acked).unwrap_or(0) >= wanted => return Ok(()),
+        Ok(acked) => Error::NotReplicated {
+            acked: usize::try_from(acked).unwrap_or(0),
+            wanted,
+        },
+        Err(e) => conn.fail(e, lock.name, "WAIT"),
+    };
+    let undone = undo_because(lock, undo_calls, conn, &why.to_string());
+    Err(undone.stranded().unwrap_or(why))
+}
+
+/// Sends `calls` to undo a grant that must not stand (its reply was lost, or too few
+/// replicas have it), right behind the call that made it (see
+/// [`conn::undo_after_lost_reply`]). When that fails, a grant may be held by nobody until
+/// it expires: that is logged at WARN, naming the lock, why it was undone, and how long it
+/// may stand. A failover that moved the lock before the undo could reach it comes back as
+/// [`Error::Stranded`], for the call to report instead of its own error.
+pub(crate) fn undo_because(lock: &Lock<'_>, calls: &[Call], conn: &mut Conn, why: &str) -> Undone {
+    let commands: Vec<redis::Cmd> = calls.iter().map(Call::eval).collect();
+    match conn::undo_after_lost_reply(conn, lock.pool, lock.route, lock.name, &commands) {
+        Ok(undone) => undone,
+        Err(e) => {
+            log::warn!(
+                "{} `{}`: a grant had to be undone ({why}) and undoing it failed ({e}); if \
+                 Redis granted it, it is held by nobody {}",
+                lock.kind,
+                lock.name,
+                held_by_nobody_until(lock.options.expire)
+            );
+            Undone::Failed(matches!(e, Error::Stranded { .. }).then_some(e))
+        }
+    }
+}
+
+/// Sends `call`, the take-over of a grant named by a lock handle, undone with `undo_calls`
+/// when its reply is lost, then waits for `wait_replicas`: the grant taken over, and the
+/// lease its server had left (`None`: no expiry). One request, within one response timeout.
+///
+/// # Errors
+///
+/// [`Error::LockLost`] when the lock no longer holds that grant; `wrong_type()` when a key
+/// holds another type; the request's, or `WAIT`'s, own.
+pub(crate) fn take_over(
+    lock: &Lock<'_>,
+    call: &Call,
+    undo_calls: &[Call],
+    wrong_type: impl FnOnce() -> Error,
+) -> Result<(NewGrant, Option<Duration>)> {
+    let deadline = Deadline::of_request(lock.options.response_timeout, None);
+    let conn = conn::checkout(lock.pool, lock.route, deadline)?;
+    let sent_at = Instant::now();
+    let (mut conn, reply) = conn::run_grant(
+        lock.pool,
+        lock.route,
+        conn,
+        lock.name,
+        "resume",
+        |c| call.invoke::<Resume>(c),
+        |c, e| undo_because(lock, undo_calls, c, &e.to_string()),
+    )?;
+    let (token, left) = match reply {
+        Resume::Taken { token, left } => (token, left),
+        Resume::Gone => {
+            return Err(Error::LockLost {
+                name: lock.name.to_owned(),
+            });
+        }
+        Resume::WrongType => return Err(wrong_type()),
+    };
+    replicate(lock, undo_calls, &mut conn)?;
+    Ok((NewGrant::on(&conn, lock.pool, sent_at, token), left))
+}
+
+/// How long to wait before trying again when the lock is held by a lease with `left` to
+/// run (`None`: no expiry): until just after it runs out, in case its holder crashed.
+pub(crate) fn until_expiry(left: Option<Duration>) -> Duration {
+    left.map_or(MAX_WAIT, |left| left + crate::pool::MIN_TIMEOUT)
+}
+
+/// Until when a grant that nobody holds stands.
+pub(crate) fn held_by_nobody_until(expire: Option<Duration>) -> String {
+    match expire {
+        Some(expire) => format!("until it expires (within {expire:?})"),
+        None => "until it is reset (it has no expiry)".to_owned(),
+    }
+}

@@ -1,0 +1,44 @@
+-- Sets the remaining lease of sorted-set leases (read and write leases of a RedisRwLock, a
+-- RedisSemaphore's permits), any number in one call, or only checks them; never re-creates
+-- an entry that is gone or has expired.
+-- Per lease, in order: ARGV: n (how many sets hold its entry), its member (a lease id, a
+-- semaphore's member), its new remaining lease in milliseconds ('0': only check it); KEYS:
+-- its n sets, the first being the one that says whether it is live (the path's own set, the
+-- semaphore's holders), the others holding the same entry (a path's ancestors' sets).
+-- Returns a list with, for each lease, 1 when its entry is live (and, unless checking, now
+-- expires in the given milliseconds), 0 when it is gone or has expired, -1 when its first
+-- key holds another type; nothing is changed for the last two.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- Sets a set's expiry to that of its latest entry, so that nothing outlives its entries.
+local function touch(k)
+    local last = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
+    if last[2] == 'inf' then
+        redis.call('PERSIST', k)
+    elseif last[2] then
+        redis.call('PEXPIREAT', k, last[2])
+    end
+end
+
+local extended, key = {}, 1
+for arg = 1, #ARGV, 3 do
+    local n, member, ms = tonumber(ARGV[arg]), ARGV[arg + 1], ARGV[arg + 2]
+    local score = redis.pcall('ZSCORE', KEYS[key], member)
+    if type(score) == 'table' and score.err then
+        extended[#extended + 1] = -1
+    elseif not score or (score ~= 'inf' and tonumber(score) <= now) then
+        extended[#extended + 1] = 0
+    else
+        if ms ~= '0' then
+            local ends = string.format('%.0f', now + tonumber(ms))
+            for i = key, key + n - 1 do
+                redis.call('ZADD', KEYS[i], ends, member)
+                touch(KEYS[i])
+            end
+        end
+        extended[#extended + 1] = 1
+    end
+    key = key + n
+end
+return extended
