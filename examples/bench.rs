@@ -14,6 +14,7 @@
 //! `netem`); its own overhead at 0 ms is measured and reported.
 
 #[path = "../tests/support/mod.rs"]
+#[allow(dead_code)] // each example uses a part
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -958,8 +959,12 @@ struct RawScripts {
 impl RawScripts {
     fn new() -> RawScripts {
         RawScripts {
-            acquire: redis::Script::new(include_str!("../src/scripts/acquire.lua")),
-            release: redis::Script::new(include_str!("../src/scripts/release.lua")),
+            acquire: redis::Script::new(concat!(
+                include_str!("../src/scripts/clock.lua"),
+                include_str!("../src/scripts/fence.lua"),
+                include_str!("../src/mutex/acquire.lua")
+            )),
+            release: redis::Script::new(include_str!("../src/mutex/release.lua")),
         }
     }
 

@@ -6,6 +6,7 @@
 //! ```
 
 #[path = "../tests/support/server.rs"]
+#[allow(dead_code)] // each example uses a part
 mod server;
 
 use std::process::Command;

@@ -97,6 +97,9 @@ pub(crate) trait Request {
     /// Whether a refused attempt that will wait leaves an entry in Redis (a waiter's place),
     /// which must be refreshed every [`HEARTBEAT`] and withdrawn when it stops waiting.
     const QUEUES: bool;
+    /// Whether a release may hand it a grant while it waits (fair mode): its withdrawal then
+    /// passes that grant on.
+    const HANDED_OVER: bool = false;
 
     /// The lists a release pushes to, on which it waits.
     fn signals(&self) -> Vec<String>;
@@ -146,20 +149,48 @@ pub(crate) fn acquire<R: Request>(
     request: &mut R,
     until: Option<Instant>,
 ) -> Result<Outcome<R::Extra>> {
-    let started = Instant::now();
     let signals = request.signals();
     let rt = lock.options.response_timeout;
     let mut waiting = Waiting::new(lock.pool, lock.route, lock.name, &signals, until, rt);
+    let mut entry = Entry::default();
+    let outcome = drive(lock, request, &mut waiting, until, &mut entry);
+    // Whatever ended the call, an entry left in the queue is withdrawn: a waiting writer
+    // would hold readers back, a fair waiter could be handed the lock.
+    if outcome.is_err() && entry.queued && !entry.settled {
+        withdraw(lock, request, None, &waiting);
+    }
+    outcome
+}
+
+/// What became of a request's entry in Redis.
+#[derive(Default)]
+struct Entry {
+    /// An attempt may have left one.
+    queued: bool,
+    /// Withdrawn (or undone) already: nothing is left to withdraw.
+    settled: bool,
+}
+
+/// [`acquire`]'s loop.
+fn drive<R: Request>(
+    lock: &Lock<'_>,
+    request: &mut R,
+    waiting: &mut Waiting<'_>,
+    until: Option<Instant>,
+    entry: &mut Entry,
+) -> Result<Outcome<R::Extra>> {
+    let started = Instant::now();
     let mut conn = waiting.checkout()?;
     let mut woken: Option<Woken> = None;
-    // Whether an attempt left an entry to withdraw, and when the last was sent.
-    let (mut queued, mut last_sent) = (false, None::<Instant>);
+    // When the last attempt was sent.
+    let mut last_sent = None::<Instant>;
     let mut nap = request.first_nap();
     let contended = nap.is_some();
     loop {
         if nap.is_none() {
-            if queued && request.give_way() {
-                withdraw(lock, request, Some(conn), &waiting, false);
+            if entry.queued && request.give_way() {
+                entry.settled = true;
+                withdraw(lock, request, Some(conn), waiting);
                 return Ok(Outcome::GaveWay);
             }
             // A grant that came with the wake-up, made after the last attempt ran: its lease
@@ -174,19 +205,21 @@ pub(crate) fn acquire<R: Request>(
                     conn = waiting.serving(conn)?;
                     let queue = until.is_none_or(|until| Instant::now() < until);
                     let sent_at = Instant::now();
-                    let (back, found) = attempt(lock, request, conn, &waiting, queue)?;
+                    entry.queued |= R::QUEUES && queue;
+                    let (back, found) = attempt(lock, request, conn, waiting, queue, entry)?;
                     conn = back;
                     last_sent = Some(sent_at);
-                    queued |= R::QUEUES && queue;
                     found
                 }
             };
             match found {
                 Found::Granted { token, extra } => {
                     let sent_at = last_sent.unwrap_or(started);
+                    // A grant that must not stand is undone with its entry.
+                    entry.settled = true;
                     replicate(lock, &request.undo(), &mut conn)?;
                     log::debug!("acquired {} `{}`", lock.kind, lock.name);
-                    metrics::acquired(lock.labels, started.elapsed(), contended || queued);
+                    metrics::acquired(lock.labels, started.elapsed(), contended || entry.queued);
                     return Ok(Outcome::Granted(
                         NewGrant::on(&conn, lock.pool, sent_at, token),
                         extra,
@@ -203,13 +236,10 @@ pub(crate) fn acquire<R: Request>(
             let now = Instant::now();
             if now >= until {
                 timed_out(lock, until, started);
-                withdraw(
-                    lock,
-                    request,
-                    Some(conn).filter(|_| queued),
-                    &waiting,
-                    false,
-                );
+                if entry.queued {
+                    entry.settled = true;
+                    withdraw(lock, request, Some(conn), waiting);
+                }
                 return Ok(Outcome::TimedOut);
             }
             pause = pause.min(until - now);
@@ -218,16 +248,19 @@ pub(crate) fn acquire<R: Request>(
             Waited::Next(next, signal) => (conn, woken) = (next, signal),
             Waited::TimedOut => {
                 timed_out(lock, until.unwrap_or(started), started);
-                if queued {
-                    withdraw(lock, request, None, &waiting, false);
+                if entry.queued {
+                    entry.settled = true;
+                    withdraw(lock, request, None, waiting);
                 }
                 return Ok(Outcome::TimedOut);
             }
             // A grant may have been handed to us meanwhile: the withdrawal passes it on,
             // right behind the request that was not answered.
             Waited::Failed(mut conn, e) => {
+                entry.settled = true;
                 let withdrawal: Vec<Call> = request.withdraw().into_iter().collect();
-                let stranded = queued
+                let stranded = entry
+                    .queued
                     .then(|| undo_because(lock, &withdrawal, &mut conn, &e.to_string()))
                     .and_then(Undone::stranded);
                 return Err(stranded.unwrap_or(e));
@@ -236,15 +269,15 @@ pub(crate) fn acquire<R: Request>(
     }
 }
 
-/// Sends one attempt of `request` on `conn`, undone when its reply is lost, and reads what
-/// it found. A refused attempt (an error reply, or one its kind reads as an error)
-/// withdraws the waiter's entry first.
+/// Sends one attempt of `request` on `conn`, undone (with its entry) when its reply is
+/// lost, and reads what it found.
 fn attempt<R: Request>(
     lock: &Lock<'_>,
     request: &mut R,
     mut conn: Conn,
     waiting: &Waiting<'_>,
     queue: bool,
+    entry: &mut Entry,
 ) -> Result<(Conn, Found<R::Extra>)> {
     let Attempt { call, again } = request.attempt(queue);
     let undo_calls = request.undo();
@@ -265,41 +298,19 @@ fn attempt<R: Request>(
         },
         |c, e| undo_because(lock, &undo_calls, c, &e.to_string()),
     );
-    // An attempt that got no answer was undone with its entry; one that was answered
-    // (refused), or never sent, leaves its entry to withdraw.
-    let withdraw_after = |request: &R, e: &Error| {
-        let answered = !(e.is_timeout() || matches!(e, Error::Stranded { .. }));
-        if R::QUEUES && queue && answered {
-            withdraw(lock, request, None, waiting, false);
-        }
-    };
-    let (conn, reply) = match sent {
-        Ok(sent) => sent,
-        Err(e) => {
-            withdraw_after(request, &e);
-            return Err(e);
-        }
-    };
-    match request.read(reply) {
-        Ok(found) => Ok((conn, found)),
-        Err(e) => {
-            withdraw_after(request, &e);
-            Err(e)
-        }
-    }
+    // An attempt that got no answer was undone with its entry; one that was answered, or
+    // never sent, leaves its entry to withdraw.
+    let (conn, reply) = sent.inspect_err(|e| {
+        entry.settled |= e.is_timeout() || matches!(e, Error::Stranded { .. });
+    })?;
+    Ok((conn, request.read(reply)?))
 }
 
 /// Withdraws `request`'s entry, if it has one: on `conn` if given (else on a connection of
-/// its own), within what is left of the call's bound, or, once that has passed (or the
-/// connection has a reply `pending`), sent without waiting for its reply. Best effort: an
-/// entry left behind expires within [`ENTRY_TTL`].
-fn withdraw<R: Request>(
-    lock: &Lock<'_>,
-    request: &R,
-    conn: Option<Conn>,
-    waiting: &Waiting<'_>,
-    pending: bool,
-) {
+/// its own), within what is left of the call's bound, or, once that has passed, sent
+/// without waiting for its reply. Best effort: an entry left behind expires within
+/// [`ENTRY_TTL`]; a grant handed to it meanwhile (fair mode) stands until it expires.
+fn withdraw<R: Request>(lock: &Lock<'_>, request: &R, conn: Option<Conn>, waiting: &Waiting<'_>) {
     let Some(call) = request.withdraw() else {
         return;
     };
@@ -309,7 +320,7 @@ fn withdraw<R: Request>(
         None => conn::checkout(lock.pool, lock.route, deadline),
     };
     let left = conn.and_then(|mut conn| {
-        if pending || deadline.passed() {
+        if deadline.passed() {
             return conn::send_unwaited(&mut conn, &[call.eval()]);
         }
         conn.answer_by(deadline)?;
@@ -317,12 +328,20 @@ fn withdraw<R: Request>(
             .map(drop)
             .map_err(|e| conn.fail(e, lock.name, "withdraw"))
     });
-    if let Err(e) = left {
-        log::debug!(
+    match left {
+        Err(e) if R::HANDED_OVER => log::warn!(
+            "{} `{}`: withdrawing a waiter failed ({e}); its entry expires within \
+             {ENTRY_TTL:?}, and a grant handed to it meanwhile is held by nobody {}",
+            lock.kind,
+            lock.name,
+            held_by_nobody_until(lock.options.expire)
+        ),
+        Err(e) => log::debug!(
             "{} `{}`: withdrawing a waiter failed; its entry expires within {ENTRY_TTL:?}: {e}",
             lock.kind,
             lock.name
-        );
+        ),
+        Ok(()) => {}
     }
 }
 

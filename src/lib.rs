@@ -174,6 +174,7 @@ mod acquire;
 mod admin;
 mod conn;
 mod error;
+mod family;
 mod handle;
 mod held;
 mod keys;
@@ -191,14 +192,15 @@ mod semaphore;
 mod time;
 mod wait;
 
-pub use admin::{
-    ListLocks, LockInfo, LockKind, PermitsInfo, Released, last_release, list_locks, lock_info,
-    reset_all, reset_owned_by,
-};
+pub use admin::{ListLocks, list_locks, reset_all, reset_owned_by};
 pub use error::{Error, Result, TryLockError};
+pub use family::{LockInfo, LockKind, PermitsInfo};
 pub use handle::{HandleKind, LockHandle};
 pub use lease::{LostLock, LostReason};
-pub use mutex::{ArcRedisMutexGuard, RedisMutex, RedisMutexBuilder, RedisMutexGuard};
+pub use mutex::{
+    ArcRedisMutexGuard, RedisMutex, RedisMutexBuilder, RedisMutexGuard, Released, last_release,
+    lock_info,
+};
 pub use pool::{Pool, PoolBuilder};
 pub use redlock::{Redlock, RedlockBuilder, RedlockGuard};
 pub use rwlock::{RedisRwLock, RedisRwLockBuilder, RedisRwLockReadGuard, RedisRwLockWriteGuard};

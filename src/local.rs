@@ -93,7 +93,7 @@ struct TurnState {
     /// A thread that needs less came: this one should give its turn up.
     give_way: bool,
     /// The id this thread waits under in Redis, if it has one: where a request to give way
-    /// is pushed, and whom a release by this process may hand the lock to at once.
+    /// is pushed.
     waiter: Option<String>,
 }
 
@@ -115,6 +115,24 @@ impl State {
 pub(crate) struct Turn {
     local: Arc<Local>,
     ticket: u64,
+}
+
+/// A thread's place in the queue for a turn: given up when dropped, unless it became the
+/// turn.
+struct Place<'a> {
+    local: &'a Local,
+    ticket: u64,
+    taken: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            let mut state = self.local.state.lock();
+            state.queue.retain(|&(t, _)| t != self.ticket);
+            self.local.changed.notify_all();
+        }
+    }
 }
 
 /// A grant held by a thread of this process, noted until dropped.
@@ -143,6 +161,12 @@ impl Local {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queue.push((ticket, need));
+        // Out of the queue on every way out, a panic in `nudge` included.
+        let mut place = Place {
+            local: self,
+            ticket,
+            taken: false,
+        };
         let mut nudge = Some(nudge);
         loop {
             if state.turn.is_none() && state.next() == Some(ticket) {
@@ -153,6 +177,7 @@ impl Local {
                     give_way: false,
                     waiter: None,
                 });
+                place.taken = true;
                 return Some(Turn {
                     local: self.clone(),
                     ticket,
@@ -178,8 +203,7 @@ impl Local {
                 }
             };
             if timed_out {
-                state.queue.retain(|&(t, _)| t != ticket);
-                self.changed.notify_all();
+                drop(state);
                 return None;
             }
         }
@@ -226,11 +250,6 @@ impl Local {
         longest
     }
 
-    /// The id under which this process's thread whose turn it is waits in Redis, if any.
-    pub(crate) fn waiter(&self) -> Option<String> {
-        self.state.lock().turn.as_ref()?.waiter.clone()
-    }
-
     /// When a thread of this process last released the lock in Redis (and it was ours),
     /// once: the next acquire asks for it.
     pub(crate) fn take_released_at(&self) -> Option<Instant> {
@@ -240,8 +259,7 @@ impl Local {
 
 impl Turn {
     /// Says under which id this thread waits in Redis (its wake list's): a thread that
-    /// needs less wakes it there to have it give way, and a release by this process knows
-    /// it for a live waiter.
+    /// needs less wakes it there to have it give way.
     pub(crate) fn waits_as(&self, waiter: &str) {
         if let Some(turn) = &mut self.local.state.lock().turn
             && turn.ticket == self.ticket
@@ -383,7 +401,6 @@ mod tests {
         let local = Arc::new(Local::default());
         let big = local.turn(3, None, |_| {}).unwrap();
         big.waits_as("big");
-        assert_eq!(local.waiter().as_deref(), Some("big"));
         let nudged = Arc::new(Mutex::new(None));
         let small = {
             let (local, nudged) = (local.clone(), nudged.clone());
@@ -394,10 +411,11 @@ mod tests {
                 drop(turn);
             })
         };
-        while !big.should_give_way() {
+        while nudged.lock().is_none() {
             std::thread::yield_now();
         }
         assert_eq!(nudged.lock().as_deref(), Some("big"));
+        assert!(big.should_give_way());
         drop(big);
         small.join().unwrap();
     }

@@ -65,6 +65,9 @@ pub(crate) struct Waiting<'a> {
     /// A turn of the connection's server's `Blocking`, kept between waits unless others
     /// want one.
     turn: Option<Turn>,
+    /// The last wait ended with a broken connection: another in a row fails the call,
+    /// rather than loop on a connection that something keeps cutting.
+    broke: bool,
 }
 
 impl<'a> Waiting<'a> {
@@ -87,6 +90,7 @@ impl<'a> Waiting<'a> {
             end: until.and_then(|until| until.checked_add(response_timeout)),
             response_timeout,
             turn: None,
+            broke: false,
         }
     }
 
@@ -143,7 +147,7 @@ impl<'a> Waiting<'a> {
 
     /// `BLPOP` on the signal lists for `nap`, then the connection to go on with, and the
     /// wake-up if a signal ended the wait.
-    fn blpop(&self, mut conn: Conn, nap: Duration) -> Result<Waited> {
+    fn blpop(&mut self, mut conn: Conn, nap: Duration) -> Result<Waited> {
         let nap = nap.max(crate::pool::MIN_TIMEOUT);
         let id = conn.client_id()?;
         let mut blpop = redis::cmd("BLPOP");
@@ -155,6 +159,7 @@ impl<'a> Waiting<'a> {
         let outcome = blpop
             .query::<Option<(String, String)>>(&mut *conn)
             .map(|popped| popped.map(|(list, value)| Woken { list, value }));
+        let broke = std::mem::take(&mut self.broke);
         match outcome {
             Ok(woken) => Ok(Waited::Next(conn, woken)),
             Err(e) if conn::reply_pending(&e) => {
@@ -180,7 +185,8 @@ impl<'a> Waiting<'a> {
             // The connection broke (a restart, a proxy that cut it): the lock may be free
             // now, since a restart without persistence frees every lock. Try again on
             // another.
-            Err(e) if conn::reply_lost(&e) => {
+            Err(e) if conn::reply_lost(&e) && !broke => {
+                self.broke = true;
                 log::debug!(
                     "waiting for lock `{}` ended with a broken connection ({e}); trying again",
                     self.name

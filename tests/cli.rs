@@ -1,6 +1,7 @@
 //! The `redis-mutex` command, run as built against a real server: each subcommand's output
 //! and exit code.
 
+#[allow(dead_code)] // this binary uses a part
 mod support;
 
 use std::process::{Command, Output};

@@ -2,6 +2,7 @@
 //! back, never a line per attempt and never ERROR (r2d2's own handler logs every failed
 //! background connect at ERROR, ten a second).
 
+#[allow(dead_code)] // this binary uses a part
 mod support;
 
 use std::sync::Mutex;

@@ -1,6 +1,7 @@
 //! The `metrics` feature: what a contended run reports through the `metrics` facade, read
 //! back with `metrics-util`'s debugging recorder.
 
+#[allow(dead_code)] // this binary uses a part
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
 //! Security: unguessable owner ids and Redlock tokens, no release or extend by anyone but
 //! the owner, an ACL user with a password, and TLS (with the `tls-rustls` feature).
 
+#[allow(dead_code)] // this binary uses a part
 mod support;
 
 use std::collections::HashSet;

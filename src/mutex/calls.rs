@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::keys::MutexKeys;
-use crate::scripts::{ACQUIRE, Call, FAIR, RELEASE, RESUME, UNDO, undo_window};
+use super::keys::MutexKeys;
+use super::{ACQUIRE, FAIR, RELEASE, RESUME, UNDO};
+use crate::scripts::{Call, undo_window};
 use crate::time::millis;
 
 /// What every script call of one mutex needs to know.
@@ -29,12 +30,11 @@ pub(super) struct Calls {
 
 /// What a call of `fair.lua` does.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum FairOp<'a> {
+pub(super) enum FairOp {
     /// Take the lock, claim a grant handed to us, or (with an entry's life) queue.
     Acquire { entry: Option<Duration> },
-    /// Release the grant with this token, handing the lock to the first live waiter
-    /// (`ours`: a waiter of this process, live now).
-    Release { token: u64, ours: Option<&'a str> },
+    /// Release the grant with this token, handing the lock to the first live waiter.
+    Release { token: u64 },
     /// Leave the queue, passing on a grant handed to us meanwhile.
     Leave,
 }
@@ -126,11 +126,10 @@ impl Calls {
         call
     }
 
-    /// Releases the grant with fencing token `token` (in fair mode, handing it over; to
-    /// `ours`, a waiter of this process, if it is first, as it is).
-    pub(super) fn release(&self, token: u64, ours: Option<&str>) -> Call {
+    /// Releases the grant with fencing token `token` (in fair mode, handing it over).
+    pub(super) fn release(&self, token: u64) -> Call {
         if self.fair {
-            return self.fair("", FairOp::Release { token, ours });
+            return self.fair("", FairOp::Release { token });
         }
         let mut call = RELEASE.call();
         call.key(&self.keys.lock)
@@ -145,11 +144,11 @@ impl Calls {
     }
 
     /// A call of `fair.lua` for the waiter `waiter`.
-    pub(super) fn fair(&self, waiter: &str, op: FairOp<'_>) -> Call {
-        let (name, entry_ms, token, ours) = match op {
-            FairOp::Acquire { entry } => ("acquire", entry.map_or(0, millis), 0, ""),
-            FairOp::Release { token, ours } => ("release", 0, token, ours.unwrap_or("")),
-            FairOp::Leave => ("leave", 0, 0, ""),
+    pub(super) fn fair(&self, waiter: &str, op: FairOp) -> Call {
+        let (name, entry_ms, token) = match op {
+            FairOp::Acquire { entry } => ("acquire", entry.map_or(0, millis), 0),
+            FairOp::Release { token } => ("release", 0, token),
+            FairOp::Leave => ("leave", 0, 0),
         };
         let mut call = FAIR.call();
         call.key(&self.keys.lock)
@@ -170,8 +169,7 @@ impl Calls {
             .arg(self.signal_ms)
             .arg(token)
             .arg(millis(CLAIM_WINDOW))
-            .arg(self.released_ms)
-            .arg(ours);
+            .arg(self.released_ms);
         call
     }
 

@@ -14,13 +14,11 @@
 //! found by the next attempt instead, which claims it only if the lock and its marker still
 //! name it, and sets its expiry anew. A lock without expiry is handed over with a
 //! provisional one, so that a waiter that died meanwhile does not hold it forever: its
-//! wake-up is claimed with one more attempt, which lifts it; handed by a release of its own
-//! process, which knows it lives, it keeps none (`<token>|kept`).
+//! wake-up is claimed with one more attempt, which lifts it.
 
 use super::RedisMutex;
 use super::calls::FairOp;
 use crate::acquire::{self, Attempt, ENTRY_TTL, Found, HEARTBEAT, Request};
-use crate::local::Turn;
 use crate::options::AttemptId;
 use crate::scripts::{Acquire, Call};
 use crate::wait::Woken;
@@ -36,13 +34,9 @@ pub(super) struct Fair<'a> {
 }
 
 impl<'a> Fair<'a> {
-    /// An acquire of `mutex`, by the thread whose `turn` it is to wait in Redis, if it has
-    /// one: a release by a thread of this process may then hand it the lock as it is.
-    pub(super) fn new(mutex: &'a RedisMutex, turn: Option<&Turn>) -> Fair<'a> {
+    /// An acquire of `mutex`.
+    pub(super) fn new(mutex: &'a RedisMutex) -> Fair<'a> {
         let waiter = AttemptId::new();
-        if let Some(turn) = turn {
-            turn.waits_as(waiter.as_str());
-        }
         Fair {
             wake: mutex.keys().wake(waiter.as_str()),
             mutex,
@@ -50,7 +44,7 @@ impl<'a> Fair<'a> {
         }
     }
 
-    fn call(&self, op: FairOp<'_>) -> Call {
+    fn call(&self, op: FairOp) -> Call {
         self.mutex.calls.fair(self.waiter.as_str(), op)
     }
 }
@@ -59,6 +53,7 @@ impl Request for Fair<'_> {
     type Reply = Acquire;
     type Extra = ();
     const QUEUES: bool = true;
+    const HANDED_OVER: bool = true;
 
     /// Its own list, which carries its grant; and the signal list, which wakes it when a
     /// client that is not fair releases (python-redis-lock, or a mutex without `fair`).
@@ -83,17 +78,10 @@ impl Request for Fair<'_> {
     /// Handed over by a release: the wake-up is the grant, unless a lock without expiry
     /// was handed over with a provisional one, which an attempt claims.
     fn woken(&mut self, woken: &Woken) -> Result<Option<(u64, ())>> {
-        if woken.list != self.wake {
+        if woken.list != self.wake || self.mutex.options.expire.is_none() {
             return Ok(None);
         }
-        let (token, kept) = match woken.value.strip_suffix("|kept") {
-            Some(token) => (token, true),
-            None => (woken.value.as_str(), false),
-        };
-        if !kept && self.mutex.options.expire.is_none() {
-            return Ok(None);
-        }
-        let token = token.parse().map_err(|_| Error::Protocol {
+        let token = woken.value.parse().map_err(|_| Error::Protocol {
             what: "a fair handoff",
         })?;
         Ok(Some((token, ())))

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use super::EXTEND;
 use super::calls::Calls;
 use crate::held::{OnServer, ServerGrant};
-use crate::local::Local;
-use crate::scripts::{Call, EXTEND, Lua};
+use crate::scripts::{Call, Lua};
 
 /// One grant of a mutex: enough to release, extend, check and renew it without the mutex.
 pub(super) struct MutexGrant {
@@ -19,10 +19,6 @@ pub(super) struct MutexGrant {
     /// lasts: a release, extend or check of this grant leaves a later grant to the same
     /// owner id alone (a call of ours that came late, or was sent twice, must not touch it).
     pub(super) token: u64,
-    /// The mutex's local side: in fair mode, a release hands the lock to a waiter of this
-    /// process that it knows is live as it is, without the claim a lock without expiry
-    /// needs otherwise.
-    pub(super) local: Arc<Local>,
 }
 
 impl ServerGrant for MutexGrant {
@@ -39,8 +35,7 @@ impl ServerGrant for MutexGrant {
     }
 
     fn release_call(&self) -> Call {
-        let ours = self.calls.fair.then(|| self.local.waiter()).flatten();
-        self.calls.release(self.token, ours.as_deref())
+        self.calls.release(self.token)
     }
 
     /// Locks of one pool (on a cluster, of one hash tag, so one slot) and one response

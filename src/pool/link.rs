@@ -61,6 +61,9 @@ pub(super) fn connect(
         state: LinkState {
             read_timeout: timeout,
             write_timeout: timeout,
+            // Idle from the start: a connection the pool made in the background may sit in
+            // it unused, and be closed by the server or the network meanwhile.
+            idle_since: Some(std::time::Instant::now()),
             ..LinkState::default()
         },
         server: server_name(info).into(),
@@ -92,17 +95,26 @@ pub(super) fn connect_checked(
     response_timeout: Duration,
 ) -> Result<Link, Failure> {
     let mut link = connect(info, connect_timeout, response_timeout)?;
+    if is_primary(&mut link)? {
+        return Ok(link);
+    }
+    Err(not_a_primary(info))
+}
+
+/// Whether the server of `link` says it is a primary (`ROLE`).
+pub(super) fn is_primary(link: &mut Link) -> Result<bool, Failure> {
     let role: redis::Value = redis::cmd("ROLE")
         .query(&mut link.conn)
         .map_err(Failure::new)?;
-    let is_primary = matches!(&role, redis::Value::Array(parts)
-        if matches!(parts.first(), Some(redis::Value::BulkString(r)) if r == b"master"));
-    if is_primary {
-        return Ok(link);
-    }
-    Err(Failure::new(redis::RedisError::from((
+    Ok(matches!(&role, redis::Value::Array(parts)
+        if matches!(parts.first(), Some(redis::Value::BulkString(r)) if r == b"master")))
+}
+
+/// The failure of a connection to `info`, which is not a primary.
+pub(super) fn not_a_primary(info: &ConnectionInfo) -> Failure {
+    Failure::new(redis::RedisError::from((
         redis::ErrorKind::Io,
         "the server sentinel names as primary is not one (yet); a failover is under way",
         server_name(info),
-    ))))
+    )))
 }

@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use redis::ConnectionInfo;
 
 use super::health::Failure;
-use super::link::{Link, at, connect, connect_checked, server_name};
+use super::link::{Link, at, connect, connect_checked, is_primary, not_a_primary, server_name};
 
 /// A service monitored by Sentinel.
 #[derive(Debug, Clone)]
@@ -84,6 +84,9 @@ pub(super) struct Named {
 struct Promotion {
     named: Named,
     since: Instant,
+    /// The sentinel that announced it (its index in the pool's list): the leader, the only
+    /// one whose abort counts.
+    leader: usize,
     /// Its leader announced that it gave the failover up.
     aborted: bool,
 }
@@ -97,6 +100,9 @@ struct View {
     promoting: Option<Promotion>,
     /// The sentinels' `failover-timeout`, as last told.
     failover_timeout: Option<Duration>,
+    /// The server requests go to said it is not a primary: the sentinels' next word is
+    /// taken whatever its epoch (their epochs may have started again from 0, say).
+    refused: Option<String>,
 }
 
 impl View {
@@ -159,6 +165,19 @@ impl Primary {
         self.doubts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `server`, which requests go to, said it is not a primary. Of a replica being
+    /// promoted, that is to be expected for a moment; of the confirmed primary, it means the
+    /// sentinels moved on without the pool hearing of it (their epochs may have started
+    /// again from 0): their next word is taken, whatever its epoch.
+    fn refused(&self, server: &str) {
+        let mut view = self.view.lock();
+        if view.promoting.is_none() && view.confirmed.as_ref().is_some_and(|c| c.server == server) {
+            view.refused = Some(server.to_owned());
+        }
+        drop(view);
+        self.doubt();
+    }
+
     /// Applies `change` to the view; logs where requests go when that moved.
     fn update(&self, change: impl FnOnce(&mut View)) {
         let mut view = self.view.lock();
@@ -195,6 +214,25 @@ impl Primary {
     fn told(&self, named: Named, failover_timeout: Option<Duration>) {
         self.update(|view| {
             view.failover_timeout = failover_timeout.or(view.failover_timeout);
+            // The confirmed primary refused to be one: the sentinels know better.
+            let refused = view.promoting.is_none()
+                && view.confirmed.as_ref().map(|c| &c.server) == view.refused.as_ref();
+            if refused
+                && view
+                    .confirmed
+                    .as_ref()
+                    .is_some_and(|c| c.server != named.server)
+            {
+                log::warn!(
+                    "{} is not a primary; following the sentinels' word, {} (epoch {})",
+                    view.refused.as_deref().unwrap_or_default(),
+                    named.server,
+                    named.epoch
+                );
+                view.refused = None;
+                view.confirmed = Some(named);
+                return;
+            }
             if let Some(promotion) = &view.promoting {
                 let confirms = named.epoch >= promotion.named.epoch
                     || (named.server == promotion.named.server
@@ -218,18 +256,20 @@ impl Primary {
                 }
                 view.promoting = None;
             }
-            if view
-                .confirmed
-                .as_ref()
-                .is_none_or(|c| named.epoch >= c.epoch)
-            {
+            // Of one epoch, one configuration: an answer of the same epoch naming another
+            // server does not move the pool back and forth.
+            let newer = view.confirmed.as_ref().is_none_or(|c| {
+                named.epoch > c.epoch || (named.epoch == c.epoch && named.server == c.server)
+            });
+            if newer {
                 view.confirmed = Some(named);
             }
         });
     }
 
-    /// The leader of a failover (of epoch `named.epoch`) promotes `named`.
-    fn promoting(&self, named: Named) {
+    /// The leader of a failover (of epoch `named.epoch`), the sentinel `leader`, promotes
+    /// `named`.
+    fn promoting(&self, named: Named, leader: usize) {
         self.update(|view| {
             let newer = |epoch: u64, server: &str| {
                 named.epoch > epoch || (named.epoch == epoch && named.server != server)
@@ -246,16 +286,18 @@ impl Primary {
                 view.promoting = Some(Promotion {
                     named,
                     since: Instant::now(),
+                    leader,
                     aborted: false,
                 });
             }
         });
     }
 
-    /// The leader of the failover of `epoch` gave it up.
-    fn aborted(&self, epoch: u64) {
+    /// The sentinel `leader` gave a failover up: the promotion it announced, if any.
+    /// (Another sentinel's abort is of a failover it did not get to lead.)
+    fn aborted(&self, leader: usize) {
         if let Some(promotion) = &mut self.view.lock().promoting
-            && promotion.named.epoch <= epoch
+            && promotion.leader == leader
         {
             promotion.aborted = true;
         }
@@ -276,8 +318,9 @@ pub(super) fn follow(
 ) -> Arc<Primary> {
     let primary = Arc::new(Primary::new(&target.service));
     let target = Arc::new(target.clone());
-    for sentinel in &target.sentinels {
+    for (index, sentinel) in target.sentinels.iter().enumerate() {
         let listener = Listener {
+            index,
             sentinel: sentinel.clone(),
             target: target.clone(),
             primary: Arc::downgrade(&primary),
@@ -323,21 +366,21 @@ fn about(channel: &str, payload: &str, service: &str) -> bool {
     }
 }
 
-/// What a sentinel answers to `SENTINEL MASTER <service>`: the primary it names, the
-/// epoch of its configuration, and its failover timeout.
-fn parse_master(fields: &HashMap<String, String>) -> Option<(String, u16, u64, Option<Duration>)> {
-    let host = fields.get("ip")?.clone();
-    let port = fields.get("port")?.parse().ok()?;
+/// What `SENTINEL MASTER <service>` says of the configuration: its epoch, and the
+/// sentinel's failover timeout.
+fn parse_master(fields: &HashMap<String, String>) -> Option<(u64, Option<Duration>)> {
     let epoch = fields.get("config-epoch")?.parse().ok()?;
     let timeout = fields
         .get("failover-timeout")
         .and_then(|ms| ms.parse().ok())
         .map(Duration::from_millis);
-    Some((host, port, epoch, timeout))
+    Some((epoch, timeout))
 }
 
 /// Listens to one sentinel for as long as the pool lives.
 struct Listener {
+    /// Its sentinel's place in the pool's list.
+    index: usize,
     sentinel: ConnectionInfo,
     target: Arc<SentinelTarget>,
     primary: Weak<Primary>,
@@ -381,26 +424,34 @@ impl Listener {
 
     /// Asks the sentinel (on `query`, a connection of its own) which primary its
     /// configuration names, and tells `primary`. The configuration's epoch, if the
-    /// sentinel knows the service.
+    /// sentinel knows the service. The address comes from `GET-MASTER-ADDR-BY-NAME`, which
+    /// names the promoted replica as soon as the configuration's epoch moves to its
+    /// failover's (`SENTINEL MASTER` keeps the old address until the switch is announced);
+    /// the epoch and the failover timeout from `SENTINEL MASTER`, sent together.
     fn ask(&self, query: &mut Link, primary: &Primary) -> redis::RedisResult<Option<u64>> {
-        let fields: HashMap<String, String> = match redis::cmd("SENTINEL")
+        let service = &self.target.service;
+        type Answer = (Option<(String, u16)>, HashMap<String, String>);
+        let answer: redis::RedisResult<Answer> = redis::pipe()
+            .cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(service)
+            .cmd("SENTINEL")
             .arg("MASTER")
-            .arg(&self.target.service)
-            .query(&mut query.conn)
-        {
-            Ok(fields) => fields,
+            .arg(service)
+            .query(&mut query.conn);
+        let (address, fields) = match answer {
+            Ok(answer) => answer,
             // It does not monitor this service: nothing to learn from it.
             Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
                 log::debug!(
-                    "sentinel {} does not know `{}`: {e}",
+                    "sentinel {} does not know `{service}`: {e}",
                     server_name(&self.sentinel),
-                    self.target.service
                 );
                 return Ok(None);
             }
             Err(e) => return Err(e),
         };
-        let Some((host, port, epoch, timeout)) = parse_master(&fields) else {
+        let (Some((host, port)), Some((epoch, timeout))) = (address, parse_master(&fields)) else {
             return Ok(None);
         };
         primary.told(self.named(&host, port, epoch), timeout);
@@ -474,14 +525,14 @@ impl Listener {
             match channel {
                 PROMOTING => {
                     if let Some((host, port)) = promoted(&payload, service) {
-                        primary.promoting(self.named(host, port, failover_epoch));
+                        primary.promoting(self.named(host, port, failover_epoch), self.index);
                     }
                 }
                 SWITCHED => {
                     self.ask(&mut query, &primary).map_err(listening)?;
                 }
                 aborted if aborted.starts_with("-failover-abort") => {
-                    primary.aborted(failover_epoch);
+                    primary.aborted(self.index);
                     self.ask(&mut query, &primary).map_err(listening)?;
                 }
                 _ => {}
@@ -500,12 +551,18 @@ pub(super) fn connect_primary(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Link, Failure> {
-    if let Some(named) = primary.and_then(Primary::current) {
+    if let Some((primary, named)) = primary.and_then(|p| Some((p, p.current()?))) {
         // Never a server the listeners moved away from, whatever a lagging sentinel says;
-        // when this one fails, they ask the sentinels again.
+        // when this one fails, they ask the sentinels again, and when it is not a primary,
+        // they take the sentinels' word whatever its epoch.
         let info = at(&target.node, &named.host, named.port);
-        return connect_checked(&info, connect_timeout, response_timeout)
-            .inspect_err(|_| primary.into_iter().for_each(Primary::doubt));
+        let mut link =
+            connect(&info, connect_timeout, response_timeout).inspect_err(|_| primary.doubt())?;
+        if is_primary(&mut link).inspect_err(|_| primary.doubt())? {
+            return Ok(link);
+        }
+        primary.refused(&named.server);
+        return Err(not_a_primary(&info));
     }
     let mut last = None;
     for sentinel in &target.sentinels {
@@ -610,21 +667,21 @@ mod tests {
         primary.told(named(6380, 1), Some(Duration::from_secs(4)));
         assert_eq!(at_port(&primary), Some(6380));
         // The leader of epoch 2 promotes the replica: requests go there at once.
-        primary.promoting(named(6381, 2));
+        primary.promoting(named(6381, 2), 0);
         assert_eq!(at_port(&primary), Some(6381));
         assert!(!primary.is("127.0.0.1:6380"));
         // A sentinel that has not heard of it yet still names the old primary.
         primary.told(named(6380, 1), None);
         assert_eq!(at_port(&primary), Some(6381));
         // A late announcement of an older failover.
-        primary.promoting(named(6380, 1));
+        primary.promoting(named(6380, 1), 1);
         assert_eq!(at_port(&primary), Some(6381));
         // Confirmed; then a lagging sentinel's older configuration is ignored.
         primary.told(named(6381, 2), None);
         primary.told(named(6380, 1), None);
         assert_eq!(at_port(&primary), Some(6381));
         // A later failover back to the first server is followed.
-        primary.promoting(named(6380, 3));
+        primary.promoting(named(6380, 3), 2);
         primary.told(named(6380, 3), None);
         assert_eq!(at_port(&primary), Some(6380));
     }
@@ -633,8 +690,11 @@ mod tests {
     fn an_aborted_promotion_gives_way_to_the_sentinels_configuration() {
         let primary = Primary::new("mymaster");
         primary.told(named(6380, 1), Some(Duration::from_secs(4)));
-        primary.promoting(named(6381, 2));
-        primary.aborted(2);
+        primary.promoting(named(6381, 2), 1);
+        // Another sentinel's abort is of a failover it did not lead.
+        primary.aborted(0);
+        assert!(!primary.promotion_overdue());
+        primary.aborted(1);
         assert!(primary.promotion_overdue());
         primary.told(named(6380, 1), None);
         assert_eq!(at_port(&primary), Some(6380));
@@ -645,7 +705,7 @@ mod tests {
     fn a_promotion_never_confirmed_is_given_up_after_the_failover_timeout() {
         let primary = Primary::new("mymaster");
         primary.told(named(6380, 1), Some(Duration::from_millis(1)));
-        primary.promoting(named(6381, 2));
+        primary.promoting(named(6381, 2), 0);
         std::thread::sleep(Duration::from_millis(5));
         assert!(primary.promotion_overdue());
         primary.told(named(6380, 1), None);
@@ -654,18 +714,29 @@ mod tests {
 
     #[test]
     fn sentinel_master_fields_are_read() {
-        let fields: HashMap<String, String> = [
-            ("ip", "10.0.0.2"),
-            ("port", "6380"),
-            ("config-epoch", "7"),
-            ("failover-timeout", "4000"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let fields: HashMap<String, String> = [("config-epoch", "7"), ("failover-timeout", "4000")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         assert_eq!(
             parse_master(&fields),
-            Some(("10.0.0.2".to_owned(), 6380, 7, Some(Duration::from_secs(4))))
+            Some((7, Some(Duration::from_secs(4))))
         );
+    }
+
+    #[test]
+    fn one_epoch_names_one_server_until_the_followed_one_refuses() {
+        let primary = Primary::new("mymaster");
+        primary.told(named(6380, 5), None);
+        // Another server at the same epoch: not a reason to move.
+        primary.told(named(6381, 5), None);
+        assert_eq!(at_port(&primary), Some(6380));
+        // Sentinels started afresh, their epochs from 0: the followed server refuses to be
+        // a primary, and their word is taken.
+        primary.told(named(6381, 1), None);
+        assert_eq!(at_port(&primary), Some(6380));
+        primary.refused("127.0.0.1:6380");
+        primary.told(named(6381, 1), None);
+        assert_eq!(at_port(&primary), Some(6381));
     }
 }

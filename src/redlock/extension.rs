@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::EXTEND;
 use super::fanout::{fan_out, request};
 use super::quorum::{quorum, validity};
 use crate::conn::Conn;
-use crate::scripts::{Extend, REDLOCK_EXTEND};
+use crate::scripts::Extend;
 use crate::{Pool, Result};
 
 /// What a guard and its auto-extension share: the lock's key and token, and per instance
@@ -117,9 +118,12 @@ pub(super) fn extend_round(
 ) -> Round {
     let targets: Vec<_> = pending.drain(..).enumerate().collect();
     let started = Instant::now();
-    let mut call = REDLOCK_EXTEND.call();
-    call.key(&claim.resource).arg(&claim.token).arg(ttl_ms);
     let replies = fan_out(targets, |(i, conn)| {
+        let mut call = EXTEND.call();
+        call.key(&claim.resource)
+            .key(super::family::marker(&claim.resource, &pools[i]))
+            .arg(&claim.token)
+            .arg(ttl_ms);
         request(
             &pools[i],
             &claim.resource,

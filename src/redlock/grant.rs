@@ -12,7 +12,6 @@ use super::{failures, release_on};
 use crate::held::Grant;
 use crate::lease::Lease;
 use crate::renewal::{LaneKey, Renew, RenewAlone, Renewal, Renewing};
-use crate::scripts::Release;
 use crate::time::millis;
 use crate::{Error, Pool, Result};
 
@@ -80,7 +79,7 @@ impl Grant for RedlockGrant {
             .into_iter()
             .enumerate()
             .collect();
-        let results: Vec<Result<Release>> = release_on(
+        let results: Vec<Result<i64>> = release_on(
             &self.pools,
             self.instance_timeout,
             &self.claim.resource,
@@ -90,10 +89,7 @@ impl Grant for RedlockGrant {
         .into_iter()
         .map(|(_, reply)| reply.result)
         .collect();
-        let released = results
-            .iter()
-            .filter(|r| matches!(r, Ok(Release::Released)))
-            .count();
+        let released = results.iter().filter(|r| matches!(r, Ok(1))).count();
         let failures = failures(results);
         match majority(released, failures.len(), self.n()) {
             Majority::Yes => {

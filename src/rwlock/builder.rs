@@ -2,8 +2,8 @@
 
 use std::fmt;
 
+use super::keys::check_path;
 use super::{DEFAULTS, RedisRwLock};
-use crate::keys::check_path;
 use crate::options::{LockOptionsBuilder, lock_option_setters};
 use crate::{Error, Pool, Result};
 

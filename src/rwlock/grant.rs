@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::RELEASE;
+use super::keys::{Mode, RwKeys};
 use crate::held::{OnServer, ServerGrant};
-use crate::keys::{Mode, RwKeys};
-use crate::scripts::{Call, LEASE_EXTEND, Lua, RWLOCK_RELEASE, undo_window};
+use crate::scripts::{Call, LEASE_EXTEND, Lua, undo_window};
 use crate::time::millis;
 
 /// One read or write lease: enough to release, extend, check and renew it without the lock.
@@ -39,7 +40,7 @@ impl ServerGrant for RwGrant {
     /// Removes the lease, wakes whom it held back, and notes the release for a moment, so
     /// that the same release sent again is told it happened.
     fn release_call(&self) -> Call {
-        let mut call = RWLOCK_RELEASE.call();
+        let mut call = RELEASE.call();
         call.key(self.keys.all())
             .key(&self.keys.released)
             .arg(self.mode.held())

@@ -6,8 +6,8 @@ use std::fmt;
 
 use super::RedisRwLock;
 use super::grant::RwGrant;
+use super::keys::Mode;
 use crate::held::{Held, guard_methods};
-use crate::keys::Mode;
 use crate::{HandleKind, LockHandle, Result};
 
 /// The docs' example setup for a guard of a read-write lock with a 10 s lease.

@@ -3,12 +3,13 @@
 //! [`LockHandle`], made by a guard's `handle()` or `into_handle()`, perhaps in another
 //! process.
 
+use super::RESUME;
 use super::grant::RwGrant;
+use super::keys::Mode;
 use super::{RedisRwLock, RedisRwLockReadGuard, RedisRwLockWriteGuard};
 use crate::acquire;
 use crate::held::Held;
-use crate::keys::Mode;
-use crate::scripts::{Call, RWLOCK_RESUME};
+use crate::scripts::Call;
 use crate::{Error, HandleKind, LockHandle, Result};
 
 impl RedisRwLock {
@@ -83,7 +84,7 @@ impl RedisRwLock {
             .rsplit_once('#')
             .map_or(handle.holder(), |(owner, _)| owner);
         let lease_id = format!("{owner}#{:016x}", rand::random::<u64>());
-        let mut call = RWLOCK_RESUME.call();
+        let mut call = RESUME.call();
         call.key(self.keys.lease_sets(mode))
             .key(&self.keys.fencing)
             .arg(handle.holder())

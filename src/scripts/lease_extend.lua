@@ -8,19 +8,6 @@
 -- Returns a list with, for each lease, 1 when its entry is live (and, unless checking, now
 -- expires in the given milliseconds), 0 when it is gone or has expired, -1 when its first
 -- key holds another type; nothing is changed for the last two.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-
--- Sets a set's expiry to that of its latest entry, so that nothing outlives its entries.
-local function touch(k)
-    local last = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
-    if last[2] == 'inf' then
-        redis.call('PERSIST', k)
-    elseif last[2] then
-        redis.call('PEXPIREAT', k, last[2])
-    end
-end
-
 local extended, key = {}, 1
 for arg = 1, #ARGV, 3 do
     local n, member, ms = tonumber(ARGV[arg]), ARGV[arg + 1], ARGV[arg + 2]

@@ -52,7 +52,8 @@ impl RedisSemaphoreBuilder {
     ///
     /// Defaults to `false`: a waiter woken for freed permits may be overtaken by a newcomer,
     /// which costs it one more round of waiting, and a small request may go before a big
-    /// one that does not fit yet.
+    /// one that does not fit yet (a steady stream of small requests can keep a big one
+    /// waiting as long as it lasts).
     pub fn fair(mut self, fair: bool) -> Self {
         self.fair = fair;
         self

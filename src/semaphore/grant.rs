@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::keys::SemaphoreKeys;
 use super::script;
 use crate::Error;
 use crate::held::{OnServer, ServerGrant};
-use crate::keys::SemaphoreKeys;
 use crate::scripts::{Call, LEASE_EXTEND, Lua, undo_window};
 use crate::time::millis;
 

@@ -1,7 +1,6 @@
 //! A Redis Cluster on loopback for tests: primaries with one replica each, made with
 //! `redis-cli --cluster create`, and the operations the tests put it through (a manual
 //! failover, a slot migration).
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -9,7 +9,6 @@
 //!   path, its ancestors or its subtree; a semaphore: more permits than its capacity);
 //! - fencing tokens rise with every grant, across grants that conflict;
 //! - every call returned within its bound (calls of a process that was paused excepted).
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};

@@ -1,6 +1,5 @@
 //! Shared by the integration tests: private servers, child processes, bounded waits,
 //! server statistics. One place for each helper; test files keep only what is theirs.
-#![allow(dead_code)] // each test binary uses a different part
 
 pub mod cluster;
 pub mod history;
@@ -32,9 +31,15 @@ pub struct ChildTest {
     name: String,
 }
 
-/// Runs this test binary again as a child process that runs only the ignored test `name`,
-/// with `env` set (and [`CHILD_ENV`], which child tests check first).
-pub fn spawn_child(name: &str, env: &[(&str, String)]) -> ChildTest {
+/// Runs this test binary again as a child process that runs only the ignored test `name`
+/// of the module `module` (the caller's `module_path!()`), with `env` set (and
+/// [`CHILD_ENV`], which child tests check first).
+pub fn spawn_child(module: &str, name: &str, env: &[(&str, String)]) -> ChildTest {
+    // libtest names a test by its path below the crate: `kinds::mutex::child_...`.
+    let name = &match module.split_once("::") {
+        Some((_, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    };
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -305,6 +310,29 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A script of the crate (`src/<file>`), as the crate sends it, for tests that play a
+/// client's part by hand: the shared parts (the clock, `fence`, `touch`, a read-write lock's
+/// `wake`) in front of it, as the crate joins them.
+pub fn script(file: &str) -> redis::Script {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let read = |path: &str| {
+        std::fs::read_to_string(src.join(path)).unwrap_or_else(|e| panic!("src/{path}: {e}"))
+    };
+    let mut source: String = [
+        "scripts/clock.lua",
+        "scripts/fence.lua",
+        "scripts/touch.lua",
+    ]
+    .into_iter()
+    .map(read)
+    .collect();
+    if file.starts_with("rwlock/") {
+        source.push_str(&read("rwlock/wake.lua"));
+    }
+    source.push_str(&read(file));
+    redis::Script::new(&source)
 }
 
 /// One field of `INFO <section>`.

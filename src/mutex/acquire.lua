@@ -1,0 +1,49 @@
+-- Takes the lock if it is free; otherwise reports how long the holder's lease has left.
+-- KEYS[1]: the lock key (lock:<name>)
+-- KEYS[2]: the signal list (lock-signal:<name>)
+-- KEYS[3]: the fencing counter (lock-fencing-counter, or one per hash tag on a cluster);
+--          never lowered
+-- KEYS[4]: the grant marker (lock-grant:<name>): "<attempt>|<token>|<owner id>" of the
+--          latest grant, living as long as it (operators read the token there)
+-- ARGV[1]: our owner id
+-- ARGV[2]: the expiry in milliseconds, or "0" for a lock that never expires
+-- ARGV[3]: "1" when this client released the lock moments ago: then it takes a free lock
+--          only together with its own release's signal. If that signal is gone, a waiter
+--          was woken by it and is on its way; the lock is left to that waiter.
+-- ARGV[4]: this attempt's id, unique to it: an undo after a lost reply removes the grant
+--          only if the marker still names this attempt
+-- ARGV[5]: how long the marker lives at least, in milliseconds (long enough for an undo
+--          to follow); it lives as long as the lock if that is longer. A lock without expiry
+--          gets a long one (a week): the marker never outlives a lock that a client
+--          knowing nothing of it (python-redis-lock, an operator's DEL) removed by more
+--          than that
+-- Returns {1, token} when granted (or when the lock holds this attempt's grant already: the
+-- same request sent again), token being the fencing token (see fence.lua);
+-- {0, pttl} when held, pttl being the holder's remaining milliseconds or -1 for a holder
+-- without expiry; {2, 0} when left to a woken waiter; {-1, 0} when the key holds another
+-- type than string: no lock can be taken there.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
+        return {-1, 0}
+    end
+    -- This very attempt's grant, sent again (its connection closed before the reply, and
+    -- the undo sent after it reached the server first): granted, once.
+    local marker = redis.call('GET', KEYS[4])
+    if marker and string.sub(marker, 1, #ARGV[4] + 1) == ARGV[4] .. '|'
+        and redis.call('GET', KEYS[1]) == ARGV[1] then
+        return {1, tonumber(string.match(marker, '^[^|]*|(%d+)|'))}
+    end
+    return {0, redis.call('PTTL', KEYS[1])}
+end
+if ARGV[3] == '1' and not redis.call('LPOP', KEYS[2]) then
+    return {2, 0}
+end
+local token = fence(KEYS[3])
+if ARGV[2] == '0' then
+    redis.call('SET', KEYS[1], ARGV[1])
+else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+local marker = ARGV[4] .. '|' .. string.format('%.0f', token) .. '|' .. ARGV[1]
+redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(ARGV[2]), tonumber(ARGV[5])))
+return {1, token}

@@ -1,0 +1,281 @@
+-- A RedisSemaphore: permits as leases, waiters woken as permits free up for them.
+-- See docs/semaphore.md.
+-- KEYS[1]: the holders (semaphore:<name>): a sorted set, "<permits>/<capacity>:<lease id>"
+--          -> the end of the lease in ms since 1970 (inf: never), the capacity being what
+--          the grant was made under (for the operator tools); it expires with its last
+--          lease
+-- KEYS[2]: the capacity set by set_permits (semaphore-capacity:<name>), if any
+-- KEYS[3]: the queue (semaphore-queue:<name>): waiter id -> when it came, in microseconds
+-- KEYS[4]: the waiters (semaphore-waiters:<name>): waiter id -> "<permits>|<end of entry>"
+-- KEYS[5]: the fencing counter (lock-fencing-counter, or one per slot on a cluster)
+-- KEYS[6]: the releases of a moment ago (semaphore-released:<name>): a sorted set, member ->
+--          until when its release is remembered (ms since 1970), so that a release sent
+--          again (its first reply lost with its connection) is told it happened
+-- ARGV[1]: 'acquire', 'release', 'leave', 'set', 'reset' or 'state' (extends go through
+--          lease_extend.lua)
+-- ARGV[2]: the capacity the caller was built with, used while KEYS[2] does not exist
+-- ARGV[3]: the prefix of the waiters' wake lists (semaphore-wake:<name>:); a waiter's list
+--          is the prefix and its id. It carries the semaphore's hash tag, so on a cluster
+--          the lists share its slot; they are named here, not in KEYS, as fair.lua's are
+-- ARGV[4]: how long a wake-up stays in its list, in milliseconds
+-- Per operation, from ARGV[5]:
+--   acquire: ARGV[5] our lease id (unique to this request: when a member with it holds
+--            permits already, this very request was sent again and is granted once), ARGV[6] the permits, ARGV[7] the
+--            lease in ms ('0': never expires), ARGV[8] our waiter id, ARGV[9] how long our
+--            queue entry lives unless refreshed, in ms ('0': not to queue, a try), ARGV[10]
+--            '1' for fair mode (no permit is taken while a waiter that came first waits),
+--            ARGV[11] how long a capacity set by set_permits is kept after this use (ms)
+--   release: ARGV[5] the member to remove (or, with ARGV[7] = '1', the lease id whose
+--            member to remove: an undo, which does not know the capacity it was granted
+--            under), ARGV[6] '1' for fair mode, ARGV[8] how long the release is
+--            remembered, in ms (KEYS[6]; '0' or none: not at all)
+--   leave:   ARGV[5] our waiter id, ARGV[6] '1' for fair mode
+--   set:     ARGV[5] the new capacity, ARGV[6] how long it is kept (ms), ARGV[7] fair mode
+--   reset:   ARGV[5] if given, the owner id whose permits alone are removed
+-- Returns, for 'acquire': {1, token, capacity} when granted, token being the fencing
+-- token (see fence.lua) and capacity the one it was granted under (its member is
+-- "<permits>/<capacity>:<lease id>"); {0, ms, 0} when not, ms being the time until the
+-- earliest holder's lease runs out (-1 when none will); {-2, capacity, 0} when more
+-- permits are asked for than the capacity; {-1, 0, 0} when a key holds another type
+-- (nothing is changed then). For 'release': 1 when the member was ours and removed (or its
+-- release happened moments ago: the same release sent again), 0 when it was gone (expired
+-- or reset). For 'leave': 1. For 'set': {capacity, permits in use}. For
+-- 'reset': how many members were removed. For 'state': {capacity set by set_permits or -1,
+-- permits in use, live waiters, member, ms left or -1, ...}.
+-- A key's type is checked first; anything that can fail (the counter's INCR) comes before
+-- a grant is written, since a script is not rolled back.
+local op = ARGV[1]
+
+local expected = {'zset', 'string', 'zset', 'hash', nil, 'zset'}
+for i = 1, 6 do
+    local kind = expected[i] and redis.call('TYPE', KEYS[i])['ok']
+    if kind and kind ~= expected[i] and kind ~= 'none' then
+        if op == 'acquire' then
+            return {-1, 0, 0}
+        end
+        return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind)
+    end
+end
+
+local function permits_of(member)
+    return tonumber(string.match(member, '^(%d+)/')) or 0
+end
+
+local function lease_of(member)
+    return string.match(member, '^%d+/%d+:(.*)$')
+end
+
+-- Removes the holders whose lease ran out; returns the permits the others hold, and the
+-- member of the lease id `lease` among them (if one is given, and holds permits).
+local function in_use(lease)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    local used, mine = 0, nil
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+        used = used + permits_of(member)
+        if lease and lease_of(member) == lease then
+            mine = member
+        end
+    end
+    return used, mine
+end
+
+local function capacity()
+    return tonumber(redis.call('GET', KEYS[2]) or ARGV[2])
+end
+
+
+-- The live waiters, in the order they came, as {id, permits}; drops the others, and makes
+-- the queue and the waiters live as long as their last entry.
+local function live_waiters()
+    local live, last_end = {}, 0
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+        local entry = redis.call('HGET', KEYS[4], id)
+        local permits, ends
+        if entry then
+            permits, ends = string.match(entry, '^(%d+)|(%d+)$')
+        end
+        if ends and tonumber(ends) > now then
+            live[#live + 1] = {id, tonumber(permits)}
+            last_end = math.max(last_end, tonumber(ends))
+        else
+            redis.call('ZREM', KEYS[3], id)
+            redis.call('HDEL', KEYS[4], id)
+        end
+    end
+    if #live > 0 then
+        redis.call('PEXPIREAT', KEYS[3], last_end)
+        redis.call('PEXPIREAT', KEYS[4], last_end)
+    end
+    return live
+end
+
+-- Wakes the waiters `free` permits are enough for, in the order they came; in fair mode
+-- it stops at the first that does not fit, so that nobody overtakes it.
+local function wake(free, fair)
+    for _, waiter in ipairs(live_waiters()) do
+        if waiter[2] <= free then
+            local list = ARGV[3] .. waiter[1]
+            redis.call('DEL', list)
+            redis.call('LPUSH', list, 1)
+            redis.call('PEXPIRE', list, ARGV[4])
+            free = free - waiter[2]
+        elseif fair then
+            return
+        end
+    end
+end
+
+-- The holders' member of the lease id `lease`, if it holds permits.
+local function member_of(lease)
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+        if lease_of(m) == lease then
+            return m
+        end
+    end
+    return nil
+end
+
+local function remove_waiter(id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('DEL', ARGV[3] .. id)
+end
+
+-- A granted waiter leaves the queue, if there is one (an uncontended grant costs no more):
+-- without a queue a wake-up left for it is a hint nobody reads, which expires.
+local function granted(id)
+    if redis.call('EXISTS', KEYS[3]) == 1 then
+        remove_waiter(id)
+        live_waiters()
+    end
+end
+
+
+if op == 'acquire' then
+    local wanted, me = tonumber(ARGV[6]), ARGV[8]
+    local fair = ARGV[10] == '1'
+    -- With our own member, if this very request holds permits already: it was sent again
+    -- (its connection closed before the reply, and the undo sent after it reached the
+    -- server first), and is granted once, its lease counted from now.
+    local used, own = in_use(ARGV[5])
+    local set = redis.call('GET', KEYS[2])
+    local cap = tonumber(set or ARGV[2])
+    if set then
+        redis.call('PEXPIRE', KEYS[2], ARGV[11])
+    end
+    if own then
+        local token = fence(KEYS[5])
+        redis.call('ZADD', KEYS[1], ARGV[7] == '0' and 'inf' or now + tonumber(ARGV[7]), own)
+        touch(KEYS[1])
+        granted(me)
+        return {1, token, tonumber(string.match(own, '^%d+/(%d+):'))}
+    end
+    if wanted > cap then
+        remove_waiter(me)
+        wake(cap - used, fair)
+        return {-2, cap, 0}
+    end
+    -- In fair mode, the waiters that came first go first: we fit only with all of them
+    -- (they were woken for what is free, and may not have come yet).
+    local ahead = 0
+    if fair then
+        for _, waiter in ipairs(live_waiters()) do
+            if waiter[1] == me then
+                break
+            end
+            ahead = ahead + waiter[2]
+        end
+    end
+    if used + ahead + wanted <= cap then
+        local token = fence(KEYS[5])
+        local member = wanted .. '/' .. cap .. ':' .. ARGV[5]
+        if ARGV[7] == '0' then
+            redis.call('ZADD', KEYS[1], 'inf', member)
+        else
+            redis.call('ZADD', KEYS[1], now + tonumber(ARGV[7]), member)
+        end
+        touch(KEYS[1])
+        granted(me)
+        return {1, token, cap}
+    end
+    if ARGV[9] ~= '0' then
+        redis.call('ZADD', KEYS[3], 'NX', now_us, me)
+        redis.call('HSET', KEYS[4], me, wanted .. '|' .. (now + tonumber(ARGV[9])))
+        live_waiters()
+    end
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    if first[1] == nil or first[2] == 'inf' then
+        return {0, -1, 0}
+    end
+    return {0, tonumber(first[2]) - now, 0}
+elseif op == 'release' then
+    -- A lease that ran out is no longer ours, even before a sweep removed it: 0 then.
+    local member = ARGV[5]
+    if ARGV[7] == '1' then
+        member = member_of(ARGV[5])
+        if not member then
+            return 0
+        end
+    end
+    local score = redis.call('ZSCORE', KEYS[1], member)
+    if not score then
+        -- This release, sent again: it happened.
+        redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+        return redis.call('ZSCORE', KEYS[6], member) and 1 or 0
+    end
+    redis.call('ZREM', KEYS[1], member)
+    touch(KEYS[1])
+    if redis.call('EXISTS', KEYS[3]) == 1 then
+        wake(capacity() - in_use(), ARGV[6] == '1')
+    end
+    if score ~= 'inf' and tonumber(score) <= now then
+        return 0
+    end
+    local remember = tonumber(ARGV[8] or '0')
+    if remember > 0 then
+        redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+        redis.call('ZADD', KEYS[6], now + remember, member)
+        touch(KEYS[6])
+    end
+    return 1
+elseif op == 'leave' then
+    remove_waiter(ARGV[5])
+    -- A wake-up meant for us may have gone with our list: pass it on.
+    wake(capacity() - in_use(), ARGV[6] == '1')
+    return 1
+elseif op == 'set' then
+    redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
+    local used = in_use()
+    wake(tonumber(ARGV[5]) - used, ARGV[7] == '1')
+    return {tonumber(ARGV[5]), used}
+elseif op == 'reset' then
+    local removed = 0
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+        local lease = lease_of(member) or ''
+        local owner = string.match(lease, '^(.*)#%x+$') or lease
+        if not ARGV[5] or owner == ARGV[5] then
+            redis.call('ZREM', KEYS[1], member)
+            removed = removed + 1
+        end
+    end
+    if removed > 0 then
+        touch(KEYS[1])
+        -- Every waiter that fits now, whatever the mode: a reset is no release in order.
+        wake(capacity() - in_use(), false)
+    end
+    return removed
+elseif op == 'state' then
+    local used = in_use()
+    local out = {tonumber(redis.call('GET', KEYS[2]) or '-1'), used, #live_waiters()}
+    local holders = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    for i = 1, #holders, 2 do
+        out[#out + 1] = holders[i]
+        if holders[i + 1] == 'inf' then
+            out[#out + 1] = -1
+        else
+            out[#out + 1] = tonumber(holders[i + 1]) - now
+        end
+    end
+    return out
+end
+return redis.error_reply('ERR semaphore.lua: unknown operation ' .. tostring(op))

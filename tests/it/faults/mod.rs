@@ -1,0 +1,11 @@
+mod answers;
+mod crash;
+mod fair_handover;
+mod input;
+mod nemesis;
+mod pool;
+mod promises;
+mod redlock;
+mod scale;
+mod servers;
+mod soak;

@@ -1,0 +1,10 @@
+mod crowds;
+mod fair;
+mod fencing;
+mod handles;
+mod local_turn;
+mod mutex;
+mod redlock;
+mod renewal;
+mod rwlock;
+mod semaphore;

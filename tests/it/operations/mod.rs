@@ -1,0 +1,4 @@
+mod helpers;
+mod interop;
+mod readme;
+mod tools;
