@@ -6,6 +6,7 @@
 //! cargo run --release --example bench -- --json
 //! cargo run --release --example bench -- --latency-ms 1,2      # more latency profiles
 //! cargo run --release --example bench -- --latency-ms none     # loopback only
+//! cargo run --release --example bench -- --server-time          # server time per cycle only
 //! ```
 //!
 //! Every figure is a ratio or a median from this one run; `docs/performance.md` explains
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use redis::Commands;
-use redis_mutex::{Pool, RedisMutex, RedisSemaphore, Redlock};
+use redis_mutex::{Pool, RedisMutex, RedisRwLock, RedisSemaphore, Redlock};
 use support::server::RedisServer;
 use support::{proxy, python, server};
 
@@ -108,6 +109,13 @@ fn main() -> BoxResult<()> {
     };
 
     let (url, _server) = server::example_server();
+    if args.iter().any(|a| a == "--server-time") {
+        let server = server_time(&url)?;
+        for (kind, us) in &server {
+            println!("{kind:<14} {us:6.2} µs = {:.2} × bare", us / server[0].1);
+        }
+        return Ok(());
+    }
     let mut figures = Figures::default();
     loopback(&url, &mut figures)?;
     for ms in profiles {
@@ -136,6 +144,19 @@ fn main() -> BoxResult<()> {
 
 /// The loopback figures: against this machine's own round trip.
 fn loopback(url: &str, f: &mut Figures) -> BoxResult<()> {
+    let server = server_time(url)?;
+    let bare = server[0].1;
+    let body: Vec<String> = server
+        .iter()
+        .map(|(kind, us)| format!("\"{kind}\": {us:.2}"))
+        .collect();
+    f.raw("server_us_per_cycle", format!("{{{}}}", body.join(", ")));
+    for (kind, us) in &server {
+        f.row(
+            format!("server time per cycle: {kind}"),
+            format!("{us:.2} µs = {:.2} × bare", us / bare),
+        );
+    }
     let pool = Pool::new(url)?;
     let uncontended = uncontended(
         url,
@@ -874,6 +895,167 @@ fn redlock5_vs_1(urls: &[String], cycles: usize) -> BoxResult<RedlockRatio> {
         one,
         ratio: five.as_secs_f64() / one.as_secs_f64(),
     })
+}
+
+/// Cycles per kind in the server-time figures, over this many names, on one connection.
+const SERVER_TIME_CYCLES: usize = 20_000;
+const SERVER_TIME_NAMES: usize = 64;
+
+/// What one lock cycle costs the server, in µs, per kind (`bare` first): the `usec` of the
+/// commands the client sends itself (a script's `usec` already includes what it runs, whose
+/// own lines are left out), from `INFO commandstats` after `CONFIG RESETSTAT`, over
+/// [`SERVER_TIME_CYCLES`] cycles of one client on [`SERVER_TIME_NAMES`] names.
+fn server_time(url: &str) -> BoxResult<Vec<(&'static str, f64)>> {
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    let pool = Pool::new(url)?;
+    let names: Vec<String> = (0..SERVER_TIME_NAMES)
+        .map(|i| format!("bench:st-{i}"))
+        .collect();
+    let expire = Duration::from_secs(10);
+    // A bare `SET NX PX`, and a compare-and-delete script.
+    let delete = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end \
+         return 0",
+    );
+    // python-redis-lock's protocol with a fencing counter, as two scripts: the floor of
+    // what this crate promises.
+    let take = redis::Script::new(
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+         return redis.call('INCR', KEYS[2]) end return 0",
+    );
+    let give = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+         redis.call('DEL', KEYS[2]) redis.call('LPUSH', KEYS[2], 1) \
+         redis.call('PEXPIRE', KEYS[2], ARGV[2]) return redis.call('DEL', KEYS[1])",
+    );
+    let mutex = |fair: bool| -> BoxResult<Vec<RedisMutex>> {
+        let build = |name: &String| {
+            RedisMutex::builder(pool.clone(), name.as_str())
+                .fair(fair)
+                .expire(expire)
+                .build()
+        };
+        Ok(names.iter().map(build).collect::<Result<_, _>>()?)
+    };
+    let (plain, fair) = (mutex(false)?, mutex(true)?);
+    let semaphores: Vec<RedisSemaphore> = names
+        .iter()
+        .map(|n| {
+            RedisSemaphore::builder(pool.clone(), n.as_str())
+                .permits(3)
+                .auto_renewal(false)
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
+    let rwlocks: Vec<RedisRwLock> = names
+        .iter()
+        .map(|n| {
+            RedisRwLock::builder(pool.clone(), n.as_str())
+                .auto_renewal(false)
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
+    let redlock = Redlock::new(vec![pool.clone()])?;
+    type Cycle<'a> = Box<dyn FnMut(usize, &mut redis::Connection) -> BoxResult<()> + 'a>;
+    let kinds: Vec<(&'static str, &[&str], Cycle<'_>)> = vec![
+        (
+            "bare",
+            &["set", "evalsha"],
+            Box::new(|i, c| {
+                let key = &names[i];
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg("me")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(10_000)
+                    .query(c)?;
+                let _: i64 = delete.key(key).arg("me").invoke(c)?;
+                Ok(())
+            }),
+        ),
+        (
+            "floor",
+            &["evalsha"],
+            Box::new(|i, c| {
+                let key = &names[i];
+                let _: i64 = take
+                    .key(key)
+                    .key("bench:st-counter")
+                    .arg("me")
+                    .arg(10_000)
+                    .invoke(c)?;
+                let _: i64 = give
+                    .key(key)
+                    .key(format!("{key}-signal"))
+                    .arg("me")
+                    .arg(1000)
+                    .invoke(c)?;
+                Ok(())
+            }),
+        ),
+        (
+            "mutex",
+            &["evalsha"],
+            Box::new(|i, _| Ok(plain[i].lock()?.unlock()?)),
+        ),
+        (
+            "fair",
+            &["evalsha"],
+            Box::new(|i, _| Ok(fair[i].lock()?.unlock()?)),
+        ),
+        (
+            "semaphore",
+            &["evalsha"],
+            Box::new(|i, _| Ok(semaphores[i].acquire()?.release()?)),
+        ),
+        (
+            "rwlock_read",
+            &["evalsha"],
+            Box::new(|i, _| Ok(rwlocks[i].read()?.unlock()?)),
+        ),
+        (
+            "rwlock_write",
+            &["evalsha"],
+            Box::new(|i, _| Ok(rwlocks[i].write()?.unlock()?)),
+        ),
+        (
+            "redlock",
+            &["evalsha"],
+            Box::new(|i, _| Ok(redlock.lock(&names[i], expire)?.unlock()?)),
+        ),
+    ];
+    let mut figures = Vec::new();
+    for (kind, commands, mut cycle) in kinds {
+        // Scripts loaded and connections made before the count starts.
+        for i in 0..SERVER_TIME_NAMES {
+            cycle(i, &mut conn)?;
+        }
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn)?;
+        for n in 0..SERVER_TIME_CYCLES {
+            cycle(n % SERVER_TIME_NAMES, &mut conn)?;
+        }
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn)?;
+        let usec: f64 = commands
+            .iter()
+            .map(|command| command_usec(&info, command))
+            .sum();
+        if std::env::var_os("BENCH_SERVER_TIME_DEBUG").is_some() {
+            eprintln!("{kind}:\n{info}");
+        }
+        figures.push((kind, usec / SERVER_TIME_CYCLES as f64));
+    }
+    Ok(figures)
+}
+
+/// The `usec` of `command` in an `INFO commandstats` reply (0 if it never ran).
+fn command_usec(info: &str, command: &str) -> f64 {
+    let prefix = format!("cmdstat_{command}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').find_map(|f| f.strip_prefix("usec=")))
+        .and_then(|usec| usec.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// How many times the server ran `command` (0 if never).

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use redis::FromRedisValue;
 
 use crate::conn::{self, Conn, Undone};
-use crate::held::NewGrant;
+use crate::lease::NewGrant;
 use crate::metrics::{self, Labels};
 use crate::options::LockOptions;
 use crate::scripts::{Call, Resume};

@@ -12,36 +12,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Conn};
-use crate::lease::{Holder, Lease};
+use crate::conn;
+use crate::lease::{Holder, Lease, NewGrant, Renewal};
 use crate::metrics;
 use crate::options::LockOptions;
-use crate::renewal::{self, LaneKey, Registration, Renew, Renewal, Renewing};
-use crate::scripts::{Call, Extend, Lua};
-use crate::time::{Deadline, check_duration, millis};
-use crate::{Error, Pool, Result};
-
-/// A grant an acquire attempt just made, before a guard holds it.
-#[derive(Debug)]
-pub(crate) struct NewGrant {
-    /// Taken before the granting request was sent: the lease counts from here.
-    sent_at: Instant,
-    /// Its fencing token (0 for a read lease, which takes none).
-    pub(crate) token: u64,
-    /// On a cluster, the node it was made on: its renewals get a lane of their own.
-    server: Option<Arc<str>>,
-}
-
-impl NewGrant {
-    /// A grant made on `conn`'s server by a request sent at `sent_at`.
-    pub(crate) fn on(conn: &Conn, pool: &Pool, sent_at: Instant, token: u64) -> NewGrant {
-        NewGrant {
-            sent_at,
-            token,
-            server: pool.is_cluster().then(|| conn.server().into()),
-        }
-    }
-}
+use crate::renewal::{self, LaneKey, Registration, Renew, Renewing, ServerGrant};
+use crate::scripts::Extend;
+use crate::time::{Deadline, check_duration};
+use crate::{Error, Result};
 
 /// One grant as a guard sees it: the requests it makes about it.
 pub(crate) trait Grant: Send + Sync + 'static {
@@ -60,61 +38,6 @@ pub(crate) trait Grant: Send + Sync + 'static {
 
     /// Asks whether the grant is still ours.
     fn check(&self) -> Result<bool>;
-}
-
-/// Where a grant of a single-server lock lives, and what bounds its requests.
-pub(crate) struct OnServer {
-    pub(crate) pool: Pool,
-    /// The lock's name (a read-write lock's path).
-    pub(crate) name: Arc<str>,
-    /// The expiry the lock was taken with; renewals restore it.
-    pub(crate) ttl: Option<Duration>,
-    pub(crate) response_timeout: Duration,
-    /// On a cluster, the node the grant was made on: its renewals get a lane of their own.
-    server: Option<Arc<str>>,
-}
-
-impl OnServer {
-    /// The place of a grant just made, on `options`.
-    pub(crate) fn of(
-        pool: &Pool,
-        name: &Arc<str>,
-        new: &NewGrant,
-        options: &LockOptions,
-    ) -> OnServer {
-        OnServer {
-            pool: pool.clone(),
-            name: name.clone(),
-            ttl: options.expire,
-            response_timeout: options.response_timeout,
-            server: new.server.clone(),
-        }
-    }
-}
-
-/// A grant of a lock on one server (a mutex's, a read or write lease, a semaphore's
-/// permits): what its kind says about it. [`Grant`] and [`Renew`] come with it.
-pub(crate) trait ServerGrant: Send + Sync + 'static {
-    /// What the lock is called in logs.
-    fn kind(&self) -> &'static str;
-
-    fn on(&self) -> &OnServer;
-
-    /// A key of the lock: routes its requests. Grants whose routes share a hash tag are
-    /// renewed together.
-    fn route(&self) -> &str;
-
-    /// The call that releases the grant; it answers a positive number when the grant was
-    /// ours (or its release happened a moment ago: the same release sent again).
-    fn release_call(&self) -> Call;
-
-    /// The script that extends grants of this kind, any number in one call, answering one
-    /// [`Extend`](crate::scripts::Extend) per grant.
-    fn extend_script(&self) -> &'static Lua;
-
-    /// Adds the grant's part to a call of [`extend_script`](Self::extend_script): set its
-    /// lease to `lease_ms`, or only check it (`0`).
-    fn extend_part(&self, call: &mut Call, lease_ms: u64);
 }
 
 impl<G: ServerGrant> Grant for G {
@@ -184,11 +107,6 @@ fn extend_one(grant: &dyn ServerGrant, ttl: Duration) -> Result<(Result<bool>, R
         Err(failed) => Err(failed.into_error()),
     };
     Ok((ours, renewal))
-}
-
-/// The lease, in milliseconds, an extend of `ttl` asks for (`0`: a check).
-pub(crate) fn lease_ms(ttl: Duration) -> u64 {
-    if ttl.is_zero() { 0 } else { millis(ttl) }
 }
 
 /// A grant held by a guard. Dropping it does nothing: guards call

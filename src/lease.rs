@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::metrics::{self, Labels};
-use crate::renewal::Renewal;
 
 /// A callback run once when a held lock is found lost.
 pub(crate) type OnLost = Arc<dyn Fn(&LostLock) + Send + Sync>;
@@ -88,6 +87,57 @@ impl fmt::Display for LostReason {
             LostReason::Unreachable => "unreachable until the lease ran out",
         })
     }
+}
+
+/// A grant an acquire attempt just made, before a guard holds it.
+#[derive(Debug)]
+pub(crate) struct NewGrant {
+    /// Taken before the granting request was sent: the lease counts from here.
+    pub(crate) sent_at: Instant,
+    /// Its fencing token (0 for a read lease, which takes none).
+    pub(crate) token: u64,
+    /// On a cluster, the node it was made on: its renewals get a lane of their own.
+    pub(crate) server: Option<Arc<str>>,
+}
+
+impl NewGrant {
+    /// A grant made on `conn`'s server by a request sent at `sent_at`.
+    pub(crate) fn on(
+        conn: &crate::conn::Conn,
+        pool: &crate::Pool,
+        sent_at: Instant,
+        token: u64,
+    ) -> NewGrant {
+        NewGrant {
+            sent_at,
+            token,
+            server: pool.is_cluster().then(|| conn.server().into()),
+        }
+    }
+}
+
+/// What became of one renewal.
+#[derive(Debug)]
+pub(crate) enum Renewal {
+    /// Renewed by a request sent at `sent_at` with the lease `ttl`.
+    Renewed { sent_at: Instant, ttl: Duration },
+    /// Renewed, and certainly ours until `valid_until` (a Redlock works that out itself).
+    RenewedUntil {
+        sent_at: Instant,
+        valid_until: Instant,
+    },
+    /// The lock is no longer ours: gone (`taken: false`) or held by another owner.
+    Gone { taken: bool },
+    /// The renewal failed; the message says why. It is tried again while the lease lasts.
+    Failed(String),
+    /// The renewal's reply was lost: it failed as far as we know, but Redis may have run
+    /// it (or may still), setting the lease to `ttl` from then on, which may be shorter
+    /// than what a manual extend set. Tried again like `Failed`.
+    MayHaveRun {
+        sent_at: Instant,
+        ttl: Duration,
+        why: String,
+    },
 }
 
 /// The part of a lease we do not count on: clocks drift, and Redis rounds expiries to the

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::EXTEND;
 use super::calls::Calls;
-use crate::held::{OnServer, ServerGrant};
+use crate::renewal::{OnServer, ServerGrant};
 use crate::scripts::{Call, Lua};
 
 /// One grant of a mutex: enough to release, extend, check and renew it without the mutex.

@@ -17,13 +17,15 @@ use std::time::{Duration, Instant};
 
 use crate::acquire::{self, Attempt, Found, Lock, Outcome, Request};
 use crate::conn;
-use crate::held::{Held, NewGrant, OnServer};
+use crate::held::Held;
 use crate::keys::Scheme;
 use crate::lease::Holder;
+use crate::lease::NewGrant;
 use crate::lease::clock_margin;
 use crate::local::{Local, Locals};
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
+use crate::renewal::OnServer;
 use crate::scripts::{self, Call, Lua, lua, undo_window};
 use crate::time::{Deadline, millis};
 use crate::{Error, Pool, Result, TryLockError};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{BatchKey, Renewal};
+use super::{ServerGrant, lease_ms};
 use crate::conn::{self, Failed};
-use crate::held::{ServerGrant, lease_ms};
 use crate::keys::hash_tag;
 use crate::scripts::Extend;
 use crate::time::Deadline;

@@ -25,11 +25,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub(crate) use crate::lease::Renewal;
 pub(crate) use batch::{extend, renewal};
 
+use crate::Pool;
 use crate::Result;
-use crate::held::ServerGrant;
-use crate::lease::Lease;
+use crate::lease::{Lease, NewGrant};
+use crate::options::LockOptions;
+use crate::scripts::{Call, Lua};
+use crate::time::millis;
 
 /// Which thread renews a lease: leases of one lane share a server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -82,28 +86,65 @@ pub(super) struct BatchKey {
     response_timeout: Duration,
 }
 
-/// What became of one renewal.
-#[derive(Debug)]
-pub(super) enum Renewal {
-    /// Renewed by a request sent at `sent_at` with the lease `ttl`.
-    Renewed { sent_at: Instant, ttl: Duration },
-    /// Renewed, and certainly ours until `valid_until` (a Redlock works that out itself).
-    RenewedUntil {
-        sent_at: Instant,
-        valid_until: Instant,
-    },
-    /// The lock is no longer ours: gone (`taken: false`) or held by another owner.
-    Gone { taken: bool },
-    /// The renewal failed; the message says why. It is tried again while the lease lasts.
-    Failed(String),
-    /// The renewal's reply was lost: it failed as far as we know, but Redis may have run
-    /// it (or may still), setting the lease to `ttl` from then on, which may be shorter
-    /// than what a manual extend set. Tried again like `Failed`.
-    MayHaveRun {
-        sent_at: Instant,
-        ttl: Duration,
-        why: String,
-    },
+/// Where a grant of a single-server lock lives, and what bounds its requests.
+pub(crate) struct OnServer {
+    pub(crate) pool: Pool,
+    /// The lock's name (a read-write lock's path).
+    pub(crate) name: Arc<str>,
+    /// The expiry the lock was taken with; renewals restore it.
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) response_timeout: Duration,
+    /// On a cluster, the node the grant was made on: its renewals get a lane of their own.
+    pub(crate) server: Option<Arc<str>>,
+}
+
+impl OnServer {
+    /// The place of a grant just made, on `options`.
+    pub(crate) fn of(
+        pool: &Pool,
+        name: &Arc<str>,
+        new: &NewGrant,
+        options: &LockOptions,
+    ) -> OnServer {
+        OnServer {
+            pool: pool.clone(),
+            name: name.clone(),
+            ttl: options.expire,
+            response_timeout: options.response_timeout,
+            server: new.server.clone(),
+        }
+    }
+}
+
+/// A grant of a lock on one server (a mutex's, a read or write lease, a semaphore's
+/// permits): what its kind says about it. `Grant` and [`Renew`] come with it (in
+/// `held.rs`).
+pub(crate) trait ServerGrant: Send + Sync + 'static {
+    /// What the lock is called in logs.
+    fn kind(&self) -> &'static str;
+
+    fn on(&self) -> &OnServer;
+
+    /// A key of the lock: routes its requests. Grants whose routes share a hash tag are
+    /// renewed together.
+    fn route(&self) -> &str;
+
+    /// The call that releases the grant; it answers a positive number when the grant was
+    /// ours (or its release happened a moment ago: the same release sent again).
+    fn release_call(&self) -> Call;
+
+    /// The script that extends grants of this kind, any number in one call, answering one
+    /// [`Extend`](crate::scripts::Extend) per grant.
+    fn extend_script(&self) -> &'static Lua;
+
+    /// Adds the grant's part to a call of [`extend_script`](Self::extend_script): set its
+    /// lease to `lease_ms`, or only check it (`0`).
+    fn extend_part(&self, call: &mut Call, lease_ms: u64);
+}
+
+/// The lease, in milliseconds, an extend of `ttl` asks for (`0`: a check).
+pub(crate) fn lease_ms(ttl: Duration) -> u64 {
+    if ttl.is_zero() { 0 } else { millis(ttl) }
 }
 
 /// Renewal of one lease; dropping it (or [`Registration::cancel`]) stops the renewal.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::RELEASE;
 use super::keys::{Mode, RwKeys};
-use crate::held::{OnServer, ServerGrant};
+use crate::renewal::{OnServer, ServerGrant};
 use crate::scripts::{Call, LEASE_EXTEND, Lua, undo_window};
 use crate::time::millis;
 

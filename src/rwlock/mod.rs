@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 
 use crate::acquire::{self, Attempt, ENTRY_TTL, Found, Lock, Outcome, Request};
 use crate::conn;
-use crate::held::{Held, NewGrant, OnServer};
+use crate::held::Held;
 use crate::keys::Scheme;
 use crate::lease::Holder;
+use crate::lease::NewGrant;
 use crate::local::{Local, Locals};
 use crate::metrics::Labels;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
+use crate::renewal::OnServer;
 use crate::scripts::{self, Call, Lua, lua};
 use crate::time::{Deadline, millis};
 use crate::{Error, Pool, Result, TryLockError};
