@@ -897,8 +897,11 @@ fn redlock5_vs_1(urls: &[String], cycles: usize) -> BoxResult<RedlockRatio> {
     })
 }
 
-/// Cycles per kind in the server-time figures, over this many names, on one connection.
-const SERVER_TIME_CYCLES: usize = 20_000;
+/// Cycles per kind and round in the server-time figures, over this many names, on one
+/// connection; the kinds take turns, round after round, and each figure is the median of
+/// its rounds, so that a moment of load on the machine moves one round of one kind.
+const SERVER_TIME_CYCLES: usize = 4_000;
+const SERVER_TIME_ROUNDS: usize = 7;
 const SERVER_TIME_NAMES: usize = 64;
 
 /// What one lock cycle costs the server, in µs, per kind (`bare` first): the `usec` of the
@@ -1025,27 +1028,48 @@ fn server_time(url: &str) -> BoxResult<Vec<(&'static str, f64)>> {
             Box::new(|i, _| Ok(redlock.lock(&names[i], expire)?.unlock()?)),
         ),
     ];
-    let mut figures = Vec::new();
-    for (kind, commands, mut cycle) in kinds {
-        // Scripts loaded and connections made before the count starts.
+    let mut kinds = kinds;
+    // Scripts loaded and connections made before the count starts.
+    for (_, _, cycle) in &mut kinds {
         for i in 0..SERVER_TIME_NAMES {
             cycle(i, &mut conn)?;
         }
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn)?;
-        for n in 0..SERVER_TIME_CYCLES {
-            cycle(n % SERVER_TIME_NAMES, &mut conn)?;
-        }
-        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn)?;
-        let usec: f64 = commands
-            .iter()
-            .map(|command| command_usec(&info, command))
-            .sum();
-        if std::env::var_os("BENCH_SERVER_TIME_DEBUG").is_some() {
-            eprintln!("{kind}:\n{info}");
-        }
-        figures.push((kind, usec / SERVER_TIME_CYCLES as f64));
     }
-    Ok(figures)
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    for _ in 0..SERVER_TIME_ROUNDS {
+        for ((_, commands, cycle), round) in kinds.iter_mut().zip(&mut rounds) {
+            let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn)?;
+            for n in 0..SERVER_TIME_CYCLES {
+                cycle(n % SERVER_TIME_NAMES, &mut conn)?;
+            }
+            let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn)?;
+            let usec: f64 = commands
+                .iter()
+                .map(|command| command_usec(&info, command))
+                .sum();
+            round.push(usec / SERVER_TIME_CYCLES as f64);
+        }
+    }
+    if std::env::var_os("BENCH_SERVER_TIME_DEBUG").is_some() {
+        for ((kind, _, _), round) in kinds.iter().zip(&rounds) {
+            eprintln!("{kind}: {round:.2?}");
+        }
+    }
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    // Each kind's median, and its median ratio to `bare` round by round, given as the
+    // median bare time that ratio: what the docs quote is the ratio.
+    let bare = median(rounds[0].clone());
+    Ok(kinds
+        .iter()
+        .zip(&rounds)
+        .map(|((kind, _, _), round)| {
+            let ratios = round.iter().zip(&rounds[0]).map(|(k, b)| k / b).collect();
+            (*kind, bare * median(ratios))
+        })
+        .collect())
 }
 
 /// The `usec` of `command` in an `INFO commandstats` reply (0 if it never ran).

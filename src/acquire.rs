@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 use redis::FromRedisValue;
 
 use crate::conn::{self, Conn, Undone};
+use crate::error::{Error, Result};
 use crate::lease::NewGrant;
 use crate::metrics::{self, Labels};
 use crate::options::LockOptions;
+use crate::pool::Pool;
 use crate::scripts::{Call, Resume};
 use crate::time::Deadline;
 use crate::wait::{Waited, Waiting, Woken};
-use crate::{Error, Pool, Result};
 
 /// How often a waiter that is queued in Redis (fair mode, a read-write lock, a semaphore)
 /// tries again at least, which refreshes its entry: an entry lives [`ENTRY_TTL`], so that

@@ -10,8 +10,8 @@ use std::time::Duration;
 use redis::FromRedisValue;
 use redis::cluster_routing::Slot;
 
-use crate::Result;
 use crate::conn::Conn;
+use crate::error::Result;
 use crate::keys::Scheme;
 use crate::scripts::Call;
 
@@ -100,7 +100,7 @@ pub enum LockKind {
     Redlock,
     /// Not a lock: the key where a lock of that name would be ([`LockInfo::key`]) holds
     /// another type (a list, a hash, ...), so no lock can be taken under the name until
-    /// it is deleted, and every locking call fails with [`Error::WrongType`]. Its
+    /// it is deleted, and every locking call fails with [`Error::WrongType`](crate::Error::WrongType). Its
     /// `owner_id` is empty.
     NotALock,
 }
@@ -185,7 +185,7 @@ pub(crate) fn each_key<T>(
     let mut each = Vec::new();
     for (keys, reply) in replies {
         if keys.len() != reply.len() {
-            return Err(crate::Error::Protocol { what });
+            return Err(crate::error::Error::Protocol { what });
         }
         each.extend(keys.into_iter().zip(reply));
     }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// What the string form starts with: the format and its version.
 const PREFIX: &str = "redis-mutex:1:";

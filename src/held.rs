@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn;
+use crate::error::{Error, Result};
 use crate::lease::{Holder, Lease, NewGrant, Renewal};
 use crate::metrics;
 use crate::options::LockOptions;
 use crate::renewal::{self, LaneKey, Registration, Renew, Renewing, ServerGrant};
 use crate::scripts::Extend;
 use crate::time::{Deadline, check_duration};
-use crate::{Error, Result};
 
 /// One grant as a guard sees it: the requests it makes about it.
 pub(crate) trait Grant: Send + Sync + 'static {
@@ -438,7 +438,7 @@ macro_rules! guard_methods {
         /// guard.extend(std::time::Duration::from_secs(60))?;
         /// # Ok::<(), redis_mutex::Error>(())
         /// ```
-        pub fn extend(&self, lease: std::time::Duration) -> crate::Result<()> {
+        pub fn extend(&self, lease: std::time::Duration) -> crate::error::Result<()> {
             self.held().extend(lease)
         }
 
@@ -458,7 +458,7 @@ macro_rules! guard_methods {
         /// assert!(guard.is_held()?);
         /// # Ok::<(), redis_mutex::Error>(())
         /// ```
-        pub fn is_held(&self) -> crate::Result<bool> {
+        pub fn is_held(&self) -> crate::error::Result<bool> {
             self.held().is_held()
         }
 
@@ -505,7 +505,7 @@ macro_rules! guard_methods {
         /// }
         /// # Ok::<(), redis_mutex::Error>(())
         /// ```
-        pub fn ensure_held(&self) -> crate::Result<()> {
+        pub fn ensure_held(&self) -> crate::error::Result<()> {
             self.held().ensure_held()
         }
 

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use redis::cluster_routing::Slot;
 
-use crate::Pool;
+use crate::pool::Pool;
 
 /// How a pool lays keys out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

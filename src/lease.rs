@@ -104,7 +104,7 @@ impl NewGrant {
     /// A grant made on `conn`'s server by a request sent at `sent_at`.
     pub(crate) fn on(
         conn: &crate::conn::Conn,
-        pool: &crate::Pool,
+        pool: &crate::pool::Pool,
         sent_at: Instant,
         token: u64,
     ) -> NewGrant {
@@ -266,8 +266,8 @@ impl Lease {
     pub(crate) fn still_held(
         &self,
         lease: Option<Duration>,
-        ask: impl FnOnce() -> crate::Result<bool>,
-    ) -> crate::Result<bool> {
+        ask: impl FnOnce() -> crate::error::Result<bool>,
+    ) -> crate::error::Result<bool> {
         if self.is_lost() {
             return Ok(false);
         }
@@ -395,7 +395,7 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+    use crate::error::Error;
     use std::sync::atomic::AtomicUsize;
 
     fn holder() -> Holder {

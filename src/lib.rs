@@ -69,9 +69,8 @@
 //!   own deadline, by the holder's remaining lease and by one second; then it tries again.
 //!   Nobody polls: a release wakes a waiter in about one round trip, a crashed holder's
 //!   expiry is noticed right after it happens, and a wake-up that was lost costs at most a
-//!   second. A [`try_lock_for`](RedisMutex::try_lock_for) that gives up returns 6 ms after
-//!   its deadline at the median (7.5 ms at worst over 20 waits on an idle Linux machine;
-//!   `docs/performance.md`).
+//!   second. A [`try_lock_for`](RedisMutex::try_lock_for) that gives up returns a few
+//!   milliseconds after its deadline (`docs/performance.md` has the figures).
 //! - **Release** is one script call: if `lock:jobs` still holds our id, push one element to
 //!   the signal list (which wakes exactly one waiter) and delete the lock; otherwise change
 //!   nothing and report it.
@@ -82,9 +81,9 @@
 //!   waiting thread waits in Redis, on one connection, and the others wait in the process
 //!   for their turn to, without a call. A thread that holds the lock takes no turn: when
 //!   its grant ends (released, reset, expired), the waiter of its process is woken as one
-//!   of any other process is. A grant costs two script calls (the acquire and the release), and a waiter in
-//!   Redis one more per second it waits (500 ms in fair mode); 64 threads on one name
-//!   measure 2.0 calls per grant (`docs/performance.md`). All but one of a pool's
+//!   of any other process is. A grant costs two script calls (the acquire and the
+//!   release), and a waiter in Redis one more per second it waits (500 ms in fair mode),
+//!   however many threads want the name. All but one of a pool's
 //!   connections may wait at once, so a holder can always release; a process that waits
 //!   for more names at once than that takes turns, a second each.
 //! - With [auto-renewal](RedisMutexBuilder::auto_renewal), a background thread per server
@@ -93,7 +92,7 @@
 //!   is bounded by the [response timeout](PoolBuilder::response_timeout) (2 s by default)
 //!   per request, however the server fails.
 //!
-//! The full protocol is in `docs/protocol.md`, the code's map in `docs/architecture.md`.
+//! The full protocol is in `docs/mutex.md`, the code's map in `docs/architecture.md`.
 //!
 //! # Differences from `std::sync::Mutex`
 //!
@@ -115,8 +114,8 @@
 //!
 //! While Redis works and no lease runs out, at most one guard of a name exists at a time
 //! across every process that uses the same Redis. Every call returns within its bound
-//! (its own deadline, plus about two response timeouts), whatever the server does. What no
-//! Redis lock can promise:
+//! (its own deadline plus one response timeout; `docs/reliability.md` states it exactly),
+//! whatever the server does. What no Redis lock can promise:
 //!
 //! - **Pauses.** A holder stopped longer than its lease (GC, swapping, SIGSTOP, a VM
 //!   migration) resumes believing it holds a lock that someone else now holds.
@@ -124,12 +123,10 @@
 //!   but nothing can prevent it. Storage that must never see two writers should check a
 //!   [fencing token](RedisMutexGuard::fencing_token) as well.
 //! - **Failover.** Redis replication is asynchronous: a lock written to a primary that dies
-//!   before replicating it is gone on the new primary, and a second holder can get it.
-//!   Measured over 30 Sentinel failovers under contention: 2 such double grants, the
-//!   longest time without a grant 43 ms; over 30 Cluster failovers, none, 210 ms (see
-//!   `docs/deployments.md`). [`wait_replicas`](RedisMutexBuilder::wait_replicas) narrows
-//!   that window (no double grant in the same runs, at the price of grants refused while a
-//!   demoted primary resynchronises); [`Redlock`] spreads a lock over independent servers
+//!   before replicating it is gone on the new primary, and a second holder can get it
+//!   (`docs/deployments.md` has what failovers measure here).
+//!   [`wait_replicas`](RedisMutexBuilder::wait_replicas) narrows that window, at the price
+//!   of grants refused while a demoted primary resynchronises; [`Redlock`] spreads a lock over independent servers
 //!   to survive the loss of a minority of them. See `docs/redlock.md`.
 //! - **Restarts without persistence** free every lock the server held.
 //! - **Clocks.** [`RedisMutexGuard::valid_for`] counts on this process's monotonic clock,

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::Pool;
 use crate::lease::Lease;
+use crate::pool::Pool;
 
 /// The `Local`s of one lock kind, by pool and lock key.
 pub(crate) struct Locals {

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use rand::RngCore;
 
+use crate::error::{Error, Result};
 use crate::lease::{LostLock, OnLost};
+use crate::pool::Pool;
 use crate::time::{MAX_DURATION, check_duration};
-use crate::{Error, Pool, Result};
 
 /// How long a release signal waits for a waiter before Redis drops it (python-redis-lock's
 /// default).
@@ -242,7 +243,7 @@ macro_rules! lock_option_setters {
         /// Defaults to none (the loss is logged at WARN either way).
         pub fn on_lost(
             mut self,
-            callback: impl Fn(&crate::LostLock) + Send + Sync + 'static,
+            callback: impl Fn(&crate::lease::LostLock) + Send + Sync + 'static,
         ) -> Self {
             self.options.on_lost(callback);
             self
@@ -462,7 +463,7 @@ mod tests {
             name: "a".into(),
             owner_id: "host-7/report".into(),
             fencing_token: None,
-            reason: crate::LostReason::Expired,
+            reason: crate::lease::LostReason::Expired,
         });
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         let debug = format!("{o:?}");

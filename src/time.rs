@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Durations past this are refused: Redis stores expiry times as milliseconds since 1970
 /// in a signed 64-bit number, and a lease of decades is a lock that never expires.

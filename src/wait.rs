@@ -19,9 +19,10 @@
 use std::time::{Duration, Instant};
 
 use crate::conn::{self, Conn};
+use crate::error::Result;
+use crate::pool::Pool;
 use crate::pool::{Redirect, Turn, redirect_of};
 use crate::time::Deadline;
-use crate::{Pool, Result};
 
 /// How long past a `BLPOP`'s own timeout we wait for the server's reply before unblocking
 /// it ourselves. An idle server answers on its next tick, up to `1/hz` late, so waiting
@@ -45,7 +46,7 @@ pub(crate) enum Waited {
     TimedOut,
     /// The server stopped answering: the connection, with a request's reply outstanding,
     /// for a clean-up right behind it.
-    Failed(Conn, crate::Error),
+    Failed(Conn, crate::error::Error),
 }
 
 /// The waits of one acquire call: what it waits on, until when, and its turn to wait on

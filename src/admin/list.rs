@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use super::{FAMILIES, node_conn, scan_step};
 use crate::conn::Conn;
+use crate::error::Result;
 use crate::family::LockInfo;
 use crate::keys::Scheme;
 use crate::pool::Node;
-use crate::{Pool, Result};
+use crate::pool::Pool;
 
 /// Every lock held now in the pool's database: mutexes (python-redis-lock's too), read and
 /// write leases, grants of semaphore permits and this server's keys of Redlock grants, on
 /// every primary of a cluster; and the
-/// keys where a lock would be that hold another type ([`LockKind::NotALock`]), since no
+/// keys where a lock would be that hold another type ([`LockKind::NotALock`](crate::LockKind::NotALock)), since no
 /// lock can be taken there. Walks the keyspace with `SCAN` (never
 /// `KEYS`), a step at a time as the iterator is consumed, with one script call per step and
 /// slot, so it is safe on a big keyspace. A lock taken or released during the walk may or
@@ -23,7 +24,7 @@ use crate::{Pool, Result};
 /// # Errors
 ///
 /// Each item is an error when a server cannot be reached or answers with an error
-/// ([`Error::Unreachable`], [`Error::Timeout`], ...); no item follows it.
+/// ([`Error::Unreachable`](crate::Error::Unreachable), [`Error::Timeout`](crate::Error::Timeout), ...); no item follows it.
 ///
 /// # Examples
 ///

@@ -13,10 +13,11 @@ pub use list::{ListLocks, list_locks};
 pub use reset::{reset_all, reset_owned_by};
 
 use crate::conn::{self, Conn};
+use crate::error::Result;
 use crate::family::Family;
 use crate::pool::Node;
+use crate::pool::Pool;
 use crate::time::Deadline;
-use crate::{Pool, Result};
 
 /// Every lock kind, as the operator tools walk them: a new kind adds its family here.
 pub(crate) static FAMILIES: [&dyn Family; 4] = [

@@ -1,8 +1,9 @@
 //! [`reset_all`] and [`reset_owned_by`]: clear every lock of a pool, or one owner's.
 
 use super::{FAMILIES, node_conn, scan};
+use crate::error::{Error, Result};
 use crate::keys::Scheme;
-use crate::{Error, Pool, Result};
+use crate::pool::Pool;
 
 /// Deletes every lock of this crate's key families in the pool's database, whoever holds
 /// it, wakes their waiters, and returns how many locks it deleted: mutexes (`lock:*`

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Conn, reply_lost, reply_pending};
+use crate::error::Result;
 use crate::pool::Node;
+use crate::pool::Pool;
 use crate::time::Deadline;
-use crate::{Pool, Result};
 
 /// How long a pooled connection may sit idle before it is checked (`PING`) on checkout: a
 /// connection the server or the network closed meanwhile fails its first use, and a lock

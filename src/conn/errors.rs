@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Whether a read ended before its reply came but the connection may still deliver it: a
 /// timeout, or a signal that interrupted the read (a process stopped and continued).
@@ -42,7 +42,8 @@ pub(crate) fn classify(
     what: &'static str,
 ) -> Error {
     let server = server.to_owned();
-    if e.code() == Some("WRONGTYPE") {
+    // Redis 7 passes a script's WRONGTYPE on with its code; 6.2 wraps it in an ERR.
+    if e.code() == Some("WRONGTYPE") || e.detail().is_some_and(|d| d.contains("WRONGTYPE")) {
         return Error::WrongType {
             name: lock.to_owned(),
             key: None,

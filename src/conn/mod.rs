@@ -34,9 +34,10 @@ pub(crate) fn serves(conn: &Conn, pool: &Pool, route: &str) -> bool {
             .is_none_or(|cluster| cluster.serves(conn.node(), route))
 }
 
+use crate::error::{Error, Result};
+use crate::pool::Pool;
 use crate::pool::{LinkState, MIN_TIMEOUT, Node, Pooled};
 use crate::time::Deadline;
-use crate::{Error, Pool, Result};
 
 /// A connection checked out of a pool, returned to it when dropped.
 pub(crate) struct Conn {

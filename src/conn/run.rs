@@ -6,9 +6,10 @@ use std::thread;
 use std::time::Duration;
 
 use super::{Conn, Undone, checkout, checkout_node, reply_lost, reply_pending};
+use crate::error::{Error, Result};
+use crate::pool::Pool;
 use crate::pool::{Redirect, redirect_of};
 use crate::time::Deadline;
-use crate::{Error, Pool, Result};
 
 /// How many redirections or refusals one command follows before giving up.
 const MAX_REDIRECTS: u32 = 16;

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::{Conn, checkout, reply_pending, serves};
+use crate::error::{Error, Result};
+use crate::pool::Pool;
 use crate::time::Deadline;
-use crate::{Error, Pool, Result};
 
 /// What became of an undo.
 #[derive(Debug)]

@@ -12,17 +12,17 @@
 --          was woken by it and is on its way; the lock is left to that waiter.
 -- ARGV[4]: this attempt's id, unique to it: an undo after a lost reply removes the grant
 --          only if the marker still names this attempt
--- ARGV[5]: how long the marker lives at least, in milliseconds (long enough for an undo
---          to follow); it lives as long as the lock if that is longer. A lock without expiry
---          gets a long one (a week): the marker never outlives a lock that a client
---          knowing nothing of it (python-redis-lock, an operator's DEL) removed by more
---          than that
+-- ARGV[5]: how long the marker lives, in milliseconds: as long as the lock, and at least
+--          long enough for an undo to follow. A lock without expiry gets a long one (a
+--          week): the marker never outlives a lock that a client knowing nothing of it
+--          (python-redis-lock, an operator's DEL) removed by more than that
 -- Returns {1, token} when granted (or when the lock holds this attempt's grant already: the
 -- same request sent again), token being the fencing token (see fence.lua);
 -- {0, pttl} when held, pttl being the holder's remaining milliseconds or -1 for a holder
 -- without expiry; {2, 0} when left to a woken waiter; {-1, 0} when the key holds another
 -- type than string: no lock can be taken there.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- Not granted: the lock is held (or holds another type), or it holds this attempt's grant.
+local function held()
     if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
         return {-1, 0}
     end
@@ -35,15 +35,28 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     end
     return {0, redis.call('PTTL', KEYS[1])}
 end
-if ARGV[3] == '1' and not redis.call('LPOP', KEYS[2]) then
-    return {2, 0}
-end
-local token = fence(KEYS[3])
+local taken
 if ARGV[2] == '0' then
-    redis.call('SET', KEYS[1], ARGV[1])
+    taken = redis.call('SET', KEYS[1], ARGV[1], 'NX')
 else
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 end
-local marker = ARGV[4] .. '|' .. string.format('%.0f', token) .. '|' .. ARGV[1]
-redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(ARGV[2]), tonumber(ARGV[5])))
+if not taken then
+    return held()
+end
+-- Polite: the lock is taken back (a script is not rolled back) when its signal is gone,
+-- or the signal list cannot be read.
+if ARGV[3] == '1' then
+    local signal = redis.pcall('LPOP', KEYS[2])
+    if type(signal) ~= 'string' then
+        redis.call('DEL', KEYS[1])
+        if type(signal) == 'table' then
+            error(signal)
+        end
+        return {2, 0}
+    end
+end
+local token = fence(KEYS[3], KEYS[1])
+local marker = ARGV[4] .. '|' .. string.format('%d', token) .. '|' .. ARGV[1]
+redis.call('SET', KEYS[4], marker, 'PX', ARGV[5])
 return {1, token}

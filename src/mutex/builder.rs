@@ -3,8 +3,9 @@
 use std::fmt;
 
 use super::{DEFAULTS, RedisMutex, check_name};
+use crate::error::Result;
 use crate::options::{LockOptionsBuilder, lock_option_setters};
-use crate::{Pool, Result};
+use crate::pool::Pool;
 
 /// Builds a [`RedisMutex`] with options; made by [`RedisMutex::builder`].
 ///
@@ -28,7 +29,7 @@ impl fmt::Debug for RedisMutexBuilder {
 impl RedisMutexBuilder {
     lock_option_setters!(
         "lock",
-        crate::RedisMutexGuard,
+        super::RedisMutexGuard,
         "no expiry: the lock is held until released or [reset](RedisMutex::reset), as in python-redis-lock",
         "`false`"
     );
@@ -45,7 +46,7 @@ impl RedisMutexBuilder {
     /// `fair`) still exclude fair ones, and may take the lock when it is free between a
     /// release of theirs and the next grant; a fair release never leaves it free while
     /// someone waits. Every client of one name should use the same mode. See
-    /// `docs/protocol.md` and `docs/performance.md` for what it costs.
+    /// `docs/mutex.md` and `docs/performance.md` for what it costs.
     ///
     /// Defaults to `false`.
     pub fn fair(mut self, fair: bool) -> Self {

@@ -16,8 +16,8 @@ pub(super) struct Calls {
     pub(super) owner: Arc<str>,
     /// The expiry of a grant in milliseconds; 0 for a lock that never expires.
     expire_ms: u64,
-    /// How long a grant marker lives at least: long enough for an undo to follow its
-    /// acquire.
+    /// How long a grant marker lives: as long as its lock, and long enough for an undo to
+    /// follow its acquire.
     marker_ms: u64,
     /// How long a wake-up waits in its list.
     signal_ms: u64,
@@ -31,8 +31,12 @@ pub(super) struct Calls {
 /// What a call of `fair.lua` does.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum FairOp {
-    /// Take the lock, claim a grant handed to us, or (with an entry's life) queue.
-    Acquire { entry: Option<Duration> },
+    /// Take the lock, claim a grant handed to us, or (with an entry's life) queue; `first`:
+    /// the call's first attempt, whose waiter has no entry or wake list yet.
+    Acquire {
+        entry: Option<Duration>,
+        first: bool,
+    },
     /// Release the grant with this token, handing the lock to the first live waiter.
     Release { token: u64 },
     /// Leave the queue, passing on a grant handed to us meanwhile.
@@ -64,7 +68,7 @@ impl Calls {
             owner: owner.into(),
             expire_ms: expire.map_or(0, millis),
             marker_ms: millis(match expire {
-                Some(_) => undo_window(response_timeout),
+                Some(expire) => undo_window(response_timeout).max(expire),
                 None => MARKER_WITHOUT_EXPIRY.max(undo_window(response_timeout)),
             }),
             released_ms: millis(undo_window(response_timeout)),
@@ -146,7 +150,11 @@ impl Calls {
     /// A call of `fair.lua` for the waiter `waiter`.
     pub(super) fn fair(&self, waiter: &str, op: FairOp) -> Call {
         let (name, entry_ms, token) = match op {
-            FairOp::Acquire { entry } => ("acquire", entry.map_or(0, millis), 0),
+            FairOp::Acquire { entry, first } => (
+                if first { "first" } else { "acquire" },
+                entry.map_or(0, millis),
+                0,
+            ),
             FairOp::Release { token } => ("release", 0, token),
             FairOp::Leave => ("leave", 0, 0),
         };

@@ -1,5 +1,5 @@
 -- Fair mode of a mutex: waiters queue in order of arrival, and a release hands the lock to
--- the first live waiter inside the release (its wake-up is its grant). See docs/protocol.md.
+-- the first live waiter inside the release (its wake-up is its grant). See docs/mutex.md.
 -- KEYS[1]: the lock key (lock:<name>)
 -- KEYS[2]: the signal list (lock-signal:<name>): what a release wakes when nobody is queued
 -- KEYS[3]: the fencing counter; never lowered
@@ -10,7 +10,8 @@
 -- KEYS[7]: our own wake list (lock-wake:<name>:<our waiter id>)
 -- KEYS[8]: the release's tombstone (lock-released:<name>): the token of the grant released
 --          last, for ARGV[11] milliseconds, so that a release sent twice is told it happened
--- ARGV[1]: 'acquire', 'release' or 'leave'
+-- ARGV[1]: 'acquire', 'first' (an acquire call's first attempt: its waiter id is new, so
+--          it has no entry or wake list to clear), 'release' or 'leave'
 -- ARGV[2]: our owner id
 -- ARGV[3]: our waiter id: this call's, unique to it; also its grant marker
 -- ARGV[4]: the expiry of our grant in milliseconds, or '0' for one that never expires
@@ -73,15 +74,25 @@ local function live_head()
     end
 end
 
-local function grant(id, expire, holder)
-    local token = string.format('%.0f', fence(KEYS[3]))
-    local marker = id .. '|' .. token .. '|' .. holder
-    if expire == '0' then
-        redis.call('SET', KEYS[1], holder)
+-- Writes the marker of a grant to `holder` (for its waiter `id`) with the token `token`.
+local function mark(id, token, expire, holder)
+    redis.call('SET', KEYS[4], id .. '|' .. string.format('%d', token) .. '|' .. holder, 'PX',
+        math.max(tonumber(expire), tonumber(ARGV[6])))
+end
+
+-- Takes the lock for us if it is free: the token, or nil.
+local function take()
+    local taken
+    if ARGV[4] == '0' then
+        taken = redis.call('SET', KEYS[1], owner, 'NX')
     else
-        redis.call('SET', KEYS[1], holder, 'PX', expire)
+        taken = redis.call('SET', KEYS[1], owner, 'NX', 'PX', ARGV[4])
     end
-    redis.call('SET', KEYS[4], marker, 'PX', math.max(tonumber(expire), tonumber(ARGV[6])))
+    if not taken then
+        return nil
+    end
+    local token = fence(KEYS[3], KEYS[1])
+    mark(me, token, ARGV[4], owner)
     return token
 end
 
@@ -99,10 +110,12 @@ local function hand_over()
     if expire == '0' then
         expire = ARGV[10]
     end
-    local token = grant(head[1], expire, head[3])
+    local token = fence(KEYS[3])
+    redis.call('SET', KEYS[1], head[3], 'PX', expire)
+    mark(head[1], token, expire, head[3])
     local wake = ARGV[7] .. head[1]
     redis.call('DEL', wake)
-    redis.call('RPUSH', wake, token)
+    redis.call('RPUSH', wake, string.format('%d', token))
     redis.call('PEXPIRE', wake, ARGV[8])
     return true
 end
@@ -120,11 +133,9 @@ local function queue(ttl)
 end
 
 local function free()
-    redis.call('DEL', KEYS[2])
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
     redis.call('LPUSH', KEYS[2], 1)
     redis.call('PEXPIRE', KEYS[2], ARGV[8])
-    redis.call('DEL', KEYS[1])
-    redis.call('DEL', KEYS[4])
 end
 
 -- Whether the latest grant is ours: the marker names our waiter id, and the lock our owner.
@@ -134,7 +145,21 @@ local function granted_to_me()
         and redis.call('GET', KEYS[1]) == owner, marker
 end
 
-if op == 'acquire' then
+if op == 'acquire' or op == 'first' then
+    if op == 'acquire' then
+        redis.call('DEL', KEYS[7])
+    end
+    -- Nobody live ahead of us: ours if free.
+    local head = live_head()
+    if not head or head[1] == me then
+        local token = take()
+        if token then
+            if head then
+                remove(me)
+            end
+            return {1, token}
+        end
+    end
     if redis.call('EXISTS', KEYS[1]) == 1 then
         if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
             return {-1, 0}
@@ -143,7 +168,6 @@ if op == 'acquire' then
         if mine then
             -- Handed to us earlier: claim it, with a lease that starts now.
             remove(me)
-            redis.call('DEL', KEYS[7])
             if ARGV[4] == '0' then
                 redis.call('PERSIST', KEYS[1])
             else
@@ -152,17 +176,10 @@ if op == 'acquire' then
             redis.call('PEXPIRE', KEYS[4], math.max(tonumber(ARGV[4]), tonumber(ARGV[6])))
             return {1, tonumber(string.match(marker, '^[^|]*|(%d+)|'))}
         end
-        redis.call('DEL', KEYS[7])
         if ARGV[5] ~= '0' then
             queue(ARGV[5])
         end
         return {0, redis.call('PTTL', KEYS[1])}
-    end
-    redis.call('DEL', KEYS[7])
-    local head = live_head()
-    if not head or head[1] == me then
-        remove(me)
-        return {1, tonumber(grant(me, ARGV[4], owner))}
     end
     -- Free, with a waiter ahead of us: it is the waiter's.
     hand_over()
@@ -171,19 +188,19 @@ if op == 'acquire' then
     end
     return {2, 0}
 elseif op == 'release' then
-    local released_before = redis.call('GET', KEYS[8]) == ARGV[9]
-    if redis.call('GET', KEYS[1]) ~= owner then
-        return released_before and 1 or 0
-    end
-    local marker = redis.call('GET', KEYS[4])
-    if marker and string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[9] then
-        return released_before and 1 or 0
+    local held = redis.call('MGET', KEYS[1], KEYS[4])
+    local marker = held[2]
+    if held[1] ~= owner
+        or (marker and string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[9]) then
+        return redis.call('GET', KEYS[8]) == ARGV[9] and 1 or 0
     end
     -- The releasing grant's own waiter is not waiting any more, whatever its entry says.
     if marker then
         local holder = string.match(marker, '^([^|]*)|')
-        remove(holder)
-        redis.call('DEL', ARGV[7] .. holder)
+        if redis.call('HDEL', KEYS[6], holder) == 1 then
+            redis.call('LREM', KEYS[5], 0, holder)
+            redis.call('DEL', ARGV[7] .. holder)
+        end
     end
     redis.call('SET', KEYS[8], ARGV[9], 'PX', ARGV[11])
     if hand_over() then

@@ -19,10 +19,10 @@
 use super::RedisMutex;
 use super::calls::FairOp;
 use crate::acquire::{self, Attempt, ENTRY_TTL, Found, HEARTBEAT, Request};
+use crate::error::{Error, Result};
 use crate::options::AttemptId;
 use crate::scripts::{Acquire, Call};
 use crate::wait::Woken;
-use crate::{Error, Result};
 
 /// An acquire in fair mode: one waiter id for the whole call, its queue entry refreshed by
 /// each attempt, and its own wake list, which carries a grant handed over to it.
@@ -31,6 +31,8 @@ pub(super) struct Fair<'a> {
     waiter: AttemptId,
     /// The waiter's own list: a release pushes the grant it hands over there.
     wake: String,
+    /// No attempt sent yet: the waiter has no entry or wake list to clear.
+    first: bool,
 }
 
 impl<'a> Fair<'a> {
@@ -41,6 +43,7 @@ impl<'a> Fair<'a> {
             wake: mutex.keys().wake(waiter.as_str()),
             mutex,
             waiter,
+            first: true,
         }
     }
 
@@ -63,7 +66,8 @@ impl Request for Fair<'_> {
 
     fn attempt(&mut self, queue: bool) -> Attempt {
         let entry = queue.then_some(ENTRY_TTL);
-        self.call(FairOp::Acquire { entry }).into()
+        let first = std::mem::replace(&mut self.first, false);
+        self.call(FairOp::Acquire { entry, first }).into()
     }
 
     fn read(&mut self, reply: Acquire) -> Result<Found<()>> {

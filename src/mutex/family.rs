@@ -7,12 +7,13 @@ use super::keys::{
 };
 use super::{LIST, RESET};
 use crate::conn::{self, Conn};
+use crate::error::{Error, Result};
 use crate::family::{Family, LockInfo, LockKind, each_key, expires_in, per_slot};
 use crate::keys::{Scheme, sibling};
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
+use crate::pool::Pool;
 use crate::scripts::undo_window;
 use crate::time::{Deadline, millis};
-use crate::{Error, Pool, Result};
 
 /// The family of mutexes, for the operator tools.
 pub(crate) struct Mutexes;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use super::RedisMutex;
 use super::grant::MutexGrant;
+use crate::error::Result;
+use crate::handle::{HandleKind, LockHandle};
 use crate::held::{Held, guard_methods};
 use crate::local::{Holding, Local};
-use crate::{HandleKind, LockHandle, Result};
 
 /// What both guards hold: the grant, and the note of it in the mutex's local side (which
 /// takes no turn from the process's waiters; see `local.rs`).
@@ -135,7 +136,7 @@ macro_rules! mutex_guard {
             /// lower them, and neither do a restart that lost the counter or a failover to a
             /// replica it had not reached, as long as the servers' clocks agree to within
             /// the outage. They rise, but not one by one. Grants made by python-redis-lock
-            /// clients take no token. See `docs/protocol.md`.
+            /// clients take no token. See `docs/mutex.md`.
             ///
             /// # Examples
             ///

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::acquire::{self, Attempt, Found, Lock, Outcome, Request};
 use crate::conn;
+use crate::error::{Error, Result, TryLockError};
 use crate::held::Held;
 use crate::keys::Scheme;
 use crate::lease::Holder;
@@ -25,10 +26,10 @@ use crate::lease::clock_margin;
 use crate::local::{Local, Locals};
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
+use crate::pool::Pool;
 use crate::renewal::OnServer;
 use crate::scripts::{self, Call, Lua, lua, undo_window};
 use crate::time::{Deadline, millis};
-use crate::{Error, Pool, Result, TryLockError};
 use keys::MutexKeys;
 
 pub use builder::RedisMutexBuilder;
@@ -41,10 +42,7 @@ use guard::Core;
 pub use guard::{ArcRedisMutexGuard, RedisMutexGuard};
 
 /// Takes the lock if it is free, with a fencing token and a grant marker.
-static ACQUIRE: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "scripts/fence.lua"],
-    "mutex/acquire.lua"
-);
+static ACQUIRE: LazyLock<Lua> = lua!(["scripts/fence.lua"], "mutex/acquire.lua");
 /// Compare-and-delete, then wake one waiter (python-redis-lock's), with a note of it.
 static RELEASE: LazyLock<Lua> = lua!([], "mutex/release.lua");
 /// Releases the grant of one attempt whose reply was lost, and no other.
@@ -54,10 +52,7 @@ static FAIR: LazyLock<Lua> = lua!(["scripts/clock.lua", "scripts/fence.lua"], "m
 /// Compare-and-extend (or check) of any number of locks in one call.
 static EXTEND: LazyLock<Lua> = lua!([], "mutex/extend.lua");
 /// Takes over a grant named by a lock handle, with a new fencing token.
-static RESUME: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "scripts/fence.lua"],
-    "mutex/resume.lua"
-);
+static RESUME: LazyLock<Lua> = lua!(["scripts/fence.lua"], "mutex/resume.lua");
 /// Deletes locks whoever (or a given owner) holds them, and wakes one waiter of each.
 static RESET: LazyLock<Lua> = lua!([], "mutex/reset.lua");
 /// What the operator tools show of some mutexes.
@@ -325,9 +320,8 @@ impl RedisMutex {
     /// Waits up to `timeout` for the lock.
     ///
     /// The deadline is kept on this process's monotonic clock, whatever wakes the wait in
-    /// between. A call that gives up returns a few milliseconds after its deadline: 6.0 ms
-    /// at the median and 7.5 ms at worst over 20 waits on an idle Linux machine, most of it
-    /// the kernel's socket timer tick (see `docs/performance.md`). A lock that frees up in
+    /// between. A call that gives up returns a few milliseconds after its deadline, most of
+    /// it the kernel's socket timer tick (`docs/performance.md` has the figures). A lock that frees up in
     /// the last moment is still taken, so a success can come that long after the deadline.
     /// `Duration::MAX` waits forever.
     ///

@@ -34,7 +34,7 @@ if not marker and redis.call('PTTL', KEYS[1]) ~= -1 then
     return {0, 0, 0}
 end
 -- The new token first (see fence.lua).
-local token = string.format('%.0f', fence(KEYS[3]))
+local token = string.format('%d', fence(KEYS[3]))
 local pttl = redis.call('PTTL', KEYS[1])
 local life = tonumber(ARGV[5])
 if pttl >= 0 then

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use super::guard::Core;
 use super::{ArcRedisMutexGuard, RedisMutex, RedisMutexGuard};
 use crate::acquire;
+use crate::error::Result;
+use crate::handle::{HandleKind, LockHandle};
 use crate::held::Held;
 use crate::options::AttemptId;
-use crate::{HandleKind, LockHandle, Result};
 
 impl RedisMutex {
     /// A guard, in this process, for the grant `handle` names (made by a guard's

@@ -13,7 +13,7 @@ use super::{
     Cluster, Config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE,
     DEFAULT_RESPONSE_TIMEOUT, Health, MIN_MAX_SIZE, Manager, Node, Pool, Topology, too_small,
 };
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Builds a [`Pool`]; made by [`Pool::builder`]. Every setting has a default.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use r2d2::PooledConnection;
 
 use super::{Link, LinkState, Manager, Node, NodePool};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A connection checked out of one server's pool, given back when dropped.
 pub(crate) enum Pooled {

@@ -17,7 +17,7 @@ use redis::{ConnectionInfo, ServerErrorKind, Value};
 use super::link;
 use super::manager::Target;
 use super::{Config, Node};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The shortest time between two refreshes of the slot map: a burst of redirections during
 /// a migration costs one refresh, not one per command.

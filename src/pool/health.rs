@@ -4,7 +4,7 @@
 
 use parking_lot::Mutex;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The outcome of the last connection attempt to one server.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use redis::ConnectionInfo;
 use super::health::Health;
 use super::link::{Link, connect};
 use super::sentinel::{Primary, SentinelTarget, connect_primary};
-use crate::Error;
+use crate::error::Error;
 
 /// Where connections go.
 #[derive(Debug, Clone)]

@@ -32,7 +32,7 @@ use sentinel::Primary;
 
 pub use builder::PoolBuilder;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The smallest timeout a socket accepts (zero means "none" to the OS and is refused).
 pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Redlock;
+use crate::error::{Error, Result};
 use crate::options::MIN_RENEWED_EXPIRE;
+use crate::pool::Pool;
 use crate::time::MAX_DURATION;
-use crate::{Error, Pool, Result};
 
 pub(super) const DEFAULT_RETRY_COUNT: u32 = 3;
 pub(super) const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -108,7 +109,10 @@ impl RedlockBuilder {
     /// further. Losses found by the guard's own calls are reported by their result instead.
     ///
     /// Defaults to none (the loss is logged at WARN either way).
-    pub fn on_lost(mut self, callback: impl Fn(&crate::LostLock) + Send + Sync + 'static) -> Self {
+    pub fn on_lost(
+        mut self,
+        callback: impl Fn(&crate::lease::LostLock) + Send + Sync + 'static,
+    ) -> Self {
         self.redlock.on_lost = Some(Arc::new(callback));
         self
     }

@@ -9,8 +9,9 @@ use super::EXTEND;
 use super::fanout::{fan_out, request};
 use super::quorum::{quorum, validity};
 use crate::conn::Conn;
+use crate::error::Result;
+use crate::pool::Pool;
 use crate::scripts::Extend;
-use crate::{Pool, Result};
 
 /// What a guard and its auto-extension share: the lock's key and token, and per instance
 /// the connection with a request on the key still pending, if any. The next request to that

@@ -4,9 +4,10 @@
 
 use super::{CLEAR, LIST};
 use crate::conn::Conn;
+use crate::error::Result;
 use crate::family::{Family, LockInfo, LockKind, each_key, expires_in, per_slot};
 use crate::keys::{Scheme, tagged, untagged};
-use crate::{Pool, Result};
+use crate::pool::Pool;
 
 /// The prefix of a Redlock's marker.
 const PREFIX: &str = "redlock:";

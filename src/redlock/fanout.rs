@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::conn::{self, Conn};
+use crate::error::Result;
+use crate::pool::Pool;
 use crate::time::Deadline;
-use crate::{Pool, Result};
 
 /// The result of one request to one instance.
 pub(super) struct Reply<T> {
@@ -119,7 +120,7 @@ fn socket_timeout(left: Duration) -> Duration {
 
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
-fn failed<T>(error: crate::Error, in_doubt: bool, conn: Option<Conn>) -> Reply<T> {
+fn failed<T>(error: crate::error::Error, in_doubt: bool, conn: Option<Conn>) -> Reply<T> {
     Reply {
         result: Err(error),
         in_doubt,
@@ -127,8 +128,8 @@ fn failed<T>(error: crate::Error, in_doubt: bool, conn: Option<Conn>) -> Reply<T
     }
 }
 
-fn timed_out() -> crate::Error {
-    crate::Error::Timeout {
+fn timed_out() -> crate::error::Error {
+    crate::error::Error::Timeout {
         server: "a redlock instance".to_owned(),
         after: Duration::ZERO,
     }

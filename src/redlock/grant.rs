@@ -9,11 +9,12 @@ use super::extension::{Claim, Round, extend_round};
 use super::fanout::{fan_out, request};
 use super::quorum::{Majority, majority, quorum};
 use super::{failures, release_on};
+use crate::error::{Error, Result};
 use crate::held::Grant;
 use crate::lease::Lease;
+use crate::pool::Pool;
 use crate::renewal::{LaneKey, Renew, RenewAlone, Renewal, Renewing};
 use crate::time::millis;
-use crate::{Error, Pool, Result};
 
 /// One Redlock grant: the instances, the claim (key, token, pending connections), and the
 /// round's settings.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Redlock;
 use super::grant::RedlockGrant;
-use crate::Result;
+use crate::error::Result;
 use crate::held::Held;
 
 /// Holds a [`Redlock`] on one resource until dropped or [unlocked](Self::unlock).

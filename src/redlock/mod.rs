@@ -23,13 +23,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::conn::Conn;
+use crate::error::{Error, Result, TryLockError};
 use crate::held::Held;
 use crate::lease::{Holder, Lease, OnLost};
 use crate::metrics::{self, Labels};
 use crate::options::random_id;
+use crate::pool::Pool;
 use crate::scripts::{Lua, lua};
 use crate::time::millis;
-use crate::{Error, Pool, Result, TryLockError};
 use builder::{
     DEFAULT_DRIFT_FACTOR, DEFAULT_INSTANCE_TIMEOUT, DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY,
     check_extendable_ttl, check_resource, check_ttl,

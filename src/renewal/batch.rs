@@ -55,7 +55,9 @@ pub(crate) fn extend(
         if extended.len() == grants.len() {
             return Ok(extended);
         }
-        Err(Failed::Refused(crate::Error::Protocol { what: "extend" }))
+        Err(Failed::Refused(crate::error::Error::Protocol {
+            what: "extend",
+        }))
     });
     (sent_at, sent)
 }

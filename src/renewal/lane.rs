@@ -14,9 +14,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::scheduler::{Scheduler, next_due};
 use super::{BatchKey, LaneKey, Renew, Renewal, Renewing, batch};
+use crate::error::{Error, Result};
 use crate::lease::{Lease, LostReason};
 use crate::metrics;
-use crate::{Error, Result};
 
 /// The most leases renewed by one call: bounds how long one call keeps Redis busy (well
 /// under a millisecond).

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 pub(crate) use crate::lease::Renewal;
 pub(crate) use batch::{extend, renewal};
 
-use crate::Pool;
-use crate::Result;
+use crate::error::Result;
 use crate::lease::{Lease, NewGrant};
 use crate::options::LockOptions;
+use crate::pool::Pool;
 use crate::scripts::{Call, Lua};
 use crate::time::millis;
 

@@ -22,30 +22,37 @@
 -- request sent again, granted once, with a new token), token being the fencing token (see
 -- fence.lua) for a writer and 0 for a reader; {0, ms} when blocked, ms being the time until the earliest
 -- expiry among the entries that block us, or -1 when none of them expires; {-1, i} when
--- KEYS[i] holds another type than a sorted set (nothing is changed then).
+-- KEYS[i] holds another type than a sorted set (nothing is changed then: every key is read,
+-- or checked, before anything is written).
 local path = (#KEYS - 1) / 12
+local function index(level, kind)
+    return (level - 1) * 12 + kind
+end
 local function key(level, kind)
-    return KEYS[(level - 1) * 12 + kind]
+    return KEYS[index(level, kind)]
 end
 
-for i = 1, path * 12 do
-    if (i - 1) % 12 < 8 then
-        local kind = redis.call('TYPE', KEYS[i])['ok']
-        if kind ~= 'zset' and kind ~= 'none' then
-            return {-1, i}
-        end
+-- The first key found to hold another type, by its index.
+local wrong = nil
+
+-- `command` on KEYS[i] and `args`: its reply, or nil when the key holds another type.
+local function on(i, command, ...)
+    local reply = redis.pcall(command, KEYS[i], ...)
+    if type(reply) == 'table' and reply.err then
+        wrong = wrong or i
+        return nil
     end
+    return reply
 end
 
 local write = ARGV[1] == 'w'
 local lease = ARGV[2]
 local blocked, earliest = false, nil
 
--- Drops the expired entries of a set; any live one blocks us.
-local function check(k)
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-    local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
-    if first[1] == nil then
+-- Whether a live entry of KEYS[i] blocks us; notes the earliest end among them.
+local function check(i)
+    local first = on(i, 'ZRANGE', '(' .. now, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+    if not first or first[1] == nil then
         return
     end
     blocked = true
@@ -57,9 +64,12 @@ local function check(k)
     end
 end
 
--- This very request, sent again (its connection closed before the reply, and the undo sent
--- after it reached the server first): granted once, its lease counted from now.
-local mine = redis.call('ZSCORE', key(path, write and 1 or 2), lease)
+local held_at, held_below, waiting_at, waiting_below = 2, 4, 6, 8
+if write then
+    held_at, held_below, waiting_at, waiting_below = 1, 3, 5, 7
+end
+
+local mine = on(index(path, held_at), 'ZSCORE', lease)
 local again = mine and (mine == 'inf' or tonumber(mine) > now)
 
 if again then
@@ -67,31 +77,36 @@ if again then
 elseif write then
     -- Anyone holding the path, an ancestor or a descendant.
     for _, kind in ipairs({1, 2, 3, 4}) do
-        check(key(path, kind))
+        check(index(path, kind))
     end
     for level = 1, path - 1 do
-        check(key(level, 1))
-        check(key(level, 2))
+        check(index(level, 1))
+        check(index(level, 2))
     end
 else
     -- Writers holding or waiting for the path, an ancestor or a descendant.
     for _, kind in ipairs({1, 3, 5, 7}) do
-        check(key(path, kind))
+        check(index(path, kind))
     end
     for level = 1, path - 1 do
-        check(key(level, 1))
-        check(key(level, 5))
+        check(index(level, 1))
+        check(index(level, 5))
     end
+end
+-- What is written and was not read: the ancestors' sets of holders and waiters below.
+-- (Our own waiting entry at the path is the first write, which fails alone.)
+for level = 1, path - 1 do
+    on(index(level, held_below), 'ZCARD')
+    on(index(level, waiting_below), 'ZCARD')
+end
+if wrong then
+    return {-1, wrong}
 end
 
 local function add(k, score)
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
     redis.call('ZADD', k, score, lease)
     touch(k)
-end
-
-local held_at, held_below, waiting_at, waiting_below = 2, 4, 6, 8
-if write then
-    held_at, held_below, waiting_at, waiting_below = 1, 3, 5, 7
 end
 
 if blocked then
@@ -108,7 +123,6 @@ if blocked then
     return {0, earliest - now}
 end
 
--- The fencing token first (see fence.lua).
 local token = 0
 if write then
     token = fence(KEYS[#KEYS])
@@ -121,7 +135,17 @@ local score = '+inf'
 if ARGV[3] ~= '0' then
     score = now + tonumber(ARGV[3])
 end
-add(key(path, held_at), score)
+if write then
+    -- Nothing live holds the path: our lease ends last.
+    redis.call('ZADD', key(path, held_at), score, lease)
+    if score == '+inf' then
+        redis.call('PERSIST', key(path, held_at))
+    else
+        redis.call('PEXPIREAT', key(path, held_at), score)
+    end
+else
+    add(key(path, held_at), score)
+end
 for level = 1, path - 1 do
     add(key(level, held_below), score)
 end

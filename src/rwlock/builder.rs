@@ -4,8 +4,9 @@ use std::fmt;
 
 use super::keys::check_path;
 use super::{DEFAULTS, RedisRwLock};
+use crate::error::{Error, Result};
 use crate::options::{LockOptionsBuilder, lock_option_setters};
-use crate::{Error, Pool, Result};
+use crate::pool::Pool;
 
 /// Builds a [`RedisRwLock`] with options; made by [`RedisRwLock::builder`].
 ///
@@ -30,7 +31,7 @@ impl fmt::Debug for RedisRwLockBuilder {
 impl RedisRwLockBuilder {
     lock_option_setters!(
         "read or write lock",
-        crate::RedisRwLockWriteGuard,
+        super::RedisRwLockWriteGuard,
         "30 s, renewed while a guard lives: a crashed holder stops blocking others 30 s after it died",
         "`true`"
     );

@@ -4,11 +4,11 @@
 use super::keys::{level_keys, parse_key, path_of};
 use super::{CLEAR, LIST};
 use crate::conn::Conn;
+use crate::error::{Error, Result};
 use crate::family::{Family, LockInfo, LockKind, each_key, expires_in, per_slot};
 use crate::keys::Scheme;
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::time::millis;
-use crate::{Error, Result};
 
 /// The family of read-write locks, for the operator tools.
 pub(crate) struct RwLocks;

@@ -7,8 +7,9 @@ use std::fmt;
 use super::RedisRwLock;
 use super::grant::RwGrant;
 use super::keys::Mode;
+use crate::error::Result;
+use crate::handle::{HandleKind, LockHandle};
 use crate::held::{Held, guard_methods};
-use crate::{HandleKind, LockHandle, Result};
 
 /// The docs' example setup for a guard of a read-write lock with a 10 s lease.
 macro_rules! doc_setup {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::acquire::{self, Attempt, ENTRY_TTL, Found, Lock, Outcome, Request};
 use crate::conn;
+use crate::error::{Error, Result, TryLockError};
 use crate::held::Held;
 use crate::keys::Scheme;
 use crate::lease::Holder;
@@ -22,10 +23,10 @@ use crate::lease::NewGrant;
 use crate::local::{Local, Locals};
 use crate::metrics::Labels;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
+use crate::pool::Pool;
 use crate::renewal::OnServer;
 use crate::scripts::{self, Call, Lua, lua};
 use crate::time::{Deadline, millis};
-use crate::{Error, Pool, Result, TryLockError};
 use keys::{Mode, RwKeys};
 
 pub use builder::RedisRwLockBuilder;
@@ -44,7 +45,7 @@ static ACQUIRE: LazyLock<Lua> = lua!(
 );
 /// Removes a lease or a waiter's registration, then wakes whom it held back.
 static RELEASE: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "scripts/touch.lua", "rwlock/wake.lua"],
+    ["scripts/clock.lua", "scripts/notes.lua", "rwlock/wake.lua"],
     "rwlock/release.lua"
 );
 /// Removes every lease (or one owner's) from whole levels, for the operator tools.

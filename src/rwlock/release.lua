@@ -25,11 +25,8 @@ local path = math.floor(#KEYS / 12)
 local released = nil
 if #KEYS % 12 == 1 and ARGV[4] then
     released = KEYS[#KEYS]
-    -- Checked before anything is written: a script is not rolled back.
-    local kind = redis.call('TYPE', released)['ok']
-    if kind ~= 'zset' and kind ~= 'none' then
-        return redis.error_reply('WRONGTYPE ' .. released .. ' holds a ' .. kind)
-    end
+    -- Read before anything is written: a script is not rolled back.
+    forget_old(released)
 end
 local function key(level, kind)
     return KEYS[(level - 1) * 12 + kind]
@@ -41,6 +38,7 @@ local leases = {ARGV[2]}
 if ARGV[2] == '*' then
     leases = redis.call('ZRANGE', key(path, at), 0, -1)
 end
+-- Each set keeps its expiry: its latest entry's end, or later (the entry removed).
 local live = 0
 for _, lease in ipairs(leases) do
     local score = redis.call('ZSCORE', key(path, at), lease)
@@ -52,26 +50,27 @@ for _, lease in ipairs(leases) do
         live = live + 1
     end
 end
-touch(key(path, at))
-for level = 1, path - 1 do
-    touch(key(level, below))
-end
-if released then
-    redis.call('ZREMRANGEBYSCORE', released, '-inf', now)
-end
 if live == 0 then
-    if released and redis.call('ZSCORE', released, ARGV[2]) then
+    if released and noted(released, ARGV[2]) then
         return 1
     end
     return 0
 end
 if released then
-    redis.call('ZADD', released, now + tonumber(ARGV[4]), ARGV[2])
-    touch(released)
+    note(released, ARGV[2], tonumber(ARGV[4]))
 end
 
+-- Nobody waits on this path or above it: nobody to wake.
+local queues = {}
+for level = 1, path do
+    for kind = 5, 8 do
+        queues[#queues + 1] = key(level, kind)
+    end
+end
+if redis.call('EXISTS', unpack(queues)) == 0 then
+    return live
+end
 
--- Writers wait for holders only; readers wait for writers, holding or waiting.
 local role = ARGV[1]
 if role == 'w' or role == 'r' then
     wake(key(path, 9), key(path, 5), ARGV[3])

@@ -8,9 +8,10 @@ use super::grant::RwGrant;
 use super::keys::Mode;
 use super::{RedisRwLock, RedisRwLockReadGuard, RedisRwLockWriteGuard};
 use crate::acquire;
+use crate::error::{Error, Result};
+use crate::handle::{HandleKind, LockHandle};
 use crate::held::Held;
 use crate::scripts::Call;
-use crate::{Error, HandleKind, LockHandle, Result};
 
 impl RedisRwLock {
     /// A read guard, in this process, for the read lease `handle` names (made by a read

@@ -1,5 +1,6 @@
-//! The Lua scripts, one file each under `src/scripts/`, each opening with a comment that
-//! states its `KEYS`, `ARGV` and replies.
+//! How the Lua scripts are sent, and the replies the kinds share. Each kind's scripts are
+//! files in its folder (`src/<kind>/*.lua`), each opening with a comment that states its
+//! `KEYS`, `ARGV` and replies.
 //!
 //! A [`Call`] is sent as `EVALSHA`: `redis::Script` loads the script on `NOSCRIPT` (a
 //! restarted server, `SCRIPT FLUSH`, a cluster node seen for the first time) and tries
@@ -11,8 +12,9 @@
 //! callers match on meanings, not numbers. A reply outside a script's documented set fails
 //! to decode, and the call reports [`Error::Protocol`](crate::Error::Protocol).
 //!
-//! Redis scripts cannot include one another, so the few lines some scripts share (the
-//! read-write lock's `touch`, for one) are written out in each.
+//! Redis scripts cannot include one another: the parts several scripts share (the clock,
+//! `fence`, `touch`, the notes of releases) are files of their own under `src/scripts/`,
+//! joined in front of each script that uses them at build time ([`lua!`]).
 
 use std::sync::LazyLock;
 use std::time::Duration;

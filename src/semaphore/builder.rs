@@ -3,8 +3,9 @@
 use std::fmt;
 
 use super::{DEFAULTS, RedisSemaphore};
+use crate::error::{Error, Result};
 use crate::options::{LockOptionsBuilder, lock_option_setters};
-use crate::{Error, Pool, Result};
+use crate::pool::Pool;
 
 /// Builds a [`RedisSemaphore`] with options; made by [`RedisSemaphore::builder`].
 ///
@@ -31,7 +32,7 @@ impl fmt::Debug for RedisSemaphoreBuilder {
 impl RedisSemaphoreBuilder {
     lock_option_setters!(
         "grant of permits",
-        crate::RedisSemaphorePermit,
+        super::RedisSemaphorePermit,
         "30 s, renewed while a permit lives: a crashed holder's permits come back 30 s after it died",
         "`true`"
     );

@@ -7,12 +7,12 @@ use super::keys::{
     parse_member, semaphore_name_of,
 };
 use crate::conn::Conn;
+use crate::error::{Error, Result};
 use crate::family::{Family, LockInfo, LockKind, PermitsInfo, expires_in};
 use crate::keys::{Scheme, sibling};
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::scripts::Call;
 use crate::time::millis;
-use crate::{Error, Result};
 
 /// The family of semaphores, for the operator tools.
 pub(crate) struct Semaphores;

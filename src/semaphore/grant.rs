@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::keys::SemaphoreKeys;
 use super::script;
-use crate::Error;
+use crate::error::Error;
 use crate::renewal::{OnServer, ServerGrant};
 use crate::scripts::{Call, LEASE_EXTEND, Lua, undo_window};
 use crate::time::millis;

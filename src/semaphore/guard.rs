@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::RedisSemaphore;
 use super::grant::SemaphoreGrant;
-use crate::Result;
+use crate::error::Result;
 use crate::held::{Held, guard_methods};
 
 /// The docs' example setup for a permit of a semaphore with a 10 s lease.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::acquire::{self, Attempt, ENTRY_TTL, Found, Lock, Outcome, Request};
 use crate::conn::{self, Conn};
+use crate::error::{Error, Result, TryLockError};
 use crate::held::Held;
 use crate::keys::Scheme;
 use crate::lease::Holder;
@@ -22,10 +23,10 @@ use crate::lease::NewGrant;
 use crate::local::{Local, Locals, Turn};
 use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
+use crate::pool::Pool;
 use crate::renewal::OnServer;
 use crate::scripts::{self, Call, Lua, lua};
 use crate::time::{Deadline, millis};
-use crate::{Error, Pool, Result, TryLockError};
 use keys::{SemaphoreKeys, member, parse_member};
 
 pub use builder::RedisSemaphoreBuilder;
@@ -39,7 +40,8 @@ static SEMAPHORE: LazyLock<Lua> = lua!(
     [
         "scripts/clock.lua",
         "scripts/fence.lua",
-        "scripts/touch.lua"
+        "scripts/touch.lua",
+        "scripts/notes.lua"
     ],
     "semaphore/semaphore.lua"
 );

@@ -42,20 +42,10 @@
 -- or reset). For 'leave': 1. For 'set': {capacity, permits in use}. For
 -- 'reset': how many members were removed. For 'state': {capacity set by set_permits or -1,
 -- permits in use, live waiters, member, ms left or -1, ...}.
--- A key's type is checked first; anything that can fail (the counter's INCR) comes before
--- a grant is written, since a script is not rolled back.
+-- A script is not rolled back when a command fails: every key is read before anything is
+-- written, so that a key of another type (WRONGTYPE) or a counter that cannot be
+-- incremented fails the script while nothing has changed but the sweep of expired leases.
 local op = ARGV[1]
-
-local expected = {'zset', 'string', 'zset', 'hash', nil, 'zset'}
-for i = 1, 6 do
-    local kind = expected[i] and redis.call('TYPE', KEYS[i])['ok']
-    if kind and kind ~= expected[i] and kind ~= 'none' then
-        if op == 'acquire' then
-            return {-1, 0, 0}
-        end
-        return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind)
-    end
-end
 
 local function permits_of(member)
     return tonumber(string.match(member, '^(%d+)/')) or 0
@@ -65,18 +55,43 @@ local function lease_of(member)
     return string.match(member, '^%d+/%d+:(.*)$')
 end
 
--- Removes the holders whose lease ran out; returns the permits the others hold, and the
--- member of the lease id `lease` among them (if one is given, and holds permits).
+-- Removes the holders whose lease ran out; returns the permits the others hold, the
+-- member of the lease id `lease` among them (if one is given, and holds permits), and the
+-- latest end of their leases (0 when there are none, 'inf' when one never ends).
 local function in_use(lease)
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-    local used, mine = 0, nil
-    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local used, mine, last = 0, nil, 0
+    local holders = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    for i = 1, #holders, 2 do
+        local member = holders[i]
         used = used + permits_of(member)
         if lease and lease_of(member) == lease then
             mine = member
         end
+        last = holders[i + 1]
     end
-    return used, mine
+    return used, mine, last
+end
+
+-- Holds the lease `member` until `ends` (ms since 1970, or 'inf'), the holders living as
+-- long as their latest lease (`last` before this one, from in_use).
+local function hold(member, ends, last)
+    redis.call('ZADD', KEYS[1], ends, member)
+    if ends == 'inf' or last == 'inf' then
+        redis.call('PERSIST', KEYS[1])
+    elseif ends >= tonumber(last) then
+        redis.call('PEXPIREAT', KEYS[1], ends)
+    end
+end
+
+-- Whether anyone is queued. Reads the queue and, if there is one, the waiters, so that a
+-- key of another type fails the script before it writes.
+local function queued()
+    if redis.call('ZCARD', KEYS[3]) == 0 then
+        return false
+    end
+    redis.call('HLEN', KEYS[4])
+    return true
 end
 
 local function capacity()
@@ -141,10 +156,10 @@ local function remove_waiter(id)
     redis.call('DEL', ARGV[3] .. id)
 end
 
--- A granted waiter leaves the queue, if there is one (an uncontended grant costs no more):
--- without a queue a wake-up left for it is a hint nobody reads, which expires.
-local function granted(id)
-    if redis.call('EXISTS', KEYS[3]) == 1 then
+-- A granted waiter leaves the queue, if there is one (`queue`, from queued()): without a
+-- queue a wake-up left for it is a hint nobody reads, which expires.
+local function granted(id, queue)
+    if queue then
         remove_waiter(id)
         live_waiters()
     end
@@ -157,17 +172,18 @@ if op == 'acquire' then
     -- With our own member, if this very request holds permits already: it was sent again
     -- (its connection closed before the reply, and the undo sent after it reached the
     -- server first), and is granted once, its lease counted from now.
-    local used, own = in_use(ARGV[5])
+    local used, own, last = in_use(ARGV[5])
     local set = redis.call('GET', KEYS[2])
     local cap = tonumber(set or ARGV[2])
     if set then
         redis.call('PEXPIRE', KEYS[2], ARGV[11])
     end
+    local queue = queued()
+    local ends = ARGV[7] == '0' and 'inf' or now + tonumber(ARGV[7])
     if own then
         local token = fence(KEYS[5])
-        redis.call('ZADD', KEYS[1], ARGV[7] == '0' and 'inf' or now + tonumber(ARGV[7]), own)
-        touch(KEYS[1])
-        granted(me)
+        hold(own, ends, last)
+        granted(me, queue)
         return {1, token, tonumber(string.match(own, '^%d+/(%d+):'))}
     end
     if wanted > cap then
@@ -188,14 +204,8 @@ if op == 'acquire' then
     end
     if used + ahead + wanted <= cap then
         local token = fence(KEYS[5])
-        local member = wanted .. '/' .. cap .. ':' .. ARGV[5]
-        if ARGV[7] == '0' then
-            redis.call('ZADD', KEYS[1], 'inf', member)
-        else
-            redis.call('ZADD', KEYS[1], now + tonumber(ARGV[7]), member)
-        end
-        touch(KEYS[1])
-        granted(me)
+        hold(wanted .. '/' .. cap .. ':' .. ARGV[5], ends, last)
+        granted(me, queue)
         return {1, token, cap}
     end
     if ARGV[9] ~= '0' then
@@ -220,35 +230,43 @@ elseif op == 'release' then
     local score = redis.call('ZSCORE', KEYS[1], member)
     if not score then
         -- This release, sent again: it happened.
-        redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-        return redis.call('ZSCORE', KEYS[6], member) and 1 or 0
+        return noted(KEYS[6], member) and 1 or 0
     end
+    local remember = tonumber(ARGV[8] or '0')
+    if remember > 0 then
+        forget_old(KEYS[6])
+    end
+    local queue = queued()
+    -- The holders keep their expiry: the latest lease's end, or later (this one's).
     redis.call('ZREM', KEYS[1], member)
-    touch(KEYS[1])
-    if redis.call('EXISTS', KEYS[3]) == 1 then
+    if queue then
         wake(capacity() - in_use(), ARGV[6] == '1')
     end
     if score ~= 'inf' and tonumber(score) <= now then
         return 0
     end
-    local remember = tonumber(ARGV[8] or '0')
     if remember > 0 then
-        redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-        redis.call('ZADD', KEYS[6], now + remember, member)
-        touch(KEYS[6])
+        note(KEYS[6], member, remember)
     end
     return 1
 elseif op == 'leave' then
+    in_use()
+    capacity()
+    queued()
     remove_waiter(ARGV[5])
     -- A wake-up meant for us may have gone with our list: pass it on.
     wake(capacity() - in_use(), ARGV[6] == '1')
     return 1
 elseif op == 'set' then
-    redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
     local used = in_use()
+    capacity()
+    queued()
+    redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
     wake(tonumber(ARGV[5]) - used, ARGV[7] == '1')
     return {tonumber(ARGV[5]), used}
 elseif op == 'reset' then
+    capacity()
+    queued()
     local removed = 0
     for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
         local lease = lease_of(member) or ''
@@ -266,6 +284,7 @@ elseif op == 'reset' then
     return removed
 elseif op == 'state' then
     local used = in_use()
+    queued()
     local out = {tonumber(redis.call('GET', KEYS[2]) or '-1'), used, #live_waiters()}
     local holders = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
     for i = 1, #holders, 2 do

@@ -324,6 +324,7 @@ pub fn script(file: &str) -> redis::Script {
         "scripts/clock.lua",
         "scripts/fence.lua",
         "scripts/touch.lua",
+        "scripts/notes.lua",
     ]
     .into_iter()
     .map(read)

@@ -578,3 +578,56 @@ fn start_sentinel_on(primary: u16, port: u16) -> Sentinel {
     }
     Sentinel { child, port, dir }
 }
+
+impl Sentinels {
+    /// As [`start_with_replica_args`](Self::start_with_replica_args), with a second replica
+    /// of the primary as `servers[2]`, which is never promoted (`replica-priority 0`): a
+    /// failover has one more replica to reconfigure. It is started before the sentinels, so
+    /// that they know both replicas from their first look at the primary instead of at its
+    /// next `INFO`, up to ten seconds later; and the primary feeds its replicas at once
+    /// (`repl-diskless-sync-delay 0`) instead of waiting 5 s for more of them.
+    pub fn start_with_second_replica(extra: &[&str]) -> Sentinels {
+        let primary = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+        let port = primary.port().to_string();
+        let mut args = vec!["--replicaof", "127.0.0.1", port.as_str()];
+        args.extend_from_slice(extra);
+        let replica = RedisServer::start_with(&args);
+        let second = RedisServer::start_with(&[
+            "--replicaof",
+            "127.0.0.1",
+            port.as_str(),
+            "--replica-priority",
+            "0",
+        ]);
+        for server in [&replica, &second] {
+            let mut conn = server.connection();
+            let up = eventually(HANG, || {
+                info_field(&mut conn, "replication", "master_link_status").as_deref() == Some("up")
+            });
+            assert!(up, "the link of replica {} never came up", server.port());
+        }
+        let sentinels: Vec<Sentinel> = (0..3).map(|_| start_sentinel(primary.port())).collect();
+        let set = Sentinels {
+            servers: vec![primary, replica, second],
+            sentinels,
+        };
+        for k in 0..set.sentinels.len() {
+            let mut conn = super::connect(&set.sentinel_url(k));
+            let mut known = 0;
+            let knows = eventually(HANG, || {
+                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(SERVICE)
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                known = replicas.len();
+                known == 2
+            });
+            assert!(
+                knows,
+                "sentinel {k} should know both replicas within {HANG:?}; it knows {known}"
+            );
+        }
+        set
+    }
+}

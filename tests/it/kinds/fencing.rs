@@ -1,6 +1,6 @@
 //! Fencing tokens: strictly increasing across grants, processes, expiry and resets.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::{RedisServer, child_env, spawn_child};
 use redis::Commands;
@@ -96,8 +96,12 @@ fn expiry_reset_and_reset_all_never_lower_the_token() {
 
     assert_eq!(reset_all(&pool).unwrap(), 1);
     drop(after_reset);
-    let counter: u64 = conn.get("lock-fencing-counter").unwrap();
-    assert_eq!(counter, third, "reset_all left the counter alone");
+    // The counter lives 100 ms after it started; while it lives, it is where it was.
+    let counter: Option<u64> = conn.get("lock-fencing-counter").unwrap();
+    assert!(
+        counter.is_none_or(|c| c == third),
+        "reset_all moved the counter: {counter:?}, last token {third}"
+    );
     let after_reset_all = other.lock().unwrap();
     assert!(after_reset_all.fencing_token() > third);
 
@@ -209,4 +213,46 @@ fn tokens_rise_across_a_restart_without_persistence_and_a_counter_set_back() {
         tokens.windows(2).all(|w| w[0] < w[1]),
         "tokens went back: {tokens:?}"
     );
+}
+
+/// The counter lives a millisecond from when it last started: a copy of it that lags
+/// behind the tokens handed out (a promoted replica's) is started again at the clock once
+/// it expires, so the next token is above every earlier one; and a counter without an
+/// expiry (left by an earlier version, or set by hand) is given one by the grant whose
+/// token is a multiple of 1,024, without going back.
+#[test]
+fn a_counter_lives_a_millisecond_and_a_counter_without_expiry_is_given_one() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let mutex = RedisMutex::new(server.pool(), "fenced-life").unwrap();
+    let first = mutex.lock().unwrap().fencing_token();
+    // A lagging copy: below the last token, with an expiry as the primary's had.
+    let _: () = redis::cmd("SET")
+        .arg("lock-fencing-counter")
+        .arg(first - 10)
+        .arg("PX")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn.exists::<_, bool>("lock-fencing-counter").unwrap() {
+        assert!(Instant::now() < deadline, "the counter never expired");
+        std::thread::yield_now();
+    }
+    let after_lag = mutex.lock().unwrap().fencing_token();
+    assert!(after_lag > first, "{after_lag} after {first}");
+    let ttl: i64 = conn.pttl("lock-fencing-counter").unwrap();
+    assert!(
+        ttl <= 1,
+        "a started counter lives a millisecond: PTTL {ttl}"
+    );
+
+    // Without an expiry, ahead of the clock, one below a multiple of 1,024.
+    let ahead = (after_lag + 60_000_000) / 1024 * 1024 + 1023;
+    let _: () = conn.set("lock-fencing-counter", ahead).unwrap();
+    let healed = mutex.lock().unwrap().fencing_token();
+    assert_eq!(healed, ahead + 1, "the counter went back");
+    let ttl: i64 = conn.pttl("lock-fencing-counter").unwrap();
+    assert!(ttl != -1, "the counter still has no expiry");
+    assert!(mutex.lock().unwrap().fencing_token() > healed);
 }
