@@ -55,19 +55,6 @@ pub(crate) struct Lock<'a> {
     pub(crate) labels: &'a Labels,
 }
 
-/// One attempt's script call, and what goes instead if it has to be sent again after its
-/// connection closed (see [`conn::run_grant`]).
-pub(crate) struct Attempt {
-    pub(crate) call: Call,
-    pub(crate) again: Option<Call>,
-}
-
-impl From<Call> for Attempt {
-    fn from(call: Call) -> Attempt {
-        Attempt { call, again: None }
-    }
-}
-
 /// What an attempt found.
 pub(crate) enum Found<E> {
     /// Ours, with the fencing token (0 for a read lease) and what else the kind's grant
@@ -105,9 +92,9 @@ pub(crate) trait Request {
     /// The lists a release pushes to, on which it waits.
     fn signals(&self) -> Vec<String>;
 
-    /// The next attempt; `queue`: refused, it will wait (and, if it [queues](Self::QUEUES),
-    /// keeps its place for [`ENTRY_TTL`]).
-    fn attempt(&mut self, queue: bool) -> Attempt;
+    /// The next attempt's call; `queue`: refused, it will wait (and, if it
+    /// [queues](Self::QUEUES), keeps its place for [`ENTRY_TTL`]).
+    fn attempt(&mut self, queue: bool) -> Call;
 
     /// What the reply of the attempt means.
     fn read(&mut self, reply: Self::Reply) -> Result<Found<Self::Extra>>;
@@ -118,8 +105,15 @@ pub(crate) trait Request {
     }
 
     /// What undoes the last attempt when its reply was lost, or its grant must not stand:
-    /// its grant and its entry, if Redis made them, and nothing else's.
+    /// its grant and its entry, if Redis made them, and nothing else's. The undo notes the
+    /// ids it names as done, so that a copy of the attempt that comes late (held in a proxy
+    /// or a socket buffer) is refused, or its grant taken back by the next attempt of
+    /// anyone.
     fn undo(&self) -> Vec<Call>;
+
+    /// Once an undo was sent: the next attempt goes under new ids (an id noted as done is
+    /// never sent again), and, if they change, new [`signals`](Self::signals).
+    fn undone(&mut self);
 
     /// What takes its entry out of the queue, passing on a grant handed to it meanwhile
     /// (for a request that [queues](Self::QUEUES)).
@@ -150,9 +144,15 @@ pub(crate) fn acquire<R: Request>(
     request: &mut R,
     until: Option<Instant>,
 ) -> Result<Outcome<R::Extra>> {
-    let signals = request.signals();
     let rt = lock.options.response_timeout;
-    let mut waiting = Waiting::new(lock.pool, lock.route, lock.name, &signals, until, rt);
+    let mut waiting = Waiting::new(
+        lock.pool,
+        lock.route,
+        lock.name,
+        request.signals(),
+        until,
+        rt,
+    );
     let mut entry = Entry::default();
     let outcome = drive(lock, request, &mut waiting, until, &mut entry);
     // Whatever ended the call, an entry left in the queue is withdrawn: a waiting writer
@@ -276,13 +276,14 @@ fn attempt<R: Request>(
     lock: &Lock<'_>,
     request: &mut R,
     mut conn: Conn,
-    waiting: &Waiting<'_>,
+    waiting: &mut Waiting<'_>,
     queue: bool,
     entry: &mut Entry,
 ) -> Result<(Conn, Found<R::Extra>)> {
-    let Attempt { call, again } = request.attempt(queue);
-    let undo_calls = request.undo();
-    let mut first = true;
+    // The request and its call, shared by the send (which sends it again after an undo, as
+    // a new attempt) and the undo.
+    let sending = std::cell::RefCell::new((&mut *request, None::<Call>));
+    let mut undone = false;
     conn.answer_by(waiting.request())?;
     let sent = conn::run_grant(
         lock.pool,
@@ -291,14 +292,22 @@ fn attempt<R: Request>(
         lock.name,
         "acquire",
         |c| {
-            let this = match (std::mem::take(&mut first), &again) {
-                (false, Some(again)) => again,
-                _ => &call,
-            };
-            this.invoke::<R::Reply>(c)
+            let (request, call) = &mut *sending.borrow_mut();
+            call.get_or_insert_with(|| request.attempt(queue))
+                .invoke::<R::Reply>(c)
         },
-        |c, e| undo_because(lock, &undo_calls, c, &e.to_string()),
+        |c, e| {
+            let (request, call) = &mut *sending.borrow_mut();
+            let done = undo_because(lock, &request.undo(), c, &e.to_string());
+            request.undone();
+            *call = None;
+            undone = true;
+            done
+        },
     );
+    if undone {
+        waiting.signals = request.signals();
+    }
     // An attempt that got no answer was undone with its entry; one that was answered, or
     // never sent, leaves its entry to withdraw.
     let (conn, reply) = sent.inspect_err(|e| {

@@ -57,7 +57,7 @@ pub(crate) struct Waiting<'a> {
     pub(crate) route: &'a str,
     pub(crate) name: &'a str,
     /// The lists a release pushes to.
-    pub(crate) signals: &'a [String],
+    pub(crate) signals: Vec<String>,
     /// When the caller stops waiting (`None`: never).
     pub(crate) until: Option<Instant>,
     /// When the call must return by: `until` and one reply.
@@ -78,7 +78,7 @@ impl<'a> Waiting<'a> {
         pool: &'a Pool,
         route: &'a str,
         name: &'a str,
-        signals: &'a [String],
+        signals: Vec<String>,
         until: Option<Instant>,
         response_timeout: Duration,
     ) -> Waiting<'a> {
@@ -153,7 +153,7 @@ impl<'a> Waiting<'a> {
         let id = conn.client_id()?;
         let mut blpop = redis::cmd("BLPOP");
         blpop
-            .arg(self.signals)
+            .arg(&self.signals)
             .arg(format!("{:.3}", nap.as_secs_f64()));
         // Only the reply waits; the command itself is written at once.
         conn.set_read_timeout(nap + BLPOP_GRACE)?;

@@ -16,33 +16,49 @@
 --          long enough for an undo to follow. A lock without expiry gets a long one (a
 --          week): the marker never outlives a lock that a client knowing nothing of it
 --          (python-redis-lock, an operator's DEL) removed by more than that
+-- ARGV[6]: the prefix of the notes of requests that are done (lock-done:<name>:), each
+--          the prefix and a request's id, written by its release or its undo: a grant
+--          whose marker names a request that is done is held by nobody (a copy of the
+--          request that came late made it), and is taken back
 -- Returns {1, token} when granted (or when the lock holds this attempt's grant already: the
 -- same request sent again), token being the fencing token (see fence.lua);
 -- {0, pttl} when held, pttl being the holder's remaining milliseconds or -1 for a holder
 -- without expiry; {2, 0} when left to a woken waiter; {-1, 0} when the key holds another
 -- type than string: no lock can be taken there.
--- Not granted: the lock is held (or holds another type), or it holds this attempt's grant.
+-- The lock is held (or holds another type): the reply, or nil when the grant that holds it
+-- is one nobody holds, taken back now.
 local function held()
     if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
         return {-1, 0}
     end
-    -- This very attempt's grant, sent again (its connection closed before the reply, and
-    -- the undo sent after it reached the server first): granted, once.
     local marker = redis.call('GET', KEYS[4])
-    if marker and string.sub(marker, 1, #ARGV[4] + 1) == ARGV[4] .. '|'
-        and redis.call('GET', KEYS[1]) == ARGV[1] then
-        return {1, tonumber(string.match(marker, '^[^|]*|(%d+)|'))}
+    if marker then
+        local id, token, holder = string.match(marker, '^([^|]*)|(%d+)|(.*)$')
+        local owner = redis.call('GET', KEYS[1])
+        -- This very attempt's grant, sent again: granted, once.
+        if id == ARGV[4] and owner == ARGV[1] then
+            return {1, tonumber(token)}
+        end
+        -- A grant made by a copy of a request that came after its undo (held in a proxy or
+        -- a socket buffer), or after its own release: nobody holds it.
+        if id and owner == holder and redis.call('EXISTS', ARGV[6] .. id) == 1 then
+            redis.call('DEL', KEYS[1], KEYS[4])
+            return nil
+        end
     end
     return {0, redis.call('PTTL', KEYS[1])}
 end
-local taken
-if ARGV[2] == '0' then
-    taken = redis.call('SET', KEYS[1], ARGV[1], 'NX')
-else
-    taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local function take()
+    if ARGV[2] == '0' then
+        return redis.call('SET', KEYS[1], ARGV[1], 'NX')
+    end
+    return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 end
-if not taken then
-    return held()
+if not take() then
+    local reply = held()
+    if reply or not take() then
+        return reply
+    end
 end
 -- Polite: the lock is taken back (a script is not rolled back) when its signal is gone,
 -- or the signal list cannot be read.

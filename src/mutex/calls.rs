@@ -111,7 +111,8 @@ impl Calls {
             .arg(self.expire_ms)
             .arg(if polite { "1" } else { "0" })
             .arg(attempt)
-            .arg(self.marker_ms);
+            .arg(self.marker_ms)
+            .arg(&self.keys.done_prefix);
         call
     }
 
@@ -124,22 +125,26 @@ impl Calls {
         call.key(&self.keys.lock)
             .key(&self.keys.signal)
             .key(&self.keys.grant)
+            .key(self.keys.done(attempt))
             .arg(&*self.owner)
             .arg(self.signal_ms)
-            .arg(attempt);
+            .arg(attempt)
+            .arg(self.released_ms);
         call
     }
 
-    /// Releases the grant with fencing token `token` (in fair mode, handing it over).
-    pub(super) fn release(&self, token: u64) -> Call {
+    /// Releases the grant with fencing token `token`, made for the request `id` (in fair
+    /// mode, handing it over).
+    pub(super) fn release(&self, token: u64, id: &str) -> Call {
         if self.fair {
-            return self.fair("", FairOp::Release { token });
+            return self.fair(id, FairOp::Release { token });
         }
         let mut call = RELEASE.call();
         call.key(&self.keys.lock)
             .key(&self.keys.signal)
             .key(&self.keys.grant)
             .key(&self.keys.released)
+            .key(self.keys.done(id))
             .arg(&*self.owner)
             .arg(self.signal_ms)
             .arg(token)
@@ -177,7 +182,8 @@ impl Calls {
             .arg(self.signal_ms)
             .arg(token)
             .arg(millis(CLAIM_WINDOW))
-            .arg(self.released_ms);
+            .arg(self.released_ms)
+            .arg(&self.keys.done_prefix);
         call
     }
 

@@ -30,7 +30,12 @@
 -- ARGV[10]: how long a lock without expiry handed to a waiter lives until the waiter
 --          claims it, in milliseconds (a few lives of a queue entry: the waiter was live
 --          a moment ago)
--- ARGV[11]: how long a release's tombstone stays, in milliseconds
+-- ARGV[11]: how long a release's tombstone, and a note that a waiter is done, stay, in
+--          milliseconds
+-- ARGV[12]: the prefix of the notes of waiters that are done (lock-done:<name>:), each
+--          the prefix and a waiter id: written when it leaves (the note says 'undone') and
+--          when its grant is released ('released'); a grant whose marker names a waiter
+--          that is done is held by nobody, and the next attempt takes it back
 -- Returns, for 'acquire': {1, token} when granted, or when the lock holds a grant handed to
 -- us that we had not taken yet (its wake-up was not read, or was lost with a reply, or the
 -- lock has no expiry and the handoff's provisional one must be lifted): it is claimed then,
@@ -138,6 +143,18 @@ local function free()
     redis.call('PEXPIRE', KEYS[2], ARGV[8])
 end
 
+-- Whether the grant the marker names is held by nobody: the waiter it was made for is done
+-- (it left, or released it already), and a late copy of its request made it (or a release
+-- handed it to that waiter after it left).
+local function orphan(marker)
+    if not marker then
+        return false
+    end
+    local id, holder = string.match(marker, '^([^|]*)|%d+|(.*)$')
+    return id ~= nil and redis.call('GET', KEYS[1]) == holder
+        and redis.call('EXISTS', ARGV[12] .. id) == 1
+end
+
 -- Whether the latest grant is ours: the marker names our waiter id, and the lock our owner.
 local function granted_to_me()
     local marker = redis.call('GET', KEYS[4])
@@ -176,10 +193,22 @@ if op == 'acquire' or op == 'first' then
             redis.call('PEXPIRE', KEYS[4], math.max(tonumber(ARGV[4]), tonumber(ARGV[6])))
             return {1, tonumber(string.match(marker, '^[^|]*|(%d+)|'))}
         end
-        if ARGV[5] ~= '0' then
-            queue(ARGV[5])
+        if not orphan(marker) then
+            if ARGV[5] ~= '0' then
+                queue(ARGV[5])
+            end
+            return {0, redis.call('PTTL', KEYS[1])}
         end
-        return {0, redis.call('PTTL', KEYS[1])}
+        -- Held by nobody: taken back, and free now.
+        redis.call('DEL', KEYS[1], KEYS[4])
+        head = live_head()
+        if not head or head[1] == me then
+            local token = take()
+            if head then
+                remove(me)
+            end
+            return {1, token}
+        end
     end
     -- Free, with a waiter ahead of us: it is the waiter's.
     hand_over()
@@ -192,7 +221,7 @@ elseif op == 'release' then
     local marker = held[2]
     if held[1] ~= owner
         or (marker and string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[9]) then
-        return redis.call('GET', KEYS[8]) == ARGV[9] and 1 or 0
+        return redis.call('GET', ARGV[12] .. me) == 'released' and 1 or 0
     end
     -- The releasing grant's own waiter is not waiting any more, whatever its entry says.
     if marker then
@@ -203,12 +232,16 @@ elseif op == 'release' then
         end
     end
     redis.call('SET', KEYS[8], ARGV[9], 'PX', ARGV[11])
+    redis.call('SET', ARGV[12] .. me, 'released', 'PX', ARGV[11])
     if hand_over() then
         return 2
     end
     free()
     return 1
 else
+    -- Noted as done: a copy of one of its requests that comes late makes a grant that the
+    -- next attempt of anyone takes back.
+    redis.call('SET', ARGV[12] .. me, 'undone', 'PX', ARGV[11])
     remove(me)
     redis.call('DEL', KEYS[7])
     if not granted_to_me() then

@@ -18,7 +18,7 @@
 
 use super::RedisMutex;
 use super::calls::FairOp;
-use crate::acquire::{self, Attempt, ENTRY_TTL, Found, HEARTBEAT, Request};
+use crate::acquire::{self, ENTRY_TTL, Found, HEARTBEAT, Request};
 use crate::error::{Error, Result};
 use crate::options::AttemptId;
 use crate::scripts::{Acquire, Call};
@@ -54,7 +54,8 @@ impl<'a> Fair<'a> {
 
 impl Request for Fair<'_> {
     type Reply = Acquire;
-    type Extra = ();
+    /// The waiter id the grant was made for: its release notes that waiter as done.
+    type Extra = String;
     const QUEUES: bool = true;
     const HANDED_OVER: bool = true;
 
@@ -64,31 +65,35 @@ impl Request for Fair<'_> {
         vec![self.wake.clone(), self.mutex.keys().signal.clone()]
     }
 
-    fn attempt(&mut self, queue: bool) -> Attempt {
+    fn attempt(&mut self, queue: bool) -> Call {
         let entry = queue.then_some(ENTRY_TTL);
         let first = std::mem::replace(&mut self.first, false);
-        self.call(FairOp::Acquire { entry, first }).into()
+        self.call(FairOp::Acquire { entry, first })
     }
 
-    fn read(&mut self, reply: Acquire) -> Result<Found<()>> {
+    fn read(&mut self, reply: Acquire) -> Result<Found<String>> {
         Ok(match reply {
-            Acquire::Granted { token } => Found::Granted { token, extra: () },
+            Acquire::Granted { token } => Found::Granted {
+                token,
+                extra: self.waiter.as_str().to_owned(),
+            },
             Acquire::Held { left } => Found::Blocked(acquire::until_expiry(left)),
             Acquire::LeftToWaiter => Found::Blocked(HEARTBEAT),
             Acquire::WrongType { .. } => return Err(self.mutex.wrong_type()),
+            Acquire::Undone => return Err(Error::Protocol { what: "acquire" }),
         })
     }
 
     /// Handed over by a release: the wake-up is the grant, unless a lock without expiry
     /// was handed over with a provisional one, which an attempt claims.
-    fn woken(&mut self, woken: &Woken) -> Result<Option<(u64, ())>> {
+    fn woken(&mut self, woken: &Woken) -> Result<Option<(u64, String)>> {
         if woken.list != self.wake || self.mutex.options.expire.is_none() {
             return Ok(None);
         }
         let token = woken.value.parse().map_err(|_| Error::Protocol {
             what: "a fair handoff",
         })?;
-        Ok(Some((token, ())))
+        Ok(Some((token, self.waiter.as_str().to_owned())))
     }
 
     /// Leaves the queue, passing on a grant made to us meanwhile.
@@ -98,5 +103,13 @@ impl Request for Fair<'_> {
 
     fn withdraw(&self) -> Option<Call> {
         Some(self.call(FairOp::Leave))
+    }
+
+    /// A new waiter, at the back of the queue: the undone one (its place, its wake list)
+    /// is noted as gone.
+    fn undone(&mut self) {
+        self.waiter = AttemptId::new();
+        self.wake = self.mutex.keys().wake(self.waiter.as_str());
+        self.first = true;
     }
 }

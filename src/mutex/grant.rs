@@ -19,6 +19,9 @@ pub(super) struct MutexGrant {
     /// lasts: a release, extend or check of this grant leaves a later grant to the same
     /// owner id alone (a call of ours that came late, or was sent twice, must not touch it).
     pub(super) token: u64,
+    /// The id of the request that made it (in fair mode, of its waiter): its release notes
+    /// that request as done.
+    pub(super) id: String,
 }
 
 impl ServerGrant for MutexGrant {
@@ -35,7 +38,7 @@ impl ServerGrant for MutexGrant {
     }
 
     fn release_call(&self) -> Call {
-        self.calls.release(self.token)
+        self.calls.release(self.token, &self.id)
     }
 
     /// Locks of one pool (on a cluster, of one hash tag, so one slot) and one response

@@ -23,10 +23,14 @@ pub(super) struct MutexKeys {
     /// `lock-grant:<name>`: the id of the attempt that made the latest grant, so that an
     /// undo after a lost reply removes that grant and no other (this crate's own).
     pub(super) grant: String,
-    /// `lock-released:<name>`: the token of the grant released last, for a moment, so that
-    /// a release sent twice (its first reply lost with its connection) is told it happened
-    /// (this crate's own).
+    /// `lock-released:<name>`: the token of the grant released last, for a moment, for
+    /// [`last_release`](super::last_release) (this crate's own).
     pub(super) released: String,
+    /// `lock-done:<name>:`: followed by a request's id, the note that the request is done,
+    /// released or undone, for a moment: a release sent twice (its first reply lost with
+    /// its connection) is told it happened, and a grant a late copy of the request made is
+    /// taken back (this crate's own).
+    pub(super) done_prefix: String,
     /// `lock-queue:<name>`: fair mode's waiters, in order of arrival (this crate's own).
     pub(super) queue: String,
     /// `lock-waiters:<name>`: each fair waiter's deadline, lease and owner id (this
@@ -46,6 +50,7 @@ impl MutexKeys {
             signal: format!("{SIGNAL_PREFIX}{tagged}"),
             grant: format!("{GRANT_PREFIX}{tagged}"),
             released: format!("{RELEASED_PREFIX}{tagged}"),
+            done_prefix: format!("lock-done:{tagged}:"),
             queue: format!("lock-queue:{tagged}"),
             waiters: format!("{WAITERS_PREFIX}{tagged}"),
             wake_prefix: format!("lock-wake:{tagged}:"),
@@ -56,6 +61,11 @@ impl MutexKeys {
     /// The list fair mode hands the lock to the waiter `waiter` on.
     pub(super) fn wake(&self, waiter: &str) -> String {
         format!("{}{waiter}", self.wake_prefix)
+    }
+
+    /// The note that the request `id` is done.
+    pub(super) fn done(&self, id: &str) -> String {
+        format!("{}{id}", self.done_prefix)
     }
 }
 
@@ -139,6 +149,7 @@ mod tests {
                 &keys.queue,
                 &keys.waiters,
                 &keys.wake("w"),
+                &keys.done("a"),
             ] {
                 assert_eq!(hash_tag(key), tag, "{name:?}: {key}");
             }

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::acquire::{self, Attempt, Found, Lock, Outcome, Request};
+use crate::acquire::{self, Found, Lock, Outcome, Request};
 use crate::conn;
 use crate::error::{Error, Result, TryLockError};
 use crate::held::Held;
@@ -624,7 +624,7 @@ impl RedisMutex {
         };
         drop(turn);
         match outcome {
-            Outcome::Granted(granted, ()) => self.core(granted).map(Some),
+            Outcome::Granted(granted, id) => self.core(granted, id).map(Some),
             Outcome::TimedOut | Outcome::GaveWay => Ok(None),
         }
     }
@@ -658,17 +658,17 @@ impl RedisMutex {
         }
     }
 
-    /// The guard's core for a grant.
-    fn core(&self, granted: NewGrant) -> Result<Core> {
-        let (grant, holder) = self.grant_of(self.calls.clone(), &granted);
+    /// The guard's core for a grant made for the request `id`.
+    fn core(&self, granted: NewGrant, id: String) -> Result<Core> {
+        let (grant, holder) = self.grant_of(self.calls.clone(), &granted, id);
         // On failure the grant is released again.
         let held = Held::granted(grant, holder, &granted, &self.options)?;
         Ok(Core::new(held, &self.local, granted.token))
     }
 
     /// A grant made on these `calls` (this mutex's, or a resumed grant's, under the owner id
-    /// of its handle), and its holder, as the lease core takes them.
-    fn grant_of(&self, calls: Arc<Calls>, granted: &NewGrant) -> (MutexGrant, Holder) {
+    /// of its handle) for the request `id`, and its holder, as the lease core takes them.
+    fn grant_of(&self, calls: Arc<Calls>, granted: &NewGrant, id: String) -> (MutexGrant, Holder) {
         let holder = Holder {
             name: self.name.clone(),
             owner_id: calls.owner.clone(),
@@ -679,6 +679,7 @@ impl RedisMutex {
             on: OnServer::of(&self.pool, &self.name, granted, &self.options),
             calls,
             token: granted.token,
+            id,
         };
         (grant, holder)
     }
@@ -724,33 +725,35 @@ impl<'a> Plain<'a> {
 
 impl Request for Plain<'_> {
     type Reply = scripts::Acquire;
-    type Extra = ();
+    /// The id of the attempt that made the grant: its release notes it as done.
+    type Extra = String;
     const QUEUES: bool = false;
 
     fn signals(&self) -> Vec<String> {
         vec![self.mutex.keys().signal.clone()]
     }
 
-    fn attempt(&mut self, _queue: bool) -> Attempt {
+    /// Each attempt under an id of its own; only the first may be polite (sent again after
+    /// a closed connection, our release's signal may be gone with a restart rather than
+    /// taken by a waiter).
+    fn attempt(&mut self, _queue: bool) -> Call {
         self.attempt = AttemptId::new();
         let polite = std::mem::take(&mut self.polite);
-        let calls = &self.mutex.calls;
-        Attempt {
-            call: calls.acquire(self.attempt.as_str(), polite),
-            // Sent again after a closed connection, our release's signal may be gone with a
-            // restart rather than taken by a waiter: then the call is a plain one.
-            again: polite.then(|| calls.acquire(self.attempt.as_str(), false)),
-        }
+        self.mutex.calls.acquire(self.attempt.as_str(), polite)
     }
 
-    fn read(&mut self, reply: scripts::Acquire) -> Result<Found<()>> {
+    fn read(&mut self, reply: scripts::Acquire) -> Result<Found<String>> {
         Ok(match reply {
-            scripts::Acquire::Granted { token } => Found::Granted { token, extra: () },
+            scripts::Acquire::Granted { token } => Found::Granted {
+                token,
+                extra: self.attempt.as_str().to_owned(),
+            },
             scripts::Acquire::Held { left } => Found::Blocked(acquire::until_expiry(left)),
             // A woken waiter's acquire is a round trip away; if it died on the way, half
             // the signal's life bounds how long the lock stays free.
             scripts::Acquire::LeftToWaiter => Found::Blocked(self.mutex.options.signal_expire / 2),
             scripts::Acquire::WrongType { .. } => return Err(self.mutex.wrong_type()),
+            scripts::Acquire::Undone => return Err(Error::Protocol { what: "acquire" }),
         })
     }
 
@@ -759,6 +762,9 @@ impl Request for Plain<'_> {
     fn undo(&self) -> Vec<Call> {
         vec![self.mutex.calls.undo(self.attempt.as_str())]
     }
+
+    /// Every attempt has a new id already.
+    fn undone(&mut self) {}
 
     fn withdraw(&self) -> Option<Call> {
         None

@@ -113,7 +113,7 @@ impl RedisMutex {
             handle.token(),
             granted.token
         );
-        let (grant, holder) = self.grant_of(calls, &granted);
+        let (grant, holder) = self.grant_of(calls, &granted, attempt.as_str().to_owned());
         let held = Held::resumed(grant, holder, &granted, left, &self.options)?;
         Ok(Core::new(held, &self.local, granted.token))
     }

@@ -3,6 +3,8 @@
 //! caller's own thread while the pool's last attempt had failed), and [`Node::get`], which
 //! waits for one while watching the server's health.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use r2d2::PooledConnection;
@@ -14,8 +16,8 @@ use crate::error::{Error, Result};
 pub(crate) enum Pooled {
     Own(PooledConnection<Manager>),
     /// Made on the caller's thread while the pool's last attempt had failed; closed when
-    /// dropped.
-    Detached(Link),
+    /// dropped, when it stops counting against the pool's size (the count it is in).
+    Detached(Link, Arc<AtomicU32>),
     /// Of a pool given to `Pool::try_from`: what we know of its socket lives in its r2d2
     /// extensions between checkouts.
     Foreign {
@@ -32,7 +34,7 @@ impl Pooled {
                 let Link { conn, state, .. } = &mut **pooled;
                 (conn, state)
             }
-            Pooled::Detached(Link { conn, state, .. }) => (conn, state),
+            Pooled::Detached(Link { conn, state, .. }, _) => (conn, state),
             Pooled::Foreign { conn, state } => (&mut **conn, state),
         }
     }
@@ -40,7 +42,7 @@ impl Pooled {
     pub(crate) fn connection(&self) -> &redis::Connection {
         match self {
             Pooled::Own(pooled) => &pooled.conn,
-            Pooled::Detached(link) => &link.conn,
+            Pooled::Detached(link, _) => &link.conn,
             Pooled::Foreign { conn, .. } => conn,
         }
     }
@@ -49,7 +51,7 @@ impl Pooled {
     pub(crate) fn server<'a>(&'a self, node: &'a Node) -> &'a str {
         match self {
             Pooled::Own(pooled) => &pooled.server,
-            Pooled::Detached(link) => &link.server,
+            Pooled::Detached(link, _) => &link.server,
             Pooled::Foreign { .. } => node.server(),
         }
     }
@@ -65,8 +67,14 @@ impl Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         self.parts().1.idle_since = Some(Instant::now());
-        if let Pooled::Foreign { conn, state } = self {
-            PooledConnection::extensions_mut(conn).insert(std::mem::take(state));
+        match self {
+            Pooled::Foreign { conn, state } => {
+                PooledConnection::extensions_mut(conn).insert(std::mem::take(state));
+            }
+            Pooled::Detached(_, count) => {
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
+            Pooled::Own(_) => {}
         }
     }
 }
@@ -122,6 +130,21 @@ impl Node {
             }
     }
 
+    /// Counts one more connection made on a caller's thread, if the pool's own and those
+    /// leave room for it under `max_size`: the count, to give back when it closes.
+    fn count_detached(&self) -> Option<Arc<AtomicU32>> {
+        let NodePool::Own(pool) = &self.pool else {
+            return None;
+        };
+        let own = pool.state().connections;
+        self.detached
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (own + n < pool.max_size()).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| self.detached.clone())
+    }
+
     fn pool_timeout(&self, wait: Duration) -> Error {
         Error::PoolTimeout {
             server: self.server().to_owned(),
@@ -170,11 +193,19 @@ impl Node {
             let Some(manager) = &self.manager else {
                 return Err(failure.unwrap_or_else(|| self.pool_timeout(wait)));
             };
-            let link = r2d2::ManageConnection::connect(manager)?;
-            if failure.is_some() {
-                *self.detached_at.lock() = Some(Instant::now());
+            // Counted against the pool's size, and made within the caller's wait.
+            if let Some(count) = self.count_detached() {
+                let link = manager.connect_within(wait).inspect_err(|_| {
+                    count.fetch_sub(1, Ordering::Relaxed);
+                })?;
+                if failure.is_some() {
+                    *self.detached_at.lock() = Some(Instant::now());
+                }
+                return Ok(Pooled::Detached(link, count));
             }
-            return Ok(Pooled::Detached(link));
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
         }
         // A first share of the wait long enough for one connection attempt to end, watching
         // for it to fail.

@@ -32,6 +32,28 @@ pub(crate) struct Manager {
 }
 
 impl Manager {
+    /// A connection, its connect bounded by `wait` as well as by the connect timeout (a
+    /// caller's thread connects within what is left of its call).
+    pub(crate) fn connect_within(&self, wait: Duration) -> Result<Link, Error> {
+        let timeout = self.connect_timeout.min(wait);
+        let connected = match &self.target {
+            Target::Direct(info) => connect(info, timeout, self.response_timeout),
+            Target::Sentinel(target) => connect_primary(
+                target,
+                self.primary.as_deref(),
+                timeout,
+                self.response_timeout,
+            ),
+        };
+        match connected {
+            Ok(link) => {
+                self.health.connected();
+                Ok(link)
+            }
+            Err(failure) => Err(self.health.failed(failure)),
+        }
+    }
+
     /// The same settings and health, for a second manager of the same server.
     pub(super) fn clone_settings(&self) -> Manager {
         Manager {
@@ -49,22 +71,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = Error;
 
     fn connect(&self) -> Result<Link, Error> {
-        let connected = match &self.target {
-            Target::Direct(info) => connect(info, self.connect_timeout, self.response_timeout),
-            Target::Sentinel(target) => connect_primary(
-                target,
-                self.primary.as_deref(),
-                self.connect_timeout,
-                self.response_timeout,
-            ),
-        };
-        match connected {
-            Ok(link) => {
-                self.health.connected();
-                Ok(link)
-            }
-            Err(failure) => Err(self.health.failed(failure)),
-        }
+        self.connect_within(self.connect_timeout)
     }
 
     /// Not used for checkouts (the pools never test on checkout); bounded by the

@@ -115,6 +115,9 @@ pub(crate) struct Node {
     /// attempt had failed: for a while after, the pool's own attempts may still be a
     /// backoff away (see `Node::get`).
     detached_at: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// How many connections made on callers' threads are open: they count against the
+    /// pool's `max_size` with its own.
+    detached: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// An r2d2 pool of this crate's, or one given to [`Pool::try_from`].
@@ -178,6 +181,7 @@ impl Node {
             primary,
             retired: AtomicBool::new(false),
             detached_at: parking_lot::Mutex::new(None),
+            detached: Arc::default(),
         })
     }
 
@@ -395,6 +399,7 @@ impl TryFrom<r2d2::Pool<redis::Client>> for Pool {
             primary: None,
             retired: AtomicBool::new(false),
             detached_at: parking_lot::Mutex::new(None),
+            detached: Arc::default(),
         });
         Ok(Pool::with_topology(config, Topology::Single(node)))
     }

@@ -2,7 +2,8 @@
 -- or (for a reader) waits for it; otherwise registers us as a waiter, if asked, and says
 -- how long to wait at most. See docs/rwlock.md.
 -- KEYS: 12 per level of the path, root first and the path itself last (level L is
---   KEYS[12L-11] .. KEYS[12L]), then the fencing counter (lock-fencing-counter). Per level
+--   KEYS[12L-11] .. KEYS[12L]), then the fencing counter (lock-fencing-counter), then the
+--   path's notes of leases released or undone (rwlock:released:<path>). Per level
 --   <p>, the sorted sets map a lease id to its expiry in ms since 1970 (inf: never):
 --    1 rwlock:w:<p>     writers holding <p> (at most one live)
 --    2 rwlock:r:<p>     readers holding <p>
@@ -18,13 +19,15 @@
 -- ARGV[3]: the lease in milliseconds, or '0' for one that never expires
 -- ARGV[4]: when blocked, how long to stay registered as a waiter, in milliseconds; '0' not
 --          to register
--- Returns {1, token} when granted (or when our lease holds the path already: this very
+-- Returns {3, 0} when our lease id was undone (this is a copy of the request that came
+-- late; nothing is changed); {1, token} when granted (or when our lease holds the path already: this very
 -- request sent again, granted once, with a new token), token being the fencing token (see
 -- fence.lua) for a writer and 0 for a reader; {0, ms} when blocked, ms being the time until the earliest
 -- expiry among the entries that block us, or -1 when none of them expires; {-1, i} when
 -- KEYS[i] holds another type than a sorted set (nothing is changed then: every key is read,
 -- or checked, before anything is written).
-local path = (#KEYS - 1) / 12
+local path = (#KEYS - 2) / 12
+local released = KEYS[#KEYS]
 local function index(level, kind)
     return (level - 1) * 12 + kind
 end
@@ -69,6 +72,10 @@ if write then
     held_at, held_below, waiting_at, waiting_below = 1, 3, 5, 7
 end
 
+-- A copy of a request that was undone, come late: refused.
+if noted(released, lease) then
+    return {3, 0}
+end
 local mine = on(index(path, held_at), 'ZSCORE', lease)
 local again = mine and (mine == 'inf' or tonumber(mine) > now)
 
@@ -125,7 +132,7 @@ end
 
 local token = 0
 if write then
-    token = fence(KEYS[#KEYS])
+    token = fence(KEYS[#KEYS - 1])
 end
 redis.call('ZREM', key(path, waiting_at), lease)
 for level = 1, path - 1 do

@@ -59,6 +59,7 @@ impl ServerGrant for RwGrant {
         call.arg(sets.len())
             .arg(&self.lease_id)
             .arg(lease_ms)
+            .arg(0)
             .key(sets);
     }
 }

@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::acquire::{self, Attempt, ENTRY_TTL, Found, Lock, Outcome, Request};
+use crate::acquire::{self, ENTRY_TTL, Found, Lock, Outcome, Request};
 use crate::conn;
 use crate::error::{Error, Result, TryLockError};
 use crate::held::Held;
@@ -25,7 +25,7 @@ use crate::metrics::Labels;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
 use crate::pool::Pool;
 use crate::renewal::OnServer;
-use crate::scripts::{self, Call, Lua, lua};
+use crate::scripts::{self, Call, Lua, lua, undo_window};
 use crate::time::{Deadline, millis};
 use keys::{Mode, RwKeys};
 
@@ -39,7 +39,8 @@ static ACQUIRE: LazyLock<Lua> = lua!(
     [
         "scripts/clock.lua",
         "scripts/touch.lua",
-        "scripts/fence.lua"
+        "scripts/fence.lua",
+        "scripts/notes.lua"
     ],
     "rwlock/acquire.lua"
 );
@@ -512,7 +513,7 @@ impl RedisRwLock {
         let mut request = RwRequest {
             lock: self,
             mode,
-            lease_id: format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>()),
+            lease_id: self.new_lease_id(),
         };
         let outcome = acquire::acquire(&lock, &mut request, deadline)?;
         drop(turn);
@@ -562,6 +563,11 @@ impl RedisRwLock {
         (grant, holder)
     }
 
+    /// A lease id of this lock's owner, new.
+    fn new_lease_id(&self) -> String {
+        format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>())
+    }
+
     /// A call that removes the entry `entry` of `lease_id` and wakes whom it held back.
     fn release_call(&self, entry: &str, lease_id: &str) -> Call {
         let mut call = RELEASE.call();
@@ -592,16 +598,17 @@ impl Request for RwRequest<'_> {
 
     /// Takes the lease, or, refused, registers as a waiter (`queue`): a waiting writer
     /// holds new readers back, and a release wakes only registered waiters.
-    fn attempt(&mut self, queue: bool) -> Attempt {
+    fn attempt(&mut self, queue: bool) -> Call {
         let keys = &self.lock.keys;
         let mut call = ACQUIRE.call();
         call.key(keys.all())
             .key(&keys.fencing)
+            .key(&keys.released)
             .arg(self.mode.held())
             .arg(&self.lease_id)
             .arg(self.lock.options.expire.map_or(0, millis))
             .arg(if queue { millis(ENTRY_TTL) } else { 0 });
-        call.into()
+        call
     }
 
     fn read(&mut self, reply: scripts::Acquire) -> Result<Found<()>> {
@@ -617,16 +624,28 @@ impl Request for RwRequest<'_> {
                         .cloned(),
                 });
             }
-            scripts::Acquire::LeftToWaiter => return Err(Error::Protocol { what: "acquire" }),
+            scripts::Acquire::LeftToWaiter | scripts::Acquire::Undone => {
+                return Err(Error::Protocol { what: "acquire" });
+            }
         })
     }
 
-    /// Removes the lease and the registration this request's id may have left.
+    /// Removes the lease and the registration this request's id may have left, and notes
+    /// the id as undone.
     fn undo(&self) -> Vec<Call> {
-        [self.mode.held(), self.mode.waiting()]
-            .into_iter()
-            .map(|entry| self.lock.release_call(entry, &self.lease_id))
-            .collect()
+        let mut undo = self.lock.release_call(self.mode.held(), &self.lease_id);
+        undo.key(&self.lock.keys.released)
+            .arg(millis(undo_window(self.lock.options.response_timeout)))
+            .arg("undo");
+        vec![
+            undo,
+            self.lock.release_call(self.mode.waiting(), &self.lease_id),
+        ]
+    }
+
+    /// A new lease id: the undone one is refused from now on.
+    fn undone(&mut self) {
+        self.lease_id = self.lock.new_lease_id();
     }
 
     fn withdraw(&self) -> Option<Call> {

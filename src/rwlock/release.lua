@@ -17,6 +17,9 @@
 -- ARGV[3]: how long a wake-up waits for its waiter, in milliseconds
 -- ARGV[4]: with the releases' key, how long a release is remembered, in milliseconds
 --          (without it, nothing is remembered)
+-- ARGV[5]: 'undo' for the undo of a lock request whose reply was lost: the lease id is
+--          noted whatever it finds, so that a copy of the request that comes late is
+--          refused
 -- Returns the number of live entries removed (1 for one lease that was ours, or whose
 -- release happened moments ago: the same release sent again), whose waiters are then
 -- woken; 0 when the entry was gone or had expired (an expired entry is removed; nobody is
@@ -27,6 +30,11 @@ if #KEYS % 12 == 1 and ARGV[4] then
     released = KEYS[#KEYS]
     -- Read before anything is written: a script is not rolled back.
     forget_old(released)
+    -- An undo: the lease id is noted, so that a copy of its request that comes late is
+    -- refused.
+    if ARGV[5] == 'undo' then
+        note(released, ARGV[2], tonumber(ARGV[4]))
+    end
 end
 local function key(level, kind)
     return KEYS[(level - 1) * 12 + kind]

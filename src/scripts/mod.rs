@@ -204,6 +204,9 @@ pub(crate) enum Acquire {
     /// A key of the lock holds another type: some other program uses the name. `key` is
     /// its index in the call's keys (from 1), or 0 for the lock's own key.
     WrongType { key: usize },
+    /// This request was undone: a copy of it that came late (a live call never sends an
+    /// id again once it is undone).
+    Undone,
 }
 
 impl FromRedisValue for Acquire {
@@ -217,6 +220,7 @@ impl FromRedisValue for Acquire {
                 left: u64::try_from(detail).ok().map(Duration::from_millis),
             },
             2 => Acquire::LeftToWaiter,
+            3 => Acquire::Undone,
             -1 => Acquire::WrongType {
                 key: usize::try_from(detail).map_err(|_| bad("acquire", outcome, detail))?,
             },

@@ -45,7 +45,8 @@ impl ServerGrant for SemaphoreGrant {
         call.arg(&self.member)
             .arg(if self.fair { "1" } else { "0" })
             .arg("0")
-            .arg(millis(undo_window(self.on.response_timeout)));
+            .arg(millis(undo_window(self.on.response_timeout)))
+            .arg(millis(super::CAPACITY_LIFE));
         call
     }
 
@@ -53,11 +54,14 @@ impl ServerGrant for SemaphoreGrant {
         &LEASE_EXTEND
     }
 
+    /// Keeps a capacity set by `set_permits` alive with the permits.
     fn extend_part(&self, call: &mut Call, lease_ms: u64) {
         call.arg(1)
             .arg(&self.member)
             .arg(lease_ms)
-            .key(&self.keys.holders);
+            .arg(millis(super::CAPACITY_LIFE))
+            .key(&self.keys.holders)
+            .key(&self.keys.capacity);
     }
 }
 

@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::acquire::{self, Attempt, ENTRY_TTL, Found, Lock, Outcome, Request};
+use crate::acquire::{self, ENTRY_TTL, Found, Lock, Outcome, Request};
 use crate::conn::{self, Conn};
 use crate::error::{Error, Result, TryLockError};
 use crate::held::Held;
@@ -25,7 +25,7 @@ use crate::metrics::Labels;
 use crate::options::{AttemptId, Defaults, LockOptions, LockOptionsBuilder};
 use crate::pool::Pool;
 use crate::renewal::OnServer;
-use crate::scripts::{self, Call, Lua, lua};
+use crate::scripts::{self, Call, Lua, lua, undo_window};
 use crate::time::{Deadline, millis};
 use keys::{SemaphoreKeys, member, parse_member};
 
@@ -592,6 +592,11 @@ impl RedisSemaphore {
         script(&self.keys, op, self.permits, self.options.signal_expire)
     }
 
+    /// A lease id of this semaphore's owner, new.
+    fn new_lease_id(&self) -> String {
+        format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>())
+    }
+
     /// Runs an operation that may be sent twice (a read, a set, a reset).
     fn run<T>(
         &self,
@@ -696,7 +701,7 @@ impl RedisSemaphore {
         let request = &mut TakeRequest {
             semaphore: self,
             n,
-            lease_id: format!("{}#{:016x}", self.options.owner_id, rand::random::<u64>()),
+            lease_id: self.new_lease_id(),
             waiter: AttemptId::new(),
             turn,
         };
@@ -783,8 +788,9 @@ enum Take {
     Blocked { left: Option<Duration> },
     /// More permits asked for than the capacity.
     OverCapacity { capacity: u32 },
-    /// A key of the semaphore holds another type.
-    WrongType,
+    /// This request was undone: a copy of it that came late (a live call never sends an
+    /// id again once it is undone).
+    Undone,
 }
 
 impl redis::FromRedisValue for Take {
@@ -804,7 +810,7 @@ impl redis::FromRedisValue for Take {
             -2 => Take::OverCapacity {
                 capacity: number(detail)?,
             },
-            -1 => Take::WrongType,
+            3 => Take::Undone,
             _ => return Err(scripts::bad("semaphore", outcome, detail)),
         })
     }
@@ -837,7 +843,7 @@ impl Request for TakeRequest<'_> {
         vec![self.semaphore.keys.wake(self.waiter.as_str())]
     }
 
-    fn attempt(&mut self, queue: bool) -> Attempt {
+    fn attempt(&mut self, queue: bool) -> Call {
         let semaphore = self.semaphore;
         let mut call = semaphore.script("acquire");
         call.arg(&self.lease_id)
@@ -847,7 +853,7 @@ impl Request for TakeRequest<'_> {
             .arg(if queue { millis(ENTRY_TTL) } else { 0 })
             .arg(semaphore.fair_arg())
             .arg(millis(CAPACITY_LIFE));
-        call.into()
+        call
     }
 
     fn read(&mut self, reply: Take) -> Result<Found<Taken>> {
@@ -871,7 +877,11 @@ impl Request for TakeRequest<'_> {
                     ),
                 ));
             }
-            Take::WrongType => return Err(wrong_type(&self.semaphore.name)),
+            Take::Undone => {
+                return Err(Error::Protocol {
+                    what: "an undone request",
+                });
+            }
         })
     }
 
@@ -881,12 +891,23 @@ impl Request for TakeRequest<'_> {
         release
             .arg(&self.lease_id)
             .arg(self.semaphore.fair_arg())
-            .arg("1");
+            .arg("1")
+            .arg(millis(undo_window(self.semaphore.options.response_timeout)))
+            .arg(millis(CAPACITY_LIFE));
         vec![release, self.semaphore.leave_call(self.waiter.as_str())]
     }
 
     fn withdraw(&self) -> Option<Call> {
         Some(self.semaphore.leave_call(self.waiter.as_str()))
+    }
+
+    /// A new lease id (the undone one is refused from now on) and a new waiter.
+    fn undone(&mut self) {
+        self.lease_id = self.semaphore.new_lease_id();
+        self.waiter = AttemptId::new();
+        if let Some(turn) = self.turn {
+            turn.waits_as(self.waiter.as_str());
+        }
     }
 
     fn give_way(&self) -> bool {
@@ -924,8 +945,8 @@ mod tests {
             Take::OverCapacity { capacity: 3 }
         );
         assert_eq!(
-            Take::from_redis_value(triple(-1, 0, 0)).unwrap(),
-            Take::WrongType
+            Take::from_redis_value(triple(3, 0, 0)).unwrap(),
+            Take::Undone
         );
         assert!(Take::from_redis_value(triple(9, 0, 0)).is_err());
     }

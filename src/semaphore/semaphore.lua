@@ -24,15 +24,18 @@
 --            lease in ms ('0': never expires), ARGV[8] our waiter id, ARGV[9] how long our
 --            queue entry lives unless refreshed, in ms ('0': not to queue, a try), ARGV[10]
 --            '1' for fair mode (no permit is taken while a waiter that came first waits),
---            ARGV[11] how long a capacity set by set_permits is kept after this use (ms)
+--            ARGV[11] how long a capacity set by set_permits is kept after the last lease
+--            ends and the last waiter tries (ms)
 --   release: ARGV[5] the member to remove (or, with ARGV[7] = '1', the lease id whose
 --            member to remove: an undo, which does not know the capacity it was granted
 --            under), ARGV[6] '1' for fair mode, ARGV[8] how long the release is
---            remembered, in ms (KEYS[6]; '0' or none: not at all)
+--            remembered, in ms (KEYS[6]; '0' or none: not at all), ARGV[9] as acquire's
+--            ARGV[11]
 --   leave:   ARGV[5] our waiter id, ARGV[6] '1' for fair mode
 --   set:     ARGV[5] the new capacity, ARGV[6] how long it is kept (ms), ARGV[7] fair mode
 --   reset:   ARGV[5] if given, the owner id whose permits alone are removed
--- Returns, for 'acquire': {1, token, capacity} when granted, token being the fencing
+-- Returns, for 'acquire': {3, 0, 0} when this request was undone (a copy that came late;
+-- nothing is changed); {1, token, capacity} when granted, token being the fencing
 -- token (see fence.lua) and capacity the one it was granted under (its member is
 -- "<permits>/<capacity>:<lease id>"); {0, ms, 0} when not, ms being the time until the
 -- earliest holder's lease runs out (-1 when none will); {-2, capacity, 0} when more
@@ -81,6 +84,24 @@ local function hold(member, ends, last)
         redis.call('PERSIST', KEYS[1])
     elseif ends >= tonumber(last) then
         redis.call('PEXPIREAT', KEYS[1], ends)
+    end
+end
+
+-- The later of two ends of leases (ms since 1970, 'inf', or 0 for none).
+local function later(a, b)
+    if a == 'inf' or b == 'inf' then
+        return 'inf'
+    end
+    return math.max(tonumber(a), tonumber(b))
+end
+
+-- Keeps a capacity set by set_permits as long as anyone holds permits (the latest lease
+-- ends at `last`; 'inf': never) or waits, and `life` ms after.
+local function keep_capacity(last, life)
+    if last == 'inf' then
+        redis.call('PERSIST', KEYS[2])
+    else
+        redis.call('PEXPIREAT', KEYS[2], math.max(tonumber(last), now) + tonumber(life))
     end
 end
 
@@ -172,14 +193,18 @@ if op == 'acquire' then
     -- With our own member, if this very request holds permits already: it was sent again
     -- (its connection closed before the reply, and the undo sent after it reached the
     -- server first), and is granted once, its lease counted from now.
+    -- A copy of a request that was undone, come late: refused.
+    if noted(KEYS[6], ARGV[5]) then
+        return {3, 0, 0}
+    end
     local used, own, last = in_use(ARGV[5])
     local set = redis.call('GET', KEYS[2])
     local cap = tonumber(set or ARGV[2])
-    if set then
-        redis.call('PEXPIRE', KEYS[2], ARGV[11])
-    end
     local queue = queued()
     local ends = ARGV[7] == '0' and 'inf' or now + tonumber(ARGV[7])
+    if set then
+        keep_capacity(later(last, ends), ARGV[11])
+    end
     if own then
         local token = fence(KEYS[5])
         hold(own, ends, last)
@@ -221,7 +246,12 @@ if op == 'acquire' then
 elseif op == 'release' then
     -- A lease that ran out is no longer ours, even before a sweep removed it: 0 then.
     local member = ARGV[5]
+    local remember = tonumber(ARGV[8])
     if ARGV[7] == '1' then
+        -- An undo: the lease id is noted as undone, so that a copy of its request that
+        -- comes late is refused.
+        forget_old(KEYS[6])
+        note(KEYS[6], ARGV[5], remember)
         member = member_of(ARGV[5])
         if not member then
             return 0
@@ -232,13 +262,16 @@ elseif op == 'release' then
         -- This release, sent again: it happened.
         return noted(KEYS[6], member) and 1 or 0
     end
-    local remember = tonumber(ARGV[8] or '0')
     if remember > 0 then
         forget_old(KEYS[6])
     end
     local queue = queued()
     -- The holders keep their expiry: the latest lease's end, or later (this one's).
     redis.call('ZREM', KEYS[1], member)
+    if score == 'inf' and redis.call('EXISTS', KEYS[2]) == 1 then
+        local left = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+        keep_capacity(left[2] or 0, ARGV[9])
+    end
     if queue then
         wake(capacity() - in_use(), ARGV[6] == '1')
     end
@@ -258,10 +291,11 @@ elseif op == 'leave' then
     wake(capacity() - in_use(), ARGV[6] == '1')
     return 1
 elseif op == 'set' then
-    local used = in_use()
+    local used, _, last = in_use()
     capacity()
     queued()
-    redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
+    redis.call('SET', KEYS[2], ARGV[5])
+    keep_capacity(last, ARGV[6])
     wake(tonumber(ARGV[5]) - used, ARGV[7] == '1')
     return {tonumber(ARGV[5]), used}
 elseif op == 'reset' then

@@ -329,10 +329,13 @@ impl Sentinels {
             synced,
             "server {old} did not become a replica of server {new} in sync within {HANG:?}"
         );
+        // Healthy, and reported as a replica by its own `INFO`: a sentinel whose last `INFO`
+        // of it came before the demotion would demote it again once a next failover
+        // promotes it.
         let seen = eventually(HANG, || {
             (0..self.sentinels.len()).all(|k| {
-                self.replica_flags(k, old_port)
-                    .is_some_and(|flags| flags == "slave")
+                self.replica_field(k, old_port, "flags").as_deref() == Some("slave")
+                    && self.replica_field(k, old_port, "role-reported").as_deref() == Some("slave")
             })
         });
         assert!(
@@ -341,8 +344,8 @@ impl Sentinels {
         );
     }
 
-    /// The flags sentinel `k` shows for the replica on `port`.
-    fn replica_flags(&self, k: usize, port: u16) -> Option<String> {
+    /// The field `name` that sentinel `k` shows for the replica on `port`.
+    fn replica_field(&self, k: usize, port: u16, name: &str) -> Option<String> {
         let mut conn = quick_connection(&self.sentinel_url(k)).ok()?;
         let replicas: Vec<Vec<String>> = redis::cmd("SENTINEL")
             .arg("REPLICAS")
@@ -356,7 +359,7 @@ impl Sentinels {
                     .find(|kv| kv[0] == name)
                     .and_then(|kv| kv.get(1).cloned())
             };
-            (field("port")? == port.to_string()).then(|| field("flags"))?
+            (field("port")? == port.to_string()).then(|| field(name))?
         })
     }
 }

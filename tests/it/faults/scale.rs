@@ -183,7 +183,11 @@ fn a_hundred_thousand_locks_leave_no_key_behind() {
     let left = live_keys(&mut conn);
     // No lock and no signal is left; only the grant markers and the releases' notes, which
     // expire by themselves.
-    let lingering = |k: &str| k.starts_with("lock-grant:") || k.starts_with("lock-released:");
+    let lingering = |k: &str| {
+        k.starts_with("lock-grant:")
+            || k.starts_with("lock-released:")
+            || k.starts_with("lock-done:")
+    };
     let ours: Vec<&String> = left
         .iter()
         .filter(|k| k.contains("hygiene-") && !lingering(k))

@@ -420,6 +420,7 @@ fn a_lock_request_that_arrives_twice_is_granted_once_in_every_kind() {
             .arg("0")
             .arg(attempt)
             .arg(10_000)
+            .arg("lock-done:twice:")
             .invoke(conn)
             .unwrap()
     };
@@ -443,6 +444,7 @@ fn a_lock_request_that_arrives_twice_is_granted_once_in_every_kind() {
             call.key(format!("rwlock:{kind}:twice"));
         }
         call.key("lock-fencing-counter")
+            .key("rwlock:released:twice")
             .arg(mode)
             .arg(lease)
             .arg(30_000)

@@ -359,6 +359,7 @@ impl FairScript {
             .arg(token)
             .arg(3000)
             .arg(10_000)
+            .arg(format!("lock-done:{n}:"))
             .invoke(&mut self.conn)
             .unwrap()
     }
@@ -369,8 +370,9 @@ impl FairScript {
         redis::from_redis_value(reply).unwrap()
     }
 
-    fn release(&mut self, owner: &str, token: i64) -> i64 {
-        redis::from_redis_value(self.call("release", owner, "", 0, token)).unwrap()
+    /// A release by `owner` of the grant with `token`, made for the waiter `waiter`.
+    fn release(&mut self, owner: &str, waiter: &str, token: i64) -> i64 {
+        redis::from_redis_value(self.call("release", owner, waiter, 0, token)).unwrap()
     }
 }
 
@@ -389,7 +391,7 @@ fn an_attempt_after_a_missed_handoff_claims_it_and_the_release_frees_the_lock() 
     assert_eq!(granted, 1);
     assert_eq!(fair.acquire("waiter", "w1", 0), (0, -1), "queued");
     // The waiter's BLPOP has ended; the release hands the lock to it meanwhile.
-    assert_eq!(fair.release("holder", first), 2, "handed over");
+    assert_eq!(fair.release("holder", "h1", first), 2, "handed over");
     let (outcome, token) = fair.acquire("waiter", "w1", 0);
     assert_eq!(
         outcome, 1,
@@ -403,7 +405,11 @@ fn an_attempt_after_a_missed_handoff_claims_it_and_the_release_frees_the_lock() 
         0,
         "the waiter is not queued again"
     );
-    assert_eq!(fair.release("waiter", token), 1, "released, nobody queued");
+    assert_eq!(
+        fair.release("waiter", "w1", token),
+        1,
+        "released, nobody queued"
+    );
     let owner: Option<String> = conn.get("lock:missed").unwrap();
     assert_eq!(owner, None, "the lock is free, not handed to a stale entry");
 }
@@ -418,7 +424,7 @@ fn a_grant_whose_wake_up_was_lost_is_claimed_by_the_next_attempt() {
     let mut conn = server.connection();
     let (_, first) = fair.acquire("holder", "h1", 0);
     assert_eq!(fair.acquire("waiter", "w1", 0), (0, -1));
-    assert_eq!(fair.release("holder", first), 2);
+    assert_eq!(fair.release("holder", "h1", first), 2);
     // The waiter's BLPOP pops the wake-up; its reply never reaches the waiter.
     let popped: Option<String> = conn.lpop(fair.wake("w1"), None).unwrap();
     assert!(popped.is_some());
@@ -450,7 +456,7 @@ fn a_stale_wake_up_is_dropped_by_the_next_attempt() {
     let (_, first) = fair.acquire("holder", "h1", 0);
     assert_eq!(fair.acquire("waiter", "w1", 50).0, 0);
     assert_eq!(
-        fair.release("holder", first),
+        fair.release("holder", "h1", first),
         2,
         "handed to the waiter, 50 ms"
     );
@@ -488,7 +494,7 @@ fn a_killed_waiter_of_a_lock_without_expiry_holds_it_up_for_seconds_not_forever(
     assert_eq!(fair.acquire("doomed", "d1", 0).0, 0, "queued");
     // The waiter dies; its entry is still fresh when the release comes.
     assert_eq!(
-        fair.release("holder", first),
+        fair.release("holder", "h1", first),
         2,
         "handed to the dead waiter"
     );
@@ -514,27 +520,41 @@ fn a_release_sent_twice_is_told_it_happened_in_either_mode() {
     // Fair mode, by hand.
     let mut fair = FairScript::new(&server, "twice-fair");
     let (_, token) = fair.acquire("holder", "h1", 0);
-    assert_eq!(fair.release("holder", token), 1);
+    assert_eq!(fair.release("holder", "h1", token), 1);
     assert_eq!(
-        fair.release("holder", token),
+        fair.release("holder", "h1", token),
         1,
         "the same release, sent again"
     );
+    // Another grant is acquired and released; the first release, sent again, still
+    // happened.
+    let (_, other) = fair.acquire("holder", "h2", 0);
+    assert_eq!(fair.release("holder", "h2", other), 1);
     assert_eq!(
-        fair.release("holder", token + 1),
+        fair.release("holder", "h1", token),
+        1,
+        "the first release, sent again after another grant's"
+    );
+    assert_eq!(
+        fair.release("holder", "h3", token + 1),
         0,
-        "another grant's release"
+        "a grant never made"
     );
     // The default mode, by hand, as the crate sends it.
     let release = crate::support::script("mutex/release.lua");
-    let _: () = conn.set("lock:twice", "holder").unwrap();
-    let _: () = conn.set("lock-grant:twice", "a1|7|holder").unwrap();
-    let send = |conn: &mut redis::Connection, token: u64| -> i64 {
+    let grant = |conn: &mut redis::Connection, attempt: &str, token: u64| {
+        let _: () = conn.set("lock:twice", "holder").unwrap();
+        let _: () = conn
+            .set("lock-grant:twice", format!("{attempt}|{token}|holder"))
+            .unwrap();
+    };
+    let send = |conn: &mut redis::Connection, attempt: &str, token: u64| -> i64 {
         release
             .key("lock:twice")
             .key("lock-signal:twice")
             .key("lock-grant:twice")
             .key("lock-released:twice")
+            .key(format!("lock-done:twice:{attempt}"))
             .arg("holder")
             .arg(1000)
             .arg(token)
@@ -542,9 +562,17 @@ fn a_release_sent_twice_is_told_it_happened_in_either_mode() {
             .invoke(conn)
             .unwrap()
     };
-    assert_eq!(send(&mut conn, 7), 1);
-    assert_eq!(send(&mut conn, 7), 1, "the same release, sent again");
-    assert_eq!(send(&mut conn, 8), 0, "another grant's release");
+    grant(&mut conn, "a1", 7);
+    assert_eq!(send(&mut conn, "a1", 7), 1);
+    assert_eq!(send(&mut conn, "a1", 7), 1, "the same release, sent again");
+    grant(&mut conn, "a2", 8);
+    assert_eq!(send(&mut conn, "a2", 8), 1);
+    assert_eq!(
+        send(&mut conn, "a1", 7),
+        1,
+        "the first release, sent again after another grant's"
+    );
+    assert_eq!(send(&mut conn, "a3", 9), 0, "a grant never made");
     let ttl: i64 = conn.pttl("lock-released:twice").unwrap();
     assert!(
         ttl > 0 && ttl <= 10_000,
