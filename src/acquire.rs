@@ -186,7 +186,8 @@ fn drive<R: Request>(
     // When the last attempt was sent.
     let mut last_sent = None::<Instant>;
     let mut nap = request.first_nap();
-    let contended = nap.is_some();
+    // Made to wait: for a sibling's lease, or by a refused attempt.
+    let mut contended = nap.is_some();
     loop {
         if nap.is_none() {
             if entry.queued && request.give_way() {
@@ -226,7 +227,10 @@ fn drive<R: Request>(
                         extra,
                     ));
                 }
-                Found::Blocked(hint) => nap = Some(hint),
+                Found::Blocked(hint) => {
+                    contended = true;
+                    nap = Some(hint);
+                }
             }
         }
         let mut pause = nap.take().unwrap_or(MAX_WAIT).min(MAX_WAIT);

@@ -140,7 +140,10 @@ impl PoolBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`] for a setting out of range or a URL that cannot be parsed;
+    /// [`Error::InvalidOptions`] for a setting out of range or a URL that cannot be parsed,
+    /// and when what is at the address cannot hold the locks (a Sentinel, a node of a
+    /// cluster, something that does not speak Redis), has no such database, or has no
+    /// password and was given one: the message says what is there and what to use instead;
     /// [`Error::Unreachable`] when nothing answers at the address within the connect
     /// timeout, or TLS fails; [`Error::AuthFailed`] when the server refuses the
     /// credentials.
@@ -184,7 +187,7 @@ impl PoolBuilder {
         let server = link::server_name(&info);
         if !self.lazy {
             // Fails fast, naming the server, instead of letting the first lock wait it out.
-            link::connect(
+            link::connect_direct(
                 &info,
                 self.config.connect_timeout,
                 self.config.response_timeout,
@@ -245,10 +248,11 @@ impl PoolBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`] for a setting out of range, an empty list or a URL that
-    /// cannot be parsed; [`Error::Unreachable`] when no sentinel could be reached, none
-    /// knows `service`, or its primary could not be reached; [`Error::AuthFailed`] when the
-    /// primary refuses the credentials.
+    /// [`Error::InvalidOptions`] for a setting out of range, an empty list, a URL that
+    /// cannot be parsed, or an address where a plain server answers instead of a Sentinel;
+    /// [`Error::Unreachable`] when no sentinel could be reached, none knows `service`, or
+    /// its primary could not be reached; [`Error::AuthFailed`] when the primary refuses the
+    /// credentials.
     ///
     /// # Examples
     ///
@@ -299,6 +303,7 @@ impl PoolBuilder {
             response_timeout: self.config.response_timeout,
             health: Arc::new(Health::new(server.clone())),
             primary: None,
+            room: None,
         };
         if !self.lazy {
             r2d2::ManageConnection::connect(&manager)?;

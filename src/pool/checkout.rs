@@ -3,8 +3,6 @@
 //! caller's own thread while the pool's last attempt had failed), and [`Node::get`], which
 //! waits for one while watching the server's health.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use r2d2::PooledConnection;
@@ -17,7 +15,7 @@ pub(crate) enum Pooled {
     Own(PooledConnection<Manager>),
     /// Made on the caller's thread while the pool's last attempt had failed; closed when
     /// dropped, when it stops counting against the pool's size (the count it is in).
-    Detached(Link, Arc<AtomicU32>),
+    Detached(Link),
     /// Of a pool given to `Pool::try_from`: what we know of its socket lives in its r2d2
     /// extensions between checkouts.
     Foreign {
@@ -34,7 +32,7 @@ impl Pooled {
                 let Link { conn, state, .. } = &mut **pooled;
                 (conn, state)
             }
-            Pooled::Detached(Link { conn, state, .. }, _) => (conn, state),
+            Pooled::Detached(Link { conn, state, .. }) => (conn, state),
             Pooled::Foreign { conn, state } => (&mut **conn, state),
         }
     }
@@ -42,7 +40,7 @@ impl Pooled {
     pub(crate) fn connection(&self) -> &redis::Connection {
         match self {
             Pooled::Own(pooled) => &pooled.conn,
-            Pooled::Detached(link, _) => &link.conn,
+            Pooled::Detached(link) => &link.conn,
             Pooled::Foreign { conn, .. } => conn,
         }
     }
@@ -51,7 +49,7 @@ impl Pooled {
     pub(crate) fn server<'a>(&'a self, node: &'a Node) -> &'a str {
         match self {
             Pooled::Own(pooled) => &pooled.server,
-            Pooled::Detached(link, _) => &link.server,
+            Pooled::Detached(link) => &link.server,
             Pooled::Foreign { .. } => node.server(),
         }
     }
@@ -71,10 +69,7 @@ impl Drop for Pooled {
             Pooled::Foreign { conn, state } => {
                 PooledConnection::extensions_mut(conn).insert(std::mem::take(state));
             }
-            Pooled::Detached(_, count) => {
-                count.fetch_sub(1, Ordering::Relaxed);
-            }
-            Pooled::Own(_) => {}
+            Pooled::Own(_) | Pooled::Detached(_) => {}
         }
     }
 }
@@ -130,21 +125,6 @@ impl Node {
             }
     }
 
-    /// Counts one more connection made on a caller's thread, if the pool's own and those
-    /// leave room for it under `max_size`: the count, to give back when it closes.
-    fn count_detached(&self) -> Option<Arc<AtomicU32>> {
-        let NodePool::Own(pool) = &self.pool else {
-            return None;
-        };
-        let own = pool.state().connections;
-        self.detached
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (own + n < pool.max_size()).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| self.detached.clone())
-    }
-
     fn pool_timeout(&self, wait: Duration) -> Error {
         Error::PoolTimeout {
             server: self.server().to_owned(),
@@ -193,19 +173,7 @@ impl Node {
             let Some(manager) = &self.manager else {
                 return Err(failure.unwrap_or_else(|| self.pool_timeout(wait)));
             };
-            // Counted against the pool's size, and made within the caller's wait.
-            if let Some(count) = self.count_detached() {
-                let link = manager.connect_within(wait).inspect_err(|_| {
-                    count.fetch_sub(1, Ordering::Relaxed);
-                })?;
-                if failure.is_some() {
-                    *self.detached_at.lock() = Some(Instant::now());
-                }
-                return Ok(Pooled::Detached(link, count));
-            }
-            if let Some(failure) = failure {
-                return Err(failure);
-            }
+            return self.connect_here(manager, wait, failure);
         }
         // A first share of the wait long enough for one connection attempt to end, watching
         // for it to fail.
@@ -219,6 +187,37 @@ impl Node {
                 .failure()
                 .unwrap_or_else(|| self.pool_timeout(wait))
         })
+    }
+
+    /// A connection made on this thread within `wait`, counted against the pool's size;
+    /// while the pool's connections and other callers' fill it, a pooled one that comes
+    /// free or room for one more, whichever comes first. `failure`: the pool's last attempt
+    /// failed (reported if `wait` passes with neither).
+    fn connect_here(
+        &self,
+        manager: &Manager,
+        wait: Duration,
+        failure: Option<Error>,
+    ) -> Result<Pooled> {
+        let started = Instant::now();
+        let mut slice = HEALTH_SLICES.0;
+        loop {
+            let left = wait.saturating_sub(started.elapsed());
+            if let Some(link) = manager.connect_in_room(left)? {
+                if failure.is_some() {
+                    *self.detached_at.lock() = Some(Instant::now());
+                }
+                return Ok(Pooled::Detached(link));
+            }
+            if let Some(pooled) = self.get_timeout(slice.min(left)) {
+                return Ok(pooled);
+            }
+            if started.elapsed() >= wait {
+                let failure = self.health.failure().or(failure);
+                return Err(failure.unwrap_or_else(|| self.pool_timeout(wait)));
+            }
+            slice = (slice * 2).min(HEALTH_SLICES.1);
+        }
     }
 
     /// Waits up to `wait` for a connection, in slices that double from 5 ms to 200 ms, and

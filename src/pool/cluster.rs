@@ -155,7 +155,7 @@ impl Cluster {
             .or_insert_with(|| {
                 let (host, port) = split_addr(addr);
                 let info = link::at(&self.seeds[0], host, port);
-                Node::new(Target::Direct(info), addr.to_owned(), &self.config)
+                Node::new(Target::ClusterNode(info), addr.to_owned(), &self.config)
             })
             .clone()
     }

@@ -17,6 +17,9 @@ pub(crate) struct Health {
 #[derive(Debug, Clone)]
 pub(super) struct Failure {
     auth: bool,
+    /// What is at the address is not what the pool was built for (a Sentinel given as a
+    /// server, a database it does not have, ...): the setting to change, and how.
+    wrong: Option<(&'static str, String)>,
     source: redis::RedisError,
 }
 
@@ -25,7 +28,26 @@ impl Failure {
     pub(super) fn new(source: redis::RedisError) -> Failure {
         let auth = source.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(source.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
-        Failure { auth, source }
+        Failure {
+            auth,
+            wrong: None,
+            source,
+        }
+    }
+
+    /// The server at the address is not what the pool was built for: `field` says what to
+    /// change, `reason` (naming the server) what is there and what to use instead.
+    pub(super) fn wrong(field: &'static str, reason: String, source: redis::RedisError) -> Failure {
+        Failure {
+            auth: false,
+            wrong: Some((field, reason)),
+            source,
+        }
+    }
+
+    /// Whether the credentials were refused.
+    pub(super) fn is_auth(&self) -> bool {
+        self.auth
     }
 
     /// The error the attempt failed with.
@@ -34,6 +56,9 @@ impl Failure {
     }
 
     pub(super) fn to_error(&self, server: &str) -> Error {
+        if let Some((field, reason)) = &self.wrong {
+            return Error::invalid(field, reason.clone());
+        }
         let server = server.to_owned();
         let source = self.source.clone();
         if self.auth {

@@ -14,6 +14,8 @@ pub(crate) struct Link {
     pub(super) state: LinkState,
     /// The server it is connected to, for error messages.
     pub(super) server: Arc<str>,
+    /// Its place among its pool's connections (see `Room`).
+    pub(super) place: Option<super::manager::Place>,
 }
 
 /// What we last did to a connection, so that a hot path does not repeat it.
@@ -67,7 +69,103 @@ pub(super) fn connect(
             ..LinkState::default()
         },
         server: server_name(info).into(),
+        place: None,
     })
+}
+
+/// Connects to `info`, a server given by its address, as [`connect`] does, and checks that
+/// it is one that can hold locks: not a Sentinel, not a node of a cluster, something that
+/// speaks Redis, with the database asked for and no password it does not want. Each of
+/// those fails with one line that says what is there and what to use instead.
+pub(super) fn connect_direct(
+    info: &ConnectionInfo,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Link, Failure> {
+    let server = server_name(info);
+    let mut link = match connect(info, connect_timeout, response_timeout) {
+        Ok(link) => link,
+        Err(failure) => return Err(explain(failure, info, connect_timeout, response_timeout)),
+    };
+    let about: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut link.conn)
+        .map_err(Failure::new)?;
+    let mode = about
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("redis_mode:")
+                .or(l.strip_prefix("server_mode:"))
+        })
+        .map(str::trim);
+    let instead = match mode {
+        Some("sentinel") => format!(
+            "redis at {server} is a Sentinel, which holds no locks; use \
+             `Pool::sentinel(&[\"redis://{server}/\"], \"<service>\")` (`SENTINEL MASTERS` \
+             there lists its services)"
+        ),
+        Some("cluster") => format!(
+            "redis at {server} is a node of a Redis Cluster; use \
+             `Pool::cluster(&[\"redis://{server}/\"])`"
+        ),
+        _ => return Ok(link),
+    };
+    Err(Failure::wrong("url", instead, wrong_server(&server)))
+}
+
+/// A connection attempt to a server given by its address that failed, made clearer where
+/// what is at the address says why: it does not speak Redis, it has no such database, or
+/// it wants no password at all.
+fn explain(
+    failure: Failure,
+    info: &ConnectionInfo,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Failure {
+    let server = server_name(info);
+    let source = failure.clone().into_source();
+    let detail = source.detail().unwrap_or_default();
+    if matches!(
+        source.kind(),
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+    ) {
+        let reason = format!(
+            "what answers at {server} does not speak the Redis protocol (an HTTP server, \
+             say); check the host and port"
+        );
+        return Failure::wrong("url", reason, source);
+    }
+    if detail.contains("DB index is out of range") {
+        let db = info.redis_settings().db();
+        let reason = format!(
+            "redis at {server} has no database {db} (it has 16 unless its `databases` \
+             setting says otherwise: `CONFIG GET databases`); pick a lower one in the url"
+        );
+        return Failure::wrong("url", reason, source);
+    }
+    if failure.is_auth() && info.redis_settings().password().is_some() {
+        // Does it answer without any? Then it has no password to check ours against.
+        let settings = redis::RedisConnectionInfo::default().set_db(info.redis_settings().db());
+        let bare = info.clone().set_redis_settings(settings);
+        if connect(&bare, connect_timeout, response_timeout).is_ok() {
+            let reason = format!(
+                "redis at {server} has no password set (it answers without one), and refused \
+                 the credentials given; drop them from the url, or set them up on the server \
+                 (`requirepass`, or an ACL user)"
+            );
+            return Failure::wrong("password", reason, source);
+        }
+    }
+    failure
+}
+
+/// The error a misplaced server's failure carries.
+fn wrong_server(server: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "not a server that holds locks",
+        server.to_owned(),
+    ))
 }
 
 /// `template` with its address replaced by `host:port`, keeping its TLS settings.

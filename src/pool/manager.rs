@@ -2,20 +2,23 @@
 //! primary the sentinels name, which `sentinel` follows.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use redis::ConnectionInfo;
 
 use super::health::Health;
-use super::link::{Link, connect};
+use super::link::{Link, connect, connect_direct};
 use super::sentinel::{Primary, SentinelTarget, connect_primary};
 use crate::error::Error;
 
 /// Where connections go.
 #[derive(Debug, Clone)]
 pub(super) enum Target {
-    /// One server, as given.
+    /// One server, as given: checked to be one that holds locks on its own.
     Direct(ConnectionInfo),
+    /// A node of a cluster, as its slot map names it.
+    ClusterNode(ConnectionInfo),
     /// The primary that Sentinel names for a service.
     Sentinel(SentinelTarget),
 }
@@ -29,15 +32,71 @@ pub(crate) struct Manager {
     pub(super) health: Arc<Health>,
     /// Behind Sentinel, once the pool follows the sentinels: the server they name now.
     pub(super) primary: Option<Arc<Primary>>,
+    /// The room of a pool's connections (none for a single check of a server).
+    pub(super) room: Option<Arc<Room>>,
+}
+
+/// The room of one server's connections: those the pool makes in the background and those
+/// callers make on their own threads while it recovers stay within `max_size` together
+/// (r2d2 knows only its own).
+#[derive(Debug)]
+pub(crate) struct Room {
+    open: AtomicU32,
+    max: u32,
+}
+
+impl Room {
+    pub(super) fn new(max: u32) -> Arc<Room> {
+        Arc::new(Room {
+            open: AtomicU32::new(0),
+            max,
+        })
+    }
+
+    /// A place for one more connection, if there is room.
+    fn take(self: &Arc<Room>) -> Option<Place> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(self.clone()))
+    }
+}
+
+/// One connection's place in its [`Room`], given back when the connection closes.
+#[derive(Debug)]
+pub(crate) struct Place(Arc<Room>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Manager {
     /// A connection, its connect bounded by `wait` as well as by the connect timeout (a
-    /// caller's thread connects within what is left of its call).
-    pub(crate) fn connect_within(&self, wait: Duration) -> Result<Link, Error> {
+    /// caller's thread connects within what is left of its call); `None` when the pool's
+    /// connections fill its room.
+    pub(crate) fn connect_in_room(&self, wait: Duration) -> Result<Option<Link>, Error> {
+        let place = match &self.room {
+            Some(room) => match room.take() {
+                Some(place) => Some(place),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let mut link = self.connect_within(wait)?;
+        link.place = place;
+        Ok(Some(link))
+    }
+
+    /// A connection made within `wait` and the connect timeout, outside any room.
+    pub(super) fn connect_within(&self, wait: Duration) -> Result<Link, Error> {
         let timeout = self.connect_timeout.min(wait);
         let connected = match &self.target {
-            Target::Direct(info) => connect(info, timeout, self.response_timeout),
+            Target::Direct(info) => connect_direct(info, timeout, self.response_timeout),
+            Target::ClusterNode(info) => connect(info, timeout, self.response_timeout),
             Target::Sentinel(target) => connect_primary(
                 target,
                 self.primary.as_deref(),
@@ -62,6 +121,7 @@ impl Manager {
             response_timeout: self.response_timeout,
             health: self.health.clone(),
             primary: self.primary.clone(),
+            room: self.room.clone(),
         }
     }
 }
@@ -70,8 +130,14 @@ impl r2d2::ManageConnection for Manager {
     type Connection = Link;
     type Error = Error;
 
+    /// A full room is no failure of the server: r2d2 tries again after a backoff, by when
+    /// the connections made on callers' threads may have closed.
     fn connect(&self) -> Result<Link, Error> {
-        self.connect_within(self.connect_timeout)
+        self.connect_in_room(self.connect_timeout)?
+            .ok_or_else(|| Error::PoolTimeout {
+                server: self.health.server().to_owned(),
+                after: Duration::ZERO,
+            })
     }
 
     /// Not used for checkouts (the pools never test on checkout); bounded by the

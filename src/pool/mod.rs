@@ -115,9 +115,6 @@ pub(crate) struct Node {
     /// attempt had failed: for a while after, the pool's own attempts may still be a
     /// backoff away (see `Node::get`).
     detached_at: parking_lot::Mutex<Option<std::time::Instant>>,
-    /// How many connections made on callers' threads are open: they count against the
-    /// pool's `max_size` with its own.
-    detached: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// An r2d2 pool of this crate's, or one given to [`Pool::try_from`].
@@ -154,7 +151,7 @@ impl Node {
                 config.connect_timeout,
                 config.response_timeout,
             )),
-            Target::Direct(_) => None,
+            Target::Direct(_) | Target::ClusterNode(_) => None,
         };
         let health = Arc::new(Health::new(server));
         let manager = Manager {
@@ -163,6 +160,7 @@ impl Node {
             response_timeout: config.response_timeout,
             health: health.clone(),
             primary: primary.clone(),
+            room: Some(manager::Room::new(config.max_size)),
         };
         let spare = manager.clone_settings();
         let pool = r2d2::Pool::builder()
@@ -181,7 +179,6 @@ impl Node {
             primary,
             retired: AtomicBool::new(false),
             detached_at: parking_lot::Mutex::new(None),
-            detached: Arc::default(),
         })
     }
 
@@ -214,9 +211,12 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`] for a URL that cannot be parsed; [`Error::Unreachable`]
-    /// when nothing answers at the address within the connect timeout (2 s), or TLS fails;
-    /// [`Error::AuthFailed`] when the server refuses the credentials.
+    /// [`Error::InvalidOptions`] for a URL that cannot be parsed, and when what is at the
+    /// address cannot hold the locks (a Sentinel, a node of a cluster, something that does
+    /// not speak Redis), has no such database, or has no password and was given one;
+    /// [`Error::Unreachable`] when nothing answers at the address within the connect
+    /// timeout (2 s), or TLS fails; [`Error::AuthFailed`] when the server refuses the
+    /// credentials.
     ///
     /// # Examples
     ///
@@ -399,7 +399,6 @@ impl TryFrom<r2d2::Pool<redis::Client>> for Pool {
             primary: None,
             retired: AtomicBool::new(false),
             detached_at: parking_lot::Mutex::new(None),
-            detached: Arc::default(),
         });
         Ok(Pool::with_topology(config, Topology::Single(node)))
     }

@@ -571,7 +571,7 @@ pub(super) fn connect_primary(
                 .arg("GET-MASTER-ADDR-BY-NAME")
                 .arg(&target.service)
                 .query::<Option<(String, u16)>>(&mut link.conn)
-                .map_err(Failure::new)
+                .map_err(|e| not_a_sentinel(e, sentinel))
         });
         let (host, port) = match primary {
             Ok(Some(address)) => address,
@@ -603,6 +603,21 @@ pub(super) fn connect_primary(
             "no sentinel given",
         )))
     }))
+}
+
+/// A failure of `SENTINEL` at `sentinel`: one line that says so when what answers there is
+/// a plain server (`unknown command`), not a Sentinel.
+fn not_a_sentinel(e: redis::RedisError, sentinel: &redis::ConnectionInfo) -> Failure {
+    if !e.detail().is_some_and(|d| d.contains("unknown command")) {
+        return Failure::new(e);
+    }
+    let server = server_name(sentinel);
+    let reason = format!(
+        "redis at {server} is not a Sentinel (it does not know `SENTINEL`); give the \
+         sentinels' addresses (port 26379 by default), or use `Pool::new(\"redis://{server}/\")` \
+         for a server without Sentinel"
+    );
+    Failure::wrong("sentinels", reason, e)
 }
 
 #[cfg(test)]

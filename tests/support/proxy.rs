@@ -350,3 +350,247 @@ fn pump(shared: &Shared, mut from: &TcpStream, mut to: &TcpStream, cut: &AtomicB
         }
     }
 }
+
+/// A TCP proxy on `127.0.0.1` that can hold one request back: armed with
+/// [`hold_next_containing`](Self::hold_next_containing), it takes the next chunk with given
+/// bytes that a client sends on any connection, forwards nothing of it, and hangs up on that client at once (the client
+/// sees its connection closed before any reply), while keeping the connection to the server
+/// open. [`deliver_held`](Self::deliver_held) later sends the held bytes to the server on
+/// that connection and returns the server's reply: a request's first copy reaching the server
+/// late, after whatever the client did meanwhile on other connections. Every other chunk is
+/// forwarded at once. Everything stops when the proxy is dropped.
+pub struct HoldingProxy {
+    port: u16,
+    shared: Arc<HoldShared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+struct HoldShared {
+    state: Mutex<HoldState>,
+    /// Signalled when a request is held and when a held connection's server replies.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct HoldState {
+    /// Armed: the next chunk that contains these bytes is held.
+    hold_next: Option<Vec<u8>>,
+    /// The connection whose request is held, until its late copy has been answered.
+    held_link: Option<u64>,
+    /// The held request: the server side of its connection, and the bytes.
+    held: Option<(TcpStream, Vec<u8>)>,
+    /// What the server sent on the held connection (its reply to the late copy).
+    late_reply: Vec<u8>,
+    links: HashMap<u64, Link>,
+    next_id: u64,
+    accepted: u64,
+    shutdown: bool,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+impl HoldingProxy {
+    /// Starts a proxy on a free loopback port, forwarding to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> HoldingProxy {
+        let listener = loop_bind();
+        let port = listener.local_addr().unwrap().port();
+        let upstream: SocketAddr = ([127, 0, 0, 1], upstream).into();
+        let shared = Arc::new(HoldShared {
+            state: Mutex::new(HoldState::default()),
+            changed: Condvar::new(),
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("holding-proxy-{port}"))
+                .spawn(move || hold_accept_loop(listener, upstream, shared))
+                .expect("start the proxy's accept thread")
+        };
+        HoldingProxy {
+            port,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A pool through the proxy built by `builder`, without connecting first.
+    pub fn pool_with(&self, builder: PoolBuilder) -> Pool {
+        builder
+            .connect_lazy(true)
+            .build(&self.url())
+            .expect("a valid URL")
+    }
+
+    /// How many connections the proxy has accepted.
+    pub fn accepted(&self) -> u64 {
+        self.shared.state.lock().unwrap().accepted
+    }
+
+    /// Arms the proxy: the next chunk any client sends that contains `bytes` (`b"EVAL"`:
+    /// a script call) is held, and its client hung up on; chunks before it pass.
+    pub fn hold_next_containing(&self, bytes: &[u8]) {
+        self.shared.state.lock().unwrap().hold_next = Some(bytes.to_vec());
+    }
+
+    /// The bytes held, once a request has been held (`None` if none was within `timeout`).
+    pub fn held(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state.lock().unwrap();
+        loop {
+            if let Some((_, bytes)) = &state.held {
+                return Some(bytes.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self.shared.changed.wait_timeout(state, left).unwrap().0;
+        }
+    }
+
+    /// Sends the held request to the server on its own connection, waits up to `timeout`
+    /// for the server's reply (so the request has run when this returns `Some`), closes
+    /// that connection and returns the reply. `None` if nothing was held or no reply came.
+    pub fn deliver_held(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let (mut server, bytes) = self.shared.state.lock().unwrap().held.take()?;
+        let written = server.write_all(&bytes);
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state.lock().unwrap();
+        while written.is_ok() && state.late_reply.is_empty() && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            state = self.shared.changed.wait_timeout(state, left).unwrap().0;
+        }
+        let reply = std::mem::take(&mut state.late_reply);
+        if let Some(link) = state
+            .held_link
+            .take()
+            .and_then(|id| state.links.remove(&id))
+        {
+            link.close();
+        }
+        drop(state);
+        server.shutdown(Shutdown::Both).ok();
+        (written.is_ok() && !reply.is_empty()).then_some(reply)
+    }
+}
+
+impl Drop for HoldingProxy {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.shutdown = true;
+        for (_, link) in state.links.drain() {
+            link.close();
+        }
+        if let Some((server, _)) = state.held.take() {
+            server.shutdown(Shutdown::Both).ok();
+        }
+        drop(state);
+        self.shared.changed.notify_all();
+        TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), CONNECT_TIMEOUT).ok();
+        if let Some(acceptor) = self.acceptor.take() {
+            acceptor.join().ok();
+        }
+        let pumps = std::mem::take(&mut self.shared.state.lock().unwrap().pumps);
+        for pump in pumps {
+            pump.join().ok();
+        }
+    }
+}
+
+fn hold_accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<HoldShared>) {
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        if shared.state.lock().unwrap().shutdown {
+            return;
+        }
+        let Ok(server) = TcpStream::connect_timeout(&upstream, CONNECT_TIMEOUT) else {
+            client.shutdown(Shutdown::Both).ok();
+            continue;
+        };
+        client.set_nodelay(true).ok();
+        server.set_nodelay(true).ok();
+        let mut state = shared.state.lock().unwrap();
+        if state.shutdown {
+            return;
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.accepted += 1;
+        let link = Link {
+            client: client.try_clone().expect("clone a socket"),
+            server: server.try_clone().expect("clone a socket"),
+            cut: Arc::new(AtomicBool::new(false)),
+        };
+        state.links.insert(id, link);
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pumps)
+            .into_iter()
+            .partition(JoinHandle::is_finished);
+        state.pumps = running;
+        for pump in done {
+            pump.join().ok();
+        }
+        for up in [true, false] {
+            let shared = shared.clone();
+            let (from, to) = if up {
+                (client.try_clone().unwrap(), server.try_clone().unwrap())
+            } else {
+                (server.try_clone().unwrap(), client.try_clone().unwrap())
+            };
+            let pump = thread::Builder::new()
+                .name(format!("holding-proxy-{id}"))
+                .spawn(move || hold_pump(&shared, id, up, &from, &to));
+            state.pumps.extend(pump.ok());
+        }
+    }
+}
+
+/// Forwards chunks one way; upstream, holds the first matching chunk after the proxy was
+/// armed (and hangs up on its client); downstream, keeps what the server sends on the held connection.
+fn hold_pump(shared: &HoldShared, id: u64, up: bool, mut from: &TcpStream, mut to: &TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut state = shared.state.lock().unwrap();
+        if state.shutdown {
+            break;
+        }
+        let matches = |pattern: &Vec<u8>| {
+            pattern.is_empty() || buf[..n].windows(pattern.len()).any(|w| w == &pattern[..])
+        };
+        if up && state.hold_next.as_ref().is_some_and(matches) {
+            state.hold_next = None;
+            // Held: the client sees its connection closed before any reply; the server side
+            // stays open for the late delivery.
+            state.held_link = Some(id);
+            state.held = Some((to.try_clone().expect("clone a socket"), buf[..n].to_vec()));
+            drop(state);
+            shared.changed.notify_all();
+            from.shutdown(Shutdown::Both).ok();
+            return;
+        }
+        if state.held_link == Some(id) {
+            if !up {
+                state.late_reply.extend_from_slice(&buf[..n]);
+                drop(state);
+                shared.changed.notify_all();
+            }
+            continue;
+        }
+        drop(state);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let mut state = shared.state.lock().unwrap();
+    if state.held_link != Some(id) {
+        from.shutdown(Shutdown::Both).ok();
+        to.shutdown(Shutdown::Both).ok();
+        state.links.remove(&id);
+    }
+}

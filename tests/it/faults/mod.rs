@@ -1,11 +1,16 @@
 mod answers;
 mod crash;
+mod deadlines;
 mod fair_handover;
 mod input;
+mod late_copies;
+mod lost_guards;
 mod nemesis;
 mod pool;
 mod promises;
+mod recovery;
 mod redlock;
 mod scale;
 mod servers;
 mod soak;
+mod twice;

@@ -8,3 +8,4 @@ mod redlock;
 mod renewal;
 mod rwlock;
 mod semaphore;
+mod semaphore_capacity;
