@@ -19,7 +19,8 @@ use redis_mutex::{Pool, RedisSemaphore};
 
 const WORKERS: usize = 10;
 const PERMITS: u32 = 3;
-/// Each permit's lease: a killed holder's permit comes back this long after it died.
+/// Each permit's lease: a killed holder's permit comes back up to this long after it died
+/// (when its last renewal runs out).
 const LEASE: Duration = Duration::from_secs(2);
 
 fn service(url: &str) -> redis_mutex::Result<RedisSemaphore> {

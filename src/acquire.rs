@@ -423,7 +423,7 @@ pub(crate) fn undo_because(lock: &Lock<'_>, calls: &[Call], conn: &mut Conn, why
 ///
 /// # Errors
 ///
-/// [`Error::LockLost`] when the lock no longer holds that grant; `wrong_type()` when a key
+/// [`Error::HandleStale`] when the lock no longer holds that grant; `wrong_type()` when a key
 /// holds another type; the request's, or `WAIT`'s, own.
 pub(crate) fn take_over(
     lock: &Lock<'_>,
@@ -446,7 +446,7 @@ pub(crate) fn take_over(
     let (token, left) = match reply {
         Resume::Taken { token, left } => (token, left),
         Resume::Gone => {
-            return Err(Error::LockLost {
+            return Err(Error::HandleStale {
                 name: lock.name.to_owned(),
             });
         }

@@ -4,6 +4,79 @@
 use std::fmt;
 use std::time::Duration;
 
+/// Why a lock was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// Someone else holds it now: it ran out and was taken, or was taken by a client that
+    /// shares our owner id.
+    TakenOver,
+    /// It was deleted while our lease still ran: a `reset`, `reset_all`, or a server that
+    /// restarted without it.
+    Reset,
+    /// Its lease ran out before a renewal reached Redis (a pause longer than the lease).
+    Expired,
+    /// Redis could not be reached until the lease ran out.
+    Unreachable,
+    /// A failover (Sentinel's, or a Cluster's) moved the lock to a server that never had
+    /// this grant: Redis replicates asynchronously, and the grant was made on the old
+    /// primary too shortly before it was demoted. `wait_replicas` narrows this.
+    Failover,
+}
+
+impl LostReason {
+    /// The reason as the `reason` label of the lost-locks metric: a word, not a phrase.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            LostReason::TakenOver => "taken_over",
+            LostReason::Reset => "reset",
+            LostReason::Expired => "expired",
+            LostReason::Unreachable => "unreachable",
+            LostReason::Failover => "failover",
+        }
+    }
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LostReason::TakenOver => "taken over",
+            LostReason::Reset => "reset",
+            LostReason::Expired => "expired",
+            LostReason::Unreachable => "unreachable until the lease ran out",
+            LostReason::Failover => "moved by a failover",
+        })
+    }
+}
+
+/// The end of a message about a request that may be sent again: left out where the crate
+/// sends it again itself.
+const MAY_TRY_AGAIN: &str = "; the call may be tried again";
+
+/// What a loss's cause means, and what to do about it, for an error's message.
+struct LossDisplay(LostReason);
+
+impl fmt::Display for LossDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            LostReason::Expired => {
+                "its lease ran out first; use a longer expiry or auto-renewal if the work \
+                 outlives the lease"
+            }
+            LostReason::Reset => {
+                "it was deleted while its lease ran (a `reset`, `reset_all`, or a server \
+                 restarted without persistence)"
+            }
+            LostReason::TakenOver => "another owner holds it now",
+            LostReason::Unreachable => "redis could not be reached until its lease ran out",
+            LostReason::Failover => {
+                "a failover moved it to a server that never had this grant (replication is \
+                 asynchronous; `wait_replicas` narrows this)"
+            }
+        })
+    }
+}
+
 /// A `Result` whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -22,18 +95,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// We are not (or no longer) the owner of the lock: it expired, was reset, or was taken
-    /// by someone else after it expired.
+    /// We are not (or no longer) the owner of the lock: it expired, was reset, was moved by
+    /// a failover, or was taken by someone else after one of those. `reason` is the likely
+    /// cause, from what this process knows: the lease's clock (run out: `Expired`), the
+    /// pool's view of its servers (the server that granted it is no longer the lock's
+    /// primary: `Failover`), and otherwise a deletion while the lease ran (`Reset`: a
+    /// `reset`, `reset_all`, or a server restarted without it).
     ///
     /// Returned by `unlock` and `extend` of every guard, and by
     /// [`RedlockGuard::extend`](crate::RedlockGuard::extend) when the validity had run out.
-    #[error(
-        "lock `{name}` is not held by this owner (it expired, was reset or was taken over); \
-         use a longer expiry or auto-renewal if the work outlives the lease"
-    )]
+    #[error("lock `{name}` is not held by this owner: {}", LossDisplay(*reason))]
     NotAcquired {
         /// The lock's name.
         name: String,
+        /// The likely cause.
+        reason: LostReason,
     },
 
     /// The lock has no expiry, so it cannot be extended.
@@ -55,12 +131,14 @@ pub enum Error {
     /// is true, and by [`RedisMutex::with_lock`](crate::RedisMutex::with_lock) when the
     /// lock was lost while the closure ran.
     #[error(
-        "lock `{name}` was lost while held: its lease ran out or it was taken over; \
-         stop the work it protected and lock again"
+        "lock `{name}` was lost while held: {}; stop the work it protected and lock again",
+        LossDisplay(*reason)
     )]
     LockLost {
         /// The lock's name.
         name: String,
+        /// Why, as far as this process knows (see [`Error::NotAcquired`]).
+        reason: LostReason,
     },
 
     /// A builder was given options that cannot work together, or a call an argument it
@@ -234,6 +312,52 @@ pub enum Error {
     /// the lock is released again, and a later call tries again.
     #[error("could not start the lease renewal thread: {0}; the process may be out of threads")]
     RenewalThread(#[source] std::io::Error),
+
+    /// The tokio runtime shut down before an async call (the `tokio` feature's
+    /// `lock_async`, ...) could run on its blocking pool: the call did not run, so nothing
+    /// was taken or released (a guard's release then happens as it is dropped).
+    ///
+    /// Returned by the async methods of the `tokio` feature.
+    #[error("the tokio runtime shut down before the call could run; nothing was taken")]
+    RuntimeShutDown,
+
+    /// A lock handle no longer names the lock's current grant: the grant was resumed
+    /// already, released, ran out, or the lock was taken again since. Nothing was changed.
+    ///
+    /// Returned by [`RedisMutex::resume`](crate::RedisMutex::resume),
+    /// [`RedisRwLock::resume_read`](crate::RedisRwLock::resume_read) and
+    /// [`RedisRwLock::resume_write`](crate::RedisRwLock::resume_write).
+    #[error(
+        "the handle of lock `{name}` no longer names its current grant (it was resumed \
+         already, released, expired or taken again); lock it anew instead"
+    )]
+    HandleStale {
+        /// The lock's name.
+        name: String,
+    },
+
+    /// A release could not be sent, or got no answer (the server was unreachable, or slow):
+    /// it is sent again in the background, every few hundred milliseconds, until it is
+    /// answered or `retry_for` (what was left of the lease; a minute for a lock without
+    /// expiry) has passed. The guard is gone: the lock is free once a retry lands, or when
+    /// its lease runs out, whichever comes first.
+    ///
+    /// Returned by `unlock` of every guard and `release` of a semaphore permit.
+    #[error(
+        "lock `{name}` could not be released now ({}); the release is sent again in the \
+         background for up to {retry_for:.1?}, while its lease lasts",
+        cause.to_string().trim_end_matches(MAY_TRY_AGAIN)
+    )]
+    ReleaseDeferred {
+        /// The lock's name.
+        name: String,
+        /// How long the release is retried for.
+        retry_for: Duration,
+        /// Why the release could not be sent (in the message, not as its `source()`: that
+        /// error's advice to try the call again is for a call the caller can make again,
+        /// and this one is made again for them).
+        cause: Box<Error>,
+    },
 }
 
 impl Error {
@@ -259,18 +383,25 @@ impl Error {
 
     /// True for every timeout: a reply that did not come ([`Error::Timeout`]), a pool with
     /// no free connection ([`Error::PoolTimeout`]), and a connection attempt that timed
-    /// out ([`Error::Unreachable`]).
+    /// out ([`Error::Unreachable`]); and for a release deferred by one
+    /// ([`Error::ReleaseDeferred`]).
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::Timeout { .. } | Error::PoolTimeout { .. } => true,
             Error::Unreachable { source, .. } => source.is_timeout(),
+            Error::ReleaseDeferred { cause, .. } => cause.is_timeout(),
             _ => false,
         }
     }
 
-    /// True when no connection could be made: [`Error::Unreachable`].
+    /// True when no connection could be made: [`Error::Unreachable`], or a release
+    /// deferred for that ([`Error::ReleaseDeferred`]).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Error::Unreachable { .. })
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::ReleaseDeferred { cause, .. } => cause.is_unreachable(),
+            _ => false,
+        }
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
@@ -301,6 +432,9 @@ impl fmt::Debug for Error {
             Error::Redis { .. } => "Redis",
             Error::Protocol { .. } => "Protocol",
             Error::RenewalThread(_) => "RenewalThread",
+            Error::HandleStale { .. } => "HandleStale",
+            Error::RuntimeShutDown => "RuntimeShutDown",
+            Error::ReleaseDeferred { .. } => "ReleaseDeferred",
         };
         write!(f, "{variant}: {self}")
     }
@@ -337,13 +471,22 @@ impl fmt::Display for UnreachableDisplay<'_> {
             return write!(
                 f,
                 "redis at {server} closed the connection (it restarted, or a proxy or the \
-                 network cut it); the call may be tried again"
+                 network cut it){MAY_TRY_AGAIN}"
             );
         }
         let what = if e.is_connection_refusal() && !e.is_timeout() {
             "connection refused".to_owned()
         } else if e.is_timeout() {
             "timed out".to_owned()
+        } else if matches!(
+            e.kind(),
+            redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+        ) {
+            return write!(
+                f,
+                "what answers at {server} does not speak the Redis protocol (an HTTP server, \
+                 say); check the host and port"
+            );
         } else {
             e.to_string()
         };
@@ -428,9 +571,12 @@ impl fmt::Display for NoQuorumDisplay<'_> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TryLockError {
-    /// The lock is held by someone else (another process, or another thread of this one),
-    /// and did not become free before the timeout.
-    #[error("the lock is held elsewhere; try again later, or wait for it with `lock()`")]
+    /// The lock is held (by another process, or another guard of this one), and did not
+    /// become free before the timeout.
+    #[error(
+        "the lock is held; try again later, or wait for it with `lock()` (`read()`, `write()`, \
+         `acquire()`)"
+    )]
     WouldBlock,
     /// The attempt failed.
     #[error(transparent)]
@@ -455,9 +601,15 @@ mod tests {
     #[test]
     fn messages_are_lowercase_and_say_what_to_do() {
         let errors = [
-            Error::NotAcquired { name: "a".into() },
+            Error::NotAcquired {
+                name: "a".into(),
+                reason: LostReason::Expired,
+            },
             Error::NotExpirable { name: "a".into() },
-            Error::LockLost { name: "a".into() },
+            Error::LockLost {
+                name: "a".into(),
+                reason: LostReason::Reset,
+            },
             Error::invalid("expire", "must be greater than zero"),
             Error::NoQuorum {
                 granted: 1,
@@ -534,7 +686,10 @@ mod tests {
 
     #[test]
     fn debug_shows_the_variant_and_the_message() {
-        let e = Error::LockLost { name: "a".into() };
+        let e = Error::LockLost {
+            name: "a".into(),
+            reason: LostReason::Reset,
+        };
         assert_eq!(format!("{e:?}"), format!("LockLost: {e}"));
         let e = TryLockError::Error(Error::invalid("lease", "x"));
         assert_eq!(
@@ -564,8 +719,14 @@ mod tests {
             after: Duration::from_secs(2),
         };
         let errors = [
-            Error::NotAcquired { name: "a".into() },
-            Error::LockLost { name: "a".into() },
+            Error::NotAcquired {
+                name: "a".into(),
+                reason: LostReason::Expired,
+            },
+            Error::LockLost {
+                name: "a".into(),
+                reason: LostReason::Reset,
+            },
             Error::NoQuorum {
                 granted: 1,
                 needed: 3,
@@ -598,7 +759,10 @@ mod tests {
             }
         }
         let would_block = TryLockError::WouldBlock;
-        let failed = TryLockError::from(Error::LockLost { name: "a".into() });
+        let failed = TryLockError::from(Error::LockLost {
+            name: "a".into(),
+            reason: LostReason::Reset,
+        });
         assert!(would_block.is_would_block() && !failed.is_would_block());
     }
 

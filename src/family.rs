@@ -12,7 +12,7 @@ use redis::cluster_routing::Slot;
 
 use crate::conn::Conn;
 use crate::error::Result;
-use crate::keys::Scheme;
+use crate::keys::{Scheme, tagged};
 use crate::scripts::Call;
 
 /// A lock kind, as the operator tools (`list_locks`, `reset_all`, `reset_owned_by`, the
@@ -25,6 +25,15 @@ pub(crate) trait Family: Sync {
 
     /// What the locks at `keys`, found by a `SCAN` step on `conn`, hold now.
     fn list(&self, conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec<LockInfo>>;
+
+    /// The keys a `SCAN` with [`pattern`](Family::pattern) would find for the lock named
+    /// `name` (what [`list`](Family::list) reads for it), all of one slot on a cluster:
+    /// by default the pattern with the name, tagged on a cluster, in place of its `*`. A
+    /// kind whose keys are named otherwise says so; one that has none for `name` returns
+    /// none.
+    fn keys_named(&self, name: &str, scheme: Scheme) -> Vec<String> {
+        vec![self.pattern().replacen('*', &tagged(name, scheme), 1)]
+    }
 
     /// Removes the locks at `keys` (the grants of `owner` alone, if given) and wakes their
     /// waiters: how many grants it removed.
@@ -55,10 +64,11 @@ pub struct LockInfo {
     pub owner_id: String,
     /// How long until the lease runs out, unless renewed; `None` for a lock without expiry.
     pub expires_in: Option<Duration>,
-    /// The grant's fencing token, where it is known: grants of this crate's mutexes (not
-    /// python-redis-lock's, nor read or write leases).
+    /// The grant's fencing token, where it is known: grants of this crate's mutexes and of
+    /// semaphore permits (not python-redis-lock's, nor read or write leases).
     pub fencing_token: Option<u64>,
-    /// How many waiters are queued, where the protocol knows it: a fair mutex's queue.
+    /// How many waiters are queued, where the protocol knows it: a fair mutex's queue, a
+    /// semaphore's waiters.
     pub waiters: Option<usize>,
     /// The Redis key that holds it: `lock:<name>` (on a cluster `lock:{<name>}`) for a
     /// mutex, a holder set (`rwlock:w:<path>`, `rwlock:r:<path>`) for a read or write

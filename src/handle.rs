@@ -168,7 +168,8 @@ impl fmt::Display for LockHandle {
 impl FromStr for LockHandle {
     type Err = Error;
 
-    /// Reads the [string form](LockHandle#string-form).
+    /// Reads the [string form](LockHandle#string-form). Whitespace around it (a line's end,
+    /// as a file or a pipe gives it) is ignored: the form has none of its own.
     ///
     /// # Errors
     ///
@@ -184,6 +185,8 @@ impl FromStr for LockHandle {
                 ),
             )
         };
+        // A handle read from a file or a pipe carries its line's end: not part of it.
+        let s = s.trim();
         let rest = s
             .strip_prefix(PREFIX)
             .ok_or_else(|| bad("it does not start with \"redis-mutex:1:\""))?;

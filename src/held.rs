@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn;
-use crate::error::{Error, Result};
+use crate::error::{Error, LostReason, Result};
 use crate::lease::{Holder, Lease, NewGrant, Renewal};
 use crate::metrics;
 use crate::options::LockOptions;
+use crate::release;
 use crate::renewal::{self, LaneKey, Registration, Renew, Renewing, ServerGrant};
 use crate::scripts::Extend;
 use crate::time::{Deadline, check_duration};
@@ -38,6 +39,12 @@ pub(crate) trait Grant: Send + Sync + 'static {
 
     /// Asks whether the grant is still ours.
     fn check(&self) -> Result<bool>;
+
+    /// Whether a failover has moved the lock away from the server that granted it, as far
+    /// as the pool knows: a loss is then told as the failover's.
+    fn moved(&self) -> bool {
+        false
+    }
 }
 
 impl<G: ServerGrant> Grant for G {
@@ -69,6 +76,11 @@ impl<G: ServerGrant> Grant for G {
 
     fn check(&self) -> Result<bool> {
         extend_one(self, Duration::ZERO)?.0
+    }
+
+    fn moved(&self) -> bool {
+        let on = self.on();
+        on.pool.moved(self.route(), &on.granted_on)
     }
 }
 
@@ -265,15 +277,32 @@ impl<G: Grant> Held<G> {
         self.lease.is_lost()
     }
 
+    /// Why the grant is no longer ours, as far as this process knows: a failover that moved
+    /// the lock away from the server that granted it, else what the lease knows.
+    fn why_lost(&self) -> LostReason {
+        if self.grant.moved() {
+            LostReason::Failover
+        } else {
+            self.lease.lost_reason()
+        }
+    }
+
+    /// Marks the lease lost, found so by one of the holder's own calls (`what`).
+    fn found_lost(&self, what: &str) {
+        self.lease.mark_lost_quietly(self.why_lost(), what);
+    }
+
     fn lost_error(&self) -> Error {
         Error::LockLost {
             name: self.grant.name().to_owned(),
+            reason: self.why_lost(),
         }
     }
 
     fn not_acquired(&self) -> Error {
         Error::NotAcquired {
             name: self.grant.name().to_owned(),
+            reason: self.why_lost(),
         }
     }
 
@@ -286,7 +315,7 @@ impl<G: Grant> Held<G> {
         if let Some(renewal) = self.renewal.take() {
             renewal.cancel();
         }
-        let released = self.grant.release();
+        let released = self.grant.release().map_err(|e| self.defer(e));
         if let Ok(ours) = released {
             metrics::released(self.lease.labels(), self.acquired_at.elapsed(), ours);
         }
@@ -295,18 +324,40 @@ impl<G: Grant> Held<G> {
                 self.released_ours = true;
                 log::debug!("released {} `{}`", self.grant.kind(), self.grant.name());
             }
-            Ok(false) => self
-                .lease
-                .mark_lost_quietly("its release found it no longer ours"),
+            Ok(false) => self.found_lost("its release found it no longer ours"),
             Err(_) => {}
         }
         released
     }
 
+    /// `e`, a release's failure; one that may not have reached the server is sent again in
+    /// the background while the lease lasts (a minute without expiry), and told so.
+    fn defer(&self, e: Error) -> Error {
+        if !release::unsent(&e) {
+            return e;
+        }
+        let retry_for = self.lease.valid_for().unwrap_or(release::WITHOUT_EXPIRY);
+        let grant = self.grant.clone();
+        let again = release::Release {
+            kind: grant.kind(),
+            name: grant.name().to_owned(),
+            send: Box::new(move || grant.release()),
+        };
+        if retry_for.is_zero() || release::retry(again, retry_for).is_err() {
+            return e;
+        }
+        Error::ReleaseDeferred {
+            name: self.grant.name().to_owned(),
+            retry_for,
+            cause: Box::new(e),
+        }
+    }
+
     /// Releases the grant and says whether it was still ours.
     ///
     /// Errors: [`Error::LockLost`] when it was known lost (the release was still tried);
-    /// [`Error::NotAcquired`] when it was no longer ours; the release's own error.
+    /// [`Error::NotAcquired`] when it was no longer ours; [`Error::ReleaseDeferred`] when it
+    /// could not be sent (it is sent again in the background); the release's own error.
     pub(crate) fn unlock(&mut self) -> Result<()> {
         let known_lost = self.lease.is_lost();
         let released = self.release();
@@ -338,6 +389,7 @@ impl<G: Grant> Held<G> {
         match self.release() {
             Ok(_) if !self.lease.is_lost() => {}
             Ok(_) => log::warn!("{kind} `{name}` was no longer ours when its guard was dropped"),
+            Err(e @ Error::ReleaseDeferred { .. }) => log::warn!("{e}"),
             Err(e) => {
                 log::warn!("releasing {kind} `{name}` failed; it stays until it expires: {e}")
             }
@@ -364,8 +416,7 @@ impl<G: Grant> Held<G> {
         if self.grant.extend(&self.lease, ttl)? {
             Ok(())
         } else {
-            self.lease
-                .mark_lost_quietly("an extend found it no longer ours");
+            self.found_lost("an extend found it no longer ours");
             Err(self.not_acquired())
         }
     }
@@ -386,7 +437,7 @@ impl<G: Grant> Held<G> {
     pub(crate) fn is_held(&self) -> Result<bool> {
         let held = self.grant.check()?;
         if !held {
-            self.lease.mark_lost_quietly("it is no longer ours");
+            self.found_lost("it is no longer ours");
         }
         Ok(held && !self.lease.is_lost())
     }
@@ -401,7 +452,7 @@ impl<G: Grant> Held<G> {
         if self.lease.still_held(self.expire, || self.is_held())? {
             Ok(())
         } else {
-            self.lease.mark_lost_quietly("it is no longer ours");
+            self.found_lost("it is no longer ours");
             Err(self.lost_error())
         }
     }

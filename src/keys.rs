@@ -7,7 +7,28 @@ use std::sync::LazyLock;
 
 use redis::cluster_routing::Slot;
 
+use crate::error::{Error, Result};
 use crate::pool::Pool;
+
+/// The longest name a lock may have, in bytes: a mutex's or a semaphore's name, a
+/// read-write lock's path, a Redlock's resource. Every request carries the name, some of
+/// them several times; a longer one is refused with [`Error::InvalidOptions`].
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// Refuses a name longer than [`MAX_NAME_LEN`]; `field` is the option or argument.
+pub(crate) fn check_name_len(field: &'static str, name: &str) -> Result<()> {
+    if name.len() <= MAX_NAME_LEN {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        field,
+        format!(
+            "it is {} bytes long, more than the {MAX_NAME_LEN} a lock name may have; name \
+             the lock by a short key (a digest of the long one, say)",
+            name.len()
+        ),
+    ))
+}
 
 /// How a pool lays keys out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

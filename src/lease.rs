@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::error::LostReason;
 use crate::metrics::{self, Labels};
 
 /// A callback run once when a held lock is found lost.
@@ -50,45 +51,6 @@ pub struct LostLock {
     pub reason: LostReason,
 }
 
-/// Why a lock was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LostReason {
-    /// Someone else holds it now: it ran out and was taken, or was taken by a client that
-    /// shares our owner id.
-    TakenOver,
-    /// It was deleted while our lease still ran: a `reset`, `reset_all`, or a server that
-    /// restarted without it.
-    Reset,
-    /// Its lease ran out before a renewal reached Redis (a pause longer than the lease).
-    Expired,
-    /// Redis could not be reached until the lease ran out.
-    Unreachable,
-}
-
-impl LostReason {
-    /// The reason as the `reason` label of the lost-locks metric: a word, not a phrase.
-    fn label(self) -> &'static str {
-        match self {
-            LostReason::TakenOver => "taken_over",
-            LostReason::Reset => "reset",
-            LostReason::Expired => "expired",
-            LostReason::Unreachable => "unreachable",
-        }
-    }
-}
-
-impl fmt::Display for LostReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LostReason::TakenOver => "taken over",
-            LostReason::Reset => "reset",
-            LostReason::Expired => "expired",
-            LostReason::Unreachable => "unreachable until the lease ran out",
-        })
-    }
-}
-
 /// A grant an acquire attempt just made, before a guard holds it.
 #[derive(Debug)]
 pub(crate) struct NewGrant {
@@ -98,6 +60,9 @@ pub(crate) struct NewGrant {
     pub(crate) token: u64,
     /// On a cluster, the node it was made on: its renewals get a lane of their own.
     pub(crate) server: Option<Arc<str>>,
+    /// The server it was made on (`host:port`): if a failover moves the lock away from it,
+    /// a loss is told as the failover's.
+    pub(crate) granted_on: Arc<str>,
 }
 
 impl NewGrant {
@@ -112,6 +77,7 @@ impl NewGrant {
             sent_at,
             token,
             server: pool.is_cluster().then(|| conn.server().into()),
+            granted_on: conn.server().into(),
         }
     }
 }
@@ -167,6 +133,8 @@ pub(crate) struct Lease {
     /// any later request, so no later request counts for more.
     doubt: Mutex<Option<Duration>>,
     lost: AtomicBool,
+    /// Why it was lost, once that is known.
+    reason: Mutex<Option<LostReason>>,
     /// Renewed by the renewal service: a lease that runs out unrenewed is lost by the clock.
     renewed: AtomicBool,
     /// The grant's handle was given out: another process may take the grant over at any
@@ -219,6 +187,7 @@ impl Lease {
             valid_until: Mutex::new(valid_until),
             doubt: Mutex::new(None),
             lost: AtomicBool::new(false),
+            reason: Mutex::new(None),
             renewed: AtomicBool::new(false),
             handed_out: AtomicBool::new(false),
             on_lost,
@@ -354,6 +323,7 @@ impl Lease {
         if self.lost.swap(true, Ordering::AcqRel) {
             return;
         }
+        *self.reason.lock() = Some(reason);
         log::warn!("lock `{}` lost ({reason}): {why}", self.holder.name);
         metrics::lost(&self.holder.labels, reason.label());
         if let Some(callback) = &self.on_lost {
@@ -374,9 +344,10 @@ impl Lease {
 
     /// Marks the lease lost without the `on_lost` callback: for losses found by the
     /// holder's own calls, which report them through their result.
-    pub(crate) fn mark_lost_quietly(&self, why: &str) {
+    pub(crate) fn mark_lost_quietly(&self, reason: LostReason, why: &str) {
         if !self.lost.swap(true, Ordering::AcqRel) {
-            log::debug!("lock `{}` lost: {why}", self.holder.name);
+            *self.reason.lock() = Some(reason);
+            log::debug!("lock `{}` lost ({reason}): {why}", self.holder.name);
             metrics::lost(&self.holder.labels, "found_by_holder");
         }
     }
@@ -387,7 +358,25 @@ impl Lease {
         match (taken, self.valid_for()) {
             (true, _) => LostReason::TakenOver,
             (false, Some(left)) if !left.is_zero() => LostReason::Reset,
+            (false, None) => LostReason::Reset,
             _ => LostReason::Expired,
+        }
+    }
+
+    /// Why the lease was lost, as far as is known: what its renewal found, else what its
+    /// clock says (run out: expired; still running, or no expiry: deleted under it).
+    pub(crate) fn lost_reason(&self) -> LostReason {
+        if let Some(reason) = *self.reason.lock() {
+            return reason;
+        }
+        let ran_out = self
+            .valid_until
+            .lock()
+            .is_some_and(|until| Instant::now() >= until);
+        if ran_out {
+            LostReason::Expired
+        } else {
+            LostReason::Reset
         }
     }
 }
@@ -565,7 +554,7 @@ mod tests {
         assert!(!lease.comfortably_valid(None), "no lease to compare with");
         let forever = Lease::new(holder(), now, None, None);
         assert!(!forever.comfortably_valid(Some(s(15))), "no expiry");
-        lease.mark_lost_quietly("test");
+        lease.mark_lost_quietly(LostReason::Expired, "test");
         assert!(!lease.comfortably_valid(Some(s(15))), "lost");
     }
 
@@ -591,7 +580,7 @@ mod tests {
         let failed = lease.still_held(Some(s(60)), || Err(Error::Protocol { what: "test" }));
         assert!(matches!(failed, Err(Error::Protocol { .. })));
         // Lost: no, without a round trip.
-        lease.mark_lost_quietly("test");
+        lease.mark_lost_quietly(LostReason::Expired, "test");
         assert!(!lease.still_held(Some(s(15)), ask(true)).unwrap());
         assert_eq!(asked.load(Ordering::SeqCst), 2);
     }
@@ -630,8 +619,8 @@ mod tests {
             })),
         );
         let logged = log_lines("quietly-lost");
-        lease.mark_lost_quietly("test");
-        lease.mark_lost_quietly("again");
+        lease.mark_lost_quietly(LostReason::Expired, "test");
+        lease.mark_lost_quietly(LostReason::Expired, "again");
         lease.mark_lost(LostReason::Reset, "and again");
         assert!(lease.is_lost());
         assert_eq!(lease.valid_for(), Some(Duration::ZERO));

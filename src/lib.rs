@@ -110,6 +110,71 @@
 //! - Guards may be sent to other threads, and [`lock_arc`](RedisMutex::lock_arc) gives one
 //!   that owns its mutex.
 //!
+//! # From async code
+//!
+//! The calls block their thread while they wait, as [`std::sync::Mutex::lock`] does. From
+//! async code (tokio), make them on the runtime's blocking pool, and release there too; a
+//! guard may then live across `.await`s:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use redis_mutex::{Pool, RedisMutex};
+//! use tokio::task::spawn_blocking;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//!     let pool = Pool::new("redis://127.0.0.1/")?; // connects once: at start-up
+//!     let mutex = Arc::new(
+//!         RedisMutex::builder(pool, "nightly-report")
+//!             .expire(Duration::from_secs(30))
+//!             .build()?,
+//!     );
+//!
+//!     let waiting = mutex.clone();
+//!     let guard = spawn_blocking(move || waiting.lock_arc()).await??; // an owned guard
+//!     tokio::time::sleep(Duration::from_millis(10)).await; // ... the work, awaiting as it goes ...
+//!     spawn_blocking(move || guard.unlock()).await??; // or drop it in there
+//!     Ok(())
+//! }
+//! ```
+//!
+//! With the `tokio` feature, `mutex.lock_async().await?` does both halves: it waits on the
+//! blocking pool and gives a guard whose drop releases off the runtime (module `redis_mutex::tokio`;
+//! also for [`RedisSemaphore`]). `examples/tokio.rs` runs 32 tasks on two worker threads
+//! both ways.
+//!
+//! **Why.** [`lock`](RedisMutex::lock) called in a task blocks the runtime thread it runs on
+//! until the lock is free, and that thread runs no other task meanwhile. A holder that is a
+//! task parked at an `.await` with its guard needs a runtime thread to resume and release.
+//! On a `current_thread` runtime there is none left as soon as one task waits; on a
+//! multi-thread runtime, none once as many tasks wait as there are workers. The holder
+//! then never releases:
+//!
+//! - with [auto-renewal](RedisMutexBuilder::auto_renewal) (whose thread keeps renewing the
+//!   parked holder's lease) or without an expiry, the program hangs, for good and silently;
+//! - with an expiry alone, each waiter gets the lock only when the holder's lease runs
+//!   out, while the parked holder still believes it holds it: its work runs unprotected,
+//!   and its `unlock` returns [`Error::NotAcquired`]. Each turn costs a whole lease.
+//!
+//! On the blocking pool a waiting call holds none of the runtime's threads, so holders
+//! always resume and release, however many tasks wait. What it costs:
+//!
+//! - A call that waits holds a thread of the blocking pool until it returns (tokio allows
+//!   512), and a release needs one too: keep fewer calls waiting at once than that (a
+//!   `tokio::sync::Semaphore` in front of them), or give them a deadline
+//!   ([`try_lock_arc_for`](RedisMutex::try_lock_arc_for)).
+//! - Dropping the future that awaits a `spawn_blocking` does not stop its call, and a
+//!   runtime that is dropped waits for its blocking pool: a bounded wait is
+//!   `try_lock_arc_for`, not `tokio::time::timeout`.
+//! - A guard dropped on a runtime thread (a task that returns early with `?`, or panics)
+//!   releases on that thread: one round trip that waits for no other task, within the
+//!   response timeout. The `tokio` feature's guard hands it to a thread of the crate's
+//!   instead.
+//! - [`RedisRwLock`]'s guards borrow the lock, so they cannot be moved into a
+//!   `spawn_blocking` and out again: take, use and release one within one closure on the
+//!   blocking pool (or on a thread of its own).
+//!
 //! # Guarantees and limits
 //!
 //! While Redis works and no lease runs out, at most one guard of a name exists at a time
@@ -151,6 +216,7 @@
 //! | `tls-rustls` | `rediss://` connections through rustls (root certificates from the system, or a `redis::Client::build_with_tls` given to [`PoolBuilder::build_with_client`]) |
 //! | `cli` | the `redis-mutex` command (`cargo install --path . --features cli` from a clone): `list`, `owner`, `reset`, `reset-owned-by`, `reset-all`, `watch` |
 //! | `metrics` | counters, histograms and a gauge through the [`metrics`](https://docs.rs/metrics) facade; see `docs/operations.md` |
+//! | `tokio` | async forms of the blocking calls (`lock_async`, `acquire_async`, ...) that wait on tokio's blocking pool, and guards that release off the runtime when dropped; see "From async code" |
 //!
 //! None is on by default; Sentinel and Cluster need none.
 //!
@@ -182,21 +248,26 @@ mod mutex;
 mod options;
 mod pool;
 mod redlock;
+mod release;
 mod renewal;
 mod rwlock;
 mod scripts;
 mod semaphore;
 mod time;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod wait;
 
 pub use admin::{ListLocks, list_locks, reset_all, reset_owned_by};
-pub use error::{Error, Result, TryLockError};
+pub use conn::PooledConnection;
+pub use error::{Error, LostReason, Result, TryLockError};
 pub use family::{LockInfo, LockKind, PermitsInfo};
 pub use handle::{HandleKind, LockHandle};
-pub use lease::{LostLock, LostReason};
+pub use keys::MAX_NAME_LEN;
+pub use lease::LostLock;
 pub use mutex::{
-    ArcRedisMutexGuard, RedisMutex, RedisMutexBuilder, RedisMutexGuard, Released, last_release,
-    lock_info,
+    ArcRedisMutexGuard, OncePer, PeriodDone, PeriodWindow, RedisMutex, RedisMutexBuilder,
+    RedisMutexGuard, Released, last_release, lock_info,
 };
 pub use pool::{Pool, PoolBuilder};
 pub use redlock::{Redlock, RedlockBuilder, RedlockGuard};
@@ -207,6 +278,26 @@ pub use semaphore::{
 };
 
 pub use r2d2;
+/// The `redis` crate (1.x) this one is built on, re-exported so that your own commands use
+/// the version the pool's connections speak: [`Pool::connection`] and
+/// [`Pool::connection_for`] lend a [`PooledConnection`], a [`redis::ConnectionLike`] on
+/// which `redis::cmd(..)`, pipelines, a [`redis::Script`] and the [`redis::Commands`]
+/// methods run. Name it through this path (`redis_mutex::redis`) rather than a `redis`
+/// dependency of your own, or keep that one's version the same as this crate's: the lent
+/// connection implements this version's traits.
+///
+/// # Examples
+///
+/// ```no_run
+/// use redis_mutex::Pool;
+/// use redis_mutex::redis::Commands;
+///
+/// let pool = Pool::new("redis://127.0.0.1:6379/")?;
+/// let mut conn = pool.connection()?;
+/// let runs: u64 = conn.incr("nightly-report:runs", 1)?;
+/// println!("run number {runs}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub use redis;
 
 /// The README's code, compiled with the doc tests so that it cannot go stale.

@@ -434,7 +434,7 @@ mod tests {
         let also = local.hold(&forever);
         assert_eq!(local.held_for(), Some(None));
         drop(also);
-        short.mark_lost_quietly("test");
+        short.mark_lost_quietly(crate::error::LostReason::Expired, "test");
         assert_eq!(local.held_for(), None, "a lost grant blocks nobody");
         holding.released();
         drop(holding);

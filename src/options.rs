@@ -182,11 +182,34 @@ pub(crate) fn random_id() -> String {
 
 /// The setters a builder of a lock that waits in Redis shares with the others, each
 /// documented with its default. `$lock` names the lock in the docs ("mutex"), `$guard` its
-/// guard type, `$expire_default` and `$renewal_default` the defaults' wording.
+/// guard type, `$expire_default` and `$renewal_default` the defaults' wording, and
+/// `$owner_id` the first paragraph of `owner_id`'s doc: where operators see the id, and what
+/// two holders sharing one do to each other, which differ by kind. Without it, the mutex's.
 macro_rules! lock_option_setters {
     ($lock:literal, $guard:ty, $expire_default:literal, $renewal_default:literal) => {
+        $crate::options::lock_option_setters!(
+            $lock,
+            $guard,
+            $expire_default,
+            $renewal_default,
+            "Sets the id stored in Redis while we hold the lock, which operators see (in \
+             [`get_owner_id`](crate::RedisMutex::get_owner_id), \
+             [`list_locks`](crate::list_locks), `redis-mutex list` and `redis-mutex owner`) \
+             and which [`reset_owned_by`](crate::reset_owned_by) frees. Give each holder its \
+             own, stable id (`\"host-42/report-worker\"`): two lock objects with the same id \
+             on the same name can release each other's lock."
+        );
+    };
+    (
+        $lock:literal,
+        $guard:ty,
+        $expire_default:literal,
+        $renewal_default:literal,
+        $owner_id:literal
+    ) => {
         #[doc = concat!("Sets how long the ", $lock, " lives in Redis unless released, renewed or")]
-        /// extended first: a holder that crashes frees it after this long.
+        /// extended first: a holder that crashes frees it when its lease runs out, up to this
+        /// long after it crashed.
         ///
         /// Must be between 1 ms and 10 years; with auto-renewal, at least 30 ms. Redis keeps
         /// it to the millisecond.
@@ -197,11 +220,7 @@ macro_rules! lock_option_setters {
             self
         }
 
-        /// Sets the id stored in Redis while we hold the lock, which operators see (in
-        /// `get_owner_id`, `list_locks`, `redis-mutex list`) and which
-        /// [`reset_owned_by`](crate::reset_owned_by) frees. Give each holder its own, stable
-        /// id (`"host-42/report-worker"`): two lock objects with the same id on the same
-        /// name can release each other's lock.
+        #[doc = $owner_id]
         ///
         /// Must not be empty.
         ///
@@ -463,7 +482,7 @@ mod tests {
             name: "a".into(),
             owner_id: "host-7/report".into(),
             fencing_token: None,
-            reason: crate::lease::LostReason::Expired,
+            reason: crate::error::LostReason::Expired,
         });
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         let debug = format!("{o:?}");

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use redis_mutex::{RedisMutex, RedisRwLock};
+use redis_mutex::{RedisMutex, RedisRwLock, RedisSemaphore};
 use support::{HANG, RedisServer, run_bounded};
 
 fn redis_mutex(server: &RedisServer, args: &[&str]) -> Output {
@@ -158,6 +158,7 @@ fn usage_errors_exit_with_2_and_every_subcommand_has_help_with_an_example() {
         "reset-owned-by",
         "reset-all",
         "watch",
+        "run",
     ] {
         let out = redis_mutex(&server, &[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
@@ -300,4 +301,109 @@ fn owner_says_how_a_free_lock_was_let_go() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn owner_reset_and_list_know_a_semaphore_and_its_permits_tokens() {
+    let server = RedisServer::start();
+    let exports = RedisSemaphore::builder(server.pool(), "exports")
+        .permits(3)
+        .owner_id("worker-1")
+        .build()
+        .unwrap();
+    let two = exports.acquire_many(2).unwrap();
+    let token = two.fencing_token();
+
+    let out = redis_mutex(&server, &["owner", "exports"]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("semaphore 2/3 (x2)") && said.contains("worker-1#"),
+        "{said}"
+    );
+    assert!(said.contains(&format!("token {token}")), "{said}");
+    let out = redis_mutex(&server, &["owner", "exports", "--json"]);
+    let json = text(&out.stdout);
+    assert_eq!(json.lines().count(), 1, "{json}");
+    let grant: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(grant["kind"], "semaphore");
+    assert_eq!(grant["fencing_token"], token);
+    assert_eq!(grant["permits"]["held"], 2);
+
+    let out = redis_mutex(&server, &["list"]);
+    let table = text(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("exports"))
+        .unwrap_or_else(|| panic!("no row for the semaphore:\n{table}"));
+    assert!(row.contains(&token.to_string()), "no token: {row}");
+    let out = redis_mutex(&server, &["list", "--json", "--match", "exports"]);
+    let listed: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(listed["fencing_token"], token);
+
+    // `reset NAME` without a flag takes the permits back, and says it was a semaphore.
+    let out = redis_mutex(&server, &["reset", "exports"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        said.contains("semaphore `exports`") && said.contains("1 grant"),
+        "{said}"
+    );
+    assert!(exports.holders().unwrap().is_empty());
+    assert!(!two.is_held().unwrap());
+    let out = redis_mutex(&server, &["owner", "exports"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("free"));
+}
+
+#[test]
+fn owner_and_reset_know_a_read_write_lock_and_a_name_held_twice() {
+    let server = RedisServer::start();
+    let pool = server.pool();
+    let tree = RedisRwLock::builder(pool.clone(), "tenants/9")
+        .owner_id("writer")
+        .build()
+        .unwrap();
+    std::mem::forget(tree.write().unwrap());
+    let out = redis_mutex(&server, &["owner", "tenants/9"]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("(write) is held by writer#"),
+        "the write lease is not named: {said}"
+    );
+    let out = redis_mutex(&server, &["reset", "tenants/9"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(said.contains("read-write lock `tenants/9`"), "{said}");
+    assert!(tree.try_write().is_ok(), "the write lease is still held");
+
+    // A mutex and a semaphore of one name: `owner` shows both; `reset` frees the mutex,
+    // which is what the name means without a flag, and leaves the semaphore.
+    let mutex = RedisMutex::builder(pool.clone(), "shared")
+        .owner_id("m")
+        .build()
+        .unwrap();
+    std::mem::forget(mutex.lock().unwrap());
+    let semaphore = RedisSemaphore::builder(pool, "shared")
+        .permits(2)
+        .owner_id("s")
+        .build()
+        .unwrap();
+    let permit = semaphore.acquire().unwrap();
+    let out = redis_mutex(&server, &["owner", "shared"]);
+    let said = text(&out.stdout);
+    assert_eq!(said.lines().count(), 2, "{said}");
+    assert!(said.contains("is held by m ") && said.contains("(semaphore 1/2) is held by s#"));
+    let out = redis_mutex(&server, &["reset", "shared"]);
+    assert!(
+        text(&out.stdout).contains("the lock was removed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!mutex.is_locked().unwrap());
+    assert!(permit.is_held().unwrap(), "reset took the semaphore too");
+    let out = redis_mutex(&server, &["reset", "--semaphore", "shared"]);
+    assert!(out.status.success());
+    assert!(!permit.is_held().unwrap());
 }

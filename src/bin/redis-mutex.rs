@@ -2,9 +2,11 @@
 //! shell. Built with the `cli` feature: `cargo install --path . --features cli` in a clone
 //! of the repository (`cargo install redis-mutex --features cli` once it is on crates.io).
 //!
-//! Exit codes: 0 done; 1 `owner` found the lock free; 2 a usage error (a bad argument, or
-//! `reset-all` without `--yes`); 3 Redis could not be reached or answered with an error;
-//! 4 the name's key holds something that is not a lock (no lock can be taken under it).
+//! Exit codes: 0 done; 1 `owner` found nothing held under the name; 2 a usage error (a bad
+//! argument, or `reset-all` without `--yes`); 3 Redis could not be reached or answered with
+//! an error; 4 the name's key holds something that is not a lock (no lock can be taken under
+//! it). `run` gives its command's status, or one of its own (see `run --help` and "Cron
+//! jobs across a fleet" in docs/operations.md).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -17,6 +19,9 @@ use redis_mutex::{
 };
 use serde_json::json;
 
+#[path = "redis-mutex/run.rs"]
+mod run;
+
 #[derive(Parser)]
 #[command(
     name = "redis-mutex",
@@ -25,7 +30,8 @@ use serde_json::json;
     after_help = "Examples:\n  \
         redis-mutex list\n  \
         REDIS_URL=redis://10.0.0.5:6379/ redis-mutex owner nightly-report\n  \
-        redis-mutex --cluster redis://10.0.0.1:7000/ list --match 'report*'"
+        redis-mutex --cluster redis://10.0.0.1:7000/ list --match 'report*'\n  \
+        redis-mutex run --no-wait nightly-report -- ./report.sh"
 )]
 struct Cli {
     #[command(flatten)]
@@ -74,22 +80,28 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
-    /// Shows who holds a mutex and for how long; exits with 1 when it is free.
-    #[command(after_help = "Example:\n  redis-mutex owner nightly-report")]
+    /// Shows who holds what under a name, and for how long: a mutex, a semaphore's
+    /// grants of permits, a read-write lock's leases on that path; exits with 1 when
+    /// nothing is held.
+    #[command(
+        after_help = "Examples:\n  redis-mutex owner nightly-report\n  redis-mutex owner exports --json"
+    )]
     Owner {
-        /// The lock's name.
+        /// The lock's name (a semaphore's, a read-write lock's path).
         name: String,
-        /// One JSON object instead of text.
+        /// One JSON object per holder (a line each) instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Deletes a lock whoever holds it and wakes a waiter. The holder is not told until
-    /// its next renewal or release; free only a lock whose holder is gone.
+    /// Deletes a lock whoever holds it and wakes its waiters: the mutex NAME, else
+    /// whatever is held under NAME (a semaphore's permits, a read-write lock's leases on
+    /// that path), or only the kind given. The holder is not told until its next renewal
+    /// or release; free only a lock whose holder is gone.
     #[command(
         after_help = "Examples:\n  redis-mutex reset migrations\n  redis-mutex reset --rwlock tenants/42\n  redis-mutex reset --semaphore exports"
     )]
     Reset {
-        /// The lock's name (a read-write lock's path with --rwlock).
+        /// The lock's name (a semaphore's, a read-write lock's path).
         name: String,
         /// NAME is a read-write lock's path: remove every read and write lease on it.
         #[arg(long, conflicts_with = "semaphore")]
@@ -130,10 +142,44 @@ enum Commands {
         #[arg(long, default_value_t = 100)]
         interval_ms: u64,
     },
+    /// Runs a command while holding a lock across the fleet: takes it (waits for it, or
+    /// gives up with --no-wait or --wait), runs COMMAND with it renewed, releases it once
+    /// COMMAND is gone, and exits with COMMAND's status. A lost lock stops COMMAND (SIGTERM,
+    /// then SIGKILL after --kill-after). Durations: `500ms`, `20s`, `5m`, `24h`.
+    #[command(after_help = RUN_HELP)]
+    Run(run::RunArgs),
 }
+
+const RUN_HELP: &str = "\
+Statuses (each settable; every other status is COMMAND's, 128+N when signal N killed it):
+  75   the lock could not be had (--no-wait, or --wait ran out)    --conflict-exit-code
+  76   the lock was lost while COMMAND ran                         --lost-exit-code
+  77   COMMAND was done already in this window (--once-per)        --done-exit-code
+  125  run's own error (Redis could not be reached, ...)           --error-exit-code
+  126  COMMAND could not be run; 127 COMMAND was not found
+  2    a usage error
+
+COMMAND gets REDIS_MUTEX_NAME, REDIS_MUTEX_TOKEN (the fencing token) and REDIS_MUTEX_OWNER_ID
+in its environment. SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to COMMAND's process
+group. The --*-ms options of the other subcommands take milliseconds, not durations.
+
+Examples (a crontab line each):
+  0 2 * * *  redis-mutex run --no-wait nightly-report -- /opt/report.sh
+  */5 * * * * redis-mutex run --wait 4m --expire 1m sync -- /opt/sync.sh
+  * * * * *  redis-mutex run --no-wait --permits 3 exports -- /opt/export.sh
+  0 2 * * *  redis-mutex run --once-per 24h nightly-report -- /opt/report.sh";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Commands::Run(args) = cli.command {
+        return match pool(&cli.server) {
+            Ok(pool) => run::run(pool, args),
+            Err(e) => {
+                eprintln!("redis-mutex run: {e}");
+                ExitCode::from(args.error_exit_code())
+            }
+        };
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -178,22 +224,7 @@ fn run(cli: Cli) -> redis_mutex::Result<ExitCode> {
             name,
             rwlock,
             semaphore,
-        } => {
-            let removed = if rwlock {
-                RedisRwLock::new(pool, name.as_str())?.reset()?
-            } else if semaphore {
-                // The capacity in force is unknown here: the largest wakes every waiter
-                // (each asks again; those the freed permits are not enough for wait on).
-                RedisSemaphore::new(pool, name.as_str(), u32::MAX)?.reset()? > 0
-            } else {
-                RedisMutex::new(pool, name.as_str())?.reset()?
-            };
-            match removed {
-                true => println!("reset `{name}`: the lock was removed and a waiter woken"),
-                false => println!("reset `{name}`: it was not held"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => reset(&pool, &name, rwlock, semaphore),
         Commands::ResetOwnedBy { owner_id } => {
             let n = reset_owned_by(&pool, &owner_id)?;
             println!("removed {n} lock(s) held by `{owner_id}`");
@@ -207,6 +238,7 @@ fn run(cli: Cli) -> redis_mutex::Result<ExitCode> {
         Commands::Watch { name, interval_ms } => {
             watch(&pool, &name, Duration::from_millis(interval_ms))
         }
+        Commands::Run(_) => unreachable!("run is handled in main"),
     }
 }
 
@@ -312,8 +344,26 @@ fn list(pool: &Pool, pattern: Option<&str>, json: bool) -> redis_mutex::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every lock held under `name`, of every kind; a key there that holds another type is
+/// [`Error::WrongType`], naming it.
+fn held_under(pool: &Pool, name: &str) -> redis_mutex::Result<Vec<LockInfo>> {
+    let mut held = Vec::new();
+    for lock in list_locks(pool).named(name) {
+        let lock = lock?;
+        if lock.kind == LockKind::NotALock {
+            return Err(Error::WrongType {
+                name: name.to_owned(),
+                key: Some(lock.key),
+            });
+        }
+        held.push(lock);
+    }
+    Ok(held)
+}
+
 fn owner(pool: &Pool, name: &str, json: bool) -> redis_mutex::Result<ExitCode> {
-    let Some(lock) = lock_info(pool, name)? else {
+    let held = held_under(pool, name)?;
+    if held.is_empty() {
         let released = last_release(pool, name)?;
         if json {
             println!("{}", json!({ "name": name, "held": false }));
@@ -324,17 +374,84 @@ fn owner(pool: &Pool, name: &str, json: bool) -> redis_mutex::Result<ExitCode> {
             );
         }
         return Ok(ExitCode::from(1));
-    };
-    if json {
-        println!("{}", to_json(&lock));
-    } else {
+    }
+    for lock in &held {
+        if json {
+            println!("{}", to_json(lock));
+            continue;
+        }
+        // A mutex is what a name means unless said otherwise; other kinds are named.
+        let what = match lock.kind {
+            LockKind::Mutex => String::new(),
+            _ => format!(" ({})", kind(lock)),
+        };
         println!(
-            "`{name}` is held by {} for {} more (token {}, {} waiting)",
+            "`{name}`{what} is held by {} for {} more (token {}, {} waiting)",
             lock.owner_id,
             left(lock.expires_in),
             opt(lock.fencing_token),
             opt(lock.waiters)
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `reset NAME`: the mutex `name`, or with a flag the semaphore or the read-write lock;
+/// without one, when no mutex was held, whatever else is held under the name.
+fn reset(pool: &Pool, name: &str, rwlock: bool, semaphore: bool) -> redis_mutex::Result<ExitCode> {
+    // The capacity in force is unknown here: the largest wakes every waiter (each asks
+    // again; those the freed permits are not enough for wait on).
+    let reset_semaphore = || {
+        let removed = RedisSemaphore::new(pool.clone(), name, u32::MAX)?.reset()?;
+        if removed > 0 {
+            println!(
+                "reset semaphore `{name}`: {removed} grant(s) of permits taken back and its \
+                 waiters woken"
+            );
+        }
+        Ok::<_, Error>(removed > 0)
+    };
+    let reset_rwlock = || {
+        let removed = RedisRwLock::new(pool.clone(), name)?.reset()?;
+        if removed {
+            println!(
+                "reset read-write lock `{name}`: its read and write leases were removed and \
+                 its waiters woken"
+            );
+        }
+        Ok::<_, Error>(removed)
+    };
+    let removed = if rwlock {
+        reset_rwlock()?
+    } else if semaphore {
+        reset_semaphore()?
+    } else if RedisMutex::new(pool.clone(), name)?.reset()? {
+        println!("reset `{name}`: the lock was removed and a waiter woken");
+        true
+    } else {
+        // No mutex was held: what else is held under the name, of the kinds `reset` frees.
+        let held = held_under(pool, name)?;
+        let mut removed = false;
+        if held.iter().any(|l| l.kind == LockKind::Semaphore) {
+            removed |= reset_semaphore()?;
+        }
+        if held
+            .iter()
+            .any(|l| matches!(l.kind, LockKind::Read | LockKind::Write))
+        {
+            removed |= reset_rwlock()?;
+        }
+        if held.iter().any(|l| l.kind == LockKind::Redlock) {
+            println!(
+                "`{name}` is held by a Redlock grant: `reset` leaves it (freeing one instance \
+                 frees no Redlock); its lease ends it"
+            );
+            removed = true;
+        }
+        removed
+    };
+    if !removed {
+        println!("reset `{name}`: it was not held");
     }
     Ok(ExitCode::SUCCESS)
 }

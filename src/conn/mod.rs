@@ -1,7 +1,8 @@
 //! A connection in use: [`Conn`], checked out of a pool for a key (on a cluster, from the
 //! primary serving the key's slot), with replies bounded by a timeout. `checkout` gets one
 //! (routing, the idle check), `run` sends a command through redirections, `errors` reads
-//! what a failed call means, `undo` sends what a call whose reply was lost owes.
+//! what a failed call means, `undo` sends what a call whose reply was lost owes, `lend`
+//! lends a connection for the caller's own commands (`Pool::connection`).
 //!
 //! Nothing here sends a command twice unless the server said it did not run it (`MOVED`,
 //! `ASK`, `TRYAGAIN`, `READONLY`, ...): a command whose reply was lost is the caller's to
@@ -13,6 +14,7 @@
 
 mod checkout;
 mod errors;
+mod lend;
 mod run;
 mod undo;
 
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 pub(crate) use checkout::{checkout, checkout_node};
 pub(crate) use errors::{classify, reply_lost, reply_pending};
+pub use lend::PooledConnection;
 pub(crate) use run::{Failed, run, run_grant, run_repeatable};
 pub(crate) use undo::{Undone, send_unwaited, undo_after_lost_reply};
 

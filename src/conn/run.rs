@@ -210,7 +210,7 @@ pub(crate) fn run_repeatable<T>(
             Err(e) => ran.conn.reused && reply_lost(e) && !reply_pending(e),
             Ok(_) => false,
         };
-        if !closed {
+        if !closed || deadline.passed() {
             return Ok(ran);
         }
         log::debug!(

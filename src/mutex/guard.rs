@@ -162,9 +162,11 @@ macro_rules! mutex_guard {
             /// [lost](Self::is_lost) (its release was still attempted: Redis may have held
             /// the lock a little longer than our clock allowed);
             /// [`Error::NotAcquired`](crate::Error::NotAcquired) when the lock was no longer
-            /// ours (expired, reset, taken over), in which case nothing was changed; the
-            /// errors of a request when Redis could not be reached, in which case the lock
-            /// stays until its expiry.
+            /// ours (its `reason` says why: expired, reset, moved by a failover), in which
+            /// case nothing was changed;
+            /// [`Error::ReleaseDeferred`](crate::Error::ReleaseDeferred) when the release
+            /// could not be sent or got no answer: it is sent again in the background while
+            /// the lease lasts (the lock is free once it lands, or at the lease's end).
             ///
             /// # Examples
             ///

@@ -9,6 +9,7 @@ mod family;
 mod grant;
 mod guard;
 mod keys;
+mod once_per;
 mod resume;
 
 use std::fmt;
@@ -40,6 +41,7 @@ pub use family::{Released, last_release, lock_info};
 use grant::MutexGrant;
 use guard::Core;
 pub use guard::{ArcRedisMutexGuard, RedisMutexGuard};
+pub use once_per::{OncePer, PeriodDone, PeriodWindow};
 
 /// Takes the lock if it is free, with a fencing token and a grant marker.
 static ACQUIRE: LazyLock<Lua> = lua!(["scripts/fence.lua"], "mutex/acquire.lua");
@@ -53,6 +55,8 @@ static FAIR: LazyLock<Lua> = lua!(["scripts/clock.lua", "scripts/fence.lua"], "m
 static EXTEND: LazyLock<Lua> = lua!([], "mutex/extend.lua");
 /// Takes over a grant named by a lock handle, with a new fencing token.
 static RESUME: LazyLock<Lua> = lua!(["scripts/fence.lua"], "mutex/resume.lua");
+/// Marks a window of a period done, while the grant still holds the lock.
+static ONCE_PER: LazyLock<Lua> = lua!(["scripts/clock.lua"], "mutex/once_per.lua");
 /// Deletes locks whoever (or a given owner) holds them, and wakes one waiter of each.
 static RESET: LazyLock<Lua> = lua!([], "mutex/reset.lua");
 /// What the operator tools show of some mutexes.
@@ -130,18 +134,20 @@ fn check_name(name: &str) -> Result<()> {
             "the lock name is empty; give every lock a non-empty name",
         ));
     }
-    Ok(())
+    crate::keys::check_name_len("name", name)
 }
 
 impl RedisMutex {
     /// A mutex named `name` on `pool`, without expiry and with a random owner id.
     ///
-    /// Any non-empty string is a name (spaces, braces, newlines, non-ASCII); the keys are
+    /// Any non-empty string of at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes is a name
+    /// (spaces, braces, newlines, non-ASCII); the keys are
     /// `lock:<name>` and `lock-signal:<name>` (on a cluster, `lock:{<name>}` and so on).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`] for an empty name.
+    /// [`Error::InvalidOptions`] for an empty name, or one longer than
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN).
     ///
     /// # Examples
     ///

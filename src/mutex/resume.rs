@@ -34,7 +34,7 @@ impl RedisMutex {
     ///
     /// # Errors
     ///
-    /// [`Error::LockLost`](crate::Error::LockLost) when the lock no longer holds that grant: it expired, was
+    /// [`Error::HandleStale`](crate::Error::HandleStale) when the lock no longer holds that grant: it expired, was
     /// released or reset, was granted again (even to the same owner id), or the handle was
     /// resumed already. [`Error::InvalidOptions`](crate::Error::InvalidOptions) when the handle is not a mutex's of this
     /// name. [`Error::WrongType`](crate::Error::WrongType), [`Error::NotReplicated`](crate::Error::NotReplicated), and the errors of a request

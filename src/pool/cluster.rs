@@ -180,7 +180,9 @@ impl Cluster {
     /// ago.
     pub(crate) fn refresh(&self) -> Result<()> {
         let mut refreshed = self.refreshed.lock();
-        if refreshed.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
+        // A map not had yet is always asked for: the last attempt's error is the answer.
+        let known = !self.slots.read().primaries.is_empty();
+        if known && refreshed.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
             return Ok(());
         }
         let result = self.ask_for_slots();
@@ -204,6 +206,11 @@ impl Cluster {
             .iter()
             .map(|(addr, _, _)| self.node(addr))
             .collect())
+    }
+
+    /// The primary that serves `key`'s slot, as the map says (no request is sent).
+    pub(super) fn owner_of(&self, key: &str) -> Option<Arc<str>> {
+        self.owner(Slot::for_key(key))
     }
 
     fn owner(&self, slot: Slot) -> Option<Arc<str>> {
@@ -233,7 +240,7 @@ impl Cluster {
                 self.config.connect_timeout,
                 self.config.response_timeout,
             )
-            .map_err(|f| f.to_error(&server))
+            .map_err(|f| f.not_redis("nodes", &server).to_error(&server))
             .and_then(|mut link| {
                 redis::cmd("CLUSTER")
                     .arg("SLOTS")

@@ -45,6 +45,23 @@ impl Failure {
         }
     }
 
+    /// This failure, or, when what answered does not speak the Redis protocol (a parse
+    /// error: an HTTP server, say), one that says so and names `field` (`server` is the
+    /// address) as the setting to change.
+    pub(super) fn not_redis(self, field: &'static str, server: &str) -> Failure {
+        if !matches!(
+            self.source.kind(),
+            redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+        ) {
+            return self;
+        }
+        let reason = format!(
+            "what answers at {server} does not speak the Redis protocol (an HTTP server, \
+             say); check the host and port"
+        );
+        Failure::wrong(field, reason, self.source)
+    }
+
     /// Whether the credentials were refused.
     pub(super) fn is_auth(&self) -> bool {
         self.auth

@@ -38,26 +38,47 @@ pub(super) fn server_name(info: &ConnectionInfo) -> String {
     info.addr().to_string()
 }
 
-/// Connects to `info` within `connect_timeout` (the handshake included), then bounds every
-/// later read and write by `response_timeout`.
+/// Connects to `info` within `connect_timeout` (the handshake and a `PING` included), then
+/// bounds every later read and write by `response_timeout`.
 pub(super) fn connect(
     info: &ConnectionInfo,
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Link, Failure> {
-    let client = redis::Client::open(info.clone()).map_err(Failure::new)?;
-    let conn = client
+    connect_then(info, connect_timeout, response_timeout, |_| Ok(()))
+}
+
+/// [`connect`], with `check` run on the new connection within the same `connect_timeout`.
+fn connect_then(
+    info: &ConnectionInfo,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    check: impl FnOnce(&mut redis::Connection) -> Result<(), Failure>,
+) -> Result<Link, Failure> {
+    let started = std::time::Instant::now();
+    // No `CLIENT SETINFO` in redis-rs's handshake: its replies are read with a timeout per
+    // read, not for the whole, so a stalled server made a connect take twice its budget.
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let bare = info.clone().set_redis_settings(settings);
+    let client = redis::Client::open(bare).map_err(Failure::new)?;
+    let mut conn = client
         .get_connection_with_timeout(connect_timeout)
         .map_err(Failure::new)?;
-    let timeout = Some(response_timeout.max(super::MIN_TIMEOUT));
-    conn.set_read_timeout(timeout).map_err(Failure::new)?;
-    conn.set_write_timeout(timeout).map_err(Failure::new)?;
-    let mut conn = conn;
+    let set_timeouts = |conn: &redis::Connection, timeout: Duration| {
+        let timeout = Some(timeout.max(super::MIN_TIMEOUT));
+        conn.set_read_timeout(timeout).map_err(Failure::new)?;
+        conn.set_write_timeout(timeout).map_err(Failure::new)?;
+        Ok::<_, Failure>(timeout)
+    };
+    // What is left of the connect timeout bounds the checks.
+    set_timeouts(&conn, connect_timeout.saturating_sub(started.elapsed()))?;
     // A server that wants a password we did not give answers NOAUTH only now; later, a
     // long command would get a protocol error and a closed connection instead.
     redis::cmd("PING")
         .query::<String>(&mut conn)
         .map_err(Failure::new)?;
+    check(&mut conn)?;
+    let timeout = set_timeouts(&conn, response_timeout)?;
     Ok(Link {
         conn,
         state: LinkState {
@@ -83,14 +104,23 @@ pub(super) fn connect_direct(
     response_timeout: Duration,
 ) -> Result<Link, Failure> {
     let server = server_name(info);
-    let mut link = match connect(info, connect_timeout, response_timeout) {
-        Ok(link) => link,
-        Err(failure) => return Err(explain(failure, info, connect_timeout, response_timeout)),
+    let check = |conn: &mut redis::Connection| {
+        let about: String = redis::cmd("INFO")
+            .arg("server")
+            .query(conn)
+            .map_err(Failure::new)?;
+        match misplaced(&server, &about) {
+            Some(instead) => Err(Failure::wrong("url", instead, wrong_server(&server))),
+            None => Ok(()),
+        }
     };
-    let about: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut link.conn)
-        .map_err(Failure::new)?;
+    connect_then(info, connect_timeout, response_timeout, check)
+        .map_err(|failure| explain(failure, info, connect_timeout, response_timeout))
+}
+
+/// What to use instead of a server whose `INFO server` is `about`, if it holds no locks of
+/// its own: a Sentinel, or a node of a cluster.
+fn misplaced(server: &str, about: &str) -> Option<String> {
     let mode = about
         .lines()
         .find_map(|l| {
@@ -98,19 +128,18 @@ pub(super) fn connect_direct(
                 .or(l.strip_prefix("server_mode:"))
         })
         .map(str::trim);
-    let instead = match mode {
-        Some("sentinel") => format!(
+    match mode {
+        Some("sentinel") => Some(format!(
             "redis at {server} is a Sentinel, which holds no locks; use \
              `Pool::sentinel(&[\"redis://{server}/\"], \"<service>\")` (`SENTINEL MASTERS` \
              there lists its services)"
-        ),
-        Some("cluster") => format!(
+        )),
+        Some("cluster") => Some(format!(
             "redis at {server} is a node of a Redis Cluster; use \
              `Pool::cluster(&[\"redis://{server}/\"])`"
-        ),
-        _ => return Ok(link),
-    };
-    Err(Failure::wrong("url", instead, wrong_server(&server)))
+        )),
+        _ => None,
+    }
 }
 
 /// A connection attempt to a server given by its address that failed, made clearer where
@@ -123,18 +152,9 @@ fn explain(
     response_timeout: Duration,
 ) -> Failure {
     let server = server_name(info);
+    let failure = failure.not_redis("url", &server);
     let source = failure.clone().into_source();
     let detail = source.detail().unwrap_or_default();
-    if matches!(
-        source.kind(),
-        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
-    ) {
-        let reason = format!(
-            "what answers at {server} does not speak the Redis protocol (an HTTP server, \
-             say); check the host and port"
-        );
-        return Failure::wrong("url", reason, source);
-    }
     if detail.contains("DB index is out of range") {
         let db = info.redis_settings().db();
         let reason = format!(

@@ -94,6 +94,14 @@ impl Manager {
     /// A connection made within `wait` and the connect timeout, outside any room.
     pub(super) fn connect_within(&self, wait: Duration) -> Result<Link, Error> {
         let timeout = self.connect_timeout.min(wait);
+        // Nothing is left of the call: no attempt (a zero timeout would wait without end),
+        // and no failure of the server's.
+        if timeout < super::MIN_TIMEOUT {
+            return Err(Error::Timeout {
+                server: self.health.server().to_owned(),
+                after: wait,
+            });
+        }
         let connected = match &self.target {
             Target::Direct(info) => connect_direct(info, timeout, self.response_timeout),
             Target::ClusterNode(info) => connect(info, timeout, self.response_timeout),

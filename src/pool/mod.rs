@@ -287,6 +287,24 @@ impl Pool {
         PoolBuilder::default()
     }
 
+    /// How many connections the pool keeps at most to each server (to each primary, on a
+    /// cluster): the locks' and those lent by [`connection`](Pool::connection) together.
+    /// Set with [`PoolBuilder::max_size`]; for a pool given to [`Pool::try_from`], that
+    /// pool's.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::Pool;
+    ///
+    /// let pool = Pool::builder().max_size(32).build("redis://127.0.0.1:6379/")?;
+    /// assert_eq!(pool.max_size(), 32);
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn max_size(&self) -> u32 {
+        self.inner.config.max_size
+    }
+
     /// The longest wait for any one reply, for every connection of the pool.
     pub fn response_timeout(&self) -> Duration {
         self.inner.config.response_timeout
@@ -324,6 +342,17 @@ impl Pool {
         match &self.inner.topology {
             Topology::Single(node) => Some(node),
             Topology::Cluster(_) => None,
+        }
+    }
+
+    /// Whether a failover (or a slot migration) has moved `route` away from `server`, the
+    /// server a grant was made on, as far as the pool knows without asking.
+    pub(crate) fn moved(&self, route: &str, server: &str) -> bool {
+        match &self.inner.topology {
+            Topology::Cluster(cluster) => cluster
+                .owner_of(route)
+                .is_some_and(|owner| &*owner != server),
+            Topology::Single(node) => node.is_stale(server),
         }
     }
 

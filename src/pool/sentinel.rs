@@ -566,13 +566,15 @@ pub(super) fn connect_primary(
     }
     let mut last = None;
     for sentinel in &target.sentinels {
-        let primary = connect(sentinel, connect_timeout, response_timeout).and_then(|mut link| {
-            redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(&target.service)
-                .query::<Option<(String, u16)>>(&mut link.conn)
-                .map_err(|e| not_a_sentinel(e, sentinel))
-        });
+        let primary = connect(sentinel, connect_timeout, response_timeout)
+            .map_err(|f| f.not_redis("sentinels", &server_name(sentinel)))
+            .and_then(|mut link| {
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&target.service)
+                    .query::<Option<(String, u16)>>(&mut link.conn)
+                    .map_err(|e| not_a_sentinel(e, sentinel))
+            });
         let (host, port) = match primary {
             Ok(Some(address)) => address,
             Ok(None) => {

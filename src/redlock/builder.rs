@@ -208,7 +208,7 @@ pub(super) fn check_resource(resource: &str) -> Result<()> {
             "the resource name is empty; give every lock a non-empty name",
         ));
     }
-    Ok(())
+    crate::keys::check_name_len("resource", resource)
 }
 
 pub(super) fn check_ttl(ttl: Duration) -> Result<()> {

@@ -9,7 +9,7 @@ use super::extension::{Claim, Round, extend_round};
 use super::fanout::{fan_out, request};
 use super::quorum::{Majority, majority, quorum};
 use super::{failures, release_on};
-use crate::error::{Error, Result};
+use crate::error::{Error, LostReason, Result};
 use crate::held::Grant;
 use crate::lease::Lease;
 use crate::pool::Pool;
@@ -123,6 +123,7 @@ impl Grant for RedlockGrant {
         let left = lease.valid_for().unwrap_or_default();
         let not_acquired = || Error::NotAcquired {
             name: self.claim.resource.clone(),
+            reason: LostReason::Expired,
         };
         if left.is_zero() {
             return Err(not_acquired());

@@ -14,8 +14,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::scheduler::{Scheduler, next_due};
 use super::{BatchKey, LaneKey, Renew, Renewal, Renewing, batch};
+use crate::error::LostReason;
 use crate::error::{Error, Result};
-use crate::lease::{Lease, LostReason};
+use crate::lease::Lease;
 use crate::metrics;
 
 /// The most leases renewed by one call: bounds how long one call keeps Redis busy (well

@@ -96,6 +96,8 @@ pub(crate) struct OnServer {
     pub(crate) response_timeout: Duration,
     /// On a cluster, the node the grant was made on: its renewals get a lane of their own.
     pub(crate) server: Option<Arc<str>>,
+    /// The server the grant was made on.
+    pub(crate) granted_on: Arc<str>,
 }
 
 impl OnServer {
@@ -112,6 +114,7 @@ impl OnServer {
             ttl: options.expire,
             response_timeout: options.response_timeout,
             server: new.server.clone(),
+            granted_on: new.granted_on.clone(),
         }
     }
 }

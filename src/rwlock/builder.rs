@@ -32,8 +32,14 @@ impl RedisRwLockBuilder {
     lock_option_setters!(
         "read or write lock",
         super::RedisRwLockWriteGuard,
-        "30 s, renewed while a guard lives: a crashed holder stops blocking others 30 s after it died",
-        "`true`"
+        "30 s, renewed while a guard lives: a crashed holder stops blocking others when its last renewal runs out, up to 30 s after it died",
+        "`true`",
+        "Sets the owner id each lease's id starts with (`<owner id>#<16 hex digits>`), which \
+         operators see (in [`list_locks`](crate::list_locks), `redis-mutex list` and \
+         `redis-mutex owner`) and which [`reset_owned_by`](crate::reset_owned_by) frees. \
+         Give each process its own, stable id (`\"host-42/report-worker\"`): every lease has \
+         an id of its own, so two lock objects with the same id never release each other's \
+         leases, but `reset_owned_by` frees the leases of both."
     );
 
     /// Sets the character that separates the segments of the path. Every lock on a tree
@@ -65,6 +71,7 @@ impl RedisRwLockBuilder {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn build(self) -> Result<RedisRwLock> {
+        crate::keys::check_name_len("path", &self.path)?;
         if let Some(reason) = check_path(&self.path, self.separator) {
             return Err(Error::invalid("path", reason));
         }

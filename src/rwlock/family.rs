@@ -1,7 +1,8 @@
 //! What the operator tools know of read-write locks: the family of `rwlock:*` keys, a dozen
 //! sets and lists per level of each tree; the holder sets say who holds what.
 
-use super::keys::{level_keys, parse_key, path_of};
+use super::DEFAULT_SEPARATOR;
+use super::keys::{Mode, RwKeys, check_path, level_keys, parse_key, path_of};
 use super::{CLEAR, LIST};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
@@ -69,6 +70,19 @@ impl Family for RwLocks {
             );
         }
         Ok(found)
+    }
+
+    /// The path's own holder sets (as a lock with the default `/` separator names them on a
+    /// cluster); none for a name that is no path.
+    fn keys_named(&self, path: &str, scheme: Scheme) -> Vec<String> {
+        if check_path(path, DEFAULT_SEPARATOR).is_some() {
+            return Vec::new();
+        }
+        let keys = RwKeys::new(path, DEFAULT_SEPARATOR, scheme);
+        [Mode::Write, Mode::Read]
+            .into_iter()
+            .filter_map(|mode| keys.lease_sets(mode).into_iter().next())
+            .collect()
     }
 
     /// Removes the leases of every level that `keys` show (whatever kind of key showed

@@ -110,9 +110,10 @@ macro_rules! rw_guard_methods {
             /// [`Error::LockLost`](crate::Error::LockLost) when the guard was
             /// [lost](Self::is_lost) (its release was still attempted);
             /// [`Error::NotAcquired`](crate::Error::NotAcquired) when the lease was no
-            /// longer ours (it expired or was reset), in which case nothing was changed;
-            /// the errors of a request when Redis could not be reached, in which case the
-            /// lease stays until its expiry.
+            /// longer ours (its `reason` says why), in which case nothing was changed;
+            /// [`Error::ReleaseDeferred`](crate::Error::ReleaseDeferred) when the release
+            /// could not be sent or got no answer: it is sent again in the background while
+            /// the lease lasts.
             ///
             /// # Examples
             ///

@@ -171,7 +171,8 @@ impl RedisRwLock {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`] for a path that is empty or has an empty segment (`/a`,
+    /// [`Error::InvalidOptions`] for a path longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN),
+    /// or one that is empty or has an empty segment (`/a`,
     /// `a/`, `a//b`).
     ///
     /// # Examples

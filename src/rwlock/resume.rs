@@ -29,7 +29,7 @@ impl RedisRwLock {
     ///
     /// # Errors
     ///
-    /// [`Error::LockLost`] when the lease is gone: it expired, was released or reset, or
+    /// [`Error::HandleStale`] when the lease is gone: it expired, was released or reset, or
     /// the handle was resumed already. [`Error::InvalidOptions`] when the handle is not a
     /// read lease of this path. [`Error::WrongType`], [`Error::NotReplicated`], and the
     /// errors of a request when Redis cannot be reached (an unanswered request is undone:

@@ -33,8 +33,15 @@ impl RedisSemaphoreBuilder {
     lock_option_setters!(
         "grant of permits",
         super::RedisSemaphorePermit,
-        "30 s, renewed while a permit lives: a crashed holder's permits come back 30 s after it died",
-        "`true`"
+        "30 s, renewed while a permit lives: a crashed holder's permits come back when its last renewal runs out, up to 30 s after it died",
+        "`true`",
+        "Sets the owner id each grant's lease id starts with (`<owner id>#<16 hex digits>`), \
+         which operators see (in [`holders`](crate::RedisSemaphore::holders), \
+         [`list_locks`](crate::list_locks), `redis-mutex list` and `redis-mutex owner`) and \
+         which [`reset_owned_by`](crate::reset_owned_by) frees. Give each process its own, \
+         stable id (`\"host-42/export-worker\"`): every grant has a lease id of its own, so \
+         two semaphore objects with the same id never release each other's permits, but \
+         `reset_owned_by` takes back the permits of both."
     );
 
     /// Sets the capacity: how many permits may be held at once. Every user of one semaphore
@@ -64,7 +71,7 @@ impl RedisSemaphoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`], naming the option: `name` for an empty name; `permits` when
+    /// [`Error::InvalidOptions`], naming the option: `name` for an empty name or one longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN); `permits` when
     /// it was not set, or is 0; `owner_id` for an empty owner id; `expire`, `signal_expire`,
     /// `response_timeout` or `wait_replicas` for a duration out of range; `expire` for one
     /// too short to renew.
@@ -82,6 +89,7 @@ impl RedisSemaphoreBuilder {
         if self.name.is_empty() {
             return Err(Error::invalid("name", "the semaphore's name is empty"));
         }
+        crate::keys::check_name_len("name", &self.name)?;
         let permits = match self.permits {
             None => {
                 return Err(Error::invalid(

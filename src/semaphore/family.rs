@@ -84,19 +84,20 @@ impl Family for Semaphores {
             // The capacity in force: set_permits', else the latest grant's.
             let capacity = u32::try_from(set)
                 .ok()
-                .or_else(|| grants.last().map(|((_, capacity, _), _)| *capacity))
+                .or_else(|| grants.last().map(|(member, _)| member.capacity))
                 .unwrap_or_default();
-            for ((held, _, lease), left) in grants {
+            for (member, left) in grants {
                 let mut info = LockInfo::held(
                     name,
                     LockKind::Semaphore,
-                    lease.to_owned(),
+                    member.lease_id.to_owned(),
                     expires_in(left),
                     &text,
                 );
+                info.fencing_token = member.token;
                 info.waiters = usize::try_from(waiters).ok();
                 info.permits = Some(PermitsInfo {
-                    held,
+                    held: member.permits,
                     in_use: u32::try_from(in_use).unwrap_or_default(),
                     capacity,
                 });

@@ -16,7 +16,7 @@ use crate::time::millis;
 pub(super) struct SemaphoreGrant {
     pub(super) on: OnServer,
     pub(super) keys: Arc<SemaphoreKeys>,
-    /// Its entry in the holder set: `<permits>/<capacity>:<lease id>`.
+    /// Its entry in the holder set: `<permits>/<capacity>/<fencing token>:<lease id>`.
     pub(super) member: String,
     /// The capacity the semaphore was built with (the script's fallback).
     pub(super) capacity: u32,

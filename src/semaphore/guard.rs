@@ -140,9 +140,10 @@ macro_rules! permit_methods {
             /// [`Error::LockLost`](crate::Error::LockLost) when the permits were
             /// [lost](Self::is_lost) (the release was still attempted);
             /// [`Error::NotAcquired`](crate::Error::NotAcquired) when they were no longer
-            /// ours (the lease expired or the semaphore was reset), in which case nothing
-            /// was changed; the errors of a request when Redis could not be reached, in
-            /// which case the permits come back when their lease runs out.
+            /// ours (its `reason` says why), in which case nothing was changed;
+            /// [`Error::ReleaseDeferred`](crate::Error::ReleaseDeferred) when the release
+            /// could not be sent or got no answer: it is sent again in the background while
+            /// the lease lasts (the permits come back once it lands, or at the lease's end).
             ///
             /// # Examples
             ///

@@ -16,8 +16,9 @@ pub(crate) const RELEASED_PREFIX: &str = "semaphore-released:";
 /// Every key of one semaphore.
 #[derive(Debug, Clone)]
 pub(crate) struct SemaphoreKeys {
-    /// `semaphore:<name>`: a sorted set of the holders, `<permits>/<capacity>:<lease id>` →
-    /// the end of its lease in milliseconds since 1970 (`inf`: never).
+    /// `semaphore:<name>`: a sorted set of the holders,
+    /// `<permits>/<capacity>/<fencing token>:<lease id>` → the end of its lease in
+    /// milliseconds since 1970 (`inf`: never).
     pub(crate) holders: String,
     /// `semaphore-capacity:<name>`: the capacity set by `set_permits`, if any; else the
     /// builders' `permits` apply.
@@ -82,17 +83,42 @@ pub(crate) fn semaphore_name_of(holders_key: &str, scheme: Scheme) -> &str {
     )
 }
 
-/// A holder set's member, `<permits>/<capacity>:<lease id>`, read back: how many permits,
-/// the capacity it was granted under, and the lease id (`<owner id>#<16 hex digits>`).
-pub(crate) fn parse_member(member: &str) -> Option<(u32, u32, &str)> {
-    let (counts, lease) = member.split_once(':')?;
-    let (permits, capacity) = counts.split_once('/')?;
-    Some((permits.parse().ok()?, capacity.parse().ok()?, lease))
+/// A holder set's member read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Member<'a> {
+    /// How many permits the grant holds.
+    pub(crate) permits: u32,
+    /// The capacity it was granted under.
+    pub(crate) capacity: u32,
+    /// Its fencing token; `None` in a member written before tokens were kept.
+    pub(crate) token: Option<u64>,
+    /// Its lease id: `<owner id>#<16 hex digits>`.
+    pub(crate) lease_id: &'a str,
 }
 
-/// The member of a grant of `permits` under `capacity` to the lease `lease_id`.
-pub(crate) fn member(permits: u32, capacity: u32, lease_id: &str) -> String {
-    format!("{permits}/{capacity}:{lease_id}")
+/// A holder set's member, `<permits>/<capacity>/<token>:<lease id>` (or, written before
+/// tokens were kept, `<permits>/<capacity>:<lease id>`), read back.
+pub(crate) fn parse_member(member: &str) -> Option<Member<'_>> {
+    let (counts, lease_id) = member.split_once(':')?;
+    let mut counts = counts.split('/');
+    let permits = counts.next()?.parse().ok()?;
+    let capacity = counts.next()?.parse().ok()?;
+    let token = counts.next().map(str::parse).transpose().ok()?;
+    if counts.next().is_some() {
+        return None;
+    }
+    Some(Member {
+        permits,
+        capacity,
+        token,
+        lease_id,
+    })
+}
+
+/// The member of a grant of `permits` under `capacity`, with the fencing token `token`, to
+/// the lease `lease_id` (as `semaphore.lua` writes it).
+pub(crate) fn member(permits: u32, capacity: u32, token: u64, lease_id: &str) -> String {
+    format!("{permits}/{capacity}/{token}:{lease_id}")
 }
 
 #[cfg(test)]
@@ -124,11 +150,27 @@ mod tests {
     }
 
     #[test]
-    fn members_name_their_permits_capacity_and_lease() {
-        assert_eq!(member(2, 5, "w#00ff"), "2/5:w#00ff");
-        assert_eq!(parse_member("2/5:w#00ff"), Some((2, 5, "w#00ff")));
-        assert_eq!(parse_member("2/5:a:b#1"), Some((2, 5, "a:b#1")));
+    fn members_name_their_permits_capacity_token_and_lease() {
+        fn parts(m: Option<Member<'_>>) -> Option<(u32, u32, Option<u64>, &str)> {
+            m.map(|m| (m.permits, m.capacity, m.token, m.lease_id))
+        }
+        assert_eq!(member(2, 5, 17, "w#00ff"), "2/5/17:w#00ff");
+        assert_eq!(
+            parts(parse_member("2/5/17:w#00ff")),
+            Some((2, 5, Some(17), "w#00ff"))
+        );
+        assert_eq!(
+            parts(parse_member("2/5/17:a:b/9#1")),
+            Some((2, 5, Some(17), "a:b/9#1"))
+        );
+        // Written before tokens were kept.
+        assert_eq!(
+            parts(parse_member("2/5:w#00ff")),
+            Some((2, 5, None, "w#00ff"))
+        );
         assert_eq!(parse_member("x/5:w#1"), None);
         assert_eq!(parse_member("2:w#1"), None);
+        assert_eq!(parse_member("2/5/x:w#1"), None);
+        assert_eq!(parse_member("2/5/1/1:w#1"), None);
     }
 }

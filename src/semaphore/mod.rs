@@ -50,7 +50,8 @@ static SEMAPHORE: LazyLock<Lua> = lua!(
 static LOCALS: LazyLock<Locals> = LazyLock::new(Locals::new);
 
 /// A semaphore's defaults: permits whose leases expire, renewed while a permit lives, so
-/// that a crashed holder's permits come back one lease after it died.
+/// that a crashed holder's permits come back when its last renewal runs out, up to one
+/// lease after it died.
 const DEFAULTS: Defaults = Defaults {
     expire: Some(Duration::from_secs(30)),
     auto_renewal: true,
@@ -67,8 +68,8 @@ const CAPACITY_LIFE: Duration = Duration::from_secs(3600);
 /// Each grant of permits is a lease, as a lock is: it expires (30 s unless
 /// [set](RedisSemaphoreBuilder::expire)) and is renewed while its guard, a
 /// [`RedisSemaphorePermit`], lives; dropping the guard gives the permits back. A holder that
-/// crashes gives its permits back one lease after it died, never "forever" as a plain
-/// counter would.
+/// crashes gives its permits back when its last renewal runs out (up to one lease after it
+/// died), never "forever" as a plain counter would.
 ///
 /// [`acquire`](Self::acquire) blocks, [`try_acquire`](Self::try_acquire) does not, and
 /// [`try_acquire_for`](Self::try_acquire_for) waits up to a timeout;
@@ -137,6 +138,9 @@ pub struct SemaphoreHolder {
     /// How long until its lease runs out, unless renewed; `None` for permits without
     /// expiry.
     pub expires_in: Option<Duration>,
+    /// The grant's fencing token (what its permit's
+    /// [`fencing_token`](RedisSemaphorePermit::fencing_token) gives its holder).
+    pub fencing_token: Option<u64>,
 }
 
 /// A semaphore's state, as `semaphore.lua`'s `state` reads it.
@@ -174,7 +178,8 @@ impl RedisSemaphore {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOptions`] for an empty name or 0 permits.
+    /// [`Error::InvalidOptions`] for an empty name, one longer than
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN), or 0 permits.
     ///
     /// # Examples
     ///
@@ -631,15 +636,17 @@ impl RedisSemaphore {
                 return Err(bad());
             };
             let member = String::from_utf8_lossy(member);
-            let (permits, _, lease_id) = parse_member(&member).ok_or_else(bad)?;
+            let member = parse_member(&member).ok_or_else(bad)?;
+            let lease_id = member.lease_id;
             holders.push(SemaphoreHolder {
                 owner_id: lease_id
                     .rsplit_once('#')
                     .map_or(lease_id, |(owner, _)| owner)
                     .to_owned(),
                 lease_id: lease_id.to_owned(),
-                permits,
+                permits: member.permits,
                 expires_in: u64::try_from(number(left)?).ok().map(Duration::from_millis),
+                fencing_token: member.token,
             });
         }
         Ok(State {
@@ -724,7 +731,7 @@ impl RedisSemaphore {
         let grant = SemaphoreGrant {
             on: OnServer::of(&self.pool, &self.name, &granted, &self.options),
             keys: self.keys.clone(),
-            member: member(taken.n, taken.capacity, &taken.lease_id),
+            member: member(taken.n, taken.capacity, granted.token, &taken.lease_id),
             capacity: self.permits,
             fair: self.fair,
             signal_expire: self.options.signal_expire,

@@ -1,9 +1,10 @@
 -- A RedisSemaphore: permits as leases, waiters woken as permits free up for them.
 -- See docs/semaphore.md.
--- KEYS[1]: the holders (semaphore:<name>): a sorted set, "<permits>/<capacity>:<lease id>"
---          -> the end of the lease in ms since 1970 (inf: never), the capacity being what
---          the grant was made under (for the operator tools); it expires with its last
---          lease
+-- KEYS[1]: the holders (semaphore:<name>): a sorted set,
+--          "<permits>/<capacity>/<token>:<lease id>" -> the end of the lease in ms since
+--          1970 (inf: never), the capacity being what the grant was made under and the
+--          token its fencing token (both for the operator tools; members written before
+--          tokens were kept have no "/<token>"); it expires with its last lease
 -- KEYS[2]: the capacity set by set_permits (semaphore-capacity:<name>), if any
 -- KEYS[3]: the queue (semaphore-queue:<name>): waiter id -> when it came, in microseconds
 -- KEYS[4]: the waiters (semaphore-waiters:<name>): waiter id -> "<permits>|<end of entry>"
@@ -37,7 +38,7 @@
 -- Returns, for 'acquire': {3, 0, 0} when this request was undone (a copy that came late;
 -- nothing is changed); {1, token, capacity} when granted, token being the fencing
 -- token (see fence.lua) and capacity the one it was granted under (its member is
--- "<permits>/<capacity>:<lease id>"); {0, ms, 0} when not, ms being the time until the
+-- "<permits>/<capacity>/<token>:<lease id>"); {0, ms, 0} when not, ms being the time until the
 -- earliest holder's lease runs out (-1 when none will); {-2, capacity, 0} when more
 -- permits are asked for than the capacity; {-1, 0, 0} when a key holds another type
 -- (nothing is changed then). For 'release': 1 when the member was ours and removed (or its
@@ -54,8 +55,16 @@ local function permits_of(member)
     return tonumber(string.match(member, '^(%d+)/')) or 0
 end
 
+-- The lease id of a member, "<permits>/<capacity>/<token>:<lease id>" (or, written before
+-- tokens were kept, "<permits>/<capacity>:<lease id>").
 local function lease_of(member)
-    return string.match(member, '^%d+/%d+:(.*)$')
+    return string.match(member, '^[%d/]+:(.*)$')
+end
+
+-- The member of a grant of `permits` under `capacity`, with `token`, to the lease `lease`
+-- (the token written out whole: Lua would write a number past 10^14 in exponent form).
+local function member_for(permits, capacity, token, lease)
+    return permits .. '/' .. capacity .. '/' .. string.format('%d', token) .. ':' .. lease
 end
 
 -- Removes the holders whose lease ran out; returns the permits the others hold, the
@@ -192,7 +201,8 @@ if op == 'acquire' then
     local fair = ARGV[10] == '1'
     -- With our own member, if this very request holds permits already: it was sent again
     -- (its connection closed before the reply, and the undo sent after it reached the
-    -- server first), and is granted once, its lease counted from now.
+    -- server first), and is granted once, its lease counted from now, with a new token
+    -- (its member rewritten to carry it).
     -- A copy of a request that was undone, come late: refused.
     if noted(KEYS[6], ARGV[5]) then
         return {3, 0, 0}
@@ -207,9 +217,11 @@ if op == 'acquire' then
     end
     if own then
         local token = fence(KEYS[5])
-        hold(own, ends, last)
+        local held, under = string.match(own, '^(%d+)/(%d+)')
+        redis.call('ZREM', KEYS[1], own)
+        hold(member_for(held, under, token, ARGV[5]), ends, last)
         granted(me, queue)
-        return {1, token, tonumber(string.match(own, '^%d+/(%d+):'))}
+        return {1, token, tonumber(under)}
     end
     if wanted > cap then
         remove_waiter(me)
@@ -229,7 +241,7 @@ if op == 'acquire' then
     end
     if used + ahead + wanted <= cap then
         local token = fence(KEYS[5])
-        hold(wanted .. '/' .. cap .. ':' .. ARGV[5], ends, last)
+        hold(member_for(wanted, cap, token, ARGV[5]), ends, last)
         granted(me, queue)
         return {1, token, cap}
     end

@@ -1,6 +1,7 @@
 mod answers;
 mod crash;
 mod deadlines;
+mod error_causes;
 mod fair_handover;
 mod input;
 mod late_copies;

@@ -196,7 +196,7 @@ fn a_stale_handle_is_refused() {
         let name = format!("stale-{fair}");
         let (ours, theirs) = (server.pool(), server.pool());
         let lost = |e: Error, what: &str| {
-            assert!(matches!(e, Error::LockLost { .. }), "{what}: {e:?}");
+            assert!(matches!(e, Error::HandleStale { .. }), "{what}: {e:?}");
         };
         let short = RedisMutex::builder(ours.clone(), name.as_str())
             .fair(fair)
@@ -319,7 +319,7 @@ fn a_handle_of_a_lock_without_expiry_outlives_its_marker() {
         RedisMutex::new(server.pool(), "forever")
             .unwrap()
             .resume(&handle),
-        Err(Error::LockLost { .. })
+        Err(Error::HandleStale { .. })
     ));
     resumed.unlock().unwrap();
     assert!(!elsewhere.is_locked().unwrap());
@@ -458,7 +458,7 @@ fn read_and_write_leases_are_resumed_once() {
     let resumed = other.resume_read(&handle).unwrap();
     assert!(matches!(
         elsewhere().resume_read(&handle),
-        Err(Error::LockLost { .. })
+        Err(Error::HandleStale { .. })
     ));
     // The resumed read lease still keeps writers out of the path and its ancestors.
     let root = RedisRwLock::new(server.pool(), "tree").unwrap();
@@ -479,7 +479,7 @@ fn read_and_write_leases_are_resumed_once() {
     assert!(resumed.fencing_token() > token);
     assert!(matches!(
         elsewhere().resume_write(&handle),
-        Err(Error::LockLost { .. })
+        Err(Error::HandleStale { .. })
     ));
     assert!(matches!(
         RedisRwLock::new(server.pool(), "tree/leaf/below")

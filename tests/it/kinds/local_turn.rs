@@ -947,7 +947,7 @@ fn resumable(pool: &Pool, name: &str) -> RedisMutex {
 }
 
 /// A thread holds a mutex (10 s lease) and resumes, on the same thread, the handle of an
-/// earlier grant that it released: refused (`LockLost`) within its bound, the grant it
+/// earlier grant that it released: refused (`HandleStale`) within its bound, the grant it
 /// holds untouched.
 #[test]
 fn resume_of_a_stale_handle_on_the_holding_thread_is_refused_in_bounds() {
@@ -974,8 +974,8 @@ fn resume_of_a_stale_handle_on_the_holding_thread_is_refused_in_bounds() {
     let (resumed, took, still_held) = holder.join(BOUND);
     println!("resume of a stale handle on the holding thread: {resumed:?} after {took:?}");
     assert!(
-        matches!(resumed, Err(Error::LockLost { .. })),
-        "a stale handle must be refused with LockLost: {resumed:?}"
+        matches!(resumed, Err(Error::HandleStale { .. })),
+        "a stale handle must be refused with HandleStale: {resumed:?}"
     );
     assert!(
         took <= resume_bound(),
@@ -1149,8 +1149,8 @@ fn resume_write_on_the_holding_thread_answers_in_bounds() {
          live {resumed:?} after {resumed_after:?}"
     );
     assert!(
-        matches!(refused, Err(Error::LockLost { .. })),
-        "a stale write handle must be refused with LockLost: {refused:?}"
+        matches!(refused, Err(Error::HandleStale { .. })),
+        "a stale write handle must be refused with HandleStale: {refused:?}"
     );
     assert!(refused_after <= resume_bound(), "{refused_after:?}");
     assert!(

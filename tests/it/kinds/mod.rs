@@ -4,6 +4,7 @@ mod fencing;
 mod handles;
 mod local_turn;
 mod mutex;
+mod once_per;
 mod redlock;
 mod renewal;
 mod rwlock;

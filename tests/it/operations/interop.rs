@@ -14,8 +14,12 @@ use redis_mutex::{RedisMutex, TryLockError};
 /// told on stdin; `wait` checks the lock is held, says "waiting", then blocks until it gets
 /// it, says "acquired" and releases it.
 const PYTHON: &str = r#"
-import sys, redis, redis_lock
+import logging, sys, redis, redis_lock
 assert redis_lock.__version__.startswith("4."), redis_lock.__version__
+# `wait` tries the lock first, expecting it held: python-redis-lock warns of that failed
+# try ("Failed to acquire Lock(...)") through logging, which with no handler set goes to
+# stderr. Its errors still do.
+logging.getLogger("redis_lock.acquire").setLevel(logging.ERROR)
 port, mode, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 lock = redis_lock.Lock(redis.StrictRedis(host="127.0.0.1", port=port), name, id="python-" + mode)
 if mode == "hold":

@@ -1,4 +1,6 @@
 mod helpers;
 mod interop;
+mod lend;
 mod readme;
+mod server_checks;
 mod tools;

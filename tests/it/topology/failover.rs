@@ -153,6 +153,14 @@ struct Run {
     unavailable: Vec<Duration>,
     /// Double grants, by the failover they followed.
     per_failover: Vec<usize>,
+    /// For each failover, the most grants in a row that one worker took in the five
+    /// seconds after it began (the others got none meanwhile), and the most in any five
+    /// seconds before the first failover.
+    streaks: Vec<usize>,
+    steady_streak: usize,
+    /// What the callers were told when a call failed: `(call, message with names cut,
+    /// how many)`, most first.
+    errors: Vec<(String, String, usize)>,
 }
 
 /// Runs the workers, fails over `count` times with `fail_over`, and checks the history.
@@ -238,15 +246,95 @@ fn run(
             per_failover[i] += 1;
         }
     }
+    let by_worker = grants_by_worker(&logs);
+    let streaks = failovers
+        .iter()
+        .map(|f| longest_streak(&by_worker, f.started, f.started + 5_000_000_000))
+        .collect();
+    let first = failovers.first().map_or(u64::MAX, |f| f.started);
+    let steady_streak = longest_streak(&by_worker, 0, first);
+    let errors = call_errors(&logs);
     std::fs::remove_dir_all(&dir).ok();
     let run = Run {
         checked,
         failovers,
         unavailable,
         per_failover,
+        streaks,
+        steady_streak,
+        errors,
     };
     report(what, seed, &run);
     run
+}
+
+/// Each grant's time and the worker process that took it (its id's first part), by time.
+fn grants_by_worker(logs: &[PathBuf]) -> Vec<(u64, String)> {
+    let mut grants: Vec<(u64, String)> = logs
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("grant "))
+                .filter_map(|g| {
+                    let fields: Vec<&str> = g.split(' ').collect();
+                    let worker = fields.first()?.split('-').next()?.to_owned();
+                    Some((fields.get(4)?.parse().ok()?, worker))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    grants.sort_unstable();
+    grants
+}
+
+/// The most grants in a row one worker took between `from` and `to`.
+fn longest_streak(grants: &[(u64, String)], from: u64, to: u64) -> usize {
+    let mut best = 0;
+    let mut run: Option<(&str, usize)> = None;
+    for (_, worker) in grants.iter().filter(|(t, _)| (from..to).contains(t)) {
+        run = match run {
+            Some((w, n)) if w == worker => Some((w, n + 1)),
+            _ => Some((worker, 1)),
+        };
+        best = best.max(run.map_or(0, |(_, n)| n));
+    }
+    best
+}
+
+/// The failed calls in the logs, by call and message (lock names cut), most first.
+fn call_errors(logs: &[PathBuf]) -> Vec<(String, String, usize)> {
+    let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for text in logs.iter().filter_map(|p| std::fs::read_to_string(p).ok()) {
+        for fields in text.lines().filter_map(|l| l.strip_prefix("call ")) {
+            let fields: Vec<&str> = fields.split(' ').collect();
+            let (Some(what), Some(outcome)) = (fields.first(), fields.get(4)) else {
+                continue;
+            };
+            let Some(message) = outcome.strip_prefix("err:") else {
+                continue;
+            };
+            let message = message.replace('_', " ");
+            // Names and addresses vary: keep the message's first clause, names cut.
+            let mut parts = message.split('`');
+            let mut cut = parts.next().unwrap_or_default().to_owned();
+            for (i, part) in parts.enumerate() {
+                cut.push_str(if i % 2 == 0 { "`*`" } else { part });
+            }
+            // Addresses vary too: each becomes `*`.
+            let cut: String = cut
+                .split(' ')
+                .map(|w| if w.contains("127.0.0.1:") { "*" } else { w })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let cut: String = cut.chars().take(110).collect();
+            *counts.entry((what.to_string(), cut)).or_default() += 1;
+        }
+    }
+    let mut errors: Vec<(String, String, usize)> =
+        counts.into_iter().map(|((w, m), n)| (w, m, n)).collect();
+    errors.sort_by_key(|e| std::cmp::Reverse(e.2));
+    errors
 }
 
 /// When each grant was made, sorted, from the logs.
@@ -284,9 +372,17 @@ fn report(what: &str, seed: u64, run: &Run) {
     );
     for (i, f) in run.failovers.iter().enumerate() {
         println!(
-            "  failover {i}: {}; gap between grants {:?}; {} double grants after it",
-            f.how, run.unavailable[i], run.per_failover[i]
+            "  failover {i}: {}; gap between grants {:?}; {} double grants after it; one \
+             worker took {} grants in a row in the 5 s after it",
+            f.how, run.unavailable[i], run.per_failover[i], run.streaks[i]
         );
+    }
+    println!(
+        "  before the first failover, one worker took at most {} grants in a row",
+        run.steady_streak
+    );
+    for (what, message, n) in run.errors.iter().take(12) {
+        println!("  {n} x {what}: {message}");
     }
 }
 
