@@ -1166,7 +1166,6 @@ impl RawScripts {
     fn new() -> RawScripts {
         RawScripts {
             acquire: redis::Script::new(concat!(
-                include_str!("../src/scripts/clock.lua"),
                 include_str!("../src/scripts/fence.lua"),
                 include_str!("../src/mutex/acquire.lua")
             )),
@@ -1184,11 +1183,12 @@ impl RawScripts {
         owner: &str,
         expire_ms: u64,
     ) -> BoxResult<()> {
-        let (lock, signal, grant, released) = (
+        let (lock, signal, grant, released, done) = (
             format!("lock:{name}"),
             format!("lock-signal:{name}"),
             format!("lock-grant:{name}"),
             format!("lock-released:{name}"),
+            format!("lock-done:{name}:"),
         );
         let (_, token): (i64, i64) = self
             .acquire
@@ -1201,6 +1201,7 @@ impl RawScripts {
             .arg("0")
             .arg("attempt")
             .arg(10_000)
+            .arg(&done)
             .invoke(conn)?;
         let _: i64 = self
             .release
@@ -1208,6 +1209,7 @@ impl RawScripts {
             .key(&signal)
             .key(&grant)
             .key(&released)
+            .key(format!("{done}attempt"))
             .arg(owner)
             .arg(1000)
             .arg(token)
