@@ -629,7 +629,7 @@ mod tests {
             0,
             "the holder's call reports it"
         );
-        assert_eq!(logged(), ["lock `quietly-lost` lost: test"]);
+        assert_eq!(logged(), ["lock `quietly-lost` lost (expired): test"]);
     }
 
     /// Starts keeping the log records that mention `marker` (this process' logger is this
