@@ -226,7 +226,7 @@ fn odd_names() -> Vec<String> {
     .into_iter()
     .map(str::to_owned)
     .collect();
-    names.push("x".repeat(1024 * 1024));
+    names.push("x".repeat(redis_mutex::MAX_NAME_LEN));
     names
 }
 
