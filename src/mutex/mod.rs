@@ -628,11 +628,15 @@ impl RedisMutex {
         } else {
             acquire::acquire(&lock, &mut Plain::new(self, turn.is_some()), deadline)?
         };
-        drop(turn);
-        match outcome {
+        // The grant is noted as held before the turn goes to the next waiter of this
+        // process: that waiter then naps until the grant ends instead of sending an attempt
+        // bound to fail.
+        let held = match outcome {
             Outcome::Granted(granted, id) => self.core(granted, id).map(Some),
             Outcome::TimedOut | Outcome::GaveWay => Ok(None),
-        }
+        };
+        drop(turn);
+        held
     }
 
     /// The deadline of a request sent now: one response timeout.

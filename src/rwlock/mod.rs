@@ -517,11 +517,13 @@ impl RedisRwLock {
             lease_id: self.new_lease_id(),
         };
         let outcome = acquire::acquire(&lock, &mut request, deadline)?;
-        drop(turn);
-        match outcome {
+        // Noted as held before the turn goes on (see the mutex's acquire).
+        let held = match outcome {
             Outcome::Granted(granted, ()) => self.held(mode, request.lease_id, granted).map(Some),
             Outcome::TimedOut | Outcome::GaveWay => Ok(None),
-        }
+        };
+        drop(turn);
+        held
     }
 
     /// What the acquire driver needs of this lock, for a lease of `mode`.
