@@ -105,10 +105,13 @@ pub(super) fn connect_direct(
 ) -> Result<Link, Failure> {
     let server = server_name(info);
     let check = |conn: &mut redis::Connection| {
-        let about: String = redis::cmd("INFO")
-            .arg("server")
-            .query(conn)
-            .map_err(Failure::new)?;
+        let about: String = match redis::cmd("INFO").arg("server").query(conn) {
+            Ok(about) => about,
+            // An ACL user allowed only the locks' commands, or a server that renamed
+            // `INFO`: there is nothing to tell by, and the server answered as Redis does.
+            Err(e) if e.code().is_some() => return Ok(()),
+            Err(e) => return Err(Failure::new(e)),
+        };
         match misplaced(&server, &about) {
             Some(instead) => Err(Failure::wrong("url", instead, wrong_server(&server))),
             None => Ok(()),
