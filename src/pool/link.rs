@@ -2,6 +2,7 @@
 //! timeout from the first byte ([`connect`]), and what we know of its socket ([`Link`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo};
@@ -15,7 +16,45 @@ pub(crate) struct Link {
     /// The server it is connected to, for error messages.
     pub(super) server: Arc<str>,
     /// Its place among its pool's connections (see `Room`).
-    pub(super) place: Option<super::manager::Place>,
+    pub(super) place: Option<Place>,
+}
+
+/// The room of one server's connections: those the pool makes in the background and those
+/// callers make on their own threads while it recovers stay within `max_size` together
+/// (r2d2 knows only its own).
+#[derive(Debug)]
+pub(crate) struct Room {
+    open: AtomicU32,
+    max: u32,
+}
+
+impl Room {
+    pub(super) fn new(max: u32) -> Arc<Room> {
+        Arc::new(Room {
+            open: AtomicU32::new(0),
+            max,
+        })
+    }
+
+    /// A place for one more connection, if there is room.
+    pub(super) fn take(self: &Arc<Room>) -> Option<Place> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(self.clone()))
+    }
+}
+
+/// One connection's place in its [`Room`], given back when the connection closes.
+#[derive(Debug)]
+pub(crate) struct Place(Arc<Room>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What we last did to a connection, so that a hot path does not repeat it.

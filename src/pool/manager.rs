@@ -2,13 +2,12 @@
 //! primary the sentinels name, which `sentinel` follows.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use redis::ConnectionInfo;
 
 use super::health::Health;
-use super::link::{Link, connect, connect_direct};
+use super::link::{Link, Room, connect, connect_direct};
 use super::sentinel::{Primary, SentinelTarget, connect_primary};
 use crate::error::Error;
 
@@ -34,44 +33,6 @@ pub(crate) struct Manager {
     pub(super) primary: Option<Arc<Primary>>,
     /// The room of a pool's connections (none for a single check of a server).
     pub(super) room: Option<Arc<Room>>,
-}
-
-/// The room of one server's connections: those the pool makes in the background and those
-/// callers make on their own threads while it recovers stay within `max_size` together
-/// (r2d2 knows only its own).
-#[derive(Debug)]
-pub(crate) struct Room {
-    open: AtomicU32,
-    max: u32,
-}
-
-impl Room {
-    pub(super) fn new(max: u32) -> Arc<Room> {
-        Arc::new(Room {
-            open: AtomicU32::new(0),
-            max,
-        })
-    }
-
-    /// A place for one more connection, if there is room.
-    fn take(self: &Arc<Room>) -> Option<Place> {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Place(self.clone()))
-    }
-}
-
-/// One connection's place in its [`Room`], given back when the connection closes.
-#[derive(Debug)]
-pub(crate) struct Place(Arc<Room>);
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl Manager {

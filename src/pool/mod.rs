@@ -160,7 +160,7 @@ impl Node {
             response_timeout: config.response_timeout,
             health: health.clone(),
             primary: primary.clone(),
-            room: Some(manager::Room::new(config.max_size)),
+            room: Some(link::Room::new(config.max_size)),
         };
         let spare = manager.clone_settings();
         let pool = r2d2::Pool::builder()
