@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use redis::Commands;
-use redis_mutex::{Pool, RedisMutex, RedisRwLock, RedisSemaphore, Redlock};
+use redis_mutex::{Pool, RedisElection, RedisMutex, RedisRwLock, RedisSemaphore, Redlock};
 use support::server::RedisServer;
 use support::{proxy, python, server};
 
@@ -53,6 +53,9 @@ const CROWD_BLOCK: Duration = Duration::from_millis(800);
 const CROWD_BLOCKS: usize = 3;
 /// Semaphore handoffs measured, each a waiter woken by a release.
 const SEMAPHORE_HANDOFFS: usize = 40;
+/// Rounds of the election's figures: a term won, a proclaim, a resign to a waiting
+/// candidate.
+const ELECTION_ROUNDS: usize = 30;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -248,6 +251,8 @@ fn loopback(url: &str, f: &mut Figures) -> BoxResult<()> {
         );
     }
 
+    election_rows(url, rtt, f)?;
+
     let sem = semaphore_figures(url, rtt)?;
     f.num("semaphore_cycle_vs_mutex", sem.vs_mutex, 3);
     f.num("semaphore_handoff_p50_rtt", sem.handoff_p50_rtt, 2);
@@ -415,6 +420,7 @@ fn at_latency(url: &str, latency: Duration, f: &mut Figures) -> BoxResult<()> {
             ),
         );
     }
+    election_rows(&proxied, rtt, f)?;
     for fair in [false, true] {
         let c = crowd(url, fair)?;
         let prefix = if fair { "fair_" } else { "" };
@@ -613,6 +619,77 @@ fn semaphore_figures(url: &str, rtt: Duration) -> BoxResult<SemaphoreFigures> {
         handoff_p50_rtt: handoffs[handoffs.len() / 2],
         handoff_max_rtt: handoffs[handoffs.len() - 1],
     })
+}
+
+/// `election_handover_rtt` and `observe_latency_rtt`, with their rows.
+fn election_rows(url: &str, rtt: Duration, f: &mut Figures) -> BoxResult<()> {
+    let (handover, observe) = election_figures(url, rtt)?;
+    f.num("election_handover_rtt", handover, 2);
+    f.num("observe_latency_rtt", observe, 2);
+    f.row(
+        "election: resign -> waiting candidate leads",
+        format!("p50 {handover:.2} RTT after resign() returned ({ELECTION_ROUNDS} rounds)"),
+    );
+    f.row(
+        "election: proclaim -> observer sees it",
+        format!("p50 {observe:.2} RTT after proclaim() returned"),
+    );
+    Ok(())
+}
+
+/// The medians, in round trips, of: a resign's return to the campaign of a candidate
+/// waiting in `BLPOP` returning (its grant and its proclaim); a proclaim's return to an
+/// observer (asleep in `BLPOP`) handing out the new value.
+fn election_figures(url: &str, rtt: Duration) -> BoxResult<(f64, f64)> {
+    const NAME: &str = "bench:election";
+    const BOUND: Duration = Duration::from_secs(5);
+    let leader = RedisElection::new(Pool::new(url)?, NAME)?;
+    let candidates = Pool::new(url)?;
+    let follower = RedisElection::new(Pool::new(url)?, NAME)?;
+    let mut observer = follower.observe()?;
+    observer.next().ok_or("an observer ends")??;
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    let (mut handovers, mut observed) = (Vec::new(), Vec::new());
+    for round in 0..ELECTION_ROUNDS {
+        let leadership = leader.campaign("a")?;
+        let term = leadership.term();
+        let seen = |observer: &mut redis_mutex::Observer, value: &str| -> BoxResult<Instant> {
+            loop {
+                match observer
+                    .next_timeout(BOUND)
+                    .ok_or("the observer saw nothing")??
+                {
+                    Some(l) if l.term == term && l.value == value => return Ok(Instant::now()),
+                    _ => continue,
+                }
+            }
+        };
+        seen(&mut observer, "a")?;
+        leadership.proclaim(format!("b{round}"))?;
+        let proclaimed = Instant::now();
+        observed.push((seen(&mut observer, &format!("b{round}"))? - proclaimed).as_secs_f64());
+        let candidate = RedisElection::new(candidates.clone(), NAME)?;
+        let waiting = thread::spawn(move || -> Result<Instant, String> {
+            let leadership = candidate.campaign("c").map_err(|e| e.to_string())?;
+            let at = Instant::now();
+            leadership.resign().map_err(|e| e.to_string())?;
+            Ok(at)
+        });
+        // Until the candidate sleeps in BLPOP beside the observer.
+        let deadline = Instant::now() + BOUND;
+        while support::blocked_clients(&mut conn) < 2 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        leadership.resign()?;
+        let resigned = Instant::now();
+        let leads = waiting.join().map_err(|_| "the candidate panicked")??;
+        handovers.push((leads - resigned).as_secs_f64());
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] / rtt.as_secs_f64()
+    };
+    Ok((median(handovers), median(observed)))
 }
 
 struct Contended {

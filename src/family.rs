@@ -77,6 +77,9 @@ pub struct LockInfo {
     /// For a grant of semaphore permits: how many it holds, and how many are held of how
     /// many in all.
     pub permits: Option<PermitsInfo>,
+    /// For an election's leader: the value it proclaimed for its term (the term is the
+    /// [`fencing_token`](Self::fencing_token)); `None` when its term has not proclaimed one.
+    pub value: Option<String>,
 }
 
 /// The permits of one grant of a semaphore, as [`LockInfo::permits`] reports them.
@@ -108,6 +111,9 @@ pub enum LockKind {
     /// A [`Redlock`](crate::Redlock)'s key on this server (one of its instances): its
     /// `owner_id` is the grant's token.
     Redlock,
+    /// The leader of a [`RedisElection`](crate::RedisElection): its term and proclaimed
+    /// value are in [`LockInfo::fencing_token`] and [`LockInfo::value`].
+    Election,
     /// Not a lock: the key where a lock of that name would be ([`LockInfo::key`]) holds
     /// another type (a list, a hash, ...), so no lock can be taken under the name until
     /// it is deleted, and every locking call fails with [`Error::WrongType`](crate::Error::WrongType). Its
@@ -123,6 +129,7 @@ impl fmt::Display for LockKind {
             LockKind::Write => "write",
             LockKind::Semaphore => "semaphore",
             LockKind::Redlock => "redlock",
+            LockKind::Election => "election",
             LockKind::NotALock => "not a lock",
         })
     }
@@ -147,6 +154,7 @@ impl LockInfo {
             waiters: None,
             key: key.to_owned(),
             permits: None,
+            value: None,
         }
     }
 }

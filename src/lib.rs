@@ -47,6 +47,8 @@
 //!   grant of permits a lease that a crashed holder gives back (see `docs/semaphore.md`).
 //! - [`Redlock`]: one lock on a majority of independent servers, to survive the loss of a
 //!   minority of them (at a price: see `docs/redlock.md`).
+//! - [`RedisElection`]: one leader at a time among candidates, with a term number that
+//!   fences, a value it proclaims, and observers woken by every change (`docs/election.md`).
 //! - Auto-renewal (with an expiry) for work of unknown length: a crashed holder frees the
 //!   lock one expiry after it died, a live one keeps it. Without it, pick an expiry longer
 //!   than the work ever takes.
@@ -236,6 +238,7 @@
 mod acquire;
 mod admin;
 mod conn;
+mod election;
 mod error;
 mod family;
 mod handle;
@@ -260,6 +263,7 @@ mod wait;
 
 pub use admin::{ListLocks, list_locks, reset_all, reset_owned_by};
 pub use conn::PooledConnection;
+pub use election::{Leader, Leadership, Observer, RedisElection, RedisElectionBuilder};
 pub use error::{Error, LostReason, Result, TryLockError};
 pub use family::{LockInfo, LockKind, PermitsInfo};
 pub use handle::{HandleKind, LockHandle};

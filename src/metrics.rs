@@ -1,7 +1,7 @@
 //! What the locks report through the [`metrics`](https://docs.rs/metrics) facade, with the
 //! `metrics` feature; without it every function here is empty and compiles to nothing.
 //!
-//! Every metric carries a `kind` label (`mutex`, `read`, `write`, `semaphore`, `redlock`) and, when the
+//! Every metric carries a `kind` label (`mutex`, `read`, `write`, `semaphore`, `redlock`, `election`) and, when the
 //! lock was built with `metrics_label`, a `lock` label: names are the user's to put into
 //! labels, since each distinct value is a time series. `docs/operations.md` lists them.
 

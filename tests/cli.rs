@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use redis_mutex::{RedisMutex, RedisRwLock, RedisSemaphore};
+use redis_mutex::{RedisElection, RedisMutex, RedisRwLock, RedisSemaphore};
 use support::{HANG, RedisServer, run_bounded};
 
 fn redis_mutex(server: &RedisServer, args: &[&str]) -> Output {
@@ -406,4 +406,75 @@ fn owner_and_reset_know_a_read_write_lock_and_a_name_held_twice() {
     let out = redis_mutex(&server, &["reset", "--semaphore", "shared"]);
     assert!(out.status.success());
     assert!(!permit.is_held().unwrap());
+}
+
+#[test]
+fn leader_list_watch_and_reset_know_an_election() {
+    let server = RedisServer::start();
+    let out = redis_mutex(&server, &["leader", "scheduler"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("nobody leads"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-mutex"))
+        .env("REDIS_URL", server.url())
+        .args(["watch", "--election", "scheduler"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = support::Lines::new(child.stdout.take().unwrap());
+    lines.expect("`scheduler`: nobody leads", HANG);
+
+    let election = RedisElection::builder(server.pool(), "scheduler")
+        .owner_id("host-7")
+        .build()
+        .unwrap();
+    let leadership = election.campaign("10.0.0.7:8080").unwrap();
+    let term = leadership.term().to_string();
+    let seen = lines.expect("`scheduler`: host-7 leads", HANG);
+    assert!(
+        seen.contains(&term) && seen.contains("10.0.0.7:8080"),
+        "{seen}"
+    );
+
+    let out = redis_mutex(&server, &["leader", "scheduler"]);
+    assert!(out.status.success());
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("host-7 leads") && said.contains(&term),
+        "{said}"
+    );
+    let out = redis_mutex(&server, &["leader", "scheduler", "--json"]);
+    let json = text(&out.stdout);
+    assert!(json.contains("\"value\":\"10.0.0.7:8080\""), "{json}");
+
+    let out = redis_mutex(&server, &["list"]);
+    let table = text(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("scheduler"))
+        .unwrap_or_else(|| panic!("no election listed: {table}"));
+    assert!(
+        row.contains("election") && row.contains("host-7") && row.contains(&term),
+        "{row}"
+    );
+    assert!(row.contains("10.0.0.7:8080"), "{row}");
+
+    leadership.proclaim("10.0.0.7:9090").unwrap();
+    lines.expect("10.0.0.7:9090", HANG);
+
+    // A stuck leader: the operator forces a new election.
+    std::mem::forget(leadership);
+    let out = redis_mutex(&server, &["reset", "--election", "scheduler"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("reset election `scheduler`"));
+    lines.expect("`scheduler`: nobody leads", HANG);
+    assert_eq!(election.leader().unwrap(), None);
+    let next = RedisElection::new(server.pool(), "scheduler")
+        .unwrap()
+        .try_campaign("10.0.0.8:8080")
+        .map(|l| l.term())
+        .unwrap();
+    assert!(next > term.parse().unwrap());
+    child.kill().ok();
+    child.wait().ok();
 }

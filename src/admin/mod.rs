@@ -20,11 +20,12 @@ use crate::pool::Pool;
 use crate::time::Deadline;
 
 /// Every lock kind, as the operator tools walk them: a new kind adds its family here.
-pub(crate) static FAMILIES: [&dyn Family; 4] = [
+pub(crate) static FAMILIES: [&dyn Family; 5] = [
     &crate::mutex::Mutexes,
     &crate::rwlock::RwLocks,
     &crate::semaphore::Semaphores,
     &crate::redlock::Redlocks,
+    &crate::election::Elections,
 ];
 
 /// A connection to one primary, for walking its keys.

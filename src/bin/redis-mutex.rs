@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use redis_mutex::{
-    Error, LockInfo, LockKind, Pool, RedisMutex, RedisRwLock, RedisSemaphore, Released,
-    last_release, list_locks, lock_info, reset_all, reset_owned_by,
+    Error, Leader, LockInfo, LockKind, Pool, RedisElection, RedisMutex, RedisRwLock,
+    RedisSemaphore, Released, last_release, list_locks, lock_info, reset_all, reset_owned_by,
 };
 use serde_json::json;
 
@@ -106,6 +106,10 @@ enum Commands {
         /// NAME is a read-write lock's path: remove every read and write lease on it.
         #[arg(long, conflicts_with = "semaphore")]
         rwlock: bool,
+        /// NAME is an election's: end the leader's term and wake a candidate (a new
+        /// election).
+        #[arg(long, conflicts_with_all = ["rwlock", "semaphore"])]
+        election: bool,
         /// NAME is a semaphore's: take back every permit, and wake its waiters.
         #[arg(long)]
         semaphore: bool,
@@ -133,14 +137,30 @@ enum Commands {
     },
     /// Prints a line each time a mutex changes hands (owner, token, how long the last
     /// holder held it), until Ctrl-C. It looks every --interval-ms: a hold shorter than
-    /// that may go unseen.
-    #[command(after_help = "Example:\n  redis-mutex watch nightly-report")]
+    /// that may go unseen. With --election, follows an election instead: a line per change
+    /// of leader or proclaimed value, woken by the change (no --interval-ms).
+    #[command(
+        after_help = "Examples:\n  redis-mutex watch nightly-report\n  redis-mutex watch --election scheduler"
+    )]
     Watch {
-        /// The lock's name.
+        /// The lock's name (the election's, with --election).
         name: String,
         /// How often to look, in milliseconds.
         #[arg(long, default_value_t = 100)]
         interval_ms: u64,
+        /// NAME is an election's: print each change of who leads and what it proclaimed.
+        #[arg(long)]
+        election: bool,
+    },
+    /// Shows who leads the election NAME: owner id, term, proclaimed value and lease left;
+    /// exits with 1 when nobody leads.
+    #[command(after_help = "Example:\n  redis-mutex leader scheduler")]
+    Leader {
+        /// The election's name.
+        name: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Runs a command while holding a lock across the fleet: takes it (waits for it, or
     /// gives up with --no-wait or --wait), runs COMMAND with it renewed, releases it once
@@ -224,7 +244,8 @@ fn run(cli: Cli) -> redis_mutex::Result<ExitCode> {
             name,
             rwlock,
             semaphore,
-        } => reset(&pool, &name, rwlock, semaphore),
+            election,
+        } => reset(&pool, &name, rwlock, semaphore, election),
         Commands::ResetOwnedBy { owner_id } => {
             let n = reset_owned_by(&pool, &owner_id)?;
             println!("removed {n} lock(s) held by `{owner_id}`");
@@ -235,9 +256,15 @@ fn run(cli: Cli) -> redis_mutex::Result<ExitCode> {
             println!("removed {n} lock(s)");
             Ok(ExitCode::SUCCESS)
         }
-        Commands::Watch { name, interval_ms } => {
-            watch(&pool, &name, Duration::from_millis(interval_ms))
-        }
+        Commands::Watch {
+            name,
+            election: true,
+            ..
+        } => watch_election(&pool, &name),
+        Commands::Watch {
+            name, interval_ms, ..
+        } => watch(&pool, &name, Duration::from_millis(interval_ms)),
+        Commands::Leader { name, json } => leader(&pool, &name, json),
         Commands::Run(_) => unreachable!("run is handled in main"),
     }
 }
@@ -275,6 +302,7 @@ fn to_json(lock: &LockInfo) -> serde_json::Value {
             "in_use": p.in_use,
             "capacity": p.capacity,
         })),
+        "value": lock.value,
     })
 }
 
@@ -301,7 +329,7 @@ fn list(pool: &Pool, pattern: Option<&str>, json: bool) -> redis_mutex::Result<E
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<[String; 6]> = locks
+    let rows: Vec<[String; 7]> = locks
         .iter()
         .map(|l| {
             [
@@ -311,10 +339,21 @@ fn list(pool: &Pool, pattern: Option<&str>, json: bool) -> redis_mutex::Result<E
                 left(l.expires_in),
                 opt(l.fencing_token),
                 opt(l.waiters),
+                l.value.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    let header = ["NAME", "KIND", "OWNER", "EXPIRES IN", "TOKEN", "WAITERS"].map(str::to_owned);
+    // An election's leader's proclaimed value, when any is listed.
+    let header = [
+        "NAME",
+        "KIND",
+        "OWNER",
+        "EXPIRES IN",
+        "TOKEN",
+        "WAITERS",
+        "VALUE",
+    ]
+    .map(str::to_owned);
     let mut widths = header.clone().map(|h| h.chars().count());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -398,7 +437,13 @@ fn owner(pool: &Pool, name: &str, json: bool) -> redis_mutex::Result<ExitCode> {
 
 /// `reset NAME`: the mutex `name`, or with a flag the semaphore or the read-write lock;
 /// without one, when no mutex was held, whatever else is held under the name.
-fn reset(pool: &Pool, name: &str, rwlock: bool, semaphore: bool) -> redis_mutex::Result<ExitCode> {
+fn reset(
+    pool: &Pool,
+    name: &str,
+    rwlock: bool,
+    semaphore: bool,
+    election: bool,
+) -> redis_mutex::Result<ExitCode> {
     // The capacity in force is unknown here: the largest wakes every waiter (each asks
     // again; those the freed permits are not enough for wait on).
     let reset_semaphore = || {
@@ -421,7 +466,16 @@ fn reset(pool: &Pool, name: &str, rwlock: bool, semaphore: bool) -> redis_mutex:
         }
         Ok::<_, Error>(removed)
     };
-    let removed = if rwlock {
+    let reset_election = || {
+        let removed = RedisElection::new(pool.clone(), name)?.reset()?;
+        if removed {
+            println!("reset election `{name}`: its leader's term was ended and a candidate woken");
+        }
+        Ok::<_, Error>(removed)
+    };
+    let removed = if election {
+        reset_election()?
+    } else if rwlock {
         reset_rwlock()?
     } else if semaphore {
         reset_semaphore()?
@@ -440,6 +494,9 @@ fn reset(pool: &Pool, name: &str, rwlock: bool, semaphore: bool) -> redis_mutex:
             .any(|l| matches!(l.kind, LockKind::Read | LockKind::Write))
         {
             removed |= reset_rwlock()?;
+        }
+        if held.iter().any(|l| l.kind == LockKind::Election) {
+            removed |= reset_election()?;
         }
         if held.iter().any(|l| l.kind == LockKind::Redlock) {
             println!(
@@ -528,4 +585,53 @@ fn watch(pool: &Pool, name: &str, interval: Duration) -> redis_mutex::Result<Exi
         }
         std::thread::sleep(interval);
     }
+}
+
+/// A leader in words: `host-7 leads (term 17, 9.8s left): 10.0.0.7:8080`.
+fn leader_line(leader: &Leader) -> String {
+    format!(
+        "{} leads (term {}, {} left): {}",
+        leader.owner_id,
+        leader.term,
+        left(leader.expires_in),
+        leader.value
+    )
+}
+
+fn leader(pool: &Pool, name: &str, json: bool) -> redis_mutex::Result<ExitCode> {
+    let leader = RedisElection::new(pool.clone(), name)?.leader()?;
+    match (&leader, json) {
+        (Some(l), true) => println!(
+            "{}",
+            json!({
+                "name": name,
+                "owner_id": l.owner_id,
+                "term": l.term,
+                "value": l.value,
+                "expires_in_ms": l.expires_in.map(|d| d.as_millis() as u64),
+            })
+        ),
+        (None, true) => println!("{}", json!({ "name": name, "leader": null })),
+        (Some(l), false) => println!("`{name}`: {}", leader_line(l)),
+        (None, false) => println!("`{name}`: nobody leads"),
+    }
+    Ok(if leader.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `watch --election`: a line per change, woken by the change itself.
+fn watch_election(pool: &Pool, name: &str) -> redis_mutex::Result<ExitCode> {
+    let started = Instant::now();
+    for change in RedisElection::new(pool.clone(), name)?.observe()? {
+        let line = match change? {
+            Some(leader) => leader_line(&leader),
+            None => "nobody leads".to_owned(),
+        };
+        println!("+{:.3}s `{name}`: {line}", started.elapsed().as_secs_f64());
+        std::io::stdout().flush().ok();
+    }
+    Ok(ExitCode::SUCCESS)
 }

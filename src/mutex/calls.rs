@@ -190,10 +190,12 @@ impl Calls {
     /// Adds the compare-and-extend of the grant with `token` to a call of `extend.lua`, which
     /// extends any number of locks of one slot at once: to `lease_ms` (`0`: only checks it).
     pub(super) fn extend_into(&self, call: &mut Call, lease_ms: u64, token: u64) {
-        call.key(&self.keys.lock)
-            .key(&self.keys.grant)
-            .arg(&*self.owner)
-            .arg(lease_ms)
-            .arg(token);
+        call.key(&self.keys.lock).key(&self.keys.grant);
+        let mut keys = 2;
+        if let Some(kept) = &self.keys.kept {
+            call.key(kept);
+            keys += 1;
+        }
+        call.arg(&*self.owner).arg(lease_ms).arg(token).arg(keys);
     }
 }

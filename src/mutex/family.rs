@@ -1,15 +1,12 @@
 //! What the operator tools know of mutexes (python-redis-lock's too): the family of
 //! `lock:<name>` keys, and [`lock_info`] and [`last_release`] for one name.
 
-use super::keys::{
-    GRANT_PREFIX, LOCK_PREFIX, MutexKeys, RELEASED_PREFIX, SIGNAL_PREFIX, WAITERS_PREFIX,
-    marker_owner, marker_token, name_of,
-};
+use super::keys::{LOCKS, MutexKeys, Namespace, Sibling, marker_owner, marker_token};
 use super::{LIST, RESET};
 use crate::conn::{self, Conn};
 use crate::error::{Error, Result};
 use crate::family::{Family, LockInfo, LockKind, each_key, expires_in, per_slot};
-use crate::keys::{Scheme, sibling};
+use crate::keys::Scheme;
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::pool::Pool;
 use crate::scripts::undo_window;
@@ -24,21 +21,7 @@ impl Family for Mutexes {
     }
 
     fn list(&self, conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec<LockInfo>> {
-        let replies = per_slot(conn, keys, scheme, "list", |keys| {
-            let mut call = LIST.call();
-            for key in keys {
-                call.key(key)
-                    .key(sibling(key, LOCK_PREFIX, GRANT_PREFIX))
-                    .key(sibling(key, LOCK_PREFIX, WAITERS_PREFIX));
-            }
-            call
-        })?;
-        let mut found = Vec::new();
-        for (key, info) in each_key(replies, "list")? {
-            let key = String::from_utf8_lossy(&key);
-            found.extend(mutex_info(name_of(&key, scheme), &key, info)?);
-        }
-        Ok(found)
+        list_in(&LOCKS, conn, keys, scheme)
     }
 
     fn clear(
@@ -48,23 +31,7 @@ impl Family for Mutexes {
         owner: Option<&str>,
         scheme: Scheme,
     ) -> Result<usize> {
-        let tombstone_ms = millis(undo_window(conn.read_timeout()));
-        let replies = per_slot(conn, keys, scheme, "reset", |keys| {
-            let mut call = RESET.call();
-            call.arg(millis(DEFAULT_SIGNAL_EXPIRE)).arg(tombstone_ms);
-            if let Some(owner) = owner {
-                call.arg(owner);
-            }
-            for key in keys {
-                call.key(key)
-                    .key(sibling(key, LOCK_PREFIX, SIGNAL_PREFIX))
-                    .key(sibling(key, LOCK_PREFIX, GRANT_PREFIX))
-                    .key(sibling(key, LOCK_PREFIX, RELEASED_PREFIX));
-            }
-            call
-        })?;
-        let deleted = each_key::<i64>(replies, "reset")?;
-        Ok(deleted.iter().filter(|(_, r)| *r == 1).count())
+        clear_in(&LOCKS, conn, keys, owner, scheme)
     }
 
     #[cfg(test)]
@@ -77,6 +44,66 @@ impl Family for Mutexes {
         .map(|lua| &**lua)
         .collect()
     }
+}
+
+/// What the operator tools show of the mutexes of `space` whose lock keys are `keys`.
+///
+/// # Errors
+///
+/// A request's failure, or a reply of another shape ([`Error::Protocol`]).
+pub(crate) fn list_in(
+    space: &Namespace,
+    conn: &mut Conn,
+    keys: Vec<Vec<u8>>,
+    scheme: Scheme,
+) -> Result<Vec<LockInfo>> {
+    let replies = per_slot(conn, keys, scheme, "list", |keys| {
+        let mut call = LIST.call();
+        for key in keys {
+            call.key(key)
+                .key(space.beside(key, Sibling::Grant))
+                .key(space.beside(key, Sibling::Waiters));
+        }
+        call
+    })?;
+    let mut found = Vec::new();
+    for (key, info) in each_key(replies, "list")? {
+        let key = String::from_utf8_lossy(&key);
+        found.extend(mutex_info(space.name_of(&key, scheme), &key, info)?);
+    }
+    Ok(found)
+}
+
+/// Deletes the mutexes of `space` whose lock keys are `keys` (only those `owner` holds, if
+/// given), waking one waiter of each; how many were deleted.
+///
+/// # Errors
+///
+/// A request's failure, or a reply of another shape ([`Error::Protocol`]).
+pub(crate) fn clear_in(
+    space: &Namespace,
+    conn: &mut Conn,
+    keys: Vec<Vec<u8>>,
+    owner: Option<&str>,
+    scheme: Scheme,
+) -> Result<usize> {
+    let tombstone_ms = millis(undo_window(conn.read_timeout()));
+    let replies = per_slot(conn, keys, scheme, "reset", |keys| {
+        let mut call = RESET.call();
+        call.arg(millis(DEFAULT_SIGNAL_EXPIRE)).arg(tombstone_ms);
+        if let Some(owner) = owner {
+            call.arg(owner);
+        }
+        for key in keys {
+            call.key(key)
+                .key(space.beside(key, Sibling::Signal))
+                .key(space.beside(key, Sibling::Grant))
+                .key(space.beside(key, Sibling::Released));
+        }
+        call
+    })?;
+    let deleted = each_key::<i64>(replies, "reset")?;
+    Ok(deleted.iter().filter(|(_, r)| *r == 1).count())
 }
 
 /// The mutex named `name`, if it is held now: its owner id, remaining lease, fencing token

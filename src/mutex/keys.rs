@@ -1,14 +1,74 @@
 //! A mutex's keys: python-redis-lock's `lock:<name>` and `lock-signal:<name>`, and this
 //! crate's own beside them (the grant marker, the note of a release, fair mode's queue), all
-//! under one hash tag on a cluster.
+//! under one hash tag on a cluster. An election's leader holds a mutex of its own
+//! [`Namespace`], `election:<name>` and so on, which no python-redis-lock client takes.
 
 use crate::keys::{Scheme, fencing_counter, tagged, untagged};
 
-/// The prefix of a mutex's key, for every scheme (python-redis-lock's).
-pub(super) const LOCK_PREFIX: &str = "lock:";
+/// The prefixes of a mutex's keys: the locks' (python-redis-lock's) or the elections'.
+#[derive(Debug)]
+pub(crate) struct Namespace {
+    pub(crate) lock: &'static str,
+    signal: &'static str,
+    grant: &'static str,
+    released: &'static str,
+    done: &'static str,
+    queue: &'static str,
+    waiters: &'static str,
+    wake: &'static str,
+}
 
-/// The prefix of a mutex's signal list.
-pub(super) const SIGNAL_PREFIX: &str = "lock-signal:";
+/// The locks' keys: `lock:<name>`, python-redis-lock's.
+pub(crate) static LOCKS: Namespace = Namespace {
+    lock: "lock:",
+    signal: "lock-signal:",
+    grant: "lock-grant:",
+    released: "lock-released:",
+    done: "lock-done:",
+    queue: "lock-queue:",
+    waiters: "lock-waiters:",
+    wake: "lock-wake:",
+};
+
+/// An election's leader's keys: `election:<name>`, never a python-redis-lock key.
+pub(crate) static ELECTIONS: Namespace = Namespace {
+    lock: "election:",
+    signal: "election-signal:",
+    grant: "election-grant:",
+    released: "election-released:",
+    done: "election-done:",
+    queue: "election-queue:",
+    waiters: "election-waiters:",
+    wake: "election-wake:",
+};
+
+impl Namespace {
+    /// The key of this namespace's `to` keys beside the lock key `key`.
+    pub(crate) fn beside(&self, key: &[u8], to: Sibling) -> Vec<u8> {
+        let to = match to {
+            Sibling::Signal => self.signal,
+            Sibling::Grant => self.grant,
+            Sibling::Released => self.released,
+            Sibling::Waiters => self.waiters,
+        };
+        crate::keys::sibling(key, self.lock, to)
+    }
+
+    /// The lock name a key of this namespace stands for, as a person would give it: on a
+    /// cluster, without the braces this crate added.
+    pub(crate) fn name_of<'k>(&self, lock_key: &'k str, scheme: Scheme) -> &'k str {
+        untagged(lock_key.strip_prefix(self.lock).unwrap_or(lock_key), scheme)
+    }
+}
+
+/// The keys beside a lock key that the operator tools read or clear.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sibling {
+    Signal,
+    Grant,
+    Released,
+    Waiters,
+}
 
 /// Every key of one mutex.
 #[derive(Debug, Clone)]
@@ -39,21 +99,31 @@ pub(super) struct MutexKeys {
     /// `lock-wake:<name>:`: followed by a waiter's id, the list fair mode hands the lock
     /// to that waiter on (this crate's own).
     pub(super) wake_prefix: String,
+    /// A key that lives as long as the lock, extended with it (an election's proclaimed
+    /// value), if any.
+    pub(super) kept: Option<String>,
 }
 
 impl MutexKeys {
+    /// The keys of the mutex `name` (python-redis-lock's).
     pub(super) fn new(name: &str, scheme: Scheme) -> MutexKeys {
+        MutexKeys::of(&LOCKS, name, scheme)
+    }
+
+    /// The keys of the mutex `name` in `space`.
+    pub(super) fn of(space: &Namespace, name: &str, scheme: Scheme) -> MutexKeys {
         let tagged = tagged(name, scheme);
-        let lock = format!("{LOCK_PREFIX}{tagged}");
+        let lock = format!("{}{tagged}", space.lock);
         MutexKeys {
             fencing: fencing_counter(&lock, scheme),
-            signal: format!("{SIGNAL_PREFIX}{tagged}"),
-            grant: format!("{GRANT_PREFIX}{tagged}"),
-            released: format!("{RELEASED_PREFIX}{tagged}"),
-            done_prefix: format!("lock-done:{tagged}:"),
-            queue: format!("lock-queue:{tagged}"),
-            waiters: format!("{WAITERS_PREFIX}{tagged}"),
-            wake_prefix: format!("lock-wake:{tagged}:"),
+            signal: format!("{}{tagged}", space.signal),
+            grant: format!("{}{tagged}", space.grant),
+            released: format!("{}{tagged}", space.released),
+            done_prefix: format!("{}{tagged}:", space.done),
+            queue: format!("{}{tagged}", space.queue),
+            waiters: format!("{}{tagged}", space.waiters),
+            wake_prefix: format!("{}{tagged}:", space.wake),
+            kept: None,
             lock,
         }
     }
@@ -69,9 +139,6 @@ impl MutexKeys {
     }
 }
 
-/// The prefix of a mutex's grant marker.
-pub(super) const GRANT_PREFIX: &str = "lock-grant:";
-
 /// The fencing token a grant marker names: its value is `"<attempt>|<token>|<owner id>"`
 /// (the owner id may itself contain `|`). `None` for a value of another shape.
 pub(super) fn marker_token(marker: &str) -> Option<u64> {
@@ -81,21 +148,6 @@ pub(super) fn marker_token(marker: &str) -> Option<u64> {
 /// The owner id a grant marker names.
 pub(super) fn marker_owner(marker: &str) -> Option<&str> {
     marker.splitn(3, '|').nth(2)
-}
-
-/// The prefix of a fair mutex's waiters.
-pub(super) const WAITERS_PREFIX: &str = "lock-waiters:";
-
-/// The prefix of a release's tombstone.
-pub(super) const RELEASED_PREFIX: &str = "lock-released:";
-
-/// The lock name a mutex's key stands for, as a person would give it: on a cluster, without
-/// the braces this crate added.
-pub(super) fn name_of(lock_key: &str, scheme: Scheme) -> &str {
-    untagged(
-        lock_key.strip_prefix(LOCK_PREFIX).unwrap_or(lock_key),
-        scheme,
-    )
 }
 
 #[cfg(test)]
@@ -158,11 +210,11 @@ mod tests {
 
     #[test]
     fn names_come_back_from_keys() {
-        assert_eq!(name_of("lock:jobs", Scheme::Single), "jobs");
-        assert_eq!(name_of("lock:{jobs}", Scheme::Cluster), "jobs");
-        assert_eq!(name_of("lock:{jobs}", Scheme::Single), "{jobs}");
+        assert_eq!(LOCKS.name_of("lock:jobs", Scheme::Single), "jobs");
+        assert_eq!(LOCKS.name_of("lock:{jobs}", Scheme::Cluster), "jobs");
+        assert_eq!(LOCKS.name_of("lock:{jobs}", Scheme::Single), "{jobs}");
         assert_eq!(
-            name_of("lock:tenant:{42}:jobs", Scheme::Cluster),
+            LOCKS.name_of("lock:tenant:{42}:jobs", Scheme::Cluster),
             "tenant:{42}:jobs"
         );
     }

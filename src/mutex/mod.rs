@@ -31,16 +31,17 @@ use crate::pool::Pool;
 use crate::renewal::OnServer;
 use crate::scripts::{self, Call, Lua, lua, undo_window};
 use crate::time::{Deadline, millis};
-use keys::MutexKeys;
+use keys::{ELECTIONS, MutexKeys};
 
 pub use builder::RedisMutexBuilder;
 use calls::Calls;
 use fair::Fair;
-pub(crate) use family::Mutexes;
+pub(crate) use family::{Mutexes, clear_in, list_in};
 pub use family::{Released, last_release, lock_info};
 use grant::MutexGrant;
 use guard::Core;
 pub use guard::{ArcRedisMutexGuard, RedisMutexGuard};
+pub(crate) use keys::{ELECTIONS as ELECTION_KEYS, Sibling};
 pub use once_per::{OncePer, PeriodDone, PeriodWindow};
 
 /// Takes the lock if it is free, with a fencing token and a grant marker.
@@ -188,6 +189,32 @@ impl RedisMutex {
 
     fn with_options(pool: Pool, name: String, options: LockOptions, fair: bool) -> RedisMutex {
         let keys = MutexKeys::new(&name, Scheme::of(&pool));
+        RedisMutex::on_keys(pool, name, options, fair, keys, "mutex")
+    }
+
+    /// The mutex an election's leader holds: its keys are `election:<name>` and so on (no
+    /// python-redis-lock client takes them), `kept` (the proclaimed value) lives as long as
+    /// its lease, and its metrics say `kind="election"`.
+    pub(crate) fn of_election(
+        pool: Pool,
+        name: String,
+        options: LockOptions,
+        fair: bool,
+        kept: String,
+    ) -> RedisMutex {
+        let mut keys = MutexKeys::of(&ELECTIONS, &name, Scheme::of(&pool));
+        keys.kept = Some(kept);
+        RedisMutex::on_keys(pool, name, options, fair, keys, "election")
+    }
+
+    fn on_keys(
+        pool: Pool,
+        name: String,
+        options: LockOptions,
+        fair: bool,
+        keys: MutexKeys,
+        kind: &'static str,
+    ) -> RedisMutex {
         let local = LOCALS.get(&pool, &keys.lock);
         let calls = Calls::new(
             keys,
@@ -201,7 +228,7 @@ impl RedisMutex {
             pool,
             name: name.into(),
             calls: Arc::new(calls),
-            labels: Labels::new("mutex", options.metrics_label.clone()),
+            labels: Labels::new(kind, options.metrics_label.clone()),
             options,
             local,
         }

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::keys::LOCK_PREFIX;
+use super::keys::LOCKS;
 use super::{ONCE_PER, RedisMutex, RedisMutexGuard};
 use crate::conn;
 use crate::error::{Error, LostReason, Result};
@@ -323,7 +323,7 @@ impl RedisMutex {
     /// (in its slot on a cluster).
     fn done_key(&self, period_ms: u64, index: u64) -> String {
         let lock = &self.keys().lock;
-        let tagged = lock.strip_prefix(LOCK_PREFIX).unwrap_or(lock);
+        let tagged = lock.strip_prefix(LOCKS.lock).unwrap_or(lock);
         format!("lock-once:{tagged}:{period_ms}:{index}")
     }
 }

@@ -31,7 +31,9 @@ use crate::support::{ChildTest, HANG, RedisServer, child_env, eventually, signal
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::Commands;
-use redis_mutex::{Pool, RedisMutex, RedisRwLock, RedisSemaphore, Redlock, TryLockError};
+use redis_mutex::{
+    Leadership, Pool, RedisElection, RedisMutex, RedisRwLock, RedisSemaphore, Redlock, TryLockError,
+};
 
 /// The worker processes running at any time, per run.
 const WORKERS: usize = 4;
@@ -53,6 +55,9 @@ const PATHS: [&str; 4] = ["tree", "tree/a", "tree/b", "tree/a/x"];
 
 /// The semaphore, and its capacity.
 const SEMAPHORE: &str = "sem";
+
+/// The elections, one in each mode (the modes of one name do not mix).
+const ELECTIONS: [&str; 2] = ["leader", "leader-fair"];
 const SEMAPHORE_PERMITS: u32 = 3;
 
 /// The resources of the Redlock run.
@@ -122,6 +127,11 @@ trait Holding {
     fn ensure_held(&self) -> redis_mutex::Result<()>;
     fn extend(&self, lease: Duration) -> redis_mutex::Result<()>;
     fn unlock(self) -> redis_mutex::Result<()>;
+    /// How many requests `unlock` sends one after the other, each within the response
+    /// timeout: a resign withdraws the proclaimed value, then releases.
+    fn unlock_requests(&self) -> u32 {
+        1
+    }
 }
 
 macro_rules! holding {
@@ -148,6 +158,21 @@ holding!(
     redis_mutex::RedlockGuard<'_>
 );
 
+impl Holding for Leadership<'_> {
+    fn ensure_held(&self) -> redis_mutex::Result<()> {
+        Leadership::ensure_held(self)
+    }
+    fn extend(&self, lease: Duration) -> redis_mutex::Result<()> {
+        Leadership::extend(self, lease)
+    }
+    fn unlock(self) -> redis_mutex::Result<()> {
+        self.resign()
+    }
+    fn unlock_requests(&self) -> u32 {
+        2
+    }
+}
+
 fn hold(log: &Log, rng: &mut StdRng, id: &str, extend: Option<Duration>, guard: impl Holding) {
     let bound = Some(bound(Duration::ZERO));
     for _ in 0..rng.random_range(0..4) {
@@ -166,7 +191,8 @@ fn hold(log: &Log, rng: &mut StdRng, id: &str, extend: Option<Duration>, guard: 
             log.held(id, e0);
         }
     }
-    let (u0, released) = log.call("unlock", bound, || guard.unlock());
+    let unlock_bound = bound.map(|b| b + RESPONSE_TIMEOUT * (guard.unlock_requests() - 1));
+    let (u0, released) = log.call("unlock", unlock_bound, || guard.unlock());
     if released.is_ok() {
         // The release found the lock still ours, so we held it at least until then.
         log.held(id, u0);
@@ -242,7 +268,42 @@ fn nemesis_worker() {
                     let lease = if renewed { RENEWED_LEASE } else { PLAIN_LEASE };
                     let extend = (!renewed).then_some(PLAIN_LEASE);
                     let op = Op::pick(&mut rng);
-                    match rng.random_range(0..4) {
+                    match rng.random_range(0..5) {
+                        // A campaign in an election: its terms exclude each other as a
+                        // mutex's grants do, and the term is the token.
+                        4 => {
+                            let fair = rng.random_bool(0.5);
+                            let name = ELECTIONS[usize::from(fair)];
+                            let owner = format!("w{worker}-{name}-{renewed}");
+                            let election = RedisElection::builder(pool.clone(), name)
+                                .owner_id(owner.as_str())
+                                .fair(fair)
+                                .expire(lease)
+                                .auto_renewal(renewed)
+                                .build()
+                                .unwrap();
+                            let what = format!("campaign-{}", op.name());
+                            let (asked, got) = log.call(&what, op.bound(), || match op {
+                                Op::Lock => election.campaign(&id).map_err(TryLockError::from),
+                                Op::TryLock => election.try_campaign(&id),
+                                Op::TryLockFor(wait) => election.try_campaign_for(&id, wait),
+                            });
+                            match got {
+                                Ok(leadership) => {
+                                    let resource = format!("election:{name}");
+                                    let claim = (&Claim::Exclusive, leadership.term());
+                                    log.grant(&id, &resource, claim, &owner, asked);
+                                    maybe_stuck(&log, &mut rng, (&id, &resource), renewed, || {
+                                        RedisElection::new(operator.clone(), name)
+                                            .and_then(|e| e.reset())
+                                            .is_ok()
+                                    });
+                                    hold(&log, &mut rng, &id, extend, leadership);
+                                }
+                                Err(TryLockError::WouldBlock) => {}
+                                Err(_) => after_error(&mut rng),
+                            }
+                        }
                         // One or two permits of the semaphore, in either mode.
                         3 => {
                             let fair = rng.random_bool(0.5);
@@ -656,7 +717,8 @@ fn report(what: &str, checked: &Checked, faults: &BTreeMap<Fault, usize>, seed: 
 
 #[test]
 fn nobody_is_let_in_twice_on_one_server_in_any_mode_under_a_nemesis() {
-    let (seconds, seed) = settings("one server: mutex, fair mutex, read-write lock, semaphore");
+    let (seconds, seed) =
+        settings("one server: mutex, fair mutex, read-write lock, semaphore, election");
     let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let proxy = FaultProxy::start(server.port());
     let dir = std::env::temp_dir().join(format!("redis-mutex-nemesis-{}", std::process::id()));
@@ -682,6 +744,20 @@ fn nobody_is_let_in_twice_on_one_server_in_any_mode_under_a_nemesis() {
             checked.by_claim
         );
     }
+    let terms = workers
+        .logs
+        .iter()
+        .flat_map(|log| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|line| line.starts_with("grant ") && line.contains(" election:"))
+        .count();
+    assert!(terms > 10, "too few election terms: {terms}");
+    println!("nemesis (one server): {terms} of the exclusive grants were election terms");
     report("one server", &checked, &faults, seed);
     println!(
         "nemesis (one server): {} holders got stuck; their own process took the lock while \
@@ -696,7 +772,7 @@ fn nobody_is_let_in_twice_on_one_server_in_any_mode_under_a_nemesis() {
     );
     assert_no_key_left(
         &mut server.connection(),
-        &["lock:*", "lock-*", "rwlock:*", "semaphore*"],
+        &["lock:*", "lock-*", "rwlock:*", "semaphore*", "election*"],
     );
     std::fs::remove_dir_all(&dir).ok();
 }

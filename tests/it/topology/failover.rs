@@ -28,16 +28,43 @@ use crate::support::sentinel::{SERVICE, Sentinels};
 use crate::support::{ChildTest, HANG, child_env, spawn_child};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redis_mutex::{Pool, RedisMutex, TryLockError};
+use redis_mutex::{Leadership, Pool, RedisElection, RedisMutex, RedisMutexGuard, TryLockError};
 
 const WORKERS: usize = 4;
 const THREADS: usize = 3;
-const NAMES: [(&str, bool); 4] = [
+const NAMES: [(&str, bool); 6] = [
     ("fo-plain-a", false),
     ("fo-plain-b", false),
     ("fo-fair-a", true),
     ("fo-fair-b", true),
+    // Elections: a term is exclusive as a mutex's grant is.
+    ("fo-election", false),
+    ("fo-election-fair", true),
 ];
+
+/// A mutex's guard or an election's term, as a worker holds it.
+trait Held {
+    fn ensure_held(&self) -> redis_mutex::Result<()>;
+    fn end(self: Box<Self>) -> redis_mutex::Result<()>;
+}
+
+impl Held for RedisMutexGuard<'_> {
+    fn ensure_held(&self) -> redis_mutex::Result<()> {
+        RedisMutexGuard::ensure_held(self)
+    }
+    fn end(self: Box<Self>) -> redis_mutex::Result<()> {
+        self.unlock()
+    }
+}
+
+impl Held for Leadership<'_> {
+    fn ensure_held(&self) -> redis_mutex::Result<()> {
+        Leadership::ensure_held(self)
+    }
+    fn end(self: Box<Self>) -> redis_mutex::Result<()> {
+        self.resign()
+    }
+}
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const SLACK: Duration = Duration::from_millis(500);
 const RENEWED_LEASE: Duration = Duration::from_millis(1500);
@@ -77,15 +104,25 @@ fn failover_worker() {
                     let (name, fair) = NAMES[rng.random_range(0..NAMES.len())];
                     let renewed = rng.random_bool(0.5);
                     let owner = format!("w{worker}-{name}-{renewed}");
+                    let lease = if renewed { RENEWED_LEASE } else { PLAIN_LEASE };
+                    let replicated = replicas.then_some((1, Duration::from_millis(200)));
+                    let election = name.starts_with("fo-election");
                     let mut builder = RedisMutex::builder(pool.clone(), name)
                         .owner_id(owner.as_str())
                         .fair(fair)
-                        .expire(if renewed { RENEWED_LEASE } else { PLAIN_LEASE })
+                        .expire(lease)
                         .auto_renewal(renewed);
-                    if replicas {
-                        builder = builder.wait_replicas(1, Duration::from_millis(200));
+                    let mut candidate = RedisElection::builder(pool.clone(), name)
+                        .owner_id(owner.as_str())
+                        .fair(fair)
+                        .expire(lease)
+                        .auto_renewal(renewed);
+                    if let Some((n, timeout)) = replicated {
+                        builder = builder.wait_replicas(n, timeout);
+                        candidate = candidate.wait_replicas(n, timeout);
                     }
                     let mutex = builder.build().unwrap();
+                    let candidate = candidate.build().unwrap();
                     let wait = Duration::from_millis(rng.random_range(0..300));
                     let bound = wait
                         + RESPONSE_TIMEOUT * 2
@@ -95,24 +132,36 @@ fn failover_worker() {
                         } else {
                             Duration::ZERO
                         };
-                    let (asked, got) =
-                        log.call("TryLockFor", Some(bound), || mutex.try_lock_for(wait));
-                    let guard = match got {
-                        Ok(guard) => guard,
+                    let id = format!("{worker}-{t}-{jobs}");
+                    let (asked, got) = if election {
+                        log.call("TryCampaignFor", Some(bound), || {
+                            candidate.try_campaign_for(id.as_str(), wait).map(|l| {
+                                let term = l.term();
+                                (Box::new(l) as Box<dyn Held + '_>, term)
+                            })
+                        })
+                    } else {
+                        log.call("TryLockFor", Some(bound), || {
+                            mutex.try_lock_for(wait).map(|g| {
+                                let token = g.fencing_token();
+                                (Box::new(g) as Box<dyn Held + '_>, token)
+                            })
+                        })
+                    };
+                    let (guard, token) = match got {
+                        Ok(held) => held,
                         Err(TryLockError::WouldBlock) => continue,
                         Err(_) => {
                             thread::sleep(Duration::from_millis(rng.random_range(0..50)));
                             continue;
                         }
                     };
-                    let id = format!("{worker}-{t}-{jobs}");
-                    log.grant(
-                        &id,
-                        name,
-                        (&Claim::Exclusive, guard.fencing_token()),
-                        &owner,
-                        asked,
-                    );
+                    let resource = if election {
+                        format!("election:{name}")
+                    } else {
+                        name.to_owned()
+                    };
+                    log.grant(&id, &resource, (&Claim::Exclusive, token), &owner, asked);
                     let step_bound = Some(RESPONSE_TIMEOUT * 2 + SLACK);
                     for _ in 0..rng.random_range(0..4) {
                         thread::sleep(Duration::from_millis(rng.random_range(0..60)));
@@ -123,7 +172,7 @@ fn failover_worker() {
                             Err(_) => break,
                         }
                     }
-                    let (u0, released) = log.call("unlock", step_bound, || guard.unlock());
+                    let (u0, released) = log.call("unlock", step_bound, || guard.end());
                     if released.is_ok() {
                         log.held(&id, u0);
                     }

@@ -1,0 +1,523 @@
+//! [`RedisElection`]: leader election on a Redis lease. Its builder is in `builder.rs`, the
+//! leader's guard in `guard.rs`, followers' [`Observer`] in `observe.rs`, what the operator
+//! tools see in `family.rs`.
+//!
+//! A term is a grant of a mutex under the election's own keys (`election:<name>`: no
+//! python-redis-lock client takes them), so leading is holding that mutex: its lease,
+//! renewal, lost-lease notice, fair mode, local turns and fencing tokens are the mutex's.
+//! What the election adds is the value its leader proclaims, beside the lock and living as
+//! long as its lease, and observers woken by every change of it.
+
+mod builder;
+mod family;
+mod guard;
+mod keys;
+mod observe;
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use crate::conn;
+use crate::error::{Error, Result, TryLockError};
+use crate::keys::Scheme;
+use crate::mutex::{RedisMutex, RedisMutexGuard};
+use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
+use crate::pool::Pool;
+use crate::scripts::{Lua, lua};
+use crate::time::{Deadline, millis};
+use keys::ElectionKeys;
+
+pub use builder::RedisElectionBuilder;
+pub(crate) use family::Elections;
+pub use guard::Leadership;
+pub use observe::Observer;
+
+/// Proclaims a leader's value, withdraws it, or clears it; wakes the observers.
+static PROCLAIM: LazyLock<Lua> = lua!(["scripts/clock.lua"], "election/proclaim.lua");
+/// Reads who leads (and keeps an observer registered).
+static LEADER: LazyLock<Lua> = lua!(
+    ["scripts/clock.lua", "scripts/touch.lua"],
+    "election/leader.lua"
+);
+
+/// An election's defaults: a leader that crashed keeps the role 10 s at most; a live one
+/// is renewed.
+const DEFAULTS: Defaults = Defaults {
+    expire: Some(Duration::from_secs(10)),
+    auto_renewal: true,
+};
+
+/// How long an observer's registration lives unless it reads again (it reads at least
+/// every third of it), and how long a wake-up waits for it.
+const OBSERVER_TTL: Duration = Duration::from_secs(30);
+
+/// Who leads an election: what [`RedisElection::leader`] and an [`Observer`] report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Leader {
+    /// The leader's owner id ([`RedisElectionBuilder::owner_id`]).
+    pub owner_id: String,
+    /// What it proclaimed ([`RedisElection::campaign`], [`Leadership::proclaim`]).
+    pub value: String,
+    /// Its term: its grant's fencing token, higher than every earlier term's.
+    pub term: u64,
+    /// How long its lease has left, on the server's clock when it was read; `None` for a
+    /// lease without expiry.
+    pub expires_in: Option<Duration>,
+}
+
+/// Leader election: candidates [`campaign`](Self::campaign), one at a time leads, and
+/// everyone can ask [who leads](Self::leader) or [observe](Self::observe) every change.
+///
+/// The leader holds a lease in Redis, renewed while its [`Leadership`] lives and freed when
+/// it is dropped or [resigned](Leadership::resign); a leader that crashes keeps the role
+/// until its lease ends ([`expire`](RedisElectionBuilder::expire), 10 s by default). Each
+/// term has a [term number](Leadership::term): a fencing token, higher than every earlier
+/// term's, across restarts and failovers. A Redis lease is not consensus: a leader that
+/// pauses past its lease, or a failover that loses the latest writes, can leave two
+/// processes that each believe they lead for a moment. Check
+/// [`ensure_held`](Leadership::ensure_held) before each step that must not run twice, or
+/// better, have the storage it writes to refuse a term lower than one it has seen
+/// (`docs/election.md`).
+///
+/// Candidates of one process take turns locally, as the mutex's waiters do: one of them
+/// waits in Redis, asleep in `BLPOP` until a resign wakes it or the leader's lease ends.
+///
+/// # Examples
+///
+/// ```no_run
+/// use redis_mutex::{Pool, RedisElection};
+///
+/// let pool = Pool::new("redis://127.0.0.1/")?;
+/// let election = RedisElection::new(pool, "scheduler")?;
+/// let leadership = election.campaign("10.0.0.7:8080")?; // blocks until we lead
+/// println!("leading, term {}", leadership.term());
+/// while leadership.ensure_held().is_ok() {
+///     // ... one step of the leader's work, fenced with leadership.term() ...
+/// #   break;
+/// }
+/// leadership.resign()?;
+/// # Ok::<(), redis_mutex::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RedisElection {
+    pool: Pool,
+    /// The leader's lock: a mutex under the election's keys.
+    mutex: RedisMutex,
+    name: Arc<str>,
+    keys: ElectionKeys,
+    options: LockOptions,
+}
+
+impl RedisElection {
+    /// An election named `name` on `pool`, with the default options: a 10 s lease,
+    /// renewed while a candidate leads, and a random owner id.
+    ///
+    /// Any non-empty string of at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes is a
+    /// name; the keys are `election:<name>` and others beside it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] for an empty name, or one longer than
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisElection};
+    ///
+    /// let election = RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn new(pool: Pool, name: impl Into<String>) -> Result<RedisElection> {
+        RedisElection::builder(pool, name).build()
+    }
+
+    /// A builder for an election named `name` on `pool`, to set its options.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisElection};
+    ///
+    /// let election = RedisElection::builder(Pool::new("redis://127.0.0.1/")?, "scheduler")
+    ///     .expire(Duration::from_secs(3))
+    ///     .owner_id("host-7")
+    ///     .build()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn builder(pool: Pool, name: impl Into<String>) -> RedisElectionBuilder {
+        RedisElectionBuilder {
+            pool,
+            name: name.into(),
+            options: LockOptionsBuilder::default(),
+            fair: false,
+        }
+    }
+
+    fn with_options(pool: Pool, name: String, options: LockOptions, fair: bool) -> RedisElection {
+        let keys = ElectionKeys::new(&name, Scheme::of(&pool));
+        let mutex = RedisMutex::of_election(
+            pool.clone(),
+            name.clone(),
+            options.clone(),
+            fair,
+            keys.value.clone(),
+        );
+        RedisElection {
+            pool,
+            mutex,
+            name: name.into(),
+            keys,
+            options,
+        }
+    }
+
+    /// The election's name, as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This candidate's owner id: what [`leader`](Self::leader) shows while it leads.
+    pub fn owner_id(&self) -> &str {
+        &self.options.owner_id
+    }
+
+    /// The leader's lease ([`RedisElectionBuilder::expire`]).
+    pub fn expire(&self) -> Duration {
+        self.options.expire.unwrap_or(Duration::MAX)
+    }
+
+    /// Whether candidates are elected in order of arrival ([`RedisElectionBuilder::fair`]).
+    pub fn is_fair(&self) -> bool {
+        self.mutex.is_fair()
+    }
+
+    /// Blocks until this candidate leads, proclaims `value` for its term, and returns the
+    /// [`Leadership`] guard; dropping it (or [`resign`](Leadership::resign)) ends the term.
+    ///
+    /// `value` is what observers and [`leader`](Self::leader) read: an address, a shard map
+    /// as JSON. Candidates of this process take turns to wait in Redis, as a mutex's
+    /// waiters do; campaigning again from a thread that leads waits for ever, as locking a
+    /// held mutex does.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`RedisMutex::lock`]: [`Error::Unreachable`], [`Error::Timeout`],
+    /// [`Error::PoolTimeout`], [`Error::Redis`], [`Error::WrongType`] (a key of the election
+    /// holds something else), [`Error::NotReplicated`] with `wait_replicas`. This candidate
+    /// does not lead then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisElection};
+    ///
+    /// let election = RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?;
+    /// let leadership = election.campaign("10.0.0.7:8080")?;
+    /// assert_eq!(election.leader()?.unwrap().term, leadership.term());
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn campaign(&self, value: impl Into<String>) -> Result<Leadership<'_>> {
+        let value = value.into();
+        loop {
+            if let Some(leadership) = self.won(self.mutex.lock()?, &value)? {
+                return Ok(leadership);
+            }
+        }
+    }
+
+    /// Leads now if nobody does, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] when another candidate leads (asked of Redis, one round
+    /// trip); [`TryLockError::Error`] for the failures listed under
+    /// [`campaign`](Self::campaign).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisElection, TryLockError};
+    ///
+    /// let election = RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?;
+    /// match election.try_campaign("host-7") {
+    ///     Ok(leadership) => println!("leading, term {}", leadership.term()),
+    ///     Err(TryLockError::WouldBlock) => println!("another candidate leads"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_campaign(&self, value: impl Into<String>) -> Result<Leadership<'_>, TryLockError> {
+        let guard = self.mutex.try_lock()?;
+        self.won(guard, &value.into())?
+            .ok_or(TryLockError::WouldBlock)
+    }
+
+    /// Campaigns for up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`TryLockError::WouldBlock`] when another candidate led until the deadline;
+    /// [`TryLockError::Error`] for the failures listed under [`campaign`](Self::campaign).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisElection};
+    ///
+    /// let election = RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?;
+    /// if let Ok(leadership) = election.try_campaign_for("host-7", Duration::from_secs(30)) {
+    ///     // leading
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn try_campaign_for(
+        &self,
+        value: impl Into<String>,
+        timeout: Duration,
+    ) -> Result<Leadership<'_>, TryLockError> {
+        let value = value.into();
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return Ok(self.campaign(value)?);
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let guard = self.mutex.try_lock_for(left)?;
+            if let Some(leadership) = self.won(guard, &value)? {
+                return Ok(leadership);
+            }
+            if Instant::now() >= deadline {
+                return Err(TryLockError::WouldBlock);
+            }
+        }
+    }
+
+    /// Who leads now, asked of Redis: the holder of the election's lease that proclaimed
+    /// its value for its term. `None` when nobody does (between terms, or while a new
+    /// leader has not proclaimed yet, a round trip after it won).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Timeout`], [`Error::PoolTimeout`] or
+    /// [`Error::Redis`] when Redis cannot be asked; [`Error::WrongType`] when a key of the
+    /// election holds something else.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisElection};
+    ///
+    /// let election = RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?;
+    /// match election.leader()? {
+    ///     Some(leader) => println!("{} leads at {} (term {})", leader.owner_id, leader.value, leader.term),
+    ///     None => println!("nobody leads"),
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn leader(&self) -> Result<Option<Leader>> {
+        read_leader(&self.pool, &self.name, &self.keys, None, self.deadline())
+    }
+
+    /// Follows the election: an [`Observer`] whose first item is who leads now, then one
+    /// item per change (a new leader, a new value, nobody leading).
+    ///
+    /// # Errors
+    ///
+    /// As for [`leader`](Self::leader), which it reads first.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisElection};
+    ///
+    /// let election = RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?;
+    /// for change in election.observe()? {
+    ///     match change? {
+    ///         Some(leader) => println!("{} leads (term {}): {}", leader.owner_id, leader.term, leader.value),
+    ///         None => println!("nobody leads"),
+    ///     }
+    /// #   break;
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn observe(&self) -> Result<Observer> {
+        Observer::start(
+            self.pool.clone(),
+            self.name.clone(),
+            self.keys.clone(),
+            self.options.response_timeout,
+        )
+    }
+
+    /// Forces a new election: ends the current term whoever holds it (an operator's tool,
+    /// for a leader that is stuck), wakes observers and one waiting candidate. The leader
+    /// is not told until its next renewal or check finds the term gone.
+    ///
+    /// Returns whether a term was ended.
+    ///
+    /// # Errors
+    ///
+    /// As for [`leader`](Self::leader).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redis_mutex::{Pool, RedisElection};
+    ///
+    /// let election = RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?;
+    /// if election.reset()? {
+    ///     println!("the stuck leader's term was ended");
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn reset(&self) -> Result<bool> {
+        self.send_proclaim("clear", "", 0, "")?;
+        self.mutex.reset()
+    }
+
+    /// Proclaims `value` for the term of `guard` just won; `None` when the term was lost
+    /// before (reset in between): the caller campaigns again.
+    fn won<'a>(
+        &'a self,
+        guard: RedisMutexGuard<'a>,
+        value: &str,
+    ) -> Result<Option<Leadership<'a>>> {
+        let term = guard.fencing_token();
+        match self.send_proclaim("proclaim", self.owner_id(), term, value) {
+            Ok(true) => Ok(Some(Leadership::new(self, guard, value.to_owned()))),
+            Ok(false) => {
+                log::debug!(
+                    "election `{}`: term {term} ended before it was proclaimed",
+                    self.name
+                );
+                drop(guard);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `proclaim.lua`'s `op`; whether it was done (`false`: the term leads no more).
+    fn send_proclaim(&self, op: &'static str, owner: &str, term: u64, value: &str) -> Result<bool> {
+        let keys = &self.keys;
+        let mut call = PROCLAIM.call();
+        call.key(&keys.lock)
+            .key(&keys.grant)
+            .key(&keys.value)
+            .key(&keys.observers)
+            .arg(op)
+            .arg(owner)
+            .arg(term)
+            .arg(value)
+            .arg(&keys.observe_prefix)
+            .arg(millis(OBSERVER_TTL));
+        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
+            call.invoke::<i64>(c)
+        })?;
+        match ran.result.map_err(|e| ran.conn.fail(e, &self.name, op))? {
+            1 => Ok(true),
+            0 => Ok(false),
+            -1 => Err(wrong_type(&self.name)),
+            _ => Err(Error::Protocol { what: "proclaim" }),
+        }
+    }
+
+    fn deadline(&self) -> Deadline {
+        Deadline::after(self.options.response_timeout)
+    }
+}
+
+/// The error for an election whose keys hold another type.
+fn wrong_type(name: &str) -> Error {
+    Error::WrongType {
+        name: name.to_owned(),
+        key: None,
+    }
+}
+
+/// Reads who leads the election `name` (`observer`: an observer's id, kept registered).
+fn read_leader(
+    pool: &Pool,
+    name: &str,
+    keys: &ElectionKeys,
+    observer: Option<&str>,
+    deadline: Deadline,
+) -> Result<Option<Leader>> {
+    let mut call = LEADER.call();
+    call.key(&keys.lock).key(&keys.grant).key(&keys.value);
+    if let Some(id) = observer {
+        call.key(&keys.observers)
+            .key(keys.observe(id))
+            .arg(id)
+            .arg(millis(OBSERVER_TTL));
+    }
+    let mut ran = conn::run_repeatable(pool, &keys.lock, deadline, |c| {
+        call.invoke::<redis::Value>(c)
+    })?;
+    let reply = ran.result.map_err(|e| ran.conn.fail(e, name, "leader"))?;
+    parse_leader(name, reply)
+}
+
+/// `leader.lua`'s reply.
+fn parse_leader(name: &str, reply: redis::Value) -> Result<Option<Leader>> {
+    if let redis::Value::Int(-1) = reply {
+        return Err(wrong_type(name));
+    }
+    let fields: Vec<redis::Value> =
+        redis::from_redis_value(reply).map_err(|_| Error::Protocol { what: "leader" })?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let (owner_id, term, value, pttl): (String, String, String, i64) =
+        redis::from_redis_value(redis::Value::Array(fields))
+            .map_err(|_| Error::Protocol { what: "leader" })?;
+    Ok(Some(Leader {
+        owner_id,
+        value,
+        term: term
+            .parse()
+            .map_err(|_| Error::Protocol { what: "leader" })?,
+        expires_in: crate::family::expires_in(pttl),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_leader_is_read_back() {
+        let reply = Value::Array(vec![
+            bulk("host-7"),
+            bulk("1796684141756204"),
+            bulk("10.0.0.7:8080"),
+            Value::Int(1500),
+        ]);
+        let leader = parse_leader("e", reply).unwrap().unwrap();
+        assert_eq!(leader.owner_id, "host-7");
+        assert_eq!(leader.term, 1_796_684_141_756_204);
+        assert_eq!(leader.value, "10.0.0.7:8080");
+        assert_eq!(leader.expires_in, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn nobody_and_wrong_types_are_told_apart() {
+        assert_eq!(parse_leader("e", Value::Array(vec![])).unwrap(), None);
+        assert!(matches!(
+            parse_leader("e", Value::Int(-1)),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(matches!(
+            parse_leader("e", Value::Array(vec![bulk("x")])),
+            Err(Error::Protocol { .. })
+        ));
+    }
+}
