@@ -1,4 +1,5 @@
 mod crowds;
+mod election;
 mod fair;
 mod fencing;
 mod handles;
