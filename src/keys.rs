@@ -61,10 +61,20 @@ pub(crate) fn hash_tag(key: &str) -> Option<&str> {
     (!tag.is_empty()).then_some(tag)
 }
 
+/// The hash tag given on a cluster to the names that start with `}`: wrapped as `{}x}`,
+/// such a name's tag would be empty, and Redis hashes a key without a tag whole, so each key
+/// of the lock would fall in a slot of its own. They share the tag `{~` instead: `}x` goes
+/// into keys as `{{~}x}` (the same lock as the name `{{~}x}` given as is, as `jobs` is the
+/// same as `{jobs}`).
+const CLOSING_BRACE_WRAP: &str = "{{~";
+
 /// `name` as it goes into a key: on a cluster, wrapped in braces unless it has a hash tag
-/// of its own.
+/// of its own (see [`CLOSING_BRACE_WRAP`] for a name that starts with `}`).
 pub(crate) fn tagged(name: &str, scheme: Scheme) -> String {
     match scheme {
+        Scheme::Cluster if hash_tag(name).is_none() && name.starts_with('}') => {
+            format!("{CLOSING_BRACE_WRAP}{name}}}")
+        }
         Scheme::Cluster if hash_tag(name).is_none() => format!("{{{name}}}"),
         _ => name.to_owned(),
     }
@@ -98,9 +108,15 @@ static SLOT_TAGS: LazyLock<HashMap<Slot, u32>> = LazyLock::new(|| {
 pub(crate) fn untagged(tagged: &str, scheme: Scheme) -> &str {
     match scheme {
         Scheme::Cluster => tagged
-            .strip_prefix('{')
+            .strip_prefix(CLOSING_BRACE_WRAP)
             .and_then(|t| t.strip_suffix('}'))
-            .filter(|inner| !inner.contains(['{', '}']))
+            .filter(|inner| inner.starts_with('}') && hash_tag(inner).is_none())
+            .or_else(|| {
+                tagged
+                    .strip_prefix('{')
+                    .and_then(|t| t.strip_suffix('}'))
+                    .filter(|inner| !inner.contains(['{', '}']))
+            })
             .unwrap_or(tagged),
         Scheme::Single => tagged,
     }
@@ -136,6 +152,25 @@ mod tests {
             .collect();
         assert!(counters.len() <= 16_384, "{} counters", counters.len());
         assert_eq!(SLOT_TAGS.len(), 16_384);
+    }
+
+    #[test]
+    fn every_name_gets_a_tag_on_a_cluster_and_comes_back() {
+        for name in ["jobs", "}x", "}{", "}", "a}b", "{}x", "{a{b}", "x{", "ünï}"] {
+            let tagged = tagged(name, Scheme::Cluster);
+            assert!(hash_tag(&format!("lock:{tagged}")).is_some(), "{name:?}: {tagged}");
+            assert_eq!(
+                Slot::for_key(&format!("lock:{tagged}")),
+                Slot::for_key(&format!("lock-signal:{tagged}")),
+                "{name:?}"
+            );
+            if !name.contains('{') && name != "a}b" && name != "ünï}" {
+                assert_eq!(untagged(&tagged, Scheme::Cluster), name, "{tagged}");
+            }
+        }
+        assert_eq!(tagged("}x", Scheme::Cluster), "{{~}x}");
+        assert_eq!(untagged("{{~}x}", Scheme::Cluster), "}x");
+        assert_eq!(tagged("}x", Scheme::Single), "}x");
     }
 
     #[test]

@@ -24,9 +24,10 @@ use crate::wait::{Waited, Waiting};
 /// at most a given time.
 ///
 /// It does not poll. The observer registers in Redis (`election-observers:<name>`, for
-/// 30 s, renewed by each read), and every change (a campaign won, a proclaim, a resign, a
-/// reset) pushes a wake-up to its own list (`election-observe:<name>:<id>`), on which it
-/// sleeps in `BLPOP`: it sees the change within a round trip. A leader that crashed changes
+/// 30 s, renewed by a read every 10 s), and every change (a campaign won, a proclaim, a
+/// resign, a reset) pushes the new state to its own list (`election-observe:<name>:<id>`),
+/// on which it sleeps in `BLPOP`: it hands the change out as soon as the `BLPOP`'s reply
+/// comes, half a round trip after the change, with no read. A leader that crashed changes
 /// nothing in Redis until its lease ends: the observer knows when that is (it read it), and
 /// wakes then. Between waits it holds no connection; each wait borrows one of the pool's
 /// for its `BLPOP` (as a waiting lock does, within the pool's turns to block). Terms it
@@ -65,6 +66,8 @@ pub struct Observer {
     term: u64,
     /// When the lease of the leader last read ends, by our clock.
     lease_end: Option<Instant>,
+    /// When it last read (and so renewed its registration).
+    read_at: Instant,
 }
 
 impl fmt::Debug for Observer {
@@ -94,6 +97,7 @@ impl Observer {
             last: None,
             term: 0,
             lease_end: None,
+            read_at: Instant::now(),
         };
         observer.first = Some(observer.read()?);
         Ok(observer)
@@ -141,9 +145,10 @@ impl Observer {
             if until.is_some_and(|until| now >= until) {
                 return None;
             }
-            // Woken by a change; else at the leader's lease's end, to see it crashed, and
-            // every third of its registration's life, to keep it.
-            let mut nap = OBSERVER_TTL / 3;
+            // Woken by a change, whose wake-up carries the new state; else at the leader's
+            // lease's end, to see it crashed, and every third of its registration's life,
+            // to keep it.
+            let mut nap = (self.read_at + OBSERVER_TTL / 3).saturating_duration_since(now);
             if let Some(end) = self.lease_end {
                 let left = end.saturating_duration_since(now);
                 nap = nap.min(left + clock_margin(left, 0.01));
@@ -151,13 +156,22 @@ impl Observer {
             if let Some(until) = until {
                 nap = nap.min(until - now);
             }
-            if let Err(e) = self.sleep(nap) {
-                return Some(Err(e));
-            }
-            match self.read() {
-                Ok(state) if self.changed(&state) => return Some(Ok(self.report(state))),
-                Ok(_) => {}
+            let pushed = match self.sleep(nap) {
+                Ok(pushed) => pushed.as_deref().and_then(decode),
                 Err(e) => return Some(Err(e)),
+            };
+            let state = match pushed {
+                Some(state) => {
+                    self.lease_end = lease_end(Instant::now(), &state);
+                    state
+                }
+                None => match self.read() {
+                    Ok(state) => state,
+                    Err(e) => return Some(Err(e)),
+                },
+            };
+            if self.changed(&state) {
+                return Some(Ok(self.report(state)));
             }
         }
     }
@@ -188,15 +202,13 @@ impl Observer {
         let sent = Instant::now();
         let deadline = Deadline::after(self.response_timeout);
         let state = read_leader(&self.pool, &self.name, &self.keys, Some(&self.id), deadline)?;
-        self.lease_end = state
-            .as_ref()
-            .and_then(|leader| leader.expires_in)
-            .and_then(|left| sent.checked_add(left));
+        self.lease_end = lease_end(sent, &state);
+        self.read_at = sent;
         Ok(state)
     }
 
-    /// Sleeps in `BLPOP` on its list for `nap` at most.
-    fn sleep(&mut self, nap: Duration) -> Result<()> {
+    /// Sleeps in `BLPOP` on its list for `nap` at most; what a change pushed, if one woke it.
+    fn sleep(&mut self, nap: Duration) -> Result<Option<String>> {
         let list = vec![self.keys.observe(&self.id)];
         let until = Instant::now().checked_add(nap);
         let mut waiting = Waiting::new(
@@ -209,8 +221,58 @@ impl Observer {
         );
         let conn = waiting.checkout()?;
         match waiting.sleep(conn, nap)? {
-            Waited::Next(..) | Waited::TimedOut => Ok(()),
+            Waited::Next(_, woken) => Ok(woken.map(|woken| woken.value)),
+            Waited::TimedOut => Ok(None),
             Waited::Failed(_, e) => Err(e),
+        }
+    }
+}
+
+/// When the lease of `state`'s leader ends, by our clock, read at `at`.
+fn lease_end(at: Instant, state: &Option<Leader>) -> Option<Instant> {
+    state
+        .as_ref()
+        .and_then(|leader| leader.expires_in)
+        .and_then(|left| at.checked_add(left))
+}
+
+/// The state a change pushed to an observer's list (`proclaim.lua`): `-` for nobody
+/// leading, else `<term>|<pttl>|<bytes of the owner id>|<owner id><value>`; `None` for
+/// anything else (then the observer reads).
+fn decode(pushed: &str) -> Option<Option<Leader>> {
+    if pushed == "-" {
+        return Some(None);
+    }
+    let mut parts = pushed.splitn(4, '|');
+    let term = parts.next()?.parse().ok()?;
+    let pttl: i64 = parts.next()?.parse().ok()?;
+    let owner_len: usize = parts.next()?.parse().ok()?;
+    let rest = parts.next()?;
+    Some(Some(Leader {
+        owner_id: rest.get(..owner_len)?.to_owned(),
+        value: rest.get(owner_len..)?.to_owned(),
+        term,
+        expires_in: crate::family::expires_in(pttl),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pushed_state_is_read_back() {
+        let leader = decode("17|1500|6|host|7a|b|c").unwrap().unwrap();
+        assert_eq!(leader.term, 17);
+        assert_eq!(leader.owner_id, "host|7");
+        assert_eq!(leader.value, "a|b|c");
+        assert_eq!(leader.expires_in, Some(Duration::from_millis(1500)));
+        let empty = decode("17|-1|1|xé").unwrap().unwrap();
+        assert_eq!((empty.owner_id.as_str(), empty.value.as_str()), ("x", "é"));
+        assert_eq!(empty.expires_in, None);
+        assert_eq!(decode("-"), Some(None));
+        for bad in ["1", "x|1|1|a", "1|1|9|ab", "1|1|1|é"] {
+            assert_eq!(decode(bad), None, "{bad}");
         }
     }
 }

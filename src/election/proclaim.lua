@@ -13,6 +13,9 @@
 -- ARGV[4]: the value to proclaim
 -- ARGV[5]: the prefix of an observer's list (election-observe:<name>:), followed by its id
 -- ARGV[6]: how long a wake-up stays for its observer, in milliseconds
+-- Each observer's wake-up carries the state after the change, so that it needs no read:
+-- "<term>|<pttl>|<bytes of the owner id>|<owner id><value>" of the leader, or "-" for
+-- nobody leading.
 -- Returns 1 when done; 0 when the leader of that term leads no more (nothing is
 -- proclaimed then); -1 when a key holds another type (nothing is changed).
 local function typed(key, want)
@@ -23,12 +26,12 @@ if not (typed(KEYS[1], 'string') and typed(KEYS[2], 'string') and typed(KEYS[3],
         and typed(KEYS[4], 'zset')) then
     return -1
 end
-local function wake_observers()
+local function wake_observers(state)
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
     for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
         local list = ARGV[5] .. id
         redis.call('DEL', list)
-        redis.call('LPUSH', list, 1)
+        redis.call('LPUSH', list, state)
         redis.call('PEXPIRE', list, ARGV[6])
     end
 end
@@ -46,6 +49,8 @@ if op == 'proclaim' then
     else
         redis.call('PERSIST', KEYS[3])
     end
+    wake_observers(ARGV[3] .. '|' .. pttl .. '|' .. #ARGV[2] .. '|' .. ARGV[2] .. ARGV[4])
+    return 1
 elseif op == 'withdraw' then
     local proclaimed = redis.call('HMGET', KEYS[3], 'term', 'owner')
     if proclaimed[1] ~= ARGV[3] or proclaimed[2] ~= ARGV[2] then
@@ -58,5 +63,5 @@ else
     end
     redis.call('DEL', KEYS[3])
 end
-wake_observers()
+wake_observers('-')
 return 1
