@@ -158,7 +158,10 @@ mod tests {
     fn every_name_gets_a_tag_on_a_cluster_and_comes_back() {
         for name in ["jobs", "}x", "}{", "}", "a}b", "{}x", "{a{b}", "x{", "ünï}"] {
             let tagged = tagged(name, Scheme::Cluster);
-            assert!(hash_tag(&format!("lock:{tagged}")).is_some(), "{name:?}: {tagged}");
+            assert!(
+                hash_tag(&format!("lock:{tagged}")).is_some(),
+                "{name:?}: {tagged}"
+            );
             assert_eq!(
                 Slot::for_key(&format!("lock:{tagged}")),
                 Slot::for_key(&format!("lock-signal:{tagged}")),

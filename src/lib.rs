@@ -263,7 +263,9 @@ mod wait;
 
 pub use admin::{ListLocks, list_locks, reset_all, reset_owned_by};
 pub use conn::PooledConnection;
-pub use election::{Leader, Leadership, Observer, RedisElection, RedisElectionBuilder};
+pub use election::{
+    ArcLeadership, Leader, Leadership, Observer, RedisElection, RedisElectionBuilder,
+};
 pub use error::{Error, LostReason, Result, TryLockError};
 pub use family::{LockInfo, LockKind, PermitsInfo};
 pub use handle::{HandleKind, LockHandle};

@@ -1,13 +1,79 @@
 //! [`Leadership`]: a term of an election, held by its leader.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use super::RedisElection;
 use crate::error::{Error, LostReason, Result};
-use crate::mutex::RedisMutexGuard;
+use crate::mutex::{ArcRedisMutexGuard, RedisMutexGuard};
+
+/// A [`Leadership`] that owns a reference to its election, from
+/// [`RedisElection::campaign_arc`]: `'static`, to keep in a struct or send to a thread.
+pub type ArcLeadership = Leadership<'static>;
+
+/// The election a term belongs to: borrowed, or shared ([`ArcLeadership`]).
+pub(super) enum Of<'a> {
+    Borrowed(&'a RedisElection),
+    Owned(Arc<RedisElection>),
+}
+
+impl Of<'_> {
+    pub(super) fn get(&self) -> &RedisElection {
+        match self {
+            Of::Borrowed(election) => election,
+            Of::Owned(election) => election,
+        }
+    }
+}
+
+/// A term's grant of the election's mutex, borrowed from it or owning a reference to it.
+pub(super) enum Term<'a> {
+    Borrowed(RedisMutexGuard<'a>),
+    Owned(ArcRedisMutexGuard),
+}
+
+/// Calls the same method of either guard.
+macro_rules! either {
+    ($term:expr, $guard:ident => $call:expr) => {
+        match $term {
+            Term::Borrowed($guard) => $call,
+            Term::Owned($guard) => $call,
+        }
+    };
+}
+
+impl Term<'_> {
+    pub(super) fn fencing_token(&self) -> u64 {
+        either!(self, g => g.fencing_token())
+    }
+
+    fn is_lost(&self) -> bool {
+        either!(self, g => g.is_lost())
+    }
+
+    fn ensure_held(&self) -> Result<()> {
+        either!(self, g => g.ensure_held())
+    }
+
+    fn is_held(&self) -> Result<bool> {
+        either!(self, g => g.is_held())
+    }
+
+    fn valid_for(&self) -> Option<Duration> {
+        either!(self, g => g.valid_for())
+    }
+
+    fn extend(&self, lease: Duration) -> Result<()> {
+        either!(self, g => g.extend(lease))
+    }
+
+    fn unlock(self) -> Result<()> {
+        either!(self, g => g.unlock())
+    }
+}
 
 /// A term of a [`RedisElection`]: this candidate leads while it lives. Dropping it, or
 /// [`resign`](Self::resign), ends the term: the proclaimed value is withdrawn (observers see
@@ -35,9 +101,9 @@ use crate::mutex::RedisMutexGuard;
 /// ```
 #[must_use = "dropping a Leadership resigns at once"]
 pub struct Leadership<'a> {
-    election: &'a RedisElection,
+    election: Of<'a>,
     /// The term's lease: a grant of the election's mutex. Taken by `resign`.
-    guard: Option<RedisMutexGuard<'a>>,
+    guard: Option<Term<'a>>,
     /// The term: the grant's fencing token.
     term: u64,
     /// What this term proclaimed last.
@@ -47,7 +113,7 @@ pub struct Leadership<'a> {
 impl fmt::Debug for Leadership<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Leadership")
-            .field("election", &self.election.name())
+            .field("election", &self.election().name())
             .field("term", &self.term())
             .field("value", &*self.value.lock())
             .field("lost", &self.is_lost())
@@ -56,11 +122,7 @@ impl fmt::Debug for Leadership<'_> {
 }
 
 impl<'a> Leadership<'a> {
-    pub(super) fn new(
-        election: &'a RedisElection,
-        guard: RedisMutexGuard<'a>,
-        value: String,
-    ) -> Leadership<'a> {
+    pub(super) fn new(election: Of<'a>, guard: Term<'a>, value: String) -> Leadership<'a> {
         Leadership {
             election,
             term: guard.fencing_token(),
@@ -70,16 +132,16 @@ impl<'a> Leadership<'a> {
     }
 
     /// The term's grant (only `resign` and `drop` take it, each with the Leadership itself).
-    fn guard(&self) -> Result<&RedisMutexGuard<'a>> {
+    fn guard(&self) -> Result<&Term<'a>> {
         self.guard.as_ref().ok_or_else(|| Error::LockLost {
-            name: self.election.name().to_owned(),
+            name: self.election().name().to_owned(),
             reason: LostReason::TakenOver,
         })
     }
 
     /// The election this term belongs to.
     pub fn election(&self) -> &RedisElection {
-        self.election
+        self.election.get()
     }
 
     /// The term: this grant's fencing token, higher than every earlier term's of this
@@ -117,11 +179,8 @@ impl<'a> Leadership<'a> {
     pub fn proclaim(&self, value: impl Into<String>) -> Result<()> {
         let value = value.into();
         let mut proclaimed = self.value.lock();
-        let owner = self.election.owner_id();
-        if self
-            .election
-            .send_proclaim("proclaim", owner, self.term(), &value)?
-        {
+        let election = self.election();
+        if election.send_proclaim("proclaim", election.owner_id(), self.term, &value)? {
             *proclaimed = value;
             return Ok(());
         }
@@ -132,7 +191,7 @@ impl<'a> Leadership<'a> {
         }
         guard.ensure_held()?;
         Err(Error::LockLost {
-            name: self.election.name().to_owned(),
+            name: election.name().to_owned(),
             reason: LostReason::TakenOver,
         })
     }
@@ -197,15 +256,15 @@ impl<'a> Leadership<'a> {
             .guard
             .take()
             .ok_or(Error::Protocol { what: "resign" })?;
-        self.withdraw(&guard);
+        self.withdraw();
         guard.unlock()
     }
 
     /// Withdraws this term's value, if it is still the one proclaimed; a failure is logged
     /// (the value is read as nobody's once the term's grant is gone).
-    fn withdraw(&self, guard: &RedisMutexGuard<'_>) {
-        let election = self.election;
-        let term = guard.fencing_token();
+    fn withdraw(&self) {
+        let election = self.election();
+        let term = self.term;
         if let Err(e) = election.send_proclaim("withdraw", election.owner_id(), term, "") {
             log::debug!(
                 "election `{}`: the value of term {term} could not be withdrawn: {e}",
@@ -218,7 +277,7 @@ impl<'a> Leadership<'a> {
 impl Drop for Leadership<'_> {
     fn drop(&mut self) {
         if let Some(guard) = self.guard.take() {
-            self.withdraw(&guard);
+            self.withdraw();
             drop(guard);
         }
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::conn;
 use crate::error::{Error, Result, TryLockError};
 use crate::keys::Scheme;
-use crate::mutex::{RedisMutex, RedisMutexGuard};
+use crate::mutex::RedisMutex;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
 use crate::pool::Pool;
 use crate::scripts::{Lua, lua};
@@ -29,7 +29,8 @@ use keys::ElectionKeys;
 
 pub use builder::RedisElectionBuilder;
 pub(crate) use family::Elections;
-pub use guard::Leadership;
+pub use guard::{ArcLeadership, Leadership};
+use guard::{Of, Term};
 pub use observe::Observer;
 
 /// Proclaims a leader's value, withdraws it, or clears it; wakes the observers.
@@ -103,7 +104,7 @@ pub struct Leader {
 pub struct RedisElection {
     pool: Pool,
     /// The leader's lock: a mutex under the election's keys.
-    mutex: RedisMutex,
+    mutex: Arc<RedisMutex>,
     name: Arc<str>,
     keys: ElectionKeys,
     options: LockOptions,
@@ -158,13 +159,13 @@ impl RedisElection {
 
     fn with_options(pool: Pool, name: String, options: LockOptions, fair: bool) -> RedisElection {
         let keys = ElectionKeys::new(&name, Scheme::of(&pool));
-        let mutex = RedisMutex::of_election(
+        let mutex = Arc::new(RedisMutex::of_election(
             pool.clone(),
             name.clone(),
             options.clone(),
             fair,
             keys.value.clone(),
-        );
+        ));
         RedisElection {
             pool,
             mutex,
@@ -220,12 +221,7 @@ impl RedisElection {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn campaign(&self, value: impl Into<String>) -> Result<Leadership<'_>> {
-        let value = value.into();
-        loop {
-            if let Some(leadership) = self.won(self.mutex.lock()?, &value)? {
-                return Ok(leadership);
-            }
-        }
+        forever(self.campaign_until(value.into(), None))
     }
 
     /// Leads now if nobody does, without waiting.
@@ -250,9 +246,7 @@ impl RedisElection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_campaign(&self, value: impl Into<String>) -> Result<Leadership<'_>, TryLockError> {
-        let guard = self.mutex.try_lock()?;
-        self.won(guard, &value.into())?
-            .ok_or(TryLockError::WouldBlock)
+        self.campaign_until(value.into(), Some(Instant::now()))
     }
 
     /// Campaigns for up to `timeout`.
@@ -279,20 +273,98 @@ impl RedisElection {
         value: impl Into<String>,
         timeout: Duration,
     ) -> Result<Leadership<'_>, TryLockError> {
-        let value = value.into();
-        let Some(deadline) = Instant::now().checked_add(timeout) else {
-            return Ok(self.campaign(value)?);
-        };
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let guard = self.mutex.try_lock_for(left)?;
-            if let Some(leadership) = self.won(guard, &value)? {
-                return Ok(leadership);
-            }
-            if Instant::now() >= deadline {
-                return Err(TryLockError::WouldBlock);
-            }
-        }
+        self.campaign_until(value.into(), Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`campaign`](Self::campaign), for an `Arc<RedisElection>`: the [`Leadership`]
+    /// owns a reference to the election, so it is `'static` ([`ArcLeadership`]) and can be
+    /// kept in a struct, returned, or sent to another thread (as the mutex's
+    /// [`lock_arc`](crate::RedisMutex::lock_arc)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`campaign`](Self::campaign).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use redis_mutex::{ArcLeadership, Pool, RedisElection};
+    ///
+    /// struct Scheduler {
+    ///     leadership: ArcLeadership,
+    /// }
+    ///
+    /// let election = Arc::new(RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?);
+    /// let scheduler = Scheduler { leadership: election.campaign_arc("10.0.0.7:8080")? };
+    /// std::thread::spawn(move || scheduler.leadership.resign()).join().unwrap()?;
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn campaign_arc(self: &Arc<Self>, value: impl Into<String>) -> Result<ArcLeadership> {
+        forever(self.campaign_arc_until(value.into(), None))
+    }
+
+    /// Like [`try_campaign_for`](Self::try_campaign_for), for an `Arc<RedisElection>`; see
+    /// [`campaign_arc`](Self::campaign_arc). A zero `timeout` makes one attempt, as
+    /// [`try_campaign`](Self::try_campaign).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_campaign_for`](Self::try_campaign_for).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use redis_mutex::{Pool, RedisElection};
+    ///
+    /// let election = Arc::new(RedisElection::new(Pool::new("redis://127.0.0.1/")?, "scheduler")?);
+    /// if let Ok(leadership) = election.try_campaign_arc_for("host-7", Duration::ZERO) {
+    ///     std::thread::spawn(move || drop(leadership));
+    /// }
+    /// # Ok::<(), redis_mutex::Error>(())
+    /// ```
+    pub fn try_campaign_arc_for(
+        self: &Arc<Self>,
+        value: impl Into<String>,
+        timeout: Duration,
+    ) -> Result<ArcLeadership, TryLockError> {
+        self.campaign_arc_until(value.into(), Instant::now().checked_add(timeout))
+    }
+
+    /// Campaigns until `until` (`None`: for ever), borrowing the election.
+    fn campaign_until(
+        &self,
+        value: String,
+        until: Option<Instant>,
+    ) -> Result<Leadership<'_>, TryLockError> {
+        campaign_loop(&value, until, |until| {
+            let guard = match until {
+                None => self.mutex.lock()?,
+                Some(until) => self
+                    .mutex
+                    .try_lock_for(until.saturating_duration_since(Instant::now()))?,
+            };
+            Ok((Of::Borrowed(self), Term::Borrowed(guard)))
+        })
+    }
+
+    /// Campaigns until `until` (`None`: for ever), owning a reference to the election.
+    fn campaign_arc_until(
+        self: &Arc<Self>,
+        value: String,
+        until: Option<Instant>,
+    ) -> Result<ArcLeadership, TryLockError> {
+        campaign_loop(&value, until, |until| {
+            let guard = match until {
+                None => self.mutex.lock_arc()?,
+                Some(until) => self
+                    .mutex
+                    .try_lock_arc_for(until.saturating_duration_since(Instant::now()))?,
+            };
+            Ok((Of::Owned(self.clone()), Term::Owned(guard)))
+        })
     }
 
     /// Who leads now, asked of Redis: the holder of the election's lease that proclaimed
@@ -378,28 +450,6 @@ impl RedisElection {
         self.mutex.reset()
     }
 
-    /// Proclaims `value` for the term of `guard` just won; `None` when the term was lost
-    /// before (reset in between): the caller campaigns again.
-    fn won<'a>(
-        &'a self,
-        guard: RedisMutexGuard<'a>,
-        value: &str,
-    ) -> Result<Option<Leadership<'a>>> {
-        let term = guard.fencing_token();
-        match self.send_proclaim("proclaim", self.owner_id(), term, value) {
-            Ok(true) => Ok(Some(Leadership::new(self, guard, value.to_owned()))),
-            Ok(false) => {
-                log::debug!(
-                    "election `{}`: term {term} ended before it was proclaimed",
-                    self.name
-                );
-                drop(guard);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Sends `proclaim.lua`'s `op`; whether it was done (`false`: the term leads no more).
     fn send_proclaim(&self, op: &'static str, owner: &str, term: u64, value: &str) -> Result<bool> {
         let keys = &self.keys;
@@ -428,6 +478,43 @@ impl RedisElection {
     fn deadline(&self) -> Deadline {
         Deadline::after(self.options.response_timeout)
     }
+}
+
+/// Wins a term (`take`, until `until`) and proclaims `value` for it; a term lost before
+/// its value was proclaimed (reset in between) is campaigned for again, until `until`.
+fn campaign_loop<'a>(
+    value: &str,
+    until: Option<Instant>,
+    mut take: impl FnMut(Option<Instant>) -> Result<(Of<'a>, Term<'a>), TryLockError>,
+) -> Result<Leadership<'a>, TryLockError> {
+    loop {
+        let (election, guard) = take(until)?;
+        let term = guard.fencing_token();
+        if election
+            .get()
+            .send_proclaim("proclaim", election.get().owner_id(), term, value)?
+        {
+            return Ok(Leadership::new(election, guard, value.to_owned()));
+        }
+        log::debug!(
+            "election `{}`: term {term} ended before it was proclaimed",
+            election.get().name
+        );
+        drop(guard);
+        if until.is_some_and(|until| Instant::now() >= until) {
+            return Err(TryLockError::WouldBlock);
+        }
+    }
+}
+
+/// The result of a campaign without deadline, which never would block.
+fn forever<T>(campaign: Result<T, TryLockError>) -> Result<T> {
+    campaign.map_err(|e| match e {
+        TryLockError::Error(e) => e,
+        TryLockError::WouldBlock => Error::Protocol {
+            what: "a campaign without deadline that ended",
+        },
+    })
 }
 
 /// The error for an election whose keys hold another type.

@@ -2552,3 +2552,40 @@ fn child_queues_until_killed() {
     let r = e.try_campaign_for("doomed", Duration::from_secs(60));
     println!("@unexpected {:?}", r.map(|l| l.term()));
 }
+
+/// The owned form: a term won with `campaign_arc` is `'static`, goes to another thread,
+/// proclaims and resigns there; meanwhile nobody else can win, and observers follow.
+#[test]
+fn an_owned_term_travels_to_another_thread() {
+    let server = RedisServer::start();
+    let election = Arc::new(
+        RedisElection::builder(server.pool(), "owned")
+            .owner_id("owner")
+            .build()
+            .unwrap(),
+    );
+    let rival = Arc::new(RedisElection::new(server.pool(), "owned").unwrap());
+    let mut observer = rival.observe().unwrap();
+    assert_eq!(observer.next().unwrap().unwrap(), None);
+    let leadership: redis_mutex::ArcLeadership = election.campaign_arc("a").unwrap();
+    let term = leadership.term();
+    assert!(matches!(
+        rival.try_campaign_arc_for("b", Duration::ZERO),
+        Err(TryLockError::WouldBlock)
+    ));
+    let seen = next_change(&mut observer, HANG, "campaign_arc").expect("a leader");
+    assert_eq!((seen.term, seen.value.as_str()), (term, "a"));
+    let worker = spawn("owned term", move || {
+        leadership.proclaim("from another thread").unwrap();
+        leadership.resign()
+    });
+    let seen = next_change(&mut observer, HANG, "proclaim").expect("a leader");
+    assert_eq!(
+        (seen.term, seen.value.as_str()),
+        (term, "from another thread")
+    );
+    worker.join(HANG).unwrap();
+    assert_eq!(next_change(&mut observer, HANG, "resign"), None);
+    let next = rival.try_campaign_arc_for("b", HANG).unwrap();
+    assert!(next.term() > term);
+}
