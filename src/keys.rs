@@ -163,8 +163,8 @@ mod tests {
                 "{name:?}: {tagged}"
             );
             assert_eq!(
-                Slot::for_key(&format!("lock:{tagged}")),
-                Slot::for_key(&format!("lock-signal:{tagged}")),
+                Slot::for_key(format!("lock:{tagged}")),
+                Slot::for_key(format!("lock-signal:{tagged}")),
                 "{name:?}"
             );
             if !name.contains('{') && name != "a}b" && name != "ünï}" {

@@ -4,6 +4,10 @@
 //! sends each again every few hundred milliseconds, until it is answered or its time is up.
 //! The same thread drops the guards the `tokio` feature hands it, so that their releases
 //! wait neither on a runtime thread nor behind the calls that fill tokio's blocking pool.
+//!
+//! What is due at once is sent at once, each on a scoped thread of its own (up to
+//! [`AT_ONCE`]): a release to a server that does not answer takes a response timeout, and
+//! must not hold up the others, nor the drops behind it, for longer than that.
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -22,6 +26,9 @@ pub(crate) struct Release {
 
 /// How long a release of a lock without expiry is tried again for.
 pub(crate) const WITHOUT_EXPIRY: Duration = Duration::from_secs(60);
+
+/// The most releases and drops sent at once, each on a thread of its own.
+const AT_ONCE: usize = 32;
 
 /// The first pause between two tries, and the longest.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(1));
@@ -98,20 +105,23 @@ fn start() -> Result<()> {
     Ok(())
 }
 
-/// The thread: sends each release when it is due.
+/// The thread: sends the releases that are due, and drops the guards handed to it, each
+/// batch at once.
 fn run() {
     let mut pending = QUEUE.pending.lock();
     loop {
-        let drops = std::mem::take(&mut *QUEUE.drops.lock());
-        if !drops.is_empty() {
-            drop(pending);
-            drop(drops);
-            pending = QUEUE.pending.lock();
-            continue;
-        }
+        let mut drops = std::mem::take(&mut *QUEUE.drops.lock());
         let now = Instant::now();
-        let due = pending.iter().position(|p| p.next <= now);
-        let Some(i) = due else {
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < pending.len() && due.len() + drops.len() < AT_ONCE {
+            if pending[i].next <= now {
+                due.push(pending.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if due.is_empty() && drops.is_empty() {
             match pending.iter().map(|p| p.next).min() {
                 Some(next) => {
                     QUEUE.added.wait_until(&mut pending, next);
@@ -119,25 +129,67 @@ fn run() {
                 None => QUEUE.added.wait(&mut pending),
             }
             continue;
-        };
-        let mut job = pending.swap_remove(i);
-        drop(pending);
-        let (kind, name) = (job.release.kind, job.release.name.clone());
-        match (job.release.send)() {
-            Ok(true) => log::info!("released {kind} `{name}` on a later try"),
-            Ok(false) => {
-                log::info!("{kind} `{name}` was no longer ours when its release got through")
-            }
-            Err(e) if unsent(&e) && Instant::now() < job.until => {
-                log::debug!("releasing {kind} `{name}` failed again: {e}");
-                job.next = (Instant::now() + job.pause).min(job.until);
-                job.pause = (job.pause * 2).min(BACKOFF.1);
-                QUEUE.pending.lock().push(job);
-            }
-            Err(e) => log::warn!(
-                "gave up releasing {kind} `{name}`; it stays until its lease runs out: {e}"
-            ),
         }
+        drop(pending);
+        let later = drops.split_off(drops.len().min(AT_ONCE));
+        QUEUE.drops.lock().extend(later);
+        let again = send_all(due, drops);
         pending = QUEUE.pending.lock();
+        pending.extend(again);
     }
+}
+
+/// Sends `due` and drops `drops`, each on a scoped thread (in turn here, when a thread
+/// cannot be started); what is to be tried again.
+fn send_all(due: Vec<Pending>, drops: Vec<Box<dyn Send>>) -> Vec<Pending> {
+    std::thread::scope(|scope| {
+        for guard in drops {
+            // When no thread can be started, the guard goes with the closure: dropped here.
+            let _ = std::thread::Builder::new()
+                .name("redis-mutex-release".into())
+                .spawn_scoped(scope, move || drop(guard));
+        }
+        let sending: Vec<_> = due
+            .into_iter()
+            .map(|job| {
+                let job = std::sync::Arc::new(Mutex::new(Some(job)));
+                let spawned = std::thread::Builder::new()
+                    .name("redis-mutex-release".into())
+                    .spawn_scoped(scope, {
+                        let job = job.clone();
+                        move || job.lock().take().and_then(send_again)
+                    });
+                (job, spawned)
+            })
+            .collect();
+        sending
+            .into_iter()
+            .filter_map(|(job, spawned)| match spawned {
+                Ok(handle) => handle.join().ok().flatten(),
+                // No thread: send it here.
+                Err(_) => job.lock().take().and_then(send_again),
+            })
+            .collect()
+    })
+}
+
+/// Sends one release again; the release, when it is to be tried again later.
+fn send_again(mut job: Pending) -> Option<Pending> {
+    let (kind, name) = (job.release.kind, job.release.name.clone());
+    match (job.release.send)() {
+        Ok(true) => log::info!("released {kind} `{name}` on a later try"),
+        Ok(false) => {
+            log::info!("{kind} `{name}` was no longer ours when its release got through")
+        }
+        Err(e) if unsent(&e) && Instant::now() < job.until => {
+            log::debug!("releasing {kind} `{name}` failed again: {e}");
+            job.next = (Instant::now() + job.pause).min(job.until);
+            job.pause = (job.pause * 2).min(BACKOFF.1);
+            return Some(job);
+        }
+        Err(e) => {
+            log::warn!("gave up releasing {kind} `{name}`; it stays until its lease runs out: {e}")
+        }
+    }
+    None
 }

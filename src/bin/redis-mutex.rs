@@ -626,9 +626,14 @@ fn leader(pool: &Pool, name: &str, json: bool) -> redis_mutex::Result<ExitCode> 
 fn watch_election(pool: &Pool, name: &str) -> redis_mutex::Result<ExitCode> {
     let started = Instant::now();
     for change in RedisElection::new(pool.clone(), name)?.observe()? {
-        let line = match change? {
-            Some(leader) => leader_line(&leader),
-            None => "nobody leads".to_owned(),
+        let line = match change {
+            Ok(Some(leader)) => leader_line(&leader),
+            Ok(None) => "nobody leads".to_owned(),
+            // A failover's blip, a restart: say so, and go on (the observer pauses).
+            Err(e) => {
+                eprintln!("redis-mutex watch: {e}");
+                continue;
+            }
         };
         println!("+{:.3}s `{name}`: {line}", started.elapsed().as_secs_f64());
         std::io::stdout().flush().ok();

@@ -3,13 +3,12 @@
 //! election forced) with its observers woken.
 
 use super::keys::ElectionKeys;
-use super::{LEADER, OBSERVER_TTL, PROCLAIM};
+use super::{LEADER, Proclaim, proclaim_call};
 use crate::conn::Conn;
 use crate::error::Result;
 use crate::family::{Family, LockInfo, LockKind};
 use crate::keys::Scheme;
 use crate::mutex::{ELECTION_KEYS, clear_in, list_in};
-use crate::time::millis;
 
 /// The family of elections, for the operator tools.
 pub(crate) struct Elections;
@@ -33,7 +32,12 @@ impl Family for Elections {
             let reply = call
                 .invoke::<redis::Value>(conn)
                 .map_err(|e| conn.fail(e, &info.name, "list"))?;
-            if let Some(leader) = super::parse_leader(&info.name, reply)? {
+            // Read apart from the lock: only a value of the same owner and term is this
+            // one's (a key of another type beside it: no value).
+            if let Ok(Some(leader)) = super::parse_leader(&info.name, reply)
+                && leader.owner_id == info.owner_id
+                && Some(leader.term) == info.fencing_token
+            {
                 info.value = Some(leader.value);
             }
         }
@@ -54,17 +58,17 @@ impl Family for Elections {
                 .name_of(&String::from_utf8_lossy(key), scheme)
                 .to_owned();
             let keys = ElectionKeys::new(&name, scheme);
-            let mut call = PROCLAIM.call();
-            call.key(&keys.lock)
-                .key(&keys.grant)
-                .key(&keys.value)
-                .key(&keys.observers)
-                .arg("clear")
-                .arg(owner.unwrap_or(""))
-                .arg(0)
-                .arg("")
-                .arg(&keys.observe_prefix)
-                .arg(millis(OBSERVER_TTL));
+            let mut read = LEADER.call();
+            read.key(&keys.lock).key(&keys.grant).key(&keys.value);
+            let reply = read
+                .invoke::<redis::Value>(conn)
+                .map_err(|e| conn.fail(e, &name, "reset"))?;
+            // The value of the term being ended, only (and only the owner's, if given).
+            let Ok(Some(leader)) = super::parse_leader(&name, reply) else {
+                continue;
+            };
+            let owner = owner.unwrap_or("");
+            let call = proclaim_call(&keys, Proclaim::Clear, owner, leader.term, "", 0);
             call.invoke::<i64>(conn)
                 .map_err(|e| conn.fail(e, &name, "reset"))?;
         }
@@ -73,6 +77,6 @@ impl Family for Elections {
 
     #[cfg(test)]
     fn scripts(&self) -> Vec<&'static crate::scripts::Lua> {
-        vec![&*PROCLAIM, &*LEADER]
+        vec![&*super::PROCLAIM, &*LEADER]
     }
 }

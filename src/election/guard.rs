@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::RedisElection;
+use super::{Proclaim, RedisElection};
 use crate::error::{Error, LostReason, Result};
 use crate::mutex::{ArcRedisMutexGuard, RedisMutexGuard};
 
@@ -106,8 +106,8 @@ pub struct Leadership<'a> {
     guard: Option<Term<'a>>,
     /// The term: the grant's fencing token.
     term: u64,
-    /// What this term proclaimed last.
-    value: Mutex<String>,
+    /// What this term proclaimed last, and the number of its last proclaim.
+    value: Mutex<(String, u64)>,
 }
 
 impl fmt::Debug for Leadership<'_> {
@@ -115,7 +115,7 @@ impl fmt::Debug for Leadership<'_> {
         f.debug_struct("Leadership")
             .field("election", &self.election().name())
             .field("term", &self.term())
-            .field("value", &*self.value.lock())
+            .field("value", &self.value.lock().0)
             .field("lost", &self.is_lost())
             .finish()
     }
@@ -127,7 +127,7 @@ impl<'a> Leadership<'a> {
             election,
             term: guard.fencing_token(),
             guard: Some(guard),
-            value: Mutex::new(value),
+            value: Mutex::new((value, 1)),
         }
     }
 
@@ -154,7 +154,7 @@ impl<'a> Leadership<'a> {
 
     /// What this term proclaimed last.
     pub fn value(&self) -> String {
-        self.value.lock().clone()
+        self.value.lock().0.clone()
     }
 
     /// Proclaims a new value for this term, keeping the term: observers see it within a
@@ -180,8 +180,16 @@ impl<'a> Leadership<'a> {
         let value = value.into();
         let mut proclaimed = self.value.lock();
         let election = self.election();
-        if election.send_proclaim("proclaim", election.owner_id(), self.term, &value)? {
-            *proclaimed = value;
+        let seq = proclaimed.1 + 1;
+        proclaimed.1 = seq;
+        if election.send_proclaim(
+            Proclaim::Proclaim,
+            election.owner_id(),
+            self.term,
+            &value,
+            seq,
+        )? {
+            proclaimed.0 = value;
             return Ok(());
         }
         // The term is gone: let the lease core find out why, and say so.
@@ -265,7 +273,8 @@ impl<'a> Leadership<'a> {
     fn withdraw(&self) {
         let election = self.election();
         let term = self.term;
-        if let Err(e) = election.send_proclaim("withdraw", election.owner_id(), term, "") {
+        if let Err(e) = election.send_proclaim(Proclaim::Withdraw, election.owner_id(), term, "", 0)
+        {
             log::debug!(
                 "election `{}`: the value of term {term} could not be withdrawn: {e}",
                 election.name()

@@ -11,21 +11,18 @@
 -- Returns {owner id, term, value, pttl} of the leader (pttl -1 for a lease without
 -- expiry); {} when nobody leads (the lock is free, or its holder has not proclaimed for
 -- its term); -1 when a key holds another type.
-if ARGV[1] then
-    local kind = redis.call('TYPE', KEYS[4])['ok']
-    if kind ~= 'zset' and kind ~= 'none' then
-        return -1
-    end
-    redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
-    touch(KEYS[4])
-    redis.call('DEL', KEYS[5])
-end
 local function typed(key, want)
     local kind = redis.call('TYPE', key)['ok']
     return kind == want or kind == 'none'
 end
-if not (typed(KEYS[1], 'string') and typed(KEYS[2], 'string') and typed(KEYS[3], 'hash')) then
+if not (typed(KEYS[1], 'string') and typed(KEYS[2], 'string') and typed(KEYS[3], 'hash')
+        and (not ARGV[1] or typed(KEYS[4], 'zset'))) then
     return -1
+end
+if ARGV[1] then
+    redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+    touch(KEYS[4])
+    redis.call('DEL', KEYS[5])
 end
 local owner = redis.call('GET', KEYS[1])
 if not owner then

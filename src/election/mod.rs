@@ -23,7 +23,7 @@ use crate::keys::Scheme;
 use crate::mutex::RedisMutex;
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
 use crate::pool::Pool;
-use crate::scripts::{Lua, lua};
+use crate::scripts::{Call, Lua, lua};
 use crate::time::{Deadline, millis};
 use keys::ElectionKeys;
 
@@ -446,24 +446,42 @@ impl RedisElection {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn reset(&self) -> Result<bool> {
-        self.send_proclaim("clear", "", 0, "")?;
+        // The value of the term being ended (only that term's: a copy of this call that
+        // comes late must not clear a later one's), then the term.
+        match self.leader() {
+            Ok(Some(leader)) => {
+                if let Err(e) = self.send_proclaim(Proclaim::Clear, "", leader.term, "", 0) {
+                    log::warn!(
+                        "election `{}`: its value could not be cleared: {e}",
+                        self.name
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e @ Error::WrongType { .. }) => {
+                log::warn!(
+                    "election `{}`: {e}; ending its term all the same",
+                    self.name
+                );
+            }
+            Err(e) => return Err(e),
+        }
         self.mutex.reset()
     }
 
-    /// Sends `proclaim.lua`'s `op`; whether it was done (`false`: the term leads no more).
-    fn send_proclaim(&self, op: &'static str, owner: &str, term: u64, value: &str) -> Result<bool> {
+    /// Sends `proclaim.lua`'s `op` (`seq`: a proclaim's number in its term); whether it was
+    /// done (`false`: the term leads no more).
+    fn send_proclaim(
+        &self,
+        op: Proclaim,
+        owner: &str,
+        term: u64,
+        value: &str,
+        seq: u64,
+    ) -> Result<bool> {
         let keys = &self.keys;
-        let mut call = PROCLAIM.call();
-        call.key(&keys.lock)
-            .key(&keys.grant)
-            .key(&keys.value)
-            .key(&keys.observers)
-            .arg(op)
-            .arg(owner)
-            .arg(term)
-            .arg(value)
-            .arg(&keys.observe_prefix)
-            .arg(millis(OBSERVER_TTL));
+        let call = proclaim_call(keys, op, owner, term, value, seq);
+        let op = op.word();
         let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
             call.invoke::<i64>(c)
         })?;
@@ -480,6 +498,51 @@ impl RedisElection {
     }
 }
 
+/// What `proclaim.lua` is asked to do.
+#[derive(Debug, Clone, Copy)]
+enum Proclaim {
+    /// Proclaim a value for a term, by its leader.
+    Proclaim,
+    /// Withdraw a term's value, by its leader resigning.
+    Withdraw,
+    /// Clear a term's value, by a reset.
+    Clear,
+}
+
+impl Proclaim {
+    fn word(self) -> &'static str {
+        match self {
+            Proclaim::Proclaim => "proclaim",
+            Proclaim::Withdraw => "withdraw",
+            Proclaim::Clear => "clear",
+        }
+    }
+}
+
+/// A call of `proclaim.lua` on the election of `keys`.
+fn proclaim_call(
+    keys: &ElectionKeys,
+    op: Proclaim,
+    owner: &str,
+    term: u64,
+    value: &str,
+    seq: u64,
+) -> Call {
+    let mut call = PROCLAIM.call();
+    call.key(&keys.lock)
+        .key(&keys.grant)
+        .key(&keys.value)
+        .key(&keys.observers)
+        .arg(op.word())
+        .arg(owner)
+        .arg(term)
+        .arg(value)
+        .arg(&keys.observe_prefix)
+        .arg(millis(OBSERVER_TTL))
+        .arg(seq);
+    call
+}
+
 /// Wins a term (`take`, until `until`) and proclaims `value` for it; a term lost before
 /// its value was proclaimed (reset in between) is campaigned for again, until `until`.
 fn campaign_loop<'a>(
@@ -490,11 +553,20 @@ fn campaign_loop<'a>(
     loop {
         let (election, guard) = take(until)?;
         let term = guard.fencing_token();
-        if election
+        let owner = election.get().owner_id();
+        match election
             .get()
-            .send_proclaim("proclaim", election.get().owner_id(), term, value)?
+            .send_proclaim(Proclaim::Proclaim, owner, term, value, 1)
         {
-            return Ok(Leadership::new(election, guard, value.to_owned()));
+            Ok(true) => return Ok(Leadership::new(election, guard, value.to_owned())),
+            Ok(false) => {}
+            Err(e) => {
+                // It may have been proclaimed (a lost reply): observers may have been told.
+                let _ = election
+                    .get()
+                    .send_proclaim(Proclaim::Withdraw, owner, term, "", 0);
+                return Err(e.into());
+            }
         }
         log::debug!(
             "election `{}`: term {term} ended before it was proclaimed",

@@ -31,7 +31,8 @@ use crate::wait::{Waited, Waiting};
 /// nothing in Redis until its lease ends: the observer knows when that is (it read it), and
 /// wakes then. Between waits it holds no connection; each wait borrows one of the pool's
 /// for its `BLPOP` (as a waiting lock does, within the pool's turns to block). Terms it
-/// reports never go back; a change it missed while Redis could not be reached is reported
+/// reports never go back (a lower one, after a failover that lost a later term, is reported
+/// as nobody leading); a change it missed while Redis could not be reached is reported
 /// by the next state it reads, and changes closer together than a round trip may come as
 /// one, the latest (a leader that proclaims twice at once). Dropping it takes its
 /// registration out.
@@ -68,7 +69,12 @@ pub struct Observer {
     lease_end: Option<Instant>,
     /// When it last read (and so renewed its registration).
     read_at: Instant,
+    /// The pause before the next try, after a failure.
+    backoff: Option<Duration>,
 }
+
+/// The pause after a failed wait, and the longest, doubling in between.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
 
 impl fmt::Debug for Observer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,6 +104,7 @@ impl Observer {
             term: 0,
             lease_end: None,
             read_at: Instant::now(),
+            backoff: None,
         };
         observer.first = Some(observer.read()?);
         Ok(observer)
@@ -116,7 +123,8 @@ impl Observer {
     ///
     /// An `Err` item when Redis could not be reached or answered with an error
     /// ([`Error::Unreachable`](crate::Error::Unreachable),
-    /// [`Error::Timeout`](crate::Error::Timeout), ...); the next call tries again.
+    /// [`Error::Timeout`](crate::Error::Timeout), ...); the next call tries again, after a
+    /// pause (50 ms, doubling to 1 s while failures go on, never past its timeout).
     ///
     /// # Examples
     ///
@@ -135,52 +143,79 @@ impl Observer {
         self.wait(Instant::now().checked_add(timeout))
     }
 
-    /// The next change, waiting until `until` (`None`: for ever).
+    /// The next change, waiting until `until` (`None`: for ever). A wait with no time
+    /// left still looks once (a read), as `try_lock` makes one attempt.
     fn wait(&mut self, until: Option<Instant>) -> Option<Result<Option<Leader>>> {
         if let Some(first) = self.first.take() {
             return Some(Ok(self.report(first)));
         }
+        // After a failure, a pause before trying again (never past `until`), so that a
+        // caller that goes on after an error does not spin while Redis is away.
+        if let Some(pause) = self.backoff {
+            let left = until.map_or(pause, |until| {
+                until.saturating_duration_since(Instant::now())
+            });
+            std::thread::sleep(pause.min(left));
+        }
+        let mut looked = false;
         loop {
             let now = Instant::now();
-            if until.is_some_and(|until| now >= until) {
-                return None;
-            }
-            // Woken by a change, whose wake-up carries the new state; else at the leader's
-            // lease's end, to see it crashed, and every third of its registration's life,
-            // to keep it.
-            let mut nap = (self.read_at + OBSERVER_TTL / 3).saturating_duration_since(now);
-            if let Some(end) = self.lease_end {
-                let left = end.saturating_duration_since(now);
-                nap = nap.min(left + clock_margin(left, 0.01));
-            }
-            if let Some(until) = until {
-                nap = nap.min(until - now);
-            }
-            let pushed = match self.sleep(nap) {
-                Ok(pushed) => pushed.as_deref().and_then(decode),
-                Err(e) => return Some(Err(e)),
-            };
-            let state = match pushed {
-                Some(state) => {
-                    self.lease_end = lease_end(Instant::now(), &state);
-                    state
+            let state = if until.is_some_and(|until| now >= until) {
+                if looked {
+                    return None;
                 }
-                None => match self.read() {
-                    Ok(state) => state,
-                    Err(e) => return Some(Err(e)),
-                },
+                self.read()
+            } else {
+                self.next_state(now, until)
             };
-            if self.changed(&state) {
-                return Some(Ok(self.report(state)));
+            looked = true;
+            match state {
+                Ok(state) => {
+                    self.backoff = None;
+                    let state = self.never_back(state);
+                    if self.changed(&state) {
+                        return Some(Ok(self.report(state)));
+                    }
+                }
+                Err(e) => {
+                    self.backoff = Some(self.backoff.map_or(BACKOFF.0, |b| (b * 2).min(BACKOFF.1)));
+                    return Some(Err(e));
+                }
             }
         }
     }
 
-    /// Whether `state` is news: another leader, term or value, or nobody leading now; never
-    /// a term lower than one handed out.
+    /// Sleeps until a change wakes it (its wake-up carries the new state), the leader's
+    /// lease ends (to see it crashed), its registration is due to be renewed (every third
+    /// of its life), or `until`; then the state.
+    fn next_state(&mut self, now: Instant, until: Option<Instant>) -> Result<Option<Leader>> {
+        let mut nap = (self.read_at + OBSERVER_TTL / 3).saturating_duration_since(now);
+        if let Some(end) = self.lease_end {
+            let left = end.saturating_duration_since(now);
+            nap = nap.min(left + clock_margin(left, 0.01));
+        }
+        if let Some(until) = until {
+            nap = nap.min(until - now);
+        }
+        match self.sleep(nap)?.as_deref().and_then(decode) {
+            Some(state) => {
+                self.lease_end = lease_end(Instant::now(), &state);
+                Ok(state)
+            }
+            None => self.read(),
+        }
+    }
+
+    /// `state`, or nobody leading when its term is lower than one handed out already (a
+    /// failover that lost a later term, a server clock set back): terms handed out never
+    /// go back, and the leader handed out last leads no more.
+    fn never_back(&self, state: Option<Leader>) -> Option<Leader> {
+        state.filter(|leader| leader.term >= self.term)
+    }
+
+    /// Whether `state` is news: another leader, term or value, or nobody leading now.
     fn changed(&self, state: &Option<Leader>) -> bool {
         match (state, &self.last) {
-            (Some(new), _) if new.term < self.term => false,
             (Some(new), Some(old)) => {
                 (new.term, &new.owner_id, &new.value) != (old.term, &old.owner_id, &old.value)
             }
@@ -256,27 +291,6 @@ fn decode(pushed: &str) -> Option<Option<Leader>> {
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pushed_state_is_read_back() {
-        let leader = decode("17|1500|6|host|7a|b|c").unwrap().unwrap();
-        assert_eq!(leader.term, 17);
-        assert_eq!(leader.owner_id, "host|7");
-        assert_eq!(leader.value, "a|b|c");
-        assert_eq!(leader.expires_in, Some(Duration::from_millis(1500)));
-        let empty = decode("17|-1|1|xé").unwrap().unwrap();
-        assert_eq!((empty.owner_id.as_str(), empty.value.as_str()), ("x", "é"));
-        assert_eq!(empty.expires_in, None);
-        assert_eq!(decode("-"), Some(None));
-        for bad in ["1", "x|1|1|a", "1|1|9|ab", "1|1|1|é"] {
-            assert_eq!(decode(bad), None, "{bad}");
-        }
-    }
-}
-
 impl Iterator for Observer {
     type Item = Result<Option<Leader>>;
 
@@ -303,6 +317,27 @@ impl Drop for Observer {
                 .map_err(|e| ran.conn.fail(e, &self.name, "observe"))
         }) {
             log::debug!("election `{}`: an observer could not leave: {e}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pushed_state_is_read_back() {
+        let leader = decode("17|1500|6|host|7a|b|c").unwrap().unwrap();
+        assert_eq!(leader.term, 17);
+        assert_eq!(leader.owner_id, "host|7");
+        assert_eq!(leader.value, "a|b|c");
+        assert_eq!(leader.expires_in, Some(Duration::from_millis(1500)));
+        let empty = decode("17|-1|1|xé").unwrap().unwrap();
+        assert_eq!((empty.owner_id.as_str(), empty.value.as_str()), ("x", "é"));
+        assert_eq!(empty.expires_in, None);
+        assert_eq!(decode("-"), Some(None));
+        for bad in ["1", "x|1|1|a", "1|1|9|ab", "1|1|1|é"] {
+            assert_eq!(decode(bad), None, "{bad}");
         }
     }
 }

@@ -2,15 +2,19 @@
 -- every live observer of the election.
 -- KEYS[1]: the leader's lock (election:<name>): its owner id, while it leads
 -- KEYS[2]: its grant marker (election-grant:<name>): "<attempt>|<term>|<owner id>"
--- KEYS[3]: the proclaimed value (election-value:<name>), a hash of term, owner and value,
---          living as long as the leader's lease (its extends extend it too)
+-- KEYS[3]: the proclaimed value (election-value:<name>), a hash of term, owner, value and
+--          seq, living as long as the leader's lease (its extends extend it too)
 -- KEYS[4]: the observers (election-observers:<name>): observer id -> until when it lives
 --          (ms since 1970)
 -- ARGV[1]: 'proclaim' (by the leader of term ARGV[3]), 'withdraw' (the proclamation of that
---          term, by its leader resigning) or 'clear' (whatever is proclaimed: a reset)
--- ARGV[2]: the leader's owner id ('clear': if not empty, only that owner's value is cleared)
+--          term, by its leader resigning) or 'clear' (the proclamation of that term, by a
+--          reset: whoever's it is, or, if ARGV[2] is not empty, only that owner's)
+-- ARGV[2]: the leader's owner id
 -- ARGV[3]: its term (its grant's fencing token)
 -- ARGV[4]: the value to proclaim
+-- ARGV[7]: the proclaim's number within its term, rising: a copy of an earlier proclaim
+--          that comes late (held in a proxy, or sent again after a timeout while a later
+--          one went through) finds a higher number there and changes nothing
 -- ARGV[5]: the prefix of an observer's list (election-observe:<name>:), followed by its id
 -- ARGV[6]: how long a wake-up stays for its observer, in milliseconds
 -- Each observer's wake-up carries the state after the change, so that it needs no read:
@@ -42,7 +46,12 @@ if op == 'proclaim' then
         or string.match(marker, '^[^|]*|(%d+)|') ~= ARGV[3] then
         return 0
     end
-    redis.call('HSET', KEYS[3], 'term', ARGV[3], 'owner', ARGV[2], 'value', ARGV[4])
+    local proclaimed = redis.call('HMGET', KEYS[3], 'term', 'seq')
+    if proclaimed[1] == ARGV[3] and tonumber(proclaimed[2] or '0') > tonumber(ARGV[7]) then
+        return 1
+    end
+    redis.call('HSET', KEYS[3], 'term', ARGV[3], 'owner', ARGV[2], 'value', ARGV[4],
+        'seq', ARGV[7])
     local pttl = redis.call('PTTL', KEYS[1])
     if pttl > 0 then
         redis.call('PEXPIRE', KEYS[3], pttl)
@@ -58,7 +67,8 @@ elseif op == 'withdraw' then
     end
     redis.call('DEL', KEYS[3])
 else
-    if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], 'owner') ~= ARGV[2] then
+    local proclaimed = redis.call('HMGET', KEYS[3], 'term', 'owner')
+    if proclaimed[1] ~= ARGV[3] or (ARGV[2] ~= '' and proclaimed[2] ~= ARGV[2]) then
         return 1
     end
     redis.call('DEL', KEYS[3])

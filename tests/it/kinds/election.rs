@@ -2589,3 +2589,120 @@ fn an_owned_term_travels_to_another_thread() {
     let next = rival.try_campaign_arc_for("b", HANG).unwrap();
     assert!(next.term() > term);
 }
+
+/// Found by a review: a wait with no time left still looks once, as `try_lock` makes one
+/// attempt; a caller polling with `next_timeout(ZERO)` sees every change.
+#[test]
+fn a_zero_timeout_still_looks_once() {
+    let server = RedisServer::start();
+    let election = RedisElection::builder(server.pool(), "zero")
+        .owner_id("leader")
+        .build()
+        .unwrap();
+    let mut observer = election.observe().unwrap();
+    assert_eq!(
+        observer.next_timeout(Duration::ZERO).unwrap().unwrap(),
+        None
+    );
+    assert!(
+        observer.next_timeout(Duration::ZERO).is_none(),
+        "no change yet"
+    );
+    let leadership = election.campaign("v").unwrap();
+    let seen = observer
+        .next_timeout(Duration::ZERO)
+        .expect("the change, at once")
+        .unwrap()
+        .expect("a leader");
+    assert_eq!(
+        (seen.term, seen.owner_id.as_str()),
+        (leadership.term(), "leader")
+    );
+    drop(leadership);
+    assert_eq!(
+        observer
+            .next_timeout(Duration::ZERO)
+            .expect("the resign")
+            .unwrap(),
+        None
+    );
+}
+
+/// Found by a review: a copy of an earlier proclaim of the same term that comes late (held
+/// in a proxy, or sent again after a timeout while a later one went through) changes
+/// nothing; and a copy of a reset's clear that comes late leaves a later term's value.
+#[test]
+fn a_late_copy_of_a_proclaim_or_a_clear_changes_nothing() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let election = RedisElection::builder(server.pool(), "late")
+        .owner_id("leader")
+        .build()
+        .unwrap();
+    let leadership = election.campaign("v1").unwrap();
+    let term = leadership.term();
+    leadership.proclaim("v2").unwrap();
+    leadership.proclaim("v3").unwrap();
+    let proclaim = crate::support::script("election/proclaim.lua");
+    let send = |conn: &mut redis::Connection, op: &str, term: u64, value: &str, seq: u64| -> i64 {
+        proclaim
+            .key("election:late")
+            .key("election-grant:late")
+            .key("election-value:late")
+            .key("election-observers:late")
+            .arg(op)
+            .arg("leader")
+            .arg(term)
+            .arg(value)
+            .arg("election-observe:late:")
+            .arg(30_000)
+            .arg(seq)
+            .invoke(conn)
+            .unwrap()
+    };
+    // The copy of the second proclaim (number 2 in its term) comes after the third.
+    assert_eq!(send(&mut conn, "proclaim", term, "v2", 2), 1);
+    let leader = election.leader().unwrap().expect("a leader");
+    assert_eq!((leader.term, leader.value.as_str()), (term, "v3"));
+    // A reset's clear of this term, then a later term, then the clear's copy.
+    assert!(election.reset().unwrap());
+    drop(leadership);
+    let next = election.campaign("w").unwrap();
+    assert!(next.term() > term);
+    assert_eq!(send(&mut conn, "clear", term, "", 0), 1);
+    let leader = election
+        .leader()
+        .unwrap()
+        .expect("the later term still leads");
+    assert_eq!((leader.term, leader.value.as_str()), (next.term(), "w"));
+}
+
+/// Found by a review: an observer whose server is away pauses between failed waits (a
+/// caller that goes on after an error does not spin), and recovers once it is back.
+#[test]
+fn an_observer_of_a_server_that_is_away_does_not_spin() {
+    let mut server = RedisServer::start();
+    let pool = Pool::builder()
+        .response_timeout(Duration::from_millis(200))
+        .connection_timeout(Duration::from_millis(200))
+        .build(&server.url())
+        .unwrap();
+    let election = RedisElection::new(pool, "away").unwrap();
+    let mut observer = election.observe().unwrap();
+    assert_eq!(observer.next().unwrap().unwrap(), None);
+    server.pause();
+    let started = Instant::now();
+    let mut errors = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        if let Some(Err(_)) = observer.next_timeout(Duration::from_millis(100)) {
+            errors += 1;
+        }
+    }
+    server.resume();
+    println!("{errors} errors in 2 s while the server was paused");
+    assert!(errors < 100, "{errors} errors in 2 s: the observer spins");
+    let leader = RedisElection::new(server.pool(), "away").unwrap();
+    let leadership = leader.campaign("back").unwrap();
+    let seen = next_change(&mut observer, HANG, "after the server came back");
+    assert_eq!(seen.map(|l| l.term), Some(leadership.term()));
+}
