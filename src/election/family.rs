@@ -3,7 +3,7 @@
 //! election forced) with its observers woken.
 
 use super::keys::ElectionKeys;
-use super::{LEADER, Proclaim, proclaim_call};
+use super::{LEADER, ValueOp, proclaim_call};
 use crate::conn::Conn;
 use crate::error::Result;
 use crate::family::{Family, LockInfo, LockKind};
@@ -68,7 +68,7 @@ impl Family for Elections {
                 continue;
             };
             let owner = owner.unwrap_or("");
-            let call = proclaim_call(&keys, Proclaim::Clear, owner, leader.term, "", 0);
+            let call = proclaim_call(&keys, ValueOp::Clear, owner, leader.term, "", 0);
             call.invoke::<i64>(conn)
                 .map_err(|e| conn.fail(e, &name, "reset"))?;
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{Proclaim, RedisElection};
+use super::{RedisElection, ValueOp};
 use crate::error::{Error, LostReason, Result};
 use crate::mutex::{ArcRedisMutexGuard, RedisMutexGuard};
 
@@ -183,7 +183,7 @@ impl<'a> Leadership<'a> {
         let seq = proclaimed.1 + 1;
         proclaimed.1 = seq;
         if election.send_proclaim(
-            Proclaim::Proclaim,
+            ValueOp::Proclaim,
             election.owner_id(),
             self.term,
             &value,
@@ -273,7 +273,7 @@ impl<'a> Leadership<'a> {
     fn withdraw(&self) {
         let election = self.election();
         let term = self.term;
-        if let Err(e) = election.send_proclaim(Proclaim::Withdraw, election.owner_id(), term, "", 0)
+        if let Err(e) = election.send_proclaim(ValueOp::Withdraw, election.owner_id(), term, "", 0)
         {
             log::debug!(
                 "election `{}`: the value of term {term} could not be withdrawn: {e}",

@@ -450,7 +450,7 @@ impl RedisElection {
         // comes late must not clear a later one's), then the term.
         match self.leader() {
             Ok(Some(leader)) => {
-                if let Err(e) = self.send_proclaim(Proclaim::Clear, "", leader.term, "", 0) {
+                if let Err(e) = self.send_proclaim(ValueOp::Clear, "", leader.term, "", 0) {
                     log::warn!(
                         "election `{}`: its value could not be cleared: {e}",
                         self.name
@@ -473,7 +473,7 @@ impl RedisElection {
     /// done (`false`: the term leads no more).
     fn send_proclaim(
         &self,
-        op: Proclaim,
+        op: ValueOp,
         owner: &str,
         term: u64,
         value: &str,
@@ -500,7 +500,7 @@ impl RedisElection {
 
 /// What `proclaim.lua` is asked to do.
 #[derive(Debug, Clone, Copy)]
-enum Proclaim {
+enum ValueOp {
     /// Proclaim a value for a term, by its leader.
     Proclaim,
     /// Withdraw a term's value, by its leader resigning.
@@ -509,12 +509,12 @@ enum Proclaim {
     Clear,
 }
 
-impl Proclaim {
+impl ValueOp {
     fn word(self) -> &'static str {
         match self {
-            Proclaim::Proclaim => "proclaim",
-            Proclaim::Withdraw => "withdraw",
-            Proclaim::Clear => "clear",
+            ValueOp::Proclaim => "proclaim",
+            ValueOp::Withdraw => "withdraw",
+            ValueOp::Clear => "clear",
         }
     }
 }
@@ -522,7 +522,7 @@ impl Proclaim {
 /// A call of `proclaim.lua` on the election of `keys`.
 fn proclaim_call(
     keys: &ElectionKeys,
-    op: Proclaim,
+    op: ValueOp,
     owner: &str,
     term: u64,
     value: &str,
@@ -556,7 +556,7 @@ fn campaign_loop<'a>(
         let owner = election.get().owner_id();
         match election
             .get()
-            .send_proclaim(Proclaim::Proclaim, owner, term, value, 1)
+            .send_proclaim(ValueOp::Proclaim, owner, term, value, 1)
         {
             Ok(true) => return Ok(Leadership::new(election, guard, value.to_owned())),
             Ok(false) => {}
@@ -564,7 +564,7 @@ fn campaign_loop<'a>(
                 // It may have been proclaimed (a lost reply): observers may have been told.
                 let _ = election
                     .get()
-                    .send_proclaim(Proclaim::Withdraw, owner, term, "", 0);
+                    .send_proclaim(ValueOp::Withdraw, owner, term, "", 0);
                 return Err(e.into());
             }
         }
