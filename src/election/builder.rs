@@ -42,7 +42,7 @@ impl fmt::Debug for RedisElectionBuilder {
 impl RedisElectionBuilder {
     lock_option_setters!(
         "leader's role",
-        crate::Leadership,
+        super::Leadership,
         "10 s: a leader that crashed keeps the role up to 10 s; while it runs, the role is renewed every third of it",
         "`true`: turn it off only to renew by hand with [`Leadership::extend`](crate::Leadership::extend)",
         "Sets who campaigns: the id stored in Redis while this candidate leads, which \
