@@ -155,26 +155,24 @@ fn run_locked(pool: Pool, args: &RunArgs) -> redis_mutex::Result<ExitCode> {
     let on_lost = move |lost: &LostLock| {
         lost_tx.send(Event::Lost(lost.clone())).ok();
     };
+    // The options `run` gives either kind's builder (their setters share names, not a
+    // trait).
+    macro_rules! configured {
+        ($builder:expr) => {
+            $builder
+                .expire(args.expire)
+                .auto_renewal(true)
+                .fair(args.fair)
+                .owner_id(&owner_id)
+                .on_lost(on_lost)
+                .build()?
+        };
+    }
     let lock = match args.permits {
-        None => Lock::Mutex(
-            RedisMutex::builder(pool.clone(), &args.name)
-                .expire(args.expire)
-                .auto_renewal(true)
-                .fair(args.fair)
-                .owner_id(&owner_id)
-                .on_lost(on_lost)
-                .build()?,
-        ),
-        Some(n) => Lock::Semaphore(
-            RedisSemaphore::builder(pool.clone(), &args.name)
-                .permits(n)
-                .expire(args.expire)
-                .auto_renewal(true)
-                .fair(args.fair)
-                .owner_id(&owner_id)
-                .on_lost(on_lost)
-                .build()?,
-        ),
+        None => Lock::Mutex(configured!(RedisMutex::builder(pool.clone(), &args.name))),
+        Some(n) => Lock::Semaphore(configured!(
+            RedisSemaphore::builder(pool.clone(), &args.name).permits(n)
+        )),
     };
     if let (Some(period), Lock::Mutex(m)) = (args.once_per, &lock) {
         // Done already: no need to wait for the lock.
