@@ -77,6 +77,6 @@ impl Family for Elections {
 
     #[cfg(test)]
     fn scripts(&self) -> Vec<&'static crate::scripts::Lua> {
-        vec![&*super::PROCLAIM, &*LEADER]
+        vec![&*super::PROCLAIM, &*LEADER, &*super::CAMPAIGN]
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::conn;
 use crate::error::{Error, Result, TryLockError};
 use crate::keys::Scheme;
-use crate::mutex::RedisMutex;
+use crate::mutex::{AttemptExtra, RedisMutex};
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
 use crate::pool::Pool;
 use crate::scripts::{Call, Lua, lua};
@@ -34,7 +34,26 @@ use guard::{Of, Term};
 pub use observe::Observer;
 
 /// Proclaims a leader's value, withdraws it, or clears it; wakes the observers.
-static PROCLAIM: LazyLock<Lua> = lua!(["scripts/clock.lua"], "election/proclaim.lua");
+static PROCLAIM: LazyLock<Lua> = lua!(
+    ["scripts/clock.lua", "election/value.lua"],
+    "election/proclaim.lua"
+);
+/// The mutex's acquire and, with a grant, the proclaim of its term's value, in one call
+/// (the default mode): the acquire's script is wrapped whole as the function `take_lock`.
+static CAMPAIGN: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        "election/campaign.lua",
+        concat!(
+            include_str!("../scripts/clock.lua"),
+            include_str!("../scripts/fence.lua"),
+            "local function take_lock()\n",
+            include_str!("../mutex/acquire.lua"),
+            "end\n",
+            include_str!("value.lua"),
+            include_str!("campaign.lua"),
+        ),
+    )
+});
 /// Reads who leads (and keeps an observer registered).
 static LEADER: LazyLock<Lua> = lua!(
     ["scripts/clock.lua", "scripts/touch.lua"],
@@ -339,14 +358,21 @@ impl RedisElection {
         value: String,
         until: Option<Instant>,
     ) -> Result<Leadership<'_>, TryLockError> {
+        let campaign = Campaign::new(self, &value);
         campaign_loop(&value, until, |until| {
-            let guard = match until {
-                None => self.mutex.lock()?,
-                Some(until) => self
-                    .mutex
-                    .try_lock_for(until.saturating_duration_since(Instant::now()))?,
+            let (guard, proclaimed) = if self.is_fair() {
+                let guard = match until {
+                    None => self.mutex.lock()?,
+                    Some(until) => self
+                        .mutex
+                        .try_lock_for(until.saturating_duration_since(Instant::now()))?,
+                };
+                (guard, false)
+            } else {
+                let guard = self.mutex.lock_with(until, &campaign)?;
+                (guard.ok_or(TryLockError::WouldBlock)?, true)
             };
-            Ok((Of::Borrowed(self), Term::Borrowed(guard)))
+            Ok((Of::Borrowed(self), Term::Borrowed(guard), proclaimed))
         })
     }
 
@@ -356,14 +382,21 @@ impl RedisElection {
         value: String,
         until: Option<Instant>,
     ) -> Result<ArcLeadership, TryLockError> {
+        let campaign = Campaign::new(self, &value);
         campaign_loop(&value, until, |until| {
-            let guard = match until {
-                None => self.mutex.lock_arc()?,
-                Some(until) => self
-                    .mutex
-                    .try_lock_arc_for(until.saturating_duration_since(Instant::now()))?,
+            let (guard, proclaimed) = if self.is_fair() {
+                let guard = match until {
+                    None => self.mutex.lock_arc()?,
+                    Some(until) => self
+                        .mutex
+                        .try_lock_arc_for(until.saturating_duration_since(Instant::now()))?,
+                };
+                (guard, false)
+            } else {
+                let guard = self.mutex.lock_arc_with(until, &campaign)?;
+                (guard.ok_or(TryLockError::WouldBlock)?, true)
             };
-            Ok((Of::Owned(self.clone()), Term::Owned(guard)))
+            Ok((Of::Owned(self.clone()), Term::Owned(guard), proclaimed))
         })
     }
 
@@ -498,6 +531,43 @@ impl RedisElection {
     }
 }
 
+/// A campaign's part of each attempt of the default mode (`campaign.lua`): the value its
+/// grant proclaims; undone, after the mutex's undo, by withdrawing a value whose term is
+/// not held.
+struct Campaign<'a> {
+    keys: &'a ElectionKeys,
+    owner: &'a str,
+    value: &'a str,
+}
+
+impl<'a> Campaign<'a> {
+    fn new(election: &'a RedisElection, value: &'a str) -> Campaign<'a> {
+        Campaign {
+            keys: &election.keys,
+            owner: election.owner_id(),
+            value,
+        }
+    }
+}
+
+impl AttemptExtra for Campaign<'_> {
+    fn script(&self) -> &'static Lua {
+        &CAMPAIGN
+    }
+
+    fn add(&self, call: &mut Call) {
+        call.key(&self.keys.value)
+            .key(&self.keys.observers)
+            .arg(self.value)
+            .arg(&self.keys.observe_prefix)
+            .arg(millis(OBSERVER_TTL));
+    }
+
+    fn undo(&self) -> Call {
+        proclaim_call(self.keys, ValueOp::Orphan, self.owner, 0, "", 0)
+    }
+}
+
 /// What `proclaim.lua` is asked to do.
 #[derive(Debug, Clone, Copy)]
 enum ValueOp {
@@ -507,6 +577,8 @@ enum ValueOp {
     Withdraw,
     /// Clear a term's value, by a reset.
     Clear,
+    /// Withdraw an owner's value whose term it does not hold (after an undone campaign).
+    Orphan,
 }
 
 impl ValueOp {
@@ -515,6 +587,7 @@ impl ValueOp {
             ValueOp::Proclaim => "proclaim",
             ValueOp::Withdraw => "withdraw",
             ValueOp::Clear => "clear",
+            ValueOp::Orphan => "orphan",
         }
     }
 }
@@ -548,10 +621,14 @@ fn proclaim_call(
 fn campaign_loop<'a>(
     value: &str,
     until: Option<Instant>,
-    mut take: impl FnMut(Option<Instant>) -> Result<(Of<'a>, Term<'a>), TryLockError>,
+    mut take: impl FnMut(Option<Instant>) -> Result<(Of<'a>, Term<'a>, bool), TryLockError>,
 ) -> Result<Leadership<'a>, TryLockError> {
     loop {
-        let (election, guard) = take(until)?;
+        // `proclaimed`: by the grant's own call (the default mode).
+        let (election, guard, proclaimed) = take(until)?;
+        if proclaimed {
+            return Ok(Leadership::new(election, guard, value.to_owned()));
+        }
         let term = guard.fencing_token();
         let owner = election.get().owner_id();
         match election

@@ -642,6 +642,16 @@ impl RedisMutex {
     /// call with nothing to wait for makes its one attempt without a turn, as a thread of
     /// another process would.
     fn acquire(&self, deadline: Option<Instant>) -> Result<Option<Core>> {
+        self.acquire_with(deadline, None)
+    }
+
+    /// [`acquire`](Self::acquire), each attempt with `extra`'s part (in the default mode;
+    /// fair mode's grants are made by releases, which know nothing of it).
+    fn acquire_with(
+        &self,
+        deadline: Option<Instant>,
+        extra: Option<&dyn AttemptExtra>,
+    ) -> Result<Option<Core>> {
         let turn = match deadline {
             Some(deadline) if deadline <= Instant::now() => None,
             _ => match self.local.turn(1, deadline, |_| {}) {
@@ -653,7 +663,9 @@ impl RedisMutex {
         let outcome = if self.calls.fair {
             acquire::acquire(&lock, &mut Fair::new(self), deadline)?
         } else {
-            acquire::acquire(&lock, &mut Plain::new(self, turn.is_some()), deadline)?
+            let mut plain = Plain::new(self, turn.is_some());
+            plain.extra = extra;
+            acquire::acquire(&lock, &mut plain, deadline)?
         };
         // The grant is noted as held before the turn goes to the next waiter of this
         // process: that waiter then naps until the grant ends instead of sending an attempt
@@ -722,6 +734,41 @@ impl RedisMutex {
     }
 }
 
+/// What a kind that stands on the mutex (an election) adds to each attempt of the default
+/// mode: its script runs the mutex's acquire and more, with the acquire's keys and
+/// arguments first, and answers as the acquire does.
+pub(crate) trait AttemptExtra: Sync {
+    /// The script, in place of the mutex's acquire.
+    fn script(&self) -> &'static Lua;
+    /// Adds its keys and arguments after the acquire's own.
+    fn add(&self, call: &mut Call);
+    /// Undoes its part of an attempt whose reply was lost, after the mutex's undo.
+    fn undo(&self) -> Call;
+}
+
+impl RedisMutex {
+    /// Like [`lock`](Self::lock) (`deadline`: `None`) or [`try_lock_for`](Self::try_lock_for),
+    /// each attempt with `extra`'s part; `None` when the deadline passed.
+    pub(crate) fn lock_with(
+        &self,
+        deadline: Option<Instant>,
+        extra: &dyn AttemptExtra,
+    ) -> Result<Option<RedisMutexGuard<'_>>> {
+        let core = self.acquire_with(deadline, Some(extra))?;
+        Ok(core.map(|core| RedisMutexGuard::new(self, core)))
+    }
+
+    /// Like [`lock_with`](Self::lock_with), for an `Arc<RedisMutex>`.
+    pub(crate) fn lock_arc_with(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+        extra: &dyn AttemptExtra,
+    ) -> Result<Option<ArcRedisMutexGuard>> {
+        let core = self.acquire_with(deadline, Some(extra))?;
+        Ok(core.map(|core| ArcRedisMutexGuard::new(self.clone(), core)))
+    }
+}
+
 /// An acquire with python-redis-lock's protocol (and a grant marker): each attempt is a
 /// `SET NX` of its own, undone by its own id when its reply is lost; nothing is queued.
 struct Plain<'a> {
@@ -737,6 +784,8 @@ struct Plain<'a> {
     /// Woken by its release or a reset, or once it runs out, the waiter tries then, as a
     /// waiter of any other process would.
     first_nap: Option<Duration>,
+    /// What a kind that stands on the mutex adds to each attempt (an election's value).
+    extra: Option<&'a dyn AttemptExtra>,
 }
 
 impl<'a> Plain<'a> {
@@ -756,6 +805,7 @@ impl<'a> Plain<'a> {
             attempt: AttemptId::new(),
             polite,
             first_nap,
+            extra: None,
         }
     }
 }
@@ -776,7 +826,12 @@ impl Request for Plain<'_> {
     fn attempt(&mut self, _queue: bool) -> Call {
         self.attempt = AttemptId::new();
         let polite = std::mem::take(&mut self.polite);
-        self.mutex.calls.acquire(self.attempt.as_str(), polite)
+        let mut call = self.mutex.calls.acquire(self.attempt.as_str(), polite);
+        if let Some(extra) = self.extra {
+            call = call.with_script(extra.script());
+            extra.add(&mut call);
+        }
+        call
     }
 
     fn read(&mut self, reply: scripts::Acquire) -> Result<Found<String>> {
@@ -797,7 +852,9 @@ impl Request for Plain<'_> {
     /// Releases the attempt's grant, only if the grant marker still names the attempt:
     /// never a grant made since.
     fn undo(&self) -> Vec<Call> {
-        vec![self.mutex.calls.undo(self.attempt.as_str())]
+        let mut undo = vec![self.mutex.calls.undo(self.attempt.as_str())];
+        undo.extend(self.extra.map(|extra| extra.undo()));
+        undo
     }
 
     /// Every attempt has a new id already.

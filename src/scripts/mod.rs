@@ -134,6 +134,11 @@ impl Drop for NextPart<'_> {
 }
 
 impl Call {
+    /// The same keys and arguments, for `lua` (a script that takes them and more).
+    pub(crate) fn with_script(self, lua: &'static Lua) -> Call {
+        Call { lua, ..self }
+    }
+
     pub(crate) fn key(&mut self, key: impl ToRedisArgs) -> &mut Call {
         key.write_redis_args(&mut self.keys);
         self

@@ -314,7 +314,7 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 
 /// A script of the crate (`src/<file>`), as the crate sends it, for tests that play a
 /// client's part by hand: the shared parts (the clock, `fence`, `touch`, a read-write lock's
-/// `wake`) in front of it, as the crate joins them.
+/// `wake`, an election's `value`) in front of it, as the crate joins them.
 pub fn script(file: &str) -> redis::Script {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let read = |path: &str| {
@@ -331,6 +331,9 @@ pub fn script(file: &str) -> redis::Script {
     .collect();
     if file.starts_with("rwlock/") {
         source.push_str(&read("rwlock/wake.lua"));
+    }
+    if file == "election/proclaim.lua" {
+        source.push_str(&read("election/value.lua"));
     }
     source.push_str(&read(file));
     redis::Script::new(&source)

@@ -2706,3 +2706,46 @@ fn an_observer_of_a_server_that_is_away_does_not_spin() {
     let seen = next_change(&mut observer, HANG, "after the server came back");
     assert_eq!(seen.map(|l| l.term), Some(leadership.term()));
 }
+
+/// A campaign's grant proclaims its value in the same call (the default mode), so observers
+/// hear of it at once; when that call's reply is lost, the grant is undone, and so is what
+/// observers were told: the last state an observer hands out is what `leader()` says.
+#[test]
+fn observers_are_not_left_with_a_campaign_whose_reply_was_lost() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    for (k, how) in ["try_campaign", "campaign"].iter().enumerate() {
+        let name = format!("lost-campaign-{k}");
+        let candidate = RedisElection::builder(proxy.pool(), name.as_str())
+            .owner_id("c")
+            .expire(Duration::from_secs(15))
+            .build()
+            .unwrap();
+        candidate.campaign("warm").unwrap().resign().unwrap();
+        let follower = RedisElection::new(server.pool(), name.as_str()).unwrap();
+        let mut observer = follower.observe().unwrap();
+        assert_eq!(observer.next().unwrap().unwrap(), None);
+        proxy.cut_before_next_reply();
+        let result = match *how {
+            "try_campaign" => candidate.try_campaign("c").map_err(|e| e.to_string()),
+            _ => candidate.campaign("c").map_err(|e| e.to_string()),
+        };
+        let mut last = None;
+        while let Some(change) = observer.next_timeout(Duration::from_millis(500)) {
+            last = change.unwrap();
+        }
+        let truth = follower.leader().unwrap();
+        println!(
+            "{how} whose reply was lost: {:?}; the observer's last state: {}; leader(): {}",
+            result.as_ref().map(|l| l.term()),
+            show(&last),
+            show(&truth)
+        );
+        assert_eq!(
+            last.map(|l| (l.owner_id, l.term)),
+            truth.map(|l| (l.owner_id, l.term)),
+            "{how}: the observer was left with another state than the election's"
+        );
+        drop(result);
+    }
+}
