@@ -401,8 +401,8 @@ impl RedisElection {
     }
 
     /// Who leads now, asked of Redis: the holder of the election's lease that proclaimed
-    /// its value for its term. `None` when nobody does (between terms, or while a new
-    /// leader has not proclaimed yet, a round trip after it won).
+    /// its value for its term. `None` when nobody does (between terms; in fair mode, also
+    /// for the round trip between a term handed over and its value proclaimed).
     ///
     /// # Errors
     ///
