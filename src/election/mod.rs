@@ -270,6 +270,10 @@ impl RedisElection {
 
     /// Campaigns for up to `timeout`.
     ///
+    /// Returns by `timeout` plus one response timeout (as a mutex's `try_lock_for`), in
+    /// fair mode plus two: a term handed over by a resign is proclaimed with a request of
+    /// its own.
+    ///
     /// # Errors
     ///
     /// [`TryLockError::WouldBlock`] when another candidate led until the deadline;
@@ -512,22 +516,64 @@ impl RedisElection {
         value: &str,
         seq: u64,
     ) -> Result<bool> {
-        let keys = &self.keys;
-        let call = proclaim_call(keys, op, owner, term, value, seq);
-        let op = op.word();
-        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
-            call.invoke::<i64>(c)
-        })?;
-        match ran.result.map_err(|e| ran.conn.fail(e, &self.name, op))? {
-            1 => Ok(true),
-            0 => Ok(false),
-            -1 => Err(wrong_type(&self.name)),
-            _ => Err(Error::Protocol { what: "proclaim" }),
+        let call = proclaim_call(&self.keys, op, owner, term, value, seq);
+        send_value_op(
+            &self.pool,
+            &self.name,
+            &self.keys.lock,
+            &call,
+            op,
+            self.deadline(),
+        )
+    }
+
+    /// Withdraws the value of `term` on the release thread, which sends it again while the
+    /// lease lasts: a proclaim whose reply was lost may have told observers of a term that
+    /// is given up now.
+    fn withdraw_later(&self, term: u64) {
+        let (pool, name, lock) = (self.pool.clone(), self.name.clone(), self.keys.lock.clone());
+        let call = proclaim_call(&self.keys, ValueOp::Withdraw, self.owner_id(), term, "", 0);
+        let rt = self.options.response_timeout;
+        let release = crate::release::Release {
+            kind: "election value",
+            name: self.name.to_string(),
+            send: Box::new(move || {
+                send_value_op(
+                    &pool,
+                    &name,
+                    &lock,
+                    &call,
+                    ValueOp::Withdraw,
+                    Deadline::after(rt),
+                )
+            }),
+        };
+        if let Err(e) = crate::release::retry(release, self.expire()) {
+            log::debug!("election `{}`: term {term}'s value stays: {e}", self.name);
         }
     }
 
     fn deadline(&self) -> Deadline {
         Deadline::after(self.options.response_timeout)
+    }
+}
+
+/// Sends a call of `proclaim.lua` (`op`) to the election `name` (`lock`: its lock key, which
+/// routes it), due by `deadline`; whether it was done.
+fn send_value_op(
+    pool: &Pool,
+    name: &str,
+    lock: &str,
+    call: &Call,
+    op: ValueOp,
+    deadline: Deadline,
+) -> Result<bool> {
+    let mut ran = conn::run_repeatable(pool, lock, deadline, |c| call.invoke::<i64>(c))?;
+    match ran.result.map_err(|e| ran.conn.fail(e, name, op.word()))? {
+        1 => Ok(true),
+        0 => Ok(false),
+        -1 => Err(wrong_type(name)),
+        _ => Err(Error::Protocol { what: "proclaim" }),
     }
 }
 
@@ -638,10 +684,9 @@ fn campaign_loop<'a>(
             Ok(true) => return Ok(Leadership::new(election, guard, value.to_owned())),
             Ok(false) => {}
             Err(e) => {
-                // It may have been proclaimed (a lost reply): observers may have been told.
-                let _ = election
-                    .get()
-                    .send_proclaim(ValueOp::Withdraw, owner, term, "", 0);
+                // It may have been proclaimed (a lost reply), and observers told: withdrawn
+                // in the background, so that this call keeps its bound.
+                election.get().withdraw_later(term);
                 return Err(e.into());
             }
         }

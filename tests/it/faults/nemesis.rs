@@ -283,7 +283,10 @@ fn nemesis_worker() {
                                 .build()
                                 .unwrap();
                             let what = format!("campaign-{}", op.name());
-                            let (asked, got) = log.call(&what, op.bound(), || match op {
+                            // Fair mode proclaims a term handed over with a request of its
+                            // own: one response timeout more (`try_campaign_for`'s docs).
+                            let bound = op.bound().map(|b| b + RESPONSE_TIMEOUT * u32::from(fair));
+                            let (asked, got) = log.call(&what, bound, || match op {
                                 Op::Lock => election.campaign(&id).map_err(TryLockError::from),
                                 Op::TryLock => election.try_campaign(&id),
                                 Op::TryLockFor(wait) => election.try_campaign_for(&id, wait),
