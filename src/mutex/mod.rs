@@ -612,10 +612,29 @@ impl RedisMutex {
     /// ```
     pub fn reset(&self) -> Result<bool> {
         let keys = self.keys();
+        // The grant to end, named by its owner id and token: a copy of the reset that comes
+        // late (sent again after a timeout while the server was paused) then never deletes
+        // a grant made since.
+        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
+            redis::cmd("MGET")
+                .arg(&keys.lock)
+                .arg(&keys.grant)
+                .query::<(Option<String>, Option<String>)>(&mut **c)
+        })?;
+        let (owner, marker) = ran
+            .result
+            .map_err(|e| ran.conn.fail(e, &self.name, "reset"))?;
+        let token = marker
+            .filter(|marker| keys::marker_owner(marker) == owner.as_deref())
+            .and_then(|marker| keys::marker_token(&marker));
         let mut call = RESET.call();
         call.arg(millis(self.options.signal_expire))
             .arg(millis(undo_window(self.options.response_timeout)))
-            .key(&keys.lock)
+            .arg(owner.as_deref().unwrap_or(""));
+        if let Some(token) = token {
+            call.arg(token);
+        }
+        call.key(&keys.lock)
             .key(&keys.signal)
             .key(&keys.grant)
             .key(&keys.released);

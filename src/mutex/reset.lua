@@ -9,33 +9,43 @@
 -- ARGV[1]: how long a signal stays, in milliseconds
 -- ARGV[2]: how long the tombstone stays, in milliseconds
 -- ARGV[3]: if given, the owner id whose locks alone are deleted
+-- ARGV[4]: if given (with ARGV[3]), the fencing token of the one grant to delete: a lock
+--          whose marker names another grant of that owner is left alone, so that a copy
+--          of this call that comes late (sent again after a timeout while the server was
+--          paused) never deletes a grant made since. A lock without a marker of its owner
+--          (python-redis-lock's) is deleted by its owner id alone
 -- Returns a list with, for each lock, 1 when it was deleted, 0 when there was none (or
 -- another owner holds it), and -1 when its key holds another type than string: not a lock
 -- of this protocol, left alone.
+-- The fencing token of the grant that holds `lock`, if its marker names its owner.
+local function token_of(lock, marker)
+    local owner = redis.call('GET', lock)
+    if owner and redis.call('TYPE', marker)['ok'] == 'string' then
+        local token, by = string.match(redis.call('GET', marker), '^[^|]*|(%d+)|(.*)$')
+        if by == owner then
+            return token
+        end
+    end
+    return nil
+end
 local results = {}
 for i = 1, #KEYS, 4 do
     local kind = redis.call('TYPE', KEYS[i])['ok']
+    local token = kind == 'string' and token_of(KEYS[i], KEYS[i + 2])
     if kind ~= 'string' and kind ~= 'none' then
         results[#results + 1] = -1
     elseif ARGV[3] and redis.call('GET', KEYS[i]) ~= ARGV[3] then
+        results[#results + 1] = 0
+    elseif ARGV[4] and token and token ~= ARGV[4] then
         results[#results + 1] = 0
     else
         redis.call('DEL', KEYS[i + 1])
         redis.call('LPUSH', KEYS[i + 1], 1)
         redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
-        -- The grant's token, if the marker is this grant's (it names the same owner).
-        local token = ''
-        local owner = redis.call('GET', KEYS[i])
-        if owner and redis.call('TYPE', KEYS[i + 2])['ok'] == 'string' then
-            local t, by = string.match(redis.call('GET', KEYS[i + 2]), '^[^|]*|(%d+)|(.*)$')
-            if by == owner then
-                token = t
-            end
-        end
         redis.call('DEL', KEYS[i + 2])
         local deleted = redis.call('DEL', KEYS[i])
         if deleted == 1 then
-            redis.call('SET', KEYS[i + 3], 'reset|' .. token, 'PX', ARGV[2])
+            redis.call('SET', KEYS[i + 3], 'reset|' .. (token or ''), 'PX', ARGV[2])
         end
         results[#results + 1] = deleted
     end

@@ -884,3 +884,21 @@ fn the_checker_finds_every_kind_of_double_grant() {
         checked.token_regressions
     );
 }
+
+/// Checks the logs a failed run left (`NEMESIS_LOGS`: its directory), for whoever looks
+/// into it: `NEMESIS_LOGS=/tmp/redis-mutex-nemesis-<pid> cargo test --test it
+/// faults::nemesis::check_left_logs -- --ignored --nocapture`.
+#[test]
+#[ignore = "run by hand on the logs of a failed run"]
+fn check_left_logs() {
+    let dir = PathBuf::from(child_env("NEMESIS_LOGS"));
+    let logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    let checked = history::check(&logs, &[]);
+    println!("{}", checked.summary());
+    for double in &checked.double_grants {
+        println!("{double}");
+    }
+}

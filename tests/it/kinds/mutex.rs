@@ -867,3 +867,53 @@ fn relocking_with_nobody_waiting_takes_the_lock_and_its_own_signal() {
         relocked.unlock().unwrap();
     }
 }
+
+/// Found by the nemesis (a double grant in fair mode, seed 10565085626457406216): an
+/// operator's reset sent again after a timeout while the server was paused ran twice once
+/// the server resumed, and its second copy deleted the grant a waiter had just been given.
+/// A reset names the grant it ends (owner id and token), so that a copy of it that comes
+/// late leaves a grant made since alone, whoever's it is.
+#[test]
+fn a_late_copy_of_a_reset_leaves_a_grant_made_since() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let a = RedisMutex::builder(server.pool(), "late-reset")
+        .owner_id("a")
+        .build()
+        .unwrap();
+    let first = a.lock().unwrap();
+    let token = first.fencing_token();
+    // The reset an operator sends for that grant, as `reset()` sends it.
+    let reset = crate::support::script("mutex/reset.lua");
+    let send = |conn: &mut redis::Connection| -> Vec<i64> {
+        reset
+            .key("lock:late-reset")
+            .key("lock-signal:late-reset")
+            .key("lock-grant:late-reset")
+            .key("lock-released:late-reset")
+            .arg(1000)
+            .arg(3000)
+            .arg("a")
+            .arg(token)
+            .invoke(conn)
+            .unwrap()
+    };
+    assert_eq!(send(&mut conn), vec![1], "the reset ends the grant it names");
+    std::mem::forget(first);
+    // A grant made since, to the same owner id, then to another: the late copy leaves both.
+    let again = a.try_lock().unwrap();
+    assert_eq!(send(&mut conn), vec![0], "a later grant to the same owner id");
+    assert!(again.is_held().unwrap());
+    again.unlock().unwrap();
+    let b = RedisMutex::builder(server.pool(), "late-reset")
+        .owner_id("b")
+        .build()
+        .unwrap();
+    let theirs = b.try_lock().unwrap();
+    assert_eq!(send(&mut conn), vec![0], "a later grant to another owner");
+    assert!(theirs.is_held().unwrap());
+    // `reset()` itself still ends whatever grant holds the lock now.
+    assert!(a.reset().unwrap());
+    assert!(!theirs.is_held().unwrap());
+    assert!(!a.reset().unwrap(), "nothing left to reset");
+}
