@@ -898,11 +898,19 @@ fn a_late_copy_of_a_reset_leaves_a_grant_made_since() {
             .invoke(conn)
             .unwrap()
     };
-    assert_eq!(send(&mut conn), vec![1], "the reset ends the grant it names");
+    assert_eq!(
+        send(&mut conn),
+        vec![1],
+        "the reset ends the grant it names"
+    );
     std::mem::forget(first);
     // A grant made since, to the same owner id, then to another: the late copy leaves both.
     let again = a.try_lock().unwrap();
-    assert_eq!(send(&mut conn), vec![0], "a later grant to the same owner id");
+    assert_eq!(
+        send(&mut conn),
+        vec![0],
+        "a later grant to the same owner id"
+    );
     assert!(again.is_held().unwrap());
     again.unlock().unwrap();
     let b = RedisMutex::builder(server.pool(), "late-reset")
