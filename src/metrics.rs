@@ -90,6 +90,15 @@ pub(crate) fn released(labels: &Labels, held_for: Duration, ours: bool) {
     let _ = (labels, held_for, ours);
 }
 
+/// An election's observer saw a leader again, `leaderless` after it saw the last one go.
+pub(crate) fn leaderless(labels: &Labels, leaderless: Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!("redis_mutex_leaderless_seconds", &labels.pairs())
+        .record(leaderless.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = (labels, leaderless);
+}
+
 /// A renewal failed (it is tried again while the lease lasts).
 pub(crate) fn renewal_failed(labels: &Labels) {
     #[cfg(feature = "metrics")]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use redis_mutex::{Error, RedisMutex};
+use redis_mutex::{Error, RedisElection, RedisMutex};
 use support::{HANG, RedisServer, eventually, spawn};
 
 /// Every metric recorded so far, by name and labels (`name{k=v,..}`, labels sorted).
@@ -140,4 +140,36 @@ fn a_contended_run_reports_its_counts_and_histograms() {
         Some(DebugValue::Gauge(g)) => assert_eq!(g.into_inner(), 0.0, "leases left renewed"),
         other => panic!("no gauge: {other:?}"),
     }
+
+    // An election: terms won, and the time without a leader as an observer saw it.
+    let election = RedisElection::builder(server.pool(), "leader")
+        .metrics_label("leader")
+        .build()
+        .unwrap();
+    let mut observer = election.observe().unwrap();
+    assert_eq!(observer.next().unwrap().unwrap(), None);
+    for _ in 0..2 {
+        let leadership = election.campaign("v").unwrap();
+        assert!(observer.next_timeout(HANG).unwrap().unwrap().is_some());
+        leadership.resign().unwrap();
+        assert_eq!(observer.next_timeout(HANG).unwrap().unwrap(), None);
+    }
+    let leadership = election.campaign("v").unwrap();
+    assert!(observer.next_timeout(HANG).unwrap().unwrap().is_some());
+    drop(leadership);
+    let values = snapshot(&snapshotter);
+    let leader = "kind=election,lock=leader";
+    assert_eq!(
+        counter(&values, &format!("redis_mutex_acquired_total{{{leader}}}")),
+        3,
+        "{values:#?}"
+    );
+    assert_eq!(
+        histogram_count(
+            &values,
+            &format!("redis_mutex_leaderless_seconds{{{leader}}}")
+        ),
+        2,
+        "the two times without a leader the observer saw end: {values:#?}"
+    );
 }

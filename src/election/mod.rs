@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::conn;
 use crate::error::{Error, Result, TryLockError};
 use crate::keys::Scheme;
+use crate::metrics::Labels;
 use crate::mutex::{AttemptExtra, RedisMutex};
 use crate::options::{Defaults, LockOptions, LockOptionsBuilder};
 use crate::pool::Pool;
@@ -458,6 +459,7 @@ impl RedisElection {
             self.name.clone(),
             self.keys.clone(),
             self.options.response_timeout,
+            Labels::new("election", self.options.metrics_label.clone()),
         )
     }
 

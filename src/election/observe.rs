@@ -9,6 +9,7 @@ use super::{Leader, OBSERVER_TTL, read_leader};
 use crate::conn;
 use crate::error::Result;
 use crate::lease::clock_margin;
+use crate::metrics::{self, Labels};
 use crate::options::random_id;
 use crate::pool::Pool;
 use crate::time::Deadline;
@@ -34,8 +35,9 @@ use crate::wait::{Waited, Waiting};
 /// reports never go back (a lower one, after a failover that lost a later term, is reported
 /// as nobody leading); a change it missed while Redis could not be reached is reported
 /// by the next state it reads, and changes closer together than a round trip may come as
-/// one, the latest (a leader that proclaims twice at once). Dropping it takes its
-/// registration out.
+/// one, the latest (a leader that proclaims twice at once). With the `metrics` feature it
+/// records the time without a leader it saw (`redis_mutex_leaderless_seconds`). Dropping
+/// it takes its registration out.
 ///
 /// # Examples
 ///
@@ -71,6 +73,10 @@ pub struct Observer {
     read_at: Instant,
     /// The pause before the next try, after a failure.
     backoff: Option<Duration>,
+    /// Since when nobody has led, after a leader it handed out went: the time without a
+    /// leader, recorded when the next is handed out (`redis_mutex_leaderless_seconds`).
+    leaderless_since: Option<Instant>,
+    labels: Labels,
 }
 
 /// The pause after a failed wait, and the longest, doubling in between.
@@ -92,6 +98,7 @@ impl Observer {
         name: Arc<str>,
         keys: ElectionKeys,
         response_timeout: Duration,
+        labels: Labels,
     ) -> Result<Observer> {
         let mut observer = Observer {
             pool,
@@ -105,6 +112,8 @@ impl Observer {
             lease_end: None,
             read_at: Instant::now(),
             backoff: None,
+            leaderless_since: None,
+            labels,
         };
         observer.first = Some(observer.read()?);
         Ok(observer)
@@ -224,9 +233,17 @@ impl Observer {
         }
     }
 
+    /// Hands `state` out: notes its term, and the time without a leader it ends or begins.
     fn report(&mut self, state: Option<Leader>) -> Option<Leader> {
-        if let Some(leader) = &state {
-            self.term = self.term.max(leader.term);
+        match &state {
+            Some(leader) => {
+                self.term = self.term.max(leader.term);
+                if let Some(since) = self.leaderless_since.take() {
+                    metrics::leaderless(&self.labels, since.elapsed());
+                }
+            }
+            None if self.last.is_some() => self.leaderless_since = Some(Instant::now()),
+            None => {}
         }
         self.last = state.clone();
         state
