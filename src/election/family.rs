@@ -3,7 +3,7 @@
 //! election forced) with its observers woken.
 
 use super::keys::ElectionKeys;
-use super::{LEADER, ValueOp, proclaim_call};
+use super::{Leader, ValueOp, leader_call, parse_leader, proclaim_call};
 use crate::conn::Conn;
 use crate::error::Result;
 use crate::family::{Family, LockInfo, LockKind};
@@ -27,14 +27,9 @@ impl Family for Elections {
             }
             info.kind = LockKind::Election;
             let keys = ElectionKeys::new(&info.name, scheme);
-            let mut call = LEADER.call();
-            call.key(&keys.lock).key(&keys.grant).key(&keys.value);
-            let reply = call
-                .invoke::<redis::Value>(conn)
-                .map_err(|e| conn.fail(e, &info.name, "list"))?;
             // Read apart from the lock: only a value of the same owner and term is this
             // one's (a key of another type beside it: no value).
-            if let Ok(Some(leader)) = super::parse_leader(&info.name, reply)
+            if let Ok(Some(leader)) = leader_on(conn, &info.name, &keys, "list")?
                 && leader.owner_id == info.owner_id
                 && Some(leader.term) == info.fencing_token
             {
@@ -58,13 +53,8 @@ impl Family for Elections {
                 .name_of(&String::from_utf8_lossy(key), scheme)
                 .to_owned();
             let keys = ElectionKeys::new(&name, scheme);
-            let mut read = LEADER.call();
-            read.key(&keys.lock).key(&keys.grant).key(&keys.value);
-            let reply = read
-                .invoke::<redis::Value>(conn)
-                .map_err(|e| conn.fail(e, &name, "reset"))?;
             // The value of the term being ended, only (and only the owner's, if given).
-            let Ok(Some(leader)) = super::parse_leader(&name, reply) else {
+            let Ok(Some(leader)) = leader_on(conn, &name, &keys, "reset")? else {
                 continue;
             };
             let owner = owner.unwrap_or("");
@@ -77,6 +67,20 @@ impl Family for Elections {
 
     #[cfg(test)]
     fn scripts(&self) -> Vec<&'static crate::scripts::Lua> {
-        vec![&*super::PROCLAIM, &*LEADER, &*super::CAMPAIGN]
+        vec![&*super::PROCLAIM, &*super::LEADER, &*super::CAMPAIGN]
     }
+}
+
+/// Who leads the election `name` (`keys`), read on `conn`: the request's failure outside,
+/// what the reply says (a leader, nobody, or a key of another type) inside.
+fn leader_on(
+    conn: &mut Conn,
+    name: &str,
+    keys: &ElectionKeys,
+    what: &'static str,
+) -> Result<Result<Option<Leader>>> {
+    let reply = leader_call(keys, None)
+        .invoke::<redis::Value>(conn)
+        .map_err(|e| conn.fail(e, name, what))?;
+    Ok(parse_leader(name, reply))
 }

@@ -365,18 +365,10 @@ impl RedisElection {
     ) -> Result<Leadership<'_>, TryLockError> {
         let campaign = Campaign::new(self, &value);
         campaign_loop(&value, until, |until| {
-            let (guard, proclaimed) = if self.is_fair() {
-                let guard = match until {
-                    None => self.mutex.lock()?,
-                    Some(until) => self
-                        .mutex
-                        .try_lock_for(until.saturating_duration_since(Instant::now()))?,
-                };
-                (guard, false)
-            } else {
-                let guard = self.mutex.lock_with(until, &campaign)?;
-                (guard.ok_or(TryLockError::WouldBlock)?, true)
-            };
+            // In fair mode a handed-over grant knows nothing of the campaign's part: its
+            // value is proclaimed after.
+            let guard = self.mutex.lock_with(until, &campaign)?;
+            let (guard, proclaimed) = (guard.ok_or(TryLockError::WouldBlock)?, !self.is_fair());
             Ok((Of::Borrowed(self), Term::Borrowed(guard), proclaimed))
         })
     }
@@ -389,18 +381,10 @@ impl RedisElection {
     ) -> Result<ArcLeadership, TryLockError> {
         let campaign = Campaign::new(self, &value);
         campaign_loop(&value, until, |until| {
-            let (guard, proclaimed) = if self.is_fair() {
-                let guard = match until {
-                    None => self.mutex.lock_arc()?,
-                    Some(until) => self
-                        .mutex
-                        .try_lock_arc_for(until.saturating_duration_since(Instant::now()))?,
-                };
-                (guard, false)
-            } else {
-                let guard = self.mutex.lock_arc_with(until, &campaign)?;
-                (guard.ok_or(TryLockError::WouldBlock)?, true)
-            };
+            // In fair mode a handed-over grant knows nothing of the campaign's part: its
+            // value is proclaimed after.
+            let guard = self.mutex.lock_arc_with(until, &campaign)?;
+            let (guard, proclaimed) = (guard.ok_or(TryLockError::WouldBlock)?, !self.is_fair());
             Ok((Of::Owned(self.clone()), Term::Owned(guard), proclaimed))
         })
     }
@@ -729,6 +713,17 @@ fn read_leader(
     observer: Option<&str>,
     deadline: Deadline,
 ) -> Result<Option<Leader>> {
+    let call = leader_call(keys, observer);
+    let mut ran = conn::run_repeatable(pool, &keys.lock, deadline, |c| {
+        call.invoke::<redis::Value>(c)
+    })?;
+    let reply = ran.result.map_err(|e| ran.conn.fail(e, name, "leader"))?;
+    parse_leader(name, reply)
+}
+
+/// A call of `leader.lua` on the election of `keys` (`observer`: an observer's id, kept
+/// registered).
+fn leader_call(keys: &ElectionKeys, observer: Option<&str>) -> Call {
     let mut call = LEADER.call();
     call.key(&keys.lock).key(&keys.grant).key(&keys.value);
     if let Some(id) = observer {
@@ -737,11 +732,7 @@ fn read_leader(
             .arg(id)
             .arg(millis(OBSERVER_TTL));
     }
-    let mut ran = conn::run_repeatable(pool, &keys.lock, deadline, |c| {
-        call.invoke::<redis::Value>(c)
-    })?;
-    let reply = ran.result.map_err(|e| ran.conn.fail(e, name, "leader"))?;
-    parse_leader(name, reply)
+    call
 }
 
 /// `leader.lua`'s reply.
