@@ -23,8 +23,8 @@ pub(crate) trait Family: Sync {
     /// keys).
     fn pattern(&self) -> &'static str;
 
-    /// What the locks at `keys`, found by a `SCAN` step on `conn`, hold now.
-    fn list(&self, conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec<LockInfo>>;
+    /// What the locks `found` by a `SCAN` step on `conn` hold now.
+    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>>;
 
     /// The keys a `SCAN` with [`pattern`](Family::pattern) would find for the lock named
     /// `name` (what [`list`](Family::list) reads for it), all of one slot on a cluster:
@@ -35,19 +35,20 @@ pub(crate) trait Family: Sync {
         vec![self.pattern().replacen('*', &tagged(name, scheme), 1)]
     }
 
-    /// Removes the locks at `keys` (the grants of `owner` alone, if given) and wakes their
+    /// Removes the locks `found` (the grants of `owner` alone, if given) and wakes their
     /// waiters: how many grants it removed.
-    fn clear(
-        &self,
-        conn: &mut Conn,
-        keys: Vec<Vec<u8>>,
-        owner: Option<&str>,
-        scheme: Scheme,
-    ) -> Result<usize>;
+    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize>;
 
     /// Its scripts, which the registry's interface test reads.
     #[cfg(test)]
-    fn scripts(&self) -> Vec<&'static crate::scripts::Lua>;
+    fn scripts(&self) -> Vec<&'static std::sync::LazyLock<crate::scripts::Lua>>;
+}
+
+/// Keys of one kind that a walk found on one server (by its [`pattern`](Family::pattern),
+/// or [`keys_named`](Family::keys_named)), and how that server names keys.
+pub(crate) struct Found {
+    pub(crate) keys: Vec<Vec<u8>>,
+    pub(crate) scheme: Scheme,
 }
 
 /// A lock held now, as [`list_locks`](crate::list_locks) and [`lock_info`](crate::lock_info)

@@ -20,6 +20,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::lease::Lease;
 use crate::pool::Pool;
+use crate::time::wait_on;
 
 /// The `Local`s of one lock kind, by pool and lock key.
 pub(crate) struct Locals {
@@ -195,14 +196,7 @@ impl Local {
                     continue;
                 }
             }
-            let timed_out = match deadline {
-                Some(deadline) => self.changed.wait_until(&mut state, deadline).timed_out(),
-                None => {
-                    self.changed.wait(&mut state);
-                    false
-                }
-            };
-            if timed_out {
+            if wait_on(&self.changed, &mut state, deadline) {
                 drop(state);
                 return None;
             }
@@ -374,21 +368,11 @@ mod tests {
             local.turn(1, Some(soon), |_| {}).is_none(),
             "one turn at a time"
         );
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let waiters: Vec<_> = (0..3)
-            .map(|i| {
-                let (queued, order) = (local.clone(), order.clone());
-                let waiter = std::thread::spawn(move || {
-                    let turn = queued.turn(1, None, |_| {}).unwrap();
-                    order.lock().push(i);
-                    drop(turn);
-                });
-                while local.state.lock().queue.len() < i + 1 {
-                    std::thread::yield_now();
-                }
-                waiter
-            })
-            .collect();
+        let queued = local.clone();
+        let (waiters, order) = crate::pool::three_in_line(
+            move || queued.turn(1, None, |_| {}).unwrap(),
+            || local.state.lock().queue.len(),
+        );
         drop(first);
         for waiter in waiters {
             waiter.join().unwrap();

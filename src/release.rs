@@ -122,12 +122,8 @@ fn run() {
             }
         }
         if due.is_empty() && drops.is_empty() {
-            match pending.iter().map(|p| p.next).min() {
-                Some(next) => {
-                    QUEUE.added.wait_until(&mut pending, next);
-                }
-                None => QUEUE.added.wait(&mut pending),
-            }
+            let next = pending.iter().map(|p| p.next).min();
+            crate::time::wait_on(&QUEUE.added, &mut pending, next);
             continue;
         }
         drop(pending);

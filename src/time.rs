@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, MutexGuard};
+
 use crate::error::{Error, Result};
 
 /// Durations past this are refused: Redis stores expiry times as milliseconds since 1970
@@ -31,6 +33,22 @@ pub(crate) fn check_duration(field: &'static str, d: Duration) -> Result<Duratio
 /// mean "now"). Callers validate durations first, so the saturation never shows.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Waits on `changed`, with `state` locked, until it is notified or `deadline` passes
+/// (`None`: until notified): whether the deadline passed.
+pub(crate) fn wait_on<T>(
+    changed: &Condvar,
+    state: &mut MutexGuard<'_, T>,
+    deadline: Option<Instant>,
+) -> bool {
+    match deadline {
+        Some(deadline) => changed.wait_until(state, deadline).timed_out(),
+        None => {
+            changed.wait(state);
+            false
+        }
+    }
 }
 
 /// When a request must be answered by, on this process's monotonic clock.

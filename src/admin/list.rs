@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{FAMILIES, node_conn, scan_step};
 use crate::conn::{self, Conn};
 use crate::error::{Error, Result};
-use crate::family::LockInfo;
+use crate::family::{Found, LockInfo};
 use crate::keys::Scheme;
 use crate::pool::Node;
 use crate::pool::Pool;
@@ -149,8 +149,11 @@ impl ListLocks {
             for key in family.keys_named(name, self.scheme) {
                 let deadline = Deadline::after(self.pool.response_timeout());
                 let mut conn = conn::checkout(&self.pool, &key, deadline)?;
-                self.found
-                    .extend(family.list(&mut conn, vec![key.into_bytes()], self.scheme)?);
+                let found = Found {
+                    keys: vec![key.into_bytes()],
+                    scheme: self.scheme,
+                };
+                self.found.extend(family.list(&mut conn, found)?);
             }
         }
         Ok(())
@@ -175,7 +178,8 @@ impl ListLocks {
         let kind = FAMILIES[*family];
         let (next, keys) = scan_step(conn, kind.pattern(), *cursor)?;
         if !keys.is_empty() {
-            self.found.extend(kind.list(conn, keys, self.scheme)?);
+            let scheme = self.scheme;
+            self.found.extend(kind.list(conn, Found { keys, scheme })?);
         }
         *cursor = next;
         if next == 0 {

@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn every_script_states_its_interface() {
-        let shared = [&*crate::scripts::LEASE_EXTEND];
+        let shared = [&crate::scripts::LEASE_EXTEND];
         for lua in FAMILIES.iter().flat_map(|f| f.scripts()).chain(shared) {
             let source = lua.source();
             assert!(

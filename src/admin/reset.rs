@@ -2,6 +2,7 @@
 
 use super::{FAMILIES, node_conn, scan};
 use crate::error::{Error, Result};
+use crate::family::Found;
 use crate::keys::Scheme;
 use crate::pool::Pool;
 
@@ -87,7 +88,7 @@ fn clear(pool: &Pool, owner: Option<&str>) -> Result<usize> {
         let mut conn = node_conn(pool, &node)?;
         for family in FAMILIES {
             cleared += scan(&mut conn, family.pattern(), |conn, keys| {
-                family.clear(conn, keys, owner, scheme)
+                family.clear(conn, Found { keys, scheme }, owner)
             })?;
         }
     }

@@ -6,8 +6,7 @@ use super::keys::ElectionKeys;
 use super::{Leader, ValueOp, leader_call, parse_leader, proclaim_call};
 use crate::conn::Conn;
 use crate::error::Result;
-use crate::family::{Family, LockInfo, LockKind};
-use crate::keys::Scheme;
+use crate::family::{Family, Found, LockInfo, LockKind};
 use crate::mutex::{ELECTION_KEYS, clear_in, list_in};
 
 /// The family of elections, for the operator tools.
@@ -19,9 +18,10 @@ impl Family for Elections {
     }
 
     /// Each leader's lock as a mutex's, with the value it proclaimed for its term.
-    fn list(&self, conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec<LockInfo>> {
-        let mut found = list_in(&ELECTION_KEYS, conn, keys, scheme)?;
-        for info in &mut found {
+    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
+        let scheme = found.scheme;
+        let mut locks = list_in(&ELECTION_KEYS, conn, found)?;
+        for info in &mut locks {
             if info.kind != LockKind::Mutex {
                 continue;
             }
@@ -36,19 +36,14 @@ impl Family for Elections {
                 info.value = Some(leader.value);
             }
         }
-        Ok(found)
+        Ok(locks)
     }
 
     /// Withdraws each election's proclaimed value (waking its observers), then ends its
     /// term and wakes one candidate.
-    fn clear(
-        &self,
-        conn: &mut Conn,
-        keys: Vec<Vec<u8>>,
-        owner: Option<&str>,
-        scheme: Scheme,
-    ) -> Result<usize> {
-        for key in &keys {
+    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
+        let scheme = found.scheme;
+        for key in &found.keys {
             let name = ELECTION_KEYS
                 .name_of(&String::from_utf8_lossy(key), scheme)
                 .to_owned();
@@ -62,12 +57,12 @@ impl Family for Elections {
             call.invoke::<i64>(conn)
                 .map_err(|e| conn.fail(e, &name, "reset"))?;
         }
-        clear_in(&ELECTION_KEYS, conn, keys, owner, scheme)
+        clear_in(&ELECTION_KEYS, conn, found, owner)
     }
 
     #[cfg(test)]
-    fn scripts(&self) -> Vec<&'static crate::scripts::Lua> {
-        vec![&*super::PROCLAIM, &*super::LEADER, &*super::CAMPAIGN]
+    fn scripts(&self) -> Vec<&'static std::sync::LazyLock<crate::scripts::Lua>> {
+        vec![&super::PROCLAIM, &super::LEADER, &super::CAMPAIGN]
     }
 }
 

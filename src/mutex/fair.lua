@@ -162,20 +162,27 @@ local function granted_to_me()
         and redis.call('GET', KEYS[1]) == owner, marker
 end
 
+-- Takes the lock if it is free and no live waiter is ahead of us, leaving the queue if we
+-- were in it: the reply, or nil.
+local function take_first()
+    local head = live_head()
+    if head and head[1] ~= me then
+        return nil
+    end
+    local token = take()
+    if token and head then
+        remove(me)
+    end
+    return token and {1, token}
+end
+
 if op == 'acquire' or op == 'first' then
     if op == 'acquire' then
         redis.call('DEL', KEYS[7])
     end
-    -- Nobody live ahead of us: ours if free.
-    local head = live_head()
-    if not head or head[1] == me then
-        local token = take()
-        if token then
-            if head then
-                remove(me)
-            end
-            return {1, token}
-        end
+    local taken = take_first()
+    if taken then
+        return taken
     end
     if redis.call('EXISTS', KEYS[1]) == 1 then
         if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
@@ -201,13 +208,9 @@ if op == 'acquire' or op == 'first' then
         end
         -- Held by nobody: taken back, and free now.
         redis.call('DEL', KEYS[1], KEYS[4])
-        head = live_head()
-        if not head or head[1] == me then
-            local token = take()
-            if head then
-                remove(me)
-            end
-            return {1, token}
+        taken = take_first()
+        if taken then
+            return taken
         end
     end
     -- Free, with a waiter ahead of us: it is the waiter's.

@@ -5,7 +5,7 @@ use super::keys::{LOCKS, MutexKeys, Namespace, Sibling, marker_owner, marker_tok
 use super::{LIST, RESET};
 use crate::conn::{self, Conn};
 use crate::error::{Error, Result};
-use crate::family::{Family, LockInfo, LockKind, each_key, expires_in, per_slot};
+use crate::family::{Family, Found, LockInfo, LockKind, each_key, expires_in, per_slot};
 use crate::keys::Scheme;
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::pool::Pool;
@@ -20,43 +20,30 @@ impl Family for Mutexes {
         "lock:*"
     }
 
-    fn list(&self, conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec<LockInfo>> {
-        list_in(&LOCKS, conn, keys, scheme)
+    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
+        list_in(&LOCKS, conn, found)
     }
 
-    fn clear(
-        &self,
-        conn: &mut Conn,
-        keys: Vec<Vec<u8>>,
-        owner: Option<&str>,
-        scheme: Scheme,
-    ) -> Result<usize> {
-        clear_in(&LOCKS, conn, keys, owner, scheme)
+    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
+        clear_in(&LOCKS, conn, found, owner)
     }
 
     #[cfg(test)]
-    fn scripts(&self) -> Vec<&'static crate::scripts::Lua> {
+    fn scripts(&self) -> Vec<&'static std::sync::LazyLock<crate::scripts::Lua>> {
         use super::{ACQUIRE, EXTEND, FAIR, RELEASE, RESUME, UNDO};
-        [
+        vec![
             &ACQUIRE, &RELEASE, &UNDO, &FAIR, &EXTEND, &RESUME, &RESET, &LIST,
         ]
-        .into_iter()
-        .map(|lua| &**lua)
-        .collect()
     }
 }
 
-/// What the operator tools show of the mutexes of `space` whose lock keys are `keys`.
+/// What the operator tools show of the mutexes of `space` whose lock keys were `found`.
 ///
 /// # Errors
 ///
 /// A request's failure, or a reply of another shape ([`Error::Protocol`]).
-pub(crate) fn list_in(
-    space: &Namespace,
-    conn: &mut Conn,
-    keys: Vec<Vec<u8>>,
-    scheme: Scheme,
-) -> Result<Vec<LockInfo>> {
+pub(crate) fn list_in(space: &Namespace, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
+    let Found { keys, scheme } = found;
     let replies = per_slot(conn, keys, scheme, "list", |keys| {
         let mut call = LIST.call();
         for key in keys {
@@ -74,8 +61,8 @@ pub(crate) fn list_in(
     Ok(found)
 }
 
-/// Deletes the mutexes of `space` whose lock keys are `keys` (only those `owner` holds, if
-/// given), waking one waiter of each; how many were deleted.
+/// Deletes the mutexes of `space` whose lock keys were `found` (only those `owner` holds,
+/// if given), waking one waiter of each; how many were deleted.
 ///
 /// # Errors
 ///
@@ -83,10 +70,10 @@ pub(crate) fn list_in(
 pub(crate) fn clear_in(
     space: &Namespace,
     conn: &mut Conn,
-    keys: Vec<Vec<u8>>,
+    found: Found,
     owner: Option<&str>,
-    scheme: Scheme,
 ) -> Result<usize> {
+    let Found { keys, scheme } = found;
     let tombstone_ms = millis(undo_window(conn.read_timeout()));
     let replies = per_slot(conn, keys, scheme, "reset", |keys| {
         let mut call = RESET.call();

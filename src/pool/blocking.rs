@@ -69,14 +69,7 @@ impl Blocking {
                 self.changed.notify_all();
                 return Some(self.turn());
             }
-            let timed_out = match deadline {
-                Some(deadline) => self.changed.wait_until(&mut state, deadline).timed_out(),
-                None => {
-                    self.changed.wait(&mut state);
-                    false
-                }
-            };
-            if timed_out {
+            if crate::time::wait_on(&self.changed, &mut state, deadline) {
                 state.queue.retain(|&t| t != ticket);
                 self.changed.notify_all();
                 return None;
@@ -112,6 +105,32 @@ impl Drop for Turn {
     }
 }
 
+/// Three threads, each asking `enter` for a turn once the one before it is queued (`queued`
+/// says how many are), each noting its number when its turn came: the threads, and the
+/// numbers in the order they got their turns. For the tests of queues of turns.
+#[cfg(test)]
+pub(crate) fn three_in_line<T>(
+    enter: impl Fn() -> T + Clone + Send + 'static,
+    queued: impl Fn() -> usize,
+) -> (Vec<std::thread::JoinHandle<()>>, Arc<Mutex<Vec<usize>>>) {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let waiters = (0..3)
+        .map(|i| {
+            let (enter, order) = (enter.clone(), order.clone());
+            let waiter = std::thread::spawn(move || {
+                let turn = enter();
+                order.lock().push(i);
+                drop(turn);
+            });
+            while queued() < i + 1 {
+                std::thread::yield_now();
+            }
+            waiter
+        })
+        .collect();
+    (waiters, order)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,22 +163,11 @@ mod tests {
         let soon = Instant::now() + Duration::from_millis(20);
         assert!(blocking.enter(Some(soon)).is_none(), "no turn came");
         assert!(!held.contended(), "a waiter that gave up is gone");
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let waiters: Vec<_> = (0..3)
-            .map(|i| {
-                let (queued, order) = (blocking.clone(), order.clone());
-                let waiter = std::thread::spawn(move || {
-                    let turn = queued.enter(None).unwrap();
-                    order.lock().push(i);
-                    drop(turn);
-                });
-                // Each asks once the one before it is queued.
-                while blocking.state.lock().queue.len() < i + 1 {
-                    std::thread::yield_now();
-                }
-                waiter
-            })
-            .collect();
+        let queued = blocking.clone();
+        let (waiters, order) = three_in_line(
+            move || queued.enter(None).unwrap(),
+            || blocking.state.lock().queue.len(),
+        );
         assert!(held.contended());
         // Someone asking now while others wait gets in line.
         assert!(blocking.try_enter().is_none());

@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+#[cfg(test)]
+pub(crate) use blocking::three_in_line;
 pub(crate) use blocking::{Blocking, Turn};
 pub(crate) use checkout::Pooled;
 pub(crate) use cluster::{Cluster, Redirect, redirect_of};

@@ -5,7 +5,7 @@
 use super::{CLEAR, LIST};
 use crate::conn::Conn;
 use crate::error::Result;
-use crate::family::{Family, LockInfo, LockKind, each_key, expires_in, per_slot};
+use crate::family::{Family, Found, LockInfo, LockKind, each_key, expires_in, per_slot};
 use crate::keys::{Scheme, tagged, untagged};
 use crate::pool::Pool;
 
@@ -42,7 +42,8 @@ impl Family for Redlocks {
         "redlock:*"
     }
 
-    fn list(&self, conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec<LockInfo>> {
+    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
+        let Found { keys, scheme } = found;
         let replies = per_slot(conn, keys, scheme, "list", |markers| {
             let mut call = LIST.call();
             pairs(&mut call, markers, scheme);
@@ -64,16 +65,11 @@ impl Family for Redlocks {
     }
 
     /// A Redlock's grant has no owner id: an owner's reset leaves them all.
-    fn clear(
-        &self,
-        conn: &mut Conn,
-        keys: Vec<Vec<u8>>,
-        owner: Option<&str>,
-        scheme: Scheme,
-    ) -> Result<usize> {
+    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
         if owner.is_some() {
             return Ok(0);
         }
+        let Found { keys, scheme } = found;
         let replies = per_slot(conn, keys, scheme, "reset", |markers| {
             let mut call = CLEAR.call();
             pairs(&mut call, markers, scheme);
@@ -83,11 +79,8 @@ impl Family for Redlocks {
     }
 
     #[cfg(test)]
-    fn scripts(&self) -> Vec<&'static crate::scripts::Lua> {
+    fn scripts(&self) -> Vec<&'static std::sync::LazyLock<crate::scripts::Lua>> {
         use super::{ACQUIRE, EXTEND, RELEASE};
-        [&ACQUIRE, &RELEASE, &EXTEND, &CLEAR, &LIST]
-            .into_iter()
-            .map(|lua| &**lua)
-            .collect()
+        vec![&ACQUIRE, &RELEASE, &EXTEND, &CLEAR, &LIST]
     }
 }

@@ -8,8 +8,8 @@ use super::keys::{
 };
 use crate::conn::Conn;
 use crate::error::{Error, Result};
-use crate::family::{Family, LockInfo, LockKind, PermitsInfo, expires_in};
-use crate::keys::{Scheme, sibling};
+use crate::family::{Family, Found, LockInfo, LockKind, PermitsInfo, expires_in};
+use crate::keys::sibling;
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::scripts::Call;
 use crate::time::millis;
@@ -46,7 +46,8 @@ impl Family for Semaphores {
     }
 
     /// The grants of each semaphore, one call of `state` per semaphore.
-    fn list(&self, conn: &mut Conn, keys: Vec<Vec<u8>>, scheme: Scheme) -> Result<Vec<LockInfo>> {
+    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
+        let Found { keys, scheme } = found;
         let bad = || Error::Protocol { what: "list" };
         let mut found = Vec::new();
         for key in keys {
@@ -107,15 +108,9 @@ impl Family for Semaphores {
         Ok(found)
     }
 
-    fn clear(
-        &self,
-        conn: &mut Conn,
-        keys: Vec<Vec<u8>>,
-        owner: Option<&str>,
-        _: Scheme,
-    ) -> Result<usize> {
+    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
         let mut removed = 0;
-        for key in keys {
+        for key in found.keys {
             let mut call = call(&key, "reset");
             if let Some(owner) = owner {
                 call.arg(owner);
@@ -129,7 +124,7 @@ impl Family for Semaphores {
     }
 
     #[cfg(test)]
-    fn scripts(&self) -> Vec<&'static crate::scripts::Lua> {
+    fn scripts(&self) -> Vec<&'static std::sync::LazyLock<crate::scripts::Lua>> {
         vec![&SEMAPHORE]
     }
 }
