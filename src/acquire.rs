@@ -400,7 +400,7 @@ fn replicate(lock: &Lock<'_>, undo_calls: &[Call], conn: &mut Conn) -> Result<()
 /// it expires: that is logged at WARN, naming the lock, why it was undone, and how long it
 /// may stand. A failover that moved the lock before the undo could reach it comes back as
 /// [`Error::Stranded`], for the call to report instead of its own error.
-pub(crate) fn undo_because(lock: &Lock<'_>, calls: &[Call], conn: &mut Conn, why: &str) -> Undone {
+fn undo_because(lock: &Lock<'_>, calls: &[Call], conn: &mut Conn, why: &str) -> Undone {
     let commands: Vec<redis::Cmd> = calls.iter().map(Call::eval).collect();
     match conn::undo_after_lost_reply(conn, lock.pool, lock.route, lock.name, &commands) {
         Ok(undone) => undone,
@@ -463,7 +463,7 @@ pub(crate) fn until_expiry(left: Option<Duration>) -> Duration {
 }
 
 /// Until when a grant that nobody holds stands.
-pub(crate) fn held_by_nobody_until(expire: Option<Duration>) -> String {
+fn held_by_nobody_until(expire: Option<Duration>) -> String {
     match expire {
         Some(expire) => format!("until it expires (within {expire:?})"),
         None => "until it is reset (it has no expiry)".to_owned(),

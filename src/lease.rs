@@ -254,7 +254,7 @@ impl Lease {
     /// Records that a request sent at `sent_at` set the remaining lease to `ttl`: the lease
     /// then ends `ttl` later, or sooner if a request whose reply was lost asked for less
     /// (it may yet run after this one).
-    pub(crate) fn extended(&self, sent_at: Instant, ttl: Duration) {
+    fn extended(&self, sent_at: Instant, ttl: Duration) {
         let ttl = self.doubt.lock().map_or(ttl, |doubt| doubt.min(ttl));
         self.extend_to(lease_end(sent_at, ttl));
     }
@@ -275,7 +275,7 @@ impl Lease {
     /// Redis may have run it, or may run it later still, after requests sent since. The
     /// lease may then end as early as `sent_at + ttl`, and no later request makes it last
     /// longer than `ttl` from when that request was sent.
-    pub(crate) fn lost_reply(&self, sent_at: Instant, ttl: Duration) {
+    fn lost_reply(&self, sent_at: Instant, ttl: Duration) {
         {
             let mut doubt = self.doubt.lock();
             *doubt = Some(doubt.map_or(ttl, |d| d.min(ttl)));

@@ -52,17 +52,17 @@ pub(crate) enum Waited {
 /// The waits of one acquire call: what it waits on, until when, and its turn to wait on
 /// its server's connections.
 pub(crate) struct Waiting<'a> {
-    pub(crate) pool: &'a Pool,
+    pool: &'a Pool,
     /// A key of the lock: routes the connection.
-    pub(crate) route: &'a str,
-    pub(crate) name: &'a str,
+    route: &'a str,
+    name: &'a str,
     /// The lists a release pushes to.
     pub(crate) signals: Vec<String>,
     /// When the caller stops waiting (`None`: never).
-    pub(crate) until: Option<Instant>,
+    until: Option<Instant>,
     /// When the call must return by: `until` and one reply.
-    pub(crate) end: Option<Instant>,
-    pub(crate) response_timeout: Duration,
+    end: Option<Instant>,
+    response_timeout: Duration,
     /// A turn of the connection's server's `Blocking`, kept between waits unless others
     /// want one.
     turn: Option<Turn>,

@@ -20,7 +20,7 @@ use crate::pool::Pool;
 use crate::time::Deadline;
 
 /// Every lock kind, as the operator tools walk them: a new kind adds its family here.
-pub(crate) static FAMILIES: [&dyn Family; 5] = [
+static FAMILIES: [&dyn Family; 5] = [
     &crate::mutex::Mutexes,
     &crate::rwlock::RwLocks,
     &crate::semaphore::Semaphores,

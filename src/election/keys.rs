@@ -7,7 +7,7 @@ use crate::keys::{Scheme, tagged};
 use crate::mutex::{ELECTION_KEYS, Sibling};
 
 /// The prefix of an election's proclaimed value.
-pub(super) const VALUE_PREFIX: &str = "election-value:";
+const VALUE_PREFIX: &str = "election-value:";
 
 /// Every key of one election the election itself reads or writes (its leader's mutex
 /// knows the rest).

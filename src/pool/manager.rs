@@ -53,7 +53,7 @@ impl Manager {
     }
 
     /// A connection made within `wait` and the connect timeout, outside any room.
-    pub(super) fn connect_within(&self, wait: Duration) -> Result<Link, Error> {
+    fn connect_within(&self, wait: Duration) -> Result<Link, Error> {
         let timeout = self.connect_timeout.min(wait);
         // Nothing is left of the call: no attempt (a zero timeout would wait without end),
         // and no failure of the server's.

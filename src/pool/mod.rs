@@ -88,7 +88,7 @@ pub(crate) struct Config {
     pub(crate) max_size: u32,
     min_idle: u32,
     pub(crate) connection_timeout: Duration,
-    pub(crate) response_timeout: Duration,
+    response_timeout: Duration,
     pub(crate) connect_timeout: Duration,
 }
 

@@ -71,9 +71,9 @@ const ABORTED: &str = "-failover-abort-*";
 /// A server the sentinels name as primary, and the epoch of the configuration (or of the
 /// failover) that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Named {
-    pub(super) host: String,
-    pub(super) port: u16,
+struct Named {
+    host: String,
+    port: u16,
     /// `host:port`, as connections name their server.
     server: String,
     epoch: u64,
@@ -156,7 +156,7 @@ impl Primary {
     }
 
     /// The server lock requests go to now, if known.
-    pub(super) fn current(&self) -> Option<Named> {
+    fn current(&self) -> Option<Named> {
         self.view.lock().current().cloned()
     }
 

@@ -174,7 +174,7 @@ impl RedlockBuilder {
     }
 }
 
-pub(super) fn check_pools(pools: &[Pool]) -> Result<()> {
+fn check_pools(pools: &[Pool]) -> Result<()> {
     if pools.is_empty() {
         return Err(Error::invalid(
             "pools",

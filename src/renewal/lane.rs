@@ -39,7 +39,7 @@ struct Round {
 }
 
 /// One registered lease: its clock, and how to renew it.
-pub(super) struct Job {
+struct Job {
     lease: Arc<Lease>,
     target: Arc<dyn Renew>,
 }

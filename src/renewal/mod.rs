@@ -77,7 +77,7 @@ pub(crate) trait RenewAlone {
 /// What the leases of one batch share: the script, the pool, the slot (on a cluster) and the
 /// response timeout that bounds the call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct BatchKey {
+struct BatchKey {
     /// The script's name: leases of different scripts never share a call.
     script: &'static str,
     pool: u64,
@@ -146,7 +146,7 @@ pub(crate) trait ServerGrant: Send + Sync + 'static {
 }
 
 /// The lease, in milliseconds, an extend of `ttl` asks for (`0`: a check).
-pub(crate) fn lease_ms(ttl: Duration) -> u64 {
+fn lease_ms(ttl: Duration) -> u64 {
     if ttl.is_zero() { 0 } else { millis(ttl) }
 }
 

@@ -24,17 +24,17 @@ pub(crate) struct SemaphoreKeys {
     /// builders' `permits` apply.
     pub(crate) capacity: String,
     /// `semaphore-queue:<name>`: the waiters, by when they came (microseconds).
-    pub(crate) queue: String,
+    queue: String,
     /// `semaphore-waiters:<name>`: each waiter's `<permits>|<end of its entry in ms>`.
-    pub(crate) waiters: String,
+    waiters: String,
     /// `semaphore-wake:<name>:`: the prefix of each waiter's wake list (the prefix and its
     /// id), to which a release that frees enough permits for it pushes.
     pub(crate) wake_prefix: String,
     /// The fencing counter its grants take their tokens from.
-    pub(crate) fencing: String,
+    fencing: String,
     /// `semaphore-released:<name>`: the members released moments ago → until when that is
     /// remembered, so that a release sent twice is told it happened.
-    pub(crate) released: String,
+    released: String,
 }
 
 impl SemaphoreKeys {
