@@ -15,7 +15,7 @@
 //! | [`acquire_arc`](RedisSemaphore::acquire_arc) | [`acquire_async`](RedisSemaphore::acquire_async) | [`AsyncRedisSemaphorePermit`] |
 //! | [`acquire_many_arc`](RedisSemaphore::acquire_many_arc) | [`acquire_many_async`](RedisSemaphore::acquire_many_async) | the same |
 //! | [`try_acquire_many_arc_for`](RedisSemaphore::try_acquire_many_arc_for) | [`try_acquire_async`](RedisSemaphore::try_acquire_async), [`try_acquire_for_async`](RedisSemaphore::try_acquire_for_async), [`try_acquire_many_for_async`](RedisSemaphore::try_acquire_many_for_async) | the same |
-//! | the guard's `unlock` / `release` | [`AsyncRedisMutexGuard::unlock`], [`AsyncRedisSemaphorePermit::release`] | the release's result |
+//! | the guard's `unlock` / `release` | [`AsyncRedisMutexGuard::unlock`], [`AsyncRedisSemaphorePermit::release`] (on the crate's release thread) | the release's result |
 //!
 //! [`RedisRwLock`](crate::RedisRwLock) has no async forms: its guards borrow the lock, so
 //! they cannot be handed from one thread to another; see the crate docs.
@@ -24,10 +24,10 @@
 //!
 //! - **A thread per wait.** A call that waits holds one of the blocking pool's threads
 //!   until it returns (tokio allows 512 by default,
-//!   [`max_blocking_threads`](::tokio::runtime::Builder::max_blocking_threads)), and so
-//!   does an `unlock().await`. If every one of them waits for a lock, an `unlock().await`
-//!   that would end those waits queues behind them (a dropped guard does not: it releases
-//!   on the crate's release thread). Keep fewer calls waiting at once than that: put a
+//!   [`max_blocking_threads`](::tokio::runtime::Builder::max_blocking_threads)); calls
+//!   beyond that queue for a thread before they even ask Redis. Releases never queue
+//!   there: a dropped guard and an `unlock().await` release on the crate's release thread.
+//!   To keep waits from queueing, keep fewer calls waiting at once than that: put a
 //!   [`tokio::sync::Semaphore`](https://docs.rs/tokio/latest/tokio/sync/struct.Semaphore.html)
 //!   in front of them, or wait with a deadline (`try_lock_for_async`).
 //! - **Cancelling does not stop a wait.** Dropping the future of `lock_async` (in
@@ -482,19 +482,50 @@ impl<G: Send + 'static> AsyncGuard<G> {
     }
 }
 
+/// Runs `unlock` on `guard` on the crate's release thread, as a dropped [`AsyncGuard`] is
+/// released, and hands its result back: neither a runtime thread nor one of tokio's
+/// blocking pool (which waiting calls may all hold) waits for it.
+async fn unlock_off_runtime<G: Send + 'static>(
+    guard: G,
+    unlock: fn(G) -> Result<()>,
+) -> Result<()> {
+    let (reply, replied) = ::tokio::sync::oneshot::channel();
+    crate::release::drop_later(Box::new(UnlockOnDrop {
+        guard: Some(guard),
+        unlock,
+        reply: Some(reply),
+    }));
+    // No reply only when the unlock panicked, on the release thread.
+    replied.await.unwrap_or(Err(Error::RuntimeShutDown))
+}
+
+/// A guard that `unlock`s itself when dropped (on the release thread), with a reply.
+struct UnlockOnDrop<G> {
+    guard: Option<G>,
+    unlock: fn(G) -> Result<()>,
+    reply: Option<::tokio::sync::oneshot::Sender<Result<()>>>,
+}
+
+impl<G> Drop for UnlockOnDrop<G> {
+    fn drop(&mut self) {
+        if let (Some(guard), Some(reply)) = (self.guard.take(), self.reply.take()) {
+            // The caller may have stopped waiting: the release happened all the same.
+            let _ = reply.send((self.unlock)(guard));
+        }
+    }
+}
+
 impl AsyncRedisMutexGuard {
-    /// [`ArcRedisMutexGuard::unlock`] on tokio's blocking pool: releases the lock, wakes one
-    /// waiter, and says whether it was still ours.
+    /// [`ArcRedisMutexGuard::unlock`] on the crate's release thread (where a dropped guard
+    /// is released): releases the lock, wakes one waiter, and says whether it was still
+    /// ours. No thread of tokio's blocking pool waits for it, so it never queues behind the
+    /// calls that wait for this very lock.
     ///
     /// Once called, the release happens even if the future is dropped before it is done.
     ///
     /// # Errors
     ///
     /// As for [`ArcRedisMutexGuard::unlock`].
-    ///
-    /// # Panics
-    ///
-    /// As for [`RedisMutex::lock_async`].
     ///
     /// # Examples
     ///
@@ -505,24 +536,21 @@ impl AsyncRedisMutexGuard {
     #[doc = doc_end!()]
     /// ```
     pub async fn unlock(self) -> Result<()> {
-        let guard = self.into_inner();
-        off_runtime(move || guard.unlock()).await?
+        unlock_off_runtime(self.into_inner(), ArcRedisMutexGuard::unlock).await
     }
 }
 
 impl AsyncRedisSemaphorePermit {
-    /// [`ArcRedisSemaphorePermit::release`] on tokio's blocking pool: gives the permits
-    /// back, wakes the waiters they are enough for, and says whether they were still ours.
+    /// [`ArcRedisSemaphorePermit::release`] on the crate's release thread (where a dropped
+    /// permit is released): gives the permits back, wakes the waiters they are enough for,
+    /// and says whether they were still ours. No thread of tokio's blocking pool waits for
+    /// it.
     ///
     /// Once called, the release happens even if the future is dropped before it is done.
     ///
     /// # Errors
     ///
     /// As for [`ArcRedisSemaphorePermit::release`].
-    ///
-    /// # Panics
-    ///
-    /// As for [`RedisMutex::lock_async`].
     ///
     /// # Examples
     ///
@@ -533,8 +561,7 @@ impl AsyncRedisSemaphorePermit {
     #[doc = doc_end!()]
     /// ```
     pub async fn release(self) -> Result<()> {
-        let permit = self.into_inner();
-        off_runtime(move || permit.release()).await?
+        unlock_off_runtime(self.into_inner(), ArcRedisSemaphorePermit::release).await
     }
 
     /// [`release`](Self::release), named as the locks' guards name it.
@@ -542,10 +569,6 @@ impl AsyncRedisSemaphorePermit {
     /// # Errors
     ///
     /// As for [`release`](Self::release).
-    ///
-    /// # Panics
-    ///
-    /// As for [`RedisMutex::lock_async`].
     ///
     /// # Examples
     ///

@@ -273,6 +273,76 @@ mod feature {
         );
     }
 
+    /// Every thread of the blocking pool waits for the lock (two, on a pool of two): the
+    /// holder's `unlock().await`, which ends those waits, must not queue behind them; nor
+    /// must a permit's `release().await`.
+    #[test]
+    fn unlock_await_is_not_held_up_by_waits_that_fill_the_blocking_pool() {
+        let server = RedisServer::start();
+        let mutex = renewed_mutex(server.pool(), "tokio:full-pool");
+        let semaphore = Arc::new(
+            RedisSemaphore::builder(server.pool(), "tokio:full-pool")
+                .permits(1)
+                .expire(LEASE)
+                .auto_renewal(true)
+                .build()
+                .unwrap(),
+        );
+        let runtime = Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let turns = spawn("a pool of 2 blocking threads", move || {
+            runtime.block_on(async move {
+                let waiting = Arc::new(AtomicUsize::new(0));
+                // Both blocking threads wait: two for the mutex, then two for the permit.
+                let fill = |take: Arc<dyn Fn() + Send + Sync>| {
+                    (0..2)
+                        .map(|_| {
+                            let (take, waiting) = (take.clone(), waiting.clone());
+                            spawn_blocking(move || {
+                                waiting.fetch_add(1, Ordering::SeqCst);
+                                take();
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let held = mutex.lock_async().await.unwrap();
+                let taken = mutex.clone();
+                let waiters = fill(Arc::new(move || {
+                    taken.lock_arc().unwrap().unlock().unwrap()
+                }));
+                // Counted on this worker: a probe on the blocking pool would find no thread.
+                assert!(
+                    eventually(HANG, || waiting.load(Ordering::SeqCst) >= 2),
+                    "the waiters never started"
+                );
+                held.unlock().await.unwrap();
+                for waiter in waiters {
+                    waiter.await.unwrap();
+                }
+                let permit = semaphore.acquire_async().await.unwrap();
+                let taken = semaphore.clone();
+                let waiters = fill(Arc::new(move || {
+                    taken.acquire_arc().unwrap().release().unwrap()
+                }));
+                assert!(
+                    eventually(HANG, || waiting.load(Ordering::SeqCst) >= 4),
+                    "the semaphore's waiters never started"
+                );
+                permit.release().await.unwrap();
+                for waiter in waiters {
+                    waiter.await.unwrap();
+                }
+                waiting.load(Ordering::SeqCst)
+            })
+        })
+        .join(HANG);
+        assert_eq!(turns, 4);
+    }
+
     /// 24 tasks on two workers share two permits, each awaiting with its permit; half
     /// release with `release().await`, half drop the permit.
     #[test]

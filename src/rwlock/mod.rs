@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::acquire::{self, ENTRY_TTL, Found, Lock, Outcome, Request};
-use crate::conn;
+use crate::conn::{self, Conn};
 use crate::error::{Error, Result, TryLockError};
 use crate::held::Held;
 use crate::keys::Scheme;
@@ -470,19 +470,23 @@ impl RedisRwLock {
     pub fn reset(&self) -> Result<bool> {
         let mut removed = false;
         for mode in [Mode::Write, Mode::Read] {
+            // The leases held now, by name: a copy of the removal that comes late (sent
+            // again after a lost reply) leaves a lease granted since.
+            let set = &self.keys.lease_sets(mode)[0];
+            let leases: Vec<String> =
+                self.run_reset(|c| redis::cmd("ZRANGE").arg(set).arg(0).arg(-1).query(c))?;
+            if leases.is_empty() {
+                continue;
+            }
             let mut call = RELEASE.call();
             call.key(self.keys.all())
                 .arg(mode.held())
                 .arg("*")
-                .arg(millis(self.options.signal_expire));
-            let deadline = Deadline::after(self.options.response_timeout);
-            let mut ran = conn::run_repeatable(&self.pool, self.route(), deadline, |c| {
-                call.invoke::<i64>(c)
-            })?;
-            removed |= ran
-                .result
-                .map_err(|e| ran.conn.fail(e, &self.path, "reset"))?
-                > 0;
+                .arg(millis(self.options.signal_expire))
+                .arg(0)
+                .arg("")
+                .arg(leases);
+            removed |= self.run_reset(|c| call.invoke::<i64>(c))? > 0;
         }
         log::debug!("reset read-write lock `{}`", self.path);
         Ok(removed)
@@ -490,6 +494,14 @@ impl RedisRwLock {
 
     fn route(&self) -> &str {
         &self.keys.all()[0]
+    }
+
+    /// One request of a reset, which may be sent twice.
+    fn run_reset<T>(&self, op: impl FnMut(&mut Conn) -> redis::RedisResult<T>) -> Result<T> {
+        let deadline = Deadline::after(self.options.response_timeout);
+        let mut ran = conn::run_repeatable(&self.pool, self.route(), deadline, op)?;
+        ran.result
+            .map_err(|e| ran.conn.fail(e, &self.path, "reset"))
     }
 
     /// The labels of a lease of `mode`'s metrics.

@@ -13,7 +13,9 @@
 --   connection) is told it happened
 -- ARGV[1]: the entry: 'r' or 'w' for a held read or write lock, 'qr' or 'qw' for a
 --          registration as a waiting reader or writer
--- ARGV[2]: our lease id; or '*' for every live entry of that kind on the path (a reset)
+-- ARGV[2]: our lease id; or '*' for a reset: the entries of that kind on the path named in
+--          ARGV[6] and after (those the reset read before: a copy of it that comes late
+--          leaves an entry made since)
 -- ARGV[3]: how long a wake-up waits for its waiter, in milliseconds
 -- ARGV[4]: with the releases' key, how long a release is remembered, in milliseconds
 --          (without it, nothing is remembered)
@@ -44,7 +46,10 @@ local kinds = {w = {1, 3}, r = {2, 4}, qw = {5, 7}, qr = {6, 8}}
 local at, below = kinds[ARGV[1]][1], kinds[ARGV[1]][2]
 local leases = {ARGV[2]}
 if ARGV[2] == '*' then
-    leases = redis.call('ZRANGE', key(path, at), 0, -1)
+    leases = {}
+    for i = 6, #ARGV do
+        leases[#leases + 1] = ARGV[i]
+    end
 end
 -- Each set keeps its expiry: its latest entry's end, or later (the entry removed).
 local live = 0

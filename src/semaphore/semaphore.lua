@@ -34,7 +34,9 @@
 --            ARGV[11]
 --   leave:   ARGV[5] our waiter id, ARGV[6] '1' for fair mode
 --   set:     ARGV[5] the new capacity, ARGV[6] how long it is kept (ms), ARGV[7] fair mode
---   reset:   ARGV[5] if given, the owner id whose permits alone are removed
+--   reset:   ARGV[5] if given and not '', the owner id whose permits alone are removed;
+--            ARGV[6] and after, if given, the members to remove, none other (those the
+--            reset read before: a copy of it that comes late leaves a grant made since)
 -- Returns, for 'acquire': {3, 0, 0} when this request was undone (a copy that came late;
 -- nothing is changed); {1, token, capacity} when granted, token being the fencing
 -- token (see fence.lua) and capacity the one it was granted under (its member is
@@ -314,10 +316,18 @@ elseif op == 'reset' then
     capacity()
     queued()
     local removed = 0
+    local named = nil
+    if #ARGV > 5 then
+        named = {}
+        for i = 6, #ARGV do
+            named[ARGV[i]] = true
+        end
+    end
     for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
         local lease = lease_of(member) or ''
         local owner = string.match(lease, '^(.*)#%x+$') or lease
-        if not ARGV[5] or owner == ARGV[5] then
+        if (not ARGV[5] or ARGV[5] == '' or owner == ARGV[5])
+            and (not named or named[member]) then
             redis.call('ZREM', KEYS[1], member)
             removed = removed + 1
         end

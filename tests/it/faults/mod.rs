@@ -5,6 +5,7 @@ mod error_causes;
 mod fair_handover;
 mod input;
 mod late_copies;
+mod late_resets;
 mod lost_guards;
 mod nemesis;
 mod pool;
