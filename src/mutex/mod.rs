@@ -627,13 +627,14 @@ impl RedisMutex {
         let token = marker
             .filter(|marker| keys::marker_owner(marker) == owner.as_deref())
             .and_then(|marker| keys::marker_token(&marker));
+        // And the reset itself, by an id of its own: a copy of it that comes after it,
+        // late or sent again, changes nothing, even where no marker tells grants apart.
         let mut call = RESET.call();
         call.arg(millis(self.options.signal_expire))
             .arg(millis(undo_window(self.options.response_timeout)))
-            .arg(owner.as_deref().unwrap_or(""));
-        if let Some(token) = token {
-            call.arg(token);
-        }
+            .arg(owner.as_deref().unwrap_or(""))
+            .arg(token.map(|t| t.to_string()).unwrap_or_default())
+            .arg(keys.done(AttemptId::new().as_str()));
         call.key(&keys.lock)
             .key(&keys.signal)
             .key(&keys.grant)

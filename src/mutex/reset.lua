@@ -9,11 +9,15 @@
 -- ARGV[1]: how long a signal stays, in milliseconds
 -- ARGV[2]: how long the tombstone stays, in milliseconds
 -- ARGV[3]: if given, the owner id whose locks alone are deleted
--- ARGV[4]: if given (with ARGV[3]), the fencing token of the one grant to delete: a lock
---          whose marker names another grant of that owner is left alone, so that a copy
---          of this call that comes late (sent again after a timeout while the server was
---          paused) never deletes a grant made since. A lock without a marker of its owner
---          (python-redis-lock's) is deleted by its owner id alone
+-- ARGV[4]: if given (with ARGV[3]), the fencing token of the one grant to delete, or ''
+--          for a grant without one (python-redis-lock's): a lock whose marker names
+--          another grant of that owner, or that has a token now, or none now, is left
+--          alone, so that a copy of this call that comes late (sent again after a timeout
+--          while the server was paused) never deletes a grant made since
+-- ARGV[5]: if given (with one lock), the note of this very call (lock-done:<name>:<its
+--          id>), written with its result for ARGV[2] milliseconds: a copy of the call that
+--          comes after it returns that result and changes nothing, whatever was granted
+--          since (even to the same owner id, with no marker to tell the grants apart)
 -- Returns a list with, for each lock, 1 when it was deleted, 0 when there was none (or
 -- another owner holds it), and -1 when its key holds another type than string: not a lock
 -- of this protocol, left alone.
@@ -28,6 +32,12 @@ local function token_of(lock, marker)
     end
     return nil
 end
+if ARGV[5] then
+    local done = redis.call('GET', ARGV[5])
+    if done then
+        return {tonumber(done)}
+    end
+end
 local results = {}
 for i = 1, #KEYS, 4 do
     local kind = redis.call('TYPE', KEYS[i])['ok']
@@ -36,7 +46,7 @@ for i = 1, #KEYS, 4 do
         results[#results + 1] = -1
     elseif ARGV[3] and redis.call('GET', KEYS[i]) ~= ARGV[3] then
         results[#results + 1] = 0
-    elseif ARGV[4] and token and token ~= ARGV[4] then
+    elseif ARGV[4] and (token or '') ~= ARGV[4] then
         results[#results + 1] = 0
     else
         redis.call('DEL', KEYS[i + 1])
@@ -49,5 +59,8 @@ for i = 1, #KEYS, 4 do
         end
         results[#results + 1] = deleted
     end
+end
+if ARGV[5] then
+    redis.call('SET', ARGV[5], results[1], 'PX', ARGV[2])
 end
 return results
