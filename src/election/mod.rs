@@ -36,7 +36,7 @@ pub use observe::Observer;
 
 /// Proclaims a leader's value, withdraws it, or clears it; wakes the observers.
 static PROCLAIM: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "election/value.lua"],
+    ["scripts/clock.lua", "scripts/now.lua", "election/value.lua"],
     "election/proclaim.lua"
 );
 /// The mutex's acquire and, with a grant, the proclaim of its term's value, in one call
@@ -46,6 +46,7 @@ static CAMPAIGN: LazyLock<Lua> = LazyLock::new(|| {
         "election/campaign.lua",
         concat!(
             include_str!("../scripts/clock.lua"),
+            include_str!("../scripts/now.lua"),
             include_str!("../scripts/fence.lua"),
             "local function take_lock()\n",
             include_str!("../mutex/acquire.lua"),
@@ -57,7 +58,7 @@ static CAMPAIGN: LazyLock<Lua> = LazyLock::new(|| {
 });
 /// Reads who leads (and keeps an observer registered).
 static LEADER: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "scripts/touch.lua"],
+    ["scripts/clock.lua", "scripts/now.lua", "scripts/touch.lua"],
     "election/leader.lua"
 );
 

@@ -70,7 +70,7 @@ local function live_head()
         if entry then
             local a = string.find(entry, '|', 1, true)
             local b = string.find(entry, '|', a + 1, true)
-            if tonumber(string.sub(entry, 1, a - 1)) > now then
+            if tonumber(string.sub(entry, 1, a - 1)) > clock() then
                 return {id, string.sub(entry, a + 1, b - 1), string.sub(entry, b + 1)}
             end
         end
@@ -129,7 +129,7 @@ local function queue(ttl)
     if redis.call('HEXISTS', KEYS[6], me) == 0 then
         redis.call('RPUSH', KEYS[5], me)
     end
-    redis.call('HSET', KEYS[6], me, (now + tonumber(ttl)) .. '|' .. ARGV[4] .. '|' .. owner)
+    redis.call('HSET', KEYS[6], me, (clock() + tonumber(ttl)) .. '|' .. ARGV[4] .. '|' .. owner)
     for _, k in ipairs({KEYS[5], KEYS[6]}) do
         if redis.call('PTTL', k) < tonumber(ttl) then
             redis.call('PEXPIRE', k, ttl)

@@ -45,7 +45,10 @@ pub(crate) use keys::{ELECTIONS as ELECTION_KEYS, Sibling};
 pub use once_per::{OncePer, PeriodDone, PeriodWindow};
 
 /// Takes the lock if it is free, with a fencing token and a grant marker.
-static ACQUIRE: LazyLock<Lua> = lua!(["scripts/fence.lua"], "mutex/acquire.lua");
+static ACQUIRE: LazyLock<Lua> = lua!(
+    ["scripts/clock.lua", "scripts/fence.lua"],
+    "mutex/acquire.lua"
+);
 /// Compare-and-delete, then wake one waiter (python-redis-lock's), with a note of it.
 static RELEASE: LazyLock<Lua> = lua!([], "mutex/release.lua");
 /// Releases the grant of one attempt whose reply was lost, and no other.
@@ -55,13 +58,19 @@ static FAIR: LazyLock<Lua> = lua!(["scripts/clock.lua", "scripts/fence.lua"], "m
 /// Compare-and-extend (or check) of any number of locks in one call.
 static EXTEND: LazyLock<Lua> = lua!([], "mutex/extend.lua");
 /// Takes over a grant named by a lock handle, with a new fencing token.
-static RESUME: LazyLock<Lua> = lua!(["scripts/fence.lua"], "mutex/resume.lua");
+static RESUME: LazyLock<Lua> = lua!(
+    ["scripts/clock.lua", "scripts/fence.lua"],
+    "mutex/resume.lua"
+);
 /// Marks a window of a period done, while the grant still holds the lock.
-static ONCE_PER: LazyLock<Lua> = lua!(["scripts/clock.lua"], "mutex/once_per.lua");
+static ONCE_PER: LazyLock<Lua> = lua!(
+    ["scripts/clock.lua", "scripts/now.lua"],
+    "mutex/once_per.lua"
+);
 /// Deletes locks whoever (or a given owner) holds them, and wakes one waiter of each.
 static RESET: LazyLock<Lua> = lua!([], "mutex/reset.lua");
 /// What the operator tools show of some mutexes.
-static LIST: LazyLock<Lua> = lua!(["scripts/clock.lua"], "mutex/list.lua");
+static LIST: LazyLock<Lua> = lua!(["scripts/clock.lua", "scripts/now.lua"], "mutex/list.lua");
 
 /// The local side of every mutex of this process, by pool and lock key.
 static LOCALS: LazyLock<Locals> = LazyLock::new(Locals::new);

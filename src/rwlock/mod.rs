@@ -38,6 +38,7 @@ pub use guard::{RedisRwLockReadGuard, RedisRwLockWriteGuard};
 static ACQUIRE: LazyLock<Lua> = lua!(
     [
         "scripts/clock.lua",
+        "scripts/now.lua",
         "scripts/touch.lua",
         "scripts/fence.lua",
         "scripts/notes.lua"
@@ -46,21 +47,31 @@ static ACQUIRE: LazyLock<Lua> = lua!(
 );
 /// Removes a lease or a waiter's registration, then wakes whom it held back.
 static RELEASE: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "scripts/notes.lua", "rwlock/wake.lua"],
+    [
+        "scripts/clock.lua",
+        "scripts/now.lua",
+        "scripts/notes.lua",
+        "rwlock/wake.lua"
+    ],
     "rwlock/release.lua"
 );
 /// Removes every lease (or one owner's) from whole levels, for the operator tools.
 static CLEAR: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "scripts/touch.lua", "rwlock/wake.lua"],
+    [
+        "scripts/clock.lua",
+        "scripts/now.lua",
+        "scripts/touch.lua",
+        "rwlock/wake.lua"
+    ],
     "rwlock/clear.lua"
 );
 /// Takes over a lease named by a lock handle, under a new lease id.
 static RESUME: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "scripts/fence.lua"],
+    ["scripts/clock.lua", "scripts/now.lua", "scripts/fence.lua"],
     "rwlock/resume.lua"
 );
 /// What the operator tools show of some holder sets.
-static LIST: LazyLock<Lua> = lua!(["scripts/clock.lua"], "rwlock/list.lua");
+static LIST: LazyLock<Lua> = lua!(["scripts/clock.lua", "scripts/now.lua"], "rwlock/list.lua");
 
 /// The local side of every read-write lock of this process, by pool and path.
 static LOCALS: LazyLock<Locals> = LazyLock::new(Locals::new);

@@ -312,7 +312,7 @@ pub(crate) use lua;
 /// Read-write leases and semaphore permits: compare-and-extend (or check) of any number of
 /// sorted-set leases in one call.
 pub(crate) static LEASE_EXTEND: LazyLock<Lua> = lua!(
-    ["scripts/clock.lua", "scripts/touch.lua"],
+    ["scripts/clock.lua", "scripts/now.lua", "scripts/touch.lua"],
     "scripts/lease_extend.lua"
 );
 
@@ -320,7 +320,10 @@ pub(crate) static LEASE_EXTEND: LazyLock<Lua> = lua!(
 mod tests {
     use super::*;
 
-    static SOME: LazyLock<Lua> = lua!(["scripts/clock.lua"], "scripts/lease_extend.lua");
+    static SOME: LazyLock<Lua> = lua!(
+        ["scripts/clock.lua", "scripts/now.lua"],
+        "scripts/lease_extend.lua"
+    );
 
     fn decode<T: FromRedisValue>(v: Value) -> Result<T, ParsingError> {
         T::from_redis_value(v)

@@ -39,6 +39,7 @@ pub use guard::{ArcRedisSemaphorePermit, RedisSemaphorePermit};
 static SEMAPHORE: LazyLock<Lua> = lua!(
     [
         "scripts/clock.lua",
+        "scripts/now.lua",
         "scripts/fence.lua",
         "scripts/touch.lua",
         "scripts/notes.lua"
