@@ -108,6 +108,15 @@ fn start() -> Result<()> {
 /// The thread: sends the releases that are due, and drops the guards handed to it, each
 /// batch at once.
 fn run() {
+    // Should the thread end by a panic (a release's own, in a caller's metrics recorder or
+    // callback), the next release or drop handed over starts another.
+    struct Restart;
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            *QUEUE.running.lock() = false;
+        }
+    }
+    let _restart = Restart;
     let mut pending = QUEUE.pending.lock();
     loop {
         let mut drops = std::mem::take(&mut *QUEUE.drops.lock());
@@ -139,12 +148,18 @@ fn run() {
 /// cannot be started); what is to be tried again.
 fn send_all(due: Vec<Pending>, drops: Vec<Box<dyn Send>>) -> Vec<Pending> {
     std::thread::scope(|scope| {
-        for guard in drops {
-            // When no thread can be started, the guard goes with the closure: dropped here.
-            let _ = std::thread::Builder::new()
-                .name("redis-mutex-release".into())
-                .spawn_scoped(scope, move || drop(guard));
-        }
+        // Joined below, so that a panic in one (a caller's, in a drop) ends that one only.
+        let dropping: Vec<_> = drops
+            .into_iter()
+            .filter_map(|guard| {
+                // When no thread can be started, the guard goes with the closure: dropped
+                // here.
+                std::thread::Builder::new()
+                    .name("redis-mutex-release".into())
+                    .spawn_scoped(scope, move || drop(guard))
+                    .ok()
+            })
+            .collect();
         let sending: Vec<_> = due
             .into_iter()
             .map(|job| {
@@ -158,14 +173,22 @@ fn send_all(due: Vec<Pending>, drops: Vec<Box<dyn Send>>) -> Vec<Pending> {
                 (job, spawned)
             })
             .collect();
-        sending
+        let again = sending
             .into_iter()
             .filter_map(|(job, spawned)| match spawned {
                 Ok(handle) => handle.join().ok().flatten(),
                 // No thread: send it here.
-                Err(_) => job.lock().take().and_then(send_again),
+                Err(_) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    job.lock().take().and_then(send_again)
+                }))
+                .ok()
+                .flatten(),
             })
-            .collect()
+            .collect();
+        for dropped in dropping {
+            let _ = dropped.join();
+        }
+        again
     })
 }
 

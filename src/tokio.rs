@@ -15,7 +15,7 @@
 //! | [`acquire_arc`](RedisSemaphore::acquire_arc) | [`acquire_async`](RedisSemaphore::acquire_async) | [`AsyncRedisSemaphorePermit`] |
 //! | [`acquire_many_arc`](RedisSemaphore::acquire_many_arc) | [`acquire_many_async`](RedisSemaphore::acquire_many_async) | the same |
 //! | [`try_acquire_many_arc_for`](RedisSemaphore::try_acquire_many_arc_for) | [`try_acquire_async`](RedisSemaphore::try_acquire_async), [`try_acquire_for_async`](RedisSemaphore::try_acquire_for_async), [`try_acquire_many_for_async`](RedisSemaphore::try_acquire_many_for_async) | the same |
-//! | the guard's `unlock` / `release` | [`AsyncRedisMutexGuard::unlock`], [`AsyncRedisSemaphorePermit::release`] (on the crate's release thread) | the release's result |
+//! | the guard's `unlock` / `release` | [`AsyncRedisMutexGuard::unlock`], [`AsyncRedisSemaphorePermit::release`] (on a thread of their own) | the release's result |
 //!
 //! [`RedisRwLock`](crate::RedisRwLock) has no async forms: its guards borrow the lock, so
 //! they cannot be handed from one thread to another; see the crate docs.
@@ -26,7 +26,8 @@
 //!   until it returns (tokio allows 512 by default,
 //!   [`max_blocking_threads`](::tokio::runtime::Builder::max_blocking_threads)); calls
 //!   beyond that queue for a thread before they even ask Redis. Releases never queue
-//!   there: a dropped guard and an `unlock().await` release on the crate's release thread.
+//!   there: a dropped guard releases on the crate's release thread, an `unlock().await` on
+//!   a thread of its own.
 //!   To keep waits from queueing, keep fewer calls waiting at once than that: put a
 //!   [`tokio::sync::Semaphore`](https://docs.rs/tokio/latest/tokio/sync/struct.Semaphore.html)
 //!   in front of them, or wait with a deadline (`try_lock_for_async`).
@@ -142,7 +143,7 @@ impl RedisMutex {
     /// [`lock_arc`](Self::lock_arc) for async code (the `tokio` feature): waits for the
     /// lock on tokio's blocking pool, so the task holds no runtime thread while it waits,
     /// and gives an [`AsyncGuard`] that may be held across `.await`s and releases on the
-    /// blocking pool when dropped.
+    /// crate's release thread when dropped.
     ///
     /// The future owns what it needs (`'static`), so it can be spawned. Dropping it does
     /// not stop the wait: the call runs to its end on the blocking pool, and a lock it then
@@ -399,16 +400,17 @@ impl RedisSemaphore {
 }
 
 /// The guard of [`RedisMutex::lock_async`] and its `try_` forms: an [`ArcRedisMutexGuard`]
-/// whose drop releases on tokio's blocking pool.
+/// whose drop releases on the crate's release thread.
 pub type AsyncRedisMutexGuard = AsyncGuard<ArcRedisMutexGuard>;
 
 /// The permit of [`RedisSemaphore::acquire_async`] and its kin: an
-/// [`ArcRedisSemaphorePermit`] whose drop gives it back on tokio's blocking pool.
+/// [`ArcRedisSemaphorePermit`] whose drop gives it back on the crate's release thread.
 pub type AsyncRedisSemaphorePermit = AsyncGuard<ArcRedisSemaphorePermit>;
 
 /// An owned guard for async code (the `tokio` feature): it holds a lock (an
 /// [`ArcRedisMutexGuard`], an [`ArcRedisSemaphorePermit`]) and, when dropped, hands its
-/// release to tokio's blocking pool, so that dropping it never blocks a runtime thread.
+/// release to the crate's release thread, so that dropping it never blocks a runtime
+/// thread.
 ///
 /// The async calls ([`RedisMutex::lock_async`], ...) return one; [`new`](Self::new) wraps a
 /// guard taken otherwise. It derefs to the guard it holds, for what needs no round trip
@@ -430,7 +432,7 @@ pub type AsyncRedisSemaphorePermit = AsyncGuard<ArcRedisSemaphorePermit>;
 /// let guard = mutex.lock_async().await?;
 /// let token = guard.fencing_token(); // the guard's own methods, through `Deref`
 /// // ... write to storage that checks `token`, awaiting as it goes ...
-/// drop(guard); // released on the blocking pool, a round trip later
+/// drop(guard); // released on the crate's release thread, a round trip later
 #[doc = doc_end!()]
 /// ```
 #[must_use = "dropping the guard releases the lock at once"]
@@ -442,7 +444,7 @@ pub struct AsyncGuard<G: Send + 'static> {
 impl<G: Send + 'static> AsyncGuard<G> {
     /// Wraps a guard taken otherwise (with [`RedisMutex::lock_arc`] in
     /// [`spawn_blocking`](::tokio::task::spawn_blocking), or resumed from a handle), so
-    /// that its drop releases on tokio's blocking pool.
+    /// that its drop releases on the crate's release thread.
     ///
     /// # Examples
     ///
@@ -482,44 +484,65 @@ impl<G: Send + 'static> AsyncGuard<G> {
     }
 }
 
-/// Runs `unlock` on `guard` on the crate's release thread, as a dropped [`AsyncGuard`] is
-/// released, and hands its result back: neither a runtime thread nor one of tokio's
-/// blocking pool (which waiting calls may all hold) waits for it.
+/// What an unlock off the runtime sends back: its result, or its panic.
+type Unlocked = std::thread::Result<Result<()>>;
+
+/// Runs `unlock` on `guard` on a thread of its own and hands its result back (a panic in it
+/// goes on in the caller): neither a runtime thread nor one of tokio's blocking pool (which
+/// waiting calls may all hold) waits for it, nor does it wait behind other releases. When
+/// no thread can be started, it goes to the crate's release thread, as a dropped
+/// [`AsyncGuard`] does.
 async fn unlock_off_runtime<G: Send + 'static>(
     guard: G,
     unlock: fn(G) -> Result<()>,
 ) -> Result<()> {
-    let (reply, replied) = ::tokio::sync::oneshot::channel();
-    crate::release::drop_later(Box::new(UnlockOnDrop {
+    let (reply, replied) = ::tokio::sync::oneshot::channel::<Unlocked>();
+    let job = UnlockOnDrop {
         guard: Some(guard),
         unlock,
         reply: Some(reply),
-    }));
-    // No reply only when the unlock panicked, on the release thread.
-    replied.await.unwrap_or(Err(Error::RuntimeShutDown))
+    };
+    let job = Arc::new(parking_lot::Mutex::new(Some(job)));
+    let on_thread = job.clone();
+    let spawned = std::thread::Builder::new()
+        .name("redis-mutex-unlock".into())
+        .spawn(move || drop(on_thread.lock().take()));
+    if spawned.is_err()
+        && let Some(job) = job.lock().take()
+    {
+        crate::release::drop_later(Box::new(job));
+    }
+    match replied.await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // The job was dropped unsent: only when the process is going down.
+        Err(_) => Err(Error::RuntimeShutDown),
+    }
 }
 
-/// A guard that `unlock`s itself when dropped (on the release thread), with a reply.
+/// A guard that `unlock`s itself when dropped, and replies with the result (or the panic).
 struct UnlockOnDrop<G> {
     guard: Option<G>,
     unlock: fn(G) -> Result<()>,
-    reply: Option<::tokio::sync::oneshot::Sender<Result<()>>>,
+    reply: Option<::tokio::sync::oneshot::Sender<Unlocked>>,
 }
 
 impl<G> Drop for UnlockOnDrop<G> {
     fn drop(&mut self) {
         if let (Some(guard), Some(reply)) = (self.guard.take(), self.reply.take()) {
+            let unlock = self.unlock;
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || unlock(guard)));
             // The caller may have stopped waiting: the release happened all the same.
-            let _ = reply.send((self.unlock)(guard));
+            let _ = reply.send(result);
         }
     }
 }
 
 impl AsyncRedisMutexGuard {
-    /// [`ArcRedisMutexGuard::unlock`] on the crate's release thread (where a dropped guard
-    /// is released): releases the lock, wakes one waiter, and says whether it was still
-    /// ours. No thread of tokio's blocking pool waits for it, so it never queues behind the
-    /// calls that wait for this very lock.
+    /// [`ArcRedisMutexGuard::unlock`] on a thread of its own: releases the lock, wakes one
+    /// waiter, and says whether it was still ours. No thread of tokio's blocking pool waits
+    /// for it, so it never queues behind the calls that wait for this very lock.
     ///
     /// Once called, the release happens even if the future is dropped before it is done.
     ///
@@ -541,10 +564,9 @@ impl AsyncRedisMutexGuard {
 }
 
 impl AsyncRedisSemaphorePermit {
-    /// [`ArcRedisSemaphorePermit::release`] on the crate's release thread (where a dropped
-    /// permit is released): gives the permits back, wakes the waiters they are enough for,
-    /// and says whether they were still ours. No thread of tokio's blocking pool waits for
-    /// it.
+    /// [`ArcRedisSemaphorePermit::release`] on a thread of its own: gives the permits back,
+    /// wakes the waiters they are enough for, and says whether they were still ours. No
+    /// thread of tokio's blocking pool waits for it.
     ///
     /// Once called, the release happens even if the future is dropped before it is done.
     ///

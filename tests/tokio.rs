@@ -343,6 +343,47 @@ mod feature {
         assert_eq!(turns, 4);
     }
 
+    /// An `unlock().await` waits for its own release only: not behind a dropped guard's
+    /// release to a server that does not answer, whose release the crate's release thread
+    /// is sending.
+    #[test]
+    fn unlock_await_does_not_wait_behind_a_release_to_a_stalled_server() {
+        const RT: Duration = Duration::from_secs(2);
+        let stalled = RedisServer::start();
+        let proxy = crate::support::proxy::FaultProxy::start(stalled.port());
+        let healthy = RedisServer::start();
+        let builder = || Pool::builder().response_timeout(RT);
+        let on_stalled = renewed_mutex(proxy.pool_with(builder()), "tokio:stalled");
+        let on_healthy = renewed_mutex(healthy.pool_with(builder()), "tokio:healthy");
+        let runtime = multi_thread(2);
+        let took = spawn("2 workers", move || {
+            runtime.block_on(async move {
+                let dropped = on_stalled.lock_async().await.unwrap();
+                let unlocked = on_healthy.lock_async().await.unwrap();
+                proxy.stall();
+                drop(dropped);
+                // The dropped guard's release is on its way, and waits for its reply.
+                let sent = spawn_blocking(move || {
+                    let sent = eventually(HANG, || proxy.held_chunks() >= 1);
+                    (sent, proxy)
+                });
+                let (sent, proxy) = sent.await.unwrap();
+                assert!(sent, "the dropped guard's release was never sent");
+                let started = Instant::now();
+                unlocked.unlock().await.unwrap();
+                let took = started.elapsed();
+                proxy.heal();
+                took
+            })
+        })
+        .join(HANG);
+        println!("unlock().await on the healthy server took {took:?}");
+        assert!(
+            took < RT / 2,
+            "unlock().await took {took:?}: it waited behind a release to a stalled server"
+        );
+    }
+
     /// 24 tasks on two workers share two permits, each awaiting with its permit; half
     /// release with `release().await`, half drop the permit.
     #[test]

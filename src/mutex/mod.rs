@@ -621,10 +621,12 @@ impl RedisMutex {
     /// ```
     pub fn reset(&self) -> Result<bool> {
         let keys = self.keys();
+        // One bound for the whole call: both requests share it.
+        let deadline = self.deadline();
         // The grant to end, named by its owner id and token: a copy of the reset that comes
         // late (sent again after a timeout while the server was paused) then never deletes
         // a grant made since.
-        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
+        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, deadline, |c| {
             redis::cmd("MGET")
                 .arg(&keys.lock)
                 .arg(&keys.grant)
@@ -648,7 +650,7 @@ impl RedisMutex {
             .key(&keys.signal)
             .key(&keys.grant)
             .key(&keys.released);
-        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
+        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, deadline, |c| {
             call.invoke::<Vec<i64>>(c)
         })?;
         let reset = ran

@@ -479,13 +479,21 @@ impl RedisRwLock {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn reset(&self) -> Result<bool> {
+        // One bound for the whole call: every request shares it.
+        let deadline = Deadline::after(self.options.response_timeout);
+        // The leases held now, by name, in one request: a copy of a removal that comes late
+        // (sent again after a lost reply) leaves a lease granted since.
+        let modes = [Mode::Write, Mode::Read];
+        let mut read = redis::pipe();
+        for mode in modes {
+            read.cmd("ZRANGE")
+                .arg(&self.keys.lease_sets(mode)[0])
+                .arg(0)
+                .arg(-1);
+        }
+        let held: Vec<Vec<String>> = self.run_reset(deadline, |c| read.query(c))?;
         let mut removed = false;
-        for mode in [Mode::Write, Mode::Read] {
-            // The leases held now, by name: a copy of the removal that comes late (sent
-            // again after a lost reply) leaves a lease granted since.
-            let set = &self.keys.lease_sets(mode)[0];
-            let leases: Vec<String> =
-                self.run_reset(|c| redis::cmd("ZRANGE").arg(set).arg(0).arg(-1).query(c))?;
+        for (mode, leases) in modes.into_iter().zip(held) {
             if leases.is_empty() {
                 continue;
             }
@@ -497,7 +505,7 @@ impl RedisRwLock {
                 .arg(0)
                 .arg("")
                 .arg(leases);
-            removed |= self.run_reset(|c| call.invoke::<i64>(c))? > 0;
+            removed |= self.run_reset(deadline, |c| call.invoke::<i64>(c))? > 0;
         }
         log::debug!("reset read-write lock `{}`", self.path);
         Ok(removed)
@@ -507,9 +515,12 @@ impl RedisRwLock {
         &self.keys.all()[0]
     }
 
-    /// One request of a reset, which may be sent twice.
-    fn run_reset<T>(&self, op: impl FnMut(&mut Conn) -> redis::RedisResult<T>) -> Result<T> {
-        let deadline = Deadline::after(self.options.response_timeout);
+    /// One request of a reset, which may be sent twice, answered by `deadline`.
+    fn run_reset<T>(
+        &self,
+        deadline: Deadline,
+        op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Result<T> {
         let mut ran = conn::run_repeatable(&self.pool, self.route(), deadline, op)?;
         ran.result
             .map_err(|e| ran.conn.fail(e, &self.path, "reset"))

@@ -587,16 +587,20 @@ impl RedisSemaphore {
     pub fn reset(&self) -> Result<usize> {
         // The grants held now, by name: a copy of the removal that comes late (sent again
         // after a lost reply) leaves a grant made since.
+        // One bound for the whole call: both requests share it.
+        let deadline = Deadline::after(self.options.response_timeout);
         let holders = &self.keys.holders;
-        let members: Vec<String> = self.run("reset", |c| {
+        let mut members: Vec<String> = self.run_by(deadline, "reset", |c| {
             redis::cmd("ZRANGE").arg(holders).arg(0).arg(-1).query(c)
         })?;
         if members.is_empty() {
-            return Ok(0);
+            // A name no member has: the call removes nothing, but still finds a key of
+            // another type.
+            members.push(String::new());
         }
         let mut call = self.script("reset");
         call.arg("").arg(members);
-        let removed = self.run("reset", |c| call.invoke::<usize>(c))?;
+        let removed = self.run_by(deadline, "reset", |c| call.invoke::<usize>(c))?;
         log::debug!(
             "semaphore `{}`: reset, {removed} grant(s) removed",
             self.name
@@ -619,8 +623,17 @@ impl RedisSemaphore {
         what: &'static str,
         op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T> {
+        self.run_by(Deadline::after(self.options.response_timeout), what, op)
+    }
+
+    /// [`run`](Self::run), answered by `deadline`: one request of a call of several.
+    fn run_by<T>(
+        &self,
+        deadline: Deadline,
+        what: &'static str,
+        op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Result<T> {
         let route = &self.keys.holders;
-        let deadline = Deadline::after(self.options.response_timeout);
         let mut ran = conn::run_repeatable(&self.pool, route, deadline, op)?;
         ran.result.map_err(|e| {
             if e.code() == Some("WRONGTYPE") {
