@@ -60,12 +60,9 @@ impl<G: ServerGrant> Grant for G {
         let on = self.on();
         let call = self.release_call();
         let deadline = Deadline::after(on.response_timeout);
-        let mut ran =
+        let ran =
             conn::run_repeatable(&on.pool, self.route(), deadline, |c| call.invoke::<i64>(c))?;
-        match ran.result {
-            Ok(released) => Ok(released > 0),
-            Err(e) => Err(ran.conn.fail(e, &on.name, "release")),
-        }
+        Ok(ran.reply(&on.name, "release")? > 0)
     }
 
     fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool> {

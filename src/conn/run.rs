@@ -28,6 +28,15 @@ pub(crate) struct Ran<T> {
     pub(crate) result: redis::RedisResult<T>,
 }
 
+impl<T> Ran<T> {
+    /// The reply, or this crate's error for its failure (about the lock `lock`, in `what`);
+    /// the connection goes back to the pool.
+    pub(crate) fn reply(self, lock: &str, what: &'static str) -> Result<T> {
+        let Ran { mut conn, result } = self;
+        result.map_err(|e| conn.fail(e, lock, what))
+    }
+}
+
 /// A call that got no answer it could use.
 #[derive(Debug)]
 pub(crate) enum Failed {

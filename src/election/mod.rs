@@ -555,8 +555,8 @@ fn send_value_op(
     op: ValueOp,
     deadline: Deadline,
 ) -> Result<bool> {
-    let mut ran = conn::run_repeatable(pool, lock, deadline, |c| call.invoke::<i64>(c))?;
-    match ran.result.map_err(|e| ran.conn.fail(e, name, op.word()))? {
+    let ran = conn::run_repeatable(pool, lock, deadline, |c| call.invoke::<i64>(c))?;
+    match ran.reply(name, op.word())? {
         1 => Ok(true),
         0 => Ok(false),
         -1 => Err(wrong_type(name)),
@@ -715,10 +715,10 @@ fn read_leader(
     deadline: Deadline,
 ) -> Result<Option<Leader>> {
     let call = leader_call(keys, observer);
-    let mut ran = conn::run_repeatable(pool, &keys.lock, deadline, |c| {
+    let ran = conn::run_repeatable(pool, &keys.lock, deadline, |c| {
         call.invoke::<redis::Value>(c)
     })?;
-    let reply = ran.result.map_err(|e| ran.conn.fail(e, name, "leader"))?;
+    let reply = ran.reply(name, "leader")?;
     parse_leader(name, reply)
 }
 

@@ -329,10 +329,7 @@ impl Drop for Observer {
                 .ignore()
                 .query::<()>(&mut **c)
         });
-        if let Err(e) = done.and_then(|mut ran| {
-            ran.result
-                .map_err(|e| ran.conn.fail(e, &self.name, "observe"))
-        }) {
+        if let Err(e) = done.and_then(|ran| ran.reply(&self.name, "observe")) {
             log::debug!("election `{}`: an observer could not leave: {e}", self.name);
         }
     }

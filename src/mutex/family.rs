@@ -122,12 +122,10 @@ pub fn lock_info(pool: &Pool, name: &str) -> Result<Option<LockInfo>> {
     let mut call = LIST.call();
     call.key(&keys.lock).key(&keys.grant).key(&keys.waiters);
     let deadline = Deadline::after(pool.response_timeout());
-    let mut ran = conn::run_repeatable(pool, &keys.lock, deadline, |c| {
+    let ran = conn::run_repeatable(pool, &keys.lock, deadline, |c| {
         call.invoke::<Vec<redis::Value>>(c)
     })?;
-    let reply = ran
-        .result
-        .map_err(|e| ran.conn.fail(e, name, "lock_info"))?;
+    let reply = ran.reply(name, "lock_info")?;
     let info = reply
         .into_iter()
         .next()
@@ -192,7 +190,7 @@ pub fn last_release(pool: &Pool, name: &str) -> Result<Option<Released>> {
         return Err(Error::invalid("name", "the lock name is empty"));
     }
     let keys = MutexKeys::new(name, Scheme::of(pool));
-    let mut ran = conn::run_repeatable(
+    let ran = conn::run_repeatable(
         pool,
         &keys.lock,
         Deadline::after(pool.response_timeout()),
@@ -202,9 +200,7 @@ pub fn last_release(pool: &Pool, name: &str) -> Result<Option<Released>> {
                 .query::<Option<String>>(&mut **c)
         },
     )?;
-    let note = ran
-        .result
-        .map_err(|e| ran.conn.fail(e, name, "last_release"))?;
+    let note = ran.reply(name, "last_release")?;
     Ok(note.and_then(|note| parse_release_note(&note)))
 }
 

@@ -592,10 +592,10 @@ impl RedisMutex {
     /// ```
     pub fn get_owner_id(&self) -> Result<Option<String>> {
         let key = &self.keys().lock;
-        let mut ran = conn::run_repeatable(&self.pool, key, self.deadline(), |c| {
+        let ran = conn::run_repeatable(&self.pool, key, self.deadline(), |c| {
             redis::cmd("GET").arg(key).query(c)
         })?;
-        ran.result.map_err(|e| ran.conn.fail(e, &self.name, "GET"))
+        ran.reply(&self.name, "GET")
     }
 
     /// Deletes the lock whoever holds it, and wakes one waiter. An operator's tool: the
@@ -626,15 +626,13 @@ impl RedisMutex {
         // The grant to end, named by its owner id and token: a copy of the reset that comes
         // late (sent again after a timeout while the server was paused) then never deletes
         // a grant made since.
-        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, deadline, |c| {
+        let ran = conn::run_repeatable(&self.pool, &keys.lock, deadline, |c| {
             redis::cmd("MGET")
                 .arg(&keys.lock)
                 .arg(&keys.grant)
                 .query::<(Option<String>, Option<String>)>(&mut **c)
         })?;
-        let (owner, marker) = ran
-            .result
-            .map_err(|e| ran.conn.fail(e, &self.name, "reset"))?;
+        let (owner, marker) = ran.reply(&self.name, "reset")?;
         let token = marker
             .filter(|marker| keys::marker_owner(marker) == owner.as_deref())
             .and_then(|marker| keys::marker_token(&marker));
@@ -650,12 +648,10 @@ impl RedisMutex {
             .key(&keys.signal)
             .key(&keys.grant)
             .key(&keys.released);
-        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, deadline, |c| {
+        let ran = conn::run_repeatable(&self.pool, &keys.lock, deadline, |c| {
             call.invoke::<Vec<i64>>(c)
         })?;
-        let reset = ran
-            .result
-            .map_err(|e| ran.conn.fail(e, &self.name, "reset"))?;
+        let reset = ran.reply(&self.name, "reset")?;
         // `reset.lua`: 1 deleted, 0 none, -1 a key of another type (left alone).
         match reset[..] {
             [-1] => Err(self.wrong_type()),

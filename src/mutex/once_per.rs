@@ -213,7 +213,7 @@ impl RedisMutex {
     pub fn period_window(&self, period: Duration) -> Result<PeriodWindow> {
         let period_ms = check_period(period)?;
         let keys = self.keys();
-        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
+        let ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
             let (secs, micros): (u64, u64) = redis::cmd("TIME").query(c)?;
             let now_ms = secs * 1000 + micros / 1000;
             let index = now_ms / period_ms;
@@ -222,9 +222,7 @@ impl RedisMutex {
                 .query(c)?;
             Ok((index, marker))
         })?;
-        let (index, marker) = ran
-            .result
-            .map_err(|e| ran.conn.fail(e, &self.name, "period_window"))?;
+        let (index, marker) = ran.reply(&self.name, "period_window")?;
         Ok(PeriodWindow {
             period,
             start: UNIX_EPOCH + Duration::from_millis(index.saturating_mul(period_ms)),
@@ -285,12 +283,10 @@ impl RedisMutex {
             .arg(guard.fencing_token())
             .arg(end_ms)
             .arg(millis(MARKER_GRACE));
-        let mut ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
+        let ran = conn::run_repeatable(&self.pool, &keys.lock, self.deadline(), |c| {
             call.invoke::<redis::Value>(c)
         })?;
-        let reply = ran
-            .result
-            .map_err(|e| ran.conn.fail(e, &self.name, "mark_period_done"))?;
+        let reply = ran.reply(&self.name, "mark_period_done")?;
         let marker = match reply {
             redis::Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
             redis::Value::Int(0) => {

@@ -521,9 +521,8 @@ impl RedisRwLock {
         deadline: Deadline,
         op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T> {
-        let mut ran = conn::run_repeatable(&self.pool, self.route(), deadline, op)?;
-        ran.result
-            .map_err(|e| ran.conn.fail(e, &self.path, "reset"))
+        let ran = conn::run_repeatable(&self.pool, self.route(), deadline, op)?;
+        ran.reply(&self.path, "reset")
     }
 
     /// The labels of a lease of `mode`'s metrics.
