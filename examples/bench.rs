@@ -1243,6 +1243,7 @@ impl RawScripts {
     fn new() -> RawScripts {
         RawScripts {
             acquire: redis::Script::new(concat!(
+                include_str!("../src/scripts/clock.lua"),
                 include_str!("../src/scripts/fence.lua"),
                 include_str!("../src/mutex/acquire.lua")
             )),

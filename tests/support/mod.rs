@@ -322,6 +322,7 @@ pub fn script(file: &str) -> redis::Script {
     };
     let mut source: String = [
         "scripts/clock.lua",
+        "scripts/now.lua",
         "scripts/fence.lua",
         "scripts/touch.lua",
         "scripts/notes.lua",
