@@ -212,3 +212,95 @@ fn send_again(mut job: Pending) -> Option<Pending> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Whether `flag` is set within `within`.
+    fn set_within(flag: &AtomicBool, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !flag.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// A release that panics (in a caller's metrics recorder, say) ends itself only: the
+    /// releases handed over after it are still sent.
+    #[test]
+    fn a_release_that_panics_leaves_the_thread_to_the_others() {
+        let tried = Arc::new(AtomicBool::new(false));
+        let flag = tried.clone();
+        let panics = Release {
+            kind: "test",
+            name: "panics".into(),
+            send: Box::new(move || {
+                flag.store(true, Ordering::SeqCst);
+                panic!("a recorder's panic, on the release thread");
+            }),
+        };
+        retry(panics, Duration::from_secs(5)).unwrap();
+        assert!(set_within(&tried, Duration::from_secs(10)), "never tried");
+        let sent = Arc::new(AtomicBool::new(false));
+        let flag = sent.clone();
+        let after = Release {
+            kind: "test",
+            name: "after".into(),
+            send: Box::new(move || {
+                flag.store(true, Ordering::SeqCst);
+                Ok(true)
+            }),
+        };
+        retry(after, Duration::from_secs(5)).unwrap();
+        assert!(
+            set_within(&sent, Duration::from_secs(10)),
+            "a release handed over after one that panicked was never sent"
+        );
+    }
+
+    /// Sets its flag when dropped, and panics if asked to.
+    struct OnDrop {
+        flag: Arc<AtomicBool>,
+        panics: bool,
+    }
+
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.flag.store(true, Ordering::SeqCst);
+            assert!(
+                !self.panics,
+                "a guard's drop that panics, on the release thread"
+            );
+        }
+    }
+
+    /// The same for the guards the `tokio` feature hands over to be dropped.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn a_drop_that_panics_leaves_the_thread_to_the_others() {
+        let (tried, dropped) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        drop_later(Box::new(OnDrop {
+            flag: tried.clone(),
+            panics: true,
+        }));
+        assert!(set_within(&tried, Duration::from_secs(10)), "never dropped");
+        drop_later(Box::new(OnDrop {
+            flag: dropped.clone(),
+            panics: false,
+        }));
+        assert!(
+            set_within(&dropped, Duration::from_secs(10)),
+            "a guard handed over after one whose drop panicked was never dropped"
+        );
+    }
+}
