@@ -11,7 +11,7 @@ use super::server::{RedisServer, companion};
 use super::{HANG, eventually, info_field, run_bounded};
 
 /// How long the cluster may take to agree it is whole.
-const FORMING: Duration = Duration::from_secs(30);
+const FORMING: Duration = Duration::from_secs(60);
 
 /// A cluster of `2 × primaries` servers this process started.
 pub struct Cluster {
@@ -79,7 +79,13 @@ impl Cluster {
                 ok && link
             })
         });
-        assert!(formed, "the cluster did not form within {FORMING:?}");
+        if !formed {
+            let nodes: Vec<String> = self.nodes.iter().map(RedisServer::diagnosis).collect();
+            panic!(
+                "the cluster did not form within {FORMING:?}; its nodes:\n{}",
+                nodes.join("\n")
+            );
+        }
     }
 
     /// The seed URLs a pool is built from (every node).

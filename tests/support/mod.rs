@@ -22,6 +22,14 @@ pub use server::{RedisServer, connect, free_port, pool_at, signal};
 /// and the test fails saying so instead of hanging the run.
 pub const HANG: Duration = Duration::from_secs(20);
 
+/// Taken by the tests that drive failovers of many servers under contention (Sentinel and
+/// Cluster), so that they take turns: each starts a dozen servers and election timers, and
+/// two or three at once on a 2-core machine starve a cluster's gossip past its timeouts.
+pub fn failover_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The environment variable that makes an ignored child test do its work.
 pub const CHILD_ENV: &str = "REDIS_MUTEX_CHILD";
 

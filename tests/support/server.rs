@@ -163,6 +163,7 @@ pub struct RedisServer {
     dir: PathBuf,
     extra_args: Vec<String>,
     paused: bool,
+    tail: LogTail,
 }
 
 impl RedisServer {
@@ -188,6 +189,7 @@ impl RedisServer {
                 dir,
                 extra_args: extra_args.clone(),
                 paused: false,
+                tail: LogTail::default(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -210,9 +212,10 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {} ({e})", binary.display()));
-        match wait_until_ready(&mut child, "Ready to accept connections") {
-            Ok(()) => {
+        match wait_until_ready_keeping_log(&mut child, "Ready to accept connections") {
+            Ok(tail) => {
                 self.child = Some(child);
+                self.tail = tail;
                 Ok(())
             }
             Err(log) => Err(format!("server on port {}: {log}", self.port)),
@@ -251,6 +254,31 @@ impl RedisServer {
         let conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
         conn.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(conn)
+    }
+
+    /// Whether the server's process still runs, and its last log lines: for the message of
+    /// a test that found it unresponsive.
+    pub fn diagnosis(&self) -> String {
+        let state = match &self.child {
+            // Linux's view of the process: `Z` exited (not yet reaped), `T` stopped.
+            Some(child) => std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("State:").map(|v| v.trim().to_owned()))
+                })
+                .map_or("its process is gone".to_owned(), |s| {
+                    format!("process state {s}")
+                }),
+            None => "no process".to_owned(),
+        };
+        let tail = self.tail.lock().unwrap();
+        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+        format!(
+            "server on port {}: {state}; its last log lines:\n  {}",
+            self.port,
+            lines.join("\n  ")
+        )
     }
 
     /// The server's process id.
@@ -308,13 +336,36 @@ impl Drop for RedisServer {
 /// thread so the server never blocks on a full pipe. Kills it when it is not ready in time;
 /// the error holds the log.
 pub fn wait_until_ready(child: &mut Child, marker: &'static str) -> Result<(), String> {
+    wait_until_ready_keeping_log(child, marker).map(drop)
+}
+
+/// The last lines a server wrote to its log, kept for a failure's message.
+pub type LogTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
+/// How many of a server's last log lines are kept.
+const TAIL_LINES: usize = 30;
+
+/// [`wait_until_ready`], keeping the server's last log lines from then on.
+pub fn wait_until_ready_keeping_log(
+    child: &mut Child,
+    marker: &'static str,
+) -> Result<LogTail, String> {
     let stdout = child.stdout.take().expect("stdout is piped");
     let (ready_tx, ready_rx) = mpsc::channel();
+    let tail = LogTail::default();
+    let kept = tail.clone();
     thread::spawn(move || {
         let mut log = String::new();
         let mut ready_tx = Some(ready_tx);
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
+            {
+                let mut kept = kept.lock().unwrap();
+                if kept.len() == TAIL_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line.clone());
+            }
             if let Some(tx) = &ready_tx {
                 log.push_str(&line);
                 log.push('\n');
@@ -335,7 +386,7 @@ pub fn wait_until_ready(child: &mut Child, marker: &'static str) -> Result<(), S
         child.kill().ok();
         child.wait().ok();
     }
-    outcome
+    outcome.map(|()| tail)
 }
 
 /// A direct connection to `url` with a 10 s reply timeout.

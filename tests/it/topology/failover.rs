@@ -464,6 +464,7 @@ fn failovers() -> usize {
 
 #[test]
 fn sentinel_failovers_under_contention() {
+    let _turn = crate::support::failover_turn();
     let seed: u64 = std::env::var("FAILOVER_LEADER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -495,6 +496,7 @@ fn sentinel_failovers_under_contention() {
 
 #[test]
 fn cluster_failovers_under_contention() {
+    let _turn = crate::support::failover_turn();
     for replicas in [false, true] {
         let cluster = Cluster::start(3);
         let urls = cluster.urls();

@@ -416,6 +416,7 @@ fn seed() -> u64 {
 /// `SENTINEL_LEADERS=0` runs it alone.)
 #[test]
 fn grants_after_failovers_led_by_any_sentinel_are_on_the_new_primary() {
+    let _turn = crate::support::failover_turn();
     failovers_led_by(&random_leaders());
 }
 
