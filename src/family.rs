@@ -24,7 +24,7 @@ pub(crate) trait Family: Sync {
     fn pattern(&self) -> &'static str;
 
     /// What the locks `found` by a `SCAN` step on `conn` hold now.
-    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>>;
+    fn list(&self, conn: &mut Conn, found: FoundKeys) -> Result<Vec<LockInfo>>;
 
     /// The keys a `SCAN` with [`pattern`](Family::pattern) would find for the lock named
     /// `name` (what [`list`](Family::list) reads for it), all of one slot on a cluster:
@@ -37,7 +37,7 @@ pub(crate) trait Family: Sync {
 
     /// Removes the locks `found` (the grants of `owner` alone, if given) and wakes their
     /// waiters: how many grants it removed.
-    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize>;
+    fn clear(&self, conn: &mut Conn, found: FoundKeys, owner: Option<&str>) -> Result<usize>;
 
     /// Its scripts, which the registry's interface test reads.
     #[cfg(test)]
@@ -46,7 +46,7 @@ pub(crate) trait Family: Sync {
 
 /// Keys of one kind that a walk found on one server (by its [`pattern`](Family::pattern),
 /// or [`keys_named`](Family::keys_named)), and how that server names keys.
-pub(crate) struct Found {
+pub(crate) struct FoundKeys {
     pub(crate) keys: Vec<Vec<u8>>,
     pub(crate) scheme: Scheme,
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{FAMILIES, node_conn, scan_step};
 use crate::conn::{self, Conn};
 use crate::error::{Error, Result};
-use crate::family::{Found, LockInfo};
+use crate::family::{FoundKeys, LockInfo};
 use crate::keys::Scheme;
 use crate::pool::Node;
 use crate::pool::Pool;
@@ -149,7 +149,7 @@ impl ListLocks {
             for key in family.keys_named(name, self.scheme) {
                 let deadline = Deadline::after(self.pool.response_timeout());
                 let mut conn = conn::checkout(&self.pool, &key, deadline)?;
-                let found = Found {
+                let found = FoundKeys {
                     keys: vec![key.into_bytes()],
                     scheme: self.scheme,
                 };
@@ -179,7 +179,8 @@ impl ListLocks {
         let (next, keys) = scan_step(conn, kind.pattern(), *cursor)?;
         if !keys.is_empty() {
             let scheme = self.scheme;
-            self.found.extend(kind.list(conn, Found { keys, scheme })?);
+            self.found
+                .extend(kind.list(conn, FoundKeys { keys, scheme })?);
         }
         *cursor = next;
         if next == 0 {

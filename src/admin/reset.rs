@@ -2,7 +2,7 @@
 
 use super::{FAMILIES, node_conn, scan};
 use crate::error::{Error, Result};
-use crate::family::Found;
+use crate::family::FoundKeys;
 use crate::keys::Scheme;
 use crate::pool::Pool;
 
@@ -88,7 +88,7 @@ fn clear(pool: &Pool, owner: Option<&str>) -> Result<usize> {
         let mut conn = node_conn(pool, &node)?;
         for family in FAMILIES {
             cleared += scan(&mut conn, family.pattern(), |conn, keys| {
-                family.clear(conn, Found { keys, scheme }, owner)
+                family.clear(conn, FoundKeys { keys, scheme }, owner)
             })?;
         }
     }

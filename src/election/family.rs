@@ -6,7 +6,7 @@ use super::keys::ElectionKeys;
 use super::{Leader, ValueOp, leader_call, parse_leader, proclaim_call};
 use crate::conn::Conn;
 use crate::error::Result;
-use crate::family::{Family, Found, LockInfo, LockKind};
+use crate::family::{Family, FoundKeys, LockInfo, LockKind};
 use crate::mutex::{ELECTION_KEYS, clear_in, list_in};
 
 /// The family of elections, for the operator tools.
@@ -18,7 +18,7 @@ impl Family for Elections {
     }
 
     /// Each leader's lock as a mutex's, with the value it proclaimed for its term.
-    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
+    fn list(&self, conn: &mut Conn, found: FoundKeys) -> Result<Vec<LockInfo>> {
         let scheme = found.scheme;
         let mut locks = list_in(&ELECTION_KEYS, conn, found)?;
         for info in &mut locks {
@@ -41,7 +41,7 @@ impl Family for Elections {
 
     /// Withdraws each election's proclaimed value (waking its observers), then ends its
     /// term and wakes one candidate.
-    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
+    fn clear(&self, conn: &mut Conn, found: FoundKeys, owner: Option<&str>) -> Result<usize> {
         let scheme = found.scheme;
         for key in &found.keys {
             let name = ELECTION_KEYS

@@ -5,7 +5,7 @@ use super::keys::{LOCKS, MutexKeys, Namespace, Sibling, marker_owner, marker_tok
 use super::{LIST, RESET};
 use crate::conn::{self, Conn};
 use crate::error::{Error, Result};
-use crate::family::{Family, Found, LockInfo, LockKind, each_key, expires_in, per_slot};
+use crate::family::{Family, FoundKeys, LockInfo, LockKind, each_key, expires_in, per_slot};
 use crate::keys::Scheme;
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::pool::Pool;
@@ -20,11 +20,11 @@ impl Family for Mutexes {
         "lock:*"
     }
 
-    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
+    fn list(&self, conn: &mut Conn, found: FoundKeys) -> Result<Vec<LockInfo>> {
         list_in(&LOCKS, conn, found)
     }
 
-    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
+    fn clear(&self, conn: &mut Conn, found: FoundKeys, owner: Option<&str>) -> Result<usize> {
         clear_in(&LOCKS, conn, found, owner)
     }
 
@@ -42,8 +42,12 @@ impl Family for Mutexes {
 /// # Errors
 ///
 /// A request's failure, or a reply of another shape ([`Error::Protocol`]).
-pub(crate) fn list_in(space: &Namespace, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
-    let Found { keys, scheme } = found;
+pub(crate) fn list_in(
+    space: &Namespace,
+    conn: &mut Conn,
+    found: FoundKeys,
+) -> Result<Vec<LockInfo>> {
+    let FoundKeys { keys, scheme } = found;
     let replies = per_slot(conn, keys, scheme, "list", |keys| {
         let mut call = LIST.call();
         for key in keys {
@@ -70,10 +74,10 @@ pub(crate) fn list_in(space: &Namespace, conn: &mut Conn, found: Found) -> Resul
 pub(crate) fn clear_in(
     space: &Namespace,
     conn: &mut Conn,
-    found: Found,
+    found: FoundKeys,
     owner: Option<&str>,
 ) -> Result<usize> {
-    let Found { keys, scheme } = found;
+    let FoundKeys { keys, scheme } = found;
     let tombstone_ms = millis(undo_window(conn.read_timeout()));
     let replies = per_slot(conn, keys, scheme, "reset", |keys| {
         let mut call = RESET.call();

@@ -5,7 +5,7 @@
 use super::{CLEAR, LIST};
 use crate::conn::Conn;
 use crate::error::Result;
-use crate::family::{Family, Found, LockInfo, LockKind, each_key, expires_in, per_slot};
+use crate::family::{Family, FoundKeys, LockInfo, LockKind, each_key, expires_in, per_slot};
 use crate::keys::{Scheme, tagged, untagged};
 use crate::pool::Pool;
 
@@ -42,8 +42,8 @@ impl Family for Redlocks {
         "redlock:*"
     }
 
-    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
-        let Found { keys, scheme } = found;
+    fn list(&self, conn: &mut Conn, found: FoundKeys) -> Result<Vec<LockInfo>> {
+        let FoundKeys { keys, scheme } = found;
         let replies = per_slot(conn, keys, scheme, "list", |markers| {
             let mut call = LIST.call();
             pairs(&mut call, markers, scheme);
@@ -65,11 +65,11 @@ impl Family for Redlocks {
     }
 
     /// A Redlock's grant has no owner id: an owner's reset leaves them all.
-    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
+    fn clear(&self, conn: &mut Conn, found: FoundKeys, owner: Option<&str>) -> Result<usize> {
         if owner.is_some() {
             return Ok(0);
         }
-        let Found { keys, scheme } = found;
+        let FoundKeys { keys, scheme } = found;
         let replies = per_slot(conn, keys, scheme, "reset", |markers| {
             let mut call = CLEAR.call();
             pairs(&mut call, markers, scheme);

@@ -6,7 +6,7 @@ use super::keys::{Mode, RwKeys, check_path, level_keys, parse_key, path_of};
 use super::{CLEAR, LIST};
 use crate::conn::Conn;
 use crate::error::{Error, Result};
-use crate::family::{Family, Found, LockInfo, LockKind, each_key, expires_in, per_slot};
+use crate::family::{Family, FoundKeys, LockInfo, LockKind, each_key, expires_in, per_slot};
 use crate::keys::Scheme;
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::time::millis;
@@ -24,8 +24,8 @@ impl Family for RwLocks {
     }
 
     /// The read and write leases in the holder sets among `keys`.
-    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
-        let Found { keys, scheme } = found;
+    fn list(&self, conn: &mut Conn, found: FoundKeys) -> Result<Vec<LockInfo>> {
+        let FoundKeys { keys, scheme } = found;
         let holders: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|key| {
@@ -88,8 +88,8 @@ impl Family for RwLocks {
 
     /// Removes the leases of every level that `keys` show (whatever kind of key showed
     /// it), each level once.
-    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
-        let Found { keys, scheme } = found;
+    fn clear(&self, conn: &mut Conn, found: FoundKeys, owner: Option<&str>) -> Result<usize> {
+        let FoundKeys { keys, scheme } = found;
         let mut levels: Vec<Vec<u8>> = keys
             .iter()
             .filter_map(|k| std::str::from_utf8(k).ok())

@@ -8,7 +8,7 @@ use super::keys::{
 };
 use crate::conn::Conn;
 use crate::error::{Error, Result};
-use crate::family::{Family, Found, LockInfo, LockKind, PermitsInfo, expires_in};
+use crate::family::{Family, FoundKeys, LockInfo, LockKind, PermitsInfo, expires_in};
 use crate::keys::sibling;
 use crate::options::DEFAULT_SIGNAL_EXPIRE;
 use crate::scripts::Call;
@@ -46,8 +46,8 @@ impl Family for Semaphores {
     }
 
     /// The grants of each semaphore, one call of `state` per semaphore.
-    fn list(&self, conn: &mut Conn, found: Found) -> Result<Vec<LockInfo>> {
-        let Found { keys, scheme } = found;
+    fn list(&self, conn: &mut Conn, found: FoundKeys) -> Result<Vec<LockInfo>> {
+        let FoundKeys { keys, scheme } = found;
         let bad = || Error::Protocol { what: "list" };
         let mut found = Vec::new();
         for key in keys {
@@ -108,7 +108,7 @@ impl Family for Semaphores {
         Ok(found)
     }
 
-    fn clear(&self, conn: &mut Conn, found: Found, owner: Option<&str>) -> Result<usize> {
+    fn clear(&self, conn: &mut Conn, found: FoundKeys, owner: Option<&str>) -> Result<usize> {
         let mut removed = 0;
         for key in found.keys {
             let mut call = call(&key, "reset");
