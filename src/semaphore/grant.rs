@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::keys::SemaphoreKeys;
 use super::script;
-use crate::error::Error;
 use crate::renewal::{OnServer, ServerGrant};
 use crate::scripts::{Call, LEASE_EXTEND, Lua, undo_window};
 use crate::time::millis;
@@ -62,12 +61,5 @@ impl ServerGrant for SemaphoreGrant {
             .arg(millis(super::CAPACITY_LIFE))
             .key(&self.keys.holders)
             .key(&self.keys.capacity);
-    }
-}
-
-pub(super) fn wrong_type(name: &str) -> Error {
-    Error::WrongType {
-        name: name.to_owned(),
-        key: None,
     }
 }

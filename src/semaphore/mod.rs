@@ -31,7 +31,7 @@ use keys::{SemaphoreKeys, member, parse_member};
 
 pub use builder::RedisSemaphoreBuilder;
 pub(crate) use family::Semaphores;
-use grant::{SemaphoreGrant, wrong_type};
+use grant::SemaphoreGrant;
 pub use guard::{ArcRedisSemaphorePermit, RedisSemaphorePermit};
 
 /// Every operation of a semaphore: acquire (or queue), release and wake, leave the queue,
@@ -585,10 +585,10 @@ impl RedisSemaphore {
     /// # Ok::<(), redis_mutex::Error>(())
     /// ```
     pub fn reset(&self) -> Result<usize> {
-        // The grants held now, by name: a copy of the removal that comes late (sent again
-        // after a lost reply) leaves a grant made since.
         // One bound for the whole call: both requests share it.
         let deadline = Deadline::after(self.options.response_timeout);
+        // The grants held now, by name: a copy of the removal that comes late (sent again
+        // after a lost reply) leaves a grant made since.
         let holders = &self.keys.holders;
         let mut members: Vec<String> = self.run_by(deadline, "reset", |c| {
             redis::cmd("ZRANGE").arg(holders).arg(0).arg(-1).query(c)
@@ -633,14 +633,9 @@ impl RedisSemaphore {
         what: &'static str,
         op: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T> {
-        let route = &self.keys.holders;
-        let mut ran = conn::run_repeatable(&self.pool, route, deadline, op)?;
-        ran.result.map_err(|e| {
-            if e.code() == Some("WRONGTYPE") {
-                return wrong_type(&self.name);
-            }
-            ran.conn.fail(e, &self.name, what)
-        })
+        let ran = conn::run_repeatable(&self.pool, &self.keys.holders, deadline, op)?;
+        // A key of another type is `Error::WrongType`, as `fail` maps it.
+        ran.reply(&self.name, what)
     }
 
     fn state(&self) -> Result<State> {
