@@ -41,23 +41,25 @@ end
 local results = {}
 for i = 1, #KEYS, 4 do
     local kind = redis.call('TYPE', KEYS[i])['ok']
-    local token = kind == 'string' and token_of(KEYS[i], KEYS[i + 2])
     if kind ~= 'string' and kind ~= 'none' then
         results[#results + 1] = -1
     elseif ARGV[3] and redis.call('GET', KEYS[i]) ~= ARGV[3] then
         results[#results + 1] = 0
-    elseif ARGV[4] and (token or '') ~= ARGV[4] then
-        results[#results + 1] = 0
     else
-        redis.call('DEL', KEYS[i + 1])
-        redis.call('LPUSH', KEYS[i + 1], 1)
-        redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
-        redis.call('DEL', KEYS[i + 2])
-        local deleted = redis.call('DEL', KEYS[i])
-        if deleted == 1 then
-            redis.call('SET', KEYS[i + 3], 'reset|' .. (token or ''), 'PX', ARGV[2])
+        local token = token_of(KEYS[i], KEYS[i + 2])
+        if ARGV[4] and (token or '') ~= ARGV[4] then
+            results[#results + 1] = 0
+        else
+            redis.call('DEL', KEYS[i + 1])
+            redis.call('LPUSH', KEYS[i + 1], 1)
+            redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
+            redis.call('DEL', KEYS[i + 2])
+            local deleted = redis.call('DEL', KEYS[i])
+            if deleted == 1 then
+                redis.call('SET', KEYS[i + 3], 'reset|' .. (token or ''), 'PX', ARGV[2])
+            end
+            results[#results + 1] = deleted
         end
-        results[#results + 1] = deleted
     end
 end
 if ARGV[5] then
